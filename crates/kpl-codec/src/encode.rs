@@ -1,0 +1,445 @@
+//! Building aggregated records.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+
+use md5::{Digest, Md5};
+use quick_protobuf::Writer;
+use quick_protobuf::sizeofs::sizeof_varint;
+
+use crate::hash::HashKey;
+use crate::limits::AGGREGATED_PARTITION_KEY;
+use crate::record::{Tag, UserRecord};
+
+/// The four bytes every aggregated record starts with.
+pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
+/// Length of the MD5 digest that ends every aggregated record.
+pub const DIGEST_LEN: usize = 16;
+/// Bytes an aggregated record adds around its protobuf body: magic and digest.
+pub const AGGREGATE_OVERHEAD: usize = MAGIC.len() + DIGEST_LEN;
+
+// Protobuf tags (field number << 3 | wire type) of the format's fields.
+const TAG_PARTITION_KEY_TABLE: u32 = 1 << 3 | 2;
+const TAG_EXPLICIT_HASH_KEY_TABLE: u32 = 2 << 3 | 2;
+const TAG_RECORDS: u32 = 3 << 3 | 2;
+const TAG_RECORD_PARTITION_KEY_INDEX: u32 = 1 << 3;
+const TAG_RECORD_EXPLICIT_HASH_KEY_INDEX: u32 = 2 << 3;
+const TAG_RECORD_DATA: u32 = 3 << 3 | 2;
+const TAG_RECORD_TAGS: u32 = 4 << 3 | 2;
+const TAG_TAG_KEY: u32 = 1 << 3 | 2;
+const TAG_TAG_VALUE: u32 = 2 << 3 | 2;
+
+/// Encoded size of a length-delimited field of a one-byte tag.
+fn len_field(len: usize) -> usize {
+    1 + sizeof_varint(len as u64) + len
+}
+
+/// Encoded size of a varint field of a one-byte tag.
+fn varint_field(value: usize) -> usize {
+    1 + sizeof_varint(value as u64)
+}
+
+fn tag_len(tag: &Tag) -> usize {
+    len_field(tag.key.len()) + tag.value.as_ref().map_or(0, |v| len_field(v.len()))
+}
+
+/// One record ready for `PutRecords`: an aggregate, or a lone user record sent raw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KinesisRecord {
+    /// The partition key to send: `"a"` for an aggregate, the user's own key for a
+    /// raw record.
+    pub partition_key: String,
+    /// The explicit hash key to send: for an aggregate, the hash key of its first
+    /// user record (so it lands on the shard predicted for all of them); for a raw
+    /// record, the user's own, if any.
+    pub explicit_hash_key: Option<HashKey>,
+    /// The bytes to send.
+    pub data: Vec<u8>,
+    /// Whether `data` is in the aggregated format.
+    pub aggregated: bool,
+}
+
+struct Entry<D> {
+    record: UserRecord<D>,
+    partition_key_index: usize,
+    explicit_hash_key_index: Option<usize>,
+    /// Encoded length of the `Record` message, without its own tag and length.
+    message_len: usize,
+}
+
+/// An identity hasher for keys that are already hashes.
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in rather than lose it.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+const NO_NEXT: usize = usize::MAX;
+
+/// Builds one aggregated record and knows its exact encoded size at every step.
+///
+/// Add user records with [`add`](Self::add); [`size`](Self::size) is then the exact
+/// length of the aggregate [`encode`](Self::encode) would produce (magic, protobuf,
+/// MD5), and [`size_with`](Self::size_with) tells, before adding, what a record would
+/// make it, so a caller can stop under a limit. Both are O(1) (one hash look-up);
+/// nothing is encoded until asked.
+///
+/// Key tables are de-duplicated in first-seen order and fields are written in
+/// field-number order, so the bytes equal those of the reference aggregators for the
+/// same records.
+///
+/// The builder does not check where records land: **every record of one aggregate
+/// must map to the same shard**, or a KCL consumer drops the ones outside the
+/// receiving shard's range. Callers group records by predicted shard first.
+///
+/// ```
+/// use kpl_codec::{deaggregate, AggregateBuilder, UserRecord};
+///
+/// let mut builder = AggregateBuilder::new();
+/// builder.add(UserRecord::new("pk1", b"hello".to_vec()));
+/// let next = UserRecord::new("pk2", b"world".to_vec());
+/// assert_eq!(builder.size_with(&next), 52);
+/// builder.add(next);
+///
+/// let record = builder.encode().expect("not empty");
+/// assert!(record.aggregated);
+/// assert_eq!(record.partition_key, "a");
+/// assert_eq!(record.data.len(), builder.size());
+///
+/// let users = deaggregate(&record.partition_key, None, &record.data)?;
+/// assert_eq!(users[1].data, b"world");
+/// # Ok::<(), kpl_codec::DecodeError>(())
+/// ```
+pub struct AggregateBuilder<D = Vec<u8>> {
+    entries: Vec<Entry<D>>,
+    hasher: RandomState,
+    /// Hash of a partition key → its newest table index with that hash.
+    partition_key_lookup: HashMap<u64, usize, BuildHasherDefault<PreHashed>>,
+    /// Per table index: the entry that holds the key, and the next older table
+    /// index with the same hash (a collision chain; almost always `NO_NEXT`).
+    partition_key_table: Vec<(usize, usize)>,
+    explicit_hash_key_lookup: HashMap<u128, usize>,
+    explicit_hash_key_table: Vec<HashKey>,
+    body_len: usize,
+}
+
+impl<D> Default for AggregateBuilder<D> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            hasher: RandomState::new(),
+            partition_key_lookup: HashMap::default(),
+            partition_key_table: Vec::new(),
+            explicit_hash_key_lookup: HashMap::default(),
+            explicit_hash_key_table: Vec::new(),
+            body_len: 0,
+        }
+    }
+}
+
+impl<D> std::fmt::Debug for AggregateBuilder<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregateBuilder")
+            .field("records", &self.entries.len())
+            .field("partition_keys", &self.partition_key_table.len())
+            .field("explicit_hash_keys", &self.explicit_hash_key_table.len())
+            .field("size", &(AGGREGATE_OVERHEAD + self.body_len))
+            .finish()
+    }
+}
+
+impl<D: AsRef<[u8]>> AggregateBuilder<D> {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of user records added.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no record was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The exact length in bytes of the aggregated record holding the records added
+    /// so far: magic, protobuf body and digest (20 when empty).
+    pub fn size(&self) -> usize {
+        AGGREGATE_OVERHEAD + self.body_len
+    }
+
+    /// The exact [`size`](Self::size) the aggregate would have with `record` added.
+    pub fn size_with(&self, record: &UserRecord<D>) -> usize {
+        let (pk, ehk) = self.lookup(record);
+        self.size() + self.growth(record, pk, ehk).0
+    }
+
+    /// Adds a user record and returns the new exact [`size`](Self::size).
+    pub fn add(&mut self, record: UserRecord<D>) -> usize {
+        let (pk, ehk) = self.lookup(&record);
+        let (growth, message_len) = self.growth(&record, pk, ehk);
+        let entry_index = self.entries.len();
+        let partition_key_index = match pk {
+            Lookup::Found(index) => index,
+            Lookup::New { hash, chain } => {
+                let index = self.partition_key_table.len();
+                self.partition_key_table.push((entry_index, chain));
+                self.partition_key_lookup.insert(hash, index);
+                index
+            }
+        };
+        let explicit_hash_key_index = match (record.explicit_hash_key, ehk) {
+            (None, _) => None,
+            (Some(_), Some(index)) => Some(index),
+            (Some(key), None) => {
+                let index = self.explicit_hash_key_table.len();
+                self.explicit_hash_key_table.push(key);
+                self.explicit_hash_key_lookup.insert(key.get(), index);
+                Some(index)
+            }
+        };
+        self.entries.push(Entry {
+            record,
+            partition_key_index,
+            explicit_hash_key_index,
+            message_len,
+        });
+        self.body_len += growth;
+        self.size()
+    }
+
+    /// The records added so far, in order.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = &UserRecord<D>> {
+        self.entries.iter().map(|e| &e.record)
+    }
+
+    /// Takes the records back, in order, leaving the builder empty.
+    pub fn take_records(&mut self) -> Vec<UserRecord<D>> {
+        let records = self.entries.drain(..).map(|e| e.record).collect();
+        self.clear();
+        records
+    }
+
+    /// Empties the builder, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.partition_key_lookup.clear();
+        self.partition_key_table.clear();
+        self.explicit_hash_key_lookup.clear();
+        self.explicit_hash_key_table.clear();
+        self.body_len = 0;
+    }
+
+    /// The Kinesis record to send for what was added: `None` when empty; the record
+    /// itself, raw, when there is one; otherwise the aggregate, with partition key
+    /// `"a"` and the first record's hash key as explicit hash key.
+    pub fn encode(&self) -> Option<KinesisRecord> {
+        match self.entries.as_slice() {
+            [] => None,
+            [only] => Some(KinesisRecord {
+                partition_key: only.record.partition_key.clone(),
+                explicit_hash_key: only.record.explicit_hash_key,
+                data: only.record.data.as_ref().to_vec(),
+                aggregated: false,
+            }),
+            [first, ..] => {
+                let mut data = Vec::new();
+                self.encode_aggregate_into(&mut data);
+                Some(KinesisRecord {
+                    partition_key: AGGREGATED_PARTITION_KEY.to_owned(),
+                    explicit_hash_key: Some(first.record.hash_key()),
+                    data,
+                    aggregated: true,
+                })
+            }
+        }
+    }
+
+    /// Appends the aggregated form of what was added to `out` (even for zero or one
+    /// record): exactly [`size`](Self::size) bytes.
+    pub fn encode_aggregate_into(&self, out: &mut Vec<u8>) {
+        out.reserve(self.size());
+        out.extend_from_slice(&MAGIC);
+        let body_start = out.len();
+        // Writing into a Vec cannot fail.
+        self.write_body(&mut Writer::new(&mut *out))
+            .expect("writing to a Vec never fails");
+        let digest: [u8; DIGEST_LEN] = Md5::digest(&out[body_start..]).into();
+        out.extend_from_slice(&digest);
+    }
+
+    fn write_body(&self, w: &mut Writer<&mut Vec<u8>>) -> quick_protobuf::Result<()> {
+        for &(entry, _) in &self.partition_key_table {
+            let key = &self.entries[entry].record.partition_key;
+            w.write_with_tag(TAG_PARTITION_KEY_TABLE, |w| w.write_string(key))?;
+        }
+        let mut digits = [0u8; 39];
+        for key in &self.explicit_hash_key_table {
+            let text = format_decimal(key.get(), &mut digits);
+            w.write_with_tag(TAG_EXPLICIT_HASH_KEY_TABLE, |w| w.write_bytes(text))?;
+        }
+        for entry in &self.entries {
+            w.write_tag(TAG_RECORDS)?;
+            w.write_varint(entry.message_len as u64)?;
+            w.write_tag(TAG_RECORD_PARTITION_KEY_INDEX)?;
+            w.write_varint(entry.partition_key_index as u64)?;
+            if let Some(index) = entry.explicit_hash_key_index {
+                w.write_tag(TAG_RECORD_EXPLICIT_HASH_KEY_INDEX)?;
+                w.write_varint(index as u64)?;
+            }
+            w.write_with_tag(TAG_RECORD_DATA, |w| w.write_bytes(entry.record.data.as_ref()))?;
+            for tag in &entry.record.tags {
+                w.write_tag(TAG_RECORD_TAGS)?;
+                w.write_varint(tag_len(tag) as u64)?;
+                w.write_with_tag(TAG_TAG_KEY, |w| w.write_string(&tag.key))?;
+                if let Some(value) = &tag.value {
+                    w.write_with_tag(TAG_TAG_VALUE, |w| w.write_string(value))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds the table indexes `record`'s keys already have.
+    fn lookup(&self, record: &UserRecord<D>) -> (Lookup, Option<usize>) {
+        let key = record.partition_key.as_str();
+        let hash = self.hasher.hash_one(key);
+        let mut chain = self
+            .partition_key_lookup
+            .get(&hash)
+            .copied()
+            .unwrap_or(NO_NEXT);
+        let head = chain;
+        let pk = loop {
+            if chain == NO_NEXT {
+                break Lookup::New { hash, chain: head };
+            }
+            let (entry, next) = self.partition_key_table[chain];
+            if self.entries[entry].record.partition_key == key {
+                break Lookup::Found(chain);
+            }
+            chain = next;
+        };
+        let ehk = record
+            .explicit_hash_key
+            .and_then(|k| self.explicit_hash_key_lookup.get(&k.get()).copied());
+        (pk, ehk)
+    }
+
+    /// How much the body grows with `record`, and the record message's length.
+    fn growth(&self, record: &UserRecord<D>, pk: Lookup, ehk: Option<usize>) -> (usize, usize) {
+        let mut growth = 0;
+        let pk_index = match pk {
+            Lookup::Found(index) => index,
+            Lookup::New { .. } => {
+                growth += len_field(record.partition_key.len());
+                self.partition_key_table.len()
+            }
+        };
+        let mut message_len = varint_field(pk_index) + len_field(record.data.as_ref().len());
+        if let Some(key) = record.explicit_hash_key {
+            let ehk_index = match ehk {
+                Some(index) => index,
+                None => {
+                    growth += len_field(key.decimal_len());
+                    self.explicit_hash_key_table.len()
+                }
+            };
+            message_len += varint_field(ehk_index);
+        }
+        for tag in &record.tags {
+            message_len += len_field(tag_len(tag));
+        }
+        (growth + len_field(message_len), message_len)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Lookup {
+    Found(usize),
+    New { hash: u64, chain: usize },
+}
+
+/// Writes `value` in decimal at the end of `buf` and returns those bytes.
+fn format_decimal(mut value: u128, buf: &mut [u8; 39]) -> &[u8] {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            return &buf[start..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_decimal_edges() {
+        let mut buf = [0u8; 39];
+        for v in [0, 1, 9, 10, 42, u128::MAX, u128::MAX / 7] {
+            assert_eq!(format_decimal(v, &mut buf), v.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn empty_and_single() {
+        let mut b: AggregateBuilder = AggregateBuilder::new();
+        assert_eq!(b.size(), 20);
+        assert!(b.encode().is_none());
+        b.add(UserRecord::new("k", b"raw".to_vec()).with_explicit_hash_key(HashKey::new(7)));
+        let single = b.encode().expect("one record");
+        assert!(!single.aggregated);
+        assert_eq!(single.partition_key, "k");
+        assert_eq!(single.explicit_hash_key, Some(HashKey::new(7)));
+        assert_eq!(single.data, b"raw");
+        let mut agg = Vec::new();
+        b.encode_aggregate_into(&mut agg);
+        assert_eq!(agg.len(), b.size());
+    }
+
+    #[test]
+    fn aggregate_routes_by_first_record() {
+        let mut b = AggregateBuilder::new();
+        b.add(UserRecord::new("pk1", Vec::new()));
+        b.add(UserRecord::new("pk2", Vec::new()));
+        let rec = b.encode().expect("two records");
+        assert_eq!(rec.partition_key, "a");
+        assert_eq!(rec.explicit_hash_key, Some(HashKey::from_partition_key("pk1")));
+    }
+
+    #[test]
+    fn take_records_returns_them_in_order_and_resets() {
+        let mut b = AggregateBuilder::new();
+        for i in 0..5 {
+            b.add(UserRecord::new(format!("k{}", i % 2), vec![i as u8]));
+        }
+        let out = b.take_records();
+        assert_eq!(out.iter().map(|r| r.data[0]).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        assert!(b.is_empty());
+        assert_eq!(b.size(), AGGREGATE_OVERHEAD);
+        b.add(UserRecord::new("k1", vec![9]));
+        let mut agg = Vec::new();
+        b.encode_aggregate_into(&mut agg);
+        assert_eq!(agg.len(), b.size());
+    }
+}

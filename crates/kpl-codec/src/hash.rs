@@ -1,0 +1,250 @@
+//! Hash keys: where a record lands on a stream.
+
+use std::fmt;
+use std::str::FromStr;
+
+use md5::{Digest, Md5};
+
+/// A position in a stream's 128-bit hash key space.
+///
+/// Kinesis routes every record by its hash key: the explicit hash key when the
+/// record has one, otherwise the MD5 digest of the UTF-8 partition key read as a
+/// big-endian `u128`. The record goes to the open shard whose
+/// `[StartingHashKey, EndingHashKey]` range contains that key.
+///
+/// ```
+/// use kpl_codec::HashKey;
+///
+/// let key = HashKey::from_partition_key("pk1");
+/// assert_eq!(key.to_string(), "329398341438914906102347661116985167824");
+///
+/// let explicit: HashKey = "42".parse()?;
+/// assert_eq!(explicit.get(), 42);
+/// # Ok::<(), kpl_codec::ParseHashKeyError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct HashKey(u128);
+
+impl HashKey {
+    /// The lowest hash key, `0`.
+    pub const MIN: Self = Self(0);
+    /// The highest hash key, `2^128 − 1`.
+    pub const MAX: Self = Self(u128::MAX);
+
+    /// Wraps a raw 128-bit value.
+    pub const fn new(value: u128) -> Self {
+        Self(value)
+    }
+
+    /// The raw 128-bit value.
+    pub const fn get(self) -> u128 {
+        self.0
+    }
+
+    /// The hash key Kinesis computes for a partition key: MD5 of its UTF-8 bytes,
+    /// read as a big-endian `u128`.
+    pub fn from_partition_key(partition_key: &str) -> Self {
+        let digest: [u8; 16] = Md5::digest(partition_key.as_bytes()).into();
+        Self(u128::from_be_bytes(digest))
+    }
+
+    /// Parses an explicit hash key the way Kinesis accepts it: a non-empty string
+    /// of ASCII digits without leading zeros (`0` itself is fine), at most
+    /// `2^128 − 1`.
+    ///
+    /// Signs, spaces, leading zeros and non-ASCII digits are refused, since the
+    /// service refuses them too; the error says which rule the input broke.
+    pub fn from_decimal(input: &str) -> Result<Self, ParseHashKeyError> {
+        let bytes = input.as_bytes();
+        if bytes.is_empty() {
+            return Err(ParseHashKeyError::Empty);
+        }
+        let mut value: u128 = 0;
+        for (position, ch) in input.char_indices() {
+            let Some(digit) = ch.to_digit(10).filter(|_| ch.is_ascii_digit()) else {
+                return Err(ParseHashKeyError::InvalidCharacter {
+                    input: input.to_owned(),
+                    position,
+                    found: ch,
+                });
+            };
+            value = value
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u128::from(digit)))
+                .ok_or_else(|| ParseHashKeyError::OutOfRange {
+                    input: input.to_owned(),
+                })?;
+        }
+        if bytes.len() > 1 && bytes[0] == b'0' {
+            return Err(ParseHashKeyError::LeadingZero {
+                input: input.to_owned(),
+            });
+        }
+        Ok(Self(value))
+    }
+
+    /// The number of bytes of the decimal form (`1` to `39`), without formatting it.
+    pub fn decimal_len(self) -> usize {
+        match self.0.checked_ilog10() {
+            Some(log) => log as usize + 1,
+            None => 1,
+        }
+    }
+}
+
+impl From<u128> for HashKey {
+    fn from(value: u128) -> Self {
+        Self(value)
+    }
+}
+
+impl From<HashKey> for u128 {
+    fn from(key: HashKey) -> Self {
+        key.0
+    }
+}
+
+impl FromStr for HashKey {
+    type Err = ParseHashKeyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::from_decimal(s)
+    }
+}
+
+/// Formats the key in decimal, as Kinesis and the aggregated format spell it.
+impl fmt::Display for HashKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Why a string is not a valid explicit hash key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ParseHashKeyError {
+    /// The string is empty.
+    Empty,
+    /// The string holds something other than an ASCII digit.
+    InvalidCharacter {
+        /// The whole input.
+        input: String,
+        /// Byte offset of the first offending character.
+        position: usize,
+        /// The offending character.
+        found: char,
+    },
+    /// The string starts with `0` but is not `0` itself; Kinesis refuses such keys.
+    LeadingZero {
+        /// The whole input.
+        input: String,
+    },
+    /// The value is larger than `2^128 − 1` (340282366920938463463374607431768211455).
+    OutOfRange {
+        /// The whole input.
+        input: String,
+    },
+}
+
+impl fmt::Display for ParseHashKeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => f.write_str(
+                "explicit hash key is empty: give a decimal integer from 0 to 2^128-1, or none",
+            ),
+            Self::InvalidCharacter {
+                input,
+                position,
+                found,
+            } => write!(
+                f,
+                "explicit hash key {input:?} has {found:?} at byte {position}: use only the digits 0-9"
+            ),
+            Self::LeadingZero { input } => write!(
+                f,
+                "explicit hash key {input:?} has a leading zero, which Kinesis refuses: drop the leading zeros"
+            ),
+            Self::OutOfRange { input } => write!(
+                f,
+                "explicit hash key {input:?} is above 2^128-1 (340282366920938463463374607431768211455)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ParseHashKeyError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn md5_hash_keys_match_the_worked_values() {
+        for (pk, expected) in [
+            ("pk1", "329398341438914906102347661116985167824"),
+            ("user-123", "250018372642977770877286195909578633128"),
+            ("a", "16955237001963240173058271559858726497"),
+        ] {
+            assert_eq!(HashKey::from_partition_key(pk).to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn decimal_edges() {
+        assert_eq!(HashKey::from_decimal("0"), Ok(HashKey::MIN));
+        assert_eq!(
+            HashKey::from_decimal("340282366920938463463374607431768211455"),
+            Ok(HashKey::MAX)
+        );
+        assert!(matches!(
+            HashKey::from_decimal("340282366920938463463374607431768211456"),
+            Err(ParseHashKeyError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            HashKey::from_decimal("99999999999999999999999999999999999999999999"),
+            Err(ParseHashKeyError::OutOfRange { .. })
+        ));
+        assert_eq!(HashKey::from_decimal(""), Err(ParseHashKeyError::Empty));
+        assert_eq!(
+            HashKey::from_decimal("12a"),
+            Err(ParseHashKeyError::InvalidCharacter {
+                input: "12a".into(),
+                position: 2,
+                found: 'a'
+            })
+        );
+        for bad in ["-1", "+1", " 1", "1 ", "1_0", "١٢", "1.0"] {
+            assert!(
+                matches!(
+                    HashKey::from_decimal(bad),
+                    Err(ParseHashKeyError::InvalidCharacter { .. })
+                ),
+                "{bad:?} must be refused"
+            );
+        }
+        assert!(matches!(
+            HashKey::from_decimal("007"),
+            Err(ParseHashKeyError::LeadingZero { .. })
+        ));
+    }
+
+    #[test]
+    fn decimal_len_matches_formatting() {
+        let mut v: u128 = 1;
+        while let Some(next) = v.checked_mul(10) {
+            for x in [v - 1, v, v + 1, next - 1] {
+                assert_eq!(HashKey::new(x).decimal_len(), x.to_string().len(), "{x}");
+            }
+            v = next;
+        }
+        assert_eq!(HashKey::MAX.decimal_len(), 39);
+        assert_eq!(HashKey::MIN.decimal_len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_value() {
+        let err = HashKey::from_decimal("12x4").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("\"12x4\"") && text.contains("'x'"), "{text}");
+    }
+}

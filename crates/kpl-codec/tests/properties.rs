@@ -1,0 +1,100 @@
+//! Property tests: encode → decode is the identity, and the exact size is exact.
+
+use kpl_codec::{AggregateBuilder, HashKey, UserRecord, decode_aggregated};
+use proptest::prelude::*;
+
+fn key() -> impl Strategy<Value = String> {
+    // Few distinct keys so tables de-duplicate; Unicode included.
+    prop_oneof![
+        "[a-c]{1,2}",
+        "\\PC{1,20}",
+        Just("鍵🔑".to_owned()),
+        Just("k".repeat(256)),
+    ]
+}
+
+fn hash_key() -> impl Strategy<Value = Option<HashKey>> {
+    prop_oneof![
+        3 => Just(None),
+        1 => Just(Some(HashKey::MIN)),
+        1 => Just(Some(HashKey::MAX)),
+        1 => (0u128..1000).prop_map(|v| Some(HashKey::new(v))),
+        1 => any::<u128>().prop_map(|v| Some(HashKey::new(v))),
+    ]
+}
+
+fn tags() -> impl Strategy<Value = Vec<(String, Option<String>)>> {
+    prop::collection::vec(("\\PC{0,6}", prop::option::of("\\PC{0,6}")), 0..3)
+}
+
+fn record() -> impl Strategy<Value = UserRecord> {
+    (
+        key(),
+        hash_key(),
+        prop_oneof![
+            8 => prop::collection::vec(any::<u8>(), 0..300),
+            1 => prop::collection::vec(any::<u8>(), 0..20_000),
+        ],
+        prop_oneof![3 => Just(vec![]), 1 => tags()],
+    )
+        .prop_map(|(pk, ehk, data, tags)| {
+            let mut r = UserRecord::new(pk, data);
+            r.explicit_hash_key = ehk;
+            for (k, v) in tags {
+                r = r.with_tag(k, v);
+            }
+            r
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn encode_then_decode_is_identity(records in prop::collection::vec(record(), 0..40)) {
+        let mut builder = AggregateBuilder::new();
+        for r in records.clone() {
+            let predicted = builder.size_with(&r);
+            prop_assert_eq!(builder.add(r), predicted);
+        }
+        let mut bytes = Vec::new();
+        builder.encode_aggregate_into(&mut bytes);
+        prop_assert_eq!(bytes.len(), builder.size());
+
+        let decoded = decode_aggregated(&bytes).unwrap();
+        prop_assert_eq!(decoded.len(), records.len());
+        for (i, (got, want)) in decoded.iter().zip(&records).enumerate() {
+            prop_assert_eq!(got.partition_key, want.partition_key.as_str());
+            prop_assert_eq!(got.data, want.data.as_slice());
+            prop_assert_eq!(got.sub_sequence_number, Some(i as u64));
+            prop_assert_eq!(
+                got.explicit_hash_key.map(|k| k.parse::<HashKey>().unwrap()),
+                want.explicit_hash_key
+            );
+            prop_assert_eq!(got.hash_key().unwrap(), want.hash_key());
+            prop_assert_eq!(got.tags.len(), want.tags.len());
+            for (g, w) in got.tags.iter().zip(&want.tags) {
+                prop_assert_eq!(g.key, w.key.as_str());
+                prop_assert_eq!(g.value, w.value.as_deref());
+            }
+        }
+        // Taking the records back gives them unchanged, in order.
+        prop_assert_eq!(builder.take_records(), records);
+    }
+
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(body in prop::collection::vec(any::<u8>(), 0..200)) {
+        use md5::Digest;
+        let mut data = kpl_codec::MAGIC.to_vec();
+        data.extend_from_slice(&body);
+        data.extend_from_slice(&md5::Md5::digest(&body));
+        let _ = decode_aggregated(&data);
+    }
+
+    #[test]
+    fn hash_key_decimal_round_trips(v in any::<u128>()) {
+        let key = HashKey::new(v);
+        prop_assert_eq!(key.to_string().parse::<HashKey>().unwrap(), key);
+        prop_assert_eq!(key.decimal_len(), key.to_string().len());
+    }
+}
