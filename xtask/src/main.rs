@@ -1,1 +1,111 @@
-fn main() {}
+//! The project's tasks: `cargo xtask <command>`.
+//!
+//! - `ci`: the whole gate (format, lints, docs, tests, fuzz target build,
+//!   conformance against the Python reference aggregator).
+//! - `conformance [--cases N] [--seed S]`: kpl-codec against aws-kinesis-agg.
+//! - `fuzz [--seconds N]`: runs the decoder's fuzz target (not part of the gate).
+
+mod conformance;
+mod util;
+
+use anyhow::{Result, bail};
+
+use crate::util::{cargo, project_root, run};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci                               the whole gate: fmt, clippy, docs, tests, fuzz build, conformance
+  conformance [--cases N] [--seed S]
+                                   check kpl-codec byte for byte against the Python aws-kinesis-agg
+  fuzz [--seconds N]               fuzz the decoder with cargo-fuzz (default 60 s)
+";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        eprint!("{USAGE}");
+        bail!("no command given");
+    };
+    let rest = &args[1..];
+    match command.as_str() {
+        "ci" => ci(),
+        "conformance" => {
+            let cases = util::flag(rest, "--cases")?.unwrap_or(conformance::DEFAULT_CASES);
+            let seed = util::flag(rest, "--seed")?.unwrap_or(conformance::DEFAULT_SEED);
+            conformance::verify(cases, seed)
+        }
+        "fuzz" => fuzz(util::flag(rest, "--seconds")?.unwrap_or(60)),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprint!("{USAGE}");
+            bail!("unknown command {other:?}")
+        }
+    }
+}
+
+fn ci() -> Result<()> {
+    let started = std::time::Instant::now();
+    util::step("cargo fmt --check");
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    util::step("cargo clippy (warnings denied)");
+    run(cargo().args([
+        "clippy",
+        "--locked",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    util::step("cargo doc (warnings denied)");
+    run(cargo()
+        .args(["doc", "--locked", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
+    util::step("cargo test --workspace");
+    run(cargo().args(["test", "--locked", "--workspace"]))?;
+    util::step("fuzz target builds");
+    run(cargo().args([
+        "check",
+        "--locked",
+        "--manifest-path",
+        project_root().join("fuzz/Cargo.toml").to_str().unwrap_or("fuzz/Cargo.toml"),
+        "--bins",
+    ]))?;
+    util::step("conformance against aws-kinesis-agg");
+    conformance::verify(conformance::DEFAULT_CASES, conformance::DEFAULT_SEED)?;
+    println!(
+        "\nxtask ci: all steps passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn fuzz(seconds: u64) -> Result<()> {
+    let installed = cargo()
+        .args(["fuzz", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        util::step("installing cargo-fuzz");
+        run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    util::step(&format!("fuzzing the decoder for {seconds} s"));
+    // cargo-fuzz passes -Z flags: let the stable toolchain accept them.
+    run(cargo()
+        .current_dir(project_root().join("fuzz"))
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args([
+            "fuzz",
+            "run",
+            "decode",
+            "--",
+            &format!("-max_total_time={seconds}"),
+        ]))
+}
