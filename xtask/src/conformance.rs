@@ -83,9 +83,28 @@ fn venv(dir: &Path) -> Result<std::path::PathBuf> {
         .into_iter()
         .find(|p| Command::new(p).arg("--version").output().is_ok())
         .context("no python3 on PATH: install Python 3 (with venv) to run the conformance check")?;
-    run(Command::new(system_python).args(["-m", "venv"]).arg(&venv))?;
+    if run(Command::new(system_python)
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv))
+    .is_err()
+    {
+        // Debian's python3 keeps venv in a package of its own.
+        step("python3 -m venv failed: installing python3-venv with apt-get");
+        run(Command::new("apt-get").arg("update"))?;
+        run(Command::new("apt-get").args(["install", "-y", "python3-venv", "python3-pip"]))?;
+        run(Command::new(system_python)
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv))?;
+    }
     run(Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
         .arg(&requirements))?;
     std::fs::write(&stamp, wanted)?;
     Ok(python)
@@ -152,8 +171,9 @@ fn check(cases_path: &Path, ours_path: &Path) -> Result<Summary> {
         }
 
         // Our decoder on their bytes.
-        let decoded = decode_aggregated(&expected)
-            .map_err(|e| anyhow::anyhow!("case {id}: cannot decode aws-kinesis-agg's aggregate: {e}"))?;
+        let decoded = decode_aggregated(&expected).map_err(|e| {
+            anyhow::anyhow!("case {id}: cannot decode aws-kinesis-agg's aggregate: {e}")
+        })?;
         ensure!(
             decoded.len() == records.len(),
             "case {id}: decoded {} records, expected {}",

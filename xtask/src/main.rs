@@ -73,7 +73,10 @@ fn ci() -> Result<()> {
         "check",
         "--locked",
         "--manifest-path",
-        project_root().join("fuzz/Cargo.toml").to_str().unwrap_or("fuzz/Cargo.toml"),
+        project_root()
+            .join("fuzz/Cargo.toml")
+            .to_str()
+            .unwrap_or("fuzz/Cargo.toml"),
         "--bins",
     ]))?;
     util::step("conformance against aws-kinesis-agg");

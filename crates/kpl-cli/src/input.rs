@@ -68,7 +68,8 @@ pub(crate) fn for_each_line(
     } else {
         for path in files {
             let source = path.display().to_string();
-            let file = File::open(path).map_err(|e| anyhow::anyhow!("cannot open {source}: {e}"))?;
+            let file =
+                File::open(path).map_err(|e| anyhow::anyhow!("cannot open {source}: {e}"))?;
             run(&source, &mut BufReader::new(file))?;
         }
         Ok(())

@@ -35,7 +35,7 @@ enum Command {
     ///
     /// Reads JSON lines (standard input when no FILE is given). Each line is one
     /// Kinesis record as GetRecords and the AWS CLI return it,
-    /// {"Data": "<base64>", "PartitionKey": "...", "ExplicitHashKey": "..."?,
+    /// {"Data": BASE64, "PartitionKey": "...", "ExplicitHashKey": "..."?,
     /// "SequenceNumber": "..."?}, or a whole GetRecords response on one line,
     /// {"Records": [...]} (for pretty-printed output of the AWS CLI, pipe it through
     /// `jq -c .` first). Writes one JSON line per user record: {"PartitionKey",
@@ -48,7 +48,7 @@ enum Command {
     /// Aggregate user records into Kinesis records.
     ///
     /// Reads JSON lines of user records, {"PartitionKey": "...", "ExplicitHashKey":
-    /// "..."?, "Data": "<base64>"}, and writes JSON lines of Kinesis records,
+    /// "..."?, "Data": BASE64}, and writes JSON lines of Kinesis records,
     /// {"PartitionKey", "ExplicitHashKey", "Data"}. Consecutive records are packed in
     /// input order into aggregates of at most --max-size bytes and --max-count
     /// records; an aggregate's PartitionKey is "a" and its ExplicitHashKey the hash

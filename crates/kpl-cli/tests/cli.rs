@@ -80,8 +80,15 @@ fn agg_packs_in_order_within_limits_and_deagg_reads_it_back() {
             .to_string(),
     );
     expected.push(("big".into(), vec![1u8; 5000]));
-    let out = kpl(&["agg", "--max-size", "4096", "--max-count", "9"], &input.join("\n"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = kpl(
+        &["agg", "--max-size", "4096", "--max-count", "9"],
+        &input.join("\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let records = lines(&out);
     assert!(records.len() > 200 / 9);
     let last = records.last().unwrap();
@@ -104,7 +111,12 @@ fn agg_packs_in_order_within_limits_and_deagg_reads_it_back() {
     let users = lines(&back);
     let got: Vec<(String, Vec<u8>)> = users
         .iter()
-        .map(|u| (u["PartitionKey"].as_str().unwrap().to_owned(), b64(&u["Data"])))
+        .map(|u| {
+            (
+                u["PartitionKey"].as_str().unwrap().to_owned(),
+                b64(&u["Data"]),
+            )
+        })
         .collect();
     assert_eq!(got, expected);
 }
@@ -137,7 +149,10 @@ fn deagg_reads_get_records_responses() {
 }
 
 fn damaged_aggregate() -> String {
-    let agg = kpl(&["agg"], &[user("k1", b"one"), user("k2", b"two")].join("\n"));
+    let agg = kpl(
+        &["agg"],
+        &[user("k1", b"one"), user("k2", b"two")].join("\n"),
+    );
     let mut data = b64(&lines(&agg)[0]["Data"]);
     let last = data.len() - 1;
     data[last] ^= 0xff;
@@ -146,17 +161,16 @@ fn damaged_aggregate() -> String {
 
 #[test]
 fn deagg_stops_at_a_malformed_line_with_exit_2() {
-    let input = [
-        user("ok", b"1"),
-        damaged_aggregate(),
-        user("after", b"2"),
-    ]
-    .join("\n");
+    let input = [user("ok", b"1"), damaged_aggregate(), user("after", b"2")].join("\n");
     let out = kpl(&["deagg"], &input);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("<stdin>:2:") && err.contains("MD5"), "{err}");
-    assert_eq!(lines(&out).len(), 1, "the line before the bad one is written");
+    assert_eq!(
+        lines(&out).len(),
+        1,
+        "the line before the bad one is written"
+    );
 }
 
 #[test]
@@ -176,7 +190,10 @@ fn deagg_skip_invalid_reports_and_goes_on() {
         assert!(err.contains(line), "{line} in {err}");
     }
     assert!(err.contains("skipped 3"), "{err}");
-    let keys: Vec<Value> = lines(&out).iter().map(|u| u["PartitionKey"].clone()).collect();
+    let keys: Vec<Value> = lines(&out)
+        .iter()
+        .map(|u| u["PartitionKey"].clone())
+        .collect();
     assert_eq!(keys, vec![json!("ok"), json!("after")]);
 }
 
@@ -184,7 +201,10 @@ fn deagg_skip_invalid_reports_and_goes_on() {
 fn agg_refuses_bad_input_with_one_clear_line() {
     for (input, needle) in [
         ("{oops".to_owned(), "not a user record"),
-        (json!({"PartitionKey": "", "Data": ""}).to_string(), "partition key is empty"),
+        (
+            json!({"PartitionKey": "", "Data": ""}).to_string(),
+            "partition key is empty",
+        ),
         (
             json!({"PartitionKey": "k".repeat(257), "Data": ""}).to_string(),
             "257 characters",
@@ -193,7 +213,10 @@ fn agg_refuses_bad_input_with_one_clear_line() {
             json!({"PartitionKey": "k", "ExplicitHashKey": "-5", "Data": ""}).to_string(),
             "explicit hash key",
         ),
-        (json!({"PartitionKey": "k", "Data": "%%"}).to_string(), "base64"),
+        (
+            json!({"PartitionKey": "k", "Data": "%%"}).to_string(),
+            "base64",
+        ),
     ] {
         let out = kpl(&["agg"], &format!("{}\n{input}\n", user("fine", b"x")));
         assert_eq!(out.status.code(), Some(2), "{input}");
@@ -211,7 +234,11 @@ fn agg_refuses_records_over_the_record_limit() {
     let out = kpl(&["agg", "--max-record-size", "101"], &input);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("102 bytes"));
-    assert!(kpl(&["agg", "--max-record-size", "102"], &input).status.success());
+    assert!(
+        kpl(&["agg", "--max-record-size", "102"], &input)
+            .status
+            .success()
+    );
 }
 
 #[test]
@@ -223,7 +250,10 @@ fn files_are_read_in_order() {
     std::fs::write(&a, user("first", b"1")).unwrap();
     std::fs::write(&b, format!("{}\n\n", user("second", b"2"))).unwrap();
     let out = kpl(&["deagg", a.to_str().unwrap(), b.to_str().unwrap()], "");
-    let keys: Vec<Value> = lines(&out).iter().map(|u| u["PartitionKey"].clone()).collect();
+    let keys: Vec<Value> = lines(&out)
+        .iter()
+        .map(|u| u["PartitionKey"].clone())
+        .collect();
     assert_eq!(keys, vec![json!("first"), json!("second")]);
     let missing = kpl(&["deagg", dir.join("none").to_str().unwrap()], "");
     assert!(!missing.status.success());

@@ -99,7 +99,9 @@ fn mean_ns(dir: &std::path::Path, group: &str, function: &str) -> Option<f64> {
 
 fn summary(dir: &std::path::Path) {
     println!();
-    println!("record size | records/aggregate | MD5 floor rec/s | encode rec/s (x floor) | decode rec/s (x floor)");
+    println!(
+        "record size | records/aggregate | MD5 floor rec/s | encode rec/s (x floor) | decode rec/s (x floor)"
+    );
     for size in SIZES {
         let n = records(size).len() as f64;
         let group = group_name(size);

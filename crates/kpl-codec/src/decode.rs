@@ -89,14 +89,14 @@ pub fn decode_aggregated(data: &[u8]) -> Result<Vec<UserRecordRef<'_>>, DecodeEr
     raw.into_iter()
         .enumerate()
         .map(|(index, r)| {
-            let partition_key = *partition_keys.get(index_usize(r.partition_key_index)).ok_or(
-                DecodeError::IndexOutOfRange {
+            let partition_key = *partition_keys
+                .get(index_usize(r.partition_key_index))
+                .ok_or(DecodeError::IndexOutOfRange {
                     record: index,
                     table: KeyTable::PartitionKey,
                     index: r.partition_key_index,
                     table_len: partition_keys.len(),
-                },
-            )?;
+                })?;
             let explicit_hash_key = r
                 .explicit_hash_key_index
                 .map(|i| {
@@ -372,10 +372,16 @@ impl fmt::Display for DecodeError {
                 hex(actual)
             ),
             Self::Truncated { offset } => {
-                write!(f, "aggregated record is truncated: the field at byte {offset} runs past its message")
+                write!(
+                    f,
+                    "aggregated record is truncated: the field at byte {offset} runs past its message"
+                )
             }
             Self::VarintOverflow { offset } => {
-                write!(f, "aggregated record has a varint at byte {offset} that overflows 64 bits")
+                write!(
+                    f,
+                    "aggregated record has a varint at byte {offset} that overflows 64 bits"
+                )
             }
             Self::InvalidTag { offset, tag } => write!(
                 f,
@@ -397,7 +403,10 @@ impl fmt::Display for DecodeError {
                 }
             ),
             Self::InvalidUtf8 { offset, field } => {
-                write!(f, "aggregated record has invalid UTF-8 in {field} at byte {offset}")
+                write!(
+                    f,
+                    "aggregated record has invalid UTF-8 in {field} at byte {offset}"
+                )
             }
             Self::MissingField { record, field } => {
                 write!(f, "user record {record} lacks its required field {field}")

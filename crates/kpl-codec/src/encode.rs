@@ -303,7 +303,9 @@ impl<D: AsRef<[u8]>> AggregateBuilder<D> {
                 w.write_tag(TAG_RECORD_EXPLICIT_HASH_KEY_INDEX)?;
                 w.write_varint(index as u64)?;
             }
-            w.write_with_tag(TAG_RECORD_DATA, |w| w.write_bytes(entry.record.data.as_ref()))?;
+            w.write_with_tag(TAG_RECORD_DATA, |w| {
+                w.write_bytes(entry.record.data.as_ref())
+            })?;
             for tag in &entry.record.tags {
                 w.write_tag(TAG_RECORD_TAGS)?;
                 w.write_varint(tag_len(tag) as u64)?;
@@ -424,7 +426,10 @@ mod tests {
         b.add(UserRecord::new("pk2", Vec::new()));
         let rec = b.encode().expect("two records");
         assert_eq!(rec.partition_key, "a");
-        assert_eq!(rec.explicit_hash_key, Some(HashKey::from_partition_key("pk1")));
+        assert_eq!(
+            rec.explicit_hash_key,
+            Some(HashKey::from_partition_key("pk1"))
+        );
     }
 
     #[test]
@@ -434,7 +439,10 @@ mod tests {
             b.add(UserRecord::new(format!("k{}", i % 2), vec![i as u8]));
         }
         let out = b.take_records();
-        assert_eq!(out.iter().map(|r| r.data[0]).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        assert_eq!(
+            out.iter().map(|r| r.data[0]).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4]
+        );
         assert!(b.is_empty());
         assert_eq!(b.size(), AGGREGATE_OVERHEAD);
         b.add(UserRecord::new("k1", vec![9]));

@@ -55,6 +55,7 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod decode;
 mod encode;
@@ -62,7 +63,7 @@ mod hash;
 mod limits;
 mod record;
 
-pub use decode::{DecodeError, KeyTable, decode_aggregated, deaggregate, is_aggregated};
+pub use decode::{DecodeError, KeyTable, deaggregate, decode_aggregated, is_aggregated};
 pub use encode::{AGGREGATE_OVERHEAD, AggregateBuilder, DIGEST_LEN, KinesisRecord, MAGIC};
 pub use hash::{HashKey, ParseHashKeyError};
 pub use limits::{

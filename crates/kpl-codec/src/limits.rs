@@ -221,7 +221,10 @@ mod tests {
     #[test]
     fn record_size_counts_data_and_key_bytes() {
         let limits = RecordLimits::default();
-        assert_eq!(limits.validate("ab", None, DEFAULT_MAX_RECORD_SIZE - 2), Ok(None));
+        assert_eq!(
+            limits.validate("ab", None, DEFAULT_MAX_RECORD_SIZE - 2),
+            Ok(None)
+        );
         assert_eq!(
             limits.validate("ab", None, DEFAULT_MAX_RECORD_SIZE - 1),
             Err(RecordError::TooLarge {

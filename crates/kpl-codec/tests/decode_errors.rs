@@ -1,6 +1,6 @@
 //! Each defect of an aggregated record is its own typed error, never a panic.
 
-use kpl_codec::{DecodeError, KeyTable, MAGIC, decode_aggregated, deaggregate, is_aggregated};
+use kpl_codec::{DecodeError, KeyTable, MAGIC, deaggregate, decode_aggregated, is_aggregated};
 use md5::{Digest, Md5};
 
 fn wrap(body: &[u8]) -> Vec<u8> {
@@ -100,7 +100,9 @@ fn missing_required_fields() {
 
 #[test]
 fn explicit_hash_key_index_out_of_range() {
-    let body = [0x0a, 0x01, b'a', 0x1a, 0x07, 0x08, 0x00, 0x10, 0x00, 0x1a, 0x01, b'x'];
+    let body = [
+        0x0a, 0x01, b'a', 0x1a, 0x07, 0x08, 0x00, 0x10, 0x00, 0x1a, 0x01, b'x',
+    ];
     assert_eq!(
         decode_aggregated(&wrap(&body)),
         Err(DecodeError::IndexOutOfRange {

@@ -2,8 +2,8 @@
 //! same bytes and decodes back; every malformed one fails as it says.
 
 use kpl_codec::{
-    AggregateBuilder, DecodeError, HashKey, KeyTable, MAGIC, Tag, TagRef, UserRecord,
-    decode_aggregated, deaggregate,
+    AggregateBuilder, DecodeError, HashKey, KeyTable, MAGIC, Tag, TagRef, UserRecord, deaggregate,
+    decode_aggregated,
 };
 use md5::{Digest, Md5};
 use serde_json::Value;
@@ -135,7 +135,11 @@ fn malformed_vectors_fail_as_described() {
         Err(DecodeError::ChecksumMismatch { .. })
     ));
 
-    let index = wrap(&unhex(find("partition key index")["protobuf_hex"].as_str().unwrap()));
+    let index = wrap(&unhex(
+        find("partition key index")["protobuf_hex"]
+            .as_str()
+            .unwrap(),
+    ));
     assert_eq!(
         decode_aggregated(&index),
         Err(DecodeError::IndexOutOfRange {
@@ -152,7 +156,9 @@ fn malformed_vectors_fail_as_described() {
         Err(DecodeError::Truncated { .. })
     ));
 
-    let unknown = wrap(&unhex(find("unknown field")["protobuf_hex"].as_str().unwrap()));
+    let unknown = wrap(&unhex(
+        find("unknown field")["protobuf_hex"].as_str().unwrap(),
+    ));
     let records = decode_aggregated(&unknown).unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].partition_key, "a");
