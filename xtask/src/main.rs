@@ -58,16 +58,24 @@ fn ci() -> Result<()> {
         "--locked",
         "--workspace",
         "--all-targets",
+        "--all-features",
         "--",
         "-D",
         "warnings",
     ]))?;
     util::step("cargo doc (warnings denied)");
     run(cargo()
-        .args(["doc", "--locked", "--workspace", "--no-deps"])
+        .args([
+            "doc",
+            "--locked",
+            "--workspace",
+            "--all-features",
+            "--no-deps",
+        ])
         .env("RUSTDOCFLAGS", "-D warnings"))?;
     util::step("cargo test --workspace");
-    let tests = util::run_tests(cargo().args(["test", "--locked", "--workspace"]))?;
+    let tests =
+        util::run_tests(cargo().args(["test", "--locked", "--workspace", "--all-features"]))?;
     util::step("fuzz target builds");
     run(cargo().args([
         "check",
