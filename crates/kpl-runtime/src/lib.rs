@@ -104,10 +104,7 @@ impl Runtime {
     /// Outside a tokio runtime, as `tokio::runtime::Handle::current` does.
     #[cfg(feature = "tokio")]
     pub fn tokio() -> Self {
-        Self::new(
-            Arc::new(TokioExecutor::current()),
-            Arc::new(TokioTimer::default()),
-        )
+        Self::new(Arc::new(TokioExecutor::current()), Arc::new(TokioTimer))
     }
 
     /// Spawns on smol's global executor, with async-io's timers. Works from any
