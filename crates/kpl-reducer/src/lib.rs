@@ -1,0 +1,314 @@
+//! A generic deadline-driven batcher, sans-IO.
+//!
+//! The KPL batches twice: user records into aggregates (one batcher per predicted
+//! shard), and Kinesis records into `PutRecords` requests. Both follow one rule set,
+//! implemented here once as [`Reducer`]: items come in with a size and a deadline; a
+//! batch closes when the items reach the [`Policy`]'s count or size, when a
+//! [`Predicate`] asks for it, or when the earliest deadline passes.
+//!
+//! Nothing here reads a clock, sleeps or spawns: `now` is an argument and
+//! [`Reducer::next_deadline`] says when to call [`Reducer::poll_expired`], in the
+//! manner of quinn-proto.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use kpl_reducer::{Item, Policy, Reducer};
+//!
+//! struct Rec { bytes: usize, deadline: Instant }
+//! impl Item for Rec {
+//!     fn size(&self) -> usize { self.bytes }
+//!     fn deadline(&self) -> Instant { self.deadline }
+//! }
+//!
+//! let t0 = Instant::now();
+//! let mut reducer = Reducer::new(Policy::new(500, 1000));
+//! let d = t0 + Duration::from_millis(100);
+//! assert!(reducer.add(Rec { bytes: 600, deadline: d }, t0).is_empty());
+//! // 600 + 600 reaches the size limit: the first closes, the second stays.
+//! let closed = reducer.add(Rec { bytes: 600, deadline: d }, t0);
+//! assert_eq!(closed.len(), 1);
+//! assert_eq!(closed[0].len(), 1);
+//! assert_eq!(reducer.next_deadline(), Some(d));
+//! // At the deadline the rest goes.
+//! assert_eq!(reducer.poll_expired(d).len(), 1);
+//! assert!(reducer.is_empty());
+//! ```
+//!
+//! # Rules (the KPL's, `reducer.h`)
+//!
+//! - A batch closes when count ≥ max count, size ≥ max size, the predicate fires,
+//!   or the earliest deadline is at or before `now`.
+//! - On close, items are taken in deadline order (first in, first out on equal
+//!   deadlines) while they fit in the count and the size; the rest stay for the
+//!   next batch. An item larger than the max size goes alone rather than never.
+//! - After every call, none of the close conditions hold for what stays buffered.
+//!
+//! # Cost
+//!
+//! `add` is O(log n) (a binary heap push) and allocates nothing beyond the heap's
+//! amortized growth; closing a batch of k items is O(k log n).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::fmt;
+use std::time::Instant;
+
+/// What the reducer needs to know of an item.
+pub trait Item {
+    /// Its size, in whatever unit the [`Policy`]'s max size counts (bytes).
+    fn size(&self) -> usize;
+    /// When it must leave at the latest.
+    fn deadline(&self) -> Instant;
+}
+
+/// Limits of one batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    max_count: usize,
+    max_size: usize,
+}
+
+impl Policy {
+    /// At most `max_count` items and `max_size` of size per batch (both at least 1;
+    /// 0 is taken as 1).
+    pub fn new(max_count: usize, max_size: usize) -> Self {
+        Self {
+            max_count: max_count.max(1),
+            max_size: max_size.max(1),
+        }
+    }
+
+    /// The most items of a batch.
+    pub fn max_count(&self) -> usize {
+        self.max_count
+    }
+
+    /// The most size of a batch (but for a single oversized item).
+    pub fn max_size(&self) -> usize {
+        self.max_size
+    }
+}
+
+/// An extra reason to close a batch, computed from the items the reducer holds
+/// (for example "one shard has 256 KiB buffered", the collector's rule).
+///
+/// The reducer tells it of every item that comes in and goes out; it answers
+/// whether a batch should close now.
+pub trait Predicate<T> {
+    /// `item` was buffered.
+    fn added(&mut self, item: &T);
+    /// `item` left the buffer, in a batch.
+    fn removed(&mut self, item: &T);
+    /// Whether a batch should close now.
+    fn should_close(&self) -> bool;
+}
+
+/// No extra reason: batches close on count, size and deadline only.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoPredicate;
+
+impl<T> Predicate<T> for NoPredicate {
+    fn added(&mut self, _: &T) {}
+    fn removed(&mut self, _: &T) {}
+    fn should_close(&self) -> bool {
+        false
+    }
+}
+
+struct Entry<T> {
+    deadline: Instant,
+    seq: u64,
+    item: T,
+}
+
+impl<T> PartialEq for Entry<T> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.deadline, self.seq) == (other.deadline, other.seq)
+    }
+}
+impl<T> Eq for Entry<T> {}
+impl<T> PartialOrd for Entry<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T> Ord for Entry<T> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.deadline, self.seq).cmp(&(other.deadline, other.seq))
+    }
+}
+
+/// The deadline-driven batcher. See the [crate docs](crate) for its rules.
+pub struct Reducer<T, P = NoPredicate> {
+    policy: Policy,
+    predicate: P,
+    heap: BinaryHeap<Reverse<Entry<T>>>,
+    size: usize,
+    next_seq: u64,
+}
+
+impl<T, P> fmt::Debug for Reducer<T, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reducer")
+            .field("policy", &self.policy)
+            .field("count", &self.heap.len())
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Item> Reducer<T, NoPredicate> {
+    /// A reducer closing batches on count, size and deadline.
+    pub fn new(policy: Policy) -> Self {
+        Self::with_predicate(policy, NoPredicate)
+    }
+}
+
+impl<T: Item, P: Predicate<T>> Reducer<T, P> {
+    /// A reducer that also closes a batch when `predicate` asks.
+    pub fn with_predicate(policy: Policy, predicate: P) -> Self {
+        Self {
+            policy,
+            predicate,
+            heap: BinaryHeap::new(),
+            size: 0,
+            next_seq: 0,
+        }
+    }
+
+    /// Buffers `item` and returns the batches that close because of it (usually
+    /// none, one when a limit is reached; an oversized item can make two).
+    pub fn add(&mut self, item: T, now: Instant) -> Vec<Vec<T>> {
+        self.size += item.size();
+        self.predicate.added(&item);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.heap.push(Reverse(Entry {
+            deadline: item.deadline(),
+            seq,
+            item,
+        }));
+        self.close_while(now)
+    }
+
+    /// The earliest deadline of a buffered item: call [`poll_expired`](Self::poll_expired)
+    /// then.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse(e)| e.deadline)
+    }
+
+    /// The batches that close because a deadline is at or before `now`.
+    pub fn poll_expired(&mut self, now: Instant) -> Vec<Vec<T>> {
+        self.close_while(now)
+    }
+
+    /// Everything buffered, in batches that respect the policy.
+    pub fn flush(&mut self) -> Vec<Vec<T>> {
+        let mut batches = Vec::new();
+        while !self.heap.is_empty() {
+            batches.push(self.take_batch());
+        }
+        batches
+    }
+
+    /// Number of buffered items.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// Total size of the buffered items.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// The predicate.
+    pub fn predicate(&self) -> &P {
+        &self.predicate
+    }
+
+    /// The buffered items, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.heap.iter().map(|Reverse(e)| &e.item)
+    }
+
+    /// Removes and returns the buffered items `remove` picks (for example those past
+    /// their time to live), keeping the rest; the predicate is told of each.
+    pub fn extract(&mut self, mut remove: impl FnMut(&T) -> bool) -> Vec<T> {
+        let mut taken = Vec::new();
+        let mut kept = Vec::with_capacity(self.heap.len());
+        for Reverse(entry) in std::mem::take(&mut self.heap).into_vec() {
+            if remove(&entry.item) {
+                self.size -= entry.item.size();
+                self.predicate.removed(&entry.item);
+                taken.push(entry);
+            } else {
+                kept.push(Reverse(entry));
+            }
+        }
+        self.heap = BinaryHeap::from(kept);
+        taken.sort();
+        taken.into_iter().map(|e| e.item).collect()
+    }
+
+    fn must_close(&self, now: Instant) -> bool {
+        match self.heap.peek() {
+            None => false,
+            Some(Reverse(head)) => {
+                self.heap.len() >= self.policy.max_count
+                    || self.size >= self.policy.max_size
+                    || head.deadline <= now
+                    || self.predicate.should_close()
+            }
+        }
+    }
+
+    fn close_while(&mut self, now: Instant) -> Vec<Vec<T>> {
+        let mut batches = Vec::new();
+        while self.must_close(now) {
+            batches.push(self.take_batch());
+        }
+        batches
+    }
+
+    /// Takes items in deadline order while they fit; at least one.
+    fn take_batch(&mut self) -> Vec<T> {
+        let mut batch = Vec::new();
+        let mut size = 0usize;
+        while let Some(Reverse(head)) = self.heap.peek() {
+            let item_size = head.item.size();
+            let fits = batch.len() < self.policy.max_count
+                && size.saturating_add(item_size) <= self.policy.max_size;
+            if !fits && !batch.is_empty() {
+                break;
+            }
+            let Some(Reverse(entry)) = self.heap.pop() else {
+                break;
+            };
+            size += item_size;
+            self.size -= item_size;
+            self.predicate.removed(&entry.item);
+            batch.push(entry.item);
+            if !fits {
+                // An item over the max size alone: it goes by itself.
+                break;
+            }
+        }
+        batch
+    }
+}
