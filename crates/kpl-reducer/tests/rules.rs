@@ -216,7 +216,7 @@ fn flush_takes_everything_in_deadline_order() {
     let flushed = r.flush();
     assert_eq!(
         flushed.iter().map(|b| ids(b)).collect::<Vec<_>>(),
-        [vec![9]]
+        [vec![0]]
     );
     assert!(r.is_empty());
     assert!(r.flush().is_empty());
