@@ -100,12 +100,11 @@ impl<const N: usize> TokenBucket<N> {
     /// amount over the burst).
     fn wait_nanos(&self, amounts: [u64; N]) -> i128 {
         let mut wait = 0i128;
-        for i in 0..N {
-            let capacity = i128::from(self.rates[i]) * NANOS;
-            let need = (i128::from(amounts[i]) * NANOS).min(capacity);
-            let missing = need - self.tokens[i];
+        for ((&amount, &rate), &tokens) in amounts.iter().zip(&self.rates).zip(&self.tokens) {
+            let rate = i128::from(rate);
+            let need = (i128::from(amount) * NANOS).min(rate * NANOS);
+            let missing = need - tokens;
             if missing > 0 {
-                let rate = i128::from(self.rates[i]);
                 // Billionths of a token per nanosecond = rate / 1e9 tokens: the wait
                 // in ns is missing / rate, rounded up.
                 wait = wait.max((missing + rate - 1) / rate);
