@@ -46,7 +46,8 @@
 
 mod bucket;
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
@@ -149,7 +150,8 @@ pub enum Release<K, T> {
     },
 }
 
-struct Shard<T> {
+struct Shard<K, T> {
+    key: K,
     bucket: TokenBucket<2>,
     /// Parts per million of the configured rate.
     factor_ppm: u64,
@@ -157,16 +159,22 @@ struct Shard<T> {
     last_adjust: Instant,
     by_deadline: BTreeMap<(Instant, u64), T>,
     by_expiration: BTreeMap<(Instant, u64), Instant>,
+    /// When this shard next has something to release, as last scheduled.
+    wake: Option<Instant>,
 }
 
-impl<T: LimitItem> Shard<T> {
-    fn head_ready_at(&self, now: Instant) -> Option<Instant> {
-        let (_, item) = self.by_deadline.first_key_value()?;
-        Some(self.bucket.ready_at([1, item.bytes()], now))
-    }
-
-    fn earliest_expiration(&self) -> Option<Instant> {
-        self.by_expiration.first_key_value().map(|(&(e, _), _)| e)
+impl<K, T: LimitItem> Shard<K, T> {
+    /// When the head's tokens are there or the earliest expiration passes.
+    fn next_event(&self, now: Instant) -> Option<Instant> {
+        let head = self
+            .by_deadline
+            .first_key_value()
+            .map(|(_, item)| self.bucket.ready_at([1, item.bytes()], now));
+        let expiry = self.by_expiration.first_key_value().map(|(&(e, _), _)| e);
+        match (head, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn apply_factor(&mut self, full: [u64; 2], now: Instant) {
@@ -176,9 +184,18 @@ impl<T: LimitItem> Shard<T> {
 }
 
 /// The per-shard limiter. `K` names a shard (a shard id); `T` is the item.
+///
+/// Each shard's next event (its head's tokens arrive, or an item expires) is kept in
+/// one schedule, so [`add`](Self::add) is O(log n), [`poll`](Self::poll) visits only
+/// the shards that are due, and [`next_ready_at`](Self::next_ready_at) is O(1),
+/// however many shards the stream has.
 pub struct Limiter<K, T> {
     config: LimiterConfig,
-    shards: HashMap<K, Shard<T>>,
+    index: HashMap<K, usize>,
+    shards: Vec<Shard<K, T>>,
+    /// (wake time, shard index); entries whose time is no longer the shard's
+    /// `wake` are stale and skipped.
+    schedule: BinaryHeap<Reverse<(Instant, usize)>>,
     queued: usize,
     next_seq: u64,
 }
@@ -198,7 +215,9 @@ impl<K: Hash + Eq + Clone, T: LimitItem> Limiter<K, T> {
     pub fn new(config: LimiterConfig) -> Self {
         Self {
             config,
-            shards: HashMap::new(),
+            index: HashMap::new(),
+            shards: Vec::new(),
+            schedule: BinaryHeap::new(),
             queued: 0,
             next_seq: 0,
         }
@@ -214,16 +233,37 @@ impl<K: Hash + Eq + Clone, T: LimitItem> Limiter<K, T> {
         self.queued == 0
     }
 
-    fn shard(&mut self, shard: &K, now: Instant) -> &mut Shard<T> {
-        let rates = self.config.shard_rates();
-        self.shards.entry(shard.clone()).or_insert_with(|| Shard {
-            bucket: TokenBucket::new(rates, now),
+    /// The index of `shard`'s state, made on first use. A shard's state is kept for
+    /// the limiter's life: forgetting a spent bucket would hand out a second burst.
+    fn shard_index(&mut self, shard: &K, now: Instant) -> usize {
+        if let Some(&i) = self.index.get(shard) {
+            return i;
+        }
+        let i = self.shards.len();
+        self.shards.push(Shard {
+            key: shard.clone(),
+            bucket: TokenBucket::new(self.config.shard_rates(), now),
             factor_ppm: Feedback::FULL_PPM,
             last_decrease: None,
             last_adjust: now,
             by_deadline: BTreeMap::new(),
             by_expiration: BTreeMap::new(),
-        })
+            wake: None,
+        });
+        self.index.insert(shard.clone(), i);
+        i
+    }
+
+    /// Recomputes shard `i`'s next event and schedules it if it changed.
+    fn reschedule(&mut self, i: usize, now: Instant) {
+        let shard = &mut self.shards[i];
+        let wake = shard.next_event(now);
+        if wake != shard.wake {
+            shard.wake = wake;
+            if let Some(at) = wake {
+                self.schedule.push(Reverse((at, i)));
+            }
+        }
     }
 
     /// Queues `item` for `shard`. Call [`poll`](Self::poll) to release what can go.
@@ -231,68 +271,75 @@ impl<K: Hash + Eq + Clone, T: LimitItem> Limiter<K, T> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let (deadline, expiration) = (item.deadline(), item.expiration());
-        let s = self.shard(&shard, now);
+        let i = self.shard_index(&shard, now);
+        let s = &mut self.shards[i];
         s.by_expiration.insert((expiration, seq), deadline);
         s.by_deadline.insert((deadline, seq), item);
         self.queued += 1;
+        self.reschedule(i, now);
     }
 
-    /// Releases what can leave at `now`: first every item past its expiration, then,
-    /// per shard in deadline order, every item whose tokens are there (a head that
-    /// must wait holds back its shard's queue).
+    /// Releases what can leave at `now`: in each due shard, first every item past its
+    /// expiration, then, in deadline order, every item whose tokens are there (a head
+    /// that must wait holds back its shard's queue).
     pub fn poll(&mut self, now: Instant) -> Vec<Release<K, T>> {
         let mut out = Vec::new();
-        for (key, shard) in self.shards.iter_mut() {
-            while let Some((&(expiration, seq), &deadline)) = shard.by_expiration.first_key_value()
-            {
-                if expiration > now {
-                    break;
-                }
-                shard.by_expiration.remove(&(expiration, seq));
-                if let Some(item) = shard.by_deadline.remove(&(deadline, seq)) {
-                    out.push(Release::Expired {
-                        shard: key.clone(),
-                        item,
-                    });
-                }
+        while let Some(&Reverse((at, i))) = self.schedule.peek() {
+            if at > now {
+                break;
             }
-            while let Some(entry) = shard.by_deadline.first_entry() {
-                if !shard.bucket.try_take([1, entry.get().bytes()], now) {
-                    break;
-                }
-                let (_, seq) = *entry.key();
-                let item = entry.remove();
-                shard.by_expiration.remove(&(item.expiration(), seq));
-                out.push(Release::Ready {
-                    shard: key.clone(),
+            self.schedule.pop();
+            if self.shards[i].wake != Some(at) {
+                continue; // stale
+            }
+            self.shards[i].wake = None;
+            self.release(i, now, &mut out);
+            self.reschedule(i, now);
+        }
+        self.queued -= out.len();
+        out
+    }
+
+    fn release(&mut self, i: usize, now: Instant, out: &mut Vec<Release<K, T>>) {
+        let shard = &mut self.shards[i];
+        while let Some((&(expiration, seq), &deadline)) = shard.by_expiration.first_key_value() {
+            if expiration > now {
+                break;
+            }
+            shard.by_expiration.remove(&(expiration, seq));
+            if let Some(item) = shard.by_deadline.remove(&(deadline, seq)) {
+                out.push(Release::Expired {
+                    shard: shard.key.clone(),
                     item,
                 });
             }
         }
-        self.queued -= out.len();
-        // A shard's state can go once it holds nothing and remembers nothing: no
-        // queue, full speed, and a full bucket (forgetting a spent bucket would hand
-        // out a second burst).
-        self.shards.retain(|_, s| {
-            !s.by_deadline.is_empty() || s.factor_ppm < Feedback::FULL_PPM || !s.bucket.is_full(now)
-        });
-        out
+        while let Some(entry) = shard.by_deadline.first_entry() {
+            if !shard.bucket.try_take([1, entry.get().bytes()], now) {
+                break;
+            }
+            let (_, seq) = *entry.key();
+            let item = entry.remove();
+            shard.by_expiration.remove(&(item.expiration(), seq));
+            out.push(Release::Ready {
+                shard: shard.key.clone(),
+                item,
+            });
+        }
     }
 
     /// When [`poll`](Self::poll) will next release something (an item's tokens are
     /// there, or its expiration passes), if nothing else changes; `None` when empty.
-    pub fn next_ready_at(&self, now: Instant) -> Option<Instant> {
-        self.shards
-            .values()
-            .flat_map(|s| [s.head_ready_at(now), s.earliest_expiration()])
-            .flatten()
-            .min()
+    /// It may be early (a shard's plans changed since), never late.
+    pub fn next_ready_at(&self, _now: Instant) -> Option<Instant> {
+        self.schedule.peek().map(|&Reverse((at, _))| at)
     }
 
     /// A put to `shard` was throttled: slow the shard down (see [`Feedback`]).
     pub fn on_throttled(&mut self, shard: &K, now: Instant) {
         let full = self.config.shard_rates();
-        let s = self.shard(shard, now);
+        let i = self.shard_index(shard, now);
+        let s = &mut self.shards[i];
         if s.last_decrease
             .is_some_and(|t| now.saturating_duration_since(t) < Feedback::DECREASE_INTERVAL)
         {
@@ -302,14 +349,16 @@ impl<K: Hash + Eq + Clone, T: LimitItem> Limiter<K, T> {
         s.last_decrease = Some(now);
         s.last_adjust = now;
         s.apply_factor(full, now);
+        self.reschedule(i, now);
     }
 
     /// A put to `shard` succeeded: let a slowed shard recover (see [`Feedback`]).
     pub fn on_success(&mut self, shard: &K, now: Instant) {
         let full = self.config.shard_rates();
-        let Some(s) = self.shards.get_mut(shard) else {
+        let Some(&i) = self.index.get(shard) else {
             return;
         };
+        let s = &mut self.shards[i];
         if s.factor_ppm >= Feedback::FULL_PPM {
             s.last_adjust = now;
             return;
@@ -323,24 +372,29 @@ impl<K: Hash + Eq + Clone, T: LimitItem> Limiter<K, T> {
         s.factor_ppm = (s.factor_ppm + gain).min(Feedback::FULL_PPM);
         s.last_adjust = now;
         s.apply_factor(full, now);
+        self.reschedule(i, now);
     }
 
     /// The current rates of `shard` (records/s, bytes/s).
     pub fn shard_rates(&self, shard: &K) -> [u64; 2] {
-        self.shards
+        self.index
             .get(shard)
-            .map_or(self.config.shard_rates(), |s| s.bucket.rates())
+            .map_or(self.config.shard_rates(), |&i| {
+                self.shards[i].bucket.rates()
+            })
     }
 
     /// Removes and returns every waiting item, for a shutdown.
     pub fn drain(&mut self) -> Vec<(K, T)> {
         let mut out = Vec::new();
-        for (key, shard) in self.shards.iter_mut() {
+        for shard in self.shards.iter_mut() {
             shard.by_expiration.clear();
+            shard.wake = None;
             for item in std::mem::take(&mut shard.by_deadline).into_values() {
-                out.push((key.clone(), item));
+                out.push((shard.key.clone(), item));
             }
         }
+        self.schedule.clear();
         self.queued = 0;
         out
     }
