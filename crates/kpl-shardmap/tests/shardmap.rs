@@ -33,13 +33,18 @@ fn empty_updating_ready() {
     assert_eq!(map.state(), MapState::Empty);
     assert_eq!(map.lookup(HashKey::MIN), Err(LookupError::NotReady));
     assert_eq!(map.next_refresh_at(t0), Some(t0));
-    let r = map.poll_refresh(t0).expect("the first refresh is due at once");
+    let r = map
+        .poll_refresh(t0)
+        .expect("the first refresh is due at once");
     assert_eq!(map.state(), MapState::Updating);
     assert!(map.poll_refresh(t0).is_none(), "one refresh at a time");
     map.on_refresh_succeeded(r, vec![shard("shardId-000000000000", 0, u128::MAX)], t0);
     assert_eq!(map.state(), MapState::Ready);
     assert_eq!(map.version(), 1);
-    assert!(map.poll_refresh(secs(t0, 3600)).is_none(), "no periodic refresh");
+    assert!(
+        map.poll_refresh(secs(t0, 3600)).is_none(),
+        "no periodic refresh"
+    );
     assert_eq!(map.next_refresh_at(t0), None);
 }
 
@@ -48,15 +53,32 @@ fn lookup_finds_the_covering_shard_or_says_none_does() {
     let t0 = Instant::now();
     let map = ready_map(
         t0,
-        vec![shard("b", 101, 200), shard("a", 0, 100), shard("c", 300, 400)],
+        vec![
+            shard("b", 101, 200),
+            shard("a", 0, 100),
+            shard("c", 300, 400),
+        ],
     );
-    for (key, id) in [(0, "a"), (100, "a"), (101, "b"), (200, "b"), (300, "c"), (400, "c")] {
-        assert_eq!(map.lookup(HashKey::new(key)).unwrap().id().as_str(), id, "{key}");
+    for (key, id) in [
+        (0, "a"),
+        (100, "a"),
+        (101, "b"),
+        (200, "b"),
+        (300, "c"),
+        (400, "c"),
+    ] {
+        assert_eq!(
+            map.lookup(HashKey::new(key)).unwrap().id().as_str(),
+            id,
+            "{key}"
+        );
     }
     for key in [201, 299, 401, u128::MAX] {
         assert_eq!(
             map.lookup(HashKey::new(key)),
-            Err(LookupError::NoShard { hash_key: HashKey::new(key) })
+            Err(LookupError::NoShard {
+                hash_key: HashKey::new(key)
+            })
         );
     }
 }
@@ -64,13 +86,25 @@ fn lookup_finds_the_covering_shard_or_says_none_does() {
 #[test]
 fn invalidate_refreshes_only_on_newer_evidence() {
     let t0 = Instant::now();
-    let mut map = ready_map(secs(t0, 10), vec![shard("shardId-000000000000", 0, u128::MAX)]);
+    let mut map = ready_map(
+        secs(t0, 10),
+        vec![shard("shardId-000000000000", 0, u128::MAX)],
+    );
     let known = ShardId::from("shardId-000000000000");
-    assert!(!map.invalidate(secs(t0, 5), Some(&known)), "older than the map: ignored");
+    assert!(
+        !map.invalidate(secs(t0, 5), Some(&known)),
+        "older than the map: ignored"
+    );
     assert!(map.poll_refresh(secs(t0, 11)).is_none());
     assert!(map.invalidate(secs(t0, 11), Some(&known)));
-    let r = map.poll_refresh(secs(t0, 12)).expect("newer evidence: refresh");
-    map.on_refresh_succeeded(r, vec![shard("shardId-000000000000", 0, u128::MAX)], secs(t0, 12));
+    let r = map
+        .poll_refresh(secs(t0, 12))
+        .expect("newer evidence: refresh");
+    map.on_refresh_succeeded(
+        r,
+        vec![shard("shardId-000000000000", 0, u128::MAX)],
+        secs(t0, 12),
+    );
     assert_eq!(map.version(), 2);
 }
 
@@ -99,7 +133,10 @@ fn a_landing_on_an_unknown_child_refreshes_the_map() {
     assert_eq!(map.lookup(key).unwrap().id().as_str(), parent);
 
     let child = ShardId::from("shardId-000000000002");
-    assert_eq!(map.classify(key, &child, secs(t0, 10)), Landing::UnknownShard);
+    assert_eq!(
+        map.classify(key, &child, secs(t0, 10)),
+        Landing::UnknownShard
+    );
     // Evidence stamped before the map (the request was sent earlier): still refreshes.
     assert!(map.invalidate(secs(t0, 9), Some(&child)));
     let r = map.poll_refresh(secs(t0, 11)).expect("refresh");
@@ -114,13 +151,22 @@ fn a_landing_on_an_unknown_child_refreshes_the_map() {
     assert_eq!(map.lookup(key).unwrap().id(), &child);
     assert_eq!(map.classify(key, &child, secs(t0, 11)), Landing::InRange);
     let sibling = ShardId::from("shardId-000000000001");
-    assert_eq!(map.classify(key, &sibling, secs(t0, 11)), Landing::OutOfRange);
+    assert_eq!(
+        map.classify(key, &sibling, secs(t0, 11)),
+        Landing::OutOfRange
+    );
 
     // The parent's range is kept for about a minute, then forgotten.
     let parent = ShardId::from(parent);
     assert_eq!(map.classify(key, &parent, secs(t0, 12)), Landing::InRange);
-    assert_eq!(map.range_of(&parent, secs(t0, 11) + CLOSED_SHARD_RETENTION), None);
-    assert_eq!(map.classify(key, &parent, secs(t0, 80)), Landing::UnknownShard);
+    assert_eq!(
+        map.range_of(&parent, secs(t0, 11) + CLOSED_SHARD_RETENTION),
+        None
+    );
+    assert_eq!(
+        map.classify(key, &parent, secs(t0, 80)),
+        Landing::UnknownShard
+    );
 }
 
 #[test]
@@ -132,16 +178,28 @@ fn failures_back_off_with_jitter_from_1_to_30_seconds() {
     for _ in 0..20 {
         let r = map.poll_refresh(now).expect("due");
         let at = map.on_refresh_failed(r, now);
-        assert_eq!(map.state(), MapState::Empty, "never blocks: callers see not ready");
+        assert_eq!(
+            map.state(),
+            MapState::Empty,
+            "never blocks: callers see not ready"
+        );
         assert!(map.poll_refresh(at - Duration::from_millis(1)).is_none());
         assert_eq!(map.next_refresh_at(now), Some(at));
         delays.push(at - now);
         now = at;
     }
-    assert!(delays.iter().all(|&d| (BACKOFF_MIN..=BACKOFF_MAX).contains(&d)), "{delays:?}");
+    assert!(
+        delays
+            .iter()
+            .all(|&d| (BACKOFF_MIN..=BACKOFF_MAX).contains(&d)),
+        "{delays:?}"
+    );
     assert!(delays[0] < Duration::from_millis(1300));
     assert!(delays[5] > delays[1], "grows: {delays:?}");
-    assert!(delays[19] > Duration::from_secs(23), "reaches the cap: {delays:?}");
+    assert!(
+        delays[19] > Duration::from_secs(23),
+        "reaches the cap: {delays:?}"
+    );
     // Same seed, same delays; another seed, other delays.
     let replay = |seed| {
         let mut m = ShardMap::new(seed);
