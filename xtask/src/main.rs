@@ -6,6 +6,7 @@
 //! - `fuzz [--seconds N]`: runs the decoder's fuzz target (not part of the gate).
 
 mod conformance;
+mod peer;
 mod util;
 
 use anyhow::{Result, bail};
@@ -20,6 +21,8 @@ commands:
   conformance [--cases N] [--seed S]
                                    check kpl-codec byte for byte against the Python aws-kinesis-agg
   fuzz [--seconds N]               fuzz the decoder with cargo-fuzz (default 60 s)
+  kinesis-mock -- COMMAND...       run COMMAND with kinesis-mock up on loopback and its
+                                   endpoint in KPL_KINESIS_MOCK_ENDPOINT
 ";
 
 fn main() -> Result<()> {
@@ -37,6 +40,16 @@ fn main() -> Result<()> {
             conformance::verify(cases, seed)
         }
         "fuzz" => fuzz(util::flag(rest, "--seconds")?.unwrap_or(60)),
+        "kinesis-mock" => {
+            let command: Vec<&String> = rest.iter().skip_while(|a| *a == "--").collect();
+            let Some((program, args)) = command.split_first() else {
+                bail!("kinesis-mock needs a command to run, e.g. `cargo xtask kinesis-mock -- cargo test`");
+            };
+            let mock = peer::start_kinesis_mock()?;
+            run(std::process::Command::new(program)
+                .args(args)
+                .env(peer::ENDPOINT_VAR, &mock.endpoint))
+        }
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

@@ -1,0 +1,427 @@
+//! The transport over `aws-sdk-kinesis`.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_kinesis::config::retry::RetryConfig;
+use aws_sdk_kinesis::config::timeout::TimeoutConfig;
+use aws_sdk_kinesis::config::{Credentials, Region};
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardFilter, ShardFilterType};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use kpl_codec::HashKey;
+use tracing::debug;
+
+use crate::{
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, EntryResult, ErrorKind, ListShardsPage,
+    ListShardsRequest, PutRecordsRequest, PutRecordsResponse, ShardDescription, StreamId,
+    Transport, TransportError,
+};
+
+/// The real service, through `aws-sdk-kinesis`.
+///
+/// The SDK's own retries are off (the producer retries, per record, bounded by the
+/// record's time to live); connect and request timeouts default to the KPL's 6 s;
+/// idle connections are pooled up to `max_connections` (default 24). TLS is rustls
+/// with ring; the SDK runs on tokio.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), kpl_transport::BuildError> {
+/// use kpl_transport::AwsTransport;
+///
+/// // Region and credentials from the standard AWS chain (environment, profile,
+/// // container or instance role):
+/// let transport = AwsTransport::builder().build().await?;
+///
+/// // A local endpoint (kinesis-mock), with static credentials:
+/// let local = AwsTransport::builder()
+///     .endpoint_url("http://127.0.0.1:4568")
+///     .region("us-east-1")
+///     .static_credentials("test", "test")
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct AwsTransport {
+    client: aws_sdk_kinesis::Client,
+}
+
+/// Settings of an [`AwsTransport`].
+#[derive(Clone, Default)]
+pub struct AwsTransportBuilder {
+    endpoint_url: Option<String>,
+    region: Option<String>,
+    credentials: Option<(String, String, Option<String>)>,
+    connect_timeout: Option<Duration>,
+    request_timeout: Option<Duration>,
+    max_connections: Option<usize>,
+    sdk_config: Option<SdkConfig>,
+}
+
+impl fmt::Debug for AwsTransportBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print credentials.
+        f.debug_struct("AwsTransportBuilder")
+            .field("endpoint_url", &self.endpoint_url)
+            .field("region", &self.region)
+            .field("static_credentials", &self.credentials.is_some())
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A setting of [`AwsTransportBuilder`] out of bounds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A value out of its allowed range.
+    OutOfRange {
+        /// The setting.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        allowed: &'static str,
+    },
+    /// No region was given and the AWS chain found none.
+    NoRegion,
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OutOfRange {
+                setting,
+                value,
+                allowed,
+            } => write!(f, "{setting} = {value} is out of range: allowed {allowed}"),
+            Self::NoRegion => f.write_str(
+                "no AWS region: set one on the builder, or AWS_REGION, or a profile's region",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+impl AwsTransportBuilder {
+    /// Sends to this endpoint instead of the region's (kinesis-mock, a VPC endpoint).
+    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
+        self.endpoint_url = Some(url.into());
+        self
+    }
+
+    /// The region, instead of the AWS chain's.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Static credentials, instead of the AWS chain's. They are never logged.
+    pub fn static_credentials(
+        mut self,
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+    ) -> Self {
+        self.credentials = Some((access_key_id.into(), secret_access_key.into(), None));
+        self
+    }
+
+    /// Connect timeout, 100 ms to 300 s (default 6 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Timeout of one request, 100 ms to 600 s (default 6 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// Idle connections kept, 1 to 256 (default 24).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = Some(max);
+        self
+    }
+
+    /// Starts from a loaded SDK config (credentials provider, region, and the seams
+    /// for a custom HTTP client or sleep implementation) instead of loading the AWS
+    /// chain. The builder's own settings still apply on top.
+    pub fn sdk_config(mut self, config: SdkConfig) -> Self {
+        self.sdk_config = Some(config);
+        self
+    }
+
+    fn check(&self) -> Result<(Duration, Duration, usize), BuildError> {
+        fn range(
+            setting: &'static str,
+            value: Duration,
+            min: Duration,
+            max: Duration,
+            allowed: &'static str,
+        ) -> Result<Duration, BuildError> {
+            if value < min || value > max {
+                return Err(BuildError::OutOfRange {
+                    setting,
+                    value: format!("{value:?}"),
+                    allowed,
+                });
+            }
+            Ok(value)
+        }
+        let connect = range(
+            "connect_timeout",
+            self.connect_timeout.unwrap_or(DEFAULT_TIMEOUT),
+            Duration::from_millis(100),
+            Duration::from_secs(300),
+            "100 ms to 300 s",
+        )?;
+        let request = range(
+            "request_timeout",
+            self.request_timeout.unwrap_or(DEFAULT_TIMEOUT),
+            Duration::from_millis(100),
+            Duration::from_secs(600),
+            "100 ms to 600 s",
+        )?;
+        let connections = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if !(1..=256).contains(&connections) {
+            return Err(BuildError::OutOfRange {
+                setting: "max_connections",
+                value: connections.to_string(),
+                allowed: "1 to 256",
+            });
+        }
+        Ok((connect, request, connections))
+    }
+
+    /// Builds the transport, loading the AWS chain for whatever was not given.
+    /// Must run inside a tokio runtime.
+    pub async fn build(self) -> Result<AwsTransport, BuildError> {
+        let (connect, request, connections) = self.check()?;
+        let http: SharedHttpClient = aws_smithy_http_client::Builder::new()
+            .pool_max_idle_per_host(connections)
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let sdk = match self.sdk_config {
+            Some(config) => config,
+            None => {
+                let mut loader =
+                    aws_config::defaults(BehaviorVersion::latest()).http_client(http.clone());
+                if let Some(region) = &self.region {
+                    loader = loader.region(Region::new(region.clone()));
+                }
+                if let Some((id, secret, token)) = &self.credentials {
+                    loader = loader.credentials_provider(Credentials::new(
+                        id.clone(),
+                        secret.clone(),
+                        token.clone(),
+                        None,
+                        "kpl-static",
+                    ));
+                }
+                loader.load().await
+            }
+        };
+        let mut config = aws_sdk_kinesis::config::Builder::from(&sdk)
+            .http_client(http)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(connect)
+                    .operation_attempt_timeout(request)
+                    .operation_timeout(request)
+                    .build(),
+            );
+        if let Some(region) = self.region {
+            config = config.region(Region::new(region));
+        }
+        if let Some((id, secret, token)) = self.credentials {
+            config = config.credentials_provider(Credentials::new(id, secret, token, None, "kpl-static"));
+        }
+        if let Some(url) = self.endpoint_url {
+            config = config.endpoint_url(url);
+        }
+        let config = config.build();
+        if config.region().is_none() {
+            return Err(BuildError::NoRegion);
+        }
+        Ok(AwsTransport {
+            client: aws_sdk_kinesis::Client::from_conf(config),
+        })
+    }
+}
+
+impl AwsTransport {
+    /// A builder, with the KPL's defaults.
+    pub fn builder() -> AwsTransportBuilder {
+        AwsTransportBuilder::default()
+    }
+}
+
+/// Turns an SDK error into ours, keeping the service's code and message.
+fn convert<E>(err: SdkError<E, aws_smithy_runtime_api::http::Response>) -> TransportError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let text = DisplayErrorContext(&err).to_string();
+    match &err {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let code = service.err().code().map(str::to_owned);
+            let message = service.err().message().map_or_else(|| text.clone(), str::to_owned);
+            let kind = ErrorKind::classify(code.as_deref(), Some(status));
+            let mut e = TransportError::new(kind, message).with_status(status);
+            if let Some(code) = code {
+                e = e.with_code(code);
+            }
+            e
+        }
+        SdkError::ResponseError(response) => {
+            let status = response.raw().status().as_u16();
+            TransportError::new(ErrorKind::classify(None, Some(status)), text).with_status(status)
+        }
+        SdkError::TimeoutError(_) => TransportError::new(ErrorKind::Transient, text).with_code("Timeout"),
+        SdkError::DispatchFailure(dispatch) => {
+            if dispatch.is_timeout() {
+                TransportError::new(ErrorKind::Transient, text).with_code("Timeout")
+            } else if dispatch.is_io() {
+                TransportError::new(ErrorKind::Transient, text).with_code("ConnectionError")
+            } else if looks_like_credentials(&text) {
+                TransportError::new(ErrorKind::AccessDenied, text).with_code("CredentialsError")
+            } else {
+                TransportError::new(ErrorKind::Transient, text).with_code("DispatchFailure")
+            }
+        }
+        _ if looks_like_credentials(&text) => {
+            TransportError::new(ErrorKind::AccessDenied, text).with_code("CredentialsError")
+        }
+        _ => TransportError::new(ErrorKind::Other, text),
+    }
+}
+
+fn looks_like_credentials(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("credential") || lower.contains("identity")
+}
+
+fn hash_key(text: Option<&str>, shard: &str, which: &str) -> Result<HashKey, TransportError> {
+    text.and_then(|t| HashKey::from_decimal(t).ok()).ok_or_else(|| {
+        TransportError::new(
+            ErrorKind::Other,
+            format!("ListShards returned shard {shard} with no valid {which} hash key"),
+        )
+    })
+}
+
+#[async_trait]
+impl Transport for AwsTransport {
+    async fn list_shards(&self, request: ListShardsRequest) -> Result<ListShardsPage, TransportError> {
+        let mut call = self.client.list_shards();
+        match &request {
+            ListShardsRequest::First {
+                stream,
+                open_only,
+                max_results,
+            } => {
+                call = match stream {
+                    StreamId::Name(name) => call.stream_name(name),
+                    StreamId::Arn(arn) => call.stream_arn(arn),
+                };
+                if *open_only {
+                    let filter = ShardFilter::builder()
+                        .r#type(ShardFilterType::AtLatest)
+                        .build()
+                        .map_err(|e| TransportError::new(ErrorKind::Other, e.to_string()))?;
+                    call = call.shard_filter(filter);
+                }
+                call = call.set_max_results(max_results.map(|m| m as i32));
+            }
+            ListShardsRequest::Next { token, max_results } => {
+                call = call
+                    .next_token(token)
+                    .set_max_results(max_results.map(|m| m as i32));
+            }
+        }
+        let started = Instant::now();
+        let output = call.send().await.map_err(convert)?;
+        let mut shards = Vec::with_capacity(output.shards().len());
+        for shard in output.shards() {
+            let id = shard.shard_id();
+            let range = shard.hash_key_range();
+            shards.push(ShardDescription {
+                shard_id: id.to_owned(),
+                starting_hash_key: hash_key(range.map(|r| r.starting_hash_key()), id, "starting")?,
+                ending_hash_key: hash_key(range.map(|r| r.ending_hash_key()), id, "ending")?,
+                parent_shard_id: shard.parent_shard_id().map(str::to_owned),
+                adjacent_parent_shard_id: shard.adjacent_parent_shard_id().map(str::to_owned),
+                closed: shard
+                    .sequence_number_range()
+                    .and_then(|r| r.ending_sequence_number())
+                    .is_some(),
+            });
+        }
+        debug!(
+            shards = shards.len(),
+            more = output.next_token().is_some(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "ListShards"
+        );
+        Ok(ListShardsPage {
+            shards,
+            next_token: output.next_token().map(str::to_owned),
+        })
+    }
+
+    async fn put_records(&self, request: PutRecordsRequest) -> Result<PutRecordsResponse, TransportError> {
+        let count = request.entries.len();
+        let mut entries = Vec::with_capacity(count);
+        for entry in request.entries {
+            let built = PutRecordsRequestEntry::builder()
+                .partition_key(entry.partition_key)
+                .set_explicit_hash_key(entry.explicit_hash_key.map(|k| k.to_string()))
+                .data(Blob::new(Vec::from(entry.data)))
+                .build()
+                .map_err(|e| TransportError::new(ErrorKind::InvalidRequest, e.to_string()))?;
+            entries.push(built);
+        }
+        let call = self.client.put_records().set_records(Some(entries));
+        let call = match &request.stream {
+            StreamId::Name(name) => call.stream_name(name),
+            StreamId::Arn(arn) => call.stream_arn(arn),
+        };
+        let started = Instant::now();
+        let output = call.send().await.map_err(convert)?;
+        let results: Vec<EntryResult> = output
+            .records()
+            .iter()
+            .map(|r| match r.error_code() {
+                Some(code) => EntryResult::Failed {
+                    code: code.to_owned(),
+                    message: r.error_message().unwrap_or_default().to_owned(),
+                },
+                None => EntryResult::Ok {
+                    shard_id: r.shard_id().unwrap_or_default().to_owned(),
+                    sequence_number: r.sequence_number().unwrap_or_default().to_owned(),
+                },
+            })
+            .collect();
+        let response = PutRecordsResponse { results };
+        debug!(
+            stream = %request.stream,
+            entries = count,
+            failed = response.failed_count(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "PutRecords"
+        );
+        Ok(response)
+    }
+}

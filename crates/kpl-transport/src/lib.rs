@@ -1,0 +1,284 @@
+//! How kpl-rs talks to Kinesis: the [`Transport`] trait and its implementations.
+//!
+//! The producer needs two calls of the service, ListShards and PutRecords, and
+//! nothing else; [`Transport`] is exactly those, in types of our own, so the pipeline
+//! never sees an SDK type and can run against the in-process simulator (`kpl-sim`)
+//! as well as the real service ([`AwsTransport`], feature `aws`, on by default).
+//!
+//! - Streams are addressed by name or by ARN ([`StreamId`]): cross-account producers
+//!   need ARNs, which the KPL cannot use.
+//! - A PutRecords answer is per entry: [`EntryResult::Ok`] with shard id and sequence
+//!   number, or [`EntryResult::Failed`] with the service's code and message.
+//! - A request that fails as a whole is a [`TransportError`] whose [`ErrorKind`] says
+//!   what a retrier should do (throttled, transient, not found, access denied,
+//!   invalid request, other), keeping the service's code and message.
+//!
+//! # Example: a transport of your own
+//!
+//! ```
+//! use async_trait::async_trait;
+//! use kpl_transport::*;
+//!
+//! /// Accepts nothing: every request fails as not found.
+//! struct Nowhere;
+//!
+//! #[async_trait]
+//! impl Transport for Nowhere {
+//!     async fn list_shards(&self, _: ListShardsRequest) -> Result<ListShardsPage, TransportError> {
+//!         Err(TransportError::new(ErrorKind::NotFound, "Stream nowhere not found")
+//!             .with_code("ResourceNotFoundException"))
+//!     }
+//!     async fn put_records(&self, _: PutRecordsRequest) -> Result<PutRecordsResponse, TransportError> {
+//!         Err(TransportError::from_code("ResourceNotFoundException", "Stream nowhere not found", None))
+//!     }
+//! }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+#[cfg(feature = "aws")]
+mod aws;
+mod error;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use kpl_codec::HashKey;
+
+#[cfg(feature = "aws")]
+pub use aws::{AwsTransport, AwsTransportBuilder, BuildError};
+pub use error::{ErrorKind, TransportError};
+
+/// The KPL's default for request and connect timeouts.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6);
+/// The KPL's default for concurrent connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 24;
+
+/// A stream, by name or by ARN.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum StreamId {
+    /// The stream's name, in the caller's account and region.
+    Name(String),
+    /// The stream's ARN (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`), for any
+    /// account the credentials may write to.
+    Arn(String),
+}
+
+impl StreamId {
+    /// An ARN when `text` starts with `arn:`, a name otherwise.
+    pub fn parse(text: &str) -> Self {
+        if text.starts_with("arn:") {
+            Self::Arn(text.to_owned())
+        } else {
+            Self::Name(text.to_owned())
+        }
+    }
+
+    /// The stream's name: the name itself, or the part of the ARN after `stream/`.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Name(name) => name,
+            Self::Arn(arn) => arn.rsplit_once("stream/").map_or(arn.as_str(), |(_, n)| n),
+        }
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Name(name) => f.write_str(name),
+            Self::Arn(arn) => f.write_str(arn),
+        }
+    }
+}
+
+/// One ListShards call: the first page of a stream, or a following page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListShardsRequest {
+    /// The first page.
+    First {
+        /// The stream.
+        stream: StreamId,
+        /// Open shards only (`ShardFilter {Type: AT_LATEST}`), as the producer wants.
+        open_only: bool,
+        /// At most this many shards (the service's default is 1,000).
+        max_results: Option<u32>,
+    },
+    /// A following page: only the token goes out (the service refuses a stream name
+    /// with a token).
+    Next {
+        /// The previous page's `next_token`.
+        token: String,
+        /// At most this many shards.
+        max_results: Option<u32>,
+    },
+}
+
+/// One page of shards.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListShardsPage {
+    /// The shards of this page.
+    pub shards: Vec<ShardDescription>,
+    /// The token for the next page, if there is one.
+    pub next_token: Option<String>,
+}
+
+impl ListShardsPage {
+    /// A page.
+    pub fn new(shards: Vec<ShardDescription>, next_token: Option<String>) -> Self {
+        Self { shards, next_token }
+    }
+}
+
+/// A shard as ListShards describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShardDescription {
+    /// `shardId-000000000007`.
+    pub shard_id: String,
+    /// Lowest hash key of its range.
+    pub starting_hash_key: HashKey,
+    /// Highest hash key of its range (inclusive).
+    pub ending_hash_key: HashKey,
+    /// The shard it was split from or merged from, if any.
+    pub parent_shard_id: Option<String>,
+    /// The other shard of a merge, if any.
+    pub adjacent_parent_shard_id: Option<String>,
+    /// Whether it is closed (has an ending sequence number).
+    pub closed: bool,
+}
+
+impl ShardDescription {
+    /// An open shard with no parents.
+    pub fn new(shard_id: impl Into<String>, starting_hash_key: HashKey, ending_hash_key: HashKey) -> Self {
+        Self {
+            shard_id: shard_id.into(),
+            starting_hash_key,
+            ending_hash_key,
+            parent_shard_id: None,
+            adjacent_parent_shard_id: None,
+            closed: false,
+        }
+    }
+}
+
+/// One entry of a PutRecords request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PutRecordsEntry {
+    /// The partition key.
+    pub partition_key: String,
+    /// The explicit hash key, which routes the record instead of the key's MD5.
+    pub explicit_hash_key: Option<HashKey>,
+    /// The data.
+    pub data: Bytes,
+}
+
+impl PutRecordsEntry {
+    /// An entry.
+    pub fn new(partition_key: impl Into<String>, explicit_hash_key: Option<HashKey>, data: Bytes) -> Self {
+        Self {
+            partition_key: partition_key.into(),
+            explicit_hash_key,
+            data,
+        }
+    }
+
+    /// Bytes it counts against the request and shard limits: data plus partition key.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+
+    /// The hash key Kinesis routes it by.
+    pub fn hash_key(&self) -> HashKey {
+        self.explicit_hash_key
+            .unwrap_or_else(|| HashKey::from_partition_key(&self.partition_key))
+    }
+}
+
+/// A PutRecords request: up to 500 entries for one stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PutRecordsRequest {
+    /// The stream.
+    pub stream: StreamId,
+    /// The entries, in order.
+    pub entries: Vec<PutRecordsEntry>,
+}
+
+impl PutRecordsRequest {
+    /// A request.
+    pub fn new(stream: StreamId, entries: Vec<PutRecordsEntry>) -> Self {
+        Self { stream, entries }
+    }
+}
+
+/// The outcome of one entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryResult {
+    /// Stored.
+    Ok {
+        /// The shard it was stored on.
+        shard_id: String,
+        /// Its sequence number there.
+        sequence_number: String,
+    },
+    /// Not stored.
+    Failed {
+        /// The service's code (`ProvisionedThroughputExceededException`,
+        /// `InternalFailure`, `KMSThrottlingException`, …).
+        code: String,
+        /// The service's message.
+        message: String,
+    },
+}
+
+/// The answer to a PutRecords request: one result per entry, in request order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PutRecordsResponse {
+    /// Per-entry outcomes. The producer checks that there is one per entry.
+    pub results: Vec<EntryResult>,
+}
+
+impl PutRecordsResponse {
+    /// A response.
+    pub fn new(results: Vec<EntryResult>) -> Self {
+        Self { results }
+    }
+
+    /// How many entries failed.
+    pub fn failed_count(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| matches!(r, EntryResult::Failed { .. }))
+            .count()
+    }
+}
+
+/// The two calls of Kinesis the producer makes.
+///
+/// Implementations must be cheap to share (`Arc<dyn Transport>`) and may be called
+/// concurrently; the producer bounds the number of calls in flight.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// One page of ListShards.
+    async fn list_shards(&self, request: ListShardsRequest) -> Result<ListShardsPage, TransportError>;
+    /// One PutRecords request.
+    async fn put_records(&self, request: PutRecordsRequest) -> Result<PutRecordsResponse, TransportError>;
+}
+
+#[async_trait]
+impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
+    async fn list_shards(&self, request: ListShardsRequest) -> Result<ListShardsPage, TransportError> {
+        (**self).list_shards(request).await
+    }
+    async fn put_records(&self, request: PutRecordsRequest) -> Result<PutRecordsResponse, TransportError> {
+        (**self).put_records(request).await
+    }
+}

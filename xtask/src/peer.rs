@@ -1,0 +1,140 @@
+//! kinesis-mock (npm `kinesis-local`), installed under `target/` and run on loopback
+//! for the integration tests.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{run, step, target_dir};
+
+/// The pinned version (see docs/testing.md for its quirks).
+const KINESIS_MOCK_VERSION: &str = "0.6.2";
+
+/// The environment variable the integration tests read the endpoint from.
+pub(crate) const ENDPOINT_VAR: &str = "KPL_KINESIS_MOCK_ENDPOINT";
+
+/// A running kinesis-mock; stopped when dropped.
+pub(crate) struct KinesisMock {
+    child: Child,
+    pub(crate) endpoint: String,
+}
+
+impl Drop for KinesisMock {
+    fn drop(&mut self) {
+        // SIGTERM first (it exits in about a second), then make sure.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn install() -> Result<PathBuf> {
+    let dir = target_dir().join("peers/kinesis-mock");
+    let main = dir.join("node_modules/kinesis-local/main.js");
+    let stamp = dir.join("installed-version");
+    if main.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(KINESIS_MOCK_VERSION)
+    {
+        return Ok(dir);
+    }
+    step(&format!("installing kinesis-mock (npm kinesis-local@{KINESIS_MOCK_VERSION})"));
+    std::fs::create_dir_all(&dir)?;
+    if Command::new("npm").arg("--version").output().is_err() {
+        step("npm not found: installing nodejs and npm with apt-get");
+        run(Command::new("apt-get").arg("update"))?;
+        run(Command::new("apt-get").args(["install", "-y", "nodejs", "npm"]))?;
+    }
+    run(Command::new("npm")
+        .arg("install")
+        .arg("--prefix")
+        .arg(&dir)
+        .args(["--no-audit", "--no-fund", "--loglevel=error"])
+        .arg(format!("kinesis-local@{KINESIS_MOCK_VERSION}")))?;
+    std::fs::write(&stamp, KINESIS_MOCK_VERSION)?;
+    Ok(dir)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Installs (once) and starts kinesis-mock, and waits until it answers.
+pub(crate) fn start_kinesis_mock() -> Result<KinesisMock> {
+    let dir = install()?;
+    let package = dir.join("node_modules/kinesis-local");
+    let plain = free_port()?;
+    let tls = free_port()?;
+    step(&format!("starting kinesis-mock on 127.0.0.1:{plain}"));
+    let log = std::fs::File::create(dir.join("kinesis-mock.log"))?;
+    let child = Command::new("node")
+        .arg(package.join("main.js"))
+        .env("KINESIS_MOCK_CERT_PATH", package.join("server.json"))
+        .env("KINESIS_MOCK_PLAIN_PORT", plain.to_string())
+        .env("KINESIS_MOCK_TLS_PORT", tls.to_string())
+        .env("CREATE_STREAM_DURATION", "0ms")
+        .env("DELETE_STREAM_DURATION", "0ms")
+        .env("SPLIT_SHARD_DURATION", "0ms")
+        .env("MERGE_SHARDS_DURATION", "0ms")
+        .env("UPDATE_SHARD_COUNT_DURATION", "0ms")
+        .env("SHARD_LIMIT", "1000")
+        .env("LOG_LEVEL", "WARN")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("cannot start node: install Node.js")?;
+    let mut mock = KinesisMock {
+        child,
+        endpoint: format!("http://127.0.0.1:{plain}"),
+    };
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Some(status) = mock.child.try_wait()? {
+            bail!(
+                "kinesis-mock exited at start ({status}); see {}",
+                dir.join("kinesis-mock.log").display()
+            );
+        }
+        if answers(plain) {
+            println!(
+                "kinesis-mock ready at {} after {} ms",
+                mock.endpoint,
+                started.elapsed().as_millis()
+            );
+            return Ok(mock);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = mock.child.kill();
+    bail!("kinesis-mock did not answer within 30 s")
+}
+
+/// The readiness probe: a signed-looking ListStreams that gets an HTTP 200.
+fn answers(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let body = "{}";
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: Kinesis_20131202.ListStreams\r\nAuthorization: AWS4-HMAC-SHA256 Credential=probe/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=00\r\nX-Amz-Date: 20260101T000000Z\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut response = [0u8; 12];
+    stream.read_exact(&mut response).is_ok() && response.starts_with(b"HTTP/1.1 200")
+}
