@@ -43,7 +43,9 @@ fn main() -> Result<()> {
         "kinesis-mock" => {
             let command: Vec<&String> = rest.iter().skip_while(|a| *a == "--").collect();
             let Some((program, args)) = command.split_first() else {
-                bail!("kinesis-mock needs a command to run, e.g. `cargo xtask kinesis-mock -- cargo test`");
+                bail!(
+                    "kinesis-mock needs a command to run, e.g. `cargo xtask kinesis-mock -- cargo test`"
+                );
             };
             let mock = peer::start_kinesis_mock()?;
             run(std::process::Command::new(program)

@@ -45,11 +45,14 @@ fn install() -> Result<PathBuf> {
     let dir = target_dir().join("peers/kinesis-mock");
     let main = dir.join("node_modules/kinesis-local/main.js");
     let stamp = dir.join("installed-version");
-    if main.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(KINESIS_MOCK_VERSION)
+    if main.exists()
+        && std::fs::read_to_string(&stamp).ok().as_deref() == Some(KINESIS_MOCK_VERSION)
     {
         return Ok(dir);
     }
-    step(&format!("installing kinesis-mock (npm kinesis-local@{KINESIS_MOCK_VERSION})"));
+    step(&format!(
+        "installing kinesis-mock (npm kinesis-local@{KINESIS_MOCK_VERSION})"
+    ));
     std::fs::create_dir_all(&dir)?;
     if Command::new("npm").arg("--version").output().is_err() {
         step("npm not found: installing nodejs and npm with apt-get");

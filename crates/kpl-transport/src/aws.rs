@@ -245,7 +245,13 @@ impl AwsTransportBuilder {
             config = config.region(Region::new(region));
         }
         if let Some((id, secret, token)) = self.credentials {
-            config = config.credentials_provider(Credentials::new(id, secret, token, None, "kpl-static"));
+            config = config.credentials_provider(Credentials::new(
+                id,
+                secret,
+                token,
+                None,
+                "kpl-static",
+            ));
         }
         if let Some(url) = self.endpoint_url {
             config = config.endpoint_url(url);
@@ -277,7 +283,10 @@ where
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
             let code = service.err().code().map(str::to_owned);
-            let message = service.err().message().map_or_else(|| text.clone(), str::to_owned);
+            let message = service
+                .err()
+                .message()
+                .map_or_else(|| text.clone(), str::to_owned);
             let kind = ErrorKind::classify(code.as_deref(), Some(status));
             let mut e = TransportError::new(kind, message).with_status(status);
             if let Some(code) = code {
@@ -289,7 +298,9 @@ where
             let status = response.raw().status().as_u16();
             TransportError::new(ErrorKind::classify(None, Some(status)), text).with_status(status)
         }
-        SdkError::TimeoutError(_) => TransportError::new(ErrorKind::Transient, text).with_code("Timeout"),
+        SdkError::TimeoutError(_) => {
+            TransportError::new(ErrorKind::Transient, text).with_code("Timeout")
+        }
         SdkError::DispatchFailure(dispatch) => {
             if dispatch.is_timeout() {
                 TransportError::new(ErrorKind::Transient, text).with_code("Timeout")
@@ -314,17 +325,21 @@ fn looks_like_credentials(text: &str) -> bool {
 }
 
 fn hash_key(text: Option<&str>, shard: &str, which: &str) -> Result<HashKey, TransportError> {
-    text.and_then(|t| HashKey::from_decimal(t).ok()).ok_or_else(|| {
-        TransportError::new(
-            ErrorKind::Other,
-            format!("ListShards returned shard {shard} with no valid {which} hash key"),
-        )
-    })
+    text.and_then(|t| HashKey::from_decimal(t).ok())
+        .ok_or_else(|| {
+            TransportError::new(
+                ErrorKind::Other,
+                format!("ListShards returned shard {shard} with no valid {which} hash key"),
+            )
+        })
 }
 
 #[async_trait]
 impl Transport for AwsTransport {
-    async fn list_shards(&self, request: ListShardsRequest) -> Result<ListShardsPage, TransportError> {
+    async fn list_shards(
+        &self,
+        request: ListShardsRequest,
+    ) -> Result<ListShardsPage, TransportError> {
         let mut call = self.client.list_shards();
         match &request {
             ListShardsRequest::First {
@@ -381,7 +396,10 @@ impl Transport for AwsTransport {
         })
     }
 
-    async fn put_records(&self, request: PutRecordsRequest) -> Result<PutRecordsResponse, TransportError> {
+    async fn put_records(
+        &self,
+        request: PutRecordsRequest,
+    ) -> Result<PutRecordsResponse, TransportError> {
         let count = request.entries.len();
         let mut entries = Vec::with_capacity(count);
         for entry in request.entries {

@@ -118,7 +118,11 @@ impl TransportError {
     }
 
     /// An error from a service code, classified by [`ErrorKind::classify`].
-    pub fn from_code(code: impl Into<String>, message: impl Into<String>, status: Option<u16>) -> Self {
+    pub fn from_code(
+        code: impl Into<String>,
+        message: impl Into<String>,
+        status: Option<u16>,
+    ) -> Self {
         let code = code.into();
         Self {
             kind: ErrorKind::classify(Some(&code), status),
@@ -196,21 +200,53 @@ mod tests {
     #[test]
     fn codes_and_statuses_classify() {
         for (code, status, kind) in [
-            (Some("ProvisionedThroughputExceededException"), Some(400), ErrorKind::Throttled),
-            (Some("KMSThrottlingException"), Some(400), ErrorKind::Throttled),
+            (
+                Some("ProvisionedThroughputExceededException"),
+                Some(400),
+                ErrorKind::Throttled,
+            ),
+            (
+                Some("KMSThrottlingException"),
+                Some(400),
+                ErrorKind::Throttled,
+            ),
             (Some("InternalFailure"), Some(500), ErrorKind::Transient),
-            (Some("ResourceNotFoundException"), Some(400), ErrorKind::NotFound),
-            (Some("AccessDeniedException"), Some(400), ErrorKind::AccessDenied),
-            (Some("ExpiredTokenException"), Some(400), ErrorKind::AccessDenied),
-            (Some("ValidationException"), Some(400), ErrorKind::InvalidRequest),
-            (Some("InvalidArgumentException"), Some(400), ErrorKind::InvalidRequest),
+            (
+                Some("ResourceNotFoundException"),
+                Some(400),
+                ErrorKind::NotFound,
+            ),
+            (
+                Some("AccessDeniedException"),
+                Some(400),
+                ErrorKind::AccessDenied,
+            ),
+            (
+                Some("ExpiredTokenException"),
+                Some(400),
+                ErrorKind::AccessDenied,
+            ),
+            (
+                Some("ValidationException"),
+                Some(400),
+                ErrorKind::InvalidRequest,
+            ),
+            (
+                Some("InvalidArgumentException"),
+                Some(400),
+                ErrorKind::InvalidRequest,
+            ),
             (Some("SomethingNew"), Some(503), ErrorKind::Transient),
             (None, Some(502), ErrorKind::Transient),
             (None, Some(429), ErrorKind::Throttled),
             (Some("SomethingNew"), Some(400), ErrorKind::Other),
             (None, None, ErrorKind::Other),
         ] {
-            assert_eq!(ErrorKind::classify(code, status), kind, "{code:?} {status:?}");
+            assert_eq!(
+                ErrorKind::classify(code, status),
+                kind,
+                "{code:?} {status:?}"
+            );
         }
         assert!(!ErrorKind::NotFound.is_retryable());
         assert!(!ErrorKind::AccessDenied.is_retryable());
@@ -220,7 +256,8 @@ mod tests {
 
     #[test]
     fn display_keeps_code_and_message() {
-        let e = TransportError::from_code("ResourceNotFoundException", "Stream s not found", Some(400));
+        let e =
+            TransportError::from_code("ResourceNotFoundException", "Stream s not found", Some(400));
         assert_eq!(e.kind(), ErrorKind::NotFound);
         assert_eq!(
             e.to_string(),

@@ -96,8 +96,9 @@ impl fmt::Display for StreamId {
 }
 
 /// One ListShards call: the first page of a stream, or a following page.
+///
+/// Deliberately exhaustive: every transport must handle every form.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum ListShardsRequest {
     /// The first page.
     First {
@@ -155,7 +156,11 @@ pub struct ShardDescription {
 
 impl ShardDescription {
     /// An open shard with no parents.
-    pub fn new(shard_id: impl Into<String>, starting_hash_key: HashKey, ending_hash_key: HashKey) -> Self {
+    pub fn new(
+        shard_id: impl Into<String>,
+        starting_hash_key: HashKey,
+        ending_hash_key: HashKey,
+    ) -> Self {
         Self {
             shard_id: shard_id.into(),
             starting_hash_key,
@@ -181,7 +186,11 @@ pub struct PutRecordsEntry {
 
 impl PutRecordsEntry {
     /// An entry.
-    pub fn new(partition_key: impl Into<String>, explicit_hash_key: Option<HashKey>, data: Bytes) -> Self {
+    pub fn new(
+        partition_key: impl Into<String>,
+        explicit_hash_key: Option<HashKey>,
+        data: Bytes,
+    ) -> Self {
         Self {
             partition_key: partition_key.into(),
             explicit_hash_key,
@@ -268,17 +277,29 @@ impl PutRecordsResponse {
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// One page of ListShards.
-    async fn list_shards(&self, request: ListShardsRequest) -> Result<ListShardsPage, TransportError>;
+    async fn list_shards(
+        &self,
+        request: ListShardsRequest,
+    ) -> Result<ListShardsPage, TransportError>;
     /// One PutRecords request.
-    async fn put_records(&self, request: PutRecordsRequest) -> Result<PutRecordsResponse, TransportError>;
+    async fn put_records(
+        &self,
+        request: PutRecordsRequest,
+    ) -> Result<PutRecordsResponse, TransportError>;
 }
 
 #[async_trait]
 impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
-    async fn list_shards(&self, request: ListShardsRequest) -> Result<ListShardsPage, TransportError> {
+    async fn list_shards(
+        &self,
+        request: ListShardsRequest,
+    ) -> Result<ListShardsPage, TransportError> {
         (**self).list_shards(request).await
     }
-    async fn put_records(&self, request: PutRecordsRequest) -> Result<PutRecordsResponse, TransportError> {
+    async fn put_records(
+        &self,
+        request: PutRecordsRequest,
+    ) -> Result<PutRecordsResponse, TransportError> {
         (**self).put_records(request).await
     }
 }

@@ -1,0 +1,762 @@
+//! An in-process Kinesis: the [`Transport`] the producer's tests and benchmarks run
+//! against.
+//!
+//! [`Simulator`] keeps streams of shards with the real hash-range layout, routes each
+//! record by the MD5 of its partition key or by its explicit hash key, numbers records
+//! per shard in increasing order, and stores everything it accepts so a test can read
+//! it back ([`Simulator::records`]) and de-aggregate it. It follows the service's
+//! rules: per-shard write limits (1,000 records/s and 1 MiB/s over a rolling second,
+//! answered per record with `ProvisionedThroughputExceededException`), request
+//! validation with the service's error codes, `ResourceNotFoundException` for an
+//! unknown stream, and resharding while traffic runs (split, merge, update shard
+//! count: parents close, children open, ListShards shows both). [`Faults`], drawn
+//! from a seed, inject per-record `InternalFailure`, request-level 500 and 503,
+//! timeouts and latency, and can be changed during a run.
+//!
+//! Time comes from a [`kpl_runtime::Timer`]: real time on tokio or smol, or a
+//! `VirtualClock` so a test runs minutes of traffic in milliseconds.
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use kpl_runtime::{Simulation, Timer};
+//! use kpl_sim::Simulator;
+//! use kpl_transport::*;
+//!
+//! let sim = Simulation::new();
+//! let kinesis = Simulator::new(sim.runtime().timer().clone(), 1);
+//! kinesis.create_stream("events", 4).unwrap();
+//! let request = PutRecordsRequest::new(
+//!     StreamId::parse("events"),
+//!     vec![PutRecordsEntry::new("user-1", None, Bytes::from_static(b"hello"))],
+//! );
+//! let k = kinesis.clone();
+//! let response = sim.block_on(async move { k.put_records(request).await }).unwrap().unwrap();
+//! assert!(matches!(response.results[0], EntryResult::Ok { .. }));
+//! assert_eq!(kinesis.records("events").unwrap().len(), 1);
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use kpl_codec::{
+    DEFAULT_MAX_RECORD_SIZE, DEFAULT_MAX_REQUEST_SIZE, HashKey, MAX_PARTITION_KEY_CHARS,
+    MAX_RECORDS_PER_REQUEST, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND,
+};
+use kpl_runtime::Timer;
+use kpl_transport::{
+    EntryResult, ErrorKind, ListShardsPage, ListShardsRequest, PutRecordsRequest,
+    PutRecordsResponse, ShardDescription, StreamId, Transport, TransportError,
+};
+
+/// The account the simulated streams belong to.
+pub const ACCOUNT: &str = "000000000000";
+/// The region of the simulated streams' ARNs.
+pub const REGION: &str = "us-east-1";
+
+/// Faults to inject, drawn from the simulator's seed.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Faults {
+    /// Probability that an otherwise accepted record fails with `InternalFailure`.
+    pub record_internal_failure_rate: f64,
+    /// Probability that a request fails with HTTP 500 `InternalFailure`.
+    pub request_500_rate: f64,
+    /// Probability that a request fails with HTTP 503 `ServiceUnavailable`.
+    pub request_503_rate: f64,
+    /// Probability that a request times out (nothing is stored), after
+    /// [`timeout_after`](Self::timeout_after).
+    pub timeout_rate: f64,
+    /// How long a timed-out request takes to fail.
+    pub timeout_after: Duration,
+    /// Latency added to every request.
+    pub latency: Duration,
+}
+
+impl Faults {
+    /// No faults.
+    pub fn none() -> Self {
+        Self::default()
+    }
+}
+
+/// A record the simulator stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredRecord {
+    /// The shard it is on.
+    pub shard_id: String,
+    /// Its sequence number (increasing per shard; equal-length decimal strings).
+    pub sequence_number: String,
+    /// Its partition key as sent.
+    pub partition_key: String,
+    /// Its explicit hash key as sent.
+    pub explicit_hash_key: Option<HashKey>,
+    /// The hash key it was routed by.
+    pub hash_key: HashKey,
+    /// Its data.
+    pub data: Bytes,
+    /// When it was stored.
+    pub arrival: Instant,
+}
+
+/// A simulator operation that cannot be done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SimError {
+    /// No such stream.
+    StreamNotFound(String),
+    /// A stream of that name exists already.
+    StreamExists(String),
+    /// No such open shard in the stream.
+    ShardNotFound(String),
+    /// The arguments of a reshard do not make sense (they say why).
+    InvalidReshard(String),
+}
+
+impl fmt::Display for SimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::StreamNotFound(s) => write!(f, "stream {s} not found"),
+            Self::StreamExists(s) => write!(f, "stream {s} exists already"),
+            Self::ShardNotFound(s) => write!(f, "no open shard {s}"),
+            Self::InvalidReshard(why) => write!(f, "invalid reshard: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for SimError {}
+
+struct Shard {
+    id: String,
+    start: HashKey,
+    end: HashKey,
+    parent: Option<String>,
+    adjacent_parent: Option<String>,
+    open: bool,
+    records: Vec<StoredRecord>,
+    /// Accepted (arrival, bytes) of the last second, for the write limits.
+    window: VecDeque<(Instant, usize)>,
+    window_bytes: usize,
+    next_seq: u64,
+}
+
+impl Shard {
+    fn new(index: usize, start: HashKey, end: HashKey) -> Self {
+        Self {
+            id: format!("shardId-{index:012}"),
+            start,
+            end,
+            parent: None,
+            adjacent_parent: None,
+            open: true,
+            records: Vec::new(),
+            window: VecDeque::new(),
+            window_bytes: 0,
+            next_seq: 0,
+        }
+    }
+
+    fn describe(&self) -> ShardDescription {
+        let mut d = ShardDescription::new(self.id.clone(), self.start, self.end);
+        d.parent_shard_id = self.parent.clone();
+        d.adjacent_parent_shard_id = self.adjacent_parent.clone();
+        d.closed = !self.open;
+        d
+    }
+
+    /// Whether a record of `bytes` fits under the write limits at `now`.
+    fn admit(&mut self, bytes: usize, now: Instant) -> bool {
+        while let Some(&(at, b)) = self.window.front() {
+            if now.saturating_duration_since(at) < Duration::from_secs(1) {
+                break;
+            }
+            self.window.pop_front();
+            self.window_bytes -= b;
+        }
+        self.window.len() < SHARD_RECORDS_PER_SECOND as usize
+            && self.window_bytes + bytes <= SHARD_BYTES_PER_SECOND as usize
+    }
+}
+
+struct Stream {
+    arn: String,
+    shards: Vec<Shard>,
+}
+
+impl Stream {
+    fn open_shard_for(&mut self, key: HashKey) -> Option<&mut Shard> {
+        self.shards
+            .iter_mut()
+            .find(|s| s.open && s.start <= key && key <= s.end)
+    }
+
+    fn open_index(&self, id: &str) -> Result<usize, SimError> {
+        self.shards
+            .iter()
+            .position(|s| s.id == id && s.open)
+            .ok_or_else(|| SimError::ShardNotFound(id.to_owned()))
+    }
+}
+
+/// SplitMix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn hit(&mut self, rate: f64) -> bool {
+        rate > 0.0 && self.next_f64() < rate
+    }
+}
+
+struct State {
+    streams: BTreeMap<String, Stream>,
+    tokens: HashMap<String, (String, usize, bool)>,
+    next_token: u64,
+    rng: Rng,
+    faults: Faults,
+    limits: bool,
+    put_requests: u64,
+}
+
+/// The simulator. Cheap to clone: clones share the same streams.
+#[derive(Clone)]
+pub struct Simulator {
+    state: Arc<Mutex<State>>,
+    timer: Arc<dyn Timer>,
+}
+
+impl fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Simulator")
+            .field("streams", &state.streams.keys().collect::<Vec<_>>())
+            .field("faults", &state.faults)
+            .field("limits", &state.limits)
+            .finish()
+    }
+}
+
+/// Start of shard `i` of `n` in the even split CreateStream makes: ⌊i·2^128/n⌋.
+fn even_start(i: u128, n: u128) -> u128 {
+    if i == 0 {
+        return 0;
+    }
+    // 2^128 = q·n + r, computed without overflow.
+    let (mut q, mut r) = (u128::MAX / n, u128::MAX % n + 1);
+    if r == n {
+        q += 1;
+        r = 0;
+    }
+    i * q + i * r / n
+}
+
+fn even_ranges(n: usize) -> Vec<(HashKey, HashKey)> {
+    let n = n as u128;
+    (0..n)
+        .map(|i| {
+            let start = even_start(i, n);
+            let end = if i + 1 == n {
+                u128::MAX
+            } else {
+                even_start(i + 1, n) - 1
+            };
+            (HashKey::new(start), HashKey::new(end))
+        })
+        .collect()
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Simulator {
+    /// A simulator with no streams, on `timer`'s time, faults drawn from `seed`.
+    pub fn new(timer: Arc<dyn Timer>, seed: u64) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State {
+                streams: BTreeMap::new(),
+                tokens: HashMap::new(),
+                next_token: 0,
+                rng: Rng(seed),
+                faults: Faults::none(),
+                limits: true,
+                put_requests: 0,
+            })),
+            timer,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Creates a stream of `shards` shards splitting the hash-key space evenly, as
+    /// CreateStream does; returns its ARN.
+    pub fn create_stream(&self, name: &str, shards: usize) -> Result<String, SimError> {
+        if shards == 0 {
+            return Err(SimError::InvalidReshard(
+                "a stream needs at least one shard".into(),
+            ));
+        }
+        let mut state = self.lock();
+        if state.streams.contains_key(name) {
+            return Err(SimError::StreamExists(name.to_owned()));
+        }
+        let arn = format!("arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{name}");
+        let shards = even_ranges(shards)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (start, end))| Shard::new(i, start, end))
+            .collect();
+        state.streams.insert(
+            name.to_owned(),
+            Stream {
+                arn: arn.clone(),
+                shards,
+            },
+        );
+        Ok(arn)
+    }
+
+    /// Deletes a stream: later requests get `ResourceNotFoundException`.
+    pub fn delete_stream(&self, name: &str) -> Result<(), SimError> {
+        self.lock()
+            .streams
+            .remove(name)
+            .map(drop)
+            .ok_or_else(|| SimError::StreamNotFound(name.to_owned()))
+    }
+
+    /// The ARN of a stream.
+    pub fn stream_arn(&self, name: &str) -> Result<String, SimError> {
+        self.lock()
+            .streams
+            .get(name)
+            .map(|s| s.arn.clone())
+            .ok_or_else(|| SimError::StreamNotFound(name.to_owned()))
+    }
+
+    /// Splits an open shard at `new_starting_hash_key`: the parent closes, two
+    /// children open (`[start, key − 1]` and `[key, end]`). Returns their ids.
+    pub fn split_shard(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        new_starting_hash_key: HashKey,
+    ) -> Result<(String, String), SimError> {
+        let mut state = self.lock();
+        let s = state
+            .streams
+            .get_mut(stream)
+            .ok_or_else(|| SimError::StreamNotFound(stream.to_owned()))?;
+        let i = s.open_index(shard_id)?;
+        let (start, end) = (s.shards[i].start, s.shards[i].end);
+        if new_starting_hash_key <= start || new_starting_hash_key > end {
+            return Err(SimError::InvalidReshard(format!(
+                "{new_starting_hash_key} is not inside ({start}, {end}]"
+            )));
+        }
+        s.shards[i].open = false;
+        let n = s.shards.len();
+        let mut low = Shard::new(n, start, HashKey::new(new_starting_hash_key.get() - 1));
+        let mut high = Shard::new(n + 1, new_starting_hash_key, end);
+        low.parent = Some(shard_id.to_owned());
+        high.parent = Some(shard_id.to_owned());
+        let ids = (low.id.clone(), high.id.clone());
+        s.shards.push(low);
+        s.shards.push(high);
+        Ok(ids)
+    }
+
+    /// Merges two adjacent open shards into one; returns the child's id.
+    pub fn merge_shards(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        adjacent_shard_id: &str,
+    ) -> Result<String, SimError> {
+        let mut state = self.lock();
+        let s = state
+            .streams
+            .get_mut(stream)
+            .ok_or_else(|| SimError::StreamNotFound(stream.to_owned()))?;
+        let a = s.open_index(shard_id)?;
+        let b = s.open_index(adjacent_shard_id)?;
+        let (lo, hi) = if s.shards[a].start < s.shards[b].start {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        if s.shards[lo].end.get().checked_add(1) != Some(s.shards[hi].start.get()) {
+            return Err(SimError::InvalidReshard(format!(
+                "{shard_id} and {adjacent_shard_id} are not adjacent"
+            )));
+        }
+        s.shards[a].open = false;
+        s.shards[b].open = false;
+        let mut child = Shard::new(s.shards.len(), s.shards[lo].start, s.shards[hi].end);
+        child.parent = Some(shard_id.to_owned());
+        child.adjacent_parent = Some(adjacent_shard_id.to_owned());
+        let id = child.id.clone();
+        s.shards.push(child);
+        Ok(id)
+    }
+
+    /// Reshards to `target` open shards of even ranges (every open shard closes; the
+    /// new shards name as parent the old shard holding their start).
+    pub fn update_shard_count(&self, stream: &str, target: usize) -> Result<Vec<String>, SimError> {
+        if target == 0 {
+            return Err(SimError::InvalidReshard(
+                "target shard count must be at least 1".into(),
+            ));
+        }
+        let mut state = self.lock();
+        let s = state
+            .streams
+            .get_mut(stream)
+            .ok_or_else(|| SimError::StreamNotFound(stream.to_owned()))?;
+        let old: Vec<(String, HashKey, HashKey)> = s
+            .shards
+            .iter()
+            .filter(|sh| sh.open)
+            .map(|sh| (sh.id.clone(), sh.start, sh.end))
+            .collect();
+        for sh in s.shards.iter_mut() {
+            sh.open = false;
+        }
+        let mut ids = Vec::new();
+        for (start, end) in even_ranges(target) {
+            let mut shard = Shard::new(s.shards.len(), start, end);
+            shard.parent = old
+                .iter()
+                .find(|(_, a, b)| *a <= start && start <= *b)
+                .map(|(id, _, _)| id.clone());
+            ids.push(shard.id.clone());
+            s.shards.push(shard);
+        }
+        Ok(ids)
+    }
+
+    /// Replaces the faults injected from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
+    /// Turns the per-shard write limits on (the default) or off.
+    pub fn set_limits(&self, enabled: bool) {
+        self.lock().limits = enabled;
+    }
+
+    /// Every record stored in a stream, shard by shard in shard-id order, each shard
+    /// in sequence order.
+    pub fn records(&self, stream: &str) -> Result<Vec<StoredRecord>, SimError> {
+        let state = self.lock();
+        let s = state
+            .streams
+            .get(stream)
+            .ok_or_else(|| SimError::StreamNotFound(stream.to_owned()))?;
+        Ok(s.shards
+            .iter()
+            .flat_map(|sh| sh.records.iter().cloned())
+            .collect())
+    }
+
+    /// Every shard of a stream, open and closed, in creation order.
+    pub fn shards(&self, stream: &str) -> Result<Vec<ShardDescription>, SimError> {
+        let state = self.lock();
+        let s = state
+            .streams
+            .get(stream)
+            .ok_or_else(|| SimError::StreamNotFound(stream.to_owned()))?;
+        Ok(s.shards.iter().map(Shard::describe).collect())
+    }
+
+    /// PutRecords requests received so far (including failed ones).
+    pub fn put_requests(&self) -> u64 {
+        self.lock().put_requests
+    }
+
+    /// Waits the injected latency, then draws the request-level faults.
+    async fn before_request(&self) -> Result<(), TransportError> {
+        let (latency, fault) = {
+            let mut state = self.lock();
+            let faults = state.faults.clone();
+            let fault = if state.rng.hit(faults.timeout_rate) {
+                Some((
+                    faults.timeout_after,
+                    TransportError::new(ErrorKind::Transient, "request timed out (simulated)")
+                        .with_code("Timeout"),
+                ))
+            } else if state.rng.hit(faults.request_500_rate) {
+                Some((
+                    Duration::ZERO,
+                    TransportError::from_code(
+                        "InternalFailure",
+                        "simulated internal failure",
+                        Some(500),
+                    ),
+                ))
+            } else if state.rng.hit(faults.request_503_rate) {
+                Some((
+                    Duration::ZERO,
+                    TransportError::from_code(
+                        "ServiceUnavailable",
+                        "simulated service unavailable",
+                        Some(503),
+                    ),
+                ))
+            } else {
+                None
+            };
+            (faults.latency, fault)
+        };
+        let extra = fault.as_ref().map_or(Duration::ZERO, |(d, _)| *d);
+        if latency + extra > Duration::ZERO {
+            let until = self.timer.now() + latency + extra;
+            self.timer.sleep_until(until).await;
+        }
+        match fault {
+            Some((_, err)) => Err(err),
+            None => Ok(()),
+        }
+    }
+}
+
+fn not_found(stream: &StreamId) -> TransportError {
+    TransportError::from_code(
+        "ResourceNotFoundException",
+        format!(
+            "Stream {} under account {ACCOUNT} not found.",
+            stream.name()
+        ),
+        Some(400),
+    )
+}
+
+fn validation(message: String) -> TransportError {
+    TransportError::from_code("ValidationException", message, Some(400))
+}
+
+fn invalid_argument(message: String) -> TransportError {
+    TransportError::from_code("InvalidArgumentException", message, Some(400))
+}
+
+fn stream_of<'a>(
+    state: &'a mut State,
+    stream: &StreamId,
+) -> Result<&'a mut Stream, TransportError> {
+    let found = match stream {
+        StreamId::Name(name) => state.streams.get_mut(name.as_str()),
+        StreamId::Arn(arn) => state.streams.values_mut().find(|s| &s.arn == arn),
+    };
+    found.ok_or_else(|| not_found(stream))
+}
+
+#[async_trait]
+impl Transport for Simulator {
+    async fn list_shards(
+        &self,
+        request: ListShardsRequest,
+    ) -> Result<ListShardsPage, TransportError> {
+        self.before_request().await?;
+        let mut state = self.lock();
+        let (name, offset, open_only, max) = match request {
+            ListShardsRequest::First {
+                stream,
+                open_only,
+                max_results,
+            } => {
+                let name = stream_of(&mut state, &stream)?
+                    .arn
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                (name, 0, open_only, max_results)
+            }
+            ListShardsRequest::Next { token, max_results } => {
+                let (name, offset, open_only) =
+                    state.tokens.get(&token).cloned().ok_or_else(|| {
+                        invalid_argument(format!("NextToken {token} is invalid or expired"))
+                    })?;
+                (name, offset, open_only, max_results)
+            }
+        };
+        let max = max.unwrap_or(1000);
+        if !(1..=10_000).contains(&max) {
+            return Err(validation(format!(
+                "1 validation error detected: Value '{max}' at 'maxResults' failed to satisfy constraint: Member must have value between 1 and 10000"
+            )));
+        }
+        let stream = state
+            .streams
+            .get(&name)
+            .ok_or_else(|| not_found(&StreamId::Name(name.clone())))?;
+        let all: Vec<ShardDescription> = stream
+            .shards
+            .iter()
+            .filter(|s| !open_only || s.open)
+            .map(Shard::describe)
+            .collect();
+        let end = (offset + max as usize).min(all.len());
+        let shards = all.get(offset..end).map(<[_]>::to_vec).unwrap_or_default();
+        let next_token = if end < all.len() {
+            state.next_token += 1;
+            let token = format!("sim-token-{}", state.next_token);
+            state.tokens.insert(token.clone(), (name, end, open_only));
+            Some(token)
+        } else {
+            None
+        };
+        Ok(ListShardsPage::new(shards, next_token))
+    }
+
+    async fn put_records(
+        &self,
+        request: PutRecordsRequest,
+    ) -> Result<PutRecordsResponse, TransportError> {
+        self.lock().put_requests += 1;
+        self.before_request().await?;
+        let now = self.timer.now();
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let count = request.entries.len();
+        if count == 0 || count > MAX_RECORDS_PER_REQUEST {
+            return Err(validation(format!(
+                "1 validation error detected: Value '{count} records' at 'records' failed to satisfy constraint: Member must have length between 1 and {MAX_RECORDS_PER_REQUEST}"
+            )));
+        }
+        let mut total = 0usize;
+        for (i, entry) in request.entries.iter().enumerate() {
+            let chars = entry.partition_key.chars().count();
+            if chars == 0 || chars > MAX_PARTITION_KEY_CHARS {
+                return Err(validation(format!(
+                    "1 validation error detected: Value at 'records.{}.member.partitionKey' failed to satisfy constraint: Member must have length between 1 and {MAX_PARTITION_KEY_CHARS}",
+                    i + 1
+                )));
+            }
+            if entry.data.len() > DEFAULT_MAX_RECORD_SIZE {
+                return Err(validation(format!(
+                    "1 validation error detected: Value at 'records.{}.member.data' failed to satisfy constraint: Member must have length less than or equal to {DEFAULT_MAX_RECORD_SIZE}",
+                    i + 1
+                )));
+            }
+            if entry.size() > DEFAULT_MAX_RECORD_SIZE {
+                return Err(invalid_argument(format!(
+                    "Record {i} size {} exceeds the {DEFAULT_MAX_RECORD_SIZE}-byte limit (data plus partition key)",
+                    entry.size()
+                )));
+            }
+            total += entry.size();
+        }
+        if total > DEFAULT_MAX_REQUEST_SIZE {
+            return Err(invalid_argument(format!(
+                "Records size {total} exceeds the {DEFAULT_MAX_REQUEST_SIZE}-byte request limit"
+            )));
+        }
+        let faults = state.faults.clone();
+        let limits = state.limits;
+        let stream = match &request.stream {
+            StreamId::Name(name) => state.streams.get_mut(name.as_str()),
+            StreamId::Arn(arn) => state.streams.values_mut().find(|s| &s.arn == arn),
+        }
+        .ok_or_else(|| not_found(&request.stream))?;
+        let stream_name = request.stream.name().to_owned();
+        let mut results = Vec::with_capacity(count);
+        for entry in request.entries {
+            let key = entry.hash_key();
+            let Some(shard) = stream.open_shard_for(key) else {
+                results.push(EntryResult::Failed {
+                    code: "InternalFailure".into(),
+                    message: format!("no open shard covers hash key {key}"),
+                });
+                continue;
+            };
+            if limits && !shard.admit(entry.size(), now) {
+                results.push(EntryResult::Failed {
+                    code: "ProvisionedThroughputExceededException".into(),
+                    message: format!(
+                        "Rate exceeded for shard {} in stream {stream_name} under account {ACCOUNT}.",
+                        shard.id
+                    ),
+                });
+                continue;
+            }
+            if state.rng.hit(faults.record_internal_failure_rate) {
+                results.push(EntryResult::Failed {
+                    code: "InternalFailure".into(),
+                    message: "Internal service failure (simulated).".into(),
+                });
+                continue;
+            }
+            shard.window.push_back((now, entry.size()));
+            shard.window_bytes += entry.size();
+            let index: u64 = shard.id.trim_start_matches("shardId-").parse().unwrap_or(0);
+            let sequence_number = format!("49{index:06}{:030}", shard.next_seq);
+            shard.next_seq += 1;
+            results.push(EntryResult::Ok {
+                shard_id: shard.id.clone(),
+                sequence_number: sequence_number.clone(),
+            });
+            shard.records.push(StoredRecord {
+                shard_id: shard.id.clone(),
+                sequence_number,
+                partition_key: entry.partition_key,
+                explicit_hash_key: entry.explicit_hash_key,
+                hash_key: key,
+                data: entry.data,
+                arrival: now,
+            });
+        }
+        Ok(PutRecordsResponse::new(results))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn even_ranges_match_the_service_layout() {
+        let two = even_ranges(2);
+        assert_eq!(
+            two[0].1.to_string(),
+            "170141183460469231731687303715884105727"
+        );
+        assert_eq!(
+            two[1].0.to_string(),
+            "170141183460469231731687303715884105728"
+        );
+        for n in [1usize, 3, 4, 7, 1000] {
+            let r = even_ranges(n);
+            assert_eq!(r[0].0, HashKey::MIN);
+            assert_eq!(r[n - 1].1, HashKey::MAX);
+            for w in r.windows(2) {
+                assert_eq!(w[0].1.get() + 1, w[1].0.get());
+            }
+        }
+        // 4 shards: the service's boundaries.
+        let four = even_ranges(4);
+        assert_eq!(
+            four[1].0.to_string(),
+            "85070591730234615865843651857942052864"
+        );
+    }
+}
