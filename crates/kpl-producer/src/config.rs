@@ -1,0 +1,577 @@
+//! The producer's settings: the KPL's keys, defaults and bounds.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+/// The producer's settings, with the KPL's defaults and bounds.
+///
+/// Build one with [`Config::builder`] (every setter is checked at
+/// [`ConfigBuilder::build`]) or read a Java KPL `.properties` file with
+/// [`Config::from_kpl_properties`].
+///
+/// ```
+/// use std::time::Duration;
+/// use kpl_producer::Config;
+///
+/// let config = Config::builder()
+///     .record_max_buffered_time(Duration::from_millis(50))
+///     .rate_limit(100)
+///     .build()?;
+/// assert_eq!(config.aggregation_max_size(), 51_200);
+/// # Ok::<(), kpl_producer::ConfigError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub(crate) aggregation_enabled: bool,
+    pub(crate) aggregation_max_count: u64,
+    pub(crate) aggregation_max_size: usize,
+    pub(crate) collection_max_count: usize,
+    pub(crate) collection_max_size: usize,
+    pub(crate) record_max_buffered_time: Duration,
+    pub(crate) record_ttl: Duration,
+    pub(crate) rate_limit: u64,
+    pub(crate) fail_if_throttled: bool,
+    pub(crate) max_connections: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_user_record_size: usize,
+    pub(crate) max_outstanding_records: usize,
+    pub(crate) max_outstanding_bytes: usize,
+    pub(crate) region: Option<String>,
+    pub(crate) kinesis_endpoint: Option<String>,
+    pub(crate) seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            aggregation_enabled: true,
+            aggregation_max_count: u64::from(u32::MAX),
+            aggregation_max_size: 51_200,
+            collection_max_count: 500,
+            collection_max_size: 5 * 1024 * 1024,
+            record_max_buffered_time: Duration::from_millis(100),
+            record_ttl: Duration::from_secs(30),
+            rate_limit: 150,
+            fail_if_throttled: false,
+            max_connections: 24,
+            request_timeout: Duration::from_secs(6),
+            connect_timeout: Duration::from_secs(6),
+            max_user_record_size: 1024 * 1024,
+            max_outstanding_records: 1_000_000,
+            max_outstanding_bytes: 512 * 1024 * 1024,
+            region: None,
+            kinesis_endpoint: None,
+            seed: 0x6b70_6c2d_7273,
+        }
+    }
+}
+
+macro_rules! getters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $($(#[$doc])* pub fn $name(&self) -> $ty { self.$name.clone() })*
+    };
+}
+
+impl Config {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            config: Self::default(),
+        }
+    }
+
+    getters! {
+        /// `AggregationEnabled` (default true).
+        aggregation_enabled: bool;
+        /// `AggregationMaxCount` (default 4294967295).
+        aggregation_max_count: u64;
+        /// `AggregationMaxSize` in bytes (default 51200).
+        aggregation_max_size: usize;
+        /// `CollectionMaxCount` (default 500).
+        collection_max_count: usize;
+        /// `CollectionMaxSize` in bytes (default 5242880).
+        collection_max_size: usize;
+        /// `RecordMaxBufferedTime` (default 100 ms).
+        record_max_buffered_time: Duration;
+        /// `RecordTtl` (default 30 s).
+        record_ttl: Duration;
+        /// `RateLimit`, percent of the shard limits (default 150).
+        rate_limit: u64;
+        /// `FailIfThrottled` (default false).
+        fail_if_throttled: bool;
+        /// `MaxConnections`: requests in flight (default 24).
+        max_connections: usize;
+        /// `RequestTimeout` (default 6 s).
+        request_timeout: Duration;
+        /// `ConnectTimeout` (default 6 s).
+        connect_timeout: Duration;
+        /// `MaxUserRecordSize`: data plus partition key bytes (default 1 MiB).
+        max_user_record_size: usize;
+        /// Records accepted and not yet resolved before `put_record` waits.
+        max_outstanding_records: usize;
+        /// Bytes (data plus partition keys) accepted and not yet resolved before
+        /// `put_record` waits.
+        max_outstanding_bytes: usize;
+        /// `Region`, for building a transport.
+        region: Option<String>;
+        /// `KinesisEndpoint` (with `KinesisPort`), for building a transport.
+        kinesis_endpoint: Option<String>;
+    }
+
+    /// Reads the settings of a Java KPL `.properties` file (`Key = value` lines, `#`
+    /// and `!` comments), starting from the defaults. Keys are spelled as the KPL
+    /// spells them; keys this producer does not know are returned, not fatal; a bad
+    /// value is a [`ConfigError`] naming its key.
+    ///
+    /// ```
+    /// use kpl_producer::Config;
+    ///
+    /// let (config, unknown) = Config::from_kpl_properties(
+    ///     "RecordMaxBufferedTime = 250\nRateLimit=90\nAggregationEnabled = false\nFoo = 1\n",
+    /// )?;
+    /// assert_eq!(config.rate_limit(), 90);
+    /// assert!(!config.aggregation_enabled());
+    /// assert_eq!(unknown, vec!["Foo".to_string()]);
+    /// # Ok::<(), kpl_producer::ConfigError>(())
+    /// ```
+    pub fn from_kpl_properties(text: &str) -> Result<(Self, Vec<String>), ConfigError> {
+        let mut b = Self::builder();
+        let mut unknown = Vec::new();
+        let mut endpoint: Option<String> = None;
+        let mut port: Option<String> = None;
+        let mut values = HashMap::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let (key, value) = line
+                .split_once(['=', ':'])
+                .map_or((line, ""), |(k, v)| (k.trim(), v.trim()));
+            values.insert(key.to_owned(), value.to_owned());
+            let c = &mut b.config;
+            match key {
+                "AggregationEnabled" => c.aggregation_enabled = parse_bool(key, value)?,
+                "AggregationMaxCount" => c.aggregation_max_count = parse_num(key, value)?,
+                "AggregationMaxSize" => c.aggregation_max_size = parse_num(key, value)?,
+                "CollectionMaxCount" => c.collection_max_count = parse_num(key, value)?,
+                "CollectionMaxSize" => c.collection_max_size = parse_num(key, value)?,
+                "RecordMaxBufferedTime" => c.record_max_buffered_time = parse_ms(key, value)?,
+                "RecordTtl" => c.record_ttl = parse_ms(key, value)?,
+                "RateLimit" => c.rate_limit = parse_num(key, value)?,
+                "FailIfThrottled" => c.fail_if_throttled = parse_bool(key, value)?,
+                "MaxConnections" => c.max_connections = parse_num(key, value)?,
+                "RequestTimeout" => c.request_timeout = parse_ms(key, value)?,
+                "ConnectTimeout" => c.connect_timeout = parse_ms(key, value)?,
+                "MaxUserRecordSize" => c.max_user_record_size = parse_num(key, value)?,
+                "Region" => c.region = Some(value.to_owned()).filter(|v| !v.is_empty()),
+                "KinesisEndpoint" => endpoint = Some(value.to_owned()).filter(|v| !v.is_empty()),
+                "KinesisPort" => port = Some(value.to_owned()),
+                // Known KPL keys this producer reads but does not use (yet, or at all:
+                // the metrics settings belong to the metrics exporters to come).
+                "MetricsLevel"
+                | "MetricsGranularity"
+                | "MetricsNamespace"
+                | "MetricsUploadDelay"
+                | "CloudwatchEndpoint"
+                | "CloudwatchPort"
+                | "VerifyCertificate"
+                | "LogLevel"
+                | "NativeExecutable"
+                | "TempDirectory"
+                | "EnableCoreDumps"
+                | "ThreadingModel"
+                | "ThreadPoolSize"
+                | "CredentialsRefreshDelay"
+                | "UserRecordTimeoutInMillis"
+                | "StsEndpoint"
+                | "StsPort"
+                | "ProxyHost"
+                | "ProxyPort"
+                | "ProxyUserName"
+                | "ProxyPassword" => {}
+                other => unknown.push(other.to_owned()),
+            }
+        }
+        if let Some(level) = values.get("MetricsLevel") {
+            if !matches!(level.as_str(), "none" | "summary" | "detailed") {
+                return Err(ConfigError::Invalid {
+                    key: "MetricsLevel".into(),
+                    value: level.clone(),
+                    expected: "none, summary or detailed",
+                });
+            }
+        }
+        if let Some(host) = endpoint {
+            let port = port.unwrap_or_else(|| "443".into());
+            let scheme = if port == "443" { "https" } else { "http" };
+            b.config.kinesis_endpoint = Some(if host.contains("://") {
+                host
+            } else {
+                format!("{scheme}://{host}:{port}")
+            });
+        }
+        Ok((b.build()?, unknown))
+    }
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            key: key.into(),
+            value: value.into(),
+            expected: "true or false",
+        }),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
+    value.parse().map_err(|_| ConfigError::Invalid {
+        key: key.into(),
+        value: value.into(),
+        expected: "a whole number",
+    })
+}
+
+fn parse_ms(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    parse_num::<u64>(key, value).map(Duration::from_millis)
+}
+
+/// A setting the producer refuses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A value outside its bounds.
+    OutOfRange {
+        /// The setting, as the KPL spells it.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        allowed: &'static str,
+    },
+    /// A value that does not parse.
+    Invalid {
+        /// The setting, as the KPL spells it.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OutOfRange {
+                key,
+                value,
+                allowed,
+            } => write!(f, "{key} = {value} is out of range: allowed {allowed}"),
+            Self::Invalid {
+                key,
+                value,
+                expected,
+            } => write!(f, "{key} = {value:?} is not valid: expected {expected}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Builds a [`Config`]; [`build`](Self::build) checks every bound.
+#[derive(Clone, Debug)]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $($(#[$doc])* pub fn $name(mut self, value: $ty) -> Self { self.config.$name = value; self })*
+    };
+}
+
+impl ConfigBuilder {
+    setters! {
+        /// `AggregationEnabled`.
+        aggregation_enabled: bool;
+        /// `AggregationMaxCount`, at least 1.
+        aggregation_max_count: u64;
+        /// `AggregationMaxSize`, 64 to 10485760 bytes.
+        aggregation_max_size: usize;
+        /// `CollectionMaxCount`, 1 to 500.
+        collection_max_count: usize;
+        /// `CollectionMaxSize`, 52224 to 10485760 bytes.
+        collection_max_size: usize;
+        /// `RecordMaxBufferedTime`, at most 1 hour.
+        record_max_buffered_time: Duration;
+        /// `RecordTtl`, at least 100 ms (huge values are capped, never overflow).
+        record_ttl: Duration;
+        /// `RateLimit`, at least 1 percent.
+        rate_limit: u64;
+        /// `FailIfThrottled`.
+        fail_if_throttled: bool;
+        /// `MaxConnections`, 1 to 256.
+        max_connections: usize;
+        /// `RequestTimeout`, 100 ms to 600 s.
+        request_timeout: Duration;
+        /// `ConnectTimeout`, 100 ms to 300 s.
+        connect_timeout: Duration;
+        /// `MaxUserRecordSize`, 64 to 10485760 bytes.
+        max_user_record_size: usize;
+        /// Outstanding records before `put_record` waits, at least 1.
+        max_outstanding_records: usize;
+        /// Outstanding bytes before `put_record` waits, at least 1.
+        max_outstanding_bytes: usize;
+    }
+
+    /// `Region`.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.config.region = Some(region.into());
+        self
+    }
+
+    /// `KinesisEndpoint`, as a URL.
+    pub fn kinesis_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.config.kinesis_endpoint = Some(url.into());
+        self
+    }
+
+    /// Seed of the producer's randomness (backoff jitter), for reproducible runs.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = seed;
+        self
+    }
+
+    /// Checks every bound.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let c = self.config;
+        fn check<T: PartialOrd + fmt::Display>(
+            key: &str,
+            value: T,
+            min: T,
+            max: T,
+            allowed: &'static str,
+        ) -> Result<(), ConfigError> {
+            if value < min || value > max {
+                return Err(ConfigError::OutOfRange {
+                    key: key.into(),
+                    value: value.to_string(),
+                    allowed,
+                });
+            }
+            Ok(())
+        }
+        let ms = |d: Duration| d.as_millis() as u64;
+        check(
+            "AggregationMaxCount",
+            c.aggregation_max_count,
+            1,
+            u64::MAX,
+            "1 or more",
+        )?;
+        check(
+            "AggregationMaxSize",
+            c.aggregation_max_size,
+            64,
+            10_485_760,
+            "64 to 10485760",
+        )?;
+        check(
+            "CollectionMaxCount",
+            c.collection_max_count,
+            1,
+            500,
+            "1 to 500",
+        )?;
+        check(
+            "CollectionMaxSize",
+            c.collection_max_size,
+            52_224,
+            10_485_760,
+            "52224 to 10485760",
+        )?;
+        check(
+            "RecordMaxBufferedTime",
+            ms(c.record_max_buffered_time),
+            0,
+            3_600_000,
+            "0 to 3600000 ms",
+        )?;
+        check(
+            "RecordTtl",
+            ms(c.record_ttl),
+            100,
+            u64::MAX,
+            "100 ms or more",
+        )?;
+        check("RateLimit", c.rate_limit, 1, u64::MAX, "1 or more")?;
+        check("MaxConnections", c.max_connections, 1, 256, "1 to 256")?;
+        check(
+            "RequestTimeout",
+            ms(c.request_timeout),
+            100,
+            600_000,
+            "100 to 600000 ms",
+        )?;
+        check(
+            "ConnectTimeout",
+            ms(c.connect_timeout),
+            100,
+            300_000,
+            "100 to 300000 ms",
+        )?;
+        check(
+            "MaxUserRecordSize",
+            c.max_user_record_size,
+            64,
+            10_485_760,
+            "64 to 10485760",
+        )?;
+        check(
+            "max_outstanding_records",
+            c.max_outstanding_records,
+            1,
+            usize::MAX,
+            "1 or more",
+        )?;
+        check(
+            "max_outstanding_bytes",
+            c.max_outstanding_bytes,
+            1,
+            usize::MAX,
+            "1 or more",
+        )?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_kpl_defaults() {
+        let c = Config::default();
+        assert!(c.aggregation_enabled());
+        assert_eq!(c.aggregation_max_count(), 4_294_967_295);
+        assert_eq!(c.aggregation_max_size(), 51_200);
+        assert_eq!(c.collection_max_count(), 500);
+        assert_eq!(c.collection_max_size(), 5_242_880);
+        assert_eq!(c.record_max_buffered_time(), Duration::from_millis(100));
+        assert_eq!(c.record_ttl(), Duration::from_secs(30));
+        assert_eq!(c.rate_limit(), 150);
+        assert!(!c.fail_if_throttled());
+        assert_eq!(c.max_connections(), 24);
+        assert_eq!(c.request_timeout(), Duration::from_secs(6));
+        assert_eq!(c.max_user_record_size(), 1_048_576);
+        assert_eq!(Config::builder().build(), Ok(c));
+    }
+
+    #[test]
+    fn bounds_are_checked_and_name_the_key() {
+        for (builder, key) in [
+            (
+                Config::builder().aggregation_max_size(63),
+                "AggregationMaxSize",
+            ),
+            (
+                Config::builder().collection_max_count(501),
+                "CollectionMaxCount",
+            ),
+            (
+                Config::builder().collection_max_size(52_223),
+                "CollectionMaxSize",
+            ),
+            (
+                Config::builder().record_ttl(Duration::from_millis(99)),
+                "RecordTtl",
+            ),
+            (Config::builder().rate_limit(0), "RateLimit"),
+            (Config::builder().max_connections(0), "MaxConnections"),
+            (Config::builder().max_connections(257), "MaxConnections"),
+            (
+                Config::builder().request_timeout(Duration::from_secs(601)),
+                "RequestTimeout",
+            ),
+            (
+                Config::builder().max_user_record_size(10_485_761),
+                "MaxUserRecordSize",
+            ),
+            (
+                Config::builder().max_outstanding_records(0),
+                "max_outstanding_records",
+            ),
+        ] {
+            let err = builder.build().unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::OutOfRange { key: k, .. } if k == key),
+                "{err}"
+            );
+            assert!(err.to_string().starts_with(key));
+        }
+        // A huge TTL is fine: deadlines are capped, never overflow (KPL #54).
+        assert!(
+            Config::builder()
+                .record_ttl(Duration::from_secs(u64::MAX / 4))
+                .build()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn properties_files_read_like_the_kpl() {
+        let text = "\
+# A KPL configuration
+AggregationEnabled = true
+AggregationMaxCount = 100
+AggregationMaxSize: 1000
+CollectionMaxCount = 10
+RecordMaxBufferedTime = 250
+RecordTtl = 60000
+RateLimit = 90
+FailIfThrottled = TRUE
+MaxConnections = 4
+RequestTimeout = 10000
+Region = eu-west-1
+KinesisEndpoint = localhost
+KinesisPort = 4568
+MetricsLevel = none
+SomethingElse = 3
+";
+        let (c, unknown) = Config::from_kpl_properties(text).unwrap();
+        assert_eq!(c.aggregation_max_count(), 100);
+        assert_eq!(c.aggregation_max_size(), 1000);
+        assert_eq!(c.collection_max_count(), 10);
+        assert_eq!(c.record_max_buffered_time(), Duration::from_millis(250));
+        assert_eq!(c.record_ttl(), Duration::from_secs(60));
+        assert_eq!(c.rate_limit(), 90);
+        assert!(c.fail_if_throttled());
+        assert_eq!(c.max_connections(), 4);
+        assert_eq!(c.region().as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            c.kinesis_endpoint().as_deref(),
+            Some("http://localhost:4568")
+        );
+        assert_eq!(unknown, vec!["SomethingElse".to_string()]);
+
+        let err = Config::from_kpl_properties("RateLimit = fast").unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::Invalid {
+                key: "RateLimit".into(),
+                value: "fast".into(),
+                expected: "a whole number"
+            }
+        );
+        let err = Config::from_kpl_properties("MaxConnections = 1000").unwrap_err();
+        assert!(matches!(err, ConfigError::OutOfRange { key, .. } if key == "MaxConnections"));
+        let err = Config::from_kpl_properties("MetricsLevel = loud").unwrap_err();
+        assert!(err.to_string().contains("MetricsLevel"));
+    }
+}

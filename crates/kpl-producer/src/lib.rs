@@ -1,0 +1,70 @@
+//! The kpl-rs producer: everything the AWS KPL does, as a plain library on any async
+//! runtime.
+//!
+//! - [`Producer`]: `put_record` → a future of the record's [`RecordResult`] (success,
+//!   shard, sequence number, every [`Attempt`]); `put_records`, `try_put_record`,
+//!   `flush`, `shutdown`, backpressure by outstanding records and bytes.
+//! - [`SyncProducer`] (feature `tokio`, on by default): the same for code without an
+//!   async runtime.
+//! - [`Config`]: the KPL's settings, defaults and bounds, or a KPL `.properties` file.
+//! - [`EventSink`]: the pipeline's one event hook, for metrics.
+//!
+//! # The pipeline (one per stream)
+//!
+//! put → predict the shard (MD5 of the partition key, or the explicit hash key,
+//! against the shard map) → aggregate per predicted shard (records of different
+//! shards are never aggregated together; records whose shard is unknown go alone) →
+//! limit per shard (`rate_limit`% of 1,000 records/s and 1 MiB/s, slowed by throttle
+//! reports) → collect into PutRecords requests (500 entries, 5 MiB, 256 KiB per shard,
+//! earliest deadline) → send (at most `max_connections` in flight) → retry or resolve
+//! (see `docs/retries.md`). The time to live is enforced at every stage. The stages
+//! are the sans-IO cores of `kpl-reducer`, `kpl-limiter` and `kpl-shardmap`, driven by
+//! one task per stream through the `kpl-runtime` traits.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use kpl_producer::{Config, Producer};
+//! use kpl_runtime::Simulation;
+//! use kpl_sim::Simulator;
+//!
+//! // An in-process Kinesis on virtual time; in production, use
+//! // `kpl_transport::AwsTransport` and `kpl_runtime::Runtime::tokio()`.
+//! let sim = Simulation::new();
+//! let kinesis = Simulator::new(sim.runtime().timer().clone(), 1);
+//! kinesis.create_stream("events", 4).unwrap();
+//! let producer = Producer::builder(Config::default(), Arc::new(kinesis.clone())).build(sim.runtime());
+//!
+//! let results = sim.block_on(async move {
+//!     let mut pending = Vec::new();
+//!     for i in 0..1000 {
+//!         let data = Bytes::from(format!("event {i}"));
+//!         pending.push(producer.put_record("events", format!("user-{i}"), data, None).await.unwrap());
+//!     }
+//!     producer.flush().await;
+//!     futures::future::join_all(pending).await
+//! }).unwrap();
+//! assert!(results.iter().all(|r| r.success));
+//! assert_eq!(kinesis.records("events").unwrap().len() < 1000, true); // aggregated
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod config;
+mod events;
+mod producer;
+mod result;
+#[cfg(feature = "tokio")]
+mod sync;
+mod worker;
+
+pub use config::{Config, ConfigBuilder, ConfigError};
+pub use events::{Event, EventSink};
+pub use producer::{Producer, ProducerBuilder, PutError, PutRecord};
+pub use result::{Attempt, RecordFuture, RecordResult, codes};
+#[cfg(feature = "tokio")]
+pub use sync::SyncProducer;

@@ -1,0 +1,546 @@
+//! The async facade: `Producer`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
+use kpl_codec::{HashKey, RecordError, RecordLimits};
+use kpl_runtime::Runtime;
+use kpl_transport::{StreamId, Transport};
+
+use crate::config::Config;
+use crate::events::EventSink;
+use crate::result::{RecordFuture, pair};
+use crate::worker::{Command, Rec, Worker};
+
+/// Why a record was not accepted. Nothing was enqueued.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PutError {
+    /// The record breaks a Kinesis rule: empty or over-long partition key, explicit
+    /// hash key out of range, data plus key over `max_user_record_size`.
+    Invalid(RecordError),
+    /// `try_put_record` only: the outstanding caps are reached; try again later (or
+    /// use `put_record`, which waits).
+    Full {
+        /// Records outstanding.
+        records: usize,
+        /// Bytes outstanding.
+        bytes: usize,
+    },
+    /// The producer is shutting down and accepts nothing more.
+    ShuttingDown,
+}
+
+impl fmt::Display for PutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Invalid(e) => write!(f, "record refused: {e}"),
+            Self::Full { records, bytes } => write!(
+                f,
+                "producer full ({records} records, {bytes} bytes outstanding): wait, or raise max_outstanding_records / max_outstanding_bytes"
+            ),
+            Self::ShuttingDown => {
+                f.write_str("the producer is shutting down and accepts no more records")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PutError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Invalid(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// One record for [`Producer::put_records`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutRecord {
+    /// The partition key.
+    pub partition_key: String,
+    /// The data.
+    pub data: Bytes,
+    /// The explicit hash key (decimal), if any.
+    pub explicit_hash_key: Option<String>,
+}
+
+impl PutRecord {
+    /// A record without an explicit hash key.
+    pub fn new(partition_key: impl Into<String>, data: impl Into<Bytes>) -> Self {
+        Self {
+            partition_key: partition_key.into(),
+            data: data.into(),
+            explicit_hash_key: None,
+        }
+    }
+}
+
+/// Outstanding records, for backpressure, flushes and `oldest_record_age`.
+#[derive(Default)]
+pub(crate) struct Accounting {
+    /// Per stream: id → arrival of every accepted, unresolved record.
+    outstanding: HashMap<StreamId, BTreeMap<u64, Instant>>,
+    records: usize,
+    bytes: usize,
+    space_waiters: VecDeque<oneshot::Sender<()>>,
+    flush_waiters: Vec<(Option<StreamId>, u64, oneshot::Sender<()>)>,
+}
+
+impl Accounting {
+    fn flushed(&self, stream: Option<&StreamId>, target: u64) -> bool {
+        let below =
+            |m: &BTreeMap<u64, Instant>| m.first_key_value().is_none_or(|(&id, _)| id >= target);
+        match stream {
+            Some(s) => self.outstanding.get(s).is_none_or(below),
+            None => self.outstanding.values().all(below),
+        }
+    }
+}
+
+/// State the producer and its stream workers share.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) runtime: Runtime,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) events: Option<Arc<dyn EventSink>>,
+    accounting: Mutex<Accounting>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Accounting> {
+        self.accounting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records resolved: release their space and wake whoever waits on it.
+    pub(crate) fn release(&self, stream: &StreamId, resolved: &[(u64, usize)]) {
+        if resolved.is_empty() {
+            return;
+        }
+        let (space, flushes) = {
+            let mut acc = self.lock();
+            if let Some(map) = acc.outstanding.get_mut(stream) {
+                for (id, _) in resolved {
+                    map.remove(id);
+                }
+            }
+            acc.records -= resolved.len();
+            acc.bytes -= resolved.iter().map(|(_, b)| b).sum::<usize>();
+            let space: Vec<_> = acc.space_waiters.drain(..).collect();
+            let waiters = std::mem::take(&mut acc.flush_waiters);
+            let (done, pending): (Vec<_>, Vec<_>) = waiters
+                .into_iter()
+                .partition(|(s, target, _)| acc.flushed(s.as_ref(), *target));
+            acc.flush_waiters = pending;
+            (space, done)
+        };
+        for w in space {
+            let _ = w.send(());
+        }
+        for (_, _, w) in flushes {
+            let _ = w.send(());
+        }
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    limits: RecordLimits,
+    workers: Mutex<HashMap<StreamId, mpsc::UnboundedSender<Command>>>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+}
+
+/// The producer: put user records, get each one's outcome.
+///
+/// Records are aggregated per predicted shard, rate-limited per shard, collected into
+/// PutRecords requests and retried as the KPL does (see `docs/retries.md`); each
+/// accepted record resolves exactly once, with every attempt. One pipeline runs per
+/// stream, on the [`Runtime`] given (tokio, smol, or a simulation).
+///
+/// Cheap to clone: clones share the pipeline. When the last clone is dropped, the
+/// pipeline finishes the records it holds (bounded by their time to live) and stops;
+/// use [`shutdown`](Self::shutdown) to bound that time.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use kpl_producer::{Config, Producer};
+/// use kpl_runtime::Simulation;
+/// use kpl_sim::Simulator;
+///
+/// let sim = Simulation::new();
+/// let kinesis = Simulator::new(sim.runtime().timer().clone(), 1);
+/// kinesis.create_stream("events", 2).unwrap();
+/// let producer = Producer::builder(Config::default(), Arc::new(kinesis.clone()))
+///     .build(sim.runtime());
+/// let result = sim.block_on(async move {
+///     let pending = producer
+///         .put_record("events", "user-1", Bytes::from_static(b"hello"), None)
+///         .await
+///         .expect("a valid record");
+///     pending.await
+/// }).unwrap();
+/// assert!(result.success);
+/// assert_eq!(result.attempts.len(), 1);
+/// ```
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Producer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("outstanding_records", &self.outstanding_records())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Producer`].
+pub struct ProducerBuilder {
+    config: Config,
+    transport: Arc<dyn Transport>,
+    events: Option<Arc<dyn EventSink>>,
+}
+
+impl fmt::Debug for ProducerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProducerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProducerBuilder {
+    /// Receives the pipeline's events (metrics).
+    pub fn event_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.events = Some(sink);
+        self
+    }
+
+    /// The producer, running its pipelines on `runtime`.
+    pub fn build(self, runtime: Runtime) -> Producer {
+        let limits = RecordLimits::new(self.config.max_user_record_size).unwrap_or_default();
+        Producer {
+            inner: Arc::new(Inner {
+                shared: Arc::new(Shared {
+                    config: self.config,
+                    runtime,
+                    transport: self.transport,
+                    events: self.events,
+                    accounting: Mutex::new(Accounting::default()),
+                }),
+                limits,
+                workers: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+}
+
+impl Producer {
+    /// A builder for a producer with these settings, sending through `transport`.
+    pub fn builder(config: Config, transport: Arc<dyn Transport>) -> ProducerBuilder {
+        ProducerBuilder {
+            config,
+            transport,
+            events: None,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.inner.shared.config
+    }
+
+    /// Puts one record into `stream` (a name, or an ARN starting with `arn:`).
+    ///
+    /// Invalid records are refused at once; nothing is enqueued. When the outstanding
+    /// caps are reached, this waits for room. The returned future resolves with the
+    /// record's outcome; it never fails, and never stays pending past the record's
+    /// time to live (plus one request timeout).
+    pub async fn put_record(
+        &self,
+        stream: &str,
+        partition_key: impl Into<String>,
+        data: Bytes,
+        explicit_hash_key: Option<&str>,
+    ) -> Result<RecordFuture, PutError> {
+        let mut out = self
+            .put_many(
+                stream,
+                vec![PutRecord {
+                    partition_key: partition_key.into(),
+                    data,
+                    explicit_hash_key: explicit_hash_key.map(str::to_owned),
+                }],
+                true,
+            )
+            .await?;
+        out.pop().unwrap_or(Err(PutError::ShuttingDown))
+    }
+
+    /// Like [`put_record`](Self::put_record), but returns [`PutError::Full`] instead of
+    /// waiting when the outstanding caps are reached.
+    pub fn try_put_record(
+        &self,
+        stream: &str,
+        partition_key: impl Into<String>,
+        data: Bytes,
+        explicit_hash_key: Option<&str>,
+    ) -> Result<RecordFuture, PutError> {
+        let record = PutRecord {
+            partition_key: partition_key.into(),
+            data,
+            explicit_hash_key: explicit_hash_key.map(str::to_owned),
+        };
+        let (mut ready, _) = self.prepare(stream, vec![record], false)?;
+        ready.pop().unwrap_or(Err(PutError::ShuttingDown))
+    }
+
+    /// Puts many records into one stream at once: one validation pass and one hand-off
+    /// to the pipeline. Each record gets its own result, in order (an invalid record's
+    /// error does not stop the others).
+    pub async fn put_records(
+        &self,
+        stream: &str,
+        records: Vec<PutRecord>,
+    ) -> Result<Vec<Result<RecordFuture, PutError>>, PutError> {
+        self.put_many(stream, records, true).await
+    }
+
+    async fn put_many(
+        &self,
+        stream: &str,
+        records: Vec<PutRecord>,
+        wait: bool,
+    ) -> Result<Vec<Result<RecordFuture, PutError>>, PutError> {
+        let mut pending = records;
+        let mut out: Vec<Result<RecordFuture, PutError>> = Vec::with_capacity(pending.len());
+        loop {
+            let (ready, rest) = self.prepare(stream, pending, wait)?;
+            out.extend(ready);
+            let Some(rest) = rest else {
+                return Ok(out);
+            };
+            // Wait for room, then go on with what is left.
+            let (tx, rx) = oneshot::channel();
+            {
+                let mut acc = self.inner.shared.lock();
+                if acc.records == 0 || !self.is_full(&acc, 1, rest[0].data.len()) {
+                    drop(acc);
+                    pending = rest;
+                    continue;
+                }
+                acc.space_waiters.push_back(tx);
+            }
+            let _ = rx.await;
+            pending = rest;
+        }
+    }
+
+    fn is_full(&self, acc: &Accounting, records: usize, bytes: usize) -> bool {
+        let c = &self.inner.shared.config;
+        acc.records > 0
+            && (acc.records + records > c.max_outstanding_records
+                || acc.bytes + bytes > c.max_outstanding_bytes)
+    }
+
+    /// Validates and admits as many records as there is room for; returns the results
+    /// of those, and the rest when `wait` and room ran out.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        stream: &str,
+        records: Vec<PutRecord>,
+        wait: bool,
+    ) -> Result<(Vec<Result<RecordFuture, PutError>>, Option<Vec<PutRecord>>), PutError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(PutError::ShuttingDown);
+        }
+        let stream_id = StreamId::parse(stream);
+        let shared = &self.inner.shared;
+        let now = shared.runtime.now();
+        let config = &shared.config;
+        let mut results = Vec::with_capacity(records.len());
+        let mut recs = Vec::with_capacity(records.len());
+        let mut rest = None;
+        {
+            let mut acc = shared.lock();
+            let mut iter = records.into_iter();
+            while let Some(record) = iter.next() {
+                let explicit = match self.inner.limits.validate(
+                    &record.partition_key,
+                    record.explicit_hash_key.as_deref(),
+                    record.data.len(),
+                ) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        results.push(Err(PutError::Invalid(e)));
+                        continue;
+                    }
+                };
+                let size = record.data.len() + record.partition_key.len();
+                if self.is_full(&acc, 1, size) {
+                    if wait {
+                        let mut left = vec![record];
+                        left.extend(iter);
+                        rest = Some(left);
+                        break;
+                    }
+                    results.push(Err(PutError::Full {
+                        records: acc.records,
+                        bytes: acc.bytes,
+                    }));
+                    continue;
+                }
+                let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+                acc.records += 1;
+                acc.bytes += size;
+                acc.outstanding
+                    .entry(stream_id.clone())
+                    .or_default()
+                    .insert(id, now);
+                let (completer, future) = pair(now);
+                let hash_key =
+                    explicit.unwrap_or_else(|| HashKey::from_partition_key(&record.partition_key));
+                recs.push(Rec::new(
+                    id,
+                    record.partition_key,
+                    explicit,
+                    hash_key,
+                    record.data,
+                    now,
+                    config,
+                    completer,
+                ));
+                results.push(Ok(future));
+            }
+        }
+        if !recs.is_empty() {
+            self.send(&stream_id, Command::Put(recs));
+        }
+        Ok((results, rest))
+    }
+
+    fn send(&self, stream: &StreamId, command: Command) {
+        let mut workers = self
+            .inner
+            .workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let sender = workers.entry(stream.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded();
+            let worker = Worker::new(stream.clone(), self.inner.shared.clone(), rx);
+            self.inner.shared.runtime.spawn(Box::pin(worker.run()));
+            tx
+        });
+        if let Err(e) = sender.unbounded_send(command) {
+            // The worker is gone (its runtime stopped): dropping the command resolves
+            // its records as shut down.
+            drop(e.into_inner());
+        }
+    }
+
+    fn send_all(&self, command: impl Fn() -> Command) {
+        let workers = self
+            .inner
+            .workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for sender in workers.values() {
+            let _ = sender.unbounded_send(command());
+        }
+    }
+
+    /// Records accepted and not yet resolved.
+    pub fn outstanding_records(&self) -> usize {
+        self.inner.shared.lock().records
+    }
+
+    /// How long the oldest unresolved record has waited.
+    pub fn oldest_record_age(&self) -> Option<Duration> {
+        let now = self.inner.shared.runtime.now();
+        let acc = self.inner.shared.lock();
+        acc.outstanding
+            .values()
+            .filter_map(|m| m.first_key_value().map(|(_, &t)| t))
+            .min()
+            .map(|t| now.saturating_duration_since(t))
+    }
+
+    /// Sends everything buffered now and resolves when every record put before the
+    /// call has its outcome.
+    pub async fn flush(&self) {
+        self.flush_inner(None).await;
+    }
+
+    /// Like [`flush`](Self::flush), for one stream.
+    pub async fn flush_stream(&self, stream: &str) {
+        self.flush_inner(Some(StreamId::parse(stream))).await;
+    }
+
+    async fn flush_inner(&self, stream: Option<StreamId>) {
+        let target = self.inner.next_id.load(Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut acc = self.inner.shared.lock();
+            if acc.flushed(stream.as_ref(), target) {
+                return;
+            }
+            acc.flush_waiters.push((stream.clone(), target, tx));
+        }
+        match &stream {
+            Some(s) => self.send(s, Command::Flush),
+            None => self.send_all(|| Command::Flush),
+        }
+        let _ = rx.await;
+    }
+
+    /// Stops accepting records, flushes, and waits up to `timeout` for every record's
+    /// outcome; then resolves whatever is still buffered or waiting as failed with a
+    /// `Shutdown` attempt. Records in requests already sent keep their true outcome
+    /// (their requests end within the request timeout). Returns the number of records
+    /// failed as shut down.
+    pub async fn shutdown(&self, timeout: Duration) -> usize {
+        self.inner.closed.store(true, Ordering::Release);
+        let runtime = self.inner.shared.runtime.clone();
+        let deadline = runtime.now() + timeout;
+        let flush = Box::pin(self.flush());
+        let sleep = runtime.sleep_until(deadline);
+        futures::future::select(flush, sleep).await;
+        let before = self.outstanding_records();
+        if before == 0 {
+            self.send_all(|| Command::Stop);
+            return 0;
+        }
+        let (tx, rx) = mpsc::unbounded();
+        self.send_all(|| Command::Shutdown(tx.clone()));
+        drop(tx);
+        let failed: Vec<usize> = futures::StreamExt::collect(rx).await;
+        // Whatever was in flight resolves when its request ends.
+        self.flush().await;
+        failed.into_iter().sum()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Workers see their command channel close, finish what they hold, and stop.
+        self.workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}

@@ -1,0 +1,224 @@
+//! What every record ends with: its outcome and every attempt.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// Codes the producer itself gives attempts (the service's codes are used as they
+/// come).
+pub mod codes {
+    /// The record's time to live passed before it was stored.
+    pub const EXPIRED: &str = "Expired";
+    /// It was stored on a shard whose range does not hold its hash key (a KCL consumer
+    /// would drop it from the aggregate); it was sent again.
+    pub const WRONG_SHARD: &str = "Wrong Shard";
+    /// The response did not have one result per entry.
+    pub const RECORD_COUNT_MISMATCH: &str = "Record Count Mismatch";
+    /// The producer shut down before the record had an outcome.
+    pub const SHUTDOWN: &str = "Shutdown";
+}
+
+/// One try at storing a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Attempt {
+    /// When the attempt's request started (or, for an attempt that never reached
+    /// the service, such as an expiry, when it was decided).
+    pub started: Instant,
+    /// Time from the record's arrival (first attempt) or the previous attempt's end.
+    pub delay: Duration,
+    /// How long the request took.
+    pub duration: Duration,
+    /// Whether the record was stored by this attempt.
+    pub success: bool,
+    /// The error code, for a failed attempt.
+    pub error_code: Option<String>,
+    /// The error message, for a failed attempt.
+    pub error_message: Option<String>,
+    /// The shard the record landed on or was refused by, if known.
+    pub shard_id: Option<String>,
+}
+
+/// The outcome of one user record, with every attempt.
+///
+/// Failures are data: a record that could not be stored resolves with
+/// `success == false` and its attempts say why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordResult {
+    /// Whether the record was stored.
+    pub success: bool,
+    /// The shard it was stored on.
+    pub shard_id: Option<String>,
+    /// Its sequence number there (an aggregate's user records share the aggregate's).
+    pub sequence_number: Option<String>,
+    /// Every attempt, in order; the last one decided the outcome.
+    pub attempts: Vec<Attempt>,
+}
+
+impl RecordResult {
+    /// The last attempt's error code, for a failed record.
+    pub fn error_code(&self) -> Option<&str> {
+        self.attempts.last().and_then(|a| a.error_code.as_deref())
+    }
+}
+
+struct SlotState {
+    result: Option<RecordResult>,
+    waker: Option<Waker>,
+}
+
+struct Slot {
+    state: Mutex<SlotState>,
+    ready: Condvar,
+}
+
+/// The producer's side of a record's outcome. Completing it twice is impossible;
+/// dropping it uncompleted resolves the record as failed with a
+/// [`codes::SHUTDOWN`] attempt, so no future is ever left hanging.
+pub(crate) struct Completer {
+    slot: Option<Arc<Slot>>,
+    arrival: Instant,
+}
+
+impl Completer {
+    pub(crate) fn complete(mut self, result: RecordResult) {
+        if let Some(slot) = self.slot.take() {
+            fill(&slot, result);
+        }
+    }
+}
+
+fn fill(slot: &Slot, result: RecordResult) {
+    let waker = {
+        let mut state = slot.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.result.is_some() {
+            return;
+        }
+        state.result = Some(result);
+        state.waker.take()
+    };
+    slot.ready.notify_all();
+    if let Some(w) = waker {
+        w.wake();
+    }
+}
+
+impl Drop for Completer {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            // No clock here: the drop may come from anywhere, even after the runtime.
+            let now = self.arrival;
+            fill(
+                &slot,
+                RecordResult {
+                    success: false,
+                    shard_id: None,
+                    sequence_number: None,
+                    attempts: vec![Attempt {
+                        started: now,
+                        delay: now - self.arrival,
+                        duration: Duration::ZERO,
+                        success: false,
+                        error_code: Some(codes::SHUTDOWN.into()),
+                        error_message: Some(
+                            "the producer stopped before this record had an outcome".into(),
+                        ),
+                        shard_id: None,
+                    }],
+                },
+            );
+        }
+    }
+}
+
+/// A record's outcome, to `.await` (any runtime) or to [`wait`](Self::wait) for from
+/// blocking code.
+#[must_use = "the outcome tells whether the record was stored"]
+pub struct RecordFuture {
+    slot: Arc<Slot>,
+}
+
+impl std::fmt::Debug for RecordFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordFuture")
+            .field("resolved", &self.is_resolved())
+            .finish()
+    }
+}
+
+pub(crate) fn pair(arrival: Instant) -> (Completer, RecordFuture) {
+    let slot = Arc::new(Slot {
+        state: Mutex::new(SlotState {
+            result: None,
+            waker: None,
+        }),
+        ready: Condvar::new(),
+    });
+    (
+        Completer {
+            slot: Some(slot.clone()),
+            arrival,
+        },
+        RecordFuture { slot },
+    )
+}
+
+impl RecordFuture {
+    /// Whether the outcome is there.
+    pub fn is_resolved(&self) -> bool {
+        self.slot
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .result
+            .is_some()
+    }
+
+    /// Blocks the thread until the outcome is there or `timeout` passes (then
+    /// `None`; the record is still being worked on).
+    pub fn wait(&self, timeout: Duration) -> Option<RecordResult> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self
+            .slot
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(result) = &state.result {
+                return Some(result.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            state = self
+                .slot
+                .ready
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+impl Future for RecordFuture {
+    type Output = RecordResult;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RecordResult> {
+        let mut state = self
+            .slot
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &state.result {
+            Some(result) => Poll::Ready(result.clone()),
+            None => {
+                state.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}

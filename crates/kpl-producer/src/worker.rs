@@ -1,0 +1,1080 @@
+//! One stream's pipeline: aggregator → limiter → collector → sender → retrier,
+//! driven as a single task over the sans-IO cores.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::channel::mpsc;
+use kpl_codec::{
+    AGGREGATE_OVERHEAD, AGGREGATED_PARTITION_KEY, AggregateBuilder, HashKey, UserRecord,
+};
+use kpl_limiter::{LimitItem, Limiter, LimiterConfig, Release};
+use kpl_reducer::{Item, Policy, Predicate, Reducer};
+use kpl_shardmap::{Landing, Refresh, ShardId, ShardInfo, ShardMap};
+use kpl_transport::{
+    EntryResult, ErrorKind, ListShardsRequest, PutRecordsEntry, PutRecordsRequest,
+    PutRecordsResponse, StreamId, TransportError,
+};
+use tracing::{debug, warn};
+
+use crate::config::Config;
+use crate::events::Event;
+use crate::producer::Shared;
+use crate::result::{Attempt, Completer, RecordResult, codes};
+
+/// Bytes buffered for one shard that close a PutRecords batch early (the KPL's rule).
+const SHARD_BYTES_CLOSE: usize = 256 * 1024;
+/// First backoff after a request-level failure; doubles per consecutive failure.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// Longest backoff after request-level failures.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Attempts after which a still-retried record is logged at warn.
+const WARN_AFTER_ATTEMPTS: usize = 5;
+
+/// Messages from the producer.
+pub(crate) enum Command {
+    Put(Vec<Rec>),
+    Flush,
+    /// Fail whatever is not in flight as shut down; report how many.
+    Shutdown(mpsc::UnboundedSender<usize>),
+    /// Nothing is left: stop once idle.
+    Stop,
+}
+
+/// Messages from the worker's own request tasks.
+enum Completion {
+    Shards(Refresh, Result<Vec<ShardInfo>, TransportError>),
+    Put(
+        Vec<KRec>,
+        Instant,
+        Result<PutRecordsResponse, TransportError>,
+    ),
+}
+
+/// A user record in the pipeline.
+pub(crate) struct Rec {
+    id: u64,
+    partition_key: String,
+    explicit_hash_key: Option<HashKey>,
+    hash_key: HashKey,
+    data: Bytes,
+    arrival: Instant,
+    deadline: Instant,
+    expiration: Instant,
+    /// End of the previous attempt (or arrival), for attempts' delays.
+    last: Instant,
+    attempts: Vec<Attempt>,
+    completer: Completer,
+}
+
+fn add_capped(now: Instant, d: Duration) -> Instant {
+    // A huge TTL must not overflow (KPL #54): cap at about a century.
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+impl Rec {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: u64,
+        partition_key: String,
+        explicit_hash_key: Option<HashKey>,
+        hash_key: HashKey,
+        data: Bytes,
+        now: Instant,
+        config: &Config,
+        completer: Completer,
+    ) -> Self {
+        let expiration = add_capped(now, config.record_ttl);
+        Self {
+            id,
+            partition_key,
+            explicit_hash_key,
+            hash_key,
+            data,
+            arrival: now,
+            deadline: add_capped(now, config.record_max_buffered_time).min(expiration),
+            expiration,
+            last: now,
+            attempts: Vec::new(),
+            completer,
+        }
+    }
+
+    /// Bytes it counts for the outstanding caps.
+    fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+
+    /// An upper bound of what it adds to an aggregate's protobuf body.
+    fn aggregate_bound(&self) -> usize {
+        self.partition_key.len()
+            + self.data.len()
+            + 19
+            + if self.explicit_hash_key.is_some() {
+                47
+            } else {
+                0
+            }
+    }
+
+    fn attempt(
+        &mut self,
+        started: Instant,
+        end: Instant,
+        error: Option<(&str, &str)>,
+        shard: Option<&str>,
+    ) {
+        self.attempts.push(Attempt {
+            started,
+            delay: started.saturating_duration_since(self.last),
+            duration: end.saturating_duration_since(started),
+            success: error.is_none(),
+            error_code: error.map(|(c, _)| c.to_owned()),
+            error_message: error.map(|(_, m)| m.to_owned()),
+            shard_id: shard.map(str::to_owned),
+        });
+        self.last = end;
+    }
+}
+
+impl Item for Rec {
+    fn size(&self) -> usize {
+        self.aggregate_bound()
+    }
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+/// A Kinesis record: an aggregate, or one user record sent raw.
+pub(crate) struct KRec {
+    records: Vec<Rec>,
+    partition_key: String,
+    explicit_hash_key: Option<HashKey>,
+    data: Bytes,
+    shard: Option<ShardId>,
+    deadline: Instant,
+    expiration: Instant,
+    aggregated: bool,
+}
+
+impl KRec {
+    fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+}
+
+impl LimitItem for KRec {
+    fn bytes(&self) -> u64 {
+        self.size() as u64
+    }
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+    fn expiration(&self) -> Instant {
+        self.expiration
+    }
+}
+
+impl Item for KRec {
+    fn size(&self) -> usize {
+        KRec::size(self)
+    }
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+/// The collector's early close: one shard has 256 KiB buffered.
+#[derive(Default)]
+struct ShardBytes {
+    bytes: HashMap<Option<ShardId>, usize>,
+    over: usize,
+}
+
+impl Predicate<KRec> for ShardBytes {
+    fn added(&mut self, item: &KRec) {
+        let b = self.bytes.entry(item.shard.clone()).or_default();
+        let was = *b >= SHARD_BYTES_CLOSE;
+        *b += item.size();
+        if !was && *b >= SHARD_BYTES_CLOSE {
+            self.over += 1;
+        }
+    }
+    fn removed(&mut self, item: &KRec) {
+        if let Some(b) = self.bytes.get_mut(&item.shard) {
+            let was = *b >= SHARD_BYTES_CLOSE;
+            *b -= item.size();
+            if was && *b < SHARD_BYTES_CLOSE {
+                self.over -= 1;
+            }
+            if *b == 0 {
+                self.bytes.remove(&item.shard);
+            }
+        }
+    }
+    fn should_close(&self) -> bool {
+        self.over > 0
+    }
+}
+
+/// SplitMix64 for backoff jitter.
+struct Rng(u64);
+
+impl Rng {
+    fn unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A record stored on a shard the map cannot place yet: decided after the refresh.
+struct Landed {
+    rec: Rec,
+    shard_id: String,
+    sequence_number: String,
+}
+
+pub(crate) struct Worker {
+    stream: StreamId,
+    shared: Arc<Shared>,
+    commands: Option<mpsc::UnboundedReceiver<Command>>,
+    completions_tx: mpsc::UnboundedSender<Completion>,
+    completions: mpsc::UnboundedReceiver<Completion>,
+    map: ShardMap,
+    refreshing: bool,
+    map_version_seen: u64,
+    aggregators: HashMap<ShardId, Reducer<Rec>>,
+    agg_schedule: BinaryHeap<Reverse<(Instant, ShardId)>>,
+    aggregate_policy: Policy,
+    unknown: Reducer<Rec>,
+    limiter: Limiter<ShardId, KRec>,
+    collector: Reducer<KRec, ShardBytes>,
+    ready: VecDeque<Vec<KRec>>,
+    in_flight: usize,
+    retries: BinaryHeap<Reverse<(Instant, u64)>>,
+    retry_recs: HashMap<u64, Rec>,
+    awaiting_map: Vec<Landed>,
+    request_failures: u32,
+    builder: AggregateBuilder<Bytes>,
+    resolved: Vec<(u64, usize)>,
+    rng: Rng,
+    flushing: bool,
+    stopping: bool,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        stream: StreamId,
+        shared: Arc<Shared>,
+        commands: mpsc::UnboundedReceiver<Command>,
+    ) -> Self {
+        let c = &shared.config;
+        let (completions_tx, completions) = mpsc::unbounded();
+        let aggregate_policy = if c.aggregation_enabled {
+            Policy::new(
+                usize::try_from(c.aggregation_max_count).unwrap_or(usize::MAX),
+                c.aggregation_max_size.saturating_sub(AGGREGATE_OVERHEAD),
+            )
+        } else {
+            Policy::new(1, usize::MAX)
+        };
+        let seed = c.seed
+            ^ stream
+                .name()
+                .bytes()
+                .fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
+        Self {
+            map: ShardMap::new(seed),
+            refreshing: false,
+            map_version_seen: 0,
+            aggregators: HashMap::new(),
+            agg_schedule: BinaryHeap::new(),
+            aggregate_policy,
+            unknown: Reducer::new(Policy::new(usize::MAX, usize::MAX)),
+            limiter: Limiter::new(LimiterConfig::new(c.rate_limit)),
+            collector: Reducer::with_predicate(
+                Policy::new(c.collection_max_count, c.collection_max_size),
+                ShardBytes::default(),
+            ),
+            ready: VecDeque::new(),
+            in_flight: 0,
+            retries: BinaryHeap::new(),
+            retry_recs: HashMap::new(),
+            awaiting_map: Vec::new(),
+            request_failures: 0,
+            builder: AggregateBuilder::new(),
+            resolved: Vec::new(),
+            rng: Rng(seed),
+            flushing: false,
+            stopping: false,
+            stream,
+            shared,
+            commands: Some(commands),
+            completions_tx,
+            completions,
+        }
+    }
+
+    fn emit<'a>(&'a self, event: impl FnOnce(&'a str) -> Event<'a>) {
+        if let Some(sink) = &self.shared.events {
+            sink.on_event(&event(self.stream.name()));
+        }
+    }
+
+    fn holds_records(&self) -> bool {
+        !self.aggregators.values().all(Reducer::is_empty)
+            || !self.unknown.is_empty()
+            || !self.limiter.is_empty()
+            || !self.collector.is_empty()
+            || !self.ready.is_empty()
+            || self.in_flight > 0
+            || !self.retry_recs.is_empty()
+            || !self.awaiting_map.is_empty()
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            let now = self.shared.runtime.now();
+            self.drive(now);
+            self.publish();
+            if self.commands.is_none() && !self.holds_records() && !self.refreshing {
+                debug!(stream = %self.stream, "pipeline stopped");
+                return;
+            }
+            let wake = self.next_wake(now);
+            let mut sleep = wake.map(|at| self.shared.runtime.sleep_until(at));
+            enum Next {
+                Command(Option<Command>),
+                Completion(Completion),
+                Timer,
+            }
+            let next = poll_fn(|cx| {
+                // Completions first: they free connections and space.
+                if let Poll::Ready(Some(c)) = self.completions.poll_next_unpin(cx) {
+                    return Poll::Ready(Next::Completion(c));
+                }
+                if let Some(commands) = self.commands.as_mut() {
+                    if let Poll::Ready(c) = commands.poll_next_unpin(cx) {
+                        return Poll::Ready(Next::Command(c));
+                    }
+                }
+                if let Some(s) = sleep.as_mut() {
+                    if Pin::new(s).poll(cx).is_ready() {
+                        return Poll::Ready(Next::Timer);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            drop(sleep);
+            let now = self.shared.runtime.now();
+            match next {
+                Next::Command(Some(c)) => self.command(c, now),
+                Next::Command(None) => {
+                    // Every producer handle is gone: finish what we hold, then stop.
+                    self.commands = None;
+                    self.flushing = true;
+                }
+                Next::Completion(c) => self.completion(c, now),
+                Next::Timer => {}
+            }
+        }
+    }
+
+    /// Gives resolved records' space back.
+    fn publish(&mut self) {
+        if !self.resolved.is_empty() {
+            self.shared.release(&self.stream, &self.resolved);
+            self.resolved.clear();
+        }
+    }
+
+    fn next_wake(&self, now: Instant) -> Option<Instant> {
+        if !self.ready.is_empty() && self.in_flight < self.shared.config.max_connections {
+            return Some(now);
+        }
+        [
+            self.agg_schedule.peek().map(|Reverse((t, _))| *t),
+            self.unknown.next_deadline(),
+            self.limiter.next_ready_at(now),
+            self.collector.next_deadline(),
+            self.retries.peek().map(|Reverse((t, _))| *t),
+            if self.refreshing {
+                None
+            } else {
+                self.map.next_refresh_at(now)
+            },
+            self.awaiting_map.iter().map(|l| l.rec.expiration).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn command(&mut self, command: Command, now: Instant) {
+        match command {
+            Command::Put(recs) => {
+                let n = recs.len();
+                self.emit(|stream| Event::Received { stream, records: n });
+                for rec in recs {
+                    self.route(rec, now);
+                }
+            }
+            Command::Flush => self.flushing = true,
+            Command::Shutdown(report) => {
+                let failed = self.fail_all_held(now);
+                let _ = report.unbounded_send(failed);
+                self.stopping = true;
+            }
+            Command::Stop => self.stopping = true,
+        }
+    }
+
+    /// Predicts a record's shard and buffers it there (or with the unknowns).
+    fn route(&mut self, rec: Rec, now: Instant) {
+        if rec.expiration <= now {
+            self.expire(rec, now);
+            return;
+        }
+        match self.map.lookup(rec.hash_key) {
+            Ok(shard) => {
+                let shard = shard.id().clone();
+                let policy = self.aggregate_policy;
+                let reducer = self
+                    .aggregators
+                    .entry(shard.clone())
+                    .or_insert_with(|| Reducer::new(policy));
+                let before = reducer.next_deadline();
+                let batches = reducer.add(rec, now);
+                let after = reducer.next_deadline();
+                if after.is_some() && after != before {
+                    if let Some(at) = after {
+                        self.agg_schedule.push(Reverse((at, shard.clone())));
+                    }
+                }
+                for batch in batches {
+                    self.aggregate(batch, Some(shard.clone()), now);
+                }
+            }
+            Err(_) => {
+                // Unknown shard: never aggregated with others; waits for the map until
+                // its deadline, then goes alone.
+                for batch in self.unknown.add(rec, now) {
+                    for rec in batch {
+                        self.aggregate(vec![rec], None, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes a Kinesis record of a batch of one shard's user records.
+    fn aggregate(&mut self, mut batch: Vec<Rec>, shard: Option<ShardId>, now: Instant) {
+        let (expired, live): (Vec<Rec>, Vec<Rec>) =
+            batch.into_iter().partition(|r| r.expiration <= now);
+        for rec in expired {
+            self.expire(rec, now);
+        }
+        batch = live;
+        if batch.is_empty() {
+            return;
+        }
+        let deadline = batch.iter().map(|r| r.deadline).min().unwrap_or(now);
+        let expiration = batch.iter().map(|r| r.expiration).min().unwrap_or(now);
+        // The KPL gives aggregates a little more time before the collector.
+        let extension =
+            (self.shared.config.record_max_buffered_time / 5).min(Duration::from_millis(50));
+        let deadline = add_capped(deadline, extension).min(expiration);
+        let krec = if batch.len() == 1 {
+            let r = &batch[0];
+            KRec {
+                partition_key: r.partition_key.clone(),
+                explicit_hash_key: r.explicit_hash_key,
+                data: r.data.clone(),
+                records: batch,
+                shard,
+                deadline,
+                expiration,
+                aggregated: false,
+            }
+        } else {
+            self.builder.clear();
+            let first = batch[0].hash_key;
+            for r in batch.iter_mut() {
+                let mut user =
+                    UserRecord::new(std::mem::take(&mut r.partition_key), r.data.clone());
+                user.explicit_hash_key = r.explicit_hash_key;
+                self.builder.add(user);
+            }
+            let mut data = Vec::with_capacity(self.builder.size());
+            self.builder.encode_aggregate_into(&mut data);
+            for (r, user) in batch.iter_mut().zip(self.builder.take_records()) {
+                r.partition_key = user.partition_key;
+            }
+            KRec {
+                records: batch,
+                partition_key: AGGREGATED_PARTITION_KEY.to_owned(),
+                explicit_hash_key: Some(first),
+                data: Bytes::from(data),
+                shard,
+                deadline,
+                expiration,
+                aggregated: true,
+            }
+        };
+        match krec.shard.clone() {
+            Some(shard) => self.limiter.add(shard, krec, now),
+            None => self.collect(krec, now),
+        }
+    }
+
+    fn collect(&mut self, krec: KRec, now: Instant) {
+        let batches = self.collector.add(krec, now);
+        self.ready.extend(batches);
+    }
+
+    /// Moves everything that is due at `now` one stage on, and sends what can go.
+    fn drive(&mut self, now: Instant) {
+        // The shard map.
+        if !self.refreshing {
+            if let Some(refresh) = self.map.poll_refresh(now) {
+                self.refreshing = true;
+                self.spawn_refresh(refresh);
+            }
+        }
+        // Retries whose backoff has passed.
+        while let Some(&Reverse((at, id))) = self.retries.peek() {
+            if at > now && !self.flushing {
+                break;
+            }
+            self.retries.pop();
+            if let Some(rec) = self.retry_recs.remove(&id) {
+                self.route(rec, now);
+            }
+        }
+        // Records stored on shards the map could not place, past their time.
+        let (late, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.awaiting_map)
+            .into_iter()
+            .partition(|l| l.rec.expiration <= now);
+        self.awaiting_map = keep;
+        for landed in late {
+            // Stored, but where the map cannot tell: a KCL consumer may drop it.
+            let mut rec = landed.rec;
+            rec.attempt(now, now, Some((codes::WRONG_SHARD, "stored on a shard whose range could not be verified before the record's time to live passed")), Some(&landed.shard_id));
+            self.fail(rec);
+        }
+        // Aggregators whose deadline passed (or all, when flushing).
+        if self.flushing || self.stopping {
+            let shards: Vec<ShardId> = self.aggregators.keys().cloned().collect();
+            for shard in shards {
+                let batches = self
+                    .aggregators
+                    .get_mut(&shard)
+                    .map(Reducer::flush)
+                    .unwrap_or_default();
+                for batch in batches {
+                    self.aggregate(batch, Some(shard.clone()), now);
+                }
+            }
+            self.agg_schedule.clear();
+            // While the first map loads (milliseconds), unknown records wait for it
+            // rather than go out unaggregated; their deadlines still bound the wait.
+            if self.map.is_ready() || !self.refreshing {
+                for batch in self.unknown.flush() {
+                    for rec in batch {
+                        self.aggregate(vec![rec], None, now);
+                    }
+                }
+            }
+            for batch in self.unknown.poll_expired(now) {
+                for rec in batch {
+                    self.aggregate(vec![rec], None, now);
+                }
+            }
+        } else {
+            while let Some(Reverse((at, shard))) = self.agg_schedule.peek().cloned() {
+                if at > now {
+                    break;
+                }
+                self.agg_schedule.pop();
+                let Some(reducer) = self.aggregators.get_mut(&shard) else {
+                    continue;
+                };
+                let batches = reducer.poll_expired(now);
+                if let Some(next) = reducer.next_deadline() {
+                    self.agg_schedule.push(Reverse((next, shard.clone())));
+                }
+                for batch in batches {
+                    self.aggregate(batch, Some(shard.clone()), now);
+                }
+            }
+            for batch in self.unknown.poll_expired(now) {
+                for rec in batch {
+                    self.aggregate(vec![rec], None, now);
+                }
+            }
+        }
+        // The limiter.
+        for release in self.limiter.poll(now) {
+            match release {
+                Release::Ready { item, .. } => self.collect(item, now),
+                Release::Expired { item, .. } => {
+                    for rec in item.records {
+                        self.expire(rec, now);
+                    }
+                }
+            }
+        }
+        // The collector.
+        let batches = if (self.flushing || self.stopping) && self.limiter.is_empty() {
+            self.collector.flush()
+        } else {
+            self.collector.poll_expired(now)
+        };
+        self.ready.extend(batches);
+        // The sender.
+        while self.in_flight < self.shared.config.max_connections {
+            let Some(mut batch) = self.ready.pop_front() else {
+                break;
+            };
+            let mut expired = Vec::new();
+            batch.retain_mut(|k| {
+                if k.expiration <= now {
+                    expired.append(&mut k.records);
+                    false
+                } else {
+                    true
+                }
+            });
+            for rec in expired {
+                self.expire(rec, now);
+            }
+            if !batch.is_empty() {
+                self.spawn_put(batch, now);
+            }
+        }
+        if self.flushing && !self.holds_buffered() {
+            self.flushing = false;
+        }
+    }
+
+    /// Whether anything waits in the buffers (not in flight, not in backoff).
+    fn holds_buffered(&self) -> bool {
+        !self.aggregators.values().all(Reducer::is_empty)
+            || !self.unknown.is_empty()
+            || !self.limiter.is_empty()
+            || !self.collector.is_empty()
+            || !self.ready.is_empty()
+            || !self.retry_recs.is_empty()
+    }
+
+    fn spawn_refresh(&self, refresh: Refresh) {
+        let transport = self.shared.transport.clone();
+        let stream = self.stream.clone();
+        let tx = self.completions_tx.clone();
+        self.shared.runtime.spawn(Box::pin(async move {
+            let mut shards = Vec::new();
+            let mut request = ListShardsRequest::First {
+                stream,
+                open_only: true,
+                max_results: Some(1000),
+            };
+            let result = loop {
+                match transport.list_shards(request).await {
+                    Ok(page) => {
+                        shards.extend(page.shards.into_iter().map(|s| {
+                            ShardInfo::new(s.shard_id, s.starting_hash_key, s.ending_hash_key)
+                        }));
+                        match page.next_token {
+                            Some(token) => {
+                                request = ListShardsRequest::Next {
+                                    token,
+                                    max_results: Some(1000),
+                                }
+                            }
+                            None => break Ok(shards),
+                        }
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+            let _ = tx.unbounded_send(Completion::Shards(refresh, result));
+        }));
+    }
+
+    fn spawn_put(&mut self, batch: Vec<KRec>, now: Instant) {
+        self.in_flight += 1;
+        let entries = batch
+            .iter()
+            .map(|k| {
+                PutRecordsEntry::new(k.partition_key.clone(), k.explicit_hash_key, k.data.clone())
+            })
+            .collect();
+        let request = PutRecordsRequest::new(self.stream.clone(), entries);
+        let transport = self.shared.transport.clone();
+        let tx = self.completions_tx.clone();
+        self.shared.runtime.spawn(Box::pin(async move {
+            let result = transport.put_records(request).await;
+            if let Err(e) = tx.unbounded_send(Completion::Put(batch, now, result)) {
+                // The worker is gone: dropping the batch resolves its records as shut
+                // down.
+                drop(e.into_inner());
+            }
+        }));
+    }
+
+    fn completion(&mut self, completion: Completion, now: Instant) {
+        match completion {
+            Completion::Shards(refresh, Ok(shards)) => {
+                self.refreshing = false;
+                debug!(stream = %self.stream, shards = shards.len(), "shard map refreshed");
+                self.map.on_refresh_succeeded(refresh, shards, now);
+                self.after_map_update(now);
+            }
+            Completion::Shards(refresh, Err(e)) => {
+                self.refreshing = false;
+                let retry_at = self.map.on_refresh_failed(refresh, now);
+                warn!(stream = %self.stream, error = %e, retry_in_ms = retry_at.saturating_duration_since(now).as_millis() as u64, "ListShards failed");
+            }
+            Completion::Put(batch, started, result) => {
+                self.in_flight -= 1;
+                let kinesis_records = batch.len();
+                let user_records = batch.iter().map(|k| k.records.len()).sum();
+                let time = now.saturating_duration_since(started);
+                self.emit(|stream| Event::Request {
+                    stream,
+                    time,
+                    kinesis_records,
+                    user_records,
+                });
+                match result {
+                    Err(e) => self.request_failed(batch, started, now, e),
+                    Ok(response) => self.request_answered(batch, started, now, response),
+                }
+            }
+        }
+    }
+
+    fn after_map_update(&mut self, now: Instant) {
+        if self.map.version() == self.map_version_seen {
+            return;
+        }
+        self.map_version_seen = self.map.version();
+        // Records that waited for the map go to their shards now.
+        for batch in self.unknown.flush() {
+            for rec in batch {
+                self.route(rec, now);
+            }
+        }
+        // Landings the old map could not place.
+        for landed in std::mem::take(&mut self.awaiting_map) {
+            self.settle_landing(landed, now);
+        }
+    }
+
+    fn settle_landing(&mut self, landed: Landed, now: Instant) {
+        let shard = ShardId::from(landed.shard_id.as_str());
+        match self.map.classify(landed.rec.hash_key, &shard, now) {
+            Landing::InRange => self.succeed(landed.rec, &landed.shard_id, &landed.sequence_number),
+            Landing::OutOfRange => {
+                let mut rec = landed.rec;
+                if let Some(a) = rec.attempts.last_mut() {
+                    a.success = false;
+                    a.error_code = Some(codes::WRONG_SHARD.into());
+                    a.error_message = Some(format!(
+                        "stored on {} whose range does not hold the record's hash key; sent again",
+                        landed.shard_id
+                    ));
+                }
+                self.retry(rec, now, Duration::ZERO);
+            }
+            Landing::UnknownShard => {
+                if self.refreshing || self.map.next_refresh_at(now).is_some() {
+                    self.awaiting_map.push(landed);
+                } else {
+                    self.map.invalidate(now, Some(&shard));
+                    self.awaiting_map.push(landed);
+                }
+            }
+        }
+    }
+
+    fn request_failed(
+        &mut self,
+        batch: Vec<KRec>,
+        started: Instant,
+        now: Instant,
+        e: TransportError,
+    ) {
+        let code = e.code_or_kind().to_owned();
+        let message = e.message().to_owned();
+        let users: usize = batch.iter().map(|k| k.records.len()).sum();
+        self.emit(|stream| Event::Error {
+            stream,
+            shard_id: None,
+            code: &code,
+            user_records: users,
+        });
+        if e.kind() == ErrorKind::Throttled {
+            for k in &batch {
+                if let Some(s) = &k.shard {
+                    self.limiter.on_throttled(s, now);
+                }
+            }
+        }
+        let fail_now = !e.kind().is_retryable()
+            || (self.shared.config.fail_if_throttled
+                && code == "ProvisionedThroughputExceededException");
+        let backoff = if fail_now {
+            Duration::ZERO
+        } else {
+            self.request_failures = self.request_failures.saturating_add(1);
+            let exp = BACKOFF_BASE
+                .saturating_mul(1u32 << self.request_failures.min(10).saturating_sub(1));
+            exp.min(BACKOFF_MAX).mul_f64(0.5 + 0.5 * self.rng.unit())
+        };
+        if fail_now {
+            warn!(stream = %self.stream, error = %e, records = users, "request failed; retrying cannot help");
+        } else {
+            debug!(stream = %self.stream, error = %e, backoff_ms = backoff.as_millis() as u64, "request failed; will retry");
+        }
+        for k in batch {
+            let shard = k.shard.as_ref().map(ShardId::as_str).map(str::to_owned);
+            for mut rec in k.records {
+                rec.attempt(started, now, Some((&code, &message)), shard.as_deref());
+                if fail_now {
+                    self.fail(rec);
+                } else {
+                    self.retry(rec, now, backoff);
+                }
+            }
+        }
+    }
+
+    fn request_answered(
+        &mut self,
+        batch: Vec<KRec>,
+        started: Instant,
+        now: Instant,
+        response: PutRecordsResponse,
+    ) {
+        self.request_failures = 0;
+        if response.results.len() != batch.len() {
+            let message = format!(
+                "PutRecords answered {} results for {} records; some may have been stored",
+                response.results.len(),
+                batch.len()
+            );
+            warn!(stream = %self.stream, "{message}");
+            for k in batch {
+                for mut rec in k.records {
+                    rec.attempt(
+                        started,
+                        now,
+                        Some((codes::RECORD_COUNT_MISMATCH, &message)),
+                        None,
+                    );
+                    self.fail(rec);
+                }
+            }
+            return;
+        }
+        let mut invalidate: Option<ShardId> = None;
+        for (k, result) in batch.into_iter().zip(response.results) {
+            match result {
+                EntryResult::Ok {
+                    shard_id,
+                    sequence_number,
+                } => {
+                    let actual = ShardId::from(shard_id.as_str());
+                    self.limiter.on_success(&actual, now);
+                    let n = k.records.len();
+                    let bytes = k.size();
+                    self.emit(|stream| Event::Put {
+                        stream,
+                        shard_id: &shard_id,
+                        user_records: n,
+                        bytes,
+                    });
+                    let predicted_right = k.shard.as_ref() == Some(&actual);
+                    if !predicted_right {
+                        invalidate = Some(actual.clone());
+                    }
+                    for mut rec in k.records {
+                        rec.attempt(started, now, None, Some(&shard_id));
+                        if predicted_right || !k.aggregated {
+                            // A raw record is delivered wherever it lands.
+                            self.succeed(rec, &shard_id, &sequence_number);
+                        } else {
+                            self.settle_landing(
+                                Landed {
+                                    rec,
+                                    shard_id: shard_id.clone(),
+                                    sequence_number: sequence_number.clone(),
+                                },
+                                now,
+                            );
+                        }
+                    }
+                }
+                EntryResult::Failed { code, message } => {
+                    let shard = k.shard.clone();
+                    let n = k.records.len();
+                    self.emit(|stream| Event::Error {
+                        stream,
+                        shard_id: shard.as_ref().map(ShardId::as_str),
+                        code: &code,
+                        user_records: n,
+                    });
+                    let throttled = code == "ProvisionedThroughputExceededException";
+                    if throttled {
+                        if let Some(s) = &shard {
+                            self.limiter.on_throttled(s, now);
+                        }
+                    }
+                    let fail_now = (throttled && self.shared.config.fail_if_throttled)
+                        || !ErrorKind::classify(Some(&code), None).is_retryable();
+                    for mut rec in k.records {
+                        rec.attempt(
+                            started,
+                            now,
+                            Some((&code, &message)),
+                            shard.as_ref().map(ShardId::as_str),
+                        );
+                        if fail_now {
+                            self.fail(rec);
+                        } else {
+                            self.retry(rec, now, Duration::ZERO);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(actual) = invalidate {
+            self.map.invalidate(started, Some(&actual));
+        }
+    }
+
+    fn retry(&mut self, mut rec: Rec, now: Instant, backoff: Duration) {
+        if rec.attempts.len() == WARN_AFTER_ATTEMPTS {
+            warn!(stream = %self.stream, attempts = rec.attempts.len(), last_error = rec.attempts.last().and_then(|a| a.error_code.as_deref()).unwrap_or(""), "record still failing; retrying until its time to live");
+        }
+        self.emit(|stream| Event::Retry {
+            stream,
+            user_records: 1,
+        });
+        // Retries re-enter the aggregator, re-predicted, with half the buffering time.
+        rec.deadline = add_capped(
+            now + backoff,
+            self.shared.config.record_max_buffered_time / 2,
+        )
+        .min(rec.expiration);
+        if backoff.is_zero() {
+            self.route(rec, now);
+        } else {
+            let at = (now + backoff).min(rec.expiration);
+            self.retries.push(Reverse((at, rec.id)));
+            self.retry_recs.insert(rec.id, rec);
+        }
+    }
+
+    fn expire(&mut self, mut rec: Rec, now: Instant) {
+        let ttl = self.shared.config.record_ttl;
+        rec.attempt(
+            now,
+            now,
+            Some((
+                codes::EXPIRED,
+                &format!(
+                    "record reached its time to live ({} ms) before it was stored",
+                    ttl.as_millis()
+                ),
+            )),
+            None,
+        );
+        self.emit(|stream| Event::Expired {
+            stream,
+            user_records: 1,
+        });
+        self.fail(rec);
+    }
+
+    fn succeed(&mut self, rec: Rec, shard_id: &str, sequence_number: &str) {
+        let buffering = rec.attempts.last().map_or(Duration::ZERO, |a| {
+            a.started.saturating_duration_since(rec.arrival)
+        });
+        self.emit(|stream| Event::BufferingTime {
+            stream,
+            time: buffering,
+        });
+        self.resolved.push((rec.id, rec.size()));
+        rec.completer.complete(RecordResult {
+            success: true,
+            shard_id: Some(shard_id.to_owned()),
+            sequence_number: Some(sequence_number.to_owned()),
+            attempts: rec.attempts,
+        });
+    }
+
+    fn fail(&mut self, rec: Rec) {
+        self.resolved.push((rec.id, rec.size()));
+        rec.completer.complete(RecordResult {
+            success: false,
+            shard_id: None,
+            sequence_number: None,
+            attempts: rec.attempts,
+        });
+    }
+
+    /// Fails every record not in flight as shut down; returns how many.
+    fn fail_all_held(&mut self, now: Instant) -> usize {
+        let mut held: Vec<Rec> = Vec::new();
+        for (_, mut r) in self.aggregators.drain() {
+            held.extend(r.flush().into_iter().flatten());
+        }
+        self.agg_schedule.clear();
+        held.extend(self.unknown.flush().into_iter().flatten());
+        for (_, k) in self.limiter.drain() {
+            held.extend(k.records);
+        }
+        for batch in self
+            .collector
+            .flush()
+            .into_iter()
+            .chain(self.ready.drain(..))
+        {
+            for k in batch {
+                held.extend(k.records);
+            }
+        }
+        self.retries.clear();
+        held.extend(self.retry_recs.drain().map(|(_, r)| r));
+        held.extend(self.awaiting_map.drain(..).map(|l| l.rec));
+        let n = held.len();
+        for mut rec in held {
+            rec.attempt(
+                now,
+                now,
+                Some((
+                    codes::SHUTDOWN,
+                    "the producer shut down before this record was stored",
+                )),
+                None,
+            );
+            self.fail(rec);
+        }
+        n
+    }
+}
