@@ -1,0 +1,233 @@
+//! The scenario harness: a producer and kpl-sim on one virtual clock, and the
+//! invariants every scenario must keep.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kpl_codec::{HashKey, deaggregate};
+use kpl_producer::{ConfigBuilder, Producer, RecordFuture, RecordResult};
+use kpl_runtime::{Runtime, Simulation, Timer};
+use kpl_sim::Simulator;
+
+pub const STREAM: &str = "scenario";
+
+pub struct Harness {
+    pub sim: Simulation,
+    pub kinesis: Simulator,
+    pub producer: Producer,
+}
+
+pub fn harness(config: ConfigBuilder, shards: usize, seed: u64) -> Harness {
+    let sim = Simulation::new();
+    let kinesis = Simulator::new(sim.runtime().timer().clone(), seed);
+    kinesis.create_stream(STREAM, shards).unwrap();
+    let producer = Producer::builder(
+        config.seed(seed).build().unwrap(),
+        Arc::new(kinesis.clone()),
+    )
+    .build(sim.runtime());
+    Harness {
+        sim,
+        kinesis,
+        producer,
+    }
+}
+
+/// A record put by a scenario: its key, data (which names it uniquely) and outcome.
+pub struct Put {
+    pub partition_key: String,
+    pub data: Bytes,
+    pub future: RecordFuture,
+}
+
+/// SplitMix64, for keys.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Spawns a task putting `count` records of `size` bytes at `rate` per second
+/// (virtual), with random keys; returns where the puts are collected.
+pub fn spawn_load(
+    rt: &Runtime,
+    producer: &Producer,
+    count: usize,
+    size: usize,
+    rate: u64,
+    seed: u64,
+) -> Arc<Mutex<Vec<Put>>> {
+    let puts = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    let out = puts.clone();
+    let producer = producer.clone();
+    let rt2 = rt.clone();
+    rt.spawn(Box::pin(async move {
+        let mut rng = Rng(seed);
+        let start = rt2.now();
+        for i in 0..count {
+            let due = start + Duration::from_nanos(i as u64 * 1_000_000_000 / rate.max(1));
+            if due > rt2.now() {
+                rt2.sleep_until(due).await;
+            }
+            let partition_key = format!("pk-{:x}", rng.next());
+            let mut data = format!("record {i:08} ").into_bytes();
+            data.resize(size.max(data.len()), b'.');
+            let data = Bytes::from(data);
+            match producer
+                .put_record(STREAM, partition_key.clone(), data.clone(), None)
+                .await
+            {
+                Ok(future) => out.lock().unwrap().push(Put {
+                    partition_key,
+                    data,
+                    future,
+                }),
+                Err(e) => panic!("put {i} refused: {e}"),
+            }
+        }
+    }));
+    puts
+}
+
+/// Runs the simulation until every put resolved (or `limit` of virtual time).
+pub fn run_until_resolved(
+    h: &Harness,
+    puts: &Arc<Mutex<Vec<Put>>>,
+    expected: usize,
+    limit: Duration,
+) {
+    let end = h.sim.clock().now() + limit;
+    loop {
+        h.sim.run_for(Duration::from_millis(100));
+        let done = {
+            let p = puts.lock().unwrap();
+            p.len() == expected && p.iter().all(|p| p.future.is_resolved())
+        };
+        if done {
+            return;
+        }
+        assert!(
+            h.sim.clock().now() < end,
+            "records still unresolved after {limit:?} of virtual time: {} of {expected} put, {} outstanding",
+            puts.lock().unwrap().len(),
+            h.producer.outstanding_records()
+        );
+    }
+}
+
+pub struct Outcome {
+    pub results: Vec<(String, Bytes, RecordResult)>,
+}
+
+impl Outcome {
+    pub fn successes(&self) -> usize {
+        self.results.iter().filter(|(_, _, r)| r.success).count()
+    }
+    pub fn failures_with(&self, code: &str) -> usize {
+        self.results
+            .iter()
+            .filter(|(_, _, r)| !r.success && r.error_code() == Some(code))
+            .count()
+    }
+    pub fn attempts_with(&self, code: &str) -> usize {
+        self.results
+            .iter()
+            .flat_map(|(_, _, r)| &r.attempts)
+            .filter(|a| a.error_code.as_deref() == Some(code))
+            .count()
+    }
+}
+
+/// Checks the invariants of every scenario and returns the outcomes:
+/// - every accepted record resolved (exactly once: a result cannot be set twice);
+/// - every success is stored in kpl-sim, byte-identical, on a shard whose range holds
+///   its hash key, under the reported shard and sequence number;
+/// - as a KCL consumer sees the stream (user records outside their shard's range
+///   dropped), every success appears exactly once and no failure appears at all;
+/// - every failure carries its attempts, the last one with an error code.
+pub fn check_invariants(h: &Harness, puts: &Arc<Mutex<Vec<Put>>>) -> Outcome {
+    let stored = h.kinesis.records(STREAM).unwrap_or_default();
+    let shards = h.kinesis.shards(STREAM).unwrap_or_default();
+    check_invariants_against(h, puts, stored, shards)
+}
+
+/// [`check_invariants`] against what the stream held at some moment (a scenario that
+/// deletes the stream reads it first).
+pub fn check_invariants_against(
+    h: &Harness,
+    puts: &Arc<Mutex<Vec<Put>>>,
+    stored: Vec<kpl_sim::StoredRecord>,
+    shards: Vec<kpl_transport::ShardDescription>,
+) -> Outcome {
+    let puts = std::mem::take(&mut *puts.lock().unwrap());
+    let mut results = Vec::new();
+    for p in puts {
+        let r = p
+            .future
+            .wait(Duration::ZERO)
+            .expect("every accepted record resolved");
+        results.push((p.partition_key, p.data, r));
+    }
+    assert_eq!(h.producer.outstanding_records(), 0);
+
+    let ranges: HashMap<String, (HashKey, HashKey)> = shards
+        .into_iter()
+        .map(|s| (s.shard_id, (s.starting_hash_key, s.ending_hash_key)))
+        .collect();
+    // What a consumer reads: (data) → (shard, sequence number), in-range only.
+    let mut consumed: HashMap<Bytes, Vec<(String, String)>> = HashMap::new();
+    for record in &stored {
+        let ehk = record.explicit_hash_key.map(|k| k.to_string());
+        let users = deaggregate(&record.partition_key, ehk.as_deref(), &record.data).unwrap();
+        let (start, end) = ranges[&record.shard_id];
+        for u in users {
+            let key = u.hash_key().unwrap();
+            if key < start || key > end {
+                continue; // the KCL drops it
+            }
+            consumed
+                .entry(Bytes::copy_from_slice(u.data))
+                .or_default()
+                .push((record.shard_id.clone(), record.sequence_number.clone()));
+        }
+    }
+    for (pk, data, r) in &results {
+        let seen = consumed.get(data).map_or(0, Vec::len);
+        if r.success {
+            assert_eq!(
+                seen, 1,
+                "a success must reach a consumer exactly once ({pk})"
+            );
+            let (shard, seq) = &consumed[data][0];
+            assert_eq!(r.shard_id.as_ref(), Some(shard), "reported shard");
+            assert_eq!(
+                r.sequence_number.as_ref(),
+                Some(seq),
+                "reported sequence number"
+            );
+            let (start, end) = ranges[shard];
+            let key = HashKey::from_partition_key(pk);
+            assert!(start <= key && key <= end);
+            assert!(r.attempts.last().unwrap().success);
+        } else {
+            assert_eq!(
+                seen, 0,
+                "a failed record must not reach a consumer ({pk}: {:?})",
+                r.attempts
+            );
+            assert!(!r.attempts.is_empty(), "failures carry their attempts");
+            assert!(r.error_code().is_some());
+        }
+    }
+    Outcome { results }
+}

@@ -1,0 +1,263 @@
+//! End-to-end scenarios on the virtual clock: the producer against kpl-sim, seeded.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use kpl_producer::{Config, PutError, codes};
+use kpl_sim::Faults;
+
+#[test]
+fn steady_load_within_limits() {
+    let h = harness(Config::builder(), 4, 1);
+    let puts = spawn_load(&h.sim.runtime(), &h.producer, 20_000, 100, 2_000, 7);
+    run_until_resolved(&h, &puts, 20_000, Duration::from_secs(60));
+    let outcome = check_invariants(&h, &puts);
+    assert_eq!(outcome.successes(), 20_000);
+    let stored = h.kinesis.records(STREAM).unwrap();
+    assert!(
+        stored.len() < 20_000 / 10,
+        "aggregated: {} Kinesis records",
+        stored.len()
+    );
+    assert!(
+        outcome
+            .results
+            .iter()
+            .all(|(_, _, r)| r.attempts.len() == 1)
+    );
+}
+
+#[test]
+fn throttling_storm() {
+    // One shard takes 1 MiB/s; offered: 10 KB × 500/s = 5 MB/s for 4 s.
+    let h = harness(Config::builder().record_ttl(Duration::from_secs(3)), 1, 2);
+    let puts = spawn_load(&h.sim.runtime(), &h.producer, 2_000, 10_000, 500, 3);
+    run_until_resolved(&h, &puts, 2_000, Duration::from_secs(60));
+    let outcome = check_invariants(&h, &puts);
+    let expired = outcome.failures_with(codes::EXPIRED);
+    assert!(outcome.successes() > 300, "{} stored", outcome.successes());
+    assert!(expired > 300, "{expired} expired");
+    assert_eq!(outcome.successes() + expired, 2_000);
+    // The limiter keeps most of the excess from ever reaching the service.
+    let throttled = outcome.attempts_with("ProvisionedThroughputExceededException");
+    assert!(throttled < 1_000, "{throttled} throttled attempts");
+}
+
+#[test]
+fn fail_if_throttled_fails_at_once() {
+    let h = harness(
+        Config::builder().fail_if_throttled(true).rate_limit(1_000),
+        1,
+        4,
+    );
+    let puts = spawn_load(&h.sim.runtime(), &h.producer, 3_000, 2_000, 3_000, 5);
+    run_until_resolved(&h, &puts, 3_000, Duration::from_secs(60));
+    let outcome = check_invariants(&h, &puts);
+    let failed = outcome.failures_with("ProvisionedThroughputExceededException");
+    assert!(failed > 0);
+    assert!(
+        outcome
+            .results
+            .iter()
+            .filter(|(_, _, r)| !r.success)
+            .all(|(_, _, r)| r.attempts.len() == 1)
+    );
+}
+
+#[test]
+fn bursts_of_500_503_and_timeouts() {
+    let h = harness(Config::builder(), 2, 6);
+    let mut faults = Faults::none();
+    faults.request_500_rate = 0.2;
+    faults.request_503_rate = 0.1;
+    faults.timeout_rate = 0.05;
+    faults.timeout_after = Duration::from_secs(1);
+    h.kinesis.set_faults(faults);
+    let puts = spawn_load(&h.sim.runtime(), &h.producer, 5_000, 200, 1_000, 7);
+    run_until_resolved(&h, &puts, 5_000, Duration::from_secs(120));
+    let outcome = check_invariants(&h, &puts);
+    assert_eq!(outcome.successes(), 5_000);
+    assert!(outcome.attempts_with("InternalFailure") > 0);
+    assert!(outcome.attempts_with("ServiceUnavailable") > 0);
+    assert!(outcome.attempts_with("Timeout") > 0);
+}
+
+#[test]
+fn per_record_internal_failures_are_retried() {
+    let h = harness(Config::builder(), 2, 8);
+    let mut faults = Faults::none();
+    faults.record_internal_failure_rate = 0.3;
+    h.kinesis.set_faults(faults);
+    let puts = spawn_load(&h.sim.runtime(), &h.producer, 5_000, 100, 1_000, 9);
+    run_until_resolved(&h, &puts, 5_000, Duration::from_secs(60));
+    let outcome = check_invariants(&h, &puts);
+    assert_eq!(outcome.successes(), 5_000);
+    assert!(outcome.results.iter().any(|(_, _, r)| r.attempts.len() > 1));
+    assert!(outcome.attempts_with("InternalFailure") > 0);
+}
+
+#[test]
+fn split_and_merge_mid_run() {
+    let h = harness(Config::builder(), 2, 10);
+    let rt = h.sim.runtime();
+    let puts = spawn_load(&rt, &h.producer, 8_000, 100, 1_000, 11);
+    h.sim.run_for(Duration::from_secs(2));
+    let shards = h.kinesis.shards(STREAM).unwrap();
+    let s0 = &shards[0];
+    let middle =
+        kpl_codec::HashKey::new(s0.starting_hash_key.get() / 2 + s0.ending_hash_key.get() / 2);
+    let (a, b) = h.kinesis.split_shard(STREAM, &s0.shard_id, middle).unwrap();
+    h.sim.run_for(Duration::from_secs(2));
+    h.kinesis.merge_shards(STREAM, &a, &b).unwrap();
+    run_until_resolved(&h, &puts, 8_000, Duration::from_secs(60));
+    let outcome = check_invariants(&h, &puts);
+    assert_eq!(outcome.successes(), 8_000);
+}
+
+#[test]
+fn stream_deleted_mid_run_fails_fast() {
+    let h = harness(Config::builder(), 2, 12);
+    let puts = spawn_load(&h.sim.runtime(), &h.producer, 3_000, 100, 1_000, 13);
+    h.sim.run_for(Duration::from_millis(1_500));
+    let stored = h.kinesis.records(STREAM).unwrap();
+    let shards = h.kinesis.shards(STREAM).unwrap();
+    h.kinesis.delete_stream(STREAM).unwrap();
+    run_until_resolved(&h, &puts, 3_000, Duration::from_secs(10));
+    let outcome = check_invariants_against(&h, &puts, stored, shards);
+    let not_found = outcome.failures_with("ResourceNotFoundException");
+    assert!(not_found > 1_000, "{not_found}");
+    assert_eq!(outcome.successes() + not_found, 3_000);
+    // Failed at once, not after the 30 s TTL.
+    for (_, _, r) in outcome.results.iter().filter(|(_, _, r)| !r.success) {
+        assert_eq!(r.attempts.len(), 1);
+    }
+}
+
+#[test]
+fn records_expire_where_they_wait() {
+    let h = harness(
+        Config::builder()
+            .record_ttl(Duration::from_millis(300))
+            .rate_limit(10),
+        1,
+        14,
+    );
+    let puts = spawn_load(&h.sim.runtime(), &h.producer, 500, 50_000, 500, 15);
+    run_until_resolved(&h, &puts, 500, Duration::from_secs(30));
+    let outcome = check_invariants(&h, &puts);
+    let expired = outcome.failures_with(codes::EXPIRED);
+    assert!(expired > 400, "{expired}");
+    for (_, _, r) in outcome.results.iter().filter(|(_, _, r)| !r.success) {
+        assert_eq!(
+            r.attempts.last().unwrap().error_code.as_deref(),
+            Some(codes::EXPIRED)
+        );
+    }
+}
+
+#[test]
+fn shutdown_with_records_pending() {
+    let h = harness(Config::builder().rate_limit(5), 1, 16);
+    let puts = spawn_load(&h.sim.runtime(), &h.producer, 1_000, 20_000, 100_000, 17);
+    h.sim.run_for(Duration::from_millis(100));
+    let producer = h.producer.clone();
+    let failed = h
+        .sim
+        .block_on(async move { producer.shutdown(Duration::from_millis(500)).await })
+        .unwrap();
+    assert!(failed > 0);
+    run_until_resolved(&h, &puts, 1_000, Duration::from_secs(10));
+    let outcome = check_invariants(&h, &puts);
+    assert_eq!(outcome.failures_with(codes::SHUTDOWN), failed);
+    assert_eq!(outcome.successes() + failed, 1_000);
+    let p = h.producer.clone();
+    let after = h.sim.block_on(async move {
+        p.put_record(STREAM, "late", Bytes::from_static(b"x"), None)
+            .await
+            .map(drop)
+    });
+    assert_eq!(after, Some(Err(PutError::ShuttingDown)));
+}
+
+#[test]
+fn backpressure_caps_are_never_exceeded() {
+    let h = harness(
+        Config::builder()
+            .max_outstanding_records(100)
+            .max_outstanding_bytes(1 << 20),
+        1,
+        18,
+    );
+    let rt = h.sim.runtime();
+    let producer = h.producer.clone();
+    let peak = Arc::new(std::sync::Mutex::new(0usize));
+    let full_seen = Arc::new(std::sync::Mutex::new(false));
+    let (peak2, full2) = (peak.clone(), full_seen.clone());
+    let puts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = puts.clone();
+    rt.spawn(Box::pin(async move {
+        for i in 0..2_000 {
+            let data = Bytes::from(format!("record {i:08}"));
+            if matches!(
+                producer.try_put_record(STREAM, format!("k{i}"), Bytes::new(), None),
+                Err(PutError::Full { .. })
+            ) {
+                *full2.lock().unwrap() = true;
+            }
+            let f = producer
+                .put_record(STREAM, format!("k{i}"), data.clone(), None)
+                .await
+                .unwrap();
+            let n = producer.outstanding_records();
+            let mut p = peak2.lock().unwrap();
+            *p = (*p).max(n);
+            out.lock().unwrap().push(Put {
+                partition_key: format!("k{i}"),
+                data,
+                future: f,
+            });
+        }
+    }));
+    run_until_resolved(&h, &puts, 2_000, Duration::from_secs(120));
+    let _ = check_invariants(&h, &puts);
+    assert!(
+        *peak.lock().unwrap() <= 100,
+        "peak {}",
+        peak.lock().unwrap()
+    );
+    assert!(*full_seen.lock().unwrap(), "try_put_record saw the cap");
+}
+
+#[test]
+fn invalid_records_are_refused_and_nothing_is_enqueued() {
+    let h = harness(Config::builder().max_user_record_size(1_000), 1, 19);
+    let p = h.producer.clone();
+    let errors = h
+        .sim
+        .block_on(async move {
+            vec![
+                p.put_record(STREAM, "", Bytes::new(), None).await.map(drop),
+                p.put_record(STREAM, "k".repeat(257), Bytes::new(), None)
+                    .await
+                    .map(drop),
+                p.put_record(STREAM, "k", Bytes::new(), Some("-1"))
+                    .await
+                    .map(drop),
+                p.put_record(STREAM, "k", Bytes::from(vec![0; 1_000]), None)
+                    .await
+                    .map(drop),
+            ]
+        })
+        .unwrap();
+    assert!(
+        errors
+            .iter()
+            .all(|e| matches!(e, Err(PutError::Invalid(_)))),
+        "{errors:?}"
+    );
+    assert_eq!(h.producer.outstanding_records(), 0);
+}
