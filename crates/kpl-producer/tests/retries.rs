@@ -13,8 +13,8 @@ use kpl_producer::{Config, Producer, RecordResult, codes};
 use kpl_runtime::Simulation;
 use kpl_sim::{Faults, Simulator};
 use kpl_transport::{
-    ErrorKind, ListShardsPage, ListShardsRequest, PutRecordsRequest,
-    PutRecordsResponse, Transport, TransportError,
+    ErrorKind, ListShardsPage, ListShardsRequest, PutRecordsRequest, PutRecordsResponse, Transport,
+    TransportError,
 };
 
 /// What the scripted transport does with the next PutRecords call.
@@ -35,7 +35,10 @@ impl Transport for Scripted {
     async fn list_shards(&self, r: ListShardsRequest) -> Result<ListShardsPage, TransportError> {
         self.sim.list_shards(r).await
     }
-    async fn put_records(&self, r: PutRecordsRequest) -> Result<PutRecordsResponse, TransportError> {
+    async fn put_records(
+        &self,
+        r: PutRecordsRequest,
+    ) -> Result<PutRecordsResponse, TransportError> {
         *self.puts.lock().unwrap() += 1;
         let step = self.script.lock().unwrap().pop_front();
         match step {
@@ -50,7 +53,11 @@ impl Transport for Scripted {
     }
 }
 
-fn setup(config: Config, shards: usize, script: Vec<Step>) -> (Simulation, Arc<Scripted>, Producer) {
+fn setup(
+    config: Config,
+    shards: usize,
+    script: Vec<Step>,
+) -> (Simulation, Arc<Scripted>, Producer) {
     let sim = Simulation::new();
     let kinesis = Simulator::new(sim.runtime().timer().clone(), 3);
     kinesis.create_stream(STREAM, shards).unwrap();
@@ -68,15 +75,25 @@ fn put_all(sim: &Simulation, producer: &Producer, n: usize) -> Vec<RecordResult>
     put_prefixed(sim, producer, n, "data")
 }
 
-fn put_prefixed(sim: &Simulation, producer: &Producer, n: usize, prefix: &'static str) -> Vec<RecordResult> {
+fn put_prefixed(
+    sim: &Simulation,
+    producer: &Producer,
+    n: usize,
+    prefix: &'static str,
+) -> Vec<RecordResult> {
     let p = producer.clone();
     sim.block_on(async move {
         let mut pending = Vec::new();
         for i in 0..n {
             pending.push(
-                p.put_record(STREAM, format!("key-{i}"), Bytes::from(format!("{prefix} {i}")), None)
-                    .await
-                    .unwrap(),
+                p.put_record(
+                    STREAM,
+                    format!("key-{i}"),
+                    Bytes::from(format!("{prefix} {i}")),
+                    None,
+                )
+                .await
+                .unwrap(),
             );
         }
         p.flush().await;
@@ -92,28 +109,44 @@ fn codes_of(r: &RecordResult) -> Vec<Option<&str>> {
 #[test]
 fn per_record_throttles_are_retried() {
     // 1 shard, rate limit far above the shard's: the service throttles.
-    let (sim, s, p) = setup(Config::builder().rate_limit(10_000).build().unwrap(), 1, vec![]);
+    let (sim, s, p) = setup(
+        Config::builder().rate_limit(10_000).build().unwrap(),
+        1,
+        vec![],
+    );
     let p2 = p.clone();
     let results = sim
         .block_on(async move {
             let mut pending = Vec::new();
             for i in 0..3_000 {
                 let data = Bytes::from(vec![b'x'; 1_000 + i % 10]);
-                pending.push(p2.put_record(STREAM, format!("k{i}"), data, None).await.unwrap());
+                pending.push(
+                    p2.put_record(STREAM, format!("k{i}"), data, None)
+                        .await
+                        .unwrap(),
+                );
             }
             p2.flush().await;
             futures::future::join_all(pending).await
         })
         .unwrap();
     assert!(results.iter().all(|r| r.success));
-    assert!(results.iter().any(|r| codes_of(r).contains(&Some("ProvisionedThroughputExceededException"))));
+    assert!(
+        results
+            .iter()
+            .any(|r| codes_of(r).contains(&Some("ProvisionedThroughputExceededException")))
+    );
     assert!(*s.puts.lock().unwrap() > 1);
 }
 
 #[test]
 fn throttles_fail_at_once_with_fail_if_throttled() {
     let (sim, _, p) = setup(
-        Config::builder().rate_limit(10_000).fail_if_throttled(true).build().unwrap(),
+        Config::builder()
+            .rate_limit(10_000)
+            .fail_if_throttled(true)
+            .build()
+            .unwrap(),
         1,
         vec![Step::Fail(TransportError::from_code(
             "ProvisionedThroughputExceededException",
@@ -123,7 +156,10 @@ fn throttles_fail_at_once_with_fail_if_throttled() {
     );
     let results = put_all(&sim, &p, 10);
     assert!(results.iter().all(|r| !r.success && r.attempts.len() == 1));
-    assert_eq!(results[0].error_code(), Some("ProvisionedThroughputExceededException"));
+    assert_eq!(
+        results[0].error_code(),
+        Some("ProvisionedThroughputExceededException")
+    );
 }
 
 #[test]
@@ -134,7 +170,11 @@ fn per_record_internal_failures_are_retried() {
     s.sim.set_faults(faults);
     let results = put_all(&sim, &p, 200);
     assert!(results.iter().all(|r| r.success));
-    assert!(results.iter().any(|r| codes_of(r).first() == Some(&Some("InternalFailure"))));
+    assert!(
+        results
+            .iter()
+            .any(|r| codes_of(r).first() == Some(&Some("InternalFailure")))
+    );
 }
 
 #[test]
@@ -143,8 +183,16 @@ fn transient_request_errors_are_retried_with_backoff() {
         Config::default(),
         1,
         vec![
-            Step::Fail(TransportError::from_code("InternalFailure", "boom", Some(500))),
-            Step::Fail(TransportError::from_code("ServiceUnavailable", "busy", Some(503))),
+            Step::Fail(TransportError::from_code(
+                "InternalFailure",
+                "boom",
+                Some(500),
+            )),
+            Step::Fail(TransportError::from_code(
+                "ServiceUnavailable",
+                "busy",
+                Some(503),
+            )),
             Step::Fail(TransportError::new(ErrorKind::Transient, "timed out").with_code("Timeout")),
         ],
     );
@@ -153,10 +201,18 @@ fn transient_request_errors_are_retried_with_backoff() {
         assert!(r.success);
         assert_eq!(
             codes_of(r),
-            vec![Some("InternalFailure"), Some("ServiceUnavailable"), Some("Timeout"), None]
+            vec![
+                Some("InternalFailure"),
+                Some("ServiceUnavailable"),
+                Some("Timeout"),
+                None
+            ]
         );
         // Backoff grows between request-level failures.
-        assert!(r.attempts[2].delay > r.attempts[1].delay || r.attempts[2].delay >= Duration::from_millis(100));
+        assert!(
+            r.attempts[2].delay > r.attempts[1].delay
+                || r.attempts[2].delay >= Duration::from_millis(100)
+        );
         assert!(r.attempts[1].delay >= Duration::from_millis(50));
     }
 }
@@ -173,12 +229,20 @@ fn errors_retrying_cannot_fix_fail_at_once() {
         let (sim, s, p) = setup(
             Config::default(),
             1,
-            vec![Step::Fail(TransportError::from_code(code, "no", Some(status)))],
+            vec![Step::Fail(TransportError::from_code(
+                code,
+                "no",
+                Some(status),
+            ))],
         );
         let results = put_all(&sim, &p, 20);
         for r in &results {
             assert!(!r.success, "{code}");
-            assert_eq!(codes_of(r), vec![Some(code)], "{code}: one attempt, no retry");
+            assert_eq!(
+                codes_of(r),
+                vec![Some(code)],
+                "{code}: one attempt, no retry"
+            );
         }
         assert_eq!(*s.puts.lock().unwrap(), 1, "{code}");
     }
@@ -203,7 +267,10 @@ fn a_success_on_a_child_shard_is_accepted_and_a_wrong_shard_is_retried() {
         .collect();
     assert!(!wrong.is_empty(), "some records landed outside their range");
     assert!(wrong.iter().all(|r| r.attempts.len() == 2));
-    assert!(results.iter().any(|r| r.attempts.len() == 1), "the others landed in range");
+    assert!(
+        results.iter().any(|r| r.attempts.len() == 1),
+        "the others landed in range"
+    );
     // As a consumer sees it: every record exactly once, on a shard holding its key.
     let shards = s.sim.shards(STREAM).unwrap();
     let mut seen = std::collections::HashMap::new();
@@ -218,7 +285,11 @@ fn a_success_on_a_child_shard_is_accepted_and_a_wrong_shard_is_retried() {
         }
     }
     for i in 0..400 {
-        assert_eq!(seen.get(format!("data {i}").as_bytes()), Some(&1), "record {i}");
+        assert_eq!(
+            seen.get(format!("data {i}").as_bytes()),
+            Some(&1),
+            "record {i}"
+        );
     }
 }
 
@@ -229,14 +300,23 @@ fn a_response_count_mismatch_fails_the_request_s_records() {
     for r in &results {
         assert!(!r.success);
         assert_eq!(r.error_code(), Some(codes::RECORD_COUNT_MISMATCH));
-        assert!(r.attempts[0].error_message.as_deref().unwrap().contains("may have been stored"));
+        assert!(
+            r.attempts[0]
+                .error_message
+                .as_deref()
+                .unwrap()
+                .contains("may have been stored")
+        );
     }
 }
 
 #[test]
 fn the_ttl_bounds_retries() {
     let (sim, s, p) = setup(
-        Config::builder().record_ttl(Duration::from_secs(2)).build().unwrap(),
+        Config::builder()
+            .record_ttl(Duration::from_secs(2))
+            .build()
+            .unwrap(),
         1,
         vec![],
     );
@@ -247,7 +327,11 @@ fn the_ttl_bounds_retries() {
     for r in &results {
         assert!(!r.success);
         assert_eq!(r.error_code(), Some(codes::EXPIRED));
-        assert!(r.attempts.len() > 3, "retried until the TTL: {:?}", codes_of(r));
+        assert!(
+            r.attempts.len() > 3,
+            "retried until the TTL: {:?}",
+            codes_of(r)
+        );
         let last = r.attempts.last().unwrap();
         assert!(last.started.duration_since(r.attempts[0].started) <= Duration::from_secs(2));
     }

@@ -1,7 +1,7 @@
 //! Virtual time: a clock whose timers fire only when a test moves it, and a
 //! single-threaded executor that runs everything between two moves.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -183,6 +183,7 @@ impl Drop for VirtualSleep {
 }
 
 struct Task {
+    id: u64,
     future: Mutex<Option<BoxFuture>>,
     queue: Arc<Mutex<VecDeque<Arc<Task>>>>,
 }
@@ -193,18 +194,36 @@ impl ArcWake for Task {
     }
 }
 
+/// Every unfinished task, by id: the simulation owns them, as a runtime does, so
+/// dropping the simulation drops their futures (a pending task is otherwise only
+/// held by wakers, which can form cycles).
+#[derive(Default)]
+struct Tasks {
+    next_id: u64,
+    live: HashMap<u64, Arc<Task>>,
+}
+
 /// The simulation's executor: tasks run on the thread that drives the simulation.
 #[derive(Clone, Default)]
 struct SimExecutor {
     queue: Arc<Mutex<VecDeque<Arc<Task>>>>,
+    tasks: Arc<Mutex<Tasks>>,
 }
 
 impl Executor for SimExecutor {
     fn spawn(&self, future: BoxFuture) {
-        let task = Arc::new(Task {
-            future: Mutex::new(Some(future)),
-            queue: self.queue.clone(),
-        });
+        let task = {
+            let mut tasks = lock(&self.tasks);
+            let id = tasks.next_id;
+            tasks.next_id += 1;
+            let task = Arc::new(Task {
+                id,
+                future: Mutex::new(Some(future)),
+                queue: self.queue.clone(),
+            });
+            tasks.live.insert(id, task.clone());
+            task
+        };
         lock(&self.queue).push_back(task);
     }
 }
@@ -227,8 +246,33 @@ impl SimExecutor {
                     .is_ready()
                 {
                     *slot = None;
+                    lock(&self.tasks).live.remove(&task.id);
                 }
             }
+        }
+    }
+}
+
+/// Drops every unfinished task's future when the last `Simulation` handle goes.
+#[derive(Default)]
+struct Owner {
+    executor: SimExecutor,
+    clock: VirtualClock,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let tasks: Vec<Arc<Task>> = lock(&self.executor.tasks)
+            .live
+            .drain()
+            .map(|(_, t)| t)
+            .collect();
+        lock(&self.executor.queue).clear();
+        lock(&self.clock.state).timers.clear();
+        for task in tasks {
+            // Dropping a future may wake or drop others: never under a lock.
+            let future = lock(&task.future).take();
+            drop(future);
         }
     }
 }
@@ -239,11 +283,29 @@ impl SimExecutor {
 /// Tasks spawned through [`runtime`](Self::runtime) run only inside
 /// [`run_for`](Self::run_for), [`run_until`](Self::run_until) and
 /// [`block_on`](Self::block_on), on the calling thread: everything ready runs, then
-/// time jumps to the next sleep's deadline, and so on.
-#[derive(Clone, Default)]
+/// time jumps to the next sleep's deadline, and so on. When the last handle of the
+/// simulation is dropped, every unfinished task is dropped with it, as a runtime
+/// does at shutdown.
+#[derive(Clone)]
 pub struct Simulation {
     clock: VirtualClock,
     executor: SimExecutor,
+    _owner: Arc<OwnerCell>,
+}
+
+/// Builds the [`Owner`] lazily from the simulation's own parts.
+#[derive(Default)]
+struct OwnerCell(Mutex<Option<Owner>>);
+
+impl Drop for OwnerCell {
+    fn drop(&mut self) {
+        let owner = self
+            .0
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(owner);
+    }
 }
 
 impl std::fmt::Debug for Simulation {
@@ -254,10 +316,25 @@ impl std::fmt::Debug for Simulation {
     }
 }
 
+impl Default for Simulation {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Simulation {
     /// A new simulation at virtual time zero.
     pub fn new() -> Self {
-        Self::default()
+        let sim = Self {
+            clock: VirtualClock::new(),
+            executor: SimExecutor::default(),
+            _owner: Arc::default(),
+        };
+        *lock(&sim._owner.0) = Some(Owner {
+            executor: sim.executor.clone(),
+            clock: sim.clock.clone(),
+        });
+        sim
     }
 
     /// The [`Runtime`] to hand to the code under test.

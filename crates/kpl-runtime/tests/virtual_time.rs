@@ -104,3 +104,30 @@ fn sleeping_into_the_past_completes_at_once() {
     );
     assert_eq!(sim.clock().elapsed(), Duration::from_secs(1));
 }
+
+#[test]
+fn dropping_the_simulation_drops_its_unfinished_tasks() {
+    struct Flag(Arc<Mutex<bool>>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap() = true;
+        }
+    }
+    let sim = Simulation::new();
+    let rt = sim.runtime();
+    let dropped = Arc::new(Mutex::new(false));
+    let flag = Flag(dropped.clone());
+    let rt2 = rt.clone();
+    rt.spawn(Box::pin(async move {
+        let _flag = flag;
+        rt2.sleep(Duration::from_secs(3600)).await;
+    }));
+    sim.run_for(Duration::from_secs(1));
+    assert!(!*dropped.lock().unwrap());
+    drop(rt);
+    drop(sim);
+    assert!(
+        *dropped.lock().unwrap(),
+        "the pending task was dropped with the simulation"
+    );
+}

@@ -1,0 +1,234 @@
+//! The facade: flushes, ages, events, the blocking producer, and drops.
+
+// Tests hand record futures out of simulated tasks on purpose.
+#![allow(clippy::async_yields_async)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kpl_producer::{Config, Event, EventSink, Producer, PutRecord, SyncProducer, codes};
+use kpl_runtime::{Simulation, Timer};
+use kpl_sim::Simulator;
+
+fn setup(config: Config) -> (Simulation, Simulator, Producer) {
+    let sim = Simulation::new();
+    let kinesis = Simulator::new(sim.runtime().timer().clone(), 5);
+    kinesis.create_stream("a", 2).unwrap();
+    kinesis.create_stream("b", 2).unwrap();
+    let producer = Producer::builder(config, Arc::new(kinesis.clone())).build(sim.runtime());
+    (sim, kinesis, producer)
+}
+
+#[test]
+fn flush_waits_for_outcomes_and_flush_stream_for_one_stream() {
+    let (sim, kinesis, p) = setup(
+        Config::builder()
+            .record_max_buffered_time(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    );
+    let p2 = p.clone();
+    let (fa, fb) = sim
+        .block_on(async move {
+            let fa = p2
+                .put_record("a", "k", Bytes::from_static(b"1"), None)
+                .await
+                .unwrap();
+            let fb = p2
+                .put_record("b", "k", Bytes::from_static(b"2"), None)
+                .await
+                .unwrap();
+            p2.flush_stream("a").await;
+            (fa, fb)
+        })
+        .unwrap();
+    assert!(fa.is_resolved(), "flush_stream(a) resolved a's record");
+    assert!(
+        !fb.is_resolved(),
+        "b's record waits for its 60 s buffering time"
+    );
+    assert!(sim.clock().elapsed() < Duration::from_secs(1));
+    assert_eq!(p.outstanding_records(), 1);
+    sim.run_for(Duration::from_secs(10));
+    let age = p.oldest_record_age().unwrap();
+    assert!(age >= Duration::from_secs(10), "{age:?}");
+    let p3 = p.clone();
+    sim.block_on(async move { p3.flush().await }).unwrap();
+    assert!(fb.is_resolved());
+    assert_eq!(p.oldest_record_age(), None);
+    assert_eq!(kinesis.records("b").unwrap().len(), 1);
+}
+
+#[test]
+fn put_records_reports_each_record() {
+    let (sim, _, p) = setup(Config::default());
+    let results = sim
+        .block_on(async move {
+            let out = p
+                .put_records(
+                    "a",
+                    vec![
+                        PutRecord::new("ok-1", Bytes::from_static(b"x")),
+                        PutRecord::new("", Bytes::from_static(b"bad key")),
+                        PutRecord::new("ok-2", Bytes::from_static(b"y")),
+                    ],
+                )
+                .await
+                .unwrap();
+            let mut done = Vec::new();
+            for r in out {
+                match r {
+                    Ok(f) => done.push(Some(f.await.success)),
+                    Err(_) => done.push(None),
+                }
+            }
+            done
+        })
+        .unwrap();
+    assert_eq!(results, vec![Some(true), None, Some(true)]);
+}
+
+#[derive(Default)]
+struct Counting {
+    seen: Mutex<Vec<String>>,
+}
+
+impl EventSink for Counting {
+    fn on_event(&self, event: &Event<'_>) {
+        let name = match event {
+            Event::Received { .. } => "Received",
+            Event::Put { .. } => "Put",
+            Event::Error { .. } => "Error",
+            Event::Retry { .. } => "Retry",
+            Event::Expired { .. } => "Expired",
+            Event::BufferingTime { .. } => "BufferingTime",
+            Event::Request { .. } => "Request",
+            _ => "other",
+        };
+        self.seen.lock().unwrap().push(name.into());
+    }
+}
+
+#[test]
+fn the_event_hook_sees_the_pipeline() {
+    let sim = Simulation::new();
+    let kinesis = Simulator::new(sim.runtime().timer().clone(), 5);
+    kinesis.create_stream("a", 1).unwrap();
+    let sink = Arc::new(Counting::default());
+    let p = Producer::builder(Config::default(), Arc::new(kinesis))
+        .event_sink(sink.clone())
+        .build(sim.runtime());
+    sim.block_on(async move {
+        let f = p
+            .put_record("a", "k", Bytes::from_static(b"x"), None)
+            .await
+            .unwrap();
+        p.flush().await;
+        f.await
+    })
+    .unwrap();
+    let seen = sink.seen.lock().unwrap().clone();
+    for name in ["Received", "Put", "Request", "BufferingTime"] {
+        assert!(seen.iter().any(|s| s == name), "{name} in {seen:?}");
+    }
+}
+
+#[test]
+fn dropping_the_producer_never_leaves_a_future_unresolved() {
+    // The runtime goes away with the records still buffered.
+    let sim = Simulation::new();
+    let timer: Arc<dyn Timer> = sim.runtime().timer().clone();
+    let kinesis = Simulator::new(timer, 5);
+    kinesis.create_stream("a", 1).unwrap();
+    let p = Producer::builder(
+        Config::builder()
+            .record_max_buffered_time(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        Arc::new(kinesis),
+    )
+    .build(sim.runtime());
+    let p2 = p.clone();
+    let future = sim
+        .block_on(async move {
+            p2.put_record("a", "k", Bytes::from_static(b"x"), None)
+                .await
+                .unwrap()
+        })
+        .unwrap();
+    assert!(!future.is_resolved());
+    drop(p);
+    drop(sim); // the worker task and everything it holds are dropped
+    let result = future
+        .wait(Duration::from_secs(1))
+        .expect("resolved on drop");
+    assert!(!result.success);
+    assert_eq!(result.error_code(), Some(codes::SHUTDOWN));
+}
+
+#[test]
+fn dropping_the_producer_finishes_what_it_holds() {
+    let (sim, kinesis, p) = setup(Config::default());
+    let p2 = p.clone();
+    let future = sim
+        .block_on(async move {
+            p2.put_record("a", "k", Bytes::from_static(b"x"), None)
+                .await
+                .unwrap()
+        })
+        .unwrap();
+    drop(p);
+    sim.run_for(Duration::from_secs(1));
+    assert!(future.wait(Duration::ZERO).unwrap().success);
+    assert_eq!(kinesis.records("a").unwrap().len(), 1);
+}
+
+#[test]
+fn sync_producer_from_many_threads() {
+    let timer: Arc<dyn Timer> = Arc::new(kpl_runtime::TokioTimer);
+    let kinesis = Simulator::new(timer, 5);
+    kinesis.create_stream("a", 4).unwrap();
+    let producer =
+        Arc::new(SyncProducer::new(Config::default(), Arc::new(kinesis.clone())).unwrap());
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let producer = producer.clone();
+            std::thread::spawn(move || {
+                (0..250)
+                    .map(|i| {
+                        producer
+                            .put_record(
+                                "a",
+                                format!("t{t}-{i}"),
+                                Bytes::from(format!("{t}/{i}")),
+                                None,
+                            )
+                            .unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let futures: Vec<_> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert!(producer.flush(Duration::from_secs(10)));
+    for f in &futures {
+        assert!(f.wait(Duration::from_secs(1)).unwrap().success);
+    }
+    let count: usize = kinesis
+        .records("a")
+        .unwrap()
+        .iter()
+        .map(|r| {
+            kpl_codec::deaggregate(&r.partition_key, None, &r.data)
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(count, 1_000);
+    let producer = Arc::try_unwrap(producer).unwrap();
+    assert_eq!(producer.close(Duration::from_secs(1)), 0);
+}
