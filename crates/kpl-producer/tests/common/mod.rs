@@ -189,6 +189,15 @@ pub fn check_invariants_against(
     for record in &stored {
         let ehk = record.explicit_hash_key.map(|k| k.to_string());
         let users = deaggregate(&record.partition_key, ehk.as_deref(), &record.data).unwrap();
+        // No aggregate mixes shards: some shard of the stream's history holds every
+        // user record of it.
+        let keys: Vec<HashKey> = users.iter().map(|u| u.hash_key().unwrap()).collect();
+        assert!(
+            ranges
+                .values()
+                .any(|(s, e)| keys.iter().all(|k| s <= k && k <= e)),
+            "an aggregate mixes the keys of several shards"
+        );
         let (start, end) = ranges[&record.shard_id];
         for u in users {
             let key = u.hash_key().unwrap();
