@@ -556,7 +556,7 @@ impl Worker {
         }
         // Retries whose backoff has passed.
         while let Some(&Reverse((at, id))) = self.retries.peek() {
-            if at > now && !self.flushing {
+            if at > now {
                 break;
             }
             self.retries.pop();
