@@ -1,5 +1,7 @@
 //! `kpl`: the kpl-rs command line.
 //!
+//! - `kpl put`: lines or JSON lines from a shell into a stream, through the producer.
+//! - `kpl bench`: synthetic records through the whole producer, measured.
 //! - `kpl deagg`: read Kinesis records (as GetRecords returns them) and print their
 //!   user records.
 //! - `kpl agg`: pack user records into Kinesis records in the KPL aggregated format.
@@ -7,8 +9,11 @@
 #![forbid(unsafe_code)]
 
 mod agg;
+mod bench;
 mod deagg;
 mod input;
+mod put;
+mod settings;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -30,7 +35,27 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)]
 enum Command {
+    /// Put records into a stream, one per input line, through the producer.
+    ///
+    /// Reads standard input or files: lines (`--format lines`, the default; a record's
+    /// data is the line without its newline) or JSON lines (`--format json`, with
+    /// `--pk-field` and optionally `--data-field`). Region and credentials come from
+    /// the standard AWS chain. A progress line goes to standard error every second,
+    /// a summary at the end. Nothing is lost: every record that finally fails, and
+    /// every invalid input line, is reported and written to `--failed FILE` (JSON
+    /// lines with the attempts); the exit code is 1 if any record failed.
+    Put(put::Args),
+    /// Benchmark the whole producer with synthetic records.
+    ///
+    /// By default into an embedded simulated stream (no network, no credentials)
+    /// with its shard limits on; `--no-limits` measures the producer alone;
+    /// `--endpoint URL --stream NAME` targets a real peer. Reports records/s, MB/s,
+    /// CPU seconds per million records, put-to-outcome latency, batching, retries,
+    /// failures and peak memory; in embedded mode it checks that every record
+    /// arrived exactly once.
+    Bench(bench::Args),
     /// De-aggregate Kinesis records into user records.
     ///
     /// Reads JSON lines (standard input when no FILE is given). Each line is one
@@ -67,6 +92,8 @@ fn main() -> ExitCode {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let result = match cli.command {
+        Command::Put(args) => put::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Deagg(args) => deagg::run(&args, &mut out),
         Command::Agg(args) => agg::run(&args, &mut out),
     };

@@ -38,7 +38,7 @@ pub struct Attempt {
     /// The error message, for a failed attempt.
     pub error_message: Option<String>,
     /// The shard the record landed on or was refused by, if known.
-    pub shard_id: Option<String>,
+    pub shard_id: Option<Arc<str>>,
 }
 
 /// The outcome of one user record, with every attempt.
@@ -50,10 +50,10 @@ pub struct Attempt {
 pub struct RecordResult {
     /// Whether the record was stored.
     pub success: bool,
-    /// The shard it was stored on.
-    pub shard_id: Option<String>,
+    /// The shard it was stored on (shared by the user records of one aggregate).
+    pub shard_id: Option<Arc<str>>,
     /// Its sequence number there (an aggregate's user records share the aggregate's).
-    pub sequence_number: Option<String>,
+    pub sequence_number: Option<Arc<str>>,
     /// Every attempt, in order; the last one decided the outcome.
     pub attempts: Vec<Attempt>,
 }
@@ -68,6 +68,9 @@ impl RecordResult {
 struct SlotState {
     result: Option<RecordResult>,
     waker: Option<Waker>,
+    /// Threads blocked in `wait`: only then is the condvar signalled (a signal is a
+    /// system call).
+    waiting: usize,
 }
 
 struct Slot {
@@ -98,9 +101,11 @@ fn fill(slot: &Slot, result: RecordResult) {
             return;
         }
         state.result = Some(result);
+        if state.waiting > 0 {
+            slot.ready.notify_all();
+        }
         state.waker.take()
     };
-    slot.ready.notify_all();
     if let Some(w) = waker {
         w.wake();
     }
@@ -154,6 +159,7 @@ pub(crate) fn pair(arrival: Instant) -> (Completer, RecordFuture) {
         state: Mutex::new(SlotState {
             result: None,
             waker: None,
+            waiting: 0,
         }),
         ready: Condvar::new(),
     });
@@ -178,7 +184,8 @@ impl RecordFuture {
     }
 
     /// Blocks the thread until the outcome is there or `timeout` passes (then
-    /// `None`; the record is still being worked on).
+    /// `None`; the record is still being worked on). Returns a copy: it can be called
+    /// again. Awaiting the future instead moves the outcome out.
     pub fn wait(&self, timeout: Duration) -> Option<RecordResult> {
         let deadline = Instant::now() + timeout;
         let mut state = self
@@ -194,12 +201,14 @@ impl RecordFuture {
             if now >= deadline {
                 return None;
             }
+            state.waiting += 1;
             state = self
                 .slot
                 .ready
                 .wait_timeout(state, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            state.waiting -= 1;
         }
     }
 }

@@ -130,7 +130,7 @@ impl Rec {
         started: Instant,
         end: Instant,
         error: Option<(&str, &str)>,
-        shard: Option<&str>,
+        shard: Option<&Arc<str>>,
     ) {
         self.attempts.push(Attempt {
             started,
@@ -139,7 +139,7 @@ impl Rec {
             success: error.is_none(),
             error_code: error.map(|(c, _)| c.to_owned()),
             error_message: error.map(|(_, m)| m.to_owned()),
-            shard_id: shard.map(str::to_owned),
+            shard_id: shard.cloned(),
         });
         self.last = end;
     }
@@ -242,8 +242,8 @@ impl Rng {
 /// A record stored on a shard the map cannot place yet: decided after the refresh.
 struct Landed {
     rec: Rec,
-    shard_id: String,
-    sequence_number: String,
+    shard_id: Arc<str>,
+    sequence_number: Arc<str>,
 }
 
 pub(crate) struct Worker {
@@ -381,7 +381,25 @@ impl Worker {
             drop(sleep);
             let now = self.shared.runtime.now();
             match next {
-                Next::Command(Some(c)) => self.command(c, now),
+                Next::Command(Some(c)) => {
+                    self.command(c, now);
+                    // Take a backlog of commands in one go before driving the stages.
+                    for _ in 0..64 {
+                        match self
+                            .commands
+                            .as_mut()
+                            .map(mpsc::UnboundedReceiver::try_recv)
+                        {
+                            Some(Ok(c)) => self.command(c, now),
+                            Some(Err(mpsc::TryRecvError::Closed)) => {
+                                self.commands = None;
+                                self.flushing = true;
+                                break;
+                            }
+                            _ => break,
+                        }
+                    }
+                }
                 Next::Command(None) => {
                     // Every producer handle is gone: finish what we hold, then stop.
                     self.commands = None;
@@ -457,7 +475,9 @@ impl Worker {
                     .entry(shard.clone())
                     .or_insert_with(|| Reducer::new(policy));
                 let before = reducer.next_deadline();
-                let batches = reducer.add(rec, now);
+                // Deadlines are left to `drive`: a backlog of late records then closes
+                // full aggregates instead of one per record.
+                let batches = reducer.add_deferred(rec);
                 let after = reducer.next_deadline();
                 if after.is_some() && after != before {
                     if let Some(at) = after {
@@ -471,7 +491,7 @@ impl Worker {
             Err(_) => {
                 // Unknown shard: never aggregated with others; waits for the map until
                 // its deadline, then goes alone.
-                for batch in self.unknown.add(rec, now) {
+                for batch in self.unknown.add_deferred(rec) {
                     for rec in batch {
                         self.aggregate(vec![rec], None, now);
                     }
@@ -536,12 +556,13 @@ impl Worker {
         };
         match krec.shard.clone() {
             Some(shard) => self.limiter.add(shard, krec, now),
-            None => self.collect(krec, now),
+            None => self.collect(krec),
         }
     }
 
-    fn collect(&mut self, krec: KRec, now: Instant) {
-        let batches = self.collector.add(krec, now);
+    fn collect(&mut self, krec: KRec) {
+        // Deadlines are polled in `drive`, after every release of this round.
+        let batches = self.collector.add_deferred(krec);
         self.ready.extend(batches);
     }
 
@@ -629,7 +650,7 @@ impl Worker {
         // The limiter.
         for release in self.limiter.poll(now) {
             match release {
-                Release::Ready { item, .. } => self.collect(item, now),
+                Release::Ready { item, .. } => self.collect(item),
                 Release::Expired { item, .. } => {
                     for rec in item.records {
                         self.expire(rec, now);
@@ -785,7 +806,7 @@ impl Worker {
     }
 
     fn settle_landing(&mut self, landed: Landed, now: Instant) {
-        let shard = ShardId::from(landed.shard_id.as_str());
+        let shard = ShardId::from(&*landed.shard_id);
         match self.map.classify(landed.rec.hash_key, &shard, now) {
             Landing::InRange => self.succeed(landed.rec, &landed.shard_id, &landed.sequence_number),
             Landing::OutOfRange => {
@@ -851,9 +872,9 @@ impl Worker {
             debug!(stream = %self.stream, error = %e, backoff_ms = backoff.as_millis() as u64, "request failed; will retry");
         }
         for k in batch {
-            let shard = k.shard.as_ref().map(ShardId::as_str).map(str::to_owned);
+            let shard = k.shard.as_ref().map(ShardId::to_arc);
             for mut rec in k.records {
-                rec.attempt(started, now, Some((&code, &message)), shard.as_deref());
+                rec.attempt(started, now, Some((&code, &message)), shard.as_ref());
                 if fail_now {
                     self.fail(rec);
                 } else {
@@ -899,6 +920,8 @@ impl Worker {
                     sequence_number,
                 } => {
                     let actual = ShardId::from(shard_id.as_str());
+                    let shard_arc = actual.to_arc();
+                    let sequence_number: Arc<str> = sequence_number.into();
                     self.limiter.on_success(&actual, now);
                     let n = k.records.len();
                     let bytes = k.size();
@@ -913,15 +936,15 @@ impl Worker {
                         invalidate = Some(actual.clone());
                     }
                     for mut rec in k.records {
-                        rec.attempt(started, now, None, Some(&shard_id));
+                        rec.attempt(started, now, None, Some(&shard_arc));
                         if predicted_right || !k.aggregated {
                             // A raw record is delivered wherever it lands.
-                            self.succeed(rec, &shard_id, &sequence_number);
+                            self.succeed(rec, &shard_arc, &sequence_number);
                         } else {
                             self.settle_landing(
                                 Landed {
                                     rec,
-                                    shard_id: shard_id.clone(),
+                                    shard_id: shard_arc.clone(),
                                     sequence_number: sequence_number.clone(),
                                 },
                                 now,
@@ -931,6 +954,7 @@ impl Worker {
                 }
                 EntryResult::Failed { code, message } => {
                     let shard = k.shard.clone();
+                    let shard_arc = shard.as_ref().map(ShardId::to_arc);
                     let n = k.records.len();
                     self.emit(|stream| Event::Error {
                         stream,
@@ -947,12 +971,7 @@ impl Worker {
                     let fail_now = (throttled && self.shared.config.fail_if_throttled)
                         || !ErrorKind::classify(Some(&code), None).is_retryable();
                     for mut rec in k.records {
-                        rec.attempt(
-                            started,
-                            now,
-                            Some((&code, &message)),
-                            shard.as_ref().map(ShardId::as_str),
-                        );
+                        rec.attempt(started, now, Some((&code, &message)), shard_arc.as_ref());
                         if fail_now {
                             self.fail(rec);
                         } else {
@@ -1011,7 +1030,7 @@ impl Worker {
         self.fail(rec);
     }
 
-    fn succeed(&mut self, rec: Rec, shard_id: &str, sequence_number: &str) {
+    fn succeed(&mut self, rec: Rec, shard_id: &Arc<str>, sequence_number: &Arc<str>) {
         let buffering = rec.attempts.last().map_or(Duration::ZERO, |a| {
             a.started.saturating_duration_since(rec.arrival)
         });
@@ -1022,8 +1041,8 @@ impl Worker {
         self.resolved.push((rec.id, rec.size()));
         rec.completer.complete(RecordResult {
             success: true,
-            shard_id: Some(shard_id.to_owned()),
-            sequence_number: Some(sequence_number.to_owned()),
+            shard_id: Some(shard_id.clone()),
+            sequence_number: Some(sequence_number.clone()),
             attempts: rec.attempts,
         });
     }

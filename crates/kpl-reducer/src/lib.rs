@@ -197,6 +197,33 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
         self.close_while(now)
     }
 
+    /// Buffers `item` like [`add`](Self::add), but closes batches on count, size and
+    /// predicate only, leaving deadlines to the next [`poll_expired`](Self::poll_expired).
+    ///
+    /// For a caller that adds many items at once which may already be past their
+    /// deadline (a backlog): adding them all first and then polling closes full
+    /// batches, where [`add`](Self::add) would close one batch per late item.
+    pub fn add_deferred(&mut self, item: T) -> Vec<Vec<T>> {
+        self.size += item.size();
+        self.predicate.added(&item);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.heap.push(Reverse(Entry {
+            deadline: item.deadline(),
+            seq,
+            item,
+        }));
+        let mut batches = Vec::new();
+        while !self.heap.is_empty()
+            && (self.heap.len() >= self.policy.max_count
+                || self.size >= self.policy.max_size
+                || self.predicate.should_close())
+        {
+            batches.push(self.take_batch());
+        }
+        batches
+    }
+
     /// The earliest deadline of a buffered item: call [`poll_expired`](Self::poll_expired)
     /// then.
     pub fn next_deadline(&self) -> Option<Instant> {

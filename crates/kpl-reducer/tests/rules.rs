@@ -311,6 +311,50 @@ fn extract_removes_what_it_picks() {
     assert_eq!(ids(&r.flush()[0]), [3, 1]);
 }
 
+#[test]
+fn a_late_backlog_closes_full_batches_with_add_deferred() {
+    let t0 = Instant::now();
+    let late = ms(t0, 1);
+    let now = ms(t0, 500);
+    // With add, every late item closes a batch of its own.
+    let mut r = Reducer::new(Policy::new(10, 1000));
+    let mut sizes = Vec::new();
+    for id in 0..25 {
+        sizes.extend(
+            r.add(
+                It {
+                    id,
+                    size: 1,
+                    deadline: late,
+                    shard: 0,
+                },
+                now,
+            )
+            .iter()
+            .map(Vec::len),
+        );
+    }
+    assert_eq!(sizes, vec![1; 25]);
+    // With add_deferred and one poll, full batches.
+    let mut r = Reducer::new(Policy::new(10, 1000));
+    let mut sizes = Vec::new();
+    for id in 0..25 {
+        sizes.extend(
+            r.add_deferred(It {
+                id,
+                size: 1,
+                deadline: late,
+                shard: 0,
+            })
+            .iter()
+            .map(Vec::len),
+        );
+    }
+    sizes.extend(r.poll_expired(now).iter().map(Vec::len));
+    assert_eq!(sizes, vec![10, 10, 5]);
+    assert!(r.is_empty());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 

@@ -85,6 +85,11 @@ impl ShardId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The shared text of the id (no copy).
+    pub fn to_arc(&self) -> Arc<str> {
+        self.0.clone()
+    }
 }
 
 impl From<&str> for ShardId {

@@ -218,10 +218,14 @@ pub fn check_invariants_against(
                 "a success must reach a consumer exactly once ({pk})"
             );
             let (shard, seq) = &consumed[data][0];
-            assert_eq!(r.shard_id.as_ref(), Some(shard), "reported shard");
             assert_eq!(
-                r.sequence_number.as_ref(),
-                Some(seq),
+                r.shard_id.as_deref(),
+                Some(shard.as_str()),
+                "reported shard"
+            );
+            assert_eq!(
+                r.sequence_number.as_deref(),
+                Some(seq.as_str()),
                 "reported sequence number"
             );
             let (start, end) = ranges[shard];

@@ -1,0 +1,309 @@
+//! `kpl bench`: synthetic records through the whole producer.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kpl_codec::deaggregate;
+use kpl_producer::{Producer, PutRecord, RecordFuture};
+use kpl_runtime::{Runtime, Timer, TokioTimer};
+use kpl_sim::Simulator;
+use kpl_transport::{AwsTransport, Transport};
+use serde_json::json;
+
+use crate::settings::{ProducerArgs, cpu_and_peak_memory};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// User records to produce.
+    #[arg(long, default_value_t = 200_000)]
+    records: usize,
+    /// Bytes of data per record.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Shards of the embedded stream.
+    #[arg(long, default_value_t = 4)]
+    shards: usize,
+    /// Offered load, records per second ("unlimited" for as fast as it takes them).
+    #[arg(long, default_value = "unlimited")]
+    rate: String,
+    /// Distinct partition keys (default: one per record).
+    #[arg(long)]
+    key_space: Option<u64>,
+    /// Embedded mode: turn the simulated shard limits off, to measure the producer
+    /// alone.
+    #[arg(long)]
+    no_limits: bool,
+    /// A real peer's endpoint (kinesalite, kinesis-mock) instead of the embedded
+    /// simulator; needs --stream.
+    #[arg(long, value_name = "URL", requires = "stream")]
+    endpoint: Option<String>,
+    /// The peer's stream (it must exist).
+    #[arg(long)]
+    stream: Option<String>,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    producer: ProducerArgs,
+}
+
+struct Splitmix;
+
+impl Splitmix {
+    fn mix(x: u64) -> u64 {
+        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let mut config = args.producer.config()?;
+    if args.no_limits && args.endpoint.is_none() {
+        // Measuring the producer alone: its own per-shard limiter must not be the
+        // bound either.
+        config = crate::settings::with_rate_limit(&config, 1_000_000)?;
+    }
+    let rate: Option<f64> = match args.rate.as_str() {
+        "unlimited" => None,
+        r => Some(r.parse().map_err(|_| {
+            anyhow::anyhow!("--rate {r:?}: give records per second or \"unlimited\"")
+        })?),
+    };
+    anyhow::ensure!(args.records > 0, "--records must be at least 1");
+    anyhow::ensure!(args.shards > 0, "--shards must be at least 1");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let (transport, sim, stream): (Arc<dyn Transport>, Option<Simulator>, String) =
+        match &args.endpoint {
+            Some(url) => {
+                let t = runtime.block_on(
+                    AwsTransport::builder()
+                        .endpoint_url(url)
+                        .region(config.region().unwrap_or_else(|| "us-east-1".into()))
+                        .static_credentials("bench", "bench")
+                        .max_connections(config.max_connections())
+                        .build(),
+                )?;
+                (Arc::new(t), None, args.stream.clone().unwrap_or_default())
+            }
+            None => {
+                let timer: Arc<dyn Timer> = Arc::new(TokioTimer);
+                let sim = Simulator::new(timer, 1);
+                sim.create_stream("bench", args.shards)?;
+                sim.set_limits(!args.no_limits);
+                (Arc::new(sim.clone()), Some(sim), "bench".into())
+            }
+        };
+    let producer = {
+        let _guard = runtime.enter();
+        Producer::builder(config.clone(), transport).build(Runtime::tokio())
+    };
+    let key_space = args.key_space.unwrap_or(args.records as u64).max(1);
+    let filler = vec![b'.'; args.size.saturating_sub(8)];
+    // The records are made before the clock starts, so the figures are the
+    // producer's (and the embedded simulator's), not the generator's.
+    const CHUNK: usize = 1_000;
+    let chunks: Vec<Vec<PutRecord>> = (0..args.records)
+        .step_by(CHUNK)
+        .map(|from| {
+            (from..(from + CHUNK).min(args.records))
+                .map(|j| {
+                    let mut data = Vec::with_capacity(args.size.max(8));
+                    data.extend_from_slice(&(j as u64).to_le_bytes());
+                    data.extend_from_slice(&filler);
+                    let key = Splitmix::mix(j as u64 % key_space);
+                    PutRecord::new(format!("{key:016x}"), Bytes::from(data))
+                })
+                .collect()
+        })
+        .collect();
+    let (cpu0, _) = cpu_and_peak_memory();
+    let started = Instant::now();
+    let futures: Vec<RecordFuture> = runtime.block_on(async {
+        let mut out = Vec::with_capacity(args.records);
+        let mut i = 0;
+        for chunk in chunks {
+            if let Some(rate) = rate {
+                let due = started + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            i += chunk.len();
+            for r in producer.put_records(&stream, chunk).await? {
+                out.push(r?);
+            }
+        }
+        producer.flush().await;
+        Ok::<_, anyhow::Error>(out)
+    })?;
+    let elapsed = started.elapsed();
+    let (cpu1, peak) = cpu_and_peak_memory();
+    let cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+
+    let mut latencies = Vec::with_capacity(futures.len());
+    let (mut failures, mut retries) = (0usize, 0usize);
+    let mut succeeded = vec![false; args.records];
+    for (i, f) in futures.iter().enumerate() {
+        let r = f.wait(Duration::ZERO).expect("resolved by the flush");
+        retries += r.attempts.len().saturating_sub(1);
+        if r.success {
+            succeeded[i] = true;
+        } else {
+            failures += 1;
+        }
+        if let (Some(first), Some(last)) = (r.attempts.first(), r.attempts.last()) {
+            let arrival = first
+                .started
+                .checked_sub(first.delay)
+                .unwrap_or(first.started);
+            latencies.push((last.started + last.duration).saturating_duration_since(arrival));
+        }
+    }
+    latencies.sort_unstable();
+    let user_records = args.records as f64;
+    let secs = elapsed.as_secs_f64().max(1e-9);
+
+    // Embedded: every record exactly once, as a consumer sees it.
+    let mut verdict = None;
+    let (mut kinesis_records, mut requests) = (0usize, 0u64);
+    if let Some(sim) = &sim {
+        let stored = sim.records("bench")?;
+        kinesis_records = stored.len();
+        requests = sim.put_requests();
+        let ranges: HashMap<String, _> = sim
+            .shards("bench")?
+            .into_iter()
+            .map(|s| (s.shard_id, (s.starting_hash_key, s.ending_hash_key)))
+            .collect();
+        let mut seen = vec![0u32; args.records];
+        for rec in &stored {
+            let ehk = rec.explicit_hash_key.map(|k| k.to_string());
+            let (start, end) = ranges[&rec.shard_id];
+            for u in deaggregate(&rec.partition_key, ehk.as_deref(), &rec.data)? {
+                let k = u.hash_key()?;
+                if k < start || k > end {
+                    continue;
+                }
+                let mut id = [0u8; 8];
+                id.copy_from_slice(&u.data[..8]);
+                let id = u64::from_le_bytes(id) as usize;
+                seen[id] += 1;
+            }
+        }
+        let ok = seen
+            .iter()
+            .zip(&succeeded)
+            .all(|(&n, &s)| n == u32::from(s));
+        verdict = Some(ok);
+    }
+
+    let report = json!({
+        "mode": if sim.is_some() { "embedded kpl-sim" } else { "endpoint" },
+        "records": args.records,
+        "size": args.size,
+        "shards": args.shards,
+        "limits": sim.is_some() && !args.no_limits,
+        "aggregation": config.aggregation_enabled(),
+        "seconds": secs,
+        "records_per_second": user_records / secs,
+        "mb_per_second": user_records * args.size as f64 / secs / 1e6,
+        "cpu_seconds": cpu,
+        "cpu_seconds_per_million": cpu.map(|c| c / user_records * 1e6),
+        "records_per_cpu_second": cpu.map(|c| user_records / c.max(1e-9)),
+        "latency_ms": {
+            "p50": percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+            "p99": percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+            "p99.9": percentile(&latencies, 0.999).as_secs_f64() * 1e3,
+        },
+        "user_records_per_kinesis_record": (sim.is_some() && kinesis_records > 0).then(|| user_records / kinesis_records as f64),
+        "user_records_per_request": (requests > 0).then(|| user_records / requests as f64),
+        "retries": retries,
+        "failures": failures,
+        "peak_memory_bytes": peak,
+        "exactly_once": verdict,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "kpl bench: {} records of {} B, {} shards, {}, aggregation {}",
+            args.records,
+            args.size,
+            args.shards,
+            if sim.is_some() {
+                if args.no_limits {
+                    "embedded kpl-sim, limits off"
+                } else {
+                    "embedded kpl-sim, limits on"
+                }
+            } else {
+                "endpoint"
+            },
+            if config.aggregation_enabled() {
+                "on"
+            } else {
+                "off"
+            }
+        );
+        println!(
+            "  throughput   {:.0} records/s, {:.1} MB/s ({:.2} s)",
+            user_records / secs,
+            user_records * args.size as f64 / secs / 1e6,
+            secs
+        );
+        if let Some(c) = cpu {
+            println!(
+                "  cpu          {:.2} s per million records ({:.0} records per CPU second; includes the embedded simulator)",
+                c / user_records * 1e6,
+                user_records / c.max(1e-9)
+            );
+        }
+        println!(
+            "  latency      p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms (put to outcome)",
+            percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.999).as_secs_f64() * 1e3
+        );
+        if sim.is_some() {
+            println!(
+                "  batching     {:.1} user records per Kinesis record, {:.1} per request",
+                user_records / kinesis_records.max(1) as f64,
+                user_records / requests.max(1) as f64
+            );
+        }
+        println!("  retries      {retries}, failures {failures}");
+        if let Some(p) = peak {
+            println!("  peak memory  {:.1} MB", p as f64 / 1e6);
+        }
+        match verdict {
+            Some(true) => println!(
+                "  verified     every record arrived exactly once (as a KCL consumer reads it)"
+            ),
+            Some(false) => println!("  VERIFY FAILED: some record is missing or duplicated"),
+            None => {}
+        }
+    }
+    runtime.block_on(producer.shutdown(Duration::from_secs(5)));
+    Ok(if verdict == Some(false) || failures > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,165 @@
+//! The producer's settings as flags, shared by `kpl put` and `kpl bench`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use kpl_producer::{Config, ConfigBuilder};
+
+/// Producer settings; each overrides the `.properties` file's, which override the
+/// KPL defaults.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct ProducerArgs {
+    /// A Java KPL `.properties` file to start from (keys as the KPL spells them).
+    #[arg(long, value_name = "FILE")]
+    kpl_properties: Option<PathBuf>,
+    /// Turn aggregation off (AggregationEnabled = false).
+    #[arg(long)]
+    no_aggregation: bool,
+    /// AggregationMaxCount.
+    #[arg(long)]
+    aggregation_max_count: Option<u64>,
+    /// AggregationMaxSize, bytes.
+    #[arg(long)]
+    aggregation_max_size: Option<usize>,
+    /// CollectionMaxCount.
+    #[arg(long)]
+    collection_max_count: Option<usize>,
+    /// CollectionMaxSize, bytes.
+    #[arg(long)]
+    collection_max_size: Option<usize>,
+    /// RecordMaxBufferedTime, milliseconds.
+    #[arg(long, value_name = "MS")]
+    record_max_buffered_time: Option<u64>,
+    /// RecordTtl, milliseconds.
+    #[arg(long, value_name = "MS")]
+    record_ttl: Option<u64>,
+    /// RateLimit, percent of the shard limits.
+    #[arg(long)]
+    rate_limit: Option<u64>,
+    /// FailIfThrottled.
+    #[arg(long)]
+    fail_if_throttled: bool,
+    /// MaxConnections.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// RequestTimeout, milliseconds.
+    #[arg(long, value_name = "MS")]
+    request_timeout: Option<u64>,
+    /// ConnectTimeout, milliseconds.
+    #[arg(long, value_name = "MS")]
+    connect_timeout: Option<u64>,
+    /// MaxUserRecordSize, bytes (data plus partition key).
+    #[arg(long)]
+    max_user_record_size: Option<usize>,
+    /// Records accepted but unresolved before reading input pauses.
+    #[arg(long)]
+    max_outstanding_records: Option<usize>,
+    /// Bytes accepted but unresolved before reading input pauses.
+    #[arg(long)]
+    max_outstanding_bytes: Option<usize>,
+}
+
+impl ProducerArgs {
+    pub(crate) fn config(&self) -> anyhow::Result<Config> {
+        let base = match &self.kpl_properties {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let (config, unknown) = Config::from_kpl_properties(&text)
+                    .with_context(|| format!("in {}", path.display()))?;
+                for key in unknown {
+                    eprintln!("kpl: {}: unknown key {key} ignored", path.display());
+                }
+                config
+            }
+            None => Config::default(),
+        };
+        let mut b: ConfigBuilder = builder_from(&base);
+        if self.no_aggregation {
+            b = b.aggregation_enabled(false);
+        }
+        macro_rules! set {
+            ($($field:ident),*) => {$(if let Some(v) = self.$field { b = b.$field(v); })*};
+        }
+        set!(
+            aggregation_max_count,
+            aggregation_max_size,
+            collection_max_count,
+            collection_max_size,
+            rate_limit,
+            max_connections,
+            max_user_record_size,
+            max_outstanding_records,
+            max_outstanding_bytes
+        );
+        macro_rules! set_ms {
+            ($($field:ident),*) => {$(if let Some(v) = self.$field { b = b.$field(Duration::from_millis(v)); })*};
+        }
+        set_ms!(
+            record_max_buffered_time,
+            record_ttl,
+            request_timeout,
+            connect_timeout
+        );
+        if self.fail_if_throttled {
+            b = b.fail_if_throttled(true);
+        }
+        Ok(b.build()?)
+    }
+}
+
+/// `config` with another `RateLimit`.
+pub(crate) fn with_rate_limit(config: &Config, percent: u64) -> anyhow::Result<Config> {
+    Ok(builder_from(config).rate_limit(percent).build()?)
+}
+
+/// A builder holding every value of `config`.
+fn builder_from(c: &Config) -> ConfigBuilder {
+    let mut b = Config::builder()
+        .aggregation_enabled(c.aggregation_enabled())
+        .aggregation_max_count(c.aggregation_max_count())
+        .aggregation_max_size(c.aggregation_max_size())
+        .collection_max_count(c.collection_max_count())
+        .collection_max_size(c.collection_max_size())
+        .record_max_buffered_time(c.record_max_buffered_time())
+        .record_ttl(c.record_ttl())
+        .rate_limit(c.rate_limit())
+        .fail_if_throttled(c.fail_if_throttled())
+        .max_connections(c.max_connections())
+        .request_timeout(c.request_timeout())
+        .connect_timeout(c.connect_timeout())
+        .max_user_record_size(c.max_user_record_size())
+        .max_outstanding_records(c.max_outstanding_records())
+        .max_outstanding_bytes(c.max_outstanding_bytes());
+    if let Some(r) = c.region() {
+        b = b.region(r);
+    }
+    if let Some(e) = c.kinesis_endpoint() {
+        b = b.kinesis_endpoint(e);
+    }
+    b
+}
+
+/// CPU seconds (user + system) this process has used, and its peak resident memory
+/// in bytes, from /proc (Linux); `None` elsewhere.
+pub(crate) fn cpu_and_peak_memory() -> (Option<f64>, Option<u64>) {
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may hold spaces) in parentheses.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0) // USER_HZ is 100 on Linux
+        });
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        });
+    (cpu, peak)
+}
