@@ -46,6 +46,9 @@ pub(crate) struct Args {
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
+    /// Skip the exactly-once check (to profile the producer alone).
+    #[arg(long)]
+    no_check: bool,
     #[command(flatten)]
     producer: ProducerArgs,
 }
@@ -134,37 +137,15 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .collect();
     let (cpu0, _) = cpu_and_peak_memory();
     let started = Instant::now();
-    let futures: Vec<RecordFuture> = runtime.block_on(async {
-        let mut out = Vec::with_capacity(args.records);
-        let mut i = 0;
-        for chunk in chunks {
-            if let Some(rate) = rate {
-                let due = started + Duration::from_secs_f64(i as f64 / rate);
-                tokio::time::sleep_until(due.into()).await;
-            }
-            i += chunk.len();
-            for r in producer.put_records(&stream, chunk).await? {
-                out.push(r?);
-            }
-        }
-        producer.flush().await;
-        Ok::<_, anyhow::Error>(out)
-    })?;
-    let elapsed = started.elapsed();
-    let (cpu1, peak) = cpu_and_peak_memory();
-    let cpu = match (cpu0, cpu1) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
-
-    let mut latencies = Vec::with_capacity(futures.len());
-    let (mut failures, mut retries) = (0usize, 0usize);
+    // Outcomes are read as they come (the bench holds no more records than the
+    // producer does): per record, whether it succeeded and its put-to-outcome latency.
     let mut succeeded = vec![false; args.records];
-    for (i, f) in futures.iter().enumerate() {
-        let r = f.wait(Duration::ZERO).expect("resolved by the flush");
+    let mut latencies: Vec<Duration> = Vec::with_capacity(args.records);
+    let (mut failures, mut retries) = (0usize, 0usize);
+    let mut take = |id: usize, r: kpl_producer::RecordResult| {
         retries += r.attempts.len().saturating_sub(1);
         if r.success {
-            succeeded[i] = true;
+            succeeded[id] = true;
         } else {
             failures += 1;
         }
@@ -175,7 +156,36 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 .unwrap_or(first.started);
             latencies.push((last.started + last.duration).saturating_duration_since(arrival));
         }
-    }
+    };
+    runtime.block_on(async {
+        let mut pending: std::collections::VecDeque<(usize, RecordFuture)> = Default::default();
+        let mut i = 0;
+        for chunk in chunks {
+            if let Some(rate) = rate {
+                let due = started + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            for r in producer.put_records(&stream, chunk).await? {
+                pending.push_back((i, r?));
+                i += 1;
+            }
+            while pending.front().is_some_and(|(_, f)| f.is_resolved()) {
+                let (id, f) = pending.pop_front().expect("front exists");
+                take(id, f.await);
+            }
+        }
+        producer.flush().await;
+        for (id, f) in pending {
+            take(id, f.await);
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let elapsed = started.elapsed();
+    let (cpu1, peak) = cpu_and_peak_memory();
+    let cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     latencies.sort_unstable();
     let user_records = args.records as f64;
     let secs = elapsed.as_secs_f64().max(1e-9);
@@ -183,7 +193,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     // Embedded: every record exactly once, as a consumer sees it.
     let mut verdict = None;
     let (mut kinesis_records, mut requests) = (0usize, 0u64);
-    if let Some(sim) = &sim {
+    if let Some(sim) = sim.as_ref().filter(|_| !args.no_check) {
         let stored = sim.records("bench")?;
         kinesis_records = stored.len();
         requests = sim.put_requests();

@@ -1,6 +1,6 @@
 //! The async facade: `Producer`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -82,11 +82,32 @@ impl PutRecord {
     }
 }
 
+/// The unresolved records of one stream, in id order (ids grow with every put).
+#[derive(Default)]
+struct StreamOutstanding {
+    /// (id, arrival, resolved); resolved entries leave from the front.
+    ids: VecDeque<(u64, Instant, bool)>,
+}
+
+impl StreamOutstanding {
+    fn resolve(&mut self, id: u64) {
+        if let Ok(i) = self.ids.binary_search_by_key(&id, |&(id, _, _)| id) {
+            self.ids[i].2 = true;
+        }
+        while self.ids.front().is_some_and(|&(_, _, done)| done) {
+            self.ids.pop_front();
+        }
+    }
+
+    fn oldest(&self) -> Option<(u64, Instant)> {
+        self.ids.front().map(|&(id, at, _)| (id, at))
+    }
+}
+
 /// Outstanding records, for backpressure, flushes and `oldest_record_age`.
 #[derive(Default)]
 pub(crate) struct Accounting {
-    /// Per stream: id → arrival of every accepted, unresolved record.
-    outstanding: HashMap<StreamId, BTreeMap<u64, Instant>>,
+    outstanding: HashMap<StreamId, StreamOutstanding>,
     records: usize,
     bytes: usize,
     space_waiters: VecDeque<oneshot::Sender<()>>,
@@ -95,8 +116,7 @@ pub(crate) struct Accounting {
 
 impl Accounting {
     fn flushed(&self, stream: Option<&StreamId>, target: u64) -> bool {
-        let below =
-            |m: &BTreeMap<u64, Instant>| m.first_key_value().is_none_or(|(&id, _)| id >= target);
+        let below = |m: &StreamOutstanding| m.oldest().is_none_or(|(id, _)| id >= target);
         match stream {
             Some(s) => self.outstanding.get(s).is_none_or(below),
             None => self.outstanding.values().all(below),
@@ -129,17 +149,22 @@ impl Shared {
             let mut acc = self.lock();
             if let Some(map) = acc.outstanding.get_mut(stream) {
                 for (id, _) in resolved {
-                    map.remove(id);
+                    map.resolve(*id);
                 }
             }
             acc.records -= resolved.len();
             acc.bytes -= resolved.iter().map(|(_, b)| b).sum::<usize>();
             let space: Vec<_> = acc.space_waiters.drain(..).collect();
-            let waiters = std::mem::take(&mut acc.flush_waiters);
-            let (done, pending): (Vec<_>, Vec<_>) = waiters
-                .into_iter()
-                .partition(|(s, target, _)| acc.flushed(s.as_ref(), *target));
-            acc.flush_waiters = pending;
+            let done = if acc.flush_waiters.is_empty() {
+                Vec::new()
+            } else {
+                let waiters = std::mem::take(&mut acc.flush_waiters);
+                let (done, pending): (Vec<_>, Vec<_>) = waiters
+                    .into_iter()
+                    .partition(|(s, target, _)| acc.flushed(s.as_ref(), *target));
+                acc.flush_waiters = pending;
+                done
+            };
             (space, done)
         };
         for w in space {
@@ -411,7 +436,8 @@ impl Producer {
                 acc.outstanding
                     .entry(stream_id.clone())
                     .or_default()
-                    .insert(id, now);
+                    .ids
+                    .push_back((id, now, false));
                 let (completer, future) = pair(now);
                 let hash_key =
                     explicit.unwrap_or_else(|| HashKey::from_partition_key(&record.partition_key));
@@ -475,7 +501,7 @@ impl Producer {
         let acc = self.inner.shared.lock();
         acc.outstanding
             .values()
-            .filter_map(|m| m.first_key_value().map(|(_, &t)| t))
+            .filter_map(|m| m.oldest().map(|(_, t)| t))
             .min()
             .map(|t| now.saturating_duration_since(t))
     }

@@ -132,6 +132,10 @@ impl Rec {
         error: Option<(&str, &str)>,
         shard: Option<&Arc<str>>,
     ) {
+        if self.attempts.is_empty() {
+            // Most records need one attempt: no room for four.
+            self.attempts.reserve_exact(1);
+        }
         self.attempts.push(Attempt {
             started,
             delay: started.saturating_duration_since(self.last),
