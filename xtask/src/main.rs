@@ -23,6 +23,9 @@ commands:
   fuzz [--seconds N]               fuzz the decoder with cargo-fuzz (default 60 s)
   kinesis-mock -- COMMAND...       run COMMAND with kinesis-mock up on loopback and its
                                    endpoint in KPL_KINESIS_MOCK_ENDPOINT
+  kinesalite [--shards K] -- COMMAND...
+                                   run COMMAND with kinesalite up on loopback, a stream
+                                   `bench` of K shards, endpoint in KPL_KINESALITE_ENDPOINT
 ";
 
 fn main() -> Result<()> {
@@ -40,6 +43,19 @@ fn main() -> Result<()> {
             conformance::verify(cases, seed)
         }
         "fuzz" => fuzz(util::flag(rest, "--seconds")?.unwrap_or(60)),
+        "kinesalite" => {
+            let shards: u32 = util::flag(rest, "--shards")?.unwrap_or(4);
+            let command: Vec<&String> = rest.iter().skip_while(|a| *a != "--").skip(1).collect();
+            let Some((program, args)) = command.split_first() else {
+                bail!(
+                    "kinesalite needs a command to run, e.g. `cargo xtask kinesalite --shards 4 -- kpl bench ...`"
+                );
+            };
+            let peer = peer::start_kinesalite("bench", shards)?;
+            run(std::process::Command::new(program)
+                .args(args)
+                .env("KPL_KINESALITE_ENDPOINT", &peer.endpoint))
+        }
         "kinesis-mock" => {
             let command: Vec<&String> = rest.iter().skip_while(|a| *a == "--").collect();
             let Some((program, args)) = command.split_first() else {

@@ -13,6 +13,8 @@ use crate::util::{run, step, target_dir};
 
 /// The pinned version (see docs/testing.md for its quirks).
 const KINESIS_MOCK_VERSION: &str = "0.6.2";
+/// The throughput peer for benchmarks, pinned.
+const KINESALITE_VERSION: &str = "3.3.3";
 
 /// The environment variable the integration tests read the endpoint from.
 pub(crate) const ENDPOINT_VAR: &str = "KPL_KINESIS_MOCK_ENDPOINT";
@@ -42,17 +44,23 @@ impl Drop for KinesisMock {
 }
 
 fn install() -> Result<PathBuf> {
-    let dir = target_dir().join("peers/kinesis-mock");
-    let main = dir.join("node_modules/kinesis-local/main.js");
+    install_npm(
+        "kinesis-mock",
+        "kinesis-local",
+        KINESIS_MOCK_VERSION,
+        "main.js",
+    )
+}
+
+/// Installs `package@version` with npm under `target/peers/NAME` (once).
+fn install_npm(name: &str, package: &str, version: &str, main: &str) -> Result<PathBuf> {
+    let dir = target_dir().join("peers").join(name);
+    let main = dir.join("node_modules").join(package).join(main);
     let stamp = dir.join("installed-version");
-    if main.exists()
-        && std::fs::read_to_string(&stamp).ok().as_deref() == Some(KINESIS_MOCK_VERSION)
-    {
+    if main.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(version) {
         return Ok(dir);
     }
-    step(&format!(
-        "installing kinesis-mock (npm kinesis-local@{KINESIS_MOCK_VERSION})"
-    ));
+    step(&format!("installing {name} (npm {package}@{version})"));
     std::fs::create_dir_all(&dir)?;
     if Command::new("npm").arg("--version").output().is_err() {
         step("npm not found: installing nodejs and npm with apt-get");
@@ -64,8 +72,8 @@ fn install() -> Result<PathBuf> {
         .arg("--prefix")
         .arg(&dir)
         .args(["--no-audit", "--no-fund", "--loglevel=error"])
-        .arg(format!("kinesis-local@{KINESIS_MOCK_VERSION}")))?;
-    std::fs::write(&stamp, KINESIS_MOCK_VERSION)?;
+        .arg(format!("{package}@{version}")))?;
+    std::fs::write(&stamp, version)?;
     Ok(dir)
 }
 
@@ -124,15 +132,65 @@ pub(crate) fn start_kinesis_mock() -> Result<KinesisMock> {
     bail!("kinesis-mock did not answer within 30 s")
 }
 
+/// Installs (once) and starts kinesalite on loopback with a stream `name` of
+/// `shards` shards; for benchmarks.
+pub(crate) fn start_kinesalite(name: &str, shards: u32) -> Result<KinesisMock> {
+    let dir = install_npm("kinesalite", "kinesalite", KINESALITE_VERSION, "cli.js")?;
+    let port = free_port()?;
+    step(&format!("starting kinesalite on 127.0.0.1:{port}"));
+    let log = std::fs::File::create(dir.join("kinesalite.log"))?;
+    let child = Command::new("node")
+        .arg(dir.join("node_modules/kinesalite/cli.js"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--createStreamMs",
+            "0",
+            "--updateStreamMs",
+            "0",
+        ])
+        .args(["--deleteStreamMs", "0", "--shardLimit", "10000"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("cannot start node: install Node.js")?;
+    let peer = KinesisMock {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    let started = Instant::now();
+    while !answers(port) {
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("kinesalite did not answer within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let body = format!("{{\"StreamName\":\"{name}\",\"ShardCount\":{shards}}}");
+    if !call(port, "CreateStream", &body) {
+        bail!("kinesalite refused CreateStream for {name}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    println!(
+        "kinesalite ready at {} with stream {name} of {shards} shards",
+        peer.endpoint
+    );
+    Ok(peer)
+}
+
 /// The readiness probe: a signed-looking ListStreams that gets an HTTP 200.
 fn answers(port: u16) -> bool {
+    call(port, "ListStreams", "{}")
+}
+
+/// One awsJson 1.1 call with a signed-looking header; whether it got an HTTP 200.
+fn call(port: u16, target: &str, body: &str) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let body = "{}";
     let request = format!(
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: Kinesis_20131202.ListStreams\r\nAuthorization: AWS4-HMAC-SHA256 Credential=probe/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=00\r\nX-Amz-Date: 20260101T000000Z\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: Kinesis_20131202.{target}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=probe/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=00\r\nX-Amz-Date: 20260101T000000Z\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     if stream.write_all(request.as_bytes()).is_err() {

@@ -280,9 +280,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         );
         if let Some(c) = cpu {
             println!(
-                "  cpu          {:.2} s per million records ({:.0} records per CPU second; includes the embedded simulator)",
+                "  cpu          {:.2} s per million records ({:.0} records per CPU second{})",
                 c / user_records * 1e6,
-                user_records / c.max(1e-9)
+                user_records / c.max(1e-9),
+                if sim.is_some() {
+                    "; includes the embedded simulator"
+                } else {
+                    ""
+                }
             );
         }
         println!(
