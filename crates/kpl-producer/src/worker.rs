@@ -74,6 +74,19 @@ pub(crate) struct Rec {
     completer: Completer,
 }
 
+/// The share of a record's buffering time left to the collector: the KPL extends an
+/// aggregate's deadline by min(50 ms, 20 %) before the collector; we take that time
+/// out of the aggregator's share instead, so a record is never held longer than
+/// `record_max_buffered_time` in all (bounded latency beats maximum throughput).
+fn collector_share(buffered: Duration) -> Duration {
+    (buffered / 5).min(Duration::from_millis(50))
+}
+
+/// The aggregator deadline of a record given `budget` of buffering time from `now`.
+fn aggregator_deadline(now: Instant, budget: Duration) -> Instant {
+    add_capped(now, budget - collector_share(budget))
+}
+
 fn add_capped(now: Instant, d: Duration) -> Instant {
     // A huge TTL must not overflow (KPL #54): cap at about a century.
     now.checked_add(d)
@@ -100,7 +113,7 @@ impl Rec {
             hash_key,
             data,
             arrival: now,
-            deadline: add_capped(now, config.record_max_buffered_time).min(expiration),
+            deadline: aggregator_deadline(now, config.record_max_buffered_time).min(expiration),
             expiration,
             last: now,
             attempts: Vec::new(),
@@ -518,8 +531,7 @@ impl Worker {
         let deadline = batch.iter().map(|r| r.deadline).min().unwrap_or(now);
         let expiration = batch.iter().map(|r| r.expiration).min().unwrap_or(now);
         // The KPL gives aggregates a little more time before the collector.
-        let extension =
-            (self.shared.config.record_max_buffered_time / 5).min(Duration::from_millis(50));
+        let extension = collector_share(self.shared.config.record_max_buffered_time);
         let deadline = add_capped(deadline, extension).min(expiration);
         let krec = if batch.len() == 1 {
             let r = &batch[0];
@@ -999,7 +1011,7 @@ impl Worker {
             user_records: 1,
         });
         // Retries re-enter the aggregator, re-predicted, with half the buffering time.
-        rec.deadline = add_capped(
+        rec.deadline = aggregator_deadline(
             now + backoff,
             self.shared.config.record_max_buffered_time / 2,
         )
