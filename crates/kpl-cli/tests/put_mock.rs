@@ -1,0 +1,128 @@
+//! `kpl put` into kinesis-mock, read back with GetRecords.
+//!
+//! `#[ignore]`d in a plain `cargo test`; `cargo xtask ci` runs it with kinesis-mock up.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+
+/// One awsJson 1.1 call to the mock (signatures are not checked).
+fn call(endpoint: &str, target: &str, body: Value) -> Value {
+    let addr = endpoint.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = body.to_string();
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: Kinesis_20131202.{target}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=00\r\nX-Amz-Date: 20260101T000000Z\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{target}: {head}\n{body}");
+    if body.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or(Value::Null)
+    }
+}
+
+#[test]
+#[ignore = "needs kinesis-mock: run by `cargo xtask ci`"]
+fn put_json_lines_into_kinesis_mock() {
+    let endpoint = std::env::var("KPL_KINESIS_MOCK_ENDPOINT")
+        .expect("KPL_KINESIS_MOCK_ENDPOINT: run through `cargo xtask ci`");
+    let stream = format!("cli-put-{}", std::process::id());
+    call(
+        &endpoint,
+        "CreateStream",
+        json!({"StreamName": stream, "ShardCount": 2}),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+
+    let input: String = (0..300)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"id": format!("user-{}", i % 17), "msg": format!("hello {i}")})
+            )
+        })
+        .collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
+        .args([
+            "put",
+            "--stream",
+            &stream,
+            "--format",
+            "json",
+            "--pk-field",
+            "id",
+        ])
+        .args([
+            "--data-field",
+            "msg",
+            "--endpoint",
+            &endpoint,
+            "--region",
+            "us-east-1",
+            "--quiet",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("300 sent, 300 acknowledged, 0 failed"),
+        "{err}"
+    );
+
+    let mut seen = Vec::new();
+    let shards = call(&endpoint, "ListShards", json!({"StreamName": stream}));
+    for shard in shards["Shards"].as_array().unwrap() {
+        let it = call(
+            &endpoint,
+            "GetShardIterator",
+            json!({"StreamName": stream, "ShardId": shard["ShardId"], "ShardIteratorType": "TRIM_HORIZON"}),
+        );
+        let records = call(
+            &endpoint,
+            "GetRecords",
+            json!({"ShardIterator": it["ShardIterator"], "Limit": 10000}),
+        );
+        for r in records["Records"].as_array().unwrap() {
+            let data = STANDARD.decode(r["Data"].as_str().unwrap()).unwrap();
+            for u in
+                kpl_codec::deaggregate(r["PartitionKey"].as_str().unwrap(), None, &data).unwrap()
+            {
+                seen.push(String::from_utf8(u.data.to_vec()).unwrap());
+            }
+        }
+    }
+    seen.sort();
+    let mut expected: Vec<String> = (0..300).map(|i| format!("hello {i}")).collect();
+    expected.sort();
+    assert_eq!(
+        seen, expected,
+        "every line stored once, its data the --data-field string"
+    );
+}
