@@ -185,6 +185,11 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
     /// Buffers `item` and returns the batches that close because of it (usually
     /// none, one when a limit is reached; an oversized item can make two).
     pub fn add(&mut self, item: T, now: Instant) -> Vec<Vec<T>> {
+        self.push(item);
+        self.close_while(now)
+    }
+
+    fn push(&mut self, item: T) {
         self.size += item.size();
         self.predicate.added(&item);
         let seq = self.next_seq;
@@ -194,7 +199,6 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
             seq,
             item,
         }));
-        self.close_while(now)
     }
 
     /// Buffers `item` like [`add`](Self::add), but closes batches on count, size and
@@ -204,24 +208,19 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
     /// deadline (a backlog): adding them all first and then polling closes full
     /// batches, where [`add`](Self::add) would close one batch per late item.
     pub fn add_deferred(&mut self, item: T) -> Vec<Vec<T>> {
-        self.size += item.size();
-        self.predicate.added(&item);
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.heap.push(Reverse(Entry {
-            deadline: item.deadline(),
-            seq,
-            item,
-        }));
+        self.push(item);
         let mut batches = Vec::new();
-        while !self.heap.is_empty()
-            && (self.heap.len() >= self.policy.max_count
-                || self.size >= self.policy.max_size
-                || self.predicate.should_close())
-        {
+        while !self.heap.is_empty() && self.full() {
             batches.push(self.take_batch());
         }
         batches
+    }
+
+    /// A close condition other than a deadline holds.
+    fn full(&self) -> bool {
+        self.heap.len() >= self.policy.max_count
+            || self.size >= self.policy.max_size
+            || self.predicate.should_close()
     }
 
     /// The earliest deadline of a buffered item: call [`poll_expired`](Self::poll_expired)
@@ -296,12 +295,7 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
     fn must_close(&self, now: Instant) -> bool {
         match self.heap.peek() {
             None => false,
-            Some(Reverse(head)) => {
-                self.heap.len() >= self.policy.max_count
-                    || self.size >= self.policy.max_size
-                    || head.deadline <= now
-                    || self.predicate.should_close()
-            }
+            Some(Reverse(head)) => head.deadline <= now || self.full(),
         }
     }
 
