@@ -13,7 +13,7 @@ use kpl_sim::Simulator;
 use kpl_transport::{AwsTransport, Transport};
 use serde_json::json;
 
-use crate::settings::{ProducerArgs, cpu_and_peak_memory};
+use crate::settings::{ProducerArgs, cpu_and_peak_memory, resident_memory};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -157,7 +157,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             latencies.push((last.started + last.duration).saturating_duration_since(arrival));
         }
     };
-    runtime.block_on(async {
+    let held = runtime.block_on(async {
         let mut pending: std::collections::VecDeque<(usize, RecordFuture)> = Default::default();
         let mut i = 0;
         for chunk in chunks {
@@ -174,12 +174,15 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 take(id, f.await);
             }
         }
+        // Memory while the records are still outstanding (before any is read back).
+        let held = (producer.outstanding_records(), resident_memory());
         producer.flush().await;
         for (id, f) in pending {
             take(id, f.await);
         }
-        Ok::<_, anyhow::Error>(())
+        Ok::<_, anyhow::Error>(held)
     })?;
+    let (held_records, held_memory) = held;
     let elapsed = started.elapsed();
     let (cpu1, peak) = cpu_and_peak_memory();
     let cpu = match (cpu0, cpu1) {
@@ -247,6 +250,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         "retries": retries,
         "failures": failures,
         "peak_memory_bytes": peak,
+        "outstanding_after_puts": held_records,
+        "resident_bytes_after_puts": held_memory,
         "exactly_once": verdict,
     });
     if args.json {
@@ -306,6 +311,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         println!("  retries      {retries}, failures {failures}");
         if let Some(p) = peak {
             println!("  peak memory  {:.1} MB", p as f64 / 1e6);
+        }
+        if let Some(m) = held_memory {
+            println!(
+                "  memory       {:.1} MB resident with {held_records} records outstanding, after the last put",
+                m as f64 / 1e6
+            );
         }
         match verdict {
             Some(true) => println!(

@@ -163,3 +163,11 @@ pub(crate) fn cpu_and_peak_memory() -> (Option<f64>, Option<u64>) {
         });
     (cpu, peak)
 }
+
+/// Resident memory now, in bytes, from /proc (Linux); `None` elsewhere.
+pub(crate) fn resident_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

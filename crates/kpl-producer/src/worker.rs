@@ -62,14 +62,13 @@ enum Completion {
 pub(crate) struct Rec {
     id: u64,
     partition_key: String,
-    explicit_hash_key: Option<HashKey>,
+    /// Whether `hash_key` is the user's explicit hash key (else the key's MD5).
+    explicit: bool,
     hash_key: HashKey,
     data: Bytes,
     arrival: Instant,
     deadline: Instant,
     expiration: Instant,
-    /// End of the previous attempt (or arrival), for attempts' delays.
-    last: Instant,
     attempts: Vec<Attempt>,
     completer: Completer,
 }
@@ -109,16 +108,28 @@ impl Rec {
         Self {
             id,
             partition_key,
-            explicit_hash_key,
+            explicit: explicit_hash_key.is_some(),
             hash_key,
             data,
             arrival: now,
             deadline: aggregator_deadline(now, config.record_max_buffered_time).min(expiration),
             expiration,
-            last: now,
             attempts: Vec::new(),
             completer,
         }
+    }
+
+    /// The user's explicit hash key, if any.
+    fn explicit_hash_key(&self) -> Option<HashKey> {
+        self.explicit.then_some(self.hash_key)
+    }
+
+    /// End of the previous attempt, or the arrival: where the next attempt's delay
+    /// counts from.
+    fn last(&self) -> Instant {
+        self.attempts
+            .last()
+            .map_or(self.arrival, |a| a.started + a.duration)
     }
 
     /// Bytes it counts for the outstanding caps.
@@ -128,14 +139,7 @@ impl Rec {
 
     /// An upper bound of what it adds to an aggregate's protobuf body.
     fn aggregate_bound(&self) -> usize {
-        self.partition_key.len()
-            + self.data.len()
-            + 19
-            + if self.explicit_hash_key.is_some() {
-                47
-            } else {
-                0
-            }
+        self.partition_key.len() + self.data.len() + 19 + if self.explicit { 47 } else { 0 }
     }
 
     fn attempt(
@@ -151,14 +155,13 @@ impl Rec {
         }
         self.attempts.push(Attempt {
             started,
-            delay: started.saturating_duration_since(self.last),
+            delay: started.saturating_duration_since(self.last()),
             duration: end.saturating_duration_since(started),
             success: error.is_none(),
             error_code: error.map(|(c, _)| c.to_owned()),
             error_message: error.map(|(_, m)| m.to_owned()),
             shard_id: shard.cloned(),
         });
-        self.last = end;
     }
 }
 
@@ -519,12 +522,16 @@ impl Worker {
 
     /// Makes a Kinesis record of a batch of one shard's user records.
     fn aggregate(&mut self, mut batch: Vec<Rec>, shard: Option<ShardId>, now: Instant) {
-        let (expired, live): (Vec<Rec>, Vec<Rec>) =
-            batch.into_iter().partition(|r| r.expiration <= now);
-        for rec in expired {
-            self.expire(rec, now);
+        if batch.iter().any(|r| r.expiration <= now) {
+            let (expired, live): (Vec<Rec>, Vec<Rec>) =
+                batch.into_iter().partition(|r| r.expiration <= now);
+            for rec in expired {
+                self.expire(rec, now);
+            }
+            batch = live;
         }
-        batch = live;
+        // Batches grow by doubling; a waiting aggregate should not keep the slack.
+        batch.shrink_to_fit();
         if batch.is_empty() {
             return;
         }
@@ -537,7 +544,7 @@ impl Worker {
             let r = &batch[0];
             KRec {
                 partition_key: r.partition_key.clone(),
-                explicit_hash_key: r.explicit_hash_key,
+                explicit_hash_key: r.explicit_hash_key(),
                 data: r.data.clone(),
                 records: batch,
                 shard,
@@ -551,7 +558,7 @@ impl Worker {
             for r in batch.iter_mut() {
                 let mut user =
                     UserRecord::new(std::mem::take(&mut r.partition_key), r.data.clone());
-                user.explicit_hash_key = r.explicit_hash_key;
+                user.explicit_hash_key = r.explicit_hash_key();
                 self.builder.add(user);
             }
             let mut data = Vec::with_capacity(self.builder.size());
