@@ -104,9 +104,18 @@ fn ci() -> Result<()> {
             "--no-deps",
         ])
         .env("RUSTDOCFLAGS", "-D warnings"))?;
-    util::step("cargo test --workspace");
-    let tests =
-        util::run_tests(cargo().args(["test", "--locked", "--workspace", "--all-features"]))?;
+    let tests = {
+        // The suites against kinesis-mock are #[ignore]d in a plain `cargo test`;
+        // here the mock runs on loopback and they are included.
+        let mock = peer::start_kinesis_mock()?;
+        util::step("cargo test --workspace, with the suites against kinesis-mock");
+        util::run_tests(
+            cargo()
+                .args(["test", "--locked", "--workspace", "--all-features"])
+                .args(["--", "--include-ignored"])
+                .env(peer::ENDPOINT_VAR, &mock.endpoint),
+        )?
+    };
     util::step("fuzz target builds");
     run(cargo().args([
         "check",
