@@ -91,7 +91,15 @@ struct StreamOutstanding {
 
 impl StreamOutstanding {
     fn resolve(&mut self, id: u64) {
-        if let Ok(i) = self.ids.binary_search_by_key(&id, |&(id, _, _)| id) {
+        // Ids of one stream are usually contiguous (one stream, or puts in runs):
+        // try the direct position before searching.
+        let direct = self
+            .ids
+            .front()
+            .and_then(|&(first, _, _)| usize::try_from(id.checked_sub(first)?).ok())
+            .filter(|&i| self.ids.get(i).is_some_and(|&(at, _, _)| at == id));
+        let found = direct.or_else(|| self.ids.binary_search_by_key(&id, |&(id, _, _)| id).ok());
+        if let Some(i) = found {
             self.ids[i].2 = true;
         }
         while self.ids.front().is_some_and(|&(_, _, done)| done) {
