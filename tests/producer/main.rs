@@ -64,6 +64,16 @@ async fn consumed(peer: &MockPeer, stream: &str) -> HashMap<Bytes, Vec<String>> 
     out
 }
 
+/// The KPL defaults, with time for a slow kinesis-mock (see `MockPeer::connect`):
+/// records live long enough to outlast the one-minute request timeout.
+fn config() -> Config {
+    Config::builder()
+        .request_timeout(Duration::from_secs(60))
+        .record_ttl(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
 struct Sent {
     partition_key: String,
     data: Bytes,
@@ -98,8 +108,7 @@ fn ten_thousand_records_over_four_shards_each_once_on_its_predicted_shard() {
         let started = Instant::now();
         let peer = MockPeer::connect().await;
         let (stream, _) = peer.create_stream("producer", 4).await;
-        let producer =
-            Producer::builder(Config::default(), peer.transport()).build(Runtime::tokio());
+        let producer = Producer::builder(config(), peer.transport()).build(Runtime::tokio());
         let sent = put_range(&producer, &stream, 0, 10_000, 1).await;
         producer.flush().await;
         let shards = all_shards(&*peer.transport(), &stream).await;
@@ -136,8 +145,7 @@ fn a_split_while_records_flow_loses_nothing() {
     block_on(async {
         let peer = MockPeer::connect().await;
         let (stream, _) = peer.create_stream("producer-split", 2).await;
-        let producer =
-            Producer::builder(Config::default(), peer.transport()).build(Runtime::tokio());
+        let producer = Producer::builder(config(), peer.transport()).build(Runtime::tokio());
         let mut sent = put_range(&producer, &stream, 0, 1_500, 2).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let shards = all_shards(&*peer.transport(), &stream).await;

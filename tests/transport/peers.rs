@@ -112,10 +112,15 @@ impl MockPeer {
             .endpoint_url(&endpoint)
             .http_client(http)
             .build();
+        // kinesis-mock is slow, and slower still while the whole test suite runs on two
+        // cores: a request that times out may still have been stored, and its retry
+        // would then store it twice (as with Kinesis itself). The suites check
+        // routing and exactly-once delivery, not timeouts: give requests a minute.
         let transport = AwsTransport::builder()
             .endpoint_url(&endpoint)
             .region("us-east-1")
             .static_credentials("test", "test")
+            .request_timeout(Duration::from_secs(60))
             .build()
             .await
             .unwrap();
