@@ -74,10 +74,19 @@ pub struct PutRecord {
 impl PutRecord {
     /// A record without an explicit hash key.
     pub fn new(partition_key: impl Into<String>, data: impl Into<Bytes>) -> Self {
+        Self::with_hash_key(partition_key, data, None)
+    }
+
+    /// A record with an explicit hash key (decimal), if one is given.
+    pub fn with_hash_key(
+        partition_key: impl Into<String>,
+        data: impl Into<Bytes>,
+        explicit_hash_key: Option<&str>,
+    ) -> Self {
         Self {
             partition_key: partition_key.into(),
             data: data.into(),
-            explicit_hash_key: None,
+            explicit_hash_key: explicit_hash_key.map(str::to_owned),
         }
     }
 }
@@ -310,17 +319,8 @@ impl Producer {
         data: Bytes,
         explicit_hash_key: Option<&str>,
     ) -> Result<RecordFuture, PutError> {
-        let mut out = self
-            .put_many(
-                stream,
-                vec![PutRecord {
-                    partition_key: partition_key.into(),
-                    data,
-                    explicit_hash_key: explicit_hash_key.map(str::to_owned),
-                }],
-                true,
-            )
-            .await?;
+        let record = PutRecord::with_hash_key(partition_key, data, explicit_hash_key);
+        let mut out = self.put_many(stream, vec![record], true).await?;
         out.pop().unwrap_or(Err(PutError::ShuttingDown))
     }
 
@@ -333,11 +333,7 @@ impl Producer {
         data: Bytes,
         explicit_hash_key: Option<&str>,
     ) -> Result<RecordFuture, PutError> {
-        let record = PutRecord {
-            partition_key: partition_key.into(),
-            data,
-            explicit_hash_key: explicit_hash_key.map(str::to_owned),
-        };
+        let record = PutRecord::with_hash_key(partition_key, data, explicit_hash_key);
         let (mut ready, _) = self.prepare(stream, vec![record], false)?;
         ready.pop().unwrap_or(Err(PutError::ShuttingDown))
     }
