@@ -8,7 +8,6 @@
 mod peers;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,16 +16,7 @@ use kpl_producer::{Config, Producer, RecordFuture};
 use kpl_runtime::Runtime;
 use kpl_transport::{ListShardsRequest, ShardDescription, StreamId, Transport};
 
-use crate::peers::{MockPeer, Peer};
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
+use crate::peers::{MockPeer, Peer, block_on};
 
 async fn all_shards(t: &dyn Transport, stream: &str) -> Vec<ShardDescription> {
     let page = t

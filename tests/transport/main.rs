@@ -10,7 +10,6 @@ mod peers;
 mod sim_only;
 
 use std::collections::{BTreeMap, HashSet};
-use std::future::Future;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -20,16 +19,7 @@ use kpl_transport::{
     ShardDescription, StreamId, Transport,
 };
 
-use crate::peers::{MockPeer, Peer, SimPeer};
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
+use crate::peers::{MockPeer, Peer, SimPeer, block_on};
 
 /// Every page of open shards, `page` at a time, sorted by starting hash key.
 async fn list_all(

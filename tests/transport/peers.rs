@@ -1,5 +1,6 @@
 //! The two peers the suite runs against: kpl-sim, and kinesis-mock through the AWS SDK.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -33,6 +34,16 @@ pub(crate) trait Peer: Send + Sync {
     async fn create_stream(&self, prefix: &str, shards: usize) -> (String, String);
     async fn split(&self, stream: &str, shard_id: &str, at: HashKey);
     async fn read_all(&self, stream: &str) -> Vec<ReadRecord>;
+}
+
+/// Runs `f` on a fresh two-thread tokio runtime (the AWS SDK needs tokio).
+pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);

@@ -1,30 +1,13 @@
 //! The `kpl agg` and `kpl deagg` commands, run as a user runs them.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::Output;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use common::kpl;
 use serde_json::{Value, json};
-
-fn kpl(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Feed standard input from another thread, so a child writing a lot of output
-    // while it reads cannot block on a full pipe.
-    let mut pipe = child.stdin.take().unwrap();
-    let input = stdin.to_owned();
-    let writer = std::thread::spawn(move || pipe.write_all(input.as_bytes()));
-    let output = child.wait_with_output().unwrap();
-    // A child that stops early (bad input) may close its input: not an error here.
-    let _ = writer.join().unwrap();
-    output
-}
 
 fn lines(output: &Output) -> Vec<Value> {
     String::from_utf8(output.stdout.clone())

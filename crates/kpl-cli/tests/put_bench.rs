@@ -1,30 +1,10 @@
 //! `kpl put` and `kpl bench`, run as a user runs them (no network: the embedded
 //! simulator, or a loopback port nothing listens on).
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod common;
 
+use common::kpl;
 use serde_json::Value;
-
-fn kpl(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
-        .args(args)
-        // Credentials from the environment, so the AWS chain never looks further.
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    let input = stdin.to_owned();
-    let writer = std::thread::spawn(move || pipe.write_all(input.as_bytes()));
-    let output = child.wait_with_output().unwrap();
-    let _ = writer.join().unwrap();
-    output
-}
 
 #[test]
 fn bench_checks_exactly_once_and_reports_json() {
