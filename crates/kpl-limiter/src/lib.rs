@@ -1,4 +1,4 @@
-//! Token buckets and the per-shard limiter, sans-IO.
+//! Token buckets, the per-shard limiter and the congestion window, sans-IO.
 //!
 //! Kinesis takes at most 1,000 records and 1 MiB per second per shard. The
 //! [`Limiter`] holds each shard's outgoing Kinesis records back so that a producer
@@ -45,6 +45,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod bucket;
+mod window;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -52,6 +53,7 @@ use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 pub use bucket::TokenBucket;
+pub use window::{Answer, CongestionWindow, LATENCY_SLACK, Ticket, WindowConfig};
 
 /// Records per second one shard accepts.
 pub const SHARD_RECORDS_PER_SECOND: u64 = 1_000;
