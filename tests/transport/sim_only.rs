@@ -205,3 +205,90 @@ fn merge_and_update_shard_count_while_traffic_runs() {
     let err = put(&sim, &k, entries(1, 1)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
+
+fn put_with_timeout(
+    sim: &Simulation,
+    kinesis: &Simulator,
+    entries: Vec<PutRecordsEntry>,
+    timeout: Duration,
+) -> Result<PutRecordsResponse, TransportError> {
+    let k = kinesis.clone();
+    sim.block_on(async move {
+        k.put_records(PutRecordsRequest::new(StreamId::parse("s"), entries).with_timeout(timeout))
+            .await
+    })
+    .expect("completes")
+}
+
+#[test]
+fn a_slow_service_serves_requests_one_at_a_time_and_stores_after_its_caller_gave_up() {
+    let (sim, k) = setup(1);
+    k.set_limits(false);
+    let mut faults = Faults::none();
+    faults.service_bytes_per_second = Some(100_000);
+    k.set_faults(faults);
+    // 10 × 10,000 B = 100 kB: one second of service.
+    let t0 = sim.runtime().now();
+    let r = put_with_timeout(&sim, &k, entries(10, 10_000 - 2), Duration::from_secs(5)).unwrap();
+    assert_eq!(r.failed_count(), 0);
+    let took = sim.runtime().now() - t0;
+    assert!(
+        took >= Duration::from_millis(999) && took <= Duration::from_millis(1001),
+        "{took:?}"
+    );
+    // Two requests at once share the bottleneck: the second waits for the first.
+    let (a, b) = (k.clone(), k.clone());
+    let t1 = sim.runtime().now();
+    let both = sim
+        .block_on(async move {
+            let ra = a.put_records(
+                PutRecordsRequest::new(StreamId::parse("s"), entries(10, 10_000 - 2))
+                    .with_timeout(Duration::from_millis(1500)),
+            );
+            let rb = b.put_records(
+                PutRecordsRequest::new(StreamId::parse("s"), entries(10, 10_000 - 2))
+                    .with_timeout(Duration::from_millis(1500)),
+            );
+            futures::future::join(ra, rb).await
+        })
+        .unwrap();
+    assert!(both.0.is_ok());
+    let e = both.1.unwrap_err();
+    assert!(e.is_timeout() && e.may_have_been_stored(), "{e}");
+    assert_eq!(sim.runtime().now() - t1, Duration::from_millis(1500));
+    // The timed-out request is still stored when its service ends.
+    assert_eq!(k.records("s").unwrap().len(), 20);
+    sim.run_for(Duration::from_millis(600));
+    assert_eq!(
+        k.records("s").unwrap().len(),
+        30,
+        "stored after the caller gave up"
+    );
+}
+
+#[test]
+fn held_answers_and_lost_answers_time_out_for_stored_requests() {
+    let (sim, k) = setup(1);
+    let mut faults = Faults::none();
+    faults.answer_delay = Duration::from_secs(8);
+    k.set_faults(faults.clone());
+    let e = put_with_timeout(&sim, &k, entries(3, 10), Duration::from_secs(6)).unwrap_err();
+    assert!(e.is_timeout() && e.may_have_been_stored());
+    assert_eq!(
+        k.records("s").unwrap().len(),
+        3,
+        "stored although it timed out"
+    );
+    // A longer timeout sees the held answer.
+    let r = put_with_timeout(&sim, &k, entries(3, 10), Duration::from_secs(9)).unwrap();
+    assert_eq!(r.failed_count(), 0);
+    faults.answer_delay = Duration::ZERO;
+    faults.stored_answer_lost_rate = 1.0;
+    k.set_faults(faults);
+    let t0 = sim.runtime().now();
+    let e = put_with_timeout(&sim, &k, entries(2, 10), Duration::from_secs(2)).unwrap_err();
+    assert!(e.is_timeout());
+    assert_eq!(sim.runtime().now() - t0, Duration::from_secs(2));
+    assert_eq!(k.records("s").unwrap().len(), 8);
+    assert_eq!(k.stored_requests(), 3);
+}

@@ -41,7 +41,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -54,8 +54,8 @@ use kpl_codec::{
 };
 use kpl_runtime::Timer;
 use kpl_transport::{
-    EntryResult, ErrorKind, ListShardsPage, ListShardsRequest, PutRecordsRequest,
-    PutRecordsResponse, ShardDescription, StreamId, Transport, TransportError,
+    EntryResult, ListShardsPage, ListShardsRequest, PutRecordsRequest, PutRecordsResponse,
+    ShardDescription, StreamId, Transport, TransportError,
 };
 
 /// The account the simulated streams belong to.
@@ -73,13 +73,28 @@ pub struct Faults {
     pub request_500_rate: f64,
     /// Probability that a request fails with HTTP 503 `ServiceUnavailable`.
     pub request_503_rate: f64,
-    /// Probability that a request times out (nothing is stored), after
-    /// [`timeout_after`](Self::timeout_after).
+    /// Probability that a request times out before it is stored, after
+    /// [`timeout_after`](Self::timeout_after) (or its own timeout, if shorter).
     pub timeout_rate: f64,
     /// How long a timed-out request takes to fail.
     pub timeout_after: Duration,
     /// Latency added to every request.
     pub latency: Duration,
+    /// Slow service: when set, PutRecords requests are served one at a time by one
+    /// bottleneck that all connections share (a slow emulator, a narrow uplink),
+    /// each taking [`service_time_per_request`](Self::service_time_per_request) plus
+    /// its bytes at this rate. A request is stored when its service ends, whether
+    /// or not its caller still waits: a caller that timed out may find it stored.
+    pub service_bytes_per_second: Option<u64>,
+    /// Fixed service time of each PutRecords request in slow-service mode.
+    pub service_time_per_request: Duration,
+    /// Answers held this long after the request was stored (a brownout): a caller
+    /// whose timeout passes first gets a timeout for a stored request.
+    pub answer_delay: Duration,
+    /// Probability that a PutRecords request is stored and its answer lost: the
+    /// caller gets a timeout at its deadline (its request timeout, else
+    /// [`timeout_after`](Self::timeout_after)).
+    pub stored_answer_lost_rate: f64,
 }
 
 impl Faults {
@@ -233,6 +248,33 @@ struct State {
     faults: Faults,
     limits: bool,
     put_requests: u64,
+    /// Requests taken and not yet stored, by the time they will be.
+    pending: BTreeMap<(Instant, u64), (PutRecordsRequest, bool)>,
+    /// Outcomes of stored requests whose callers still wait.
+    answers: HashMap<u64, Result<PutRecordsResponse, TransportError>>,
+    /// Callers gone (timed out): their requests are stored, nobody reads the answer.
+    abandoned: HashSet<u64>,
+    next_request: u64,
+    /// When the slow service's bottleneck is free again.
+    busy_until: Option<Instant>,
+    stored_requests: u64,
+}
+
+impl State {
+    /// Stores every pending request whose time has come, in order.
+    fn settle(&mut self, now: Instant) {
+        while let Some(entry) = self.pending.first_entry() {
+            let &(at, id) = entry.key();
+            if at > now {
+                break;
+            }
+            let (request, keep_answer) = entry.remove();
+            let result = self.store(request, at);
+            if keep_answer && !self.abandoned.remove(&id) {
+                self.answers.insert(id, result);
+            }
+        }
+    }
 }
 
 /// The simulator. Cheap to clone: clones share the same streams.
@@ -298,13 +340,22 @@ impl Simulator {
                 faults: Faults::none(),
                 limits: true,
                 put_requests: 0,
+                pending: BTreeMap::new(),
+                answers: HashMap::new(),
+                abandoned: HashSet::new(),
+                next_request: 0,
+                busy_until: None,
+                stored_requests: 0,
             })),
             timer,
         }
     }
 
+    /// The state, with every request due by now stored.
     fn lock(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
+        let mut state = lock(&self.state);
+        state.settle(self.timer.now());
+        state
     }
 
     /// Creates a stream of `shards` shards splitting the hash-key space evenly, as
@@ -493,16 +544,24 @@ impl Simulator {
         self.lock().put_requests
     }
 
+    /// PutRecords requests that reached the store (whatever their callers saw).
+    pub fn stored_requests(&self) -> u64 {
+        self.lock().stored_requests
+    }
+
     /// Waits the injected latency, then draws the request-level faults.
-    async fn before_request(&self) -> Result<(), TransportError> {
+    async fn before_request(&self, deadline: Option<Instant>) -> Result<(), TransportError> {
         let (latency, fault) = {
             let mut state = self.lock();
             let faults = state.faults.clone();
             let fault = if state.rng.hit(faults.timeout_rate) {
+                let after = deadline.map_or(faults.timeout_after, |d| {
+                    d.saturating_duration_since(self.timer.now())
+                        .min(faults.timeout_after)
+                });
                 Some((
-                    faults.timeout_after,
-                    TransportError::new(ErrorKind::Transient, "request timed out (simulated)")
-                        .with_code("Timeout"),
+                    after,
+                    TransportError::timeout("request timed out (simulated)"),
                 ))
             } else if state.rng.hit(faults.request_500_rate) {
                 Some((
@@ -575,7 +634,7 @@ impl Transport for Simulator {
         &self,
         request: ListShardsRequest,
     ) -> Result<ListShardsPage, TransportError> {
-        self.before_request().await?;
+        self.before_request(None).await?;
         let mut state = self.lock();
         let (name, offset, open_only, max) = match request {
             ListShardsRequest::First {
@@ -632,11 +691,71 @@ impl Transport for Simulator {
         &self,
         request: PutRecordsRequest,
     ) -> Result<PutRecordsResponse, TransportError> {
+        let sent = self.timer.now();
+        let deadline = request.timeout.map(|t| sent + t);
         self.lock().put_requests += 1;
-        self.before_request().await?;
+        self.before_request(deadline).await?;
         let now = self.timer.now();
-        let mut guard = self.lock();
-        let state = &mut *guard;
+        let (id, answer_at, lost) = {
+            let mut state = self.lock();
+            let faults = state.faults.clone();
+            let lost = state.rng.hit(faults.stored_answer_lost_rate);
+            let stored_at = match faults.service_bytes_per_second {
+                Some(rate) => {
+                    let start = state.busy_until.map_or(now, |b| b.max(now));
+                    let secs = request.size() as f64 / rate.max(1) as f64;
+                    let done = start
+                        + faults.service_time_per_request
+                        + Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX / 4);
+                    state.busy_until = Some(done);
+                    done
+                }
+                None => now,
+            };
+            if stored_at <= now && faults.answer_delay.is_zero() && !lost {
+                // The fast path: stored and answered at once.
+                return state.store(request, now);
+            }
+            state.next_request += 1;
+            let id = state.next_request;
+            state.pending.insert((stored_at, id), (request, !lost));
+            (id, stored_at + faults.answer_delay, lost)
+        };
+        let timeout_at = deadline.unwrap_or_else(|| now + self.lock().faults.timeout_after);
+        let wake = if lost {
+            timeout_at
+        } else {
+            deadline.map_or(answer_at, |d| d.min(answer_at))
+        };
+        if wake > now {
+            self.timer.sleep_until(wake).await;
+        }
+        let mut state = self.lock();
+        if !lost && answer_at <= wake {
+            if let Some(answer) = state.answers.remove(&id) {
+                return answer;
+            }
+        }
+        if !lost && !state.answers.contains_key(&id) {
+            // Not stored yet: it will be, and nobody will read the answer.
+            state.abandoned.insert(id);
+        }
+        state.answers.remove(&id);
+        Err(TransportError::timeout(format!(
+            "request timed out after {} ms (simulated)",
+            wake.saturating_duration_since(sent).as_millis()
+        )))
+    }
+}
+
+impl State {
+    /// Validates and stores one request at `now`.
+    fn store(
+        &mut self,
+        request: PutRecordsRequest,
+        now: Instant,
+    ) -> Result<PutRecordsResponse, TransportError> {
+        let state = self;
         let count = request.entries.len();
         if count == 0 || count > MAX_RECORDS_PER_REQUEST {
             return Err(validation(format!(
@@ -725,6 +844,7 @@ impl Transport for Simulator {
                 arrival: now,
             });
         }
+        state.stored_requests += 1;
         Ok(PutRecordsResponse::new(results))
     }
 }

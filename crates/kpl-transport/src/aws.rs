@@ -50,6 +50,7 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct AwsTransport {
     client: aws_sdk_kinesis::Client,
+    connect_timeout: Duration,
 }
 
 /// Settings of an [`AwsTransport`].
@@ -262,6 +263,7 @@ impl AwsTransportBuilder {
         }
         Ok(AwsTransport {
             client: aws_sdk_kinesis::Client::from_conf(config),
+            connect_timeout: connect,
         })
     }
 }
@@ -296,20 +298,41 @@ where
         }
         SdkError::ResponseError(response) => {
             let status = response.raw().status().as_u16();
-            TransportError::new(ErrorKind::classify(None, Some(status)), text).with_status(status)
+            let kind = match ErrorKind::classify(None, Some(status)) {
+                // An answer that is not the service's, and not a passing 5xx or 429:
+                // a web page, a different API.
+                ErrorKind::Other | ErrorKind::NotFound | ErrorKind::AccessDenied => {
+                    ErrorKind::Endpoint
+                }
+                kind => kind,
+            };
+            let mut e = TransportError::new(kind, text).with_status(status);
+            if kind == ErrorKind::Endpoint {
+                e = e.with_code("NotKinesis");
+            }
+            e
         }
-        SdkError::TimeoutError(_) => {
-            TransportError::new(ErrorKind::Transient, text).with_code("Timeout")
-        }
+        SdkError::TimeoutError(_) => TransportError::timeout(text),
         SdkError::DispatchFailure(dispatch) => {
             if dispatch.is_timeout() {
-                TransportError::new(ErrorKind::Transient, text).with_code("Timeout")
+                TransportError::timeout(text)
+            } else if looks_like_endpoint(&text) {
+                TransportError::new(ErrorKind::Endpoint, text).with_code("EndpointError")
             } else if dispatch.is_io() {
-                TransportError::new(ErrorKind::Transient, text).with_code("ConnectionError")
+                let e = TransportError::new(ErrorKind::Transient, text.clone())
+                    .with_code("ConnectionError");
+                if looks_like_connect(&text) {
+                    // Never connected: nothing was sent.
+                    e
+                } else {
+                    e.stored_unknown()
+                }
             } else if looks_like_credentials(&text) {
                 TransportError::new(ErrorKind::AccessDenied, text).with_code("CredentialsError")
             } else {
-                TransportError::new(ErrorKind::Transient, text).with_code("DispatchFailure")
+                TransportError::new(ErrorKind::Transient, text)
+                    .with_code("DispatchFailure")
+                    .stored_unknown()
             }
         }
         _ if looks_like_credentials(&text) => {
@@ -317,6 +340,33 @@ where
         }
         _ => TransportError::new(ErrorKind::Other, text),
     }
+}
+
+/// TLS failures and answers that are not HTTP: the endpoint's URL, scheme or
+/// certificate is wrong, and retrying cannot help.
+fn looks_like_endpoint(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    [
+        "invalidcontenttype",
+        "corrupt message",
+        "certificate",
+        "handshake",
+        "tls",
+        "invalid http version",
+        "invalid status",
+        "invalid header",
+        "unsupported http version",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
+}
+
+/// A connection that was never made (refused, unreachable, name not resolved).
+fn looks_like_connect(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    ["connect", "refused", "dns", "resolve", "unreachable"]
+        .iter()
+        .any(|p| lower.contains(p))
 }
 
 fn looks_like_credentials(text: &str) -> bool {
@@ -417,7 +467,24 @@ impl Transport for AwsTransport {
             StreamId::Arn(arn) => call.stream_arn(arn),
         };
         let started = Instant::now();
-        let output = call.send().await.map_err(convert)?;
+        let output = match request.timeout {
+            Some(timeout) => {
+                call.customize()
+                    .config_override(
+                        aws_sdk_kinesis::config::Config::builder().timeout_config(
+                            TimeoutConfig::builder()
+                                .connect_timeout(self.connect_timeout)
+                                .operation_attempt_timeout(timeout)
+                                .operation_timeout(timeout)
+                                .build(),
+                        ),
+                    )
+                    .send()
+                    .await
+            }
+            None => call.send().await,
+        }
+        .map_err(convert)?;
         let results: Vec<EntryResult> = output
             .records()
             .iter()

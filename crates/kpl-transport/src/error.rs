@@ -23,6 +23,11 @@ pub enum ErrorKind {
     /// The service refused the request as malformed (`ValidationException`,
     /// `InvalidArgumentException`): retrying the same request cannot help.
     InvalidRequest,
+    /// The endpoint does not speak Kinesis: a TLS failure (`https://` against a
+    /// plain port, an untrusted certificate), an answer that is not the service's
+    /// (an HTML page, a malformed response): retrying cannot help until the
+    /// endpoint URL, scheme or TLS settings are fixed.
+    Endpoint,
     /// Anything else.
     Other,
 }
@@ -92,6 +97,7 @@ impl fmt::Display for ErrorKind {
             Self::NotFound => "stream not found",
             Self::AccessDenied => "access denied",
             Self::InvalidRequest => "invalid request",
+            Self::Endpoint => "not a Kinesis endpoint",
             Self::Other => "error",
         })
     }
@@ -104,7 +110,11 @@ pub struct TransportError {
     code: Option<String>,
     message: String,
     status: Option<u16>,
+    maybe_stored: bool,
 }
+
+/// The code of a request that outlasted its timeout.
+pub const TIMEOUT_CODE: &str = "Timeout";
 
 impl TransportError {
     /// An error of a kind, with a message.
@@ -114,7 +124,35 @@ impl TransportError {
             code: None,
             message: message.into(),
             status: None,
+            maybe_stored: false,
         }
+    }
+
+    /// A request that outlasted its timeout: transient, code [`TIMEOUT_CODE`], and
+    /// it [may have been stored](Self::may_have_been_stored).
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Transient, message)
+            .with_code(TIMEOUT_CODE)
+            .stored_unknown()
+    }
+
+    /// The same error, marked as one after which the request may have been stored
+    /// (it was sent, and no answer came: a timeout, a connection broken mid-way).
+    pub fn stored_unknown(mut self) -> Self {
+        self.maybe_stored = true;
+        self
+    }
+
+    /// Whether the request may have been stored although it failed: the service
+    /// may have taken it before the answer was lost. Resending it may store its
+    /// records twice.
+    pub fn may_have_been_stored(&self) -> bool {
+        self.maybe_stored
+    }
+
+    /// Whether the request outlasted its timeout.
+    pub fn is_timeout(&self) -> bool {
+        self.code.as_deref() == Some(TIMEOUT_CODE)
     }
 
     /// An error from a service code, classified by [`ErrorKind::classify`].
@@ -129,6 +167,7 @@ impl TransportError {
             code: Some(code),
             message: message.into(),
             status,
+            maybe_stored: false,
         }
     }
 
@@ -173,6 +212,7 @@ impl TransportError {
             ErrorKind::NotFound => "NotFound",
             ErrorKind::AccessDenied => "AccessDenied",
             ErrorKind::InvalidRequest => "InvalidRequest",
+            ErrorKind::Endpoint => "EndpointError",
             ErrorKind::Other => "Error",
         })
     }

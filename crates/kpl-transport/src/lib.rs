@@ -50,7 +50,7 @@ use kpl_codec::HashKey;
 
 #[cfg(feature = "aws")]
 pub use aws::{AwsTransport, AwsTransportBuilder, BuildError};
-pub use error::{ErrorKind, TransportError};
+pub use error::{ErrorKind, TIMEOUT_CODE, TransportError};
 
 /// The KPL's default for request and connect timeouts.
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6);
@@ -218,12 +218,34 @@ pub struct PutRecordsRequest {
     pub stream: StreamId,
     /// The entries, in order.
     pub entries: Vec<PutRecordsEntry>,
+    /// How long this request may take, from the call to the answer; `None` leaves it
+    /// to the transport's own setting. A transport must honour it: past it, the call
+    /// returns a [`TransportError`] with [`TransportError::is_timeout`] true (the
+    /// request may still have been stored). The producer sizes it to the request
+    /// and the path (see kpl-limiter's congestion window).
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl PutRecordsRequest {
-    /// A request.
+    /// A request, with the transport's own timeout.
     pub fn new(stream: StreamId, entries: Vec<PutRecordsEntry>) -> Self {
-        Self { stream, entries }
+        Self {
+            stream,
+            entries,
+            timeout: None,
+        }
+    }
+
+    /// The same request with its own timeout.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Bytes it counts against the request size limit: data plus partition key of
+    /// every entry.
+    pub fn size(&self) -> usize {
+        self.entries.iter().map(PutRecordsEntry::size).sum()
     }
 }
 
