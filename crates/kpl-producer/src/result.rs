@@ -39,6 +39,11 @@ pub struct Attempt {
     pub error_message: Option<String>,
     /// The shard the record landed on or was refused by, if known.
     pub shard_id: Option<Arc<str>>,
+    /// Whether this failed attempt may have stored the record all the same: its
+    /// request was sent and no answer came (a timeout, a connection broken
+    /// mid-way). Kinesis has no idempotency key, so a later attempt may store it
+    /// again.
+    pub may_have_been_stored: bool,
 }
 
 /// The outcome of one user record, with every attempt.
@@ -59,9 +64,29 @@ pub struct RecordResult {
 }
 
 impl RecordResult {
+    /// Whether the record was stored.
+    pub fn is_success(&self) -> bool {
+        self.success
+    }
+
     /// The last attempt's error code, for a failed record.
     pub fn error_code(&self) -> Option<&str> {
         self.attempts.last().and_then(|a| a.error_code.as_deref())
+    }
+
+    /// For a stored record: whether an earlier attempt may have stored it too, so
+    /// that it may be in the stream more than once (a consumer that must see it once
+    /// deduplicates it, by its data). Always false for a failed record: see
+    /// [`may_have_been_stored`](Self::may_have_been_stored).
+    pub fn may_be_duplicated(&self) -> bool {
+        self.success && self.attempts.iter().any(|a| a.may_have_been_stored)
+    }
+
+    /// For a failed record: whether it may have been stored all the same (an
+    /// attempt timed out, or its connection broke, after the request was sent).
+    /// Always false for a stored record.
+    pub fn may_have_been_stored(&self) -> bool {
+        !self.success && self.attempts.iter().any(|a| a.may_have_been_stored)
     }
 }
 
@@ -132,6 +157,7 @@ impl Drop for Completer {
                             "the producer stopped before this record had an outcome".into(),
                         ),
                         shard_id: None,
+                        may_have_been_stored: false,
                     }],
                 },
             );

@@ -15,7 +15,9 @@ use futures::channel::mpsc;
 use kpl_codec::{
     AGGREGATE_OVERHEAD, AGGREGATED_PARTITION_KEY, AggregateBuilder, HashKey, UserRecord,
 };
-use kpl_limiter::{LimitItem, Limiter, LimiterConfig, Release};
+use kpl_limiter::{
+    Answer, CongestionWindow, LimitItem, Limiter, LimiterConfig, Release, Ticket, WindowConfig,
+};
 use kpl_reducer::{Item, Policy, Predicate, Reducer};
 use kpl_shardmap::{Landing, Refresh, ShardId, ShardInfo, ShardMap};
 use kpl_transport::{
@@ -53,7 +55,7 @@ enum Completion {
     Shards(Refresh, Result<Vec<ShardInfo>, TransportError>),
     Put(
         Vec<KRec>,
-        Instant,
+        Ticket,
         Result<PutRecordsResponse, TransportError>,
     ),
 }
@@ -149,6 +151,18 @@ impl Rec {
         error: Option<(&str, &str)>,
         shard: Option<&Arc<str>>,
     ) {
+        self.attempt_sent(started, end, error, shard, false);
+    }
+
+    /// An attempt whose failure may have stored the record all the same.
+    fn attempt_sent(
+        &mut self,
+        started: Instant,
+        end: Instant,
+        error: Option<(&str, &str)>,
+        shard: Option<&Arc<str>>,
+        may_have_been_stored: bool,
+    ) {
         if self.attempts.is_empty() {
             // Most records need one attempt: no room for four.
             self.attempts.reserve_exact(1);
@@ -161,7 +175,13 @@ impl Rec {
             error_code: error.map(|(c, _)| c.to_owned()),
             error_message: error.map(|(_, m)| m.to_owned()),
             shard_id: shard.cloned(),
+            may_have_been_stored,
         });
+    }
+
+    /// Whether an attempt may have stored it already.
+    fn may_have_been_stored(&self) -> bool {
+        self.attempts.iter().any(|a| a.may_have_been_stored)
     }
 }
 
@@ -246,6 +266,30 @@ impl Predicate<KRec> for ShardBytes {
     }
 }
 
+/// The congestion window of a stream's pipeline: `max_connections` is its ceiling,
+/// `request_timeout` its base timeout.
+fn window_config(c: &Config) -> WindowConfig {
+    WindowConfig::new(c.max_connections)
+        .base_timeout(c.request_timeout)
+        .max_timeout(
+            c.request_timeout
+                .saturating_mul(10)
+                .min(Duration::from_secs(600))
+                .max(c.request_timeout),
+        )
+}
+
+/// What a failed request says of the path, for the congestion window: timeouts,
+/// broken connections and 5xx are congestion; throttling is per shard (the rate
+/// limiter's business) and a refused request says nothing of the load.
+fn congestion_signal(e: &TransportError) -> Answer {
+    match e.kind() {
+        ErrorKind::Transient => Answer::Congested,
+        _ if e.is_timeout() || e.may_have_been_stored() => Answer::Congested,
+        _ => Answer::Neutral,
+    }
+}
+
 /// SplitMix64 for backoff jitter.
 struct Rng(u64);
 
@@ -282,7 +326,7 @@ pub(crate) struct Worker {
     limiter: Limiter<ShardId, KRec>,
     collector: Reducer<KRec, ShardBytes>,
     ready: VecDeque<Vec<KRec>>,
-    in_flight: usize,
+    window: CongestionWindow,
     retries: BinaryHeap<Reverse<(Instant, u64)>>,
     retry_recs: HashMap<u64, Rec>,
     awaiting_map: Vec<Landed>,
@@ -329,7 +373,7 @@ impl Worker {
                 ShardBytes::default(),
             ),
             ready: VecDeque::new(),
-            in_flight: 0,
+            window: CongestionWindow::new(window_config(c)),
             retries: BinaryHeap::new(),
             retry_recs: HashMap::new(),
             awaiting_map: Vec::new(),
@@ -359,7 +403,7 @@ impl Worker {
             || !self.limiter.is_empty()
             || !self.collector.is_empty()
             || !self.ready.is_empty()
-            || self.in_flight > 0
+            || self.window.in_flight() > 0
             || !self.retry_recs.is_empty()
             || !self.awaiting_map.is_empty()
     }
@@ -440,7 +484,7 @@ impl Worker {
     }
 
     fn next_wake(&self, now: Instant) -> Option<Instant> {
-        if !self.ready.is_empty() && self.in_flight < self.shared.config.max_connections {
+        if self.can_send() {
             return Some(now);
         }
         [
@@ -688,8 +732,8 @@ impl Worker {
             self.collector.poll_expired(now)
         };
         self.ready.extend(batches);
-        // The sender.
-        while self.in_flight < self.shared.config.max_connections {
+        // The sender: as much as the congestion window has room for.
+        while let Some(room) = self.window.room() {
             let Some(mut batch) = self.ready.pop_front() else {
                 break;
             };
@@ -705,13 +749,43 @@ impl Worker {
             for rec in expired {
                 self.expire(rec, now);
             }
-            if !batch.is_empty() {
-                self.spawn_put(batch, now);
+            if batch.is_empty() {
+                continue;
             }
+            if self.window.in_flight() > 0 && batch[0].size() as u64 > room {
+                self.ready.push_front(batch);
+                break;
+            }
+            // Only what fits the window goes; the rest is sent next.
+            let mut total = 0u64;
+            let cut = batch
+                .iter()
+                .position(|k| {
+                    total += k.size() as u64;
+                    total > room
+                })
+                .unwrap_or(batch.len())
+                .max(1);
+            if cut < batch.len() {
+                let rest = batch.split_off(cut);
+                self.ready.push_front(rest);
+            }
+            self.spawn_put(batch, now);
         }
         if self.flushing && !self.holds_buffered() {
             self.flushing = false;
         }
+    }
+
+    /// Whether the first ready batch can be sent now.
+    fn can_send(&self) -> bool {
+        let (Some(room), Some(first)) = (
+            self.window.room(),
+            self.ready.front().and_then(|b| b.first()),
+        ) else {
+            return false;
+        };
+        self.window.in_flight() == 0 || first.size() as u64 <= room
     }
 
     /// Whether anything waits in the buffers (not in flight, not in backoff).
@@ -759,19 +833,30 @@ impl Worker {
     }
 
     fn spawn_put(&mut self, batch: Vec<KRec>, now: Instant) {
-        self.in_flight += 1;
+        let bytes: u64 = batch.iter().map(|k| k.size() as u64).sum();
+        let ticket = self.window.on_send(bytes, now);
+        debug!(
+            stream = %self.stream,
+            records = batch.len(),
+            bytes,
+            timeout_ms = ticket.timeout().as_millis() as u64,
+            in_flight = self.window.in_flight(),
+            window = self.window.requests(),
+            "PutRecords sent"
+        );
         let entries = batch
             .iter()
             .map(|k| {
                 PutRecordsEntry::new(k.partition_key.clone(), k.explicit_hash_key, k.data.clone())
             })
             .collect();
-        let request = PutRecordsRequest::new(self.stream.clone(), entries);
+        let request =
+            PutRecordsRequest::new(self.stream.clone(), entries).with_timeout(ticket.timeout());
         let transport = self.shared.transport.clone();
         let tx = self.completions_tx.clone();
         self.shared.runtime.spawn(Box::pin(async move {
             let result = transport.put_records(request).await;
-            if let Err(e) = tx.unbounded_send(Completion::Put(batch, now, result)) {
+            if let Err(e) = tx.unbounded_send(Completion::Put(batch, ticket, result)) {
                 // The worker is gone: dropping the batch resolves its records as shut
                 // down.
                 drop(e.into_inner());
@@ -792,8 +877,18 @@ impl Worker {
                 let retry_at = self.map.on_refresh_failed(refresh, now);
                 warn!(stream = %self.stream, error = %e, retry_in_ms = retry_at.saturating_duration_since(now).as_millis() as u64, "ListShards failed");
             }
-            Completion::Put(batch, started, result) => {
-                self.in_flight -= 1;
+            Completion::Put(batch, ticket, result) => {
+                let started = ticket.sent_at();
+                let answer = match &result {
+                    Ok(_) => Answer::Delivered,
+                    Err(e) => congestion_signal(e),
+                };
+                let before = self.window.requests();
+                self.window.on_answer(ticket, now, answer);
+                let after = self.window.requests();
+                if after != before {
+                    debug!(stream = %self.stream, from = before, to = after, rtt_ms = now.saturating_duration_since(started).as_millis() as u64, "congestion window changed");
+                }
                 let kinesis_records = batch.len();
                 let user_records = batch.iter().map(|k| k.records.len()).sum();
                 let time = now.saturating_duration_since(started);
@@ -894,10 +989,17 @@ impl Worker {
         } else {
             debug!(stream = %self.stream, error = %e, backoff_ms = backoff.as_millis() as u64, "request failed; will retry");
         }
+        let stored = e.may_have_been_stored();
         for k in batch {
             let shard = k.shard.as_ref().map(ShardId::to_arc);
             for mut rec in k.records {
-                rec.attempt(started, now, Some((&code, &message)), shard.as_ref());
+                rec.attempt_sent(
+                    started,
+                    now,
+                    Some((&code, &message)),
+                    shard.as_ref(),
+                    stored,
+                );
                 if fail_now {
                     self.fail(rec);
                 } else {
@@ -1033,19 +1135,15 @@ impl Worker {
     }
 
     fn expire(&mut self, mut rec: Rec, now: Instant) {
-        let ttl = self.shared.config.record_ttl;
-        rec.attempt(
-            now,
-            now,
-            Some((
-                codes::EXPIRED,
-                &format!(
-                    "record reached its time to live ({} ms) before it was stored",
-                    ttl.as_millis()
-                ),
-            )),
-            None,
-        );
+        let ttl = self.shared.config.record_ttl.as_millis();
+        let message = if rec.may_have_been_stored() {
+            format!(
+                "record reached its time to live ({ttl} ms) with no answer that it was stored; an earlier attempt had no answer and may have stored it"
+            )
+        } else {
+            format!("record reached its time to live ({ttl} ms) before it was stored")
+        };
+        rec.attempt(now, now, Some((codes::EXPIRED, &message)), None);
         self.emit(|stream| Event::Expired {
             stream,
             user_records: 1,
@@ -1106,15 +1204,12 @@ impl Worker {
         held.extend(self.awaiting_map.drain(..).map(|l| l.rec));
         let n = held.len();
         for mut rec in held {
-            rec.attempt(
-                now,
-                now,
-                Some((
-                    codes::SHUTDOWN,
-                    "the producer shut down before this record was stored",
-                )),
-                None,
-            );
+            let message = if rec.may_have_been_stored() {
+                "the producer shut down before this record had an answer that it was stored; an earlier attempt had no answer and may have stored it"
+            } else {
+                "the producer shut down before this record was stored"
+            };
+            rec.attempt(now, now, Some((codes::SHUTDOWN, message)), None);
             self.fail(rec);
         }
         n
