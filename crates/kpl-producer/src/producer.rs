@@ -15,7 +15,7 @@ use kpl_transport::{StreamId, Transport};
 use crate::config::Config;
 use crate::events::EventSink;
 use crate::result::{RecordFuture, pair};
-use crate::worker::{Command, Rec, Worker};
+use crate::worker::{Command, Rec, Worker, drain_limit};
 
 /// Why a record was not accepted. Nothing was enqueued.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +32,16 @@ pub enum PutError {
         /// Bytes outstanding.
         bytes: usize,
     },
+    /// `try_put_record` only: the stream cannot take more within the records' time
+    /// to live (what waits for it would expire before it drains); try again later,
+    /// or use `put_record`, which waits.
+    Backlog {
+        /// Bytes outstanding for the stream.
+        bytes: usize,
+        /// What the stream drains within a quarter of the time to live, at its
+        /// measured rate.
+        limit: usize,
+    },
     /// The producer is shutting down and accepts nothing more.
     ShuttingDown,
 }
@@ -43,6 +53,10 @@ impl fmt::Display for PutError {
             Self::Full { records, bytes } => write!(
                 f,
                 "producer full ({records} records, {bytes} bytes outstanding): wait, or raise max_outstanding_records / max_outstanding_bytes"
+            ),
+            Self::Backlog { bytes, limit } => write!(
+                f,
+                "the stream has {bytes} bytes waiting, and drains about {limit} bytes in a quarter of the records' time to live: wait (put_record waits), or add shards"
             ),
             Self::ShuttingDown => {
                 f.write_str("the producer is shutting down and accepts no more records")
@@ -96,6 +110,20 @@ impl PutRecord {
 struct StreamOutstanding {
     /// (id, arrival, resolved); resolved entries leave from the front.
     ids: VecDeque<(u64, Instant, bool)>,
+    /// Bytes outstanding.
+    bytes: usize,
+    /// What the stream's pipeline can drain within a quarter of the time to live; admission
+    /// stops there (see `Worker::drain_limit`).
+    limit: Option<usize>,
+}
+
+impl StreamOutstanding {
+    /// Whether `bytes` more would go past the drain limit (one record always fits
+    /// an empty stream).
+    fn over(&self, bytes: usize) -> bool {
+        self.limit
+            .is_some_and(|limit| self.bytes > 0 && self.bytes + bytes > limit)
+    }
 }
 
 impl StreamOutstanding {
@@ -157,6 +185,28 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A stream's drain limit changed: admission follows it.
+    pub(crate) fn set_drain_limit(&self, stream: &StreamId, limit: Option<usize>) {
+        let space: Vec<_> = {
+            let mut acc = self.lock();
+            let m = acc.outstanding.entry(stream.clone()).or_default();
+            let grew = match (m.limit, limit) {
+                (Some(old), Some(new)) => new > old,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            m.limit = limit;
+            if grew {
+                acc.space_waiters.drain(..).collect()
+            } else {
+                Vec::new()
+            }
+        };
+        for w in space {
+            let _ = w.send(());
+        }
+    }
+
     /// Records resolved: release their space and wake whoever waits on it.
     pub(crate) fn release(&self, stream: &StreamId, resolved: &[(u64, usize)]) {
         if resolved.is_empty() {
@@ -165,8 +215,9 @@ impl Shared {
         let (space, flushes) = {
             let mut acc = self.lock();
             if let Some(map) = acc.outstanding.get_mut(stream) {
-                for (id, _) in resolved {
+                for (id, bytes) in resolved {
                     map.resolve(*id);
+                    map.bytes -= bytes;
                 }
             }
             acc.records -= resolved.len();
@@ -367,7 +418,12 @@ impl Producer {
             let (tx, rx) = oneshot::channel();
             {
                 let mut acc = self.inner.shared.lock();
-                if acc.records == 0 || !self.is_full(&acc, 1, rest[0].data.len()) {
+                let size = rest[0].data.len() + rest[0].partition_key.len();
+                let backlog = acc
+                    .outstanding
+                    .get(&StreamId::parse(stream))
+                    .is_some_and(|m| m.over(size));
+                if acc.records == 0 || (!self.is_full(&acc, 1, size) && !backlog) {
                     drop(acc);
                     pending = rest;
                     continue;
@@ -421,27 +477,39 @@ impl Producer {
                     }
                 };
                 let size = record.data.len() + record.partition_key.len();
-                if self.is_full(&acc, 1, size) {
+                let full = self.is_full(&acc, 1, size);
+                let backlog = acc.outstanding.get(&stream_id).filter(|m| m.over(size));
+                if full || backlog.is_some() {
                     if wait {
                         let mut left = vec![record];
                         left.extend(iter);
                         rest = Some(left);
                         break;
                     }
-                    results.push(Err(PutError::Full {
-                        records: acc.records,
-                        bytes: acc.bytes,
+                    results.push(Err(match backlog {
+                        Some(m) if !full => PutError::Backlog {
+                            bytes: m.bytes,
+                            limit: m.limit.unwrap_or_default(),
+                        },
+                        _ => PutError::Full {
+                            records: acc.records,
+                            bytes: acc.bytes,
+                        },
                     }));
                     continue;
                 }
                 let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
                 acc.records += 1;
                 acc.bytes += size;
-                acc.outstanding
-                    .entry(stream_id.clone())
-                    .or_default()
-                    .ids
-                    .push_back((id, now, false));
+                let m =
+                    acc.outstanding
+                        .entry(stream_id.clone())
+                        .or_insert_with(|| StreamOutstanding {
+                            limit: Some(drain_limit(config, 1, None)),
+                            ..StreamOutstanding::default()
+                        });
+                m.ids.push_back((id, now, false));
+                m.bytes += size;
                 let (completer, future) = pair(now);
                 let hash_key =
                     explicit.unwrap_or_else(|| HashKey::from_partition_key(&record.partition_key));

@@ -16,7 +16,8 @@ use kpl_codec::{
     AGGREGATE_OVERHEAD, AGGREGATED_PARTITION_KEY, AggregateBuilder, HashKey, UserRecord,
 };
 use kpl_limiter::{
-    Answer, CongestionWindow, LimitItem, Limiter, LimiterConfig, Release, Ticket, WindowConfig,
+    Answer, CongestionWindow, LimitItem, Limiter, LimiterConfig, Release, SHARD_BYTES_PER_SECOND,
+    Ticket, WindowConfig,
 };
 use kpl_reducer::{Item, Policy, Predicate, Reducer};
 use kpl_shardmap::{Landing, Refresh, ShardId, ShardInfo, ShardMap};
@@ -37,6 +38,8 @@ const SHARD_BYTES_CLOSE: usize = 256 * 1024;
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Longest backoff after request-level failures.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The admission limit of a stream never goes below this many bytes outstanding.
+const DRAIN_LIMIT_FLOOR: usize = 4 << 20;
 /// Attempts after which a still-retried record is logged at warn.
 const WARN_AFTER_ATTEMPTS: usize = 5;
 
@@ -266,6 +269,20 @@ impl Predicate<KRec> for ShardBytes {
     }
 }
 
+/// What a stream of `shards` shards can store in a quarter of the records' time to
+/// live (a margin for throttling and retries), at
+/// the lower of its shards' byte limit (times `rate_limit`, at most 100 %) and the
+/// measured `rate` (user bytes per second), never under [`DRAIN_LIMIT_FLOOR`]: the admission limit of its pipeline.
+/// Before the shard map is known, a stream counts as one shard.
+pub(crate) fn drain_limit(c: &Config, shards: usize, rate: Option<f64>) -> usize {
+    let horizon = c.record_ttl.as_secs_f64() / 4.0;
+    // A shard stores at most its limit, whatever the rate limit lets out.
+    let percent = c.rate_limit.min(100) as f64;
+    let capacity = shards.max(1) as f64 * SHARD_BYTES_PER_SECOND as f64 * percent / 100.0;
+    let rate = rate.map_or(capacity, |r| r.min(capacity));
+    ((rate * horizon) as usize).max(DRAIN_LIMIT_FLOOR)
+}
+
 /// The congestion window of a stream's pipeline: `max_connections` is its ceiling,
 /// `request_timeout` its base timeout.
 fn window_config(c: &Config) -> WindowConfig {
@@ -336,6 +353,12 @@ pub(crate) struct Worker {
     rng: Rng,
     flushing: bool,
     stopping: bool,
+    /// User bytes stored since `drain_since`, for the drain rate.
+    drained: u64,
+    drain_since: Option<Instant>,
+    /// Smoothed user bytes per second stored while records waited.
+    drain_rate: Option<f64>,
+    drain_limit: Option<usize>,
 }
 
 impl Worker {
@@ -383,6 +406,10 @@ impl Worker {
             rng: Rng(seed),
             flushing: false,
             stopping: false,
+            drained: 0,
+            drain_since: None,
+            drain_rate: None,
+            drain_limit: None,
             stream,
             shared,
             commands: Some(commands),
@@ -412,6 +439,7 @@ impl Worker {
         loop {
             let now = self.shared.runtime.now();
             self.drive(now);
+            self.update_drain_limit(now);
             self.publish();
             if self.commands.is_none() && !self.holds_records() && !self.refreshing {
                 debug!(stream = %self.stream, "pipeline stopped");
@@ -472,6 +500,40 @@ impl Worker {
                 Next::Completion(c) => self.completion(c, now),
                 Next::Timer => {}
             }
+        }
+    }
+
+    /// Measures how fast the stream drains, and sets the admission limit from it:
+    /// what the stream can store in a quarter of the records' time to live, at the lower of
+    /// its shards' rate limit and the rate measured while records waited (a slow
+    /// path, throttling), never under [`DRAIN_LIMIT_FLOOR`]. A fast reader into a
+    /// slow stream then waits, instead of expiring records that never had an
+    /// attempt.
+    fn update_drain_limit(&mut self, now: Instant) {
+        let since = *self.drain_since.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(since);
+        if elapsed >= Duration::from_secs(1) {
+            if self.holds_buffered() {
+                // Backlogged: what was stored is what the stream can take.
+                let sample = self.drained as f64 / elapsed.as_secs_f64();
+                self.drain_rate = Some(self.drain_rate.map_or(sample, |r| 0.5 * r + 0.5 * sample));
+            }
+            self.drained = 0;
+            self.drain_since = Some(now);
+        }
+        let shards = self.map.shards().len();
+        if shards == 0 {
+            return;
+        }
+        let limit = drain_limit(&self.shared.config, shards, self.drain_rate);
+        // Publish only real changes (a lock and maybe wake-ups).
+        let changed = self
+            .drain_limit
+            .is_none_or(|old| limit.abs_diff(old) > old / 8);
+        if changed {
+            self.drain_limit = Some(limit);
+            debug!(stream = %self.stream, limit, "admission limit");
+            self.shared.set_drain_limit(&self.stream, Some(limit));
         }
     }
 
@@ -718,11 +780,7 @@ impl Worker {
         for release in self.limiter.poll(now) {
             match release {
                 Release::Ready { item, .. } => self.collect(item),
-                Release::Expired { item, .. } => {
-                    for rec in item.records {
-                        self.expire(rec, now);
-                    }
-                }
+                Release::Expired { item, .. } => self.expire_krec(item, now),
             }
         }
         // The collector.
@@ -737,17 +795,13 @@ impl Worker {
             let Some(mut batch) = self.ready.pop_front() else {
                 break;
             };
-            let mut expired = Vec::new();
-            batch.retain_mut(|k| {
-                if k.expiration <= now {
-                    expired.append(&mut k.records);
-                    false
-                } else {
-                    true
+            if batch.iter().any(|k| k.expiration <= now) {
+                let (expired, live): (Vec<KRec>, Vec<KRec>) =
+                    batch.into_iter().partition(|k| k.expiration <= now);
+                for k in expired {
+                    self.expire_krec(k, now);
                 }
-            });
-            for rec in expired {
-                self.expire(rec, now);
+                batch = live;
             }
             if batch.is_empty() {
                 continue;
@@ -1134,6 +1188,19 @@ impl Worker {
         }
     }
 
+    /// A Kinesis record past its expiration (that of its oldest user record): the
+    /// user records past theirs fail; the others, which may have joined a retried
+    /// record in one aggregate, go round again with the time they have left.
+    fn expire_krec(&mut self, k: KRec, now: Instant) {
+        for rec in k.records {
+            if rec.expiration <= now {
+                self.expire(rec, now);
+            } else {
+                self.route(rec, now);
+            }
+        }
+    }
+
     fn expire(&mut self, mut rec: Rec, now: Instant) {
         let ttl = self.shared.config.record_ttl.as_millis();
         let message = if rec.may_have_been_stored() {
@@ -1159,6 +1226,7 @@ impl Worker {
             stream,
             time: buffering,
         });
+        self.drained += rec.size() as u64;
         self.resolved.push((rec.id, rec.size()));
         rec.completer.complete(RecordResult {
             success: true,
