@@ -30,8 +30,31 @@ const EXIT_INVALID_INPUT: u8 = 2;
     about = "Kinesis Producer Library tools: aggregate and de-aggregate Kinesis records"
 )]
 struct Cli {
+    /// More log output on standard error: -v for each request, retry, backoff and
+    /// congestion-window change; -vv for everything. `RUST_LOG` (e.g.
+    /// `RUST_LOG=kpl_producer=debug`) overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Logs go to standard error through `tracing`: warnings by default (retries that
+/// persist, failing ListShards), more with `-v`, or what `RUST_LOG` says.
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "warn,kpl_producer=debug,kpl_transport=debug",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .with_target(true)
+        .try_init();
 }
 
 #[derive(Subcommand)]
@@ -89,6 +112,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.verbose);
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let result = match cli.command {

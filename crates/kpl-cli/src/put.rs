@@ -1,30 +1,49 @@
 //! `kpl put`: lines or JSON lines from a shell into a stream.
+//!
+//! Nothing read is lost: every input is opened before anything is sent; every line
+//! read ends stored, or in the failed file (or on standard error when that file
+//! cannot be written) as a whole JSON line, written as its record fails. SIGINT and
+//! SIGTERM stop the reading, settle what was accepted within `--shutdown-timeout`
+//! (a second signal cuts that short) and print the usual summary.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use base64::Engine;
 use bytes::Bytes;
-use kpl_producer::{Producer, RecordFuture, RecordResult};
+use kpl_producer::{Producer, PutRecord, RecordFuture, RecordResult};
 use kpl_runtime::Runtime;
-use kpl_transport::AwsTransport;
+use kpl_transport::{AwsTransport, ErrorKind};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 use crate::input::BASE64;
 use crate::settings::ProducerArgs;
 
+/// Records outstanding before reading pauses, unless set (memory stays bounded).
+const DEFAULT_MAX_OUTSTANDING_RECORDS: usize = 250_000;
+/// Bytes outstanding before reading pauses, unless set.
+const DEFAULT_MAX_OUTSTANDING_BYTES: usize = 128 << 20;
+/// Exit code after SIGINT (128 + 2), as shells use.
+const EXIT_SIGINT: u8 = 130;
+/// Exit code after SIGTERM (128 + 15).
+const EXIT_SIGTERM: u8 = 143;
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum Format {
-    /// One record per line; its data is the line without its newline.
+    /// One record per line; its data is the line's bytes, as read, without the
+    /// newline.
     #[default]
     Lines,
-    /// One JSON object per line.
+    /// One JSON object per line (UTF-8).
     Json,
 }
 
@@ -59,9 +78,15 @@ pub(crate) struct Args {
     /// AWS region (default: the AWS chain's).
     #[arg(long)]
     region: Option<String>,
-    /// Where records that finally fail are written (JSON lines with their attempts).
+    /// Where lines that were not stored are written, as they fail (JSON lines with
+    /// the source, line, key, data and attempts). It must not be an input.
     #[arg(long, value_name = "FILE")]
     failed: Option<PathBuf>,
+    /// After the input ends or a signal, how long to wait for outstanding records
+    /// before failing what is still buffered (milliseconds). A second signal cuts
+    /// it short.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    shutdown_timeout: u64,
     /// Hide the progress line.
     #[arg(long)]
     quiet: bool,
@@ -71,9 +96,24 @@ pub(crate) struct Args {
     files: Vec<PathBuf>,
 }
 
+/// A line read, not yet settled.
+struct Line {
+    source: u32,
+    number: u64,
+    bytes: Vec<u8>,
+}
+
+/// What the reader thread hands over.
+enum Chunk {
+    Lines(Vec<Line>),
+    /// Reading stopped: the input that failed, the line it was reading, why.
+    Error(u32, u64, std::io::Error),
+}
+
+/// An accepted record waiting for its outcome.
 struct Pending {
-    source: String,
-    line: usize,
+    source: u32,
+    line: u64,
     partition_key: String,
     data: Bytes,
     future: RecordFuture,
@@ -85,17 +125,46 @@ struct Tally {
     acknowledged: u64,
     failed: u64,
     invalid: u64,
+    not_sent: u64,
+    /// Stored, and maybe stored twice (an earlier attempt had no answer).
+    duplicated: u64,
+    /// Failed, and maybe stored all the same.
+    maybe_stored: u64,
+    by_code: BTreeMap<String, u64>,
 }
 
-struct FailedFile(Option<BufWriter<File>>);
+/// The failed-records file, written a whole line at a time as records fail (no
+/// buffer that a later error could lose); standard error once it cannot be written.
+struct FailedFile {
+    path: Option<PathBuf>,
+    writer: Option<File>,
+    broken: bool,
+}
 
 impl FailedFile {
-    fn write(&mut self, value: Value) -> anyhow::Result<()> {
-        if let Some(w) = &mut self.0 {
-            serde_json::to_writer(&mut *w, &value)?;
-            w.write_all(b"\n")?;
+    fn write(&mut self, value: &Value) {
+        let line = format!("{value}\n");
+        if let (Some(w), false) = (&mut self.writer, self.broken) {
+            if let Err(e) = w.write_all(line.as_bytes()) {
+                self.fail(&e);
+            } else {
+                return;
+            }
         }
-        Ok(())
+        if self.path.is_some() {
+            eprint!("{line}");
+        }
+    }
+
+    fn fail(&mut self, e: &std::io::Error) {
+        self.broken = true;
+        let path = self
+            .path
+            .as_deref()
+            .map_or_else(|| "?".to_owned(), |p| p.display().to_string());
+        eprintln!(
+            "kpl put: cannot write {path}: {e}; the failed records that follow go to standard error"
+        );
     }
 }
 
@@ -111,6 +180,7 @@ fn attempts_json(r: &RecordResult) -> Value {
                     "ErrorCode": a.error_code,
                     "ErrorMessage": a.error_message,
                     "ShardId": a.shard_id.as_deref(),
+                    "MayHaveBeenStored": a.may_have_been_stored,
                 })
             })
             .collect(),
@@ -131,14 +201,17 @@ impl Splitmix {
 
 impl Args {
     /// The partition key and data of one input line.
-    fn record(&self, text: &str, rng: &mut Splitmix) -> Result<(String, Bytes), String> {
+    fn record(&self, bytes: &[u8], rng: &mut Splitmix) -> Result<(String, Bytes), String> {
         let mut random = || format!("{:016x}", rng.next());
         match self.format {
             Format::Lines => {
                 let pk = self.partition_key.clone().unwrap_or_else(random);
-                Ok((pk, Bytes::copy_from_slice(text.as_bytes())))
+                Ok((pk, Bytes::copy_from_slice(bytes)))
             }
             Format::Json => {
+                let text = std::str::from_utf8(bytes).map_err(|e| {
+                    format!("not UTF-8 (invalid byte at column {})", e.valid_up_to() + 1)
+                })?;
                 let value: Value =
                     serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
                 let pk = match (&self.pk_field, &self.partition_key) {
@@ -159,7 +232,7 @@ impl Args {
                         Some(_) => return Err(format!("field {field:?} is not a string")),
                         None => return Err(format!("no field {field:?} for the data")),
                     },
-                    None => Bytes::copy_from_slice(text.as_bytes()),
+                    None => Bytes::copy_from_slice(bytes),
                 };
                 Ok((pk, data))
             }
@@ -167,41 +240,247 @@ impl Args {
     }
 }
 
-fn settle(
-    pending: &mut VecDeque<Pending>,
-    tally: &mut Tally,
-    failed: &mut FailedFile,
-    all: bool,
-) -> anyhow::Result<()> {
-    while let Some(front) = pending.front() {
-        let result = if all {
-            front.future.wait(Duration::from_secs(3600))
-        } else {
-            front.future.wait(Duration::ZERO)
-        };
-        let Some(result) = result else {
-            break;
-        };
-        let p = pending.pop_front().expect("front exists");
-        if result.success {
-            tally.acknowledged += 1;
-        } else {
-            tally.failed += 1;
-            failed.write(json!({
-                "Source": p.source,
+/// Whether two paths name the same file (both must exist).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Opens every input before anything is sent: a missing file, a directory, or a
+/// `--failed` file that is also an input stops the run with nothing sent.
+fn open_inputs(args: &Args) -> anyhow::Result<Vec<(String, Box<dyn Read + Send>)>> {
+    let failed = args.failed.as_deref();
+    if args.files.is_empty() {
+        if let Some(f) = failed {
+            let stdin = Path::new("/dev/stdin");
+            if std::fs::metadata(stdin).is_ok_and(|m| m.is_file()) && same_file(f, stdin) {
+                anyhow::bail!(
+                    "--failed {} is the file on standard input: it would be overwritten; name another file",
+                    f.display()
+                );
+            }
+        }
+        return Ok(vec![("<stdin>".into(), Box::new(std::io::stdin()))]);
+    }
+    let mut inputs: Vec<(String, Box<dyn Read + Send>)> = Vec::new();
+    for path in &args.files {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
+        if meta.is_dir() {
+            anyhow::bail!("{} is a directory, not an input file", path.display());
+        }
+        if let Some(f) = failed {
+            if same_file(f, path) {
+                anyhow::bail!(
+                    "--failed {} is also an input: it would be overwritten; name another file",
+                    f.display()
+                );
+            }
+        }
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        inputs.push((path.display().to_string(), Box::new(file)));
+    }
+    Ok(inputs)
+}
+
+/// Reads the inputs in order on its own thread, in chunks of the lines at hand, until
+/// the end, an error, or `stop`. A line read is always handed over.
+fn spawn_reader(inputs: Vec<Box<dyn Read + Send>>, tx: SyncSender<Chunk>, stop: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        for (source, input) in inputs.into_iter().enumerate() {
+            let source = source as u32;
+            let mut reader = BufReader::with_capacity(256 * 1024, input);
+            let mut number = 0u64;
+            let mut chunk = Vec::new();
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    let _ = tx.send(Chunk::Lines(chunk));
+                    return;
+                }
+                let mut bytes = Vec::new();
+                match reader.read_until(b'\n', &mut bytes) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        number += 1;
+                        if bytes.last() == Some(&b'\n') {
+                            bytes.pop();
+                        }
+                        chunk.push(Line {
+                            source,
+                            number,
+                            bytes,
+                        });
+                        // Hand over when the next read may block, or the chunk is big.
+                        if (reader.buffer().is_empty() || chunk.len() >= 4096)
+                            && tx.send(Chunk::Lines(std::mem::take(&mut chunk))).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Chunk::Lines(std::mem::take(&mut chunk)));
+                        let _ = tx.send(Chunk::Error(source, number + 1, e));
+                        return;
+                    }
+                }
+            }
+            if !chunk.is_empty() && tx.send(Chunk::Lines(chunk)).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Why reading stopped before the end of the input.
+enum Stop {
+    Signal(i32),
+    Fatal(String),
+    ReadError(String),
+}
+
+struct Run<'a> {
+    args: &'a Args,
+    sources: Vec<String>,
+    pending: VecDeque<Pending>,
+    tally: Tally,
+    failed: FailedFile,
+    fatal: Option<String>,
+}
+
+impl Run<'_> {
+    /// Records the outcome of every resolved record at the front (all of them, waiting
+    /// up to `wait` each, when `wait` is given).
+    fn settle(&mut self, wait: Option<Duration>) {
+        while let Some(front) = self.pending.front() {
+            let Some(result) = front.future.wait(wait.unwrap_or(Duration::ZERO)) else {
+                if wait.is_some() {
+                    // Still unresolved after the wait: in flight when we gave up.
+                    let p = self.pending.pop_front().expect("front exists");
+                    self.tally.failed += 1;
+                    self.tally.maybe_stored += 1;
+                    *self.tally.by_code.entry("InFlight".into()).or_default() += 1;
+                    let value = json!({
+                        "Source": self.sources[p.source as usize],
+                        "Line": p.line,
+                        "PartitionKey": p.partition_key,
+                        "Data": BASE64.encode(&p.data),
+                        "Error": "InFlight",
+                        "Message": "kpl put stopped while this record's request was in flight: it may have been stored",
+                        "MayHaveBeenStored": true,
+                        "Attempts": [],
+                    });
+                    self.failed.write(&value);
+                    continue;
+                }
+                break;
+            };
+            let p = self.pending.pop_front().expect("front exists");
+            if result.is_success() {
+                self.tally.acknowledged += 1;
+                if result.may_be_duplicated() {
+                    self.tally.duplicated += 1;
+                }
+                continue;
+            }
+            self.tally.failed += 1;
+            let maybe = result.may_have_been_stored();
+            if maybe {
+                self.tally.maybe_stored += 1;
+            }
+            let code = result.error_code().unwrap_or("Unknown").to_owned();
+            let message = result
+                .attempts
+                .last()
+                .and_then(|a| a.error_message.clone())
+                .unwrap_or_default();
+            *self.tally.by_code.entry(code.clone()).or_default() += 1;
+            if self.fatal.is_none() && !ErrorKind::classify(Some(&code), None).is_retryable() {
+                eprintln!("kpl put: {code}: {message}");
+                eprintln!("kpl put: retrying cannot help; stopping");
+                self.fatal = Some(format!("{code}: {message}"));
+            }
+            let value = json!({
+                "Source": self.sources[p.source as usize],
                 "Line": p.line,
                 "PartitionKey": p.partition_key,
                 "Data": BASE64.encode(&p.data),
-                "Error": result.error_code(),
+                "Error": code,
+                "Message": message,
+                "MayHaveBeenStored": maybe,
                 "Attempts": attempts_json(&result),
-            }))?;
+            });
+            self.failed.write(&value);
         }
     }
-    Ok(())
+
+    /// A line that was read and could not be sent (bad input, or reading stopped).
+    fn not_sent(&mut self, line: &Line, code: &str, message: &str) {
+        let value = json!({
+            "Source": self.sources[line.source as usize],
+            "Line": line.number,
+            "Data": BASE64.encode(&line.bytes),
+            "Error": code,
+            "Message": message,
+            "MayHaveBeenStored": false,
+            "Attempts": [],
+        });
+        self.failed.write(&value);
+    }
+}
+
+/// Forwards SIGINT and SIGTERM as a count and the last signal's number.
+fn watch_signals(runtime: &tokio::runtime::Runtime) -> watch::Receiver<(u32, i32)> {
+    let (tx, rx) = watch::channel((0u32, 0i32));
+    runtime.spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            loop {
+                let number = tokio::select! {
+                    _ = int.recv() => 2,
+                    _ = term.recv() => 15,
+                };
+                tx.send_modify(|(count, last)| {
+                    *count += 1;
+                    *last = number;
+                });
+            }
+        }
+        #[cfg(not(unix))]
+        loop {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            tx.send_modify(|(count, last)| {
+                *count += 1;
+                *last = 2;
+            });
+        }
+    });
+    rx
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let config = args.producer.config()?;
+    let config = args.producer.config_with_caps(
+        DEFAULT_MAX_OUTSTANDING_RECORDS,
+        DEFAULT_MAX_OUTSTANDING_BYTES,
+    )?;
     if args.format == Format::Lines && (args.pk_field.is_some() || args.data_field.is_some()) {
         anyhow::bail!("--pk-field and --data-field need --format json");
     }
@@ -210,6 +489,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| args.stream_arn.clone())
         .context("give --stream or --stream-arn")?;
+    let inputs = open_inputs(args)?;
+    let failed_writer = match &args.failed {
+        Some(path) => {
+            Some(File::create(path).with_context(|| format!("cannot create {}", path.display()))?)
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -233,16 +519,23 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let _guard = runtime.enter();
         Producer::builder(config, Arc::new(transport)).build(Runtime::tokio())
     };
-    let mut failed = FailedFile(match &args.failed {
-        Some(path) => {
-            Some(BufWriter::new(File::create(path).with_context(|| {
-                format!("cannot create {}", path.display())
-            })?))
-        }
-        None => None,
-    });
-    let mut tally = Tally::default();
-    let mut pending = VecDeque::new();
+    let mut signals = watch_signals(&runtime);
+    let (sources, readers): (Vec<String>, Vec<_>) = inputs.into_iter().unzip();
+    let mut run = Run {
+        args,
+        sources,
+        pending: VecDeque::new(),
+        tally: Tally::default(),
+        failed: FailedFile {
+            path: args.failed.clone(),
+            writer: failed_writer,
+            broken: false,
+        },
+        fatal: None,
+    };
+    let (tx, rx) = sync_channel(4);
+    let stop_reading = Arc::new(AtomicBool::new(false));
+    spawn_reader(readers, tx, stop_reading.clone());
     let mut rng = Splitmix(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -250,82 +543,192 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     );
     let started = Instant::now();
     let mut last_progress = Instant::now();
-    let sources: Vec<(String, Box<dyn BufRead>)> = if args.files.is_empty() {
-        vec![("<stdin>".into(), Box::new(BufReader::new(std::io::stdin())))]
-    } else {
-        let mut v: Vec<(String, Box<dyn BufRead>)> = Vec::new();
-        for path in &args.files {
-            let file =
-                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            v.push((path.display().to_string(), Box::new(BufReader::new(file))));
+    let mut position: Option<(u32, u64)> = None;
+    let mut leftover: Vec<Line> = Vec::new();
+    let stop = 'read: loop {
+        let signal = *signals.borrow();
+        if signal.0 > 0 {
+            break Some(Stop::Signal(signal.1));
         }
-        v
-    };
-    for (source, reader) in sources {
-        for (index, line) in reader.split(b'\n').enumerate() {
-            let line_no = index + 1;
-            let mut bytes = line.with_context(|| format!("reading {source}"))?;
-            if bytes.last() == Some(&b'\r') {
-                bytes.pop();
-            }
-            let text = String::from_utf8_lossy(&bytes);
-            let outcome = args.record(&text, &mut rng).and_then(|(pk, data)| {
-                let put =
-                    runtime.block_on(producer.put_record(&stream, pk.clone(), data.clone(), None));
-                put.map(|future| (pk, data, future))
-                    .map_err(|e| e.to_string())
-            });
-            match outcome {
-                Ok((partition_key, data, future)) => {
-                    tally.sent += 1;
-                    pending.push_back(Pending {
-                        source: source.clone(),
-                        line: line_no,
-                        partition_key,
-                        data,
-                        future,
+        if let Some(f) = &run.fatal {
+            break Some(Stop::Fatal(f.clone()));
+        }
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(Chunk::Lines(lines)) => {
+                let mut lines = lines.into_iter();
+                while let Some(line) = lines.next() {
+                    position = Some((line.source, line.number));
+                    let (pk, data) = match run.args.record(&line.bytes, &mut rng) {
+                        Ok(r) => r,
+                        Err(message) => {
+                            run.tally.invalid += 1;
+                            eprintln!(
+                                "kpl put: {}:{}: {message}",
+                                run.sources[line.source as usize], line.number
+                            );
+                            run.not_sent(&line, "InvalidLine", &message);
+                            continue;
+                        }
+                    };
+                    let record = PutRecord::new(pk.clone(), data.clone());
+                    // Waits while the producer is full; a signal ends the wait.
+                    let put = runtime.block_on(async {
+                        tokio::select! {
+                            r = producer.put_records(&stream, vec![record]) => Some(r),
+                            _ = next_signal(&mut signals) => None,
+                        }
                     });
-                }
-                Err(message) => {
-                    tally.invalid += 1;
-                    eprintln!("kpl put: {source}:{line_no}: {message}");
-                    failed.write(json!({
-                        "Source": source,
-                        "Line": line_no,
-                        "Data": BASE64.encode(&bytes),
-                        "Error": message,
-                        "Attempts": [],
-                    }))?;
+                    let Some(put) = put else {
+                        leftover.push(line);
+                        leftover.extend(lines);
+                        let signal = *signals.borrow();
+                        break 'read Some(Stop::Signal(signal.1));
+                    };
+                    match put.map(|mut v| v.pop()) {
+                        Ok(Some(Ok(future))) => {
+                            run.tally.sent += 1;
+                            run.pending.push_back(Pending {
+                                source: line.source,
+                                line: line.number,
+                                partition_key: pk,
+                                data,
+                                future,
+                            });
+                        }
+                        Ok(Some(Err(e))) | Err(e) => {
+                            run.tally.invalid += 1;
+                            let message = e.to_string();
+                            eprintln!(
+                                "kpl put: {}:{}: {message}",
+                                run.sources[line.source as usize], line.number
+                            );
+                            run.not_sent(&line, "InvalidLine", &message);
+                        }
+                        Ok(None) => unreachable!("one result per record"),
+                    }
                 }
             }
-            settle(&mut pending, &mut tally, &mut failed, false)?;
-            if !args.quiet && last_progress.elapsed() >= Duration::from_secs(1) {
-                last_progress = Instant::now();
-                progress(&tally, started);
+            Ok(Chunk::Error(source, number, e)) => {
+                break Some(Stop::ReadError(format!(
+                    "cannot read {} at line {number}: {e}",
+                    run.sources[source as usize]
+                )));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break None,
+        }
+        run.settle(None);
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            if !args.quiet {
+                progress(&run.tally, started);
             }
         }
+    };
+    if stop.is_some() {
+        // Lines the reader had read and not handed over: not sent, and reported.
+        stop_reading.store(true, Ordering::Relaxed);
+        drain_reader(&rx, &mut leftover);
+        let why = match &stop {
+            Some(Stop::Signal(_)) => "kpl put was interrupted before this line was sent",
+            _ => "kpl put stopped before this line was sent",
+        };
+        for line in &leftover {
+            run.tally.not_sent += 1;
+            run.not_sent(line, "NotSent", why);
+        }
     }
-    runtime.block_on(producer.flush());
-    settle(&mut pending, &mut tally, &mut failed, true)?;
-    runtime.block_on(producer.shutdown(Duration::from_secs(5)));
-    if let Some(w) = &mut failed.0 {
-        w.flush()?;
+    // Settle what was accepted.
+    let timeout = Duration::from_millis(args.shutdown_timeout);
+    let seen = signals.borrow().0;
+    let clean = runtime.block_on(async {
+        tokio::select! {
+            _ = producer.shutdown(timeout) => true,
+            _ = async {
+                loop {
+                    next_signal(&mut signals).await;
+                    if signals.borrow().0 > seen {
+                        return;
+                    }
+                }
+            } => false,
+        }
+    });
+    if !clean {
+        eprintln!("kpl put: second signal: failing what is still buffered");
+        runtime.block_on(async {
+            let _ = tokio::time::timeout(Duration::from_secs(1), producer.shutdown(Duration::ZERO))
+                .await;
+        });
     }
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "kpl put: {} sent, {} acknowledged, {} failed, {} invalid lines, in {:.1} s ({:.0} records/s)",
-        tally.sent,
-        tally.acknowledged,
-        tally.failed,
-        tally.invalid,
-        secs,
-        tally.acknowledged as f64 / secs.max(1e-9)
-    );
-    Ok(if tally.failed + tally.invalid > 0 {
-        ExitCode::FAILURE
+    run.settle(Some(if clean {
+        Duration::from_secs(5)
     } else {
-        ExitCode::SUCCESS
-    })
+        Duration::ZERO
+    }));
+    let secs = started.elapsed().as_secs_f64();
+    let t = &run.tally;
+    eprintln!(
+        "kpl put: {} sent, {} acknowledged, {} failed, {} invalid lines, {} not sent, {} possibly stored twice, {} failed but possibly stored, in {:.1} s ({:.0} records/s)",
+        t.sent,
+        t.acknowledged,
+        t.failed,
+        t.invalid,
+        t.not_sent,
+        t.duplicated,
+        t.maybe_stored,
+        secs,
+        t.acknowledged as f64 / secs.max(1e-9)
+    );
+    if !t.by_code.is_empty() {
+        let codes: Vec<String> = t.by_code.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        eprintln!("kpl put: failures by error code: {}", codes.join(", "));
+    }
+    let at = position.map_or_else(
+        || "before the first line".to_owned(),
+        |(s, n)| format!("at {}:{n}", run.sources[s as usize]),
+    );
+    let code = match &stop {
+        Some(Stop::Signal(n)) => {
+            eprintln!(
+                "kpl put: stopped by {}; reading stopped {at}",
+                if *n == 15 { "SIGTERM" } else { "SIGINT" }
+            );
+            ExitCode::from(if *n == 15 { EXIT_SIGTERM } else { EXIT_SIGINT })
+        }
+        Some(Stop::Fatal(why)) => {
+            eprintln!("kpl put: stopped {at}: {why}");
+            ExitCode::FAILURE
+        }
+        Some(Stop::ReadError(why)) => {
+            eprintln!("kpl put: {why}; what was read before was settled");
+            ExitCode::FAILURE
+        }
+        None if t.failed + t.invalid + t.not_sent > 0 || run.failed.broken => ExitCode::FAILURE,
+        None => ExitCode::SUCCESS,
+    };
+    // The reader may be blocked on input that never ends: leave without it.
+    drop(rx);
+    Ok(code)
+}
+
+/// The next signal (never, if signals cannot be watched).
+async fn next_signal(rx: &mut watch::Receiver<(u32, i32)>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Takes every line the reader thread still hands over after it was told to stop.
+fn drain_reader(rx: &Receiver<Chunk>, into: &mut Vec<Line>) {
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Chunk::Lines(lines)) => into.extend(lines),
+            Ok(Chunk::Error(..)) => {}
+            // Blocked on input, or done.
+            Err(_) => return,
+        }
+    }
 }
 
 fn progress(t: &Tally, started: Instant) {

@@ -61,6 +61,20 @@ pub(crate) struct ProducerArgs {
 }
 
 impl ProducerArgs {
+    /// The settings, with caps on outstanding records and bytes where none were
+    /// given (a command reading unbounded input keeps its memory bounded).
+    pub(crate) fn config_with_caps(&self, records: usize, bytes: usize) -> anyhow::Result<Config> {
+        let c = self.config()?;
+        let mut b = builder_from(&c);
+        if self.max_outstanding_records.is_none() {
+            b = b.max_outstanding_records(records);
+        }
+        if self.max_outstanding_bytes.is_none() {
+            b = b.max_outstanding_bytes(bytes);
+        }
+        Ok(b.build()?)
+    }
+
     pub(crate) fn config(&self) -> anyhow::Result<Config> {
         let base = match &self.kpl_properties {
             Some(path) => {

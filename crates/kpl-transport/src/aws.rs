@@ -285,6 +285,22 @@ where
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
             let code = service.err().code().map(str::to_owned);
+            if code.is_none() && status < 500 && status != 429 {
+                // Kinesis names every error it answers: this is another server.
+                let content_type = service
+                    .raw()
+                    .headers()
+                    .get("content-type")
+                    .unwrap_or("no content type");
+                return TransportError::new(
+                    ErrorKind::Endpoint,
+                    format!(
+                        "the endpoint answered HTTP {status} ({content_type}) with something that is not a Kinesis answer: check the endpoint URL"
+                    ),
+                )
+                .with_code("NotKinesis")
+                .with_status(status);
+            }
             let message = service
                 .err()
                 .message()

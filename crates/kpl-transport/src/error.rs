@@ -71,6 +71,9 @@ impl ErrorKind {
                 "ValidationException" | "InvalidArgumentException" | "SerializationException" => {
                     Self::InvalidRequest
                 }
+                // Our own codes for answers that are not the service's.
+                "NotKinesis" | "EndpointError" => Self::Endpoint,
+                "CredentialsError" => Self::AccessDenied,
                 _ => return None,
             })
         });

@@ -1,0 +1,306 @@
+//! `kpl put` never loses or corrupts input: inputs are checked before anything is
+//! sent, signals settle what was accepted, a failed file that cannot be written does
+//! not lose records, and an endpoint that is not Kinesis fails at once. No network:
+//! loopback ports of the test's own.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::kpl;
+use serde_json::Value;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kpl-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A loopback port nothing listens on.
+fn dead_endpoint() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}")
+}
+
+fn failed_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("whole JSON lines"))
+        .collect()
+}
+
+fn put_args<'a>(endpoint: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "put",
+        "--stream",
+        "s",
+        "--endpoint",
+        endpoint,
+        "--region",
+        "us-east-1",
+        "--quiet",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+#[test]
+fn a_failed_file_that_is_an_input_is_refused_and_the_input_kept() {
+    let dir = temp_dir("same");
+    let input = dir.join("in.txt");
+    std::fs::write(&input, "one\ntwo\n").unwrap();
+    let endpoint = dead_endpoint();
+    let i = input.to_str().unwrap();
+    // Through another spelling of the same path, too.
+    let other = format!(
+        "{}/../{}/in.txt",
+        dir.display(),
+        dir.file_name().unwrap().to_str().unwrap()
+    );
+    for failed in [i, other.as_str()] {
+        let out = kpl(&put_args(&endpoint, &["--failed", failed, i]), "");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is also an input"), "{err}");
+        assert_eq!(std::fs::read_to_string(&input).unwrap(), "one\ntwo\n");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_input_is_opened_before_anything_is_sent() {
+    let dir = temp_dir("open");
+    let good = dir.join("good.txt");
+    std::fs::write(&good, "one\n").unwrap();
+    let failed = dir.join("failed.jsonl");
+    let endpoint = dead_endpoint();
+    for bad in [dir.to_str().unwrap(), "/nonexistent/input.txt"] {
+        let out = kpl(
+            &put_args(
+                &endpoint,
+                &[
+                    "--failed",
+                    failed.to_str().unwrap(),
+                    good.to_str().unwrap(),
+                    bad,
+                ],
+            ),
+            "",
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(bad), "names the input: {err}");
+        assert!(!err.contains("sent,"), "nothing was sent: {err}");
+        assert!(!failed.exists(), "the failed file is not even created");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn json_lines_that_are_not_utf8_are_reported_bad_lines() {
+    let dir = temp_dir("utf8");
+    let input = dir.join("in.jsonl");
+    std::fs::write(&input, b"{\"a\":1}\n{\"a\":\"\xff\xfe\"}\n").unwrap();
+    let failed = dir.join("failed.jsonl");
+    let endpoint = dead_endpoint();
+    let out = kpl(
+        &put_args(
+            &endpoint,
+            &[
+                "--format",
+                "json",
+                "--record-ttl",
+                "200",
+                "--failed",
+                failed.to_str().unwrap(),
+                input.to_str().unwrap(),
+            ],
+        ),
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in.jsonl:2: not UTF-8"), "{err}");
+    let lines = failed_lines(&failed);
+    assert_eq!(lines.len(), 2);
+    let bad = lines.iter().find(|l| l["Line"] == 2).unwrap();
+    assert_eq!(bad["Error"], "InvalidLine");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_failed_file_that_cannot_be_written_names_itself_and_loses_nothing() {
+    if !std::path::Path::new("/dev/full").exists() {
+        return;
+    }
+    let endpoint = dead_endpoint();
+    let input: String = (1..=300).map(|i| format!("line {i}\n")).collect();
+    let out = kpl(
+        &put_args(&endpoint, &["--record-ttl", "300", "--failed", "/dev/full"]),
+        &input,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot write /dev/full"), "{err}");
+    // Every record is on standard error instead, as whole JSON lines.
+    let mut numbers: Vec<u64> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["Line"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=300).collect::<Vec<u64>>());
+    assert!(
+        err.contains("300 sent, 0 acknowledged, 300 failed"),
+        "{err}"
+    );
+}
+
+/// `kpl put` reading from a pipe the test keeps open.
+fn spawn_put(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_kpl"))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn signal_run(
+    signals: &[&str],
+    shutdown_timeout: &str,
+) -> (Option<i32>, String, Vec<Value>, Duration) {
+    let dir = temp_dir(&format!("sig-{}", signals.len()));
+    let failed = dir.join("failed.jsonl");
+    let endpoint = dead_endpoint();
+    let mut child = spawn_put(&put_args(
+        &endpoint,
+        &[
+            "--failed",
+            failed.to_str().unwrap(),
+            "--shutdown-timeout",
+            shutdown_timeout,
+        ],
+    ));
+    let mut stdin = child.stdin.take().unwrap();
+    let input: String = (1..=5_000).map(|i| format!("line {i}\n")).collect();
+    stdin.write_all(input.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(1_500));
+    let t0 = Instant::now();
+    for (i, s) in signals.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        signal(&child, s);
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let took = t0.elapsed();
+    drop(stdin);
+    let lines = failed_lines(&failed);
+    std::fs::remove_dir_all(&dir).unwrap();
+    (status.code(), err, lines, took)
+}
+
+#[test]
+fn sigterm_settles_what_was_accepted_and_accounts_for_every_line() {
+    let (code, err, lines, _) = signal_run(&["TERM"], "1000");
+    assert_eq!(code, Some(143), "{err}");
+    assert!(
+        err.contains("5000 sent, 0 acknowledged, 5000 failed"),
+        "{err}"
+    );
+    assert!(err.contains("stopped by SIGTERM"), "{err}");
+    let mut numbers: Vec<u64> = lines.iter().map(|l| l["Line"].as_u64().unwrap()).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=5_000).collect::<Vec<u64>>(), "each line once");
+}
+
+#[test]
+fn a_second_sigint_cuts_the_shutdown_short() {
+    let (code, err, lines, took) = signal_run(&["INT", "INT"], "60000");
+    assert_eq!(code, Some(130), "{err}");
+    assert!(took < Duration::from_secs(20), "{took:?}: {err}");
+    assert!(err.contains("second signal"), "{err}");
+    assert_eq!(lines.len(), 5_000, "{err}");
+}
+
+/// A server that answers every request with a web page.
+fn html_server() -> (String, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let handle = std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_millis(500)))
+                        .unwrap();
+                    let mut buf = [0u8; 65536];
+                    let _ = s.read(&mut buf);
+                    let body = "<html><body>It works!</body></html>";
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    (format!("127.0.0.1:{}", addr.port()), handle)
+}
+
+#[test]
+fn an_endpoint_that_is_not_kinesis_fails_at_once_with_one_clear_message() {
+    let (addr, _server) = html_server();
+    for scheme in ["http", "https"] {
+        let endpoint = format!("{scheme}://{addr}");
+        let t0 = Instant::now();
+        let input: String = (1..=50).map(|i| format!("line {i}\n")).collect();
+        let out = kpl(&put_args(&endpoint, &[]), &input);
+        let took = t0.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            took < Duration::from_secs(10),
+            "{scheme}: took {took:?} (the TTL is 30 s): {err}"
+        );
+        assert!(err.contains("retrying cannot help"), "{scheme}: {err}");
+        assert!(err.contains("failures by error code"), "{scheme}: {err}");
+    }
+}
