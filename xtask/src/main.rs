@@ -4,6 +4,7 @@
 //!   conformance against the Python reference aggregator).
 //! - `conformance [--cases N] [--seed S]`: kpl-codec against aws-kinesis-agg.
 //! - `fuzz [--seconds N]`: runs the decoder's fuzz target (not part of the gate).
+//! - `chaos [--seeds N] [--from S]`: the chaos runner (the gate runs 200 seeds).
 
 mod conformance;
 mod peer;
@@ -21,6 +22,9 @@ commands:
   conformance [--cases N] [--seed S]
                                    check kpl-codec byte for byte against the Python aws-kinesis-agg
   fuzz [--seconds N]               fuzz the decoder with cargo-fuzz (default 60 s)
+  chaos [--seeds N] [--from S]     the chaos runner over kpl-sim on virtual time, N seeds
+                                   from S (default 10,000 from 0), release build; a failing
+                                   seed prints the line that reproduces it
   kinesis-mock -- COMMAND...       run COMMAND with kinesis-mock up on loopback and its
                                    endpoint in KPL_KINESIS_MOCK_ENDPOINT
   kinesalite [--shards K] -- COMMAND...
@@ -43,6 +47,16 @@ fn main() -> Result<()> {
             conformance::verify(cases, seed)
         }
         "fuzz" => fuzz(util::flag(rest, "--seconds")?.unwrap_or(60)),
+        "chaos" => {
+            let seeds: u64 = util::flag(rest, "--seeds")?.unwrap_or(10_000);
+            let from: u64 = util::flag(rest, "--from")?.unwrap_or(0);
+            util::step(&format!("chaos: seeds {from}..{}", from + seeds));
+            run(cargo()
+                .args(["test", "--release", "--locked", "-p", "kpl-producer"])
+                .args(["--test", "chaos", "--", "--nocapture"])
+                .env("KPL_CHAOS_SEEDS", seeds.to_string())
+                .env("KPL_CHAOS_FROM", from.to_string()))
+        }
         "kinesalite" => {
             let shards: u32 = util::flag(rest, "--shards")?.unwrap_or(4);
             let command: Vec<&String> = rest.iter().skip_while(|a| *a != "--").skip(1).collect();

@@ -386,6 +386,20 @@ impl<K: Hash + Eq + Clone, T: LimitItem> Limiter<K, T> {
             })
     }
 
+    /// Removes and returns the items waiting for one shard, in deadline order (the
+    /// shard's tokens and feedback stay).
+    pub fn drain_shard(&mut self, shard: &K) -> Vec<T> {
+        let Some(&i) = self.index.get(shard) else {
+            return Vec::new();
+        };
+        let s = &mut self.shards[i];
+        s.by_expiration.clear();
+        s.wake = None;
+        let items: Vec<T> = std::mem::take(&mut s.by_deadline).into_values().collect();
+        self.queued -= items.len();
+        items
+    }
+
     /// Removes and returns every waiting item, for a shutdown.
     pub fn drain(&mut self) -> Vec<(K, T)> {
         let mut out = Vec::new();

@@ -252,3 +252,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn one_shard_can_be_drained_alone() {
+    let t0 = Instant::now();
+    let mut l = Limiter::new(LimiterConfig::new(1));
+    // Rate 1 %: 10 records/s; 30 items per shard wait.
+    for i in 0..30 {
+        l.add("a", it(i, 10, t0, u64::from(30 - i), 10_000), t0);
+        l.add("b", it(100 + i, 10, t0, 5, 10_000), t0);
+    }
+    let _ = l.poll(t0);
+    let waiting = l.len();
+    let a: Vec<u32> = l.drain_shard(&"a").iter().map(|x| x.id).collect();
+    assert!(!a.is_empty() && a.iter().all(|&id| id < 100));
+    // In deadline order (the later ids have the earlier deadlines).
+    assert!(a.windows(2).all(|w| w[0] > w[1]), "{a:?}");
+    assert_eq!(l.len(), waiting - a.len());
+    assert!(l.drain_shard(&"a").is_empty());
+    assert!(l.drain_shard(&"c").is_empty());
+    // The other shard is untouched and still released.
+    let later = l.poll(t0 + Duration::from_secs(10));
+    assert!(ready_ids(&later).iter().all(|&id| id >= 100));
+    assert!(!later.is_empty());
+}

@@ -2,7 +2,7 @@
 //! driven as a single task over the sans-IO cores.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -55,7 +55,8 @@ pub(crate) enum Command {
 
 /// Messages from the worker's own request tasks.
 enum Completion {
-    Shards(Refresh, Result<Vec<ShardInfo>, TransportError>),
+    /// A listing: the shards, each with whether it is closed.
+    Shards(Refresh, Result<Vec<(ShardInfo, bool)>, TransportError>),
     Put(
         Vec<KRec>,
         Ticket,
@@ -325,6 +326,9 @@ struct Landed {
     rec: Rec,
     shard_id: Arc<str>,
     sequence_number: Arc<str>,
+    /// Refreshes asked for on its behalf: one of the open shards, then one of the
+    /// stream's history (the shard may have closed before the first listed it).
+    asked: u8,
 }
 
 pub(crate) struct Worker {
@@ -347,6 +351,12 @@ pub(crate) struct Worker {
     retries: BinaryHeap<Reverse<(Instant, u64)>>,
     retry_recs: HashMap<u64, Rec>,
     awaiting_map: Vec<Landed>,
+    /// Shards found split or merged (an aggregate for one landed elsewhere): their
+    /// records are not aggregated until the map is refreshed, so that few copies are
+    /// stored outside a shard's range.
+    suspects: HashSet<ShardId>,
+    /// The next refresh lists closed shards too.
+    want_history: bool,
     request_failures: u32,
     builder: AggregateBuilder<Bytes>,
     resolved: Vec<(u64, usize)>,
@@ -400,6 +410,8 @@ impl Worker {
             retries: BinaryHeap::new(),
             retry_recs: HashMap::new(),
             awaiting_map: Vec::new(),
+            suspects: HashSet::new(),
+            want_history: false,
             request_failures: 0,
             builder: AggregateBuilder::new(),
             resolved: Vec::new(),
@@ -592,8 +604,13 @@ impl Worker {
             self.expire(rec, now);
             return;
         }
-        match self.map.lookup(rec.hash_key) {
-            Ok(shard) => {
+        match self
+            .map
+            .lookup(rec.hash_key)
+            .ok()
+            .filter(|s| !self.suspects.contains(s.id()))
+        {
+            Some(shard) => {
                 let shard = shard.id().clone();
                 let policy = self.aggregate_policy;
                 let reducer = self
@@ -614,9 +631,9 @@ impl Worker {
                     self.aggregate(batch, Some(shard.clone()), now);
                 }
             }
-            Err(_) => {
-                // Unknown shard: never aggregated with others; waits for the map until
-                // its deadline, then goes alone.
+            None => {
+                // Unknown shard (or one found split): never aggregated with others;
+                // waits for the map until its deadline, then goes alone.
                 for batch in self.unknown.add_deferred(rec) {
                     for rec in batch {
                         self.aggregate(vec![rec], None, now);
@@ -701,7 +718,8 @@ impl Worker {
         if !self.refreshing {
             if let Some(refresh) = self.map.poll_refresh(now) {
                 self.refreshing = true;
-                self.spawn_refresh(refresh);
+                let history = std::mem::take(&mut self.want_history);
+                self.spawn_refresh(refresh, history);
             }
         }
         // Retries whose backoff has passed.
@@ -722,7 +740,7 @@ impl Worker {
         for landed in late {
             // Stored, but where the map cannot tell: a KCL consumer may drop it.
             let mut rec = landed.rec;
-            rec.attempt(now, now, Some((codes::WRONG_SHARD, "stored on a shard whose range could not be verified before the record's time to live passed")), Some(&landed.shard_id));
+            rec.attempt_sent(now, now, Some((codes::WRONG_SHARD, "stored on a shard whose range could not be verified before the record's time to live passed: a KCL consumer may drop it")), Some(&landed.shard_id), true);
             self.fail(rec);
         }
         // Aggregators whose deadline passed (or all, when flushing).
@@ -852,7 +870,9 @@ impl Worker {
             || !self.retry_recs.is_empty()
     }
 
-    fn spawn_refresh(&self, refresh: Refresh) {
+    /// Lists the open shards, or (`history`) every shard the stream still lists,
+    /// closed ones included.
+    fn spawn_refresh(&self, refresh: Refresh, history: bool) {
         let transport = self.shared.transport.clone();
         let stream = self.stream.clone();
         let tx = self.completions_tx.clone();
@@ -860,14 +880,18 @@ impl Worker {
             let mut shards = Vec::new();
             let mut request = ListShardsRequest::First {
                 stream,
-                open_only: true,
+                open_only: !history,
                 max_results: Some(1000),
             };
             let result = loop {
                 match transport.list_shards(request).await {
                     Ok(page) => {
                         shards.extend(page.shards.into_iter().map(|s| {
-                            ShardInfo::new(s.shard_id, s.starting_hash_key, s.ending_hash_key)
+                            let closed = s.closed;
+                            (
+                                ShardInfo::new(s.shard_id, s.starting_hash_key, s.ending_hash_key),
+                                closed,
+                            )
                         }));
                         match page.next_token {
                             Some(token) => {
@@ -922,8 +946,15 @@ impl Worker {
         match completion {
             Completion::Shards(refresh, Ok(shards)) => {
                 self.refreshing = false;
-                debug!(stream = %self.stream, shards = shards.len(), "shard map refreshed");
-                self.map.on_refresh_succeeded(refresh, shards, now);
+                let (closed, open): (Vec<_>, Vec<_>) = shards.into_iter().partition(|(_, c)| *c);
+                debug!(stream = %self.stream, shards = open.len(), closed = closed.len(), "shard map refreshed");
+                self.map.on_refresh_succeeded(
+                    refresh,
+                    open.into_iter().map(|(s, _)| s).collect(),
+                    now,
+                );
+                self.map
+                    .remember_closed(closed.into_iter().map(|(s, _)| s).collect(), now);
                 self.after_map_update(now);
             }
             Completion::Shards(refresh, Err(e)) => {
@@ -965,6 +996,8 @@ impl Worker {
             return;
         }
         self.map_version_seen = self.map.version();
+        // The new map knows the children of whatever was found split.
+        self.suspects.clear();
         // Records that waited for the map go to their shards now.
         for batch in self.unknown.flush() {
             for rec in batch {
@@ -984,7 +1017,10 @@ impl Worker {
             Landing::OutOfRange => {
                 let mut rec = landed.rec;
                 if let Some(a) = rec.attempts.last_mut() {
+                    // Stored, where a KCL consumer drops it; other consumers read a
+                    // copy.
                     a.success = false;
+                    a.may_have_been_stored = true;
                     a.error_code = Some(codes::WRONG_SHARD.into());
                     a.error_message = Some(format!(
                         "stored on {} whose range does not hold the record's hash key; sent again",
@@ -994,12 +1030,23 @@ impl Worker {
                 self.retry(rec, now, Duration::ZERO);
             }
             Landing::UnknownShard => {
-                if self.refreshing || self.map.next_refresh_at(now).is_some() {
-                    self.awaiting_map.push(landed);
-                } else {
-                    self.map.invalidate(now, Some(&shard));
-                    self.awaiting_map.push(landed);
+                // Ask for a refresh of the open shards, then, if that one did not
+                // list the shard (it closed in between), one of the stream's history;
+                // after that, wait for the record's time to live (no refresh loop).
+                let mut landed = landed;
+                match landed.asked {
+                    0 => {
+                        self.map.invalidate(now, Some(&shard));
+                        landed.asked = 1;
+                    }
+                    1 if !self.refreshing => {
+                        self.want_history = true;
+                        self.map.invalidate(now, Some(&shard));
+                        landed.asked = 2;
+                    }
+                    _ => {}
                 }
+                self.awaiting_map.push(landed);
             }
         }
     }
@@ -1092,6 +1139,7 @@ impl Worker {
             return;
         }
         let mut invalidate: Option<ShardId> = None;
+        let mut split: Vec<ShardId> = Vec::new();
         for (k, result) in batch.into_iter().zip(response.results) {
             match result {
                 EntryResult::Ok {
@@ -1113,6 +1161,9 @@ impl Worker {
                     let predicted_right = k.shard.as_ref() == Some(&actual);
                     if !predicted_right {
                         invalidate = Some(actual.clone());
+                        if let (Some(p), true) = (&k.shard, k.aggregated) {
+                            split.push(p.clone());
+                        }
                     }
                     for mut rec in k.records {
                         rec.attempt(started, now, None, Some(&shard_arc));
@@ -1125,6 +1176,7 @@ impl Worker {
                                     rec,
                                     shard_id: shard_arc.clone(),
                                     sequence_number: sequence_number.clone(),
+                                    asked: 0,
                                 },
                                 now,
                             );
@@ -1162,6 +1214,54 @@ impl Worker {
         }
         if let Some(actual) = invalidate {
             self.map.invalidate(started, Some(&actual));
+        }
+        for shard in split {
+            self.suspect(shard, now);
+        }
+    }
+
+    /// An aggregate predicted for `shard` landed on another: the shard was split or
+    /// merged. Until the map is refreshed, its records are not aggregated (a raw
+    /// record lands where its own key says), and the aggregates not yet sent are
+    /// taken apart, so only what was in flight can leave copies outside a shard's
+    /// range.
+    fn suspect(&mut self, shard: ShardId, now: Instant) {
+        if !self.suspects.insert(shard.clone()) {
+            return;
+        }
+        debug!(stream = %self.stream, shard = %shard.as_str(), "shard found split or merged: not aggregating for it until the map is refreshed");
+        let mut loose: Vec<Rec> = Vec::new();
+        if let Some(mut reducer) = self.aggregators.remove(&shard) {
+            loose.extend(reducer.flush().into_iter().flatten());
+        }
+        for k in self.limiter.drain_shard(&shard) {
+            if k.aggregated {
+                loose.extend(k.records);
+            } else {
+                self.limiter.add(shard.clone(), k, now);
+            }
+        }
+        let of_shard = |k: &KRec| k.aggregated && k.shard.as_ref() == Some(&shard);
+        if !self.collector.is_empty() {
+            for k in self.collector.flush().into_iter().flatten() {
+                if of_shard(&k) {
+                    loose.extend(k.records);
+                } else {
+                    self.ready.extend(self.collector.add_deferred(k));
+                }
+            }
+        }
+        for batch in self.ready.iter_mut() {
+            if batch.iter().any(of_shard) {
+                let (taken, kept): (Vec<KRec>, Vec<KRec>) =
+                    std::mem::take(batch).into_iter().partition(of_shard);
+                *batch = kept;
+                loose.extend(taken.into_iter().flat_map(|k| k.records));
+            }
+        }
+        self.ready.retain(|b| !b.is_empty());
+        for rec in loose {
+            self.route(rec, now);
         }
     }
 

@@ -328,3 +328,54 @@ fn try_put_record_refuses_what_the_stream_cannot_drain_in_time() {
     );
     assert!(refused.to_string().contains("bytes waiting"), "{refused}");
 }
+
+#[test]
+fn a_storm_of_splits_and_merges_leaves_few_copies_outside_shard_ranges() {
+    // 60,000 records over 15 s while shards are split and merged 8 times, on a path
+    // with 300 ms of latency (a refresh of the shard map takes that long, as against
+    // a slow emulator).
+    let h = harness(Config::builder(), 4, 44);
+    h.kinesis.set_limits(false);
+    let mut faults = Faults::none();
+    faults.latency = Duration::from_millis(300);
+    h.kinesis.set_faults(faults);
+    let puts = spawn_load(&h.sim.runtime(), &h.producer, 60_000, 100, 4_000, 45);
+    for i in 0..8 {
+        h.sim.run_for(Duration::from_millis(1_500));
+        let mut open: Vec<_> = h
+            .kinesis
+            .shards(STREAM)
+            .unwrap()
+            .into_iter()
+            .filter(|s| !s.closed)
+            .collect();
+        open.sort_by_key(|s| s.starting_hash_key);
+        if i % 2 == 0 {
+            let s = &open[i % open.len()];
+            let (lo, hi) = (s.starting_hash_key.get(), s.ending_hash_key.get());
+            h.kinesis
+                .split_shard(
+                    STREAM,
+                    &s.shard_id,
+                    kpl_codec::HashKey::new(lo + (hi - lo) / 2),
+                )
+                .unwrap();
+        } else {
+            let j = i % (open.len() - 1);
+            h.kinesis
+                .merge_shards(STREAM, &open[j].shard_id, &open[j + 1].shard_id)
+                .unwrap();
+        }
+    }
+    run_until_resolved(&h, &puts, 60_000, Duration::from_secs(120));
+    let outcome = check_invariants(&h, &puts);
+    assert_eq!(outcome.successes(), 60_000);
+    let outside = copies_outside_ranges(&h);
+    eprintln!("copies outside their shard's range: {outside} of 60000");
+    // The issue asks for at most 10 %; taking aggregates apart when a split is seen
+    // keeps it under 1 % here (about 1.7 % without).
+    assert!(
+        outside <= 60_000 / 100,
+        "{outside} copies outside their shard's range"
+    );
+}

@@ -365,6 +365,20 @@ impl ShardMap {
         self.expire_closed(now);
     }
 
+    /// Closed shards a listing of the stream's history found (ListShards without the
+    /// open-shards filter): their ranges are kept for [`CLOSED_SHARD_RETENTION`] so
+    /// that a record that landed on a shard born and closed between two refreshes can
+    /// still be classified. Open shards among them are ignored.
+    pub fn remember_closed(&mut self, shards: Vec<ShardInfo>, now: Instant) {
+        for shard in shards {
+            if self.by_id.contains_key(&shard.id) {
+                continue;
+            }
+            self.closed.retain(|(c, _)| c.id != shard.id);
+            self.closed.push((shard, now));
+        }
+    }
+
     /// A refresh failed: retry after a backoff (1 s × 1.5 per consecutive failure, at
     /// most 30 s, with ±20 % jitter). Returns when the next try is due.
     pub fn on_refresh_failed(&mut self, refresh: Refresh, now: Instant) -> Instant {

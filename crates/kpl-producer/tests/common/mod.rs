@@ -99,6 +99,51 @@ pub fn spawn_load(
     puts
 }
 
+/// Like [`spawn_load`], but a put refused because the producer shuts down ends the
+/// load instead of failing the test; returns the puts and whether the load is done.
+pub fn spawn_load_until_shutdown(
+    rt: &Runtime,
+    producer: &Producer,
+    count: usize,
+    size: usize,
+    rate: u64,
+    seed: u64,
+) -> (Arc<Mutex<Vec<Put>>>, Arc<std::sync::atomic::AtomicBool>) {
+    let puts = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (out, finished) = (puts.clone(), done.clone());
+    let producer = producer.clone();
+    let rt2 = rt.clone();
+    rt.spawn(Box::pin(async move {
+        let mut rng = Rng(seed);
+        let start = rt2.now();
+        for i in 0..count {
+            let due = start + Duration::from_nanos(i as u64 * 1_000_000_000 / rate.max(1));
+            if due > rt2.now() {
+                rt2.sleep_until(due).await;
+            }
+            let partition_key = format!("pk-{:x}", rng.next());
+            let mut data = format!("record {i:08} ").into_bytes();
+            data.resize(size.max(data.len()), b'.');
+            let data = Bytes::from(data);
+            match producer
+                .put_record(STREAM, partition_key.clone(), data.clone(), None)
+                .await
+            {
+                Ok(future) => out.lock().unwrap().push(Put {
+                    partition_key,
+                    data,
+                    future,
+                }),
+                Err(kpl_producer::PutError::ShuttingDown) => break,
+                Err(e) => panic!("put {i} refused: {e}"),
+            }
+        }
+        finished.store(true, std::sync::atomic::Ordering::Release);
+    }));
+    (puts, done)
+}
+
 /// Runs the simulation until every put resolved (or `limit` of virtual time).
 pub fn run_until_resolved(
     h: &Harness,
@@ -164,6 +209,31 @@ impl Outcome {
             .filter(|a| a.error_code.as_deref() == Some(code))
             .count()
     }
+}
+
+/// User records stored inside aggregates on a shard whose range does not hold their
+/// hash key: a KCL consumer drops them, a consumer that does not filter by range
+/// reads them as duplicates.
+pub fn copies_outside_ranges(h: &Harness) -> usize {
+    let ranges: HashMap<String, (HashKey, HashKey)> = h
+        .kinesis
+        .shards(STREAM)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.shard_id, (s.starting_hash_key, s.ending_hash_key)))
+        .collect();
+    let mut n = 0;
+    for record in h.kinesis.records(STREAM).unwrap() {
+        let ehk = record.explicit_hash_key.map(|k| k.to_string());
+        let (start, end) = ranges[&record.shard_id];
+        for u in deaggregate(&record.partition_key, ehk.as_deref(), &record.data).unwrap() {
+            let key = u.hash_key().unwrap();
+            if key < start || key > end {
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 /// Checks the invariants of every scenario and returns the outcomes:
