@@ -73,7 +73,7 @@ fn random_faults(d: &mut Draw) -> Faults {
 
 /// Runs one seed; panics (with the seed in the message) when an invariant breaks.
 fn run_seed(seed: u64) -> String {
-    let mut d = Draw(Rng(seed ^ 0x6368_616f_73));
+    let mut d = Draw(Rng(seed ^ 0x0063_6861_6f73));
     let shards = d.range(1, 6) as usize;
     let records = d.range(200, 3_000) as usize;
     let size = d.range(10, 3_000) as usize;
