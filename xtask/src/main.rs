@@ -5,9 +5,13 @@
 //! - `conformance [--cases N] [--seed S]`: kpl-codec against aws-kinesis-agg.
 //! - `fuzz [--seconds N]`: runs the decoder's fuzz target (not part of the gate).
 //! - `chaos [--seeds N] [--from S]`: the chaos runner (the gate runs 200 seeds).
+//! - `faults [--short] [--scenario NAME]`: fault scenarios over real HTTP (the gate
+//!   runs the short set).
 
 mod conformance;
+mod faults;
 mod peer;
+mod proxy;
 mod util;
 
 use anyhow::{Result, bail};
@@ -22,6 +26,10 @@ commands:
   conformance [--cases N] [--seed S]
                                    check kpl-codec byte for byte against the Python aws-kinesis-agg
   fuzz [--seconds N]               fuzz the decoder with cargo-fuzz (default 60 s)
+  faults [--short] [--scenario NAME]
+                                   kpl put over real HTTP through a fault-injecting proxy
+                                   into kinesis-mock and kinesalite; each stream read back
+                                   as a consumer reads it (--short: the gate's sample)
   chaos [--seeds N] [--from S]     the chaos runner over kpl-sim on virtual time, N seeds
                                    from S (default 10,000 from 0), release build; a failing
                                    seed prints the line that reproduces it
@@ -47,6 +55,11 @@ fn main() -> Result<()> {
             conformance::verify(cases, seed)
         }
         "fuzz" => fuzz(util::flag(rest, "--seconds")?.unwrap_or(60)),
+        "faults" => {
+            let short = rest.iter().any(|a| a == "--short");
+            let only: Option<String> = util::flag(rest, "--scenario")?;
+            faults::run_all(short, only.as_deref())
+        }
         "chaos" => {
             let seeds: u64 = util::flag(rest, "--seeds")?.unwrap_or(10_000);
             let from: u64 = util::flag(rest, "--from")?.unwrap_or(0);

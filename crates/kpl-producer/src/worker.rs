@@ -1369,8 +1369,26 @@ impl Worker {
         }
         self.retries.clear();
         held.extend(self.retry_recs.drain().map(|(_, r)| r));
-        held.extend(self.awaiting_map.drain(..).map(|l| l.rec));
-        let n = held.len();
+        // Stored, on a shard whose range is not verified yet: not "before it was
+        // stored".
+        let landed: Vec<Landed> = self.awaiting_map.drain(..).collect();
+        let mut n = landed.len();
+        for l in landed {
+            let mut rec = l.rec;
+            let message = format!(
+                "stored on {} before the producer shut down, but that shard's range could not be verified: a KCL consumer may drop it",
+                l.shard_id
+            );
+            rec.attempt_sent(
+                now,
+                now,
+                Some((codes::SHUTDOWN, &message)),
+                Some(&l.shard_id),
+                true,
+            );
+            self.fail(rec);
+        }
+        n += held.len();
         for mut rec in held {
             let message = if rec.may_have_been_stored() {
                 "the producer shut down before this record had an answer that it was stored; an earlier attempt had no answer and may have stored it"
