@@ -271,10 +271,8 @@ fn summary_numbers(stderr: &str) -> HashMap<String, u64> {
     let line = line.trim_start_matches("kpl put: ");
     let line = line.split(" in ").next().unwrap_or(line);
     for part in line.split(", ") {
-        if let Some((n, what)) = part.split_once(' ') {
-            if let Ok(n) = n.parse() {
-                out.insert(what.to_owned(), n);
-            }
+        if let Some((Ok(n), what)) = part.split_once(' ').map(|(n, w)| (n.parse(), w)) {
+            out.insert(what.to_owned(), n);
         }
     }
     out
@@ -460,12 +458,10 @@ fn run_scenario(s: &Scenario, endpoint: &str, kpl: &Path, dir: &Path) -> Result<
     if outside as f64 > lines as f64 * s.max_outside_percent / 100.0 {
         problems.push(format!("{outside} copies outside their shard's range"));
     }
-    if let Some(link) = link_seconds {
-        if seconds > link * 1.3 + 2.0 {
-            problems.push(format!(
-                "{seconds:.1} s for {link:.1} s of link time (over 1.3×)"
-            ));
-        }
+    if let Some(link) = link_seconds.filter(|&link| seconds > link * 1.3 + 2.0) {
+        problems.push(format!(
+            "{seconds:.1} s for {link:.1} s of link time (over 1.3×)"
+        ));
     }
     Ok(Report {
         name: s.name,
