@@ -57,11 +57,8 @@ pub(crate) enum Command {
 enum Completion {
     /// A listing: the shards, each with whether it is closed.
     Shards(Refresh, Result<Vec<(ShardInfo, bool)>, TransportError>),
-    Put(
-        Vec<KRec>,
-        Ticket,
-        Result<PutRecordsResponse, TransportError>,
-    ),
+    /// A PutRecords request's answer, by request number.
+    Put(u64, Result<PutRecordsResponse, TransportError>),
 }
 
 /// A user record in the pipeline.
@@ -297,6 +294,12 @@ fn window_config(c: &Config) -> WindowConfig {
         )
 }
 
+/// How long the transport waits for an answer the worker stopped waiting for at
+/// `timeout`: a late answer settles the records not resent yet.
+fn late_answer_limit(timeout: Duration) -> Duration {
+    timeout.saturating_mul(3).min(Duration::from_secs(600))
+}
+
 /// What a failed request says of the path, for the congestion window: timeouts,
 /// broken connections and 5xx are congestion; throttling is per shard (the rate
 /// limiter's business) and a refused request says nothing of the load.
@@ -319,6 +322,18 @@ impl Rng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
     }
+}
+
+/// A PutRecords request in flight.
+struct InFlight {
+    /// Its Kinesis records, until its answer or its timeout.
+    batch: Option<Vec<KRec>>,
+    ticket: Ticket,
+    /// After its timeout, per Kinesis record: the predicted shard, whether it is an
+    /// aggregate, and its user records' ids. The transport waits longer than the
+    /// worker (three timeouts): an answer that comes late still settles the records
+    /// not yet resent, so a brownout does not turn into duplicates.
+    late: Vec<(Option<ShardId>, bool, Vec<u64>)>,
 }
 
 /// A record stored on a shard the map cannot place yet: decided after the refresh.
@@ -348,6 +363,10 @@ pub(crate) struct Worker {
     collector: Reducer<KRec, ShardBytes>,
     ready: VecDeque<Vec<KRec>>,
     window: CongestionWindow,
+    in_flight: HashMap<u64, InFlight>,
+    /// (timeout, request number) of the requests in flight.
+    timeouts: BinaryHeap<Reverse<(Instant, u64)>>,
+    next_request: u64,
     retries: BinaryHeap<Reverse<(Instant, u64)>>,
     retry_recs: HashMap<u64, Rec>,
     awaiting_map: Vec<Landed>,
@@ -407,6 +426,9 @@ impl Worker {
             ),
             ready: VecDeque::new(),
             window: CongestionWindow::new(window_config(c)),
+            in_flight: HashMap::new(),
+            timeouts: BinaryHeap::new(),
+            next_request: 0,
             retries: BinaryHeap::new(),
             retry_recs: HashMap::new(),
             awaiting_map: Vec::new(),
@@ -442,7 +464,7 @@ impl Worker {
             || !self.limiter.is_empty()
             || !self.collector.is_empty()
             || !self.ready.is_empty()
-            || self.window.in_flight() > 0
+            || self.in_flight.values().any(|f| f.batch.is_some())
             || !self.retry_recs.is_empty()
             || !self.awaiting_map.is_empty()
     }
@@ -567,6 +589,7 @@ impl Worker {
             self.limiter.next_ready_at(now),
             self.collector.next_deadline(),
             self.retries.peek().map(|Reverse((t, _))| *t),
+            self.timeouts.peek().map(|Reverse((t, _))| *t),
             if self.refreshing {
                 None
             } else {
@@ -722,6 +745,8 @@ impl Worker {
                 self.spawn_refresh(refresh, history);
             }
         }
+        // Requests past their timeout.
+        self.poll_timeouts(now);
         // Retries whose backoff has passed.
         while let Some(&Reverse((at, id))) = self.retries.peek() {
             if at > now {
@@ -913,8 +938,11 @@ impl Worker {
     fn spawn_put(&mut self, batch: Vec<KRec>, now: Instant) {
         let bytes: u64 = batch.iter().map(|k| k.size() as u64).sum();
         let ticket = self.window.on_send(bytes, now);
+        let id = self.next_request;
+        self.next_request += 1;
         debug!(
             stream = %self.stream,
+            request = id,
             records = batch.len(),
             bytes,
             timeout_ms = ticket.timeout().as_millis() as u64,
@@ -928,18 +956,107 @@ impl Worker {
                 PutRecordsEntry::new(k.partition_key.clone(), k.explicit_hash_key, k.data.clone())
             })
             .collect();
-        let request =
-            PutRecordsRequest::new(self.stream.clone(), entries).with_timeout(ticket.timeout());
+        // The transport waits three timeouts: a late answer still settles the records
+        // not resent yet.
+        let request = PutRecordsRequest::new(self.stream.clone(), entries)
+            .with_timeout(late_answer_limit(ticket.timeout()));
+        self.timeouts
+            .push(Reverse((add_capped(now, ticket.timeout()), id)));
+        self.in_flight.insert(
+            id,
+            InFlight {
+                batch: Some(batch),
+                ticket,
+                late: Vec::new(),
+            },
+        );
         let transport = self.shared.transport.clone();
         let tx = self.completions_tx.clone();
         self.shared.runtime.spawn(Box::pin(async move {
             let result = transport.put_records(request).await;
-            if let Err(e) = tx.unbounded_send(Completion::Put(batch, ticket, result)) {
-                // The worker is gone: dropping the batch resolves its records as shut
-                // down.
-                drop(e.into_inner());
-            }
+            let _ = tx.unbounded_send(Completion::Put(id, result));
         }));
+    }
+
+    /// Requests past their timeout: their records wait half a timeout (or the usual
+    /// backoff, if longer) to be resent, while the answer may still come.
+    fn poll_timeouts(&mut self, now: Instant) {
+        while let Some(&Reverse((at, id))) = self.timeouts.peek() {
+            if at > now {
+                break;
+            }
+            self.timeouts.pop();
+            let Some(flight) = self.in_flight.get_mut(&id) else {
+                continue;
+            };
+            let Some(batch) = flight.batch.take() else {
+                continue;
+            };
+            let ticket = flight.ticket;
+            flight.late = batch
+                .iter()
+                .map(|k| {
+                    (
+                        k.shard.clone(),
+                        k.aggregated,
+                        k.records.iter().map(|r| r.id).collect(),
+                    )
+                })
+                .collect();
+            self.window.on_answer(ticket, now, Answer::Congested);
+            let timeout = ticket.timeout();
+            debug!(stream = %self.stream, request = id, timeout_ms = timeout.as_millis() as u64, window = self.window.requests(), "PutRecords timed out; its answer is still awaited");
+            let e = TransportError::timeout(format!(
+                "no answer within {} ms (the request may have been stored)",
+                timeout.as_millis()
+            ));
+            self.request_failed(batch, ticket.sent_at(), now, e, timeout / 2);
+        }
+    }
+
+    /// The answer of a request that timed out: records of it that were stored and
+    /// are not resent yet are settled by it (their timeout attempt becomes the
+    /// success); records already resent keep their flag (they may be stored twice).
+    fn late_answer(&mut self, flight: InFlight, response: PutRecordsResponse, now: Instant) {
+        if response.results.len() != flight.late.len() {
+            return;
+        }
+        let started = flight.ticket.sent_at();
+        let mut batch = Vec::new();
+        let mut results = Vec::new();
+        for ((shard, aggregated, ids), result) in flight.late.into_iter().zip(response.results) {
+            if !matches!(result, EntryResult::Ok { .. }) {
+                continue; // still to be resent, as planned
+            }
+            let mut records: Vec<Rec> = Vec::new();
+            for id in ids {
+                if let Some(mut rec) = self.retry_recs.remove(&id) {
+                    if rec.attempts.last().is_some_and(|a| a.started == started) {
+                        rec.attempts.pop();
+                    }
+                    records.push(rec);
+                }
+            }
+            if records.is_empty() {
+                continue;
+            }
+            batch.push(KRec {
+                records,
+                partition_key: String::new(),
+                explicit_hash_key: None,
+                data: Bytes::new(),
+                shard,
+                deadline: now,
+                expiration: now,
+                aggregated,
+            });
+            results.push(result);
+        }
+        if !batch.is_empty() {
+            let n: usize = batch.iter().map(|k| k.records.len()).sum();
+            debug!(stream = %self.stream, records = n, "a late answer settled records not resent yet");
+            self.request_answered(batch, started, now, PutRecordsResponse::new(results));
+        }
     }
 
     fn completion(&mut self, completion: Completion, now: Instant) {
@@ -962,7 +1079,17 @@ impl Worker {
                 let retry_at = self.map.on_refresh_failed(refresh, now);
                 warn!(stream = %self.stream, error = %e, retry_in_ms = retry_at.saturating_duration_since(now).as_millis() as u64, "ListShards failed");
             }
-            Completion::Put(batch, ticket, result) => {
+            Completion::Put(id, result) => {
+                let Some(flight) = self.in_flight.remove(&id) else {
+                    return;
+                };
+                let Some(batch) = flight.batch else {
+                    if let Ok(response) = result {
+                        self.late_answer(flight, response, now);
+                    }
+                    return;
+                };
+                let ticket = flight.ticket;
                 let started = ticket.sent_at();
                 let answer = match &result {
                     Ok(_) => Answer::Delivered,
@@ -984,7 +1111,7 @@ impl Worker {
                     user_records,
                 });
                 match result {
-                    Err(e) => self.request_failed(batch, started, now, e),
+                    Err(e) => self.request_failed(batch, started, now, e, Duration::ZERO),
                     Ok(response) => self.request_answered(batch, started, now, response),
                 }
             }
@@ -1057,6 +1184,7 @@ impl Worker {
         started: Instant,
         now: Instant,
         e: TransportError,
+        min_backoff: Duration,
     ) {
         let code = e.code_or_kind().to_owned();
         let message = e.message().to_owned();
@@ -1083,7 +1211,9 @@ impl Worker {
             self.request_failures = self.request_failures.saturating_add(1);
             let exp = BACKOFF_BASE
                 .saturating_mul(1u32 << self.request_failures.min(10).saturating_sub(1));
-            exp.min(BACKOFF_MAX).mul_f64(0.5 + 0.5 * self.rng.unit())
+            exp.min(BACKOFF_MAX)
+                .mul_f64(0.5 + 0.5 * self.rng.unit())
+                .max(min_backoff)
         };
         if fail_now {
             warn!(stream = %self.stream, error = %e, records = users, "request failed; retrying cannot help");

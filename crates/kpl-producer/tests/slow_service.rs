@@ -85,12 +85,18 @@ fn a_brownout_duplicates_at_most_the_window_and_says_so() {
     run_until_resolved(&h, &puts, 12_000, Duration::from_secs(120));
     let outcome = check_invariants(&h, &puts);
     assert_eq!(outcome.successes(), 12_000, "nothing fails");
+    // The brownout was seen: answers came after the 6 s timeout, and settled the
+    // records that had not been resent yet.
     assert!(
-        outcome.attempts_with("Timeout") > 0,
+        outcome
+            .results
+            .iter()
+            .any(|(_, _, r)| r.attempts.last().unwrap().duration > Duration::from_secs(6)),
         "the brownout was seen"
     );
+    eprintln!("stored twice: {}", outcome.duplicated);
     assert!(
-        outcome.duplicated <= 12_000 / 10,
+        outcome.duplicated <= 12_000 / 100,
         "{} stored twice",
         outcome.duplicated
     );
