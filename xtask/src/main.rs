@@ -22,7 +22,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci                               the whole gate: fmt, clippy, docs, tests, fuzz build, conformance
+  ci                               the whole gate: fmt, clippy, docs, tests (chaos sample
+                                   included), fault scenarios (short), fuzz build, conformance
   conformance [--cases N] [--seed S]
                                    check kpl-codec byte for byte against the Python aws-kinesis-agg
   fuzz [--seconds N]               fuzz the decoder with cargo-fuzz (default 60 s)
@@ -143,6 +144,8 @@ fn ci() -> Result<()> {
                 .env(peer::ENDPOINT_VAR, &mock.endpoint),
         )?
     };
+    util::step("fault scenarios over real HTTP (the short set)");
+    faults::run_all(true, None)?;
     util::step("fuzz target builds");
     run(cargo().args([
         "check",
@@ -160,8 +163,9 @@ fn ci() -> Result<()> {
         "\nxtask ci: every step passed in {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    // The closing line CI reads: tests run by cargo test, plus the conformance run.
-    println!("{} passed, {} failed", tests.passed + 1, tests.failed);
+    // The closing line CI reads: tests run by cargo test, plus the fault scenarios
+    // and the conformance run.
+    println!("{} passed, {} failed", tests.passed + 2, tests.failed);
     Ok(())
 }
 

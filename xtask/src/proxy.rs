@@ -46,6 +46,8 @@ pub(crate) struct Counts {
     pub(crate) resets: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) held: AtomicU64,
+    /// Request bytes (heads and bodies) forwarded to the peer.
+    pub(crate) uplink_bytes: AtomicU64,
 }
 
 /// A running proxy; stops accepting when dropped.
@@ -275,6 +277,10 @@ fn serve(
             peer = Some((s, r));
         }
         let (up, up_reader) = peer.as_mut().expect("connected");
+        counts.uplink_bytes.fetch_add(
+            (request.head.len() + request.body.len()) as u64,
+            Ordering::Relaxed,
+        );
         up.write_all(&request.head)?;
         send_paced(up, &request.body, shared)?;
         let Some(response) = read_message(up_reader, true)? else {

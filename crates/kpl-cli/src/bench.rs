@@ -142,12 +142,16 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let mut succeeded = vec![false; args.records];
     let mut latencies: Vec<Duration> = Vec::with_capacity(args.records);
     let (mut failures, mut retries) = (0usize, 0usize);
+    // Outcomes that say an attempt without an answer may have stored the record.
+    let (mut possibly_twice, mut failed_possibly_stored) = (0usize, 0usize);
     let mut take = |id: usize, r: kpl_producer::RecordResult| {
         retries += r.attempts.len().saturating_sub(1);
         if r.success {
             succeeded[id] = true;
+            possibly_twice += usize::from(r.may_be_duplicated());
         } else {
             failures += 1;
+            failed_possibly_stored += usize::from(r.may_have_been_stored());
         }
         if let (Some(first), Some(last)) = (r.attempts.first(), r.attempts.last()) {
             let arrival = first
@@ -249,6 +253,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         "user_records_per_request": (requests > 0).then(|| user_records / requests as f64),
         "retries": retries,
         "failures": failures,
+        "possibly_stored_twice": possibly_twice,
+        "failed_possibly_stored": failed_possibly_stored,
         "peak_memory_bytes": peak,
         "outstanding_after_puts": held_records,
         "resident_bytes_after_puts": held_memory,
@@ -308,7 +314,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 user_records / requests.max(1) as f64
             );
         }
-        println!("  retries      {retries}, failures {failures}");
+        println!(
+            "  retries      {retries}, failures {failures}; {possibly_twice} possibly stored twice, {failed_possibly_stored} failed but possibly stored"
+        );
         if let Some(p) = peak {
             println!("  peak memory  {:.1} MB", p as f64 / 1e6);
         }

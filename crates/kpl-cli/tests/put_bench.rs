@@ -20,6 +20,7 @@ fn bench_checks_exactly_once_and_reports_json() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["exactly_once"], true);
     assert_eq!(report["failures"], 0);
+    assert_eq!(report["possibly_stored_twice"], 0);
     assert_eq!(report["records"], 20_000);
     assert!(report["user_records_per_kinesis_record"].as_f64().unwrap() > 10.0);
     for key in [
@@ -27,6 +28,8 @@ fn bench_checks_exactly_once_and_reports_json() {
         "mb_per_second",
         "latency_ms",
         "retries",
+        "possibly_stored_twice",
+        "failed_possibly_stored",
         "peak_memory_bytes",
     ] {
         assert!(!report[key].is_null(), "{key}");
