@@ -92,9 +92,9 @@ fn scenarios(short: bool) -> Vec<Scenario> {
                 (0.4, Act::Errors(Duration::from_secs(2))),
             ],
             // A connection reset after the peer stored a request duplicates that
-            // request (at most what the window let out), each copy reported; reading
-            // the shard before resending is the planned remedy.
-            max_duplicate_percent: 20.0,
+            // request (at most 512 KiB of records, about 4,100 lines here), each copy
+            // reported; reading the shard before resending is the planned remedy.
+            max_duplicate_percent: 25.0,
             max_outside_percent: 10.0,
         },
         Scenario {

@@ -38,6 +38,13 @@ const SHARD_BYTES_CLOSE: usize = 256 * 1024;
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Longest backoff after request-level failures.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Bytes each request of the congestion window may carry: with a window of one, a
+/// request of at most this much; what one lost answer can duplicate stays small.
+const WINDOW_UNIT_BYTES: u64 = 256 * 1024;
+/// Bytes one PutRecords request carries at most (a single larger Kinesis record
+/// still goes alone): a lost answer duplicates at most this much, and requests on a
+/// slow path stay short.
+const MAX_REQUEST_BYTES: u64 = 512 * 1024;
 /// The admission limit of a stream never goes below this many bytes outstanding.
 const DRAIN_LIMIT_FLOOR: usize = 4 << 20;
 /// Attempts after which a still-retried record is logged at warn.
@@ -285,6 +292,7 @@ pub(crate) fn drain_limit(c: &Config, shards: usize, rate: Option<f64>) -> usize
 /// `request_timeout` its base timeout.
 fn window_config(c: &Config) -> WindowConfig {
     WindowConfig::new(c.max_connections)
+        .unit_bytes(WINDOW_UNIT_BYTES)
         .base_timeout(c.request_timeout)
         .max_timeout(
             c.request_timeout
@@ -834,7 +842,8 @@ impl Worker {
         };
         self.ready.extend(batches);
         // The sender: as much as the congestion window has room for.
-        while let Some(room) = self.window.room() {
+        while let Some(window_room) = self.window.room() {
+            let room = window_room.min(MAX_REQUEST_BYTES);
             let Some(mut batch) = self.ready.pop_front() else {
                 break;
             };
@@ -849,7 +858,7 @@ impl Worker {
             if batch.is_empty() {
                 continue;
             }
-            if self.window.in_flight() > 0 && batch[0].size() as u64 > room {
+            if self.window.in_flight() > 0 && batch[0].size() as u64 > window_room {
                 self.ready.push_front(batch);
                 break;
             }
