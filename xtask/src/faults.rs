@@ -500,7 +500,7 @@ fn run_scenario(s: &Scenario, endpoint: &str, kpl: &Path, dir: &Path) -> Result<
 
 /// Runs the scenario set (`short`: the gate's smaller set) and prints a table; fails
 /// if any scenario broke its expectations.
-pub(crate) fn run_all(short: bool, only: Option<&str>) -> Result<()> {
+pub(crate) fn run_all(short: bool, only: Option<&str>, repeat: usize) -> Result<()> {
     let dir = target_dir().join("faults");
     std::fs::create_dir_all(&dir)?;
     let kpl = if short {
@@ -529,7 +529,10 @@ pub(crate) fn run_all(short: bool, only: Option<&str>) -> Result<()> {
             Peer::KinesisMock => peer::start_kinesis_mock()?,
             Peer::Kinesalite => peer::start_kinesalite("unused", 1)?,
         };
-        for s in these {
+        for s in these
+            .iter()
+            .flat_map(|s| std::iter::repeat_n(*s, repeat.max(1)))
+        {
             step(&format!(
                 "fault scenario {} ({kind:?}, {} lines)",
                 s.name, s.lines

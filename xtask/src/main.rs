@@ -27,7 +27,7 @@ commands:
   conformance [--cases N] [--seed S]
                                    check kpl-codec byte for byte against the Python aws-kinesis-agg
   fuzz [--seconds N]               fuzz the decoder with cargo-fuzz (default 60 s)
-  faults [--short] [--scenario NAME]
+  faults [--short] [--scenario NAME] [--repeat N]
                                    kpl put over real HTTP through a fault-injecting proxy
                                    into kinesis-mock and kinesalite; each stream read back
                                    as a consumer reads it (--short: the gate's sample)
@@ -59,7 +59,8 @@ fn main() -> Result<()> {
         "faults" => {
             let short = rest.iter().any(|a| a == "--short");
             let only: Option<String> = util::flag(rest, "--scenario")?;
-            faults::run_all(short, only.as_deref())
+            let repeat: usize = util::flag(rest, "--repeat")?.unwrap_or(1);
+            faults::run_all(short, only.as_deref(), repeat)
         }
         "chaos" => {
             let seeds: u64 = util::flag(rest, "--seeds")?.unwrap_or(10_000);
@@ -145,7 +146,7 @@ fn ci() -> Result<()> {
         )?
     };
     util::step("fault scenarios over real HTTP (the short set)");
-    faults::run_all(true, None)?;
+    faults::run_all(true, None, 1)?;
     util::step("fuzz target builds");
     run(cargo().args([
         "check",
