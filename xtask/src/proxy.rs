@@ -44,6 +44,8 @@ struct Shared {
 pub(crate) struct Counts {
     pub(crate) requests: AtomicU64,
     pub(crate) resets: AtomicU64,
+    /// Resets after the request was forwarded (the peer may have stored it).
+    pub(crate) resets_after_forwarding: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) held: AtomicU64,
     /// Request bytes (heads and bodies) forwarded to the peer.
@@ -288,6 +290,9 @@ fn serve(
         };
         if reset {
             counts.resets.fetch_add(1, Ordering::Relaxed);
+            counts
+                .resets_after_forwarding
+                .fetch_add(1, Ordering::Relaxed);
             let _ = client.shutdown(Shutdown::Both);
             return Ok(());
         }

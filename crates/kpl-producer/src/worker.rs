@@ -45,6 +45,9 @@ const WINDOW_UNIT_BYTES: u64 = 256 * 1024;
 /// still goes alone): a lost answer duplicates at most this much, and requests on a
 /// slow path stay short.
 const MAX_REQUEST_BYTES: u64 = 512 * 1024;
+/// How long, at most, the records of a shard found split wait for the new map (they
+/// go out raw, unaggregated, after that).
+const SUSPECT_WAIT: Duration = Duration::from_secs(1);
 /// The admission limit of a stream never goes below this many bytes outstanding.
 const DRAIN_LIMIT_FLOOR: usize = 4 << 20;
 /// Attempts after which a still-retried record is logged at warn.
@@ -630,17 +633,21 @@ impl Worker {
     }
 
     /// Predicts a record's shard and buffers it there (or with the unknowns).
-    fn route(&mut self, rec: Rec, now: Instant) {
+    fn route(&mut self, mut rec: Rec, now: Instant) {
         if rec.expiration <= now {
             self.expire(rec, now);
             return;
         }
-        match self
-            .map
-            .lookup(rec.hash_key)
-            .ok()
-            .filter(|s| !self.suspects.contains(s.id()))
-        {
+        let found = self.map.lookup(rec.hash_key).ok();
+        if found.is_some_and(|s| self.suspects.contains(s.id())) {
+            // Its shard was found split: wait a little longer for the new map, so
+            // the record is aggregated with its shard's again instead of going raw.
+            rec.deadline = rec
+                .deadline
+                .max(add_capped(now, SUSPECT_WAIT))
+                .min(rec.expiration);
+        }
+        match found.filter(|s| !self.suspects.contains(s.id())) {
             Some(shard) => {
                 let shard = shard.id().clone();
                 let policy = self.aggregate_policy;
@@ -790,15 +797,9 @@ impl Worker {
                 }
             }
             self.agg_schedule.clear();
-            // While the first map loads (milliseconds), unknown records wait for it
-            // rather than go out unaggregated; their deadlines still bound the wait.
-            if self.map.is_ready() || !self.refreshing {
-                for batch in self.unknown.flush() {
-                    for rec in batch {
-                        self.aggregate(vec![rec], None, now);
-                    }
-                }
-            }
+            // Records whose shard is unknown (the first map loading, a shard found
+            // split) wait for the map rather than go out unaggregated, even in a
+            // flush; their deadlines bound the wait.
             for batch in self.unknown.poll_expired(now) {
                 for rec in batch {
                     self.aggregate(vec![rec], None, now);
@@ -1299,9 +1300,18 @@ impl Worker {
                     });
                     let predicted_right = k.shard.as_ref() == Some(&actual);
                     if !predicted_right {
-                        invalidate = Some(actual.clone());
+                        // A raw record sent without a prediction says something only
+                        // when it landed on a shard the map does not have.
+                        if k.shard.is_some() || !self.map.is_open(&actual) {
+                            invalidate = Some(actual.clone());
+                        }
+                        // Evidence about the current map only: a request sent before
+                        // the map's refresh started is already accounted for.
+                        let current = self.map.as_of().is_none_or(|as_of| started >= as_of);
                         if let (Some(p), true) = (&k.shard, k.aggregated) {
-                            split.push(p.clone());
+                            if current && self.map.is_open(p) {
+                                split.push(p.clone());
+                            }
                         }
                     }
                     for mut rec in k.records {

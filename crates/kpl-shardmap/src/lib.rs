@@ -295,6 +295,17 @@ impl ShardMap {
         self.version
     }
 
+    /// When the refresh that built the current map started (`None` before the
+    /// first): a landing seen on a request sent before it is already accounted for.
+    pub fn as_of(&self) -> Option<Instant> {
+        self.map_as_of
+    }
+
+    /// Whether `id` is an open shard of the current map.
+    pub fn is_open(&self, id: &ShardId) -> bool {
+        self.by_id.contains_key(id)
+    }
+
     /// The open shards, sorted by ending hash key.
     pub fn shards(&self) -> &[ShardInfo] {
         &self.open
