@@ -16,8 +16,19 @@
 //! shards are never aggregated together; records whose shard is unknown go alone) →
 //! limit per shard (`rate_limit`% of 1,000 records/s and 1 MiB/s, slowed by throttle
 //! reports) → collect into PutRecords requests (500 entries, 5 MiB, 256 KiB per shard,
-//! earliest deadline) → send (at most `max_connections` in flight) → retry or resolve
-//! (see `docs/retries.md`). The time to live is enforced at every stage. The stages
+//! earliest deadline) → send (as many requests and bytes as the stream's congestion
+//! window allows, at most `max_connections` requests, each with a timeout that fits
+//! its size and the measured delivery rate) → retry or resolve (see
+//! `docs/retries.md`). The time to live is enforced at every stage.
+//!
+//! # Delivery on a slow or failing path
+//!
+//! `put_record` waits (and `try_put_record` refuses with [`PutError::Backlog`]) when
+//! a stream holds more than it can store in a quarter of the time to live. A request
+//! that timed out may have been stored: the outcome says so
+//! ([`RecordResult::may_be_duplicated`], [`RecordResult::may_have_been_stored`]), and
+//! an answer that comes after the timeout still settles the records not resent yet.
+//! See `docs/delivery.md`. The stages
 //! are the sans-IO cores of `kpl-reducer`, `kpl-limiter` and `kpl-shardmap`, driven by
 //! one task per stream through the `kpl-runtime` traits.
 //!
