@@ -20,7 +20,7 @@ use kpl_limiter::{
     Ticket, WindowConfig,
 };
 use kpl_reducer::{Item, Policy, Predicate, Reducer};
-use kpl_shardmap::{Landing, Refresh, ShardId, ShardInfo, ShardMap};
+use kpl_shardmap::{Landing, LookupError, Refresh, ShardId, ShardInfo, ShardMap};
 use kpl_transport::{
     EntryResult, ErrorKind, ListShardsRequest, PutRecordsEntry, PutRecordsRequest,
     PutRecordsResponse, StreamId, TransportError,
@@ -45,8 +45,8 @@ const WINDOW_UNIT_BYTES: u64 = 256 * 1024;
 /// still goes alone): a lost answer duplicates at most this much, and requests on a
 /// slow path stay short.
 const MAX_REQUEST_BYTES: u64 = 512 * 1024;
-/// How long, at most, the records of a shard found split wait for the new map (they
-/// go out raw, unaggregated, after that).
+/// How long, at most, records wait for the stream's first map, or for a new map
+/// after their shard was found split (they go out raw, unaggregated, after that).
 const SUSPECT_WAIT: Duration = Duration::from_secs(1);
 /// The admission limit of a stream never goes below this many bytes outstanding.
 const DRAIN_LIMIT_FLOOR: usize = 4 << 20;
@@ -638,10 +638,13 @@ impl Worker {
             self.expire(rec, now);
             return;
         }
-        let found = self.map.lookup(rec.hash_key).ok();
-        if found.is_some_and(|s| self.suspects.contains(s.id())) {
-            // Its shard was found split: wait a little longer for the new map, so
-            // the record is aggregated with its shard's again instead of going raw.
+        let lookup = self.map.lookup(rec.hash_key);
+        let first_map = matches!(lookup, Err(LookupError::NotReady)) && self.refreshing;
+        let found = lookup.ok();
+        if first_map || found.is_some_and(|s| self.suspects.contains(s.id())) {
+            // The first map is loading, or the record's shard was found split: wait
+            // a little longer for the map, so the record is aggregated with its
+            // shard's instead of going raw (raw records cost a slow peer dearly).
             rec.deadline = rec
                 .deadline
                 .max(add_capped(now, SUSPECT_WAIT))
@@ -1086,6 +1089,15 @@ impl Worker {
             }
             Completion::Shards(refresh, Err(e)) => {
                 self.refreshing = false;
+                if !self.map.is_ready() {
+                    // No first map yet: what waited for it goes out raw, as the KPL
+                    // sends records while its map is not ready.
+                    for batch in self.unknown.flush() {
+                        for rec in batch {
+                            self.aggregate(vec![rec], None, now);
+                        }
+                    }
+                }
                 let retry_at = self.map.on_refresh_failed(refresh, now);
                 warn!(stream = %self.stream, error = %e, retry_in_ms = retry_at.saturating_duration_since(now).as_millis() as u64, "ListShards failed");
             }
