@@ -136,7 +136,11 @@ impl Ticket {
     }
 }
 
-/// The congestion window of one stream. See the [module docs](self).
+/// The congestion window of one stream: how many requests and bytes may be
+/// unanswered, grown while answers come in time (slow start, then one request per
+/// window of answers), shrunk on congestion ([`Answer::Congested`]: halved) and late
+/// answers (−10 %), at most once per round trip; and the timeout each request gets
+/// ([`timeout`](Self::timeout)). The project's `docs/delivery.md` has the reasoning.
 #[derive(Clone, Debug)]
 pub struct CongestionWindow {
     config: WindowConfig,
@@ -229,7 +233,9 @@ impl CongestionWindow {
         Some(self.bytes() - self.in_flight_bytes)
     }
 
-    /// The timeout for a request of `bytes` sent now: see the [module docs](self).
+    /// The timeout for a request of `bytes` sent now: the base timeout (doubled per
+    /// consecutive timeout, at most 8×) plus twice the time the measured delivery
+    /// rate needs for the bytes in flight and these, at most the configured maximum.
     pub fn timeout(&self, bytes: u64) -> Duration {
         let base = self
             .config
