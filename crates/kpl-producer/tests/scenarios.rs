@@ -379,3 +379,22 @@ fn a_storm_of_splits_and_merges_leaves_few_copies_outside_shard_ranges() {
         "{outside} copies outside their shard's range"
     );
 }
+
+#[test]
+fn records_wait_for_a_slow_first_map_instead_of_going_out_raw() {
+    // The first ListShards takes 300 ms (three times record_max_buffered_time):
+    // records put meanwhile wait for the map and are aggregated.
+    let h = harness(Config::builder(), 4, 46);
+    let mut faults = Faults::none();
+    faults.latency = Duration::from_millis(300);
+    h.kinesis.set_faults(faults);
+    let puts = spawn_load(&h.sim.runtime(), &h.producer, 5_000, 100, 1_000_000, 47);
+    run_until_resolved(&h, &puts, 5_000, Duration::from_secs(60));
+    let outcome = check_invariants(&h, &puts);
+    assert_eq!(outcome.successes(), 5_000);
+    let stored = h.kinesis.records(STREAM).unwrap().len();
+    assert!(
+        stored < 100,
+        "{stored} Kinesis records for 5,000 user records"
+    );
+}
