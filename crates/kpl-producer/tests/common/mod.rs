@@ -58,7 +58,8 @@ impl Rng {
 }
 
 /// Spawns a task putting `count` records of `size` bytes at `rate` per second
-/// (virtual), with random keys; returns where the puts are collected.
+/// (virtual), with random keys; returns where the puts are collected. Any refused
+/// put fails the test.
 pub fn spawn_load(
     rt: &Runtime,
     producer: &Producer,
@@ -67,36 +68,7 @@ pub fn spawn_load(
     rate: u64,
     seed: u64,
 ) -> Arc<Mutex<Vec<Put>>> {
-    let puts = Arc::new(Mutex::new(Vec::with_capacity(count)));
-    let out = puts.clone();
-    let producer = producer.clone();
-    let rt2 = rt.clone();
-    rt.spawn(Box::pin(async move {
-        let mut rng = Rng(seed);
-        let start = rt2.now();
-        for i in 0..count {
-            let due = start + Duration::from_nanos(i as u64 * 1_000_000_000 / rate.max(1));
-            if due > rt2.now() {
-                rt2.sleep_until(due).await;
-            }
-            let partition_key = format!("pk-{:x}", rng.next());
-            let mut data = format!("record {i:08} ").into_bytes();
-            data.resize(size.max(data.len()), b'.');
-            let data = Bytes::from(data);
-            match producer
-                .put_record(STREAM, partition_key.clone(), data.clone(), None)
-                .await
-            {
-                Ok(future) => out.lock().unwrap().push(Put {
-                    partition_key,
-                    data,
-                    future,
-                }),
-                Err(e) => panic!("put {i} refused: {e}"),
-            }
-        }
-    }));
-    puts
+    load(rt, producer, count, size, rate, seed, false).0
 }
 
 /// Like [`spawn_load`], but a put refused because the producer shuts down ends the
@@ -108,6 +80,18 @@ pub fn spawn_load_until_shutdown(
     size: usize,
     rate: u64,
     seed: u64,
+) -> (Arc<Mutex<Vec<Put>>>, Arc<std::sync::atomic::AtomicBool>) {
+    load(rt, producer, count, size, rate, seed, true)
+}
+
+fn load(
+    rt: &Runtime,
+    producer: &Producer,
+    count: usize,
+    size: usize,
+    rate: u64,
+    seed: u64,
+    until_shutdown: bool,
 ) -> (Arc<Mutex<Vec<Put>>>, Arc<std::sync::atomic::AtomicBool>) {
     let puts = Arc::new(Mutex::new(Vec::with_capacity(count)));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -135,7 +119,7 @@ pub fn spawn_load_until_shutdown(
                     data,
                     future,
                 }),
-                Err(kpl_producer::PutError::ShuttingDown) => break,
+                Err(kpl_producer::PutError::ShuttingDown) if until_shutdown => break,
                 Err(e) => panic!("put {i} refused: {e}"),
             }
         }
