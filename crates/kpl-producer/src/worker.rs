@@ -52,6 +52,8 @@ const SUSPECT_WAIT: Duration = Duration::from_secs(1);
 const DRAIN_LIMIT_FLOOR: usize = 4 << 20;
 /// Attempts after which a still-retried record is logged at warn.
 const WARN_AFTER_ATTEMPTS: usize = 5;
+/// At most one such warning per stream in this time.
+const PERSIST_WARN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Messages from the producer.
 pub(crate) enum Command {
@@ -387,6 +389,10 @@ pub(crate) struct Worker {
     suspects: HashSet<ShardId>,
     /// The next refresh lists closed shards too.
     want_history: bool,
+    /// Records that reached [`WARN_AFTER_ATTEMPTS`] since the last warning, and when
+    /// that was.
+    persisting: usize,
+    persist_warned: Option<Instant>,
     request_failures: u32,
     builder: AggregateBuilder<Bytes>,
     resolved: Vec<(u64, usize)>,
@@ -445,6 +451,8 @@ impl Worker {
             awaiting_map: Vec::new(),
             suspects: HashSet::new(),
             want_history: false,
+            persisting: 0,
+            persist_warned: None,
             request_failures: 0,
             builder: AggregateBuilder::new(),
             resolved: Vec::new(),
@@ -1428,7 +1436,16 @@ impl Worker {
 
     fn retry(&mut self, mut rec: Rec, now: Instant, backoff: Duration) {
         if rec.attempts.len() == WARN_AFTER_ATTEMPTS {
-            warn!(stream = %self.stream, attempts = rec.attempts.len(), last_error = rec.attempts.last().and_then(|a| a.error_code.as_deref()).unwrap_or(""), "record still failing; retrying until its time to live");
+            // One line per stream every few seconds, not one per record.
+            self.persisting += 1;
+            if self
+                .persist_warned
+                .is_none_or(|at| now.saturating_duration_since(at) >= PERSIST_WARN_INTERVAL)
+            {
+                warn!(stream = %self.stream, records = self.persisting, attempts = WARN_AFTER_ATTEMPTS, last_error = rec.attempts.last().and_then(|a| a.error_code.as_deref()).unwrap_or(""), "records still failing; retrying until their time to live");
+                self.persist_warned = Some(now);
+                self.persisting = 0;
+            }
         }
         self.emit(|stream| Event::Retry {
             stream,
