@@ -50,6 +50,13 @@ use std::time::{Duration, Instant};
 /// An answer this much over the smoothed round trip (and more than twice it, and
 /// three deviations over it) counts as late.
 pub const LATENCY_SLACK: Duration = Duration::from_millis(50);
+/// A queue this long on the path counts as congestion: an answer later than the
+/// path's base round trip (the lowest of recent answers) plus this, and four times
+/// that base, is late even if the smoothed round trip has grown with the queue.
+pub const QUEUE_SLACK: Duration = Duration::from_secs(1);
+/// The base round trip is the lowest answer of the current and the last period of
+/// this length.
+const BASE_RTT_PERIOD: Duration = Duration::from_secs(10);
 
 /// What an answer says of the path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,6 +169,10 @@ pub struct CongestionWindow {
     full_round: u64,
     timeouts_in_a_row: u32,
     decreases: u64,
+    /// Lowest round trip of this period and of the last one.
+    min_rtt: Option<Duration>,
+    min_rtt_prev: Option<Duration>,
+    period_start: Option<Instant>,
 }
 
 impl CongestionWindow {
@@ -182,6 +193,9 @@ impl CongestionWindow {
             full_round: 0,
             timeouts_in_a_row: 0,
             decreases: 0,
+            min_rtt: None,
+            min_rtt_prev: None,
+            period_start: None,
         }
     }
 
@@ -295,7 +309,7 @@ impl CongestionWindow {
                 self.timeouts_in_a_row = 0;
                 self.delivered += ticket.bytes;
                 let late = self.is_late(rtt, ticket.timeout);
-                self.sample(ticket, rtt);
+                self.sample(ticket, rtt, now);
                 if late {
                     self.decrease(ticket, 0.9);
                 } else if ticket.round <= self.full_round {
@@ -311,9 +325,24 @@ impl CongestionWindow {
         }
     }
 
+    /// The path's base round trip: the lowest answer of this period and the last.
+    pub fn base_rtt(&self) -> Option<Duration> {
+        match (self.min_rtt, self.min_rtt_prev) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn is_late(&self, rtt: Duration, timeout: Duration) -> bool {
         if rtt > timeout / 2 {
             return true;
+        }
+        if let Some(base) = self.base_rtt() {
+            // A queue of over a second built up on the path (Vegas' signal): the
+            // smoothed round trip grows with the queue and would miss it.
+            if rtt > base.saturating_mul(4).max(base + QUEUE_SLACK) {
+                return true;
+            }
         }
         match self.srtt {
             Some(srtt) => rtt > srtt * 2 && rtt > srtt + self.rttvar * 3 + LATENCY_SLACK,
@@ -321,8 +350,15 @@ impl CongestionWindow {
         }
     }
 
-    /// RFC 6298's smoothing of the round trip, and a delivery-rate sample.
-    fn sample(&mut self, ticket: Ticket, rtt: Duration) {
+    /// RFC 6298's smoothing of the round trip, the base round trip's minimum filter,
+    /// and a delivery-rate sample.
+    fn sample(&mut self, ticket: Ticket, rtt: Duration, now: Instant) {
+        let start = *self.period_start.get_or_insert(now);
+        if now.saturating_duration_since(start) >= BASE_RTT_PERIOD {
+            self.min_rtt_prev = self.min_rtt.take();
+            self.period_start = Some(now);
+        }
+        self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
         match self.srtt {
             None => {
                 self.srtt = Some(rtt);
@@ -444,6 +480,32 @@ mod tests {
         w.on_answer(t, now, Answer::Delivered);
         assert!(w.requests() < before, "{} < {before}", w.requests());
         assert_eq!(w.decreases(), 1);
+    }
+
+    #[test]
+    fn a_queue_building_up_slowly_on_the_path_shrinks_the_window() {
+        let t0 = Instant::now();
+        let mut w = CongestionWindow::new(WindowConfig::new(64).initial_requests(2));
+        let mut now = t0;
+        let mut rtt = Duration::from_millis(200);
+        let mut grew_to = 0;
+        // Each round adds 10 % to the round trip: the smoothed round trip follows, the
+        // base stays at 200 ms.
+        for _ in 0..40 {
+            let tickets = send_all(&mut w, 1000, now);
+            now += rtt;
+            for t in tickets {
+                w.on_answer(t, now, Answer::Delivered);
+            }
+            grew_to = grew_to.max(w.requests());
+            if rtt > Duration::from_millis(1_300) {
+                break;
+            }
+            rtt = rtt.mul_f64(1.1);
+        }
+        assert!(w.decreases() > 0, "a queue of over a second went unnoticed");
+        assert!(w.requests() < grew_to, "{} < {grew_to}", w.requests());
+        assert_eq!(w.base_rtt(), Some(Duration::from_millis(200)));
     }
 
     #[test]
