@@ -53,7 +53,7 @@ use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 pub use bucket::TokenBucket;
-pub use window::{Answer, CongestionWindow, LATENCY_SLACK, Ticket, WindowConfig};
+pub use window::{Answer, CongestionWindow, LATENCY_SLACK, QUEUE_SLACK, Ticket, WindowConfig};
 
 /// Records per second one shard accepts.
 pub const SHARD_RECORDS_PER_SECOND: u64 = 1_000;
