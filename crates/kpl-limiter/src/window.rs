@@ -18,8 +18,10 @@
 //! - **Shrink on congestion** (multiplicative decrease, once per round trip): halve on
 //!   a timeout, a broken connection or a 5xx ([`Answer::Congested`]); take 10 % off
 //!   (Vector's adaptive request concurrency) when an answer is late: over half its
-//!   timeout, or well above the smoothed round trip (more than twice it and more than
-//!   three deviations and [`LATENCY_SLACK`] above it).
+//!   timeout, well above the smoothed round trip (more than twice it and more than
+//!   three deviations and [`LATENCY_SLACK`] above it), or a queue of over
+//!   [`QUEUE_SLACK`] above the path's base round trip (the lowest answer of the last
+//!   10 to 20 s, as TCP Vegas and Envoy's minimum-RTT measurement use).
 //! - **Timeouts that fit the request** ([`CongestionWindow::timeout`]): the base
 //!   timeout (the KPL's `RequestTimeout`) plus twice the time the measured delivery
 //!   rate needs for the bytes ahead of and in the request, so a request never times
