@@ -12,7 +12,8 @@
 //!   the window gives: the caller sends what fits ([`CongestionWindow::room`]).
 //! - **Start small, grow while answers come in time** (TCP's slow start, then
 //!   additive increase): from `initial` (1), one more request per answer until the
-//!   first sign of congestion, then one more per window of answers; `max_requests`
+//!   first sign of congestion or of a queue forming (an answer over 2 × the base
+//!   round trip + 200 ms, as HyStart does), then one more per window of answers; `max_requests`
 //!   (the KPL's `MaxConnections`) is the ceiling. It grows only while it is the limit
 //!   (a producer that sends little does not inflate it).
 //! - **Shrink on congestion** (multiplicative decrease, once per round trip): halve on
@@ -56,6 +57,8 @@ pub const LATENCY_SLACK: Duration = Duration::from_millis(50);
 /// path's base round trip (the lowest of recent answers) plus this, and four times
 /// that base, is late even if the smoothed round trip has grown with the queue.
 pub const QUEUE_SLACK: Duration = Duration::from_secs(1);
+/// Slow start ends when an answer is later than twice the base round trip plus this.
+const SLOW_START_EXIT_SLACK: Duration = Duration::from_millis(200);
 /// The base round trip is the lowest answer of the current and the last period of
 /// this length.
 const BASE_RTT_PERIOD: Duration = Duration::from_secs(10);
@@ -311,6 +314,15 @@ impl CongestionWindow {
                 self.timeouts_in_a_row = 0;
                 self.delivered += ticket.bytes;
                 let late = self.is_late(rtt, ticket.timeout);
+                // HyStart: leave slow start once answers come back clearly slower
+                // than the path's base (a queue is forming), before it overshoots.
+                if self.slow_start
+                    && self
+                        .base_rtt()
+                        .is_some_and(|b| rtt > b * 2 + SLOW_START_EXIT_SLACK)
+                {
+                    self.slow_start = false;
+                }
                 self.sample(ticket, rtt, now);
                 if late {
                     self.decrease(ticket, 0.9);
@@ -508,6 +520,25 @@ mod tests {
         assert!(w.decreases() > 0, "a queue of over a second went unnoticed");
         assert!(w.requests() < grew_to, "{} < {grew_to}", w.requests());
         assert_eq!(w.base_rtt(), Some(Duration::from_millis(200)));
+    }
+
+    #[test]
+    fn slow_start_ends_when_a_queue_starts_to_form() {
+        let t0 = Instant::now();
+        let mut w = CongestionWindow::new(WindowConfig::new(64));
+        let mut now = t0;
+        // Every request in flight adds 100 ms (a narrow link): by the fourth round
+        // the answers are clearly later than the first one's 100 ms.
+        for _ in 0..6 {
+            let tickets = send_all(&mut w, 1000, now);
+            let rtt = Duration::from_millis(100) * tickets.len() as u32;
+            now += rtt;
+            for t in tickets {
+                w.on_answer(t, now, Answer::Delivered);
+            }
+        }
+        // Doubling for six rounds would reach 64.
+        assert!(w.requests() < 16, "{}", w.requests());
     }
 
     #[test]
