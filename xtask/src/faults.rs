@@ -122,40 +122,32 @@ fn scenarios(short: bool) -> Vec<Scenario> {
         });
         // The storm: 8 splits and merges spread over a run of about 14 s
         // (a 750 kB/s link stretches it), as in its measurement (60,000 records).
-        v.push(Scenario {
-            name: "reshard-storm",
-            peer: Peer::KinesisMock,
-            shards: 4,
-            lines: 60_000,
-            uplink: Some(750_000),
-            timeline: (0..8)
-                .map(|i| {
-                    let at = 1.0 + 1.5 * f64::from(i);
-                    (at, if i % 2 == 0 { Act::Split } else { Act::Merge })
-                })
-                .collect(),
-            max_duplicate_percent: 0.0,
-            max_outside_percent: 10.0,
-        });
+        v.push(storm("reshard-storm", 750_000, 1.0, 1.5, 10.0));
         // Three times denser: 8 reshards in 5 s of a 7 s run. Reported; copies
         // outside ranges grow with what is in flight at each split.
-        v.push(Scenario {
-            name: "reshard-storm-dense",
-            peer: Peer::KinesisMock,
-            shards: 4,
-            lines: 60_000,
-            uplink: Some(1_500_000),
-            timeline: (0..8)
-                .map(|i| {
-                    let at = 0.5 + 0.7 * f64::from(i);
-                    (at, if i % 2 == 0 { Act::Split } else { Act::Merge })
-                })
-                .collect(),
-            max_duplicate_percent: 0.0,
-            max_outside_percent: 15.0,
-        });
+        v.push(storm("reshard-storm-dense", 1_500_000, 0.5, 0.7, 15.0));
     }
     v
+}
+
+/// 8 splits and merges, alternating, `gap` seconds apart from `first`, while 60,000
+/// lines go through a link of `uplink` bytes per second.
+fn storm(name: &'static str, uplink: u64, first: f64, gap: f64, max_outside: f64) -> Scenario {
+    Scenario {
+        name,
+        peer: Peer::KinesisMock,
+        shards: 4,
+        lines: 60_000,
+        uplink: Some(uplink),
+        timeline: (0..8)
+            .map(|i| {
+                let at = first + gap * f64::from(i);
+                (at, if i % 2 == 0 { Act::Split } else { Act::Merge })
+            })
+            .collect(),
+        max_duplicate_percent: 0.0,
+        max_outside_percent: max_outside,
+    }
 }
 
 /// One awsJson 1.1 call straight to the peer (not through the proxy).
