@@ -88,6 +88,10 @@ pub(crate) struct Rec {
     completer: Completer,
 }
 
+/// How long after the stream was last seen resharding its big aggregates are cut
+/// at their shard's midpoint (see `Worker::cut_at_midpoint`).
+const RESHARD_MEMORY: Duration = Duration::from_secs(3_600);
+
 /// The share of a record's buffering time left to the collector: the KPL extends an
 /// aggregate's deadline by min(50 ms, 20 %) before the collector; we take that time
 /// out of the aggregator's share instead, so a record is never held longer than
@@ -383,6 +387,8 @@ pub(crate) struct Worker {
     retries: BinaryHeap<Reverse<(Instant, u64)>>,
     retry_recs: HashMap<u64, Rec>,
     awaiting_map: Vec<Landed>,
+    /// When the stream was last seen resharding (see [`RESHARD_MEMORY`]).
+    resharded_at: Option<Instant>,
     /// Shards found split or merged (an aggregate for one landed elsewhere): their
     /// records are not aggregated until the map is refreshed, so that few copies are
     /// stored outside a shard's range.
@@ -449,6 +455,7 @@ impl Worker {
             retries: BinaryHeap::new(),
             retry_recs: HashMap::new(),
             awaiting_map: Vec::new(),
+            resharded_at: None,
             suspects: HashSet::new(),
             want_history: false,
             persisting: 0,
@@ -702,11 +709,77 @@ impl Worker {
             }
             batch = live;
         }
-        // Batches grow by doubling; a waiting aggregate should not keep the slack.
-        batch.shrink_to_fit();
         if batch.is_empty() {
             return;
         }
+        if let Some(upper) = self.cut_at_midpoint(&mut batch, shard.as_ref(), now) {
+            self.build(upper, shard.clone(), now);
+        }
+        self.build(batch, shard, now);
+    }
+
+    /// While the stream reshards, cuts a big aggregate of a shard's records in two
+    /// at the shard's midpoint, and returns the upper half.
+    ///
+    /// An aggregate lands where its first record's hash key says. After a split, its
+    /// records that belong to the other child are resent, and the copies it left
+    /// there are dropped by a KCL consumer but read by consumers that do not filter by
+    /// range. Splits are mostly at a shard's midpoint (`UpdateShardCount`'s uniform
+    /// scaling, the usual `SplitShard`): an aggregate of one half holds no record of
+    /// the other child, so what was in flight at such a split leaves no copies.
+    ///
+    /// Reshards come in runs (`UpdateShardCount` is a series of splits or merges; an
+    /// autoscaler or on-demand capacity reacts again and again), so this starts once
+    /// the stream is seen resharding (a shard found split or merged, or a refresh
+    /// that changed the open shards) and lasts [`RESHARD_MEMORY`]; the first split of
+    /// a run is not foreseen. Outside of runs the aggregates stay whole: twice as many
+    /// Kinesis records slow a peer that pays per record (kinesalite).
+    ///
+    /// Only aggregates of at least half the size limit are cut, so each part still
+    /// fills most of the 25 KiB a PUT payload unit bills, and the records stay
+    /// together until they close (cutting them on arrival into two aggregators would
+    /// keep twice as many partial aggregates in memory).
+    fn cut_at_midpoint(
+        &self,
+        batch: &mut Vec<Rec>,
+        shard: Option<&ShardId>,
+        now: Instant,
+    ) -> Option<Vec<Rec>> {
+        let shard = shard?;
+        if batch.len() < 2 || !self.resharding(now) {
+            return None;
+        }
+        let size: usize = batch.iter().map(Item::size).sum();
+        if size < self.aggregate_policy.max_size() / 2 {
+            return None;
+        }
+        let (lo, hi) = self.map.range_of(shard, now)?;
+        let (lo, hi) = (lo.get(), hi.get());
+        // The upper half starts where a split at the midpoint starts its second child.
+        let mid = lo + (hi - lo) / 2;
+        let is_upper = |r: &Rec| r.hash_key.get() > mid;
+        let uppers = batch.iter().filter(|r| is_upper(r)).count();
+        if uppers == 0 || uppers == batch.len() {
+            return None;
+        }
+        // Each part in a vector of its exact size (the batch would be shrunk anyway).
+        let mut upper = Vec::with_capacity(uppers);
+        let mut lower = Vec::with_capacity(batch.len() - uppers);
+        for r in batch.drain(..) {
+            if is_upper(&r) {
+                upper.push(r);
+            } else {
+                lower.push(r);
+            }
+        }
+        *batch = lower;
+        Some(upper)
+    }
+
+    /// Makes one Kinesis record of a batch of live records.
+    fn build(&mut self, mut batch: Vec<Rec>, shard: Option<ShardId>, now: Instant) {
+        // Batches grow by doubling; a waiting aggregate should not keep the slack.
+        batch.shrink_to_fit();
         let deadline = batch.iter().map(|r| r.deadline).min().unwrap_or(now);
         let expiration = batch.iter().map(|r| r.expiration).min().unwrap_or(now);
         // The KPL gives aggregates a little more time before the collector.
@@ -1086,6 +1159,14 @@ impl Worker {
                 self.refreshing = false;
                 let (closed, open): (Vec<_>, Vec<_>) = shards.into_iter().partition(|(_, c)| *c);
                 debug!(stream = %self.stream, shards = open.len(), closed = closed.len(), "shard map refreshed");
+                let changed = self.map.is_ready() && {
+                    let mut was: Vec<&ShardId> =
+                        self.map.shards().iter().map(ShardInfo::id).collect();
+                    let mut now_open: Vec<&ShardId> = open.iter().map(|(s, _)| s.id()).collect();
+                    was.sort_unstable();
+                    now_open.sort_unstable();
+                    was != now_open
+                };
                 self.map.on_refresh_succeeded(
                     refresh,
                     open.into_iter().map(|(s, _)| s).collect(),
@@ -1094,6 +1175,9 @@ impl Worker {
                 self.map
                     .remember_closed(closed.into_iter().map(|(s, _)| s).collect(), now);
                 self.after_map_update(now);
+                if changed {
+                    self.reshard_seen(now);
+                }
             }
             Completion::Shards(refresh, Err(e)) => {
                 self.refreshing = false;
@@ -1395,6 +1479,7 @@ impl Worker {
     /// taken apart, so only what was in flight can leave copies outside a shard's
     /// range.
     fn suspect(&mut self, shard: ShardId, now: Instant) {
+        self.reshard_seen(now);
         if !self.suspects.insert(shard.clone()) {
             return;
         }
@@ -1403,17 +1488,66 @@ impl Worker {
         if let Some(mut reducer) = self.aggregators.remove(&shard) {
             loose.extend(reducer.flush().into_iter().flatten());
         }
-        for k in self.limiter.drain_shard(&shard) {
-            if k.aggregated {
+        let of_shard = |k: &KRec| k.aggregated && k.shard.as_ref() == Some(&shard);
+        loose.extend(self.take_apart_queued(Some(&shard), &of_shard, now));
+        for rec in loose {
+            self.route(rec, now);
+        }
+    }
+
+    /// The stream was seen resharding (a shard found split or merged, a refresh that
+    /// changed the open shards): for [`RESHARD_MEMORY`] big aggregates are cut at
+    /// their shard's midpoint (see [`cut_at_midpoint`](Self::cut_at_midpoint)), and
+    /// the big aggregates made before and not sent yet are taken apart to be made
+    /// again that way.
+    fn reshard_seen(&mut self, now: Instant) {
+        let active = self.resharding(now);
+        self.resharded_at = Some(now);
+        if active {
+            return;
+        }
+        debug!(stream = %self.stream, "stream resharding: cutting big aggregates at their shards' midpoints");
+        let half = self.aggregate_policy.max_size() / 2;
+        let big = |k: &KRec| k.aggregated && k.size() >= half;
+        for rec in self.take_apart_queued(None, &big, now) {
+            self.route(rec, now);
+        }
+    }
+
+    fn resharding(&self, now: Instant) -> bool {
+        self.resharded_at
+            .is_some_and(|at| now.saturating_duration_since(at) < RESHARD_MEMORY)
+    }
+
+    /// Takes the aggregates not sent yet that `pick` chooses (of one shard, or of all)
+    /// out of the limiter, the collector and the ready requests, and returns their
+    /// records.
+    fn take_apart_queued(
+        &mut self,
+        only: Option<&ShardId>,
+        pick: &dyn Fn(&KRec) -> bool,
+        now: Instant,
+    ) -> Vec<Rec> {
+        let mut loose: Vec<Rec> = Vec::new();
+        let queued: Vec<(ShardId, KRec)> = match only {
+            Some(shard) => self
+                .limiter
+                .drain_shard(shard)
+                .into_iter()
+                .map(|k| (shard.clone(), k))
+                .collect(),
+            None => self.limiter.drain(),
+        };
+        for (shard, k) in queued {
+            if pick(&k) {
                 loose.extend(k.records);
             } else {
-                self.limiter.add(shard.clone(), k, now);
+                self.limiter.add(shard, k, now);
             }
         }
-        let of_shard = |k: &KRec| k.aggregated && k.shard.as_ref() == Some(&shard);
         if !self.collector.is_empty() {
             for k in self.collector.flush().into_iter().flatten() {
-                if of_shard(&k) {
+                if pick(&k) {
                     loose.extend(k.records);
                 } else {
                     self.ready.extend(self.collector.add_deferred(k));
@@ -1421,17 +1555,15 @@ impl Worker {
             }
         }
         for batch in self.ready.iter_mut() {
-            if batch.iter().any(of_shard) {
+            if batch.iter().any(pick) {
                 let (taken, kept): (Vec<KRec>, Vec<KRec>) =
-                    std::mem::take(batch).into_iter().partition(of_shard);
+                    std::mem::take(batch).into_iter().partition(pick);
                 *batch = kept;
                 loose.extend(taken.into_iter().flat_map(|k| k.records));
             }
         }
         self.ready.retain(|b| !b.is_empty());
-        for rec in loose {
-            self.route(rec, now);
-        }
+        loose
     }
 
     fn retry(&mut self, mut rec: Rec, now: Instant, backoff: Duration) {

@@ -380,6 +380,65 @@ fn a_storm_of_splits_and_merges_leaves_few_copies_outside_shard_ranges() {
     );
 }
 
+/// Copies stored outside their shard's range by the second of two splits of a busy
+/// stream, the second `1/divisor` of the way into its shard's range while a second of
+/// aggregates is in flight.
+fn copies_after_second_split(divisor: u128, seed: u64) -> usize {
+    let h = harness(Config::builder(), 1, seed);
+    h.kinesis.set_limits(false);
+    let mut faults = Faults::none();
+    faults.latency = Duration::from_millis(1_000);
+    h.kinesis.set_faults(faults);
+    let puts = spawn_load(&h.sim.runtime(), &h.producer, 50_000, 100, 10_000, seed + 1);
+    let split = |divisor: u128| {
+        let mut open: Vec<_> = h
+            .kinesis
+            .shards(STREAM)
+            .unwrap()
+            .into_iter()
+            .filter(|s| !s.closed)
+            .collect();
+        open.sort_by_key(|s| s.starting_hash_key);
+        let s = open.pop().unwrap();
+        let (lo, hi) = (s.starting_hash_key.get(), s.ending_hash_key.get());
+        h.kinesis
+            .split_shard(
+                STREAM,
+                &s.shard_id,
+                kpl_codec::HashKey::new(lo + (hi - lo) / divisor + 1),
+            )
+            .unwrap();
+    };
+    h.sim.run_for(Duration::from_millis(1_000));
+    split(2);
+    h.sim.run_for(Duration::from_millis(2_000));
+    let before = copies_outside_ranges(&h);
+    split(divisor);
+    run_until_resolved(&h, &puts, 50_000, Duration::from_secs(60));
+    let outcome = check_invariants(&h, &puts);
+    assert_eq!(outcome.successes(), 50_000);
+    copies_outside_ranges(&h) - before
+}
+
+#[test]
+fn aggregates_in_flight_at_a_split_at_the_midpoint_leave_no_copies() {
+    // Once the stream reshards, big aggregates of a busy shard are cut at its
+    // midpoint, so none of those in flight holds records of both children of the
+    // next split there (UpdateShardCount's).
+    let at_midpoint = copies_after_second_split(2, 48);
+    assert_eq!(
+        at_midpoint, 0,
+        "copies outside ranges after a midpoint split"
+    );
+    // A split elsewhere does leave copies (what was in flight of the part cut off),
+    // which the resends make good for a KCL consumer.
+    let at_a_third = copies_after_second_split(3, 50);
+    assert!(
+        at_a_third > 0,
+        "a split at a third left no copies: nothing was in flight"
+    );
+}
+
 #[test]
 fn records_wait_for_a_slow_first_map_instead_of_going_out_raw() {
     // The first ListShards takes 300 ms (three times record_max_buffered_time):
