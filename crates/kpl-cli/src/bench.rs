@@ -53,6 +53,26 @@ pub(crate) struct Args {
     producer: ProducerArgs,
 }
 
+/// The shares of the shards' byte and record limits that `stored` used between its
+/// first and last store.
+fn capacity_used(stored: &[kpl_sim::StoredRecord], shards: usize) -> Option<[f64; 2]> {
+    let first = stored.iter().map(|r| r.arrival).min()?;
+    let last = stored.iter().map(|r| r.arrival).max()?;
+    let secs = last.duration_since(first).as_secs_f64();
+    if secs <= 0.0 {
+        return None;
+    }
+    let bytes: usize = stored
+        .iter()
+        .map(|r| r.data.len() + r.partition_key.len())
+        .sum();
+    let shards = shards as f64;
+    Some([
+        bytes as f64 / (shards * kpl_codec::SHARD_BYTES_PER_SECOND as f64 * secs),
+        stored.len() as f64 / (shards * kpl_codec::SHARD_RECORDS_PER_SECOND as f64 * secs),
+    ])
+}
+
 struct Splitmix;
 
 impl Splitmix {
@@ -200,10 +220,16 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     // Embedded: every record exactly once, as a consumer sees it.
     let mut verdict = None;
     let (mut kinesis_records, mut requests) = (0usize, 0u64);
+    // With limits on: how much of the stream's capacity the run used, from the first
+    // store to the last ([bytes, records] as shares of the shards' limits).
+    let mut capacity: Option<[f64; 2]> = None;
     if let Some(sim) = sim.as_ref().filter(|_| !args.no_check) {
         let stored = sim.records("bench")?;
         kinesis_records = stored.len();
         requests = sim.put_requests();
+        if !args.no_limits {
+            capacity = capacity_used(&stored, args.shards);
+        }
         let ranges: HashMap<String, _> = sim
             .shards("bench")?
             .into_iter()
@@ -259,6 +285,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         "outstanding_after_puts": held_records,
         "resident_bytes_after_puts": held_memory,
         "exactly_once": verdict,
+        "capacity_used": capacity.map(|[bytes, records]| json!({"bytes": bytes, "records": records})),
     });
     if args.json {
         println!("{report}");
@@ -315,8 +342,16 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             );
         }
         println!(
-            "  retries      {retries}, failures {failures}; {possibly_twice} possibly stored twice, {failed_possibly_stored} failed but possibly stored"
+            "  retries      {retries} ({:.2} % of records), failures {failures}; {possibly_twice} possibly stored twice, {failed_possibly_stored} failed but possibly stored",
+            retries as f64 * 100.0 / user_records
         );
+        if let Some([bytes, records]) = capacity {
+            println!(
+                "  capacity     {:.1} % of the shards' byte limit, {:.1} % of their record limit (first store to last)",
+                bytes * 100.0,
+                records * 100.0
+            );
+        }
         if let Some(p) = peak {
             println!("  peak memory  {:.1} MB", p as f64 / 1e6);
         }

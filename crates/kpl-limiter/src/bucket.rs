@@ -6,7 +6,7 @@ const NANOS: i128 = 1_000_000_000;
 
 /// A token bucket of `N` streams (for Kinesis: records and bytes), refilled
 /// continuously at each stream's rate, holding at most one second of rate (the
-/// burst), and taken from all-or-nothing.
+/// burst; see [`with_burst`](Self::with_burst)), and taken from all-or-nothing.
 ///
 /// Tokens are counted in billionths so refill is exact for any elapsed time; the
 /// refill is computed when the bucket is asked, never on a timer.
@@ -28,17 +28,41 @@ const NANOS: i128 = 1_000_000_000;
 #[derive(Clone, Debug)]
 pub struct TokenBucket<const N: usize> {
     rates: [u64; N],
+    /// Nanoseconds of rate the bucket holds.
+    burst: i128,
     /// Billionths of a token; negative while in debt.
     tokens: [i128; N],
     updated: Instant,
 }
 
 impl<const N: usize> TokenBucket<N> {
-    /// A full bucket with the given rates per second (0 is taken as 1).
+    /// A full bucket with the given rates per second (0 is taken as 1), holding one
+    /// second of them.
     pub fn new(rates: [u64; N], now: Instant) -> Self {
+        Self::with_burst(rates, Duration::from_secs(1), now)
+    }
+
+    /// A full bucket with the given rates per second (0 is taken as 1), holding
+    /// `burst` of them (at least a nanosecond's worth).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use kpl_limiter::TokenBucket;
+    ///
+    /// let t0 = Instant::now();
+    /// let mut pace = TokenBucket::with_burst([1000], Duration::from_millis(100), t0);
+    /// assert!(pace.try_take([100], t0)); // a tenth of a second at once
+    /// assert!(!pace.try_take([1], t0));
+    /// assert_eq!(pace.ready_at([1], t0), t0 + Duration::from_millis(1));
+    /// ```
+    pub fn with_burst(rates: [u64; N], burst: Duration, now: Instant) -> Self {
         let rates = rates.map(|r| r.max(1));
+        let burst = i128::try_from(burst.as_nanos())
+            .unwrap_or(i128::MAX / 4)
+            .max(1);
         Self {
-            tokens: rates.map(|r| i128::from(r) * NANOS),
+            tokens: rates.map(|r| i128::from(r) * burst),
+            burst,
             rates,
             updated: now,
         }
@@ -55,7 +79,7 @@ impl<const N: usize> TokenBucket<N> {
         self.refill(now);
         self.rates = rates.map(|r| r.max(1));
         for (t, &r) in self.tokens.iter_mut().zip(&self.rates) {
-            *t = (*t).min(i128::from(r) * NANOS);
+            *t = (*t).min(i128::from(r) * self.burst);
         }
     }
 
@@ -72,7 +96,7 @@ impl<const N: usize> TokenBucket<N> {
         copy.tokens
             .iter()
             .zip(&copy.rates)
-            .all(|(&t, &r)| t >= i128::from(r) * NANOS)
+            .all(|(&t, &r)| t >= i128::from(r) * copy.burst)
     }
 
     /// Takes `amounts` from every stream if all have enough, else takes nothing.
@@ -102,7 +126,7 @@ impl<const N: usize> TokenBucket<N> {
         let mut wait = 0i128;
         for ((&amount, &rate), &tokens) in amounts.iter().zip(&self.rates).zip(&self.tokens) {
             let rate = i128::from(rate);
-            let need = (i128::from(amount) * NANOS).min(rate * NANOS);
+            let need = (i128::from(amount) * NANOS).min(rate * self.burst);
             let missing = need - tokens;
             if missing > 0 {
                 // Billionths of a token per nanosecond = rate / 1e9 tokens: the wait
@@ -119,7 +143,7 @@ impl<const N: usize> TokenBucket<N> {
         };
         let nanos = i128::try_from(elapsed.as_nanos()).unwrap_or(i128::MAX / 4);
         for (t, &r) in self.tokens.iter_mut().zip(&self.rates) {
-            let capacity = i128::from(r) * NANOS;
+            let capacity = i128::from(r) * self.burst;
             *t = t
                 .saturating_add(nanos.saturating_mul(i128::from(r)))
                 .min(capacity);

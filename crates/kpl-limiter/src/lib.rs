@@ -1,12 +1,17 @@
-//! Token buckets, the per-shard limiter and the congestion window, sans-IO.
+//! Rolling windows, token buckets, the per-shard limiter and the congestion window,
+//! sans-IO.
 //!
-//! Kinesis takes at most 1,000 records and 1 MiB per second per shard. The
-//! [`Limiter`] holds each shard's outgoing Kinesis records back so that a producer
-//! does not push a shard past `rate_limit` percent of that (default 150, as the KPL:
-//! a little over the limit keeps the shard busy while retries absorb the excess).
+//! Kinesis takes at most 1,000 records and 1 MiB within any second per shard. The
+//! [`Limiter`] holds each shard's outgoing Kinesis records back by the same rule (a
+//! [`RollingWindow`] of one second), so that a producer uses what a shard takes
+//! without being throttled: a token bucket, as in the KPL, lets a second's burst out
+//! on top of its rate and overshoots the shard's second. `rate_limit` percent
+//! (default 150, the KPL's) is the most the limiter ever lets a shard take; it starts
+//! at the shard's limit and goes over it only while the shard takes more (see
+//! [`Feedback`]).
 //!
 //! - Items wait per shard in deadline order; an item past its expiration leaves first,
-//!   without tokens, so the caller can fail it as expired.
+//!   without taking room, so the caller can fail it as expired.
 //! - [`Limiter::next_ready_at`] says exactly when the next item can leave, so a driver
 //!   sleeps until then instead of polling every 25 ms as the KPL does.
 //! - Beyond the KPL (whose throttle reaction is an empty TODO): a shard reported as
@@ -19,7 +24,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use kpl_limiter::{LimitItem, Limiter, LimiterConfig, Release};
+//! use kpl_limiter::{LimitItem, Limiter, LimiterConfig};
 //!
 //! struct Rec { bytes: u64, deadline: Instant, expiration: Instant }
 //! impl LimitItem for Rec {
@@ -34,10 +39,16 @@
 //!     let rec = Rec { bytes: 10, deadline: t0, expiration: t0 + Duration::from_secs(30) };
 //!     limiter.add("shardId-000000000000", rec, t0);
 //! }
-//! let released = limiter.poll(t0);
-//! assert_eq!(released.len(), 1000); // one second of burst
-//! assert!(released.iter().all(|r| matches!(r, Release::Ready { .. })));
-//! assert_eq!(limiter.next_ready_at(t0), Some(t0 + Duration::from_millis(1)));
+//! let mut released = limiter.poll(t0).len();
+//! assert_eq!(released, 20); // room is spread over the second: 20 ms at once
+//! let mut now = t0;
+//! while released < 1000 {
+//!     now = limiter.next_ready_at(now).unwrap();
+//!     released += limiter.poll(now).len();
+//! }
+//! assert!(now < t0 + Duration::from_secs(1)); // what the shard takes within a second
+//! // The 1,001st waits until the first leaves the shard's window.
+//! assert_eq!(limiter.next_ready_at(now), Some(t0 + kpl_limiter::WINDOW_SPAN));
 //! ```
 
 #![forbid(unsafe_code)]
@@ -45,6 +56,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod bucket;
+mod rolling;
 mod window;
 
 use std::cmp::Reverse;
@@ -53,7 +65,19 @@ use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 pub use bucket::TokenBucket;
+pub use rolling::RollingWindow;
 pub use window::{Answer, CongestionWindow, LATENCY_SLACK, QUEUE_SLACK, Ticket, WindowConfig};
+
+/// How much of a shard's second the limiter lets out at once. Room in the window is
+/// spread over the second, so that what leaves together and is delayed unevenly on
+/// its way (batching, the congestion window) still reaches the shard within its
+/// second: a full second let out at once and the next second's let out on time can
+/// meet in one second of the shard's.
+pub const PACE_BURST: Duration = Duration::from_millis(20);
+
+/// The span of a shard's window: the service's second, and a margin for what leaves
+/// together but reaches the shard at different times.
+pub const WINDOW_SPAN: Duration = Duration::from_millis(1_020);
 
 /// Records per second one shard accepts.
 pub const SHARD_RECORDS_PER_SECOND: u64 = 1_000;
@@ -96,7 +120,7 @@ impl LimiterConfig {
         self.rate_limit_percent
     }
 
-    /// Records and bytes per second one shard may take at full speed.
+    /// Records and bytes per second one shard may take at most (the ceiling).
     pub fn shard_rates(&self) -> [u64; 2] {
         [
             SHARD_RECORDS_PER_SECOND * self.rate_limit_percent / 100,
@@ -105,45 +129,67 @@ impl LimiterConfig {
     }
 }
 
-/// How throttle reports move a shard's rate (additive increase, multiplicative
-/// decrease), as a fraction of the configured rate in parts per million.
+/// How throttle reports move what a shard is let take within a second (kept in parts
+/// per million of the service's shard limits).
 ///
-/// - A throttle report halves the shard's rate ([`Feedback::DECREASE_PERCENT`]),
-///   at most once per [`Feedback::DECREASE_INTERVAL`] (one failed request reports
-///   many records at once: that is one signal, not 500), never below
-///   [`Feedback::FLOOR_PPM`] (1/16 of the configured rate).
-/// - While puts to the shard succeed, its rate climbs back by
-///   [`Feedback::RECOVERY_PPM_PER_SECOND`] (10 % of the configured rate per second
-///   of successes), never above the configured rate: from the floor to full speed
-///   in under ten seconds of clean traffic.
+/// - A shard starts at the service's limit ([`Feedback::start_ppm`]: 100 %, or the
+///   configured rate when that is lower).
+/// - A throttle report takes a tenth off ([`Feedback::DECREASE_PERCENT`]), at most
+///   once per [`Feedback::DECREASE_INTERVAL`] (one second, the span the service
+///   counts over: every record throttled for one overshoot is one signal), never
+///   below [`Feedback::FLOOR_PPM`] (1/16 of the configured rate).
+/// - While puts to the shard succeed, it climbs back by
+///   [`Feedback::RECOVERY_PPM_PER_SECOND`] (3 % of the configured rate per second
+///   of successes), up to the configured rate: a shard that takes more than its
+///   nominal limit is found, and one that does not throttles about once every
+///   three seconds, a few hundredths of a second's writes each time.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Feedback;
 
 impl Feedback {
     /// Percent of the current rate kept after a throttle report.
-    pub const DECREASE_PERCENT: u64 = 50;
+    pub const DECREASE_PERCENT: u64 = 95;
     /// Reports closer together than this count once.
-    pub const DECREASE_INTERVAL: Duration = Duration::from_millis(100);
+    pub const DECREASE_INTERVAL: Duration = Duration::from_secs(1);
     /// The lowest rate, in parts per million of the configured rate.
     pub const FLOOR_PPM: u64 = 1_000_000 / 16;
     /// Recovery per second of successes, in parts per million of the configured rate.
-    pub const RECOVERY_PPM_PER_SECOND: u64 = 100_000;
-    /// The configured rate.
+    pub const RECOVERY_PPM_PER_SECOND: u64 = 10_000;
+    /// The whole of a rate (the configured one, or the service's limit).
     pub const FULL_PPM: u64 = 1_000_000;
+
+    /// The configured rate, in parts per million of the service's limit.
+    fn ceiling(config: &LimiterConfig) -> u64 {
+        config
+            .rate_limit_percent()
+            .saturating_mul(Self::FULL_PPM / 100)
+    }
+
+    /// Where a shard starts, in parts per million of the service's limit: the
+    /// limit, or the configured rate when that is lower.
+    fn start(config: &LimiterConfig) -> u64 {
+        Self::ceiling(config).min(Self::FULL_PPM)
+    }
+
+    /// What a shard at `ppm` of the service's limit may take within a second.
+    fn caps(ppm: u64) -> [u64; 2] {
+        [SHARD_RECORDS_PER_SECOND, SHARD_BYTES_PER_SECOND]
+            .map(|limit| (u128::from(limit) * u128::from(ppm) / 1_000_000).max(1) as u64)
+    }
 }
 
 /// An item leaving the limiter.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Release<K, T> {
-    /// It took its tokens: send it.
+    /// It fits the shard's window (and is counted in it): send it.
     Ready {
         /// Its shard.
         shard: K,
         /// The item.
         item: T,
     },
-    /// Its expiration passed while it waited; it took no tokens.
+    /// Its expiration passed while it waited; it was not counted.
     Expired {
         /// Its shard.
         shard: K,
@@ -154,8 +200,10 @@ pub enum Release<K, T> {
 
 struct Shard<K, T> {
     key: K,
-    bucket: TokenBucket<2>,
-    /// Parts per million of the configured rate.
+    window: RollingWindow<2>,
+    /// Spreads the window's room over the second (see [`PACE_BURST`]).
+    pace: TokenBucket<2>,
+    /// Parts per million of the service's shard limits.
     factor_ppm: u64,
     last_decrease: Option<Instant>,
     last_adjust: Instant,
@@ -166,12 +214,12 @@ struct Shard<K, T> {
 }
 
 impl<K, T: LimitItem> Shard<K, T> {
-    /// When the head's tokens are there or the earliest expiration passes.
+    /// When the head fits the window or the earliest expiration passes.
     fn next_event(&self, now: Instant) -> Option<Instant> {
         let head = self
             .by_deadline
             .first_key_value()
-            .map(|(_, item)| self.bucket.ready_at([1, item.bytes()], now));
+            .map(|(_, item)| self.ready_at([1, item.bytes()], now));
         let expiry = self.by_expiration.first_key_value().map(|(&(e, _), _)| e);
         match (head, expiry) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -179,15 +227,23 @@ impl<K, T: LimitItem> Shard<K, T> {
         }
     }
 
-    fn apply_factor(&mut self, full: [u64; 2], now: Instant) {
-        let rates = full.map(|r| (r * self.factor_ppm / Feedback::FULL_PPM).max(1));
-        self.bucket.set_rates(rates, now);
+    fn apply_factor(&mut self, now: Instant) {
+        let caps = Feedback::caps(self.factor_ppm);
+        self.window.set_caps(caps);
+        self.pace.set_rates(caps, now);
+    }
+
+    /// When `amounts` fit both the window and the pace.
+    fn ready_at(&self, amounts: [u64; 2], now: Instant) -> Instant {
+        self.window
+            .ready_at(amounts, now)
+            .max(self.pace.ready_at(amounts, now))
     }
 }
 
 /// The per-shard limiter. `K` names a shard (a shard id); `T` is the item.
 ///
-/// Each shard's next event (its head's tokens arrive, or an item expires) is kept in
+/// Each shard's next event (its head fits its window, or an item expires) is kept in
 /// one schedule, so [`add`](Self::add) is O(log n), [`poll`](Self::poll) visits only
 /// the shards that are due, and [`next_ready_at`](Self::next_ready_at) is O(1),
 /// however many shards the stream has.
@@ -236,16 +292,21 @@ impl<K: Hash + Eq + Clone, T: LimitItem> Limiter<K, T> {
     }
 
     /// The index of `shard`'s state, made on first use. A shard's state is kept for
-    /// the limiter's life: forgetting a spent bucket would hand out a second burst.
+    /// the limiter's life: forgetting a full window would let a second one through.
     fn shard_index(&mut self, shard: &K, now: Instant) -> usize {
         if let Some(&i) = self.index.get(shard) {
             return i;
         }
         let i = self.shards.len();
+        let factor_ppm = Feedback::start(&self.config);
+        let caps = Feedback::caps(factor_ppm);
+        let window = RollingWindow::new(caps, WINDOW_SPAN);
+        let pace = TokenBucket::with_burst(caps, PACE_BURST, now);
         self.shards.push(Shard {
             key: shard.clone(),
-            bucket: TokenBucket::new(self.config.shard_rates(), now),
-            factor_ppm: Feedback::FULL_PPM,
+            window,
+            pace,
+            factor_ppm,
             last_decrease: None,
             last_adjust: now,
             by_deadline: BTreeMap::new(),
@@ -282,7 +343,7 @@ impl<K: Hash + Eq + Clone, T: LimitItem> Limiter<K, T> {
     }
 
     /// Releases what can leave at `now`: in each due shard, first every item past its
-    /// expiration, then, in deadline order, every item whose tokens are there (a head
+    /// expiration, then, in deadline order, every item that fits the window (a head
     /// that must wait holds back its shard's queue).
     pub fn poll(&mut self, now: Instant) -> Vec<Release<K, T>> {
         let mut out = Vec::new();
@@ -316,12 +377,17 @@ impl<K: Hash + Eq + Clone, T: LimitItem> Limiter<K, T> {
                 });
             }
         }
-        while let Some(entry) = shard.by_deadline.first_entry() {
-            if !shard.bucket.try_take([1, entry.get().bytes()], now) {
+        while let Some((&key, item)) = shard.by_deadline.first_key_value() {
+            let amounts = [1, item.bytes()];
+            if shard.ready_at(amounts, now) > now {
                 break;
             }
-            let (_, seq) = *entry.key();
-            let item = entry.remove();
+            shard.window.try_take(amounts, now);
+            shard.pace.try_take(amounts, now);
+            let (_, seq) = key;
+            let Some(item) = shard.by_deadline.remove(&key) else {
+                break;
+            };
             shard.by_expiration.remove(&(item.expiration(), seq));
             out.push(Release::Ready {
                 shard: shard.key.clone(),
@@ -330,16 +396,31 @@ impl<K: Hash + Eq + Clone, T: LimitItem> Limiter<K, T> {
         }
     }
 
-    /// When [`poll`](Self::poll) will next release something (an item's tokens are
+    /// When [`poll`](Self::poll) will next release something (an item fits its window
     /// there, or its expiration passes), if nothing else changes; `None` when empty.
     /// It may be early (a shard's plans changed since), never late.
     pub fn next_ready_at(&self, _now: Instant) -> Option<Instant> {
         self.schedule.peek().map(|&Reverse((at, _))| at)
     }
 
+    /// An item released for `shard` at `released_at` (of `bytes`) is being sent at
+    /// `now`: it counts in the shard's window from now on, when the shard sees it, so
+    /// that items that waited to be sent (batching, a congestion window) do not meet
+    /// items released after them within one of the shard's seconds.
+    pub fn on_sent(&mut self, shard: &K, released_at: Instant, bytes: u64, now: Instant) {
+        let Some(&i) = self.index.get(shard) else {
+            return;
+        };
+        if released_at >= now {
+            return;
+        }
+        self.shards[i].window.restamp(released_at, [1, bytes], now);
+        self.reschedule(i, now);
+    }
+
     /// A put to `shard` was throttled: slow the shard down (see [`Feedback`]).
     pub fn on_throttled(&mut self, shard: &K, now: Instant) {
-        let full = self.config.shard_rates();
+        let ceiling = Feedback::ceiling(&self.config);
         let i = self.shard_index(shard, now);
         let s = &mut self.shards[i];
         if s.last_decrease
@@ -347,47 +428,50 @@ impl<K: Hash + Eq + Clone, T: LimitItem> Limiter<K, T> {
         {
             return;
         }
-        s.factor_ppm = (s.factor_ppm * Feedback::DECREASE_PERCENT / 100).max(Feedback::FLOOR_PPM);
+        let floor = ceiling * Feedback::FLOOR_PPM / Feedback::FULL_PPM;
+        s.factor_ppm = (s.factor_ppm * Feedback::DECREASE_PERCENT / 100).max(floor);
         s.last_decrease = Some(now);
         s.last_adjust = now;
-        s.apply_factor(full, now);
+        s.apply_factor(now);
         self.reschedule(i, now);
     }
 
-    /// A put to `shard` succeeded: let a slowed shard recover (see [`Feedback`]).
+    /// A put to `shard` succeeded: let a slowed shard recover, or probe above the
+    /// service's limit up to the configured rate (see [`Feedback`]).
     pub fn on_success(&mut self, shard: &K, now: Instant) {
-        let full = self.config.shard_rates();
+        let ceiling = Feedback::ceiling(&self.config);
         let Some(&i) = self.index.get(shard) else {
             return;
         };
         let s = &mut self.shards[i];
-        if s.factor_ppm >= Feedback::FULL_PPM {
+        if s.factor_ppm >= ceiling {
             s.last_adjust = now;
             return;
         }
         let elapsed = now.saturating_duration_since(s.last_adjust);
-        let gain = (elapsed.as_micros() as u64).saturating_mul(Feedback::RECOVERY_PPM_PER_SECOND)
-            / 1_000_000;
+        let per_second = ceiling * Feedback::RECOVERY_PPM_PER_SECOND / Feedback::FULL_PPM;
+        let gain =
+            u64::try_from(elapsed.as_micros().saturating_mul(u128::from(per_second)) / 1_000_000)
+                .unwrap_or(u64::MAX);
         if gain == 0 {
             return;
         }
-        s.factor_ppm = (s.factor_ppm + gain).min(Feedback::FULL_PPM);
+        s.factor_ppm = s.factor_ppm.saturating_add(gain).min(ceiling);
         s.last_adjust = now;
-        s.apply_factor(full, now);
+        s.apply_factor(now);
         self.reschedule(i, now);
     }
 
-    /// The current rates of `shard` (records/s, bytes/s).
+    /// What `shard` may take within a second now (records, bytes).
     pub fn shard_rates(&self, shard: &K) -> [u64; 2] {
-        self.index
-            .get(shard)
-            .map_or(self.config.shard_rates(), |&i| {
-                self.shards[i].bucket.rates()
-            })
+        self.index.get(shard).map_or_else(
+            || Feedback::caps(Feedback::start(&self.config)),
+            |&i| self.shards[i].window.caps(),
+        )
     }
 
     /// Removes and returns the items waiting for one shard, in deadline order (the
-    /// shard's tokens and feedback stay).
+    /// shard's window and feedback stay).
     pub fn drain_shard(&mut self, shard: &K) -> Vec<T> {
         let Some(&i) = self.index.get(shard) else {
             return Vec::new();

@@ -221,6 +221,9 @@ pub(crate) struct KRec {
     deadline: Instant,
     expiration: Instant,
     aggregated: bool,
+    /// When the limiter let it out (its room in the shard's window counts from when
+    /// it is sent).
+    released: Option<Instant>,
 }
 
 impl KRec {
@@ -796,6 +799,7 @@ impl Worker {
                 deadline,
                 expiration,
                 aggregated: false,
+                released: None,
             }
         } else {
             self.builder.clear();
@@ -820,6 +824,7 @@ impl Worker {
                 deadline,
                 expiration,
                 aggregated: true,
+                released: None,
             }
         };
         match krec.shard.clone() {
@@ -915,7 +920,10 @@ impl Worker {
         // The limiter.
         for release in self.limiter.poll(now) {
             match release {
-                Release::Ready { item, .. } => self.collect(item),
+                Release::Ready { mut item, .. } => {
+                    item.released = Some(now);
+                    self.collect(item);
+                }
                 Release::Expired { item, .. } => self.expire_krec(item, now),
             }
         }
@@ -960,6 +968,23 @@ impl Worker {
             if cut < batch.len() {
                 let rest = batch.split_off(cut);
                 self.ready.push_front(rest);
+            } else {
+                // Batches that waited for the window (a long round trip holds
+                // requests back) go out in full requests, not one request each.
+                let max_count = self.collector.policy().max_count();
+                while let Some(next) = self.ready.front() {
+                    let bytes: u64 = next.iter().map(|k| k.size() as u64).sum();
+                    if batch.len() + next.len() > max_count
+                        || total + bytes > room
+                        || next.iter().any(|k| k.expiration <= now)
+                    {
+                        break;
+                    }
+                    total += bytes;
+                    if let Some(next) = self.ready.pop_front() {
+                        batch.extend(next);
+                    }
+                }
             }
             self.spawn_put(batch, now);
         }
@@ -1029,7 +1054,12 @@ impl Worker {
         }));
     }
 
-    fn spawn_put(&mut self, batch: Vec<KRec>, now: Instant) {
+    fn spawn_put(&mut self, mut batch: Vec<KRec>, now: Instant) {
+        for k in batch.iter_mut() {
+            if let (Some(shard), Some(released)) = (&k.shard, k.released.take()) {
+                self.limiter.on_sent(shard, released, k.size() as u64, now);
+            }
+        }
         let bytes: u64 = batch.iter().map(|k| k.size() as u64).sum();
         let ticket = self.window.on_send(bytes, now);
         let id = self.next_request;
@@ -1143,6 +1173,7 @@ impl Worker {
                 deadline: now,
                 expiration: now,
                 aggregated,
+                released: None,
             });
             results.push(result);
         }

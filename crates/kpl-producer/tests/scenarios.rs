@@ -381,13 +381,13 @@ fn a_storm_of_splits_and_merges_leaves_few_copies_outside_shard_ranges() {
 }
 
 /// Copies stored outside their shard's range by the second of two splits of a busy
-/// stream, the second `1/divisor` of the way into its shard's range while a second of
+/// stream, the second `1/divisor` of the way into its shard's range while half a second of
 /// aggregates is in flight.
 fn copies_after_second_split(divisor: u128, seed: u64) -> usize {
     let h = harness(Config::builder(), 1, seed);
     h.kinesis.set_limits(false);
     let mut faults = Faults::none();
-    faults.latency = Duration::from_millis(1_000);
+    faults.latency = Duration::from_millis(500);
     h.kinesis.set_faults(faults);
     let puts = spawn_load(&h.sim.runtime(), &h.producer, 50_000, 100, 10_000, seed + 1);
     let split = |divisor: u128| {
@@ -409,7 +409,7 @@ fn copies_after_second_split(divisor: u128, seed: u64) -> usize {
             )
             .unwrap();
     };
-    h.sim.run_for(Duration::from_millis(1_000));
+    h.sim.run_for(Duration::from_millis(1_500));
     split(2);
     h.sim.run_for(Duration::from_millis(2_000));
     let before = copies_outside_ranges(&h);
