@@ -44,6 +44,37 @@ fn tag_len(tag: &Tag) -> usize {
     len_field(tag.key.len()) + tag.value.as_ref().map_or(0, |v| len_field(v.len()))
 }
 
+/// An upper bound of the bytes a user record (without tags) adds to an aggregate:
+/// its partition key in the key table (as if new), its explicit hash key in that
+/// table (as if new, 39 digits at most), and its record message with indexes of up
+/// to 32 bits. [`AggregateBuilder::size_with`] gives the exact figure for one
+/// builder; this bound needs no builder, so a pipeline can size its batches before
+/// it encodes them.
+///
+/// ```
+/// use kpl_codec::{AggregateBuilder, UserRecord, aggregate_growth_bound};
+///
+/// let mut b: AggregateBuilder<Vec<u8>> = AggregateBuilder::new();
+/// let before = b.size();
+/// let after = b.add(UserRecord::new("user-123".to_owned(), vec![0u8; 100]));
+/// assert!(after - before <= aggregate_growth_bound(8, 100, false));
+/// ```
+pub fn aggregate_growth_bound(
+    partition_key_len: usize,
+    data_len: usize,
+    explicit_hash_key: bool,
+) -> usize {
+    const INDEX: usize = 1 + 5; // tag and a varint of up to 32 bits
+    const HASH_KEY_DIGITS: usize = 39; // 2^128 − 1
+    let mut message = INDEX + len_field(data_len);
+    let mut tables = len_field(partition_key_len);
+    if explicit_hash_key {
+        message += INDEX;
+        tables += len_field(HASH_KEY_DIGITS);
+    }
+    tables + len_field(message)
+}
+
 /// One record ready for `PutRecords`: an aggregate, or a lone user record sent raw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

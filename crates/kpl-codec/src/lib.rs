@@ -64,7 +64,9 @@ mod limits;
 mod record;
 
 pub use decode::{DecodeError, KeyTable, deaggregate, decode_aggregated, is_aggregated};
-pub use encode::{AGGREGATE_OVERHEAD, AggregateBuilder, DIGEST_LEN, KinesisRecord, MAGIC};
+pub use encode::{
+    AGGREGATE_OVERHEAD, AggregateBuilder, DIGEST_LEN, KinesisRecord, MAGIC, aggregate_growth_bound,
+};
 pub use hash::{HashKey, ParseHashKeyError};
 pub use limits::{
     AGGREGATED_PARTITION_KEY, DEFAULT_MAX_RECORD_SIZE, DEFAULT_MAX_REQUEST_SIZE,

@@ -1,6 +1,6 @@
 //! Property tests: encode → decode is the identity, and the exact size is exact.
 
-use kpl_codec::{AggregateBuilder, HashKey, UserRecord, decode_aggregated};
+use kpl_codec::{AggregateBuilder, HashKey, UserRecord, aggregate_growth_bound, decode_aggregated};
 use proptest::prelude::*;
 
 fn key() -> impl Strategy<Value = String> {
@@ -80,6 +80,24 @@ proptest! {
         }
         // Taking the records back gives them unchanged, in order.
         prop_assert_eq!(builder.take_records(), records);
+    }
+
+    /// The builder-free bound holds for every record without tags, whatever was
+    /// added before.
+    #[test]
+    fn the_growth_bound_bounds_the_exact_growth(records in prop::collection::vec(record(), 1..40)) {
+        let mut builder = AggregateBuilder::new();
+        for mut r in records {
+            r.tags.clear();
+            let bound = aggregate_growth_bound(
+                r.partition_key.len(),
+                r.data.len(),
+                r.explicit_hash_key.is_some(),
+            );
+            let before = builder.size();
+            let after = builder.add(r);
+            prop_assert!(after - before <= bound, "{} > {bound}", after - before);
+        }
     }
 
     #[test]

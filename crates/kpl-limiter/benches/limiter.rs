@@ -31,7 +31,8 @@ fn admit(c: &mut Criterion) {
     for shards in [4u32, 1000] {
         group.bench_function(format!("admit ({shards} shards)"), |b| {
             let mut now = Instant::now();
-            let mut limiter: Limiter<u32, It> = Limiter::new(LimiterConfig::new(100_000));
+            let mut limiter: Limiter<u32, It> =
+                Limiter::new(LimiterConfig::new(100_000, [1_000, 1_048_576]));
             b.iter(|| {
                 // Time moves on so tokens are always there: this measures the
                 // bookkeeping of admitting, not waiting.

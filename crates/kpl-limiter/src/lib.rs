@@ -34,7 +34,8 @@
 //! }
 //!
 //! let t0 = Instant::now();
-//! let mut limiter = Limiter::new(LimiterConfig::new(100)); // 100 % of the shard limit
+//! // 100 % of what Kinesis lets a shard take within a second: 1,000 records, 1 MiB.
+//! let mut limiter = Limiter::new(LimiterConfig::new(100, [1000, 1 << 20]));
 //! for _ in 0..1001 {
 //!     let rec = Rec { bytes: 10, deadline: t0, expiration: t0 + Duration::from_secs(30) };
 //!     limiter.add("shardId-000000000000", rec, t0);
@@ -79,11 +80,6 @@ pub const PACE_BURST: Duration = Duration::from_millis(20);
 /// together but reaches the shard at different times.
 pub const WINDOW_SPAN: Duration = Duration::from_millis(1_020);
 
-/// Records per second one shard accepts.
-pub const SHARD_RECORDS_PER_SECOND: u64 = 1_000;
-/// Bytes per second one shard accepts.
-pub const SHARD_BYTES_PER_SECOND: u64 = 1024 * 1024;
-
 /// What the limiter needs to know of an item (one Kinesis record).
 pub trait LimitItem {
     /// Bytes it counts against the shard's byte rate (data plus partition key).
@@ -98,20 +94,19 @@ pub trait LimitItem {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LimiterConfig {
     rate_limit_percent: u64,
-}
-
-impl Default for LimiterConfig {
-    fn default() -> Self {
-        Self::new(150)
-    }
+    shard_limits: [u64; 2],
 }
 
 impl LimiterConfig {
-    /// Each shard gets `rate_limit_percent` percent of the Kinesis shard limits
-    /// (the KPL's `RateLimit`; at least 1).
-    pub fn new(rate_limit_percent: u64) -> Self {
+    /// Each shard may take `rate_limit_percent` percent (the KPL's `RateLimit`; at
+    /// least 1) of `shard_limits`: what the service lets one shard take within a
+    /// second, records and bytes (for Kinesis, `kpl_codec::SHARD_RECORDS_PER_SECOND`
+    /// and `kpl_codec::SHARD_BYTES_PER_SECOND`; the limiter keeps no service facts of
+    /// its own).
+    pub fn new(rate_limit_percent: u64, shard_limits: [u64; 2]) -> Self {
         Self {
             rate_limit_percent: rate_limit_percent.max(1),
+            shard_limits: shard_limits.map(|l| l.max(1)),
         }
     }
 
@@ -120,20 +115,23 @@ impl LimiterConfig {
         self.rate_limit_percent
     }
 
+    /// What the service lets one shard take within a second (records, bytes).
+    pub fn shard_limits(&self) -> [u64; 2] {
+        self.shard_limits
+    }
+
     /// Records and bytes per second one shard may take at most (the ceiling).
     pub fn shard_rates(&self) -> [u64; 2] {
-        [
-            SHARD_RECORDS_PER_SECOND * self.rate_limit_percent / 100,
-            SHARD_BYTES_PER_SECOND * self.rate_limit_percent / 100,
-        ]
+        self.shard_limits
+            .map(|l| (u128::from(l) * u128::from(self.rate_limit_percent) / 100) as u64)
     }
 }
 
 /// How throttle reports move what a shard is let take within a second (kept in parts
 /// per million of the service's shard limits).
 ///
-/// - A shard starts at the service's limit ([`Feedback::start_ppm`]: 100 %, or the
-///   configured rate when that is lower).
+/// - A shard starts at the service's limit (or the configured rate when that is
+///   lower).
 /// - A throttle report takes a tenth off ([`Feedback::DECREASE_PERCENT`]), at most
 ///   once per [`Feedback::DECREASE_INTERVAL`] (one second, the span the service
 ///   counts over: every record throttled for one overshoot is one signal), never
@@ -172,10 +170,9 @@ impl Feedback {
         Self::ceiling(config).min(Self::FULL_PPM)
     }
 
-    /// What a shard at `ppm` of the service's limit may take within a second.
-    fn caps(ppm: u64) -> [u64; 2] {
-        [SHARD_RECORDS_PER_SECOND, SHARD_BYTES_PER_SECOND]
-            .map(|limit| (u128::from(limit) * u128::from(ppm) / 1_000_000).max(1) as u64)
+    /// What a shard at `ppm` of the service's `limits` may take within a second.
+    fn caps(limits: [u64; 2], ppm: u64) -> [u64; 2] {
+        limits.map(|limit| (u128::from(limit) * u128::from(ppm) / 1_000_000).max(1) as u64)
     }
 }
 
@@ -227,8 +224,8 @@ impl<K, T: LimitItem> Shard<K, T> {
         }
     }
 
-    fn apply_factor(&mut self, now: Instant) {
-        let caps = Feedback::caps(self.factor_ppm);
+    fn apply_factor(&mut self, limits: [u64; 2], now: Instant) {
+        let caps = Feedback::caps(limits, self.factor_ppm);
         self.window.set_caps(caps);
         self.pace.set_rates(caps, now);
     }
@@ -299,7 +296,7 @@ impl<K: Hash + Eq + Clone, T: LimitItem> Limiter<K, T> {
         }
         let i = self.shards.len();
         let factor_ppm = Feedback::start(&self.config);
-        let caps = Feedback::caps(factor_ppm);
+        let caps = Feedback::caps(self.config.shard_limits(), factor_ppm);
         let window = RollingWindow::new(caps, WINDOW_SPAN);
         let pace = TokenBucket::with_burst(caps, PACE_BURST, now);
         self.shards.push(Shard {
@@ -421,6 +418,7 @@ impl<K: Hash + Eq + Clone, T: LimitItem> Limiter<K, T> {
     /// A put to `shard` was throttled: slow the shard down (see [`Feedback`]).
     pub fn on_throttled(&mut self, shard: &K, now: Instant) {
         let ceiling = Feedback::ceiling(&self.config);
+        let limits = self.config.shard_limits();
         let i = self.shard_index(shard, now);
         let s = &mut self.shards[i];
         if s.last_decrease
@@ -432,7 +430,7 @@ impl<K: Hash + Eq + Clone, T: LimitItem> Limiter<K, T> {
         s.factor_ppm = (s.factor_ppm * Feedback::DECREASE_PERCENT / 100).max(floor);
         s.last_decrease = Some(now);
         s.last_adjust = now;
-        s.apply_factor(now);
+        s.apply_factor(limits, now);
         self.reschedule(i, now);
     }
 
@@ -440,6 +438,7 @@ impl<K: Hash + Eq + Clone, T: LimitItem> Limiter<K, T> {
     /// service's limit up to the configured rate (see [`Feedback`]).
     pub fn on_success(&mut self, shard: &K, now: Instant) {
         let ceiling = Feedback::ceiling(&self.config);
+        let limits = self.config.shard_limits();
         let Some(&i) = self.index.get(shard) else {
             return;
         };
@@ -458,14 +457,14 @@ impl<K: Hash + Eq + Clone, T: LimitItem> Limiter<K, T> {
         }
         s.factor_ppm = s.factor_ppm.saturating_add(gain).min(ceiling);
         s.last_adjust = now;
-        s.apply_factor(now);
+        s.apply_factor(limits, now);
         self.reschedule(i, now);
     }
 
     /// What `shard` may take within a second now (records, bytes).
     pub fn shard_rates(&self, shard: &K) -> [u64; 2] {
         self.index.get(shard).map_or_else(
-            || Feedback::caps(Feedback::start(&self.config)),
+            || Feedback::caps(self.config.shard_limits(), Feedback::start(&self.config)),
             |&i| self.shards[i].window.caps(),
         )
     }

@@ -8,6 +8,9 @@ use kpl_limiter::{
 };
 use proptest::prelude::*;
 
+/// What Kinesis lets a shard take within a second: records, bytes.
+const KINESIS: [u64; 2] = [1_000, 1_048_576];
+
 #[derive(Debug, PartialEq)]
 struct It {
     id: u32,
@@ -104,19 +107,25 @@ fn a_rolling_window_counts_what_was_taken_within_its_span() {
 
 #[test]
 fn rates_follow_the_rate_limit_percent() {
-    assert_eq!(LimiterConfig::default().shard_rates(), [1500, 1_572_864]);
-    assert_eq!(LimiterConfig::new(100).shard_rates(), [1000, 1_048_576]);
+    assert_eq!(
+        LimiterConfig::new(150, KINESIS).shard_rates(),
+        [1500, 1_572_864]
+    );
+    assert_eq!(
+        LimiterConfig::new(100, KINESIS).shard_rates(),
+        [1000, 1_048_576]
+    );
     // A shard starts at the service's limit, or below it when configured so.
-    let l: Limiter<u8, It> = Limiter::new(LimiterConfig::default());
+    let l: Limiter<u8, It> = Limiter::new(LimiterConfig::new(150, KINESIS));
     assert_eq!(l.shard_rates(&0), [1000, 1_048_576]);
-    let l: Limiter<u8, It> = Limiter::new(LimiterConfig::new(90));
+    let l: Limiter<u8, It> = Limiter::new(LimiterConfig::new(90, KINESIS));
     assert_eq!(l.shard_rates(&0), [900, 943_718]);
 }
 
 #[test]
 fn items_leave_in_deadline_order_with_head_of_line_blocking() {
     let t0 = Instant::now();
-    let mut l = Limiter::new(LimiterConfig::new(100)); // 1000 rec/s, 1 MiB/s
+    let mut l = Limiter::new(LimiterConfig::new(100, KINESIS)); // 1000 rec/s, 1 MiB/s
     l.add(0u8, it(0, 10, t0, 30, 30_000), t0);
     l.add(0u8, it(1, 1_048_576, t0, 10, 30_000), t0); // the whole byte burst
     l.add(0u8, it(2, 10, t0, 20, 30_000), t0);
@@ -135,7 +144,7 @@ fn items_leave_in_deadline_order_with_head_of_line_blocking() {
 #[test]
 fn expired_items_leave_first_without_tokens() {
     let t0 = Instant::now();
-    let mut l = Limiter::new(LimiterConfig::new(100));
+    let mut l = Limiter::new(LimiterConfig::new(100, KINESIS));
     // Twice the shard's second: passes on an empty window and fills it for a second.
     l.add("s", it(0, 2 * 1_048_576, t0, 0, 30_000), t0);
     assert_eq!(ready_ids(&l.poll(t0)), [0]);
@@ -166,7 +175,7 @@ fn pace_burst_records() -> usize {
 #[test]
 fn shards_do_not_share_room() {
     let t0 = Instant::now();
-    let mut l = Limiter::new(LimiterConfig::new(100));
+    let mut l = Limiter::new(LimiterConfig::new(100, KINESIS));
     for id in 0..1000 {
         l.add(id % 2, it(id, 1, t0, 0, 30_000), t0);
     }
@@ -181,7 +190,7 @@ fn shards_do_not_share_room() {
 #[test]
 fn room_is_spread_over_the_second() {
     let t0 = Instant::now();
-    let mut l = Limiter::new(LimiterConfig::new(100)); // 1000 records/s
+    let mut l = Limiter::new(LimiterConfig::new(100, KINESIS)); // 1000 records/s
     for id in 0..2000 {
         l.add(0, it(id, 1, t0, 0, 60_000), t0);
     }
@@ -208,7 +217,7 @@ fn room_is_spread_over_the_second() {
 #[test]
 fn an_emptied_shard_does_not_get_a_second_window() {
     let t0 = Instant::now();
-    let mut l = Limiter::new(LimiterConfig::new(100));
+    let mut l = Limiter::new(LimiterConfig::new(100, KINESIS));
     for id in 0..1000 {
         l.add(0, it(id, 1, t0, 0, 30_000), t0);
     }
@@ -233,7 +242,7 @@ fn an_emptied_shard_does_not_get_a_second_window() {
 fn an_item_sent_late_counts_from_when_it_is_sent() {
     let t0 = Instant::now();
     let ms = Duration::from_millis;
-    let mut l = Limiter::new(LimiterConfig::new(100)); // 1 MiB within a second
+    let mut l = Limiter::new(LimiterConfig::new(100, KINESIS)); // 1 MiB within a second
     l.add("s", it(0, 600_000, t0, 0, 60_000), t0);
     assert_eq!(ready_ids(&l.poll(t0)), [0]);
     // It waited 500 ms to be sent: the shard sees it then.
@@ -247,7 +256,7 @@ fn an_item_sent_late_counts_from_when_it_is_sent() {
 #[test]
 fn throttling_slows_a_shard_and_successes_bring_it_back() {
     let t0 = Instant::now();
-    let mut l: Limiter<u8, It> = Limiter::new(LimiterConfig::new(100));
+    let mut l: Limiter<u8, It> = Limiter::new(LimiterConfig::new(100, KINESIS));
     assert_eq!(l.shard_rates(&7), [1000, 1_048_576]);
     l.on_throttled(&7, t0);
     assert_eq!(l.shard_rates(&7), [950, 996_147]);
@@ -283,7 +292,7 @@ fn throttling_slows_a_shard_and_successes_bring_it_back() {
 #[test]
 fn over_the_limit_only_when_configured_and_only_while_the_shard_takes_it() {
     let t0 = Instant::now();
-    let mut l: Limiter<u8, It> = Limiter::new(LimiterConfig::new(150));
+    let mut l: Limiter<u8, It> = Limiter::new(LimiterConfig::new(150, KINESIS));
     assert_eq!(l.shard_rates(&0)[0], 1000, "starts at the service's limit");
     l.add(0, it(0, 10, t0, 0, 60_000), t0);
     assert_eq!(l.poll(t0).len(), 1);
@@ -301,7 +310,7 @@ fn over_the_limit_only_when_configured_and_only_while_the_shard_takes_it() {
 #[test]
 fn a_throttled_shard_admits_less() {
     let t0 = Instant::now();
-    let mut l = Limiter::new(LimiterConfig::new(100));
+    let mut l = Limiter::new(LimiterConfig::new(100, KINESIS));
     l.on_throttled(&0, t0);
     for id in 0..3000 {
         l.add(0, it(id, 1, t0, 0, 60_000), t0);
@@ -333,7 +342,7 @@ proptest! {
         throttles in prop::collection::vec(any::<bool>(), 1..100),
     ) {
         let t0 = Instant::now();
-        let config = LimiterConfig::new(pct);
+        let config = LimiterConfig::new(pct, KINESIS);
         let mut l = Limiter::new(config);
         let mut admitted: Vec<(Instant, u64, [u64; 2])> = Vec::new();
         let mut now = t0;
@@ -383,7 +392,7 @@ proptest! {
 #[test]
 fn one_shard_can_be_drained_alone() {
     let t0 = Instant::now();
-    let mut l = Limiter::new(LimiterConfig::new(1));
+    let mut l = Limiter::new(LimiterConfig::new(1, KINESIS));
     // Rate 1 %: 10 records/s; 30 items per shard wait.
     for i in 0..30 {
         l.add("a", it(i, 10, t0, u64::from(30 - i), 10_000), t0);

@@ -13,11 +13,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::channel::mpsc;
 use kpl_codec::{
-    AGGREGATE_OVERHEAD, AGGREGATED_PARTITION_KEY, AggregateBuilder, HashKey, UserRecord,
+    AGGREGATE_OVERHEAD, AGGREGATED_PARTITION_KEY, AggregateBuilder, HashKey,
+    SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND, UserRecord, aggregate_growth_bound,
 };
 use kpl_limiter::{
-    Answer, CongestionWindow, LimitItem, Limiter, LimiterConfig, Release, SHARD_BYTES_PER_SECOND,
-    Ticket, WindowConfig,
+    Answer, CongestionWindow, LimitItem, Limiter, LimiterConfig, Release, Ticket, WindowConfig,
 };
 use kpl_reducer::{Item, Policy, Predicate, Reducer};
 use kpl_shardmap::{Landing, LookupError, Refresh, ShardId, ShardInfo, ShardMap};
@@ -158,7 +158,7 @@ impl Rec {
 
     /// An upper bound of what it adds to an aggregate's protobuf body.
     fn aggregate_bound(&self) -> usize {
-        self.partition_key.len() + self.data.len() + 19 + if self.explicit { 47 } else { 0 }
+        aggregate_growth_bound(self.partition_key.len(), self.data.len(), self.explicit)
     }
 
     fn attempt(
@@ -445,7 +445,10 @@ impl Worker {
             agg_schedule: BinaryHeap::new(),
             aggregate_policy,
             unknown: Reducer::new(Policy::new(usize::MAX, usize::MAX)),
-            limiter: Limiter::new(LimiterConfig::new(c.rate_limit)),
+            limiter: Limiter::new(LimiterConfig::new(
+                c.rate_limit,
+                [SHARD_RECORDS_PER_SECOND, SHARD_BYTES_PER_SECOND],
+            )),
             collector: Reducer::with_predicate(
                 Policy::new(c.collection_max_count, c.collection_max_size),
                 ShardBytes::default(),
@@ -1348,8 +1351,7 @@ impl Worker {
             }
         }
         let fail_now = !e.kind().is_retryable()
-            || (self.shared.config.fail_if_throttled
-                && code == "ProvisionedThroughputExceededException");
+            || (self.shared.config.fail_if_throttled && e.kind() == ErrorKind::Throttled);
         let backoff = if fail_now {
             Duration::ZERO
         } else {
@@ -1477,14 +1479,15 @@ impl Worker {
                         code: &code,
                         user_records: n,
                     });
-                    let throttled = code == "ProvisionedThroughputExceededException";
+                    let kind = ErrorKind::classify(Some(&code), None);
+                    let throttled = kind == ErrorKind::Throttled;
                     if throttled {
                         if let Some(s) = &shard {
                             self.limiter.on_throttled(s, now);
                         }
                     }
-                    let fail_now = (throttled && self.shared.config.fail_if_throttled)
-                        || !ErrorKind::classify(Some(&code), None).is_retryable();
+                    let fail_now =
+                        (throttled && self.shared.config.fail_if_throttled) || !kind.is_retryable();
                     for mut rec in k.records {
                         rec.attempt(started, now, Some((&code, &message)), shard_arc.as_ref());
                         if fail_now {
