@@ -83,6 +83,36 @@ fn a_shard_takes_1_mib_per_rolling_second() {
 }
 
 #[test]
+fn acknowledge_only_answers_without_keeping_anything() {
+    let (sim, k) = setup(2);
+    k.set_acknowledge_only(true);
+    // Over the limits and routed: every entry answered on its own shard.
+    let mut all = entries(499, 10_000);
+    all.push(PutRecordsEntry::new(
+        "k",
+        Some(HashKey::MAX),
+        Bytes::from_static(b"x"),
+    ));
+    let r = put(&sim, &k, all).unwrap();
+    let shards: Vec<&str> = r
+        .results
+        .iter()
+        .map(|e| match e {
+            EntryResult::Ok { shard_id, .. } => shard_id.as_str(),
+            EntryResult::Failed { code, .. } => panic!("{code}"),
+        })
+        .collect();
+    assert!(shards[..499].iter().all(|s| *s == "shardId-000000000000"));
+    assert_eq!(shards[499], "shardId-000000000001");
+    assert!(k.records("s").unwrap().is_empty(), "nothing kept");
+    // Validation still applies.
+    assert!(put(&sim, &k, entries(501, 1)).is_err());
+    k.set_acknowledge_only(false);
+    assert_eq!(throttled(&put(&sim, &k, entries(1, 1)).unwrap()), 0);
+    assert_eq!(k.records("s").unwrap().len(), 1);
+}
+
+#[test]
 fn request_validation_uses_the_service_codes() {
     let (sim, k) = setup(1);
     let err = put(&sim, &k, entries(501, 1)).unwrap_err();

@@ -49,6 +49,11 @@ pub(crate) struct Args {
     /// Skip the exactly-once check (to profile the producer alone).
     #[arg(long)]
     no_check: bool,
+    /// Embedded mode: the simulator answers every record as stored and keeps
+    /// nothing (no limits, no exactly-once check), so the figures are the
+    /// producer's alone; compare with a run without it to see the simulator's share.
+    #[arg(long, conflicts_with = "endpoint")]
+    acknowledge_only: bool,
     #[command(flatten)]
     producer: ProducerArgs,
 }
@@ -94,7 +99,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let mut config = args.producer.config()?;
-    if args.no_limits && args.endpoint.is_none() {
+    if (args.no_limits || args.acknowledge_only) && args.endpoint.is_none() {
         // Measuring the producer alone: its own per-shard limiter must not be the
         // bound either.
         config = crate::settings::with_rate_limit(&config, 1_000_000)?;
@@ -129,6 +134,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 let sim = Simulator::new(timer, 1);
                 sim.create_stream("bench", args.shards)?;
                 sim.set_limits(!args.no_limits);
+                sim.set_acknowledge_only(args.acknowledge_only);
                 (Arc::new(sim.clone()), Some(sim), "bench".into())
             }
         };
@@ -223,7 +229,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     // With limits on: how much of the stream's capacity the run used, from the first
     // store to the last ([bytes, records] as shares of the shards' limits).
     let mut capacity: Option<[f64; 2]> = None;
-    if let Some(sim) = sim.as_ref().filter(|_| !args.no_check) {
+    if let Some(sim) = sim
+        .as_ref()
+        .filter(|_| !args.no_check && !args.acknowledge_only)
+    {
         let stored = sim.records("bench")?;
         kinesis_records = stored.len();
         requests = sim.put_requests();
@@ -258,7 +267,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
 
     let report = json!({
-        "mode": if sim.is_some() { "embedded kpl-sim" } else { "endpoint" },
+        "mode": match (&sim, args.acknowledge_only) { (Some(_), true) => "embedded kpl-sim, acknowledge only", (Some(_), false) => "embedded kpl-sim", (None, _) => "endpoint" },
         "records": args.records,
         "size": args.size,
         "shards": args.shards,
@@ -296,7 +305,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             args.size,
             args.shards,
             if sim.is_some() {
-                if args.no_limits {
+                if args.acknowledge_only {
+                    "embedded kpl-sim acknowledging only"
+                } else if args.no_limits {
                     "embedded kpl-sim, limits off"
                 } else {
                     "embedded kpl-sim, limits on"
@@ -334,7 +345,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             percentile(&latencies, 0.99).as_secs_f64() * 1e3,
             percentile(&latencies, 0.999).as_secs_f64() * 1e3
         );
-        if sim.is_some() {
+        if let Some(sim) = sim.as_ref().filter(|_| args.acknowledge_only) {
+            println!(
+                "  batching     {:.1} user records per request (Kinesis records not kept)",
+                user_records / sim.put_requests().max(1) as f64
+            );
+        } else if sim.is_some() {
             println!(
                 "  batching     {:.1} user records per Kinesis record, {:.1} per request",
                 user_records / kinesis_records.max(1) as f64,

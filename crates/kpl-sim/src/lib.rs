@@ -247,6 +247,9 @@ struct State {
     rng: Rng,
     faults: Faults,
     limits: bool,
+    /// Answer every valid entry as stored without keeping it (see
+    /// [`Simulator::set_acknowledge_only`]).
+    acknowledge_only: bool,
     put_requests: u64,
     /// Requests taken and not yet stored, by the time they will be.
     pending: BTreeMap<(Instant, u64), (PutRecordsRequest, bool)>,
@@ -339,6 +342,7 @@ impl Simulator {
                 rng: Rng(seed),
                 faults: Faults::none(),
                 limits: true,
+                acknowledge_only: false,
                 put_requests: 0,
                 pending: BTreeMap::new(),
                 answers: HashMap::new(),
@@ -513,6 +517,14 @@ impl Simulator {
     /// Turns the per-shard write limits on (the default) or off.
     pub fn set_limits(&self, enabled: bool) {
         self.lock().limits = enabled;
+    }
+
+    /// Answers every valid entry as stored on the shard its hash key routes to, but
+    /// keeps nothing (no records, no limits, no faults beyond validation): for
+    /// benchmarks that measure a producer apart from the simulator's own cost.
+    /// [`records`](Self::records) then stays empty.
+    pub fn set_acknowledge_only(&self, enabled: bool) {
+        self.lock().acknowledge_only = enabled;
     }
 
     /// Every record stored in a stream, shard by shard in shard-id order, each shard
@@ -792,6 +804,7 @@ impl State {
         }
         let faults = state.faults.clone();
         let limits = state.limits;
+        let acknowledge_only = state.acknowledge_only;
         let stream = match &request.stream {
             StreamId::Name(name) => state.streams.get_mut(name.as_str()),
             StreamId::Arn(arn) => state.streams.values_mut().find(|s| &s.arn == arn),
@@ -808,6 +821,15 @@ impl State {
                 });
                 continue;
             };
+            if acknowledge_only {
+                let sequence_number = format!("49{:036}", shard.next_seq);
+                shard.next_seq += 1;
+                results.push(EntryResult::Ok {
+                    shard_id: shard.id.clone(),
+                    sequence_number,
+                });
+                continue;
+            }
             if limits && !shard.admit(entry.size(), now) {
                 results.push(EntryResult::Failed {
                     code: "ProvisionedThroughputExceededException".into(),
