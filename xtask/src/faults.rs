@@ -128,7 +128,7 @@ fn scenarios(short: bool) -> Vec<Scenario> {
         v.push(storm("reshard-storm-dense", 1_500_000, (0.5, 0.7), 2, 10.0));
         // Splits a third of the way into a shard's range, which half-range
         // aggregation does not foresee: copies are bounded by what is in flight.
-        v.push(storm("reshard-storm-uneven", 750_000, (1.0, 1.5), 3, 10.0));
+        v.push(storm("reshard-storm-uneven", 750_000, (1.0, 1.5), 3, 15.0));
     }
     v
 }

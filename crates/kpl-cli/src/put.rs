@@ -29,9 +29,9 @@ use crate::input::BASE64;
 use crate::settings::ProducerArgs;
 
 /// Records outstanding before reading pauses, unless set (memory stays bounded).
-const DEFAULT_MAX_OUTSTANDING_RECORDS: usize = 250_000;
+const DEFAULT_MAX_OUTSTANDING_RECORDS: usize = 100_000;
 /// Bytes outstanding before reading pauses, unless set.
-const DEFAULT_MAX_OUTSTANDING_BYTES: usize = 128 << 20;
+const DEFAULT_MAX_OUTSTANDING_BYTES: usize = 64 << 20;
 /// Exit code after SIGINT (128 + 2), as shells use.
 const EXIT_SIGINT: u8 = 130;
 /// Exit code after SIGTERM (128 + 15).
@@ -555,11 +555,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(Chunk::Lines(lines)) => {
-                let mut lines = lines.into_iter();
-                while let Some(line) = lines.next() {
+                // One hand-off to the producer per chunk of lines: the valid ones go
+                // in as far as there is room, then the rest after a wait for room
+                // (which a signal ends; every admitted line's future is kept).
+                let mut queue: VecDeque<(Line, String, Bytes)> = VecDeque::new();
+                for line in lines {
                     position = Some((line.source, line.number));
-                    let (pk, data) = match run.args.record(&line.bytes, &mut rng) {
-                        Ok(r) => r,
+                    match run.args.record(&line.bytes, &mut rng) {
+                        Ok((pk, data)) => queue.push_back((line, pk, data)),
                         Err(message) => {
                             run.tally.invalid += 1;
                             eprintln!(
@@ -567,44 +570,72 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                                 run.sources[line.source as usize], line.number
                             );
                             run.not_sent(&line, "InvalidLine", &message);
-                            continue;
                         }
-                    };
-                    let record = PutRecord::new(pk.clone(), data.clone());
-                    // Waits while the producer is full; a signal ends the wait.
-                    let put = runtime.block_on(async {
-                        tokio::select! {
-                            r = producer.put_records(&stream, vec![record]) => Some(r),
-                            _ = next_signal(&mut signals) => None,
-                        }
-                    });
-                    let Some(put) = put else {
-                        leftover.push(line);
-                        leftover.extend(lines);
-                        let signal = *signals.borrow();
-                        break 'read Some(Stop::Signal(signal.1));
-                    };
-                    match put.map(|mut v| v.pop()) {
-                        Ok(Some(Ok(future))) => {
-                            run.tally.sent += 1;
-                            run.pending.push_back(Pending {
-                                source: line.source,
-                                line: line.number,
-                                partition_key: pk,
-                                data,
-                                future,
-                            });
-                        }
-                        Ok(Some(Err(e))) | Err(e) => {
-                            run.tally.invalid += 1;
+                    }
+                }
+                let mut records: Vec<PutRecord> = queue
+                    .iter()
+                    .map(|(_, pk, data)| PutRecord::new(pk.clone(), data.clone()))
+                    .collect();
+                while !records.is_empty() {
+                    let (results, rest) = match producer.try_put_records(&stream, records) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            // The whole hand-off refused (the producer shuts down).
                             let message = e.to_string();
-                            eprintln!(
-                                "kpl put: {}:{}: {message}",
-                                run.sources[line.source as usize], line.number
-                            );
-                            run.not_sent(&line, "InvalidLine", &message);
+                            for (line, _, _) in queue.drain(..) {
+                                run.tally.invalid += 1;
+                                eprintln!(
+                                    "kpl put: {}:{}: {message}",
+                                    run.sources[line.source as usize], line.number
+                                );
+                                run.not_sent(&line, "InvalidLine", &message);
+                            }
+                            break;
                         }
-                        Ok(None) => unreachable!("one result per record"),
+                    };
+                    for result in results {
+                        let Some((line, pk, data)) = queue.pop_front() else {
+                            break;
+                        };
+                        match result {
+                            Ok(future) => {
+                                run.tally.sent += 1;
+                                run.pending.push_back(Pending {
+                                    source: line.source,
+                                    line: line.number,
+                                    partition_key: pk,
+                                    data,
+                                    future,
+                                });
+                            }
+                            Err(e) => {
+                                run.tally.invalid += 1;
+                                let message = e.to_string();
+                                eprintln!(
+                                    "kpl put: {}:{}: {message}",
+                                    run.sources[line.source as usize], line.number
+                                );
+                                run.not_sent(&line, "InvalidLine", &message);
+                            }
+                        }
+                    }
+                    records = rest;
+                    if let Some(first) = records.first() {
+                        // Waits while the producer is full; a signal ends the wait.
+                        let bytes = first.size();
+                        let signaled = runtime.block_on(async {
+                            tokio::select! {
+                                () = producer.wait_for_room(&stream, bytes) => false,
+                                _ = next_signal(&mut signals) => true,
+                            }
+                        });
+                        if signaled {
+                            leftover.extend(queue.drain(..).map(|(line, _, _)| line));
+                            let signal = *signals.borrow();
+                            break 'read Some(Stop::Signal(signal.1));
+                        }
+                        run.settle(None);
                     }
                 }
             }

@@ -103,6 +103,11 @@ impl PutRecord {
             explicit_hash_key: explicit_hash_key.map(str::to_owned),
         }
     }
+
+    /// What it counts against the outstanding caps: data and partition key bytes.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
 }
 
 /// The unresolved records of one stream, in id order (ids grow with every put).
@@ -415,24 +420,66 @@ impl Producer {
                 return Ok(out);
             };
             // Wait for room, then go on with what is left.
-            let (tx, rx) = oneshot::channel();
-            {
-                let mut acc = self.inner.shared.lock();
-                let size = rest[0].data.len() + rest[0].partition_key.len();
-                let backlog = acc
-                    .outstanding
-                    .get(&StreamId::parse(stream))
-                    .is_some_and(|m| m.over(size));
-                if acc.records == 0 || (!self.is_full(&acc, 1, size) && !backlog) {
-                    drop(acc);
-                    pending = rest;
-                    continue;
-                }
-                acc.space_waiters.push_back(tx);
-            }
-            let _ = rx.await;
+            self.wait_for_room(stream, rest[0].size()).await;
             pending = rest;
         }
+    }
+
+    /// Puts as many of `records` as there is room for now, in order, and returns
+    /// their results with the records from the first that did not fit on, untouched
+    /// (empty when all went in). Never waits: with
+    /// [`wait_for_room`](Self::wait_for_room) this is
+    /// [`put_records`](Self::put_records) in steps a caller can stop between, with
+    /// every admitted record's future in hand (dropping a `put_records` future while
+    /// it waits loses the futures of the records it had admitted).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use kpl_producer::{Config, Producer, PutRecord};
+    /// # async fn example(producer: Producer) -> Result<(), kpl_producer::PutError> {
+    /// let mut records: Vec<PutRecord> = (0..10_000)
+    ///     .map(|i| PutRecord::new(format!("key-{i}"), vec![0u8; 100]))
+    ///     .collect();
+    /// while !records.is_empty() {
+    ///     let (admitted, rest) = producer.try_put_records("my-stream", records)?;
+    ///     for result in admitted {
+    ///         let _future = result?; // keep it to learn the outcome
+    ///     }
+    ///     if let Some(first) = rest.first() {
+    ///         producer.wait_for_room("my-stream", first.size()).await;
+    ///     }
+    ///     records = rest;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn try_put_records(
+        &self,
+        stream: &str,
+        records: Vec<PutRecord>,
+    ) -> Result<(Vec<Result<RecordFuture, PutError>>, Vec<PutRecord>), PutError> {
+        let (ready, rest) = self.prepare(stream, records, true)?;
+        Ok((ready, rest.unwrap_or_default()))
+    }
+
+    /// Waits until a record of `bytes` (data and partition key) would be let into
+    /// `stream`: the outstanding caps and the stream's backlog have room, or the
+    /// producer shuts down. Admits nothing, so dropping it loses nothing.
+    pub async fn wait_for_room(&self, stream: &str, bytes: usize) {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut acc = self.inner.shared.lock();
+            let backlog = acc
+                .outstanding
+                .get(&StreamId::parse(stream))
+                .is_some_and(|m| m.over(bytes));
+            if acc.records == 0 || (!self.is_full(&acc, 1, bytes) && !backlog) {
+                return;
+            }
+            acc.space_waiters.push_back(tx);
+        }
+        let _ = rx.await;
     }
 
     fn is_full(&self, acc: &Accounting, records: usize, bytes: usize) -> bool {
