@@ -9,6 +9,7 @@
 //!   stored) or after (stored, answer lost);
 //! - answer 500s: a burst of `InternalFailure` answers without forwarding.
 
+use kpl_runtime::SplitMix64;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,7 +37,7 @@ struct Shared {
     faults: Faults,
     /// When the capped uplink is free again.
     link_free_at: Option<Instant>,
-    rng: u64,
+    rng: SplitMix64,
 }
 
 /// Counters of what the proxy did.
@@ -82,7 +83,7 @@ impl Proxy {
         listener.set_nonblocking(true)?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let shared = Arc::new(Mutex::new(Shared {
-            rng: seed,
+            rng: SplitMix64::new(seed),
             ..Shared::default()
         }));
         let counts = Arc::new(Counts::default());
@@ -117,12 +118,7 @@ impl Proxy {
 
 /// Draws a uniform number in [0, 1).
 fn draw(shared: &Mutex<Shared>) -> f64 {
-    let mut s = lock(shared);
-    s.rng = s.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = s.rng;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    lock(shared).rng.unit()
 }
 
 /// One HTTP/1.1 message: its head (up to and with the blank line) and its body as

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kpl_codec::deaggregate;
 use kpl_producer::{Producer, PutRecord, RecordFuture};
-use kpl_runtime::{Runtime, Timer, TokioTimer};
+use kpl_runtime::{Runtime, SplitMix64, Timer, TokioTimer};
 use kpl_sim::Simulator;
 use kpl_transport::{AwsTransport, Transport};
 use serde_json::json;
@@ -78,17 +78,6 @@ fn capacity_used(stored: &[kpl_sim::StoredRecord], shards: usize) -> Option<[f64
     ])
 }
 
-struct Splitmix;
-
-impl Splitmix {
-    fn mix(x: u64) -> u64 {
-        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -155,7 +144,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                     let mut data = Vec::with_capacity(args.size.max(8));
                     data.extend_from_slice(&(j as u64).to_le_bytes());
                     data.extend_from_slice(&filler);
-                    let key = Splitmix::mix(j as u64 % key_space);
+                    let key = SplitMix64::new(j as u64 % key_space).next_u64();
                     PutRecord::new(format!("{key:016x}"), Bytes::from(data))
                 })
                 .collect()

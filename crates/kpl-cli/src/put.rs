@@ -20,7 +20,7 @@ use anyhow::Context;
 use base64::Engine;
 use bytes::Bytes;
 use kpl_producer::{Producer, PutRecord, RecordFuture, RecordResult};
-use kpl_runtime::Runtime;
+use kpl_runtime::{Runtime, SplitMix64};
 use kpl_transport::{AwsTransport, ErrorKind};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -187,22 +187,10 @@ fn attempts_json(r: &RecordResult) -> Value {
     )
 }
 
-struct Splitmix(u64);
-
-impl Splitmix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 impl Args {
     /// The partition key and data of one input line.
-    fn record(&self, bytes: &[u8], rng: &mut Splitmix) -> Result<(String, Bytes), String> {
-        let mut random = || format!("{:016x}", rng.next());
+    fn record(&self, bytes: &[u8], rng: &mut SplitMix64) -> Result<(String, Bytes), String> {
+        let mut random = || format!("{:016x}", rng.next_u64());
         match self.format {
             Format::Lines => {
                 let pk = self.partition_key.clone().unwrap_or_else(random);
@@ -536,7 +524,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (tx, rx) = sync_channel(4);
     let stop_reading = Arc::new(AtomicBool::new(false));
     spawn_reader(readers, tx, stop_reading.clone());
-    let mut rng = Splitmix(
+    let mut rng = SplitMix64::new(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(7, |d| d.as_nanos() as u64),

@@ -20,6 +20,7 @@ use kpl_limiter::{
     Answer, CongestionWindow, LimitItem, Limiter, LimiterConfig, Release, Ticket, WindowConfig,
 };
 use kpl_reducer::{Item, Policy, Predicate, Reducer};
+use kpl_runtime::SplitMix64;
 use kpl_shardmap::{Landing, LookupError, Refresh, ShardId, ShardInfo, ShardMap};
 use kpl_transport::{
     EntryResult, ErrorKind, ListShardsRequest, PutRecordsEntry, PutRecordsRequest,
@@ -331,19 +332,6 @@ fn congestion_signal(e: &TransportError) -> Answer {
     }
 }
 
-/// SplitMix64 for backoff jitter.
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// A PutRecords request in flight.
 struct InFlight {
     /// Its Kinesis records, until its answer or its timeout.
@@ -405,7 +393,8 @@ pub(crate) struct Worker {
     request_failures: u32,
     builder: AggregateBuilder<Bytes>,
     resolved: Vec<(u64, usize)>,
-    rng: Rng,
+    /// Backoff jitter.
+    rng: SplitMix64,
     flushing: bool,
     stopping: bool,
     /// User bytes stored since `drain_since`, for the drain rate.
@@ -469,7 +458,7 @@ impl Worker {
             request_failures: 0,
             builder: AggregateBuilder::new(),
             resolved: Vec::new(),
-            rng: Rng(seed),
+            rng: SplitMix64::new(seed),
             flushing: false,
             stopping: false,
             drained: 0,

@@ -24,7 +24,7 @@ struct Draw(Rng);
 
 impl Draw {
     fn below(&mut self, n: u64) -> u64 {
-        self.0.next() % n.max(1)
+        self.0.next_u64() % n.max(1)
     }
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi - lo + 1)
@@ -33,7 +33,7 @@ impl Draw {
         self.below(100) < percent
     }
     fn unit(&mut self) -> f64 {
-        (self.0.next() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.unit()
     }
     fn ms(&mut self, lo: u64, hi: u64) -> Duration {
         Duration::from_millis(self.range(lo, hi))
@@ -73,7 +73,7 @@ fn random_faults(d: &mut Draw) -> Faults {
 
 /// Runs one seed; panics (with the seed in the message) when an invariant breaks.
 fn run_seed(seed: u64) -> String {
-    let mut d = Draw(Rng(seed ^ 0x0063_6861_6f73));
+    let mut d = Draw(Rng::new(seed ^ 0x0063_6861_6f73));
     let shards = d.range(1, 6) as usize;
     let records = d.range(200, 3_000) as usize;
     let size = d.range(10, 3_000) as usize;

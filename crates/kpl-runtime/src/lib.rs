@@ -41,6 +41,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod rng;
 mod sim;
 #[cfg(feature = "smol")]
 mod smol_rt;
@@ -53,6 +54,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use rng::SplitMix64;
 pub use sim::{Simulation, VirtualClock};
 #[cfg(feature = "smol")]
 pub use smol_rt::{SmolExecutor, SmolTimer};

@@ -220,7 +220,9 @@ impl Refresh {
     }
 }
 
-/// SplitMix64: small, seeded, good enough for jitter.
+/// SplitMix64: small, seeded, good enough for jitter. The project's generator is
+/// `kpl_runtime::SplitMix64`; this sans-IO core depends on `kpl-codec` alone, so it
+/// keeps its own copy (same constants, same sequence).
 #[derive(Clone, Debug)]
 struct Rng(u64);
 

@@ -52,7 +52,7 @@ use kpl_codec::{
     DEFAULT_MAX_RECORD_SIZE, DEFAULT_MAX_REQUEST_SIZE, HashKey, MAX_PARTITION_KEY_CHARS,
     MAX_RECORDS_PER_REQUEST, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND,
 };
-use kpl_runtime::Timer;
+use kpl_runtime::{SplitMix64, Timer};
 use kpl_transport::{
     EntryResult, ListShardsPage, ListShardsRequest, PutRecordsRequest, PutRecordsResponse,
     ShardDescription, StreamId, Transport, TransportError,
@@ -223,28 +223,11 @@ impl Stream {
     }
 }
 
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn hit(&mut self, rate: f64) -> bool {
-        rate > 0.0 && self.next_f64() < rate
-    }
-}
-
 struct State {
     streams: BTreeMap<String, Stream>,
     tokens: HashMap<String, (String, usize, bool)>,
     next_token: u64,
-    rng: Rng,
+    rng: SplitMix64,
     faults: Faults,
     limits: bool,
     /// Answer every valid entry as stored without keeping it (see
@@ -339,7 +322,7 @@ impl Simulator {
                 streams: BTreeMap::new(),
                 tokens: HashMap::new(),
                 next_token: 0,
-                rng: Rng(seed),
+                rng: SplitMix64::new(seed),
                 faults: Faults::none(),
                 limits: true,
                 acknowledge_only: false,

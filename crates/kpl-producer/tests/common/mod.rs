@@ -44,18 +44,8 @@ pub struct Put {
     pub future: RecordFuture,
 }
 
-/// SplitMix64, for keys.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+/// The project's seeded generator, for keys.
+pub use kpl_runtime::SplitMix64 as Rng;
 
 /// Spawns a task putting `count` records of `size` bytes at `rate` per second
 /// (virtual), with random keys; returns where the puts are collected. Any refused
@@ -99,14 +89,14 @@ fn load(
     let producer = producer.clone();
     let rt2 = rt.clone();
     rt.spawn(Box::pin(async move {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let start = rt2.now();
         for i in 0..count {
             let due = start + Duration::from_nanos(i as u64 * 1_000_000_000 / rate.max(1));
             if due > rt2.now() {
                 rt2.sleep_until(due).await;
             }
-            let partition_key = format!("pk-{:x}", rng.next());
+            let partition_key = format!("pk-{:x}", rng.next_u64());
             let mut data = format!("record {i:08} ").into_bytes();
             data.resize(size.max(data.len()), b'.');
             let data = Bytes::from(data);
