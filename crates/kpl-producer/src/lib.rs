@@ -65,6 +65,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod accounting;
 mod config;
 mod events;
 mod producer;

@@ -28,9 +28,9 @@ use kpl_transport::{
 };
 use tracing::{debug, warn};
 
+use crate::accounting::Shared;
 use crate::config::Config;
 use crate::events::Event;
-use crate::producer::Shared;
 use crate::result::{Attempt, Completer, RecordResult, codes};
 
 /// Bytes buffered for one shard that close a PutRecords batch early (the KPL's rule).
