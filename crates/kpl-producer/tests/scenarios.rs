@@ -329,6 +329,19 @@ fn try_put_record_refuses_what_the_stream_cannot_drain_in_time() {
     assert!(refused.to_string().contains("bytes waiting"), "{refused}");
 }
 
+/// The stream's open shards, by starting hash key.
+fn open_shards(h: &Harness) -> Vec<kpl_transport::ShardDescription> {
+    let mut open: Vec<_> = h
+        .kinesis
+        .shards(STREAM)
+        .unwrap()
+        .into_iter()
+        .filter(|s| !s.closed)
+        .collect();
+    open.sort_by_key(|s| s.starting_hash_key);
+    open
+}
+
 #[test]
 fn a_storm_of_splits_and_merges_leaves_few_copies_outside_shard_ranges() {
     // 60,000 records over 15 s while shards are split and merged 8 times, on a path
@@ -342,14 +355,7 @@ fn a_storm_of_splits_and_merges_leaves_few_copies_outside_shard_ranges() {
     let puts = spawn_load(&h.sim.runtime(), &h.producer, 60_000, 100, 4_000, 45);
     for i in 0..8 {
         h.sim.run_for(Duration::from_millis(1_500));
-        let mut open: Vec<_> = h
-            .kinesis
-            .shards(STREAM)
-            .unwrap()
-            .into_iter()
-            .filter(|s| !s.closed)
-            .collect();
-        open.sort_by_key(|s| s.starting_hash_key);
+        let open = open_shards(&h);
         if i % 2 == 0 {
             let s = &open[i % open.len()];
             let (lo, hi) = (s.starting_hash_key.get(), s.ending_hash_key.get());
@@ -391,14 +397,7 @@ fn copies_after_second_split(divisor: u128, seed: u64) -> usize {
     h.kinesis.set_faults(faults);
     let puts = spawn_load(&h.sim.runtime(), &h.producer, 50_000, 100, 10_000, seed + 1);
     let split = |divisor: u128| {
-        let mut open: Vec<_> = h
-            .kinesis
-            .shards(STREAM)
-            .unwrap()
-            .into_iter()
-            .filter(|s| !s.closed)
-            .collect();
-        open.sort_by_key(|s| s.starting_hash_key);
+        let mut open = open_shards(&h);
         let s = open.pop().unwrap();
         let (lo, hi) = (s.starting_hash_key.get(), s.ending_hash_key.get());
         h.kinesis
