@@ -390,6 +390,10 @@ pub(crate) struct Worker {
     /// that was.
     persisting: usize,
     persist_warned: Option<Instant>,
+    /// Records of requests that failed for good since the last such warning, and when
+    /// that was (one line per stream every few seconds, not one per request).
+    fatal: usize,
+    fatal_warned: Option<Instant>,
     request_failures: u32,
     builder: AggregateBuilder<Bytes>,
     resolved: Vec<(u64, usize)>,
@@ -455,6 +459,8 @@ impl Worker {
             want_history: false,
             persisting: 0,
             persist_warned: None,
+            fatal: 0,
+            fatal_warned: None,
             request_failures: 0,
             builder: AggregateBuilder::new(),
             resolved: Vec::new(),
@@ -1352,7 +1358,17 @@ impl Worker {
                 .max(min_backoff)
         };
         if fail_now {
-            warn!(stream = %self.stream, error = %e, records = users, "request failed; retrying cannot help");
+            self.fatal += users;
+            if self
+                .fatal_warned
+                .is_none_or(|at| now.saturating_duration_since(at) >= PERSIST_WARN_INTERVAL)
+            {
+                warn!(stream = %self.stream, error = %e, records = self.fatal, "requests failed; retrying cannot help");
+                self.fatal_warned = Some(now);
+                self.fatal = 0;
+            } else {
+                debug!(stream = %self.stream, error = %e, records = users, "request failed; retrying cannot help");
+            }
         } else {
             debug!(stream = %self.stream, error = %e, backoff_ms = backoff.as_millis() as u64, "request failed; will retry");
         }
