@@ -802,11 +802,19 @@ impl Worker {
         } else {
             self.builder.clear();
             let first = batch[0].hash_key;
+            // A record routed by its key's MD5 brings the hash the builder's key table
+            // needs; a batch with an explicit hash key in it is hashed by the builder.
+            let hashed = batch.iter().all(|r| !r.explicit);
             for r in batch.iter_mut() {
                 let mut user =
                     UserRecord::new(std::mem::take(&mut r.partition_key), r.data.clone());
                 user.explicit_hash_key = r.explicit_hash_key();
-                self.builder.add(user);
+                if hashed {
+                    self.builder
+                        .add_with_key_hash(user, r.hash_key.get() as u64);
+                } else {
+                    self.builder.add(user);
+                }
             }
             let mut data = Vec::with_capacity(self.builder.size());
             self.builder.encode_aggregate_into(&mut data);
