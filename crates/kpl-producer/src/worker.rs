@@ -53,8 +53,31 @@ const SUSPECT_WAIT: Duration = Duration::from_secs(1);
 const DRAIN_LIMIT_FLOOR: usize = 4 << 20;
 /// Attempts after which a still-retried record is logged at warn.
 const WARN_AFTER_ATTEMPTS: usize = 5;
-/// At most one such warning per stream in this time.
-const PERSIST_WARN_INTERVAL: Duration = Duration::from_secs(5);
+/// At most one warning of a kind per stream in this time.
+const WARN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Records counted for a warning of one kind, said at most once per
+/// [`WARN_INTERVAL`] with how many there were since the last one.
+#[derive(Default)]
+struct Warned {
+    records: usize,
+    at: Option<Instant>,
+}
+
+impl Warned {
+    /// Counts `records`; returns how many to report when a warning is due now.
+    fn due(&mut self, records: usize, now: Instant) -> Option<usize> {
+        self.records += records;
+        if self
+            .at
+            .is_some_and(|at| now.saturating_duration_since(at) < WARN_INTERVAL)
+        {
+            return None;
+        }
+        self.at = Some(now);
+        Some(std::mem::take(&mut self.records))
+    }
+}
 
 /// Messages from the producer.
 pub(crate) enum Command {
@@ -386,14 +409,11 @@ pub(crate) struct Worker {
     suspects: HashSet<ShardId>,
     /// The next refresh lists closed shards too.
     want_history: bool,
-    /// Records that reached [`WARN_AFTER_ATTEMPTS`] since the last warning, and when
-    /// that was.
-    persisting: usize,
-    persist_warned: Option<Instant>,
-    /// Records of requests that failed for good since the last such warning, and when
-    /// that was (one line per stream every few seconds, not one per request).
-    fatal: usize,
-    fatal_warned: Option<Instant>,
+    /// Records that reached [`WARN_AFTER_ATTEMPTS`], and records of requests that
+    /// failed for good: one line per stream every few seconds, not one per record or
+    /// request.
+    persisting: Warned,
+    fatal: Warned,
     request_failures: u32,
     builder: AggregateBuilder<Bytes>,
     resolved: Vec<(u64, usize)>,
@@ -457,10 +477,8 @@ impl Worker {
             resharded_at: None,
             suspects: HashSet::new(),
             want_history: false,
-            persisting: 0,
-            persist_warned: None,
-            fatal: 0,
-            fatal_warned: None,
+            persisting: Warned::default(),
+            fatal: Warned::default(),
             request_failures: 0,
             builder: AggregateBuilder::new(),
             resolved: Vec::new(),
@@ -1366,14 +1384,8 @@ impl Worker {
                 .max(min_backoff)
         };
         if fail_now {
-            self.fatal += users;
-            if self
-                .fatal_warned
-                .is_none_or(|at| now.saturating_duration_since(at) >= PERSIST_WARN_INTERVAL)
-            {
-                warn!(stream = %self.stream, error = %e, records = self.fatal, "requests failed; retrying cannot help");
-                self.fatal_warned = Some(now);
-                self.fatal = 0;
+            if let Some(records) = self.fatal.due(users, now) {
+                warn!(stream = %self.stream, error = %e, records, "requests failed; retrying cannot help");
             } else {
                 debug!(stream = %self.stream, error = %e, records = users, "request failed; retrying cannot help");
             }
@@ -1615,15 +1627,8 @@ impl Worker {
 
     fn retry(&mut self, mut rec: Rec, now: Instant, backoff: Duration) {
         if rec.attempts.len() == WARN_AFTER_ATTEMPTS {
-            // One line per stream every few seconds, not one per record.
-            self.persisting += 1;
-            if self
-                .persist_warned
-                .is_none_or(|at| now.saturating_duration_since(at) >= PERSIST_WARN_INTERVAL)
-            {
-                warn!(stream = %self.stream, records = self.persisting, attempts = WARN_AFTER_ATTEMPTS, last_error = rec.attempts.last().and_then(|a| a.error_code.as_deref()).unwrap_or(""), "records still failing; retrying until their time to live");
-                self.persist_warned = Some(now);
-                self.persisting = 0;
+            if let Some(records) = self.persisting.due(1, now) {
+                warn!(stream = %self.stream, records, attempts = WARN_AFTER_ATTEMPTS, last_error = rec.attempts.last().and_then(|a| a.error_code.as_deref()).unwrap_or(""), "records still failing; retrying until their time to live");
             }
         }
         self.emit(|stream| Event::Retry {
@@ -1756,5 +1761,21 @@ impl Worker {
             self.fail(rec);
         }
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_warning_is_due_once_per_interval_with_the_count_since_the_last() {
+        let t0 = Instant::now();
+        let mut w = Warned::default();
+        assert_eq!(w.due(500, t0), Some(500));
+        assert_eq!(w.due(500, t0 + Duration::from_secs(1)), None);
+        assert_eq!(w.due(20, t0 + Duration::from_secs(4)), None);
+        assert_eq!(w.due(1, t0 + WARN_INTERVAL), Some(521));
+        assert_eq!(w.due(1, t0 + WARN_INTERVAL), None);
     }
 }
