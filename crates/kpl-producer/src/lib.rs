@@ -67,12 +67,13 @@
 
 mod accounting;
 mod config;
+mod driver;
 mod events;
+mod pipeline;
 mod producer;
 mod result;
 #[cfg(feature = "tokio")]
 mod sync;
-mod worker;
 
 pub use config::{Config, ConfigBuilder, ConfigError};
 pub use events::{Event, EventSink};

@@ -14,9 +14,10 @@ use kpl_transport::{StreamId, Transport};
 
 use crate::accounting::{Accounting, Shared, StreamOutstanding};
 use crate::config::Config;
+use crate::driver::{Command, Worker};
 use crate::events::EventSink;
+use crate::pipeline::{Rec, drain_limit};
 use crate::result::{RecordFuture, pair};
-use crate::worker::{Command, Rec, Worker, drain_limit};
 
 /// Why a record was not accepted. Nothing was enqueued.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -429,7 +430,6 @@ impl Producer {
                     hash_key,
                     record.data,
                     now,
-                    config,
                     completer,
                 ));
                 results.push(Ok(future));

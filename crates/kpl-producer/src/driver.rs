@@ -1,0 +1,228 @@
+//! The driver of one stream's pipeline: a task that feeds the sans-IO
+//! [`StreamPipeline`] with the producer's commands, the clock and the transport's
+//! answers, sends what it asks for, and hands settled records to whoever awaits
+//! them. It holds no rule of its own.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use kpl_shardmap::{Refresh, ShardInfo};
+use kpl_transport::{ListShardsRequest, PutRecordsResponse, StreamId, TransportError};
+use tracing::debug;
+
+use crate::accounting::Shared;
+use crate::pipeline::{Rec, StreamPipeline, Transmit};
+
+/// Messages from the producer.
+pub(crate) enum Command {
+    Put(Vec<Rec>),
+    Flush,
+    /// Fail whatever is not in flight as shut down; report how many.
+    Shutdown(mpsc::UnboundedSender<usize>),
+    /// Nothing is left: stop once idle.
+    Stop,
+}
+
+/// Messages from the driver's own request tasks.
+enum Completion {
+    /// A listing: the shards, each with whether it is closed.
+    Shards(Refresh, Result<Vec<(ShardInfo, bool)>, TransportError>),
+    /// A PutRecords request's answer, by request number.
+    Put(u64, Result<PutRecordsResponse, TransportError>),
+}
+
+/// One stream's task.
+pub(crate) struct Worker {
+    stream: StreamId,
+    shared: Arc<Shared>,
+    pipeline: StreamPipeline,
+    commands: Option<mpsc::UnboundedReceiver<Command>>,
+    completions_tx: mpsc::UnboundedSender<Completion>,
+    completions: mpsc::UnboundedReceiver<Completion>,
+    /// (id, bytes) of the records settled in this round, released in one go.
+    resolved: Vec<(u64, usize)>,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        stream: StreamId,
+        shared: Arc<Shared>,
+        commands: mpsc::UnboundedReceiver<Command>,
+    ) -> Self {
+        let (completions_tx, completions) = mpsc::unbounded();
+        let pipeline =
+            StreamPipeline::new(stream.clone(), shared.config.clone(), shared.events.clone());
+        Self {
+            stream,
+            shared,
+            pipeline,
+            commands: Some(commands),
+            completions_tx,
+            completions,
+            resolved: Vec::new(),
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            let now = self.shared.runtime.now();
+            while let Some(transmit) = self.pipeline.poll_transmit(now) {
+                self.spawn(transmit);
+            }
+            self.deliver();
+            if self.commands.is_none() && self.pipeline.is_idle() {
+                debug!(stream = %self.stream, "pipeline stopped");
+                return;
+            }
+            let wake = self.pipeline.poll_timeout(now);
+            let mut sleep = wake.map(|at| self.shared.runtime.sleep_until(at));
+            enum Next {
+                Command(Option<Command>),
+                Completion(Completion),
+                Timer,
+            }
+            let next = poll_fn(|cx| {
+                // Completions first: they free connections and space.
+                if let Poll::Ready(Some(c)) = self.completions.poll_next_unpin(cx) {
+                    return Poll::Ready(Next::Completion(c));
+                }
+                if let Some(commands) = self.commands.as_mut() {
+                    if let Poll::Ready(c) = commands.poll_next_unpin(cx) {
+                        return Poll::Ready(Next::Command(c));
+                    }
+                }
+                if let Some(s) = sleep.as_mut() {
+                    if Pin::new(s).poll(cx).is_ready() {
+                        return Poll::Ready(Next::Timer);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            drop(sleep);
+            let now = self.shared.runtime.now();
+            match next {
+                Next::Command(Some(c)) => {
+                    self.command(c, now);
+                    // Take a backlog of commands in one go before moving the stages.
+                    for _ in 0..64 {
+                        match self
+                            .commands
+                            .as_mut()
+                            .map(mpsc::UnboundedReceiver::try_recv)
+                        {
+                            Some(Ok(c)) => self.command(c, now),
+                            Some(Err(mpsc::TryRecvError::Closed)) => {
+                                self.all_handles_gone();
+                                break;
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+                Next::Command(None) => self.all_handles_gone(),
+                Next::Completion(Completion::Shards(refresh, result)) => {
+                    self.pipeline.handle_shards(refresh, result, now);
+                }
+                Next::Completion(Completion::Put(id, result)) => {
+                    self.pipeline.handle_answer(id, result, now);
+                }
+                Next::Timer => {}
+            }
+        }
+    }
+
+    /// Every producer handle is gone: finish what is held, then stop.
+    fn all_handles_gone(&mut self) {
+        self.commands = None;
+        self.pipeline.handle_flush();
+    }
+
+    fn command(&mut self, command: Command, now: std::time::Instant) {
+        match command {
+            Command::Put(recs) => self.pipeline.handle_put(recs, now),
+            Command::Flush => self.pipeline.handle_flush(),
+            Command::Shutdown(report) => {
+                let failed = self.pipeline.handle_shutdown(now);
+                // Outcomes before the report: whoever waits for it finds them settled.
+                self.deliver();
+                let _ = report.unbounded_send(failed);
+            }
+            Command::Stop => self.pipeline.handle_stop(),
+        }
+    }
+
+    /// Hands settled records their outcomes, gives their space back, and passes a
+    /// new admission limit on.
+    fn deliver(&mut self) {
+        for settled in self.pipeline.drain_settled() {
+            self.resolved.push((settled.id, settled.size));
+            settled.completer.complete(settled.result);
+        }
+        if !self.resolved.is_empty() {
+            self.shared.release(&self.stream, &self.resolved);
+            self.resolved.clear();
+        }
+        if let Some(limit) = self.pipeline.poll_admission() {
+            self.shared.set_drain_limit(&self.stream, Some(limit));
+        }
+    }
+
+    fn spawn(&self, transmit: Transmit) {
+        let transport = self.shared.transport.clone();
+        let tx = self.completions_tx.clone();
+        match transmit {
+            Transmit::PutRecords { id, request } => {
+                self.shared.runtime.spawn(Box::pin(async move {
+                    let result = transport.put_records(request).await;
+                    let _ = tx.unbounded_send(Completion::Put(id, result));
+                }));
+            }
+            Transmit::ListShards { refresh, open_only } => {
+                let stream = self.stream.clone();
+                self.shared.runtime.spawn(Box::pin(async move {
+                    let result = list_all(&*transport, stream, open_only).await;
+                    let _ = tx.unbounded_send(Completion::Shards(refresh, result));
+                }));
+            }
+        }
+    }
+}
+
+/// Every page of a stream's shards (open ones only, or its history), each with
+/// whether it is closed.
+pub(crate) async fn list_all(
+    transport: &dyn kpl_transport::Transport,
+    stream: StreamId,
+    open_only: bool,
+) -> Result<Vec<(ShardInfo, bool)>, TransportError> {
+    let mut shards = Vec::new();
+    let mut request = ListShardsRequest::First {
+        stream,
+        open_only,
+        max_results: Some(1000),
+    };
+    loop {
+        let page = transport.list_shards(request).await?;
+        shards.extend(page.shards.into_iter().map(|s| {
+            let closed = s.closed;
+            (
+                ShardInfo::new(s.shard_id, s.starting_hash_key, s.ending_hash_key),
+                closed,
+            )
+        }));
+        match page.next_token {
+            Some(token) => {
+                request = ListShardsRequest::Next {
+                    token,
+                    max_results: Some(1000),
+                }
+            }
+            None => return Ok(shards),
+        }
+    }
+}

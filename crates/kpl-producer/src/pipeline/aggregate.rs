@@ -1,0 +1,373 @@
+//! Per-shard aggregation: a record's shard is predicted from the map, records of
+//! one shard are batched by deadline and packed into one Kinesis record; while the
+//! stream reshards, big aggregates are cut at their shard's midpoint.
+
+use std::cmp::Reverse;
+use std::time::Instant;
+
+use bytes::Bytes;
+use kpl_codec::{AGGREGATED_PARTITION_KEY, UserRecord};
+use kpl_reducer::{Item, Reducer};
+use kpl_shardmap::{LookupError, ShardId};
+use tracing::debug;
+
+use super::record::{KRec, Rec, add_capped, collector_share};
+use super::{RESHARD_MEMORY, SUSPECT_WAIT, StreamPipeline};
+
+impl StreamPipeline {
+    /// Predicts a record's shard and buffers it there (or with the unknowns).
+    pub(super) fn route(&mut self, mut rec: Rec, now: Instant) {
+        if rec.expiration <= now {
+            self.expire(rec, now);
+            return;
+        }
+        let lookup = self.map.lookup(rec.hash_key);
+        let first_map = matches!(lookup, Err(LookupError::NotReady)) && self.refreshing;
+        let found = lookup.ok();
+        if first_map || found.is_some_and(|s| self.suspects.contains(s.id())) {
+            // The first map is loading, or the record's shard was found split: wait
+            // a little longer for the map, so the record is aggregated with its
+            // shard's instead of going raw (raw records cost a slow peer dearly).
+            rec.deadline = rec
+                .deadline
+                .max(add_capped(now, SUSPECT_WAIT))
+                .min(rec.expiration);
+        }
+        match found.filter(|s| !self.suspects.contains(s.id())) {
+            Some(shard) => {
+                let shard = shard.id().clone();
+                let policy = self.aggregate_policy;
+                let reducer = self
+                    .aggregators
+                    .entry(shard.clone())
+                    .or_insert_with(|| Reducer::new(policy));
+                let before = reducer.next_deadline();
+                // Deadlines are left to `drive`: a backlog of late records then closes
+                // full aggregates instead of one per record.
+                let batches = reducer.add_deferred(rec);
+                let after = reducer.next_deadline();
+                if after.is_some() && after != before {
+                    if let Some(at) = after {
+                        self.agg_schedule.push(Reverse((at, shard.clone())));
+                    }
+                }
+                for batch in batches {
+                    self.aggregate(batch, Some(shard.clone()), now);
+                }
+            }
+            None => {
+                // Unknown shard (or one found split): never aggregated with others;
+                // waits for the map until its deadline, then goes alone.
+                for batch in self.unknown.add_deferred(rec) {
+                    for rec in batch {
+                        self.aggregate(vec![rec], None, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the aggregators whose deadline passed (all of them when flushing or
+    /// stopping), and lets records whose shard is unknown go alone at theirs.
+    pub(super) fn poll_aggregators(&mut self, now: Instant) {
+        if self.flushing || self.stopping {
+            let shards: Vec<ShardId> = self.aggregators.keys().cloned().collect();
+            for shard in shards {
+                let batches = self
+                    .aggregators
+                    .get_mut(&shard)
+                    .map(Reducer::flush)
+                    .unwrap_or_default();
+                for batch in batches {
+                    self.aggregate(batch, Some(shard.clone()), now);
+                }
+            }
+            self.agg_schedule.clear();
+        } else {
+            while let Some(Reverse((at, shard))) = self.agg_schedule.peek().cloned() {
+                if at > now {
+                    break;
+                }
+                self.agg_schedule.pop();
+                let Some(reducer) = self.aggregators.get_mut(&shard) else {
+                    continue;
+                };
+                let batches = reducer.poll_expired(now);
+                if let Some(next) = reducer.next_deadline() {
+                    self.agg_schedule.push(Reverse((next, shard.clone())));
+                }
+                for batch in batches {
+                    self.aggregate(batch, Some(shard.clone()), now);
+                }
+            }
+        }
+        // Records whose shard is unknown (the first map loading, a shard found
+        // split) wait for the map rather than go out unaggregated, even in a flush;
+        // their deadlines bound the wait.
+        for batch in self.unknown.poll_expired(now) {
+            for rec in batch {
+                self.aggregate(vec![rec], None, now);
+            }
+        }
+    }
+
+    /// Makes a Kinesis record of a batch of one shard's user records.
+    pub(super) fn aggregate(&mut self, mut batch: Vec<Rec>, shard: Option<ShardId>, now: Instant) {
+        if batch.iter().any(|r| r.expiration <= now) {
+            let (expired, live): (Vec<Rec>, Vec<Rec>) =
+                batch.into_iter().partition(|r| r.expiration <= now);
+            for rec in expired {
+                self.expire(rec, now);
+            }
+            batch = live;
+        }
+        if batch.is_empty() {
+            return;
+        }
+        if let Some(upper) = self.cut_at_midpoint(&mut batch, shard.as_ref(), now) {
+            self.build(upper, shard.clone(), now);
+        }
+        self.build(batch, shard, now);
+    }
+
+    /// While the stream reshards, cuts a big aggregate of a shard's records in two
+    /// at the shard's midpoint, and returns the upper half.
+    ///
+    /// An aggregate lands where its first record's hash key says. After a split, its
+    /// records that belong to the other child are resent, and the copies it left
+    /// there are dropped by a KCL consumer but read by consumers that do not filter by
+    /// range. Splits are mostly at a shard's midpoint (`UpdateShardCount`'s uniform
+    /// scaling, the usual `SplitShard`): an aggregate of one half holds no record of
+    /// the other child, so what was in flight at such a split leaves no copies.
+    ///
+    /// Reshards come in runs (`UpdateShardCount` is a series of splits or merges; an
+    /// autoscaler or on-demand capacity reacts again and again), so this starts once
+    /// the stream is seen resharding (a shard found split or merged, or a refresh
+    /// that changed the open shards) and lasts [`RESHARD_MEMORY`]; the first split of
+    /// a run is not foreseen. Outside of runs the aggregates stay whole: twice as many
+    /// Kinesis records slow a peer that pays per record (kinesalite).
+    ///
+    /// Only aggregates of at least half the size limit are cut, so each part still
+    /// fills most of the 25 KiB a PUT payload unit bills, and the records stay
+    /// together until they close (cutting them on arrival into two aggregators would
+    /// keep twice as many partial aggregates in memory).
+    fn cut_at_midpoint(
+        &self,
+        batch: &mut Vec<Rec>,
+        shard: Option<&ShardId>,
+        now: Instant,
+    ) -> Option<Vec<Rec>> {
+        let shard = shard?;
+        if batch.len() < 2 || !self.resharding(now) {
+            return None;
+        }
+        let size: usize = batch.iter().map(Item::size).sum();
+        if size < self.aggregate_policy.max_size() / 2 {
+            return None;
+        }
+        let (lo, hi) = self.map.range_of(shard, now)?;
+        let (lo, hi) = (lo.get(), hi.get());
+        // The upper half starts where a split at the midpoint starts its second child.
+        let mid = lo + (hi - lo) / 2;
+        let is_upper = |r: &Rec| r.hash_key.get() > mid;
+        let uppers = batch.iter().filter(|r| is_upper(r)).count();
+        if uppers == 0 || uppers == batch.len() {
+            return None;
+        }
+        // Each part in a vector of its exact size (the batch would be shrunk anyway).
+        let mut upper = Vec::with_capacity(uppers);
+        let mut lower = Vec::with_capacity(batch.len() - uppers);
+        for r in batch.drain(..) {
+            if is_upper(&r) {
+                upper.push(r);
+            } else {
+                lower.push(r);
+            }
+        }
+        *batch = lower;
+        Some(upper)
+    }
+
+    /// Makes one Kinesis record of a batch of live records.
+    fn build(&mut self, mut batch: Vec<Rec>, shard: Option<ShardId>, now: Instant) {
+        // Batches grow by doubling; a waiting aggregate should not keep the slack.
+        batch.shrink_to_fit();
+        let deadline = batch.iter().map(|r| r.deadline).min().unwrap_or(now);
+        let expiration = batch.iter().map(|r| r.expiration).min().unwrap_or(now);
+        // The KPL gives aggregates a little more time before the collector.
+        let extension = collector_share(self.config.record_max_buffered_time);
+        let deadline = add_capped(deadline, extension).min(expiration);
+        let krec = if batch.len() == 1 {
+            let r = &batch[0];
+            KRec {
+                partition_key: r.partition_key.clone(),
+                explicit_hash_key: r.explicit_hash_key(),
+                data: r.data.clone(),
+                records: batch,
+                shard,
+                deadline,
+                expiration,
+                aggregated: false,
+                released: None,
+            }
+        } else {
+            self.builder.clear();
+            let first = batch[0].hash_key;
+            // A record routed by its key's MD5 brings the hash the builder's key table
+            // needs; a batch with an explicit hash key in it is hashed by the builder.
+            let hashed = batch.iter().all(|r| !r.explicit);
+            for r in batch.iter_mut() {
+                let mut user =
+                    UserRecord::new(std::mem::take(&mut r.partition_key), r.data.clone());
+                user.explicit_hash_key = r.explicit_hash_key();
+                if hashed {
+                    self.builder
+                        .add_with_key_hash(user, r.hash_key.get() as u64);
+                } else {
+                    self.builder.add(user);
+                }
+            }
+            let mut data = Vec::with_capacity(self.builder.size());
+            self.builder.encode_aggregate_into(&mut data);
+            for (r, user) in batch.iter_mut().zip(self.builder.take_records()) {
+                r.partition_key = user.partition_key;
+            }
+            KRec {
+                records: batch,
+                partition_key: AGGREGATED_PARTITION_KEY.to_owned(),
+                explicit_hash_key: Some(first),
+                data: Bytes::from(data),
+                shard,
+                deadline,
+                expiration,
+                aggregated: true,
+                released: None,
+            }
+        };
+        match krec.shard.clone() {
+            Some(shard) => self.limiter.add(shard, krec, now),
+            None => self.collect(krec),
+        }
+    }
+
+    /// Hands a Kinesis record to the collector.
+    pub(super) fn collect(&mut self, krec: KRec) {
+        // Deadlines are polled in `drive`, after every release of this round.
+        let batches = self.collector.add_deferred(krec);
+        self.ready.extend(batches);
+    }
+
+    /// A new map: records that waited for it go to their shards, landings the old
+    /// map could not place are decided.
+    pub(super) fn after_map_update(&mut self, now: Instant) {
+        if self.map.version() == self.map_version_seen {
+            return;
+        }
+        self.map_version_seen = self.map.version();
+        // The new map knows the children of whatever was found split.
+        self.suspects.clear();
+        // Records that waited for the map go to their shards now.
+        for batch in self.unknown.flush() {
+            for rec in batch {
+                self.route(rec, now);
+            }
+        }
+        // Landings the old map could not place.
+        for landed in std::mem::take(&mut self.awaiting_map) {
+            self.settle_landing(landed, now);
+        }
+    }
+
+    /// An aggregate predicted for `shard` landed on another: the shard was split or
+    /// merged. Until the map is refreshed, its records are not aggregated (a raw
+    /// record lands where its own key says), and the aggregates not yet sent are
+    /// taken apart, so only what was in flight can leave copies outside a shard's
+    /// range.
+    pub(super) fn suspect(&mut self, shard: ShardId, now: Instant) {
+        self.reshard_seen(now);
+        if !self.suspects.insert(shard.clone()) {
+            return;
+        }
+        debug!(stream = %self.stream, shard = %shard.as_str(), "shard found split or merged: not aggregating for it until the map is refreshed");
+        let mut loose: Vec<Rec> = Vec::new();
+        if let Some(mut reducer) = self.aggregators.remove(&shard) {
+            loose.extend(reducer.flush().into_iter().flatten());
+        }
+        let of_shard = |k: &KRec| k.aggregated && k.shard.as_ref() == Some(&shard);
+        loose.extend(self.take_apart_queued(Some(&shard), &of_shard, now));
+        for rec in loose {
+            self.route(rec, now);
+        }
+    }
+
+    /// The stream was seen resharding (a shard found split or merged, a refresh that
+    /// changed the open shards): for [`RESHARD_MEMORY`] big aggregates are cut at
+    /// their shard's midpoint (see [`cut_at_midpoint`](Self::cut_at_midpoint)), and
+    /// the big aggregates made before and not sent yet are taken apart to be made
+    /// again that way.
+    pub(super) fn reshard_seen(&mut self, now: Instant) {
+        let active = self.resharding(now);
+        self.resharded_at = Some(now);
+        if active {
+            return;
+        }
+        debug!(stream = %self.stream, "stream resharding: cutting big aggregates at their shards' midpoints");
+        let half = self.aggregate_policy.max_size() / 2;
+        let big = |k: &KRec| k.aggregated && k.size() >= half;
+        for rec in self.take_apart_queued(None, &big, now) {
+            self.route(rec, now);
+        }
+    }
+
+    pub(super) fn resharding(&self, now: Instant) -> bool {
+        self.resharded_at
+            .is_some_and(|at| now.saturating_duration_since(at) < RESHARD_MEMORY)
+    }
+
+    /// Takes the aggregates not sent yet that `pick` chooses (of one shard, or of all)
+    /// out of the limiter, the collector and the ready requests, and returns their
+    /// records.
+    fn take_apart_queued(
+        &mut self,
+        only: Option<&ShardId>,
+        pick: &dyn Fn(&KRec) -> bool,
+        now: Instant,
+    ) -> Vec<Rec> {
+        let mut loose: Vec<Rec> = Vec::new();
+        let queued: Vec<(ShardId, KRec)> = match only {
+            Some(shard) => self
+                .limiter
+                .drain_shard(shard)
+                .into_iter()
+                .map(|k| (shard.clone(), k))
+                .collect(),
+            None => self.limiter.drain(),
+        };
+        for (shard, k) in queued {
+            if pick(&k) {
+                loose.extend(k.records);
+            } else {
+                self.limiter.add(shard, k, now);
+            }
+        }
+        if !self.collector.is_empty() {
+            for k in self.collector.flush().into_iter().flatten() {
+                if pick(&k) {
+                    loose.extend(k.records);
+                } else {
+                    self.ready.extend(self.collector.add_deferred(k));
+                }
+            }
+        }
+        for batch in self.ready.iter_mut() {
+            if batch.iter().any(pick) {
+                let (taken, kept): (Vec<KRec>, Vec<KRec>) =
+                    std::mem::take(batch).into_iter().partition(pick);
+                *batch = kept;
+                loose.extend(taken.into_iter().flat_map(|k| k.records));
+            }
+        }
+        self.ready.retain(|b| !b.is_empty());
+        loose
+    }
+}

@@ -1,0 +1,564 @@
+//! One stream's pipeline as a sans-IO state machine, in the manner of quinn-proto:
+//! records go in with [`StreamPipeline::handle_put`], answers with
+//! [`handle_answer`](StreamPipeline::handle_answer) and
+//! [`handle_shards`](StreamPipeline::handle_shards); requests to send come out of
+//! [`poll_transmit`](StreamPipeline::poll_transmit), the next moment anything is due
+//! out of [`poll_timeout`](StreamPipeline::poll_timeout), and settled records out of
+//! [`drain_settled`](StreamPipeline::drain_settled). Time is an argument: nothing
+//! here reads a clock, sleeps, spawns or does I/O. The driver (`driver.rs`) owns the
+//! task, the transport and the accounting.
+//!
+//! The rules live in submodules: [`record`] (records and deadlines), [`aggregate`]
+//! (per-shard aggregation, resharding), [`send`] (collection, the congestion window,
+//! timeouts and late answers) and [`settle`] (answers, retries and backoff,
+//! outcomes).
+
+mod aggregate;
+mod record;
+mod send;
+mod settle;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kpl_codec::{
+    AGGREGATE_OVERHEAD, AggregateBuilder, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND,
+};
+use kpl_limiter::{CongestionWindow, Limiter, LimiterConfig, Release};
+use kpl_reducer::{Policy, Reducer};
+use kpl_runtime::SplitMix64;
+use kpl_shardmap::{Refresh, ShardId, ShardInfo, ShardMap};
+use kpl_transport::{PutRecordsRequest, PutRecordsResponse, StreamId, TransportError};
+use tracing::debug;
+
+use crate::config::Config;
+use crate::events::{Event, EventSink};
+use crate::result::{Completer, RecordResult, codes};
+
+use record::KRec;
+pub(crate) use record::Rec;
+use send::{InFlight, ShardBytes, window_config};
+use settle::Landed;
+
+/// How long, at most, records wait for the stream's first map, or for a new map
+/// after their shard was found split (they go out raw, unaggregated, after that).
+const SUSPECT_WAIT: Duration = Duration::from_secs(1);
+/// The admission limit of a stream never goes below this many bytes outstanding.
+const DRAIN_LIMIT_FLOOR: usize = 4 << 20;
+/// Attempts after which a still-retried record is logged at warn.
+const WARN_AFTER_ATTEMPTS: usize = 5;
+/// At most one warning of a kind per stream in this time.
+const WARN_INTERVAL: Duration = Duration::from_secs(5);
+/// How long after the stream was last seen resharding its big aggregates are cut
+/// at their shard's midpoint (see `StreamPipeline::cut_at_midpoint`).
+const RESHARD_MEMORY: Duration = Duration::from_secs(3_600);
+
+/// Records counted for a warning of one kind, said at most once per
+/// [`WARN_INTERVAL`] with how many there were since the last one.
+#[derive(Default)]
+struct Warned {
+    records: usize,
+    at: Option<Instant>,
+}
+
+impl Warned {
+    /// Counts `records`; returns how many to report when a warning is due now.
+    fn due(&mut self, records: usize, now: Instant) -> Option<usize> {
+        self.records += records;
+        if self
+            .at
+            .is_some_and(|at| now.saturating_duration_since(at) < WARN_INTERVAL)
+        {
+            return None;
+        }
+        self.at = Some(now);
+        Some(std::mem::take(&mut self.records))
+    }
+}
+
+/// What a stream of `shards` shards can store in a quarter of the records' time to
+/// live (a margin for throttling and retries), at the lower of its shards' byte
+/// limit (times `rate_limit`, at most 100 %) and the measured `rate` (user bytes per
+/// second), never under [`DRAIN_LIMIT_FLOOR`]: the admission limit of its pipeline.
+/// Before the shard map is known, a stream counts as one shard.
+pub(crate) fn drain_limit(c: &Config, shards: usize, rate: Option<f64>) -> usize {
+    let horizon = c.record_ttl.as_secs_f64() / 4.0;
+    // A shard stores at most its limit, whatever the rate limit lets out.
+    let percent = c.rate_limit.min(100) as f64;
+    let capacity = shards.max(1) as f64 * SHARD_BYTES_PER_SECOND as f64 * percent / 100.0;
+    let rate = rate.map_or(capacity, |r| r.min(capacity));
+    ((rate * horizon) as usize).max(DRAIN_LIMIT_FLOOR)
+}
+
+/// A request the pipeline wants sent.
+pub(crate) enum Transmit {
+    /// List the stream's shards (every page), answered with
+    /// [`StreamPipeline::handle_shards`].
+    ListShards {
+        /// The refresh this listing is for.
+        refresh: Refresh,
+        /// Only the open shards (else closed ones too: the stream's history).
+        open_only: bool,
+    },
+    /// A PutRecords request, answered with [`StreamPipeline::handle_answer`] under
+    /// `id`. The request carries the transport's own (longer) timeout.
+    PutRecords {
+        /// The request's number in this pipeline.
+        id: u64,
+        /// The request.
+        request: PutRecordsRequest,
+    },
+}
+
+/// A user record with its outcome, to be handed to whoever awaits it.
+pub(crate) struct Settled {
+    /// The record's id (as given to [`Rec::new`]).
+    pub(crate) id: u64,
+    /// The bytes it counted for the outstanding caps.
+    pub(crate) size: usize,
+    /// Where its outcome goes.
+    pub(crate) completer: Completer,
+    /// Its outcome.
+    pub(crate) result: RecordResult,
+}
+
+/// One stream's pipeline: aggregator → limiter → collector → sender → retrier.
+pub(crate) struct StreamPipeline {
+    stream: StreamId,
+    config: Config,
+    events: Option<Arc<dyn EventSink>>,
+    map: ShardMap,
+    refreshing: bool,
+    map_version_seen: u64,
+    aggregators: HashMap<ShardId, Reducer<Rec>>,
+    agg_schedule: BinaryHeap<Reverse<(Instant, ShardId)>>,
+    aggregate_policy: Policy,
+    unknown: Reducer<Rec>,
+    limiter: Limiter<ShardId, KRec>,
+    collector: Reducer<KRec, ShardBytes>,
+    ready: VecDeque<Vec<KRec>>,
+    window: CongestionWindow,
+    in_flight: HashMap<u64, InFlight>,
+    /// (timeout, request number) of the requests in flight.
+    timeouts: BinaryHeap<Reverse<(Instant, u64)>>,
+    next_request: u64,
+    retries: BinaryHeap<Reverse<(Instant, u64)>>,
+    retry_recs: HashMap<u64, Rec>,
+    awaiting_map: Vec<Landed>,
+    /// When the stream was last seen resharding (see [`RESHARD_MEMORY`]).
+    resharded_at: Option<Instant>,
+    /// Shards found split or merged (an aggregate for one landed elsewhere): their
+    /// records are not aggregated until the map is refreshed, so that few copies are
+    /// stored outside a shard's range.
+    suspects: HashSet<ShardId>,
+    /// The next refresh lists closed shards too.
+    want_history: bool,
+    /// Records that reached [`WARN_AFTER_ATTEMPTS`], and records of requests that
+    /// failed for good: one line per stream every few seconds, not one per record or
+    /// request.
+    persisting: Warned,
+    fatal: Warned,
+    request_failures: u32,
+    builder: AggregateBuilder<Bytes>,
+    /// Requests to send, oldest first.
+    transmits: VecDeque<Transmit>,
+    /// Records with their outcome, not drained yet.
+    settled: Vec<Settled>,
+    /// Whether something came in since the stages were last moved on, and when
+    /// that was.
+    dirty: bool,
+    driven_at: Option<Instant>,
+    /// Backoff jitter.
+    rng: SplitMix64,
+    flushing: bool,
+    stopping: bool,
+    /// User bytes stored since `drain_since`, for the drain rate.
+    drained: u64,
+    drain_since: Option<Instant>,
+    /// Smoothed user bytes per second stored while records waited.
+    drain_rate: Option<f64>,
+    drain_limit: Option<usize>,
+    /// A new admission limit not taken by the driver yet.
+    admission: Option<usize>,
+}
+
+impl StreamPipeline {
+    /// The pipeline of `stream`; `events`, if any, hears what happens in it.
+    pub(crate) fn new(
+        stream: StreamId,
+        config: Config,
+        events: Option<Arc<dyn EventSink>>,
+    ) -> Self {
+        let c = &config;
+        let aggregate_policy = if c.aggregation_enabled {
+            Policy::new(
+                usize::try_from(c.aggregation_max_count).unwrap_or(usize::MAX),
+                c.aggregation_max_size.saturating_sub(AGGREGATE_OVERHEAD),
+            )
+        } else {
+            Policy::new(1, usize::MAX)
+        };
+        let seed = c.seed
+            ^ stream
+                .name()
+                .bytes()
+                .fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
+        Self {
+            map: ShardMap::new(seed),
+            refreshing: false,
+            map_version_seen: 0,
+            aggregators: HashMap::new(),
+            agg_schedule: BinaryHeap::new(),
+            aggregate_policy,
+            unknown: Reducer::new(Policy::new(usize::MAX, usize::MAX)),
+            limiter: Limiter::new(LimiterConfig::new(
+                c.rate_limit,
+                [SHARD_RECORDS_PER_SECOND, SHARD_BYTES_PER_SECOND],
+            )),
+            collector: Reducer::with_predicate(
+                Policy::new(c.collection_max_count, c.collection_max_size),
+                ShardBytes::default(),
+            ),
+            ready: VecDeque::new(),
+            window: CongestionWindow::new(window_config(c)),
+            in_flight: HashMap::new(),
+            timeouts: BinaryHeap::new(),
+            next_request: 0,
+            retries: BinaryHeap::new(),
+            retry_recs: HashMap::new(),
+            awaiting_map: Vec::new(),
+            resharded_at: None,
+            suspects: HashSet::new(),
+            want_history: false,
+            persisting: Warned::default(),
+            fatal: Warned::default(),
+            request_failures: 0,
+            builder: AggregateBuilder::new(),
+            transmits: VecDeque::new(),
+            settled: Vec::new(),
+            dirty: true,
+            driven_at: None,
+            rng: SplitMix64::new(seed),
+            flushing: false,
+            stopping: false,
+            drained: 0,
+            drain_since: None,
+            drain_rate: None,
+            drain_limit: None,
+            admission: None,
+            stream,
+            config,
+            events,
+        }
+    }
+
+    fn emit<'a>(&'a self, event: impl FnOnce(&'a str) -> Event<'a>) {
+        if let Some(sink) = &self.events {
+            sink.on_event(&event(self.stream.name()));
+        }
+    }
+
+    // ----- what comes in -----
+
+    /// Takes records in: each gets its deadlines from its arrival and is buffered
+    /// for the shard its hash key predicts.
+    pub(crate) fn handle_put(&mut self, recs: Vec<Rec>, now: Instant) {
+        self.dirty = true;
+        let n = recs.len();
+        self.emit(|stream| Event::Received { stream, records: n });
+        for mut rec in recs {
+            rec.admit(&self.config);
+            self.route(rec, now);
+        }
+    }
+
+    /// Sends everything buffered without waiting for deadlines (records whose
+    /// shard is not known yet still wait for the map, bounded by their deadline).
+    pub(crate) fn handle_flush(&mut self) {
+        self.dirty = true;
+        self.flushing = true;
+    }
+
+    /// Nothing more comes in: send what is held, then be idle.
+    pub(crate) fn handle_stop(&mut self) {
+        self.dirty = true;
+        self.stopping = true;
+    }
+
+    /// Shuts down: every record not in flight fails as shut down (drained with
+    /// [`drain_settled`](Self::drain_settled)); returns how many.
+    pub(crate) fn handle_shutdown(&mut self, now: Instant) -> usize {
+        self.dirty = true;
+        self.stopping = true;
+        self.fail_all_held(now)
+    }
+
+    /// The answer to a [`Transmit::ListShards`]: the shards, each with whether it
+    /// is closed, or the error of the listing.
+    pub(crate) fn handle_shards(
+        &mut self,
+        refresh: Refresh,
+        result: Result<Vec<(ShardInfo, bool)>, TransportError>,
+        now: Instant,
+    ) {
+        self.dirty = true;
+        self.shards_listed(refresh, result, now);
+    }
+
+    /// The answer to the [`Transmit::PutRecords`] numbered `id` (or its failure).
+    pub(crate) fn handle_answer(
+        &mut self,
+        id: u64,
+        result: Result<PutRecordsResponse, TransportError>,
+        now: Instant,
+    ) {
+        self.dirty = true;
+        self.put_answered(id, result, now);
+    }
+
+    // ----- what goes out -----
+
+    /// The next request to send, after moving everything due at `now` one stage on.
+    pub(crate) fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        // Moving the stages on can make more due at once (a record taken out of an
+        // expired aggregate goes round again): drive while anything is due now.
+        if self.transmits.is_empty()
+            && (self.driven_at != Some(now) || self.poll_timeout(now).is_some_and(|t| t <= now))
+        {
+            self.drive(now);
+        }
+        self.transmits.pop_front()
+    }
+
+    /// When something is next due (a deadline, a backoff, a timeout, a refresh), if
+    /// anything is; `now` when a request could go at once.
+    pub(crate) fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        if self.dirty || !self.transmits.is_empty() || self.can_send() {
+            return Some(now);
+        }
+        [
+            self.agg_schedule.peek().map(|Reverse((t, _))| *t),
+            self.unknown.next_deadline(),
+            self.limiter.next_ready_at(now),
+            self.collector.next_deadline(),
+            self.retries.peek().map(|Reverse((t, _))| *t),
+            self.timeouts.peek().map(|Reverse((t, _))| *t),
+            if self.refreshing {
+                None
+            } else {
+                self.map.next_refresh_at(now)
+            },
+            self.awaiting_map.iter().map(|l| l.rec.expiration).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Records that have their outcome since the last call.
+    pub(crate) fn drain_settled(&mut self) -> std::vec::Drain<'_, Settled> {
+        self.settled.drain(..)
+    }
+
+    /// A new admission limit for the stream's outstanding bytes, once per change.
+    pub(crate) fn poll_admission(&mut self) -> Option<usize> {
+        self.admission.take()
+    }
+
+    /// Whether it holds no record and waits for no listing: a stopped stream's
+    /// driver can end.
+    pub(crate) fn is_idle(&self) -> bool {
+        !self.holds_records() && !self.refreshing
+    }
+
+    fn holds_records(&self) -> bool {
+        !self.aggregators.values().all(Reducer::is_empty)
+            || !self.unknown.is_empty()
+            || !self.limiter.is_empty()
+            || !self.collector.is_empty()
+            || !self.ready.is_empty()
+            || self.in_flight.values().any(|f| f.batch.is_some())
+            || !self.retry_recs.is_empty()
+            || !self.awaiting_map.is_empty()
+    }
+
+    /// Whether anything waits in the buffers (not in flight, not in backoff).
+    fn holds_buffered(&self) -> bool {
+        !self.aggregators.values().all(Reducer::is_empty)
+            || !self.unknown.is_empty()
+            || !self.limiter.is_empty()
+            || !self.collector.is_empty()
+            || !self.ready.is_empty()
+            || !self.retry_recs.is_empty()
+    }
+
+    /// Moves everything that is due at `now` one stage on, and queues what can be
+    /// sent.
+    fn drive(&mut self, now: Instant) {
+        self.dirty = false;
+        self.driven_at = Some(now);
+        // The shard map.
+        if !self.refreshing {
+            if let Some(refresh) = self.map.poll_refresh(now) {
+                self.refreshing = true;
+                let history = std::mem::take(&mut self.want_history);
+                self.transmits.push_back(Transmit::ListShards {
+                    refresh,
+                    open_only: !history,
+                });
+            }
+        }
+        // Requests past their timeout.
+        self.poll_timeouts(now);
+        // Retries whose backoff has passed.
+        while let Some(&Reverse((at, id))) = self.retries.peek() {
+            if at > now {
+                break;
+            }
+            self.retries.pop();
+            if let Some(rec) = self.retry_recs.remove(&id) {
+                self.route(rec, now);
+            }
+        }
+        // Records stored on shards the map could not place, past their time.
+        if self.awaiting_map.iter().any(|l| l.rec.expiration <= now) {
+            let (late, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.awaiting_map)
+                .into_iter()
+                .partition(|l| l.rec.expiration <= now);
+            self.awaiting_map = keep;
+            for landed in late {
+                // Stored, but where the map cannot tell: a KCL consumer may drop it.
+                let mut rec = landed.rec;
+                rec.attempt_sent(now, now, Some((codes::WRONG_SHARD, "stored on a shard whose range could not be verified before the record's time to live passed: a KCL consumer may drop it")), Some(&landed.shard_id), true);
+                self.fail(rec);
+            }
+        }
+        // Aggregators whose deadline passed (or all, when flushing).
+        self.poll_aggregators(now);
+        // The limiter.
+        for release in self.limiter.poll(now) {
+            match release {
+                Release::Ready { mut item, .. } => {
+                    item.released = Some(now);
+                    self.collect(item);
+                }
+                Release::Expired { item, .. } => self.expire_krec(item, now),
+            }
+        }
+        // The collector.
+        let batches = if (self.flushing || self.stopping) && self.limiter.is_empty() {
+            self.collector.flush()
+        } else {
+            self.collector.poll_expired(now)
+        };
+        self.ready.extend(batches);
+        // The sender: as much as the congestion window has room for.
+        self.send_ready(now);
+        if self.flushing && !self.holds_buffered() {
+            self.flushing = false;
+        }
+        self.update_drain_limit(now);
+    }
+
+    /// Measures how fast the stream drains, and sets the admission limit from it:
+    /// what the stream can store in a quarter of the records' time to live, at the
+    /// lower of its shards' rate limit and the rate measured while records waited (a
+    /// slow path, throttling), never under [`DRAIN_LIMIT_FLOOR`]. A fast reader into
+    /// a slow stream then waits, instead of expiring records that never had an
+    /// attempt.
+    fn update_drain_limit(&mut self, now: Instant) {
+        let since = *self.drain_since.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(since);
+        if elapsed >= Duration::from_secs(1) {
+            if self.holds_buffered() {
+                // Backlogged: what was stored is what the stream can take.
+                let sample = self.drained as f64 / elapsed.as_secs_f64();
+                self.drain_rate = Some(self.drain_rate.map_or(sample, |r| 0.5 * r + 0.5 * sample));
+            }
+            self.drained = 0;
+            self.drain_since = Some(now);
+        }
+        let shards = self.map.shards().len();
+        if shards == 0 {
+            return;
+        }
+        let limit = drain_limit(&self.config, shards, self.drain_rate);
+        // Publish only real changes (a lock and maybe wake-ups).
+        let changed = self
+            .drain_limit
+            .is_none_or(|old| limit.abs_diff(old) > old / 8);
+        if changed {
+            self.drain_limit = Some(limit);
+            debug!(stream = %self.stream, limit, "admission limit");
+            self.admission = Some(limit);
+        }
+    }
+
+    fn shards_listed(
+        &mut self,
+        refresh: Refresh,
+        result: Result<Vec<(ShardInfo, bool)>, TransportError>,
+        now: Instant,
+    ) {
+        self.refreshing = false;
+        match result {
+            Ok(shards) => {
+                let (closed, open): (Vec<_>, Vec<_>) = shards.into_iter().partition(|(_, c)| *c);
+                debug!(stream = %self.stream, shards = open.len(), closed = closed.len(), "shard map refreshed");
+                let changed = self.map.is_ready() && {
+                    let mut was: Vec<&ShardId> =
+                        self.map.shards().iter().map(ShardInfo::id).collect();
+                    let mut now_open: Vec<&ShardId> = open.iter().map(|(s, _)| s.id()).collect();
+                    was.sort_unstable();
+                    now_open.sort_unstable();
+                    was != now_open
+                };
+                self.map.on_refresh_succeeded(
+                    refresh,
+                    open.into_iter().map(|(s, _)| s).collect(),
+                    now,
+                );
+                self.map
+                    .remember_closed(closed.into_iter().map(|(s, _)| s).collect(), now);
+                self.after_map_update(now);
+                if changed {
+                    self.reshard_seen(now);
+                }
+            }
+            Err(e) => {
+                if !self.map.is_ready() {
+                    // No first map yet: what waited for it goes out raw, as the KPL
+                    // sends records while its map is not ready.
+                    for batch in self.unknown.flush() {
+                        for rec in batch {
+                            self.aggregate(vec![rec], None, now);
+                        }
+                    }
+                }
+                let retry_at = self.map.on_refresh_failed(refresh, now);
+                tracing::warn!(stream = %self.stream, error = %e, retry_in_ms = retry_at.saturating_duration_since(now).as_millis() as u64, "ListShards failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod warned_tests {
+    use super::*;
+
+    #[test]
+    fn a_warning_is_due_once_per_interval_with_the_count_since_the_last() {
+        let t0 = Instant::now();
+        let mut w = Warned::default();
+        assert_eq!(w.due(500, t0), Some(500));
+        assert_eq!(w.due(500, t0 + Duration::from_secs(1)), None);
+        assert_eq!(w.due(20, t0 + Duration::from_secs(4)), None);
+        assert_eq!(w.due(1, t0 + WARN_INTERVAL), Some(521));
+        assert_eq!(w.due(1, t0 + WARN_INTERVAL), None);
+    }
+}

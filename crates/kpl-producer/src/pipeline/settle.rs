@@ -1,0 +1,402 @@
+//! Answers, retries and outcomes: what an answer (or its absence) means for each
+//! user record: stored (where a consumer finds it), retried after a backoff, or
+//! failed with every attempt; each record settles exactly once.
+
+use std::cmp::Reverse;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kpl_shardmap::{Landing, ShardId};
+use kpl_transport::{EntryResult, ErrorKind, PutRecordsResponse, TransportError};
+use tracing::{debug, warn};
+
+use super::record::{KRec, Rec, aggregator_deadline};
+use super::{Settled, StreamPipeline, WARN_AFTER_ATTEMPTS};
+use crate::events::Event;
+use crate::result::{RecordResult, codes};
+
+/// First backoff after a request-level failure; doubles per consecutive failure.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// Longest backoff after request-level failures.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A record stored on a shard the map cannot place yet: decided after the refresh.
+pub(super) struct Landed {
+    pub(super) rec: Rec,
+    pub(super) shard_id: Arc<str>,
+    sequence_number: Arc<str>,
+    /// Refreshes asked for on its behalf: one of the open shards, then one of the
+    /// stream's history (the shard may have closed before the first listed it).
+    asked: u8,
+}
+
+impl StreamPipeline {
+    pub(super) fn settle_landing(&mut self, landed: Landed, now: Instant) {
+        let shard = ShardId::from(&*landed.shard_id);
+        match self.map.classify(landed.rec.hash_key, &shard, now) {
+            Landing::InRange => self.succeed(landed.rec, &landed.shard_id, &landed.sequence_number),
+            Landing::OutOfRange => {
+                let mut rec = landed.rec;
+                if let Some(a) = rec.attempts.last_mut() {
+                    // Stored, where a KCL consumer drops it; other consumers read a
+                    // copy.
+                    a.success = false;
+                    a.may_have_been_stored = true;
+                    a.error_code = Some(codes::WRONG_SHARD.into());
+                    a.error_message = Some(format!(
+                        "stored on {} whose range does not hold the record's hash key; sent again",
+                        landed.shard_id
+                    ));
+                }
+                self.retry(rec, now, Duration::ZERO);
+            }
+            Landing::UnknownShard => {
+                // Ask for a refresh of the open shards, then, if that one did not
+                // list the shard (it closed in between), one of the stream's history;
+                // after that, wait for the record's time to live (no refresh loop).
+                let mut landed = landed;
+                match landed.asked {
+                    0 => {
+                        self.map.invalidate(now, Some(&shard));
+                        landed.asked = 1;
+                    }
+                    1 if !self.refreshing => {
+                        self.want_history = true;
+                        self.map.invalidate(now, Some(&shard));
+                        landed.asked = 2;
+                    }
+                    _ => {}
+                }
+                self.awaiting_map.push(landed);
+            }
+        }
+    }
+
+    pub(super) fn request_failed(
+        &mut self,
+        batch: Vec<KRec>,
+        started: Instant,
+        now: Instant,
+        e: TransportError,
+        min_backoff: Duration,
+    ) {
+        let code = e.code_or_kind().to_owned();
+        let message = e.message().to_owned();
+        let users: usize = batch.iter().map(|k| k.records.len()).sum();
+        self.emit(|stream| Event::Error {
+            stream,
+            shard_id: None,
+            code: &code,
+            user_records: users,
+        });
+        if e.kind() == ErrorKind::Throttled {
+            for k in &batch {
+                if let Some(s) = &k.shard {
+                    self.limiter.on_throttled(s, now);
+                }
+            }
+        }
+        let fail_now = !e.kind().is_retryable()
+            || (self.config.fail_if_throttled && e.kind() == ErrorKind::Throttled);
+        let backoff = if fail_now {
+            Duration::ZERO
+        } else {
+            self.request_failures = self.request_failures.saturating_add(1);
+            let exp = BACKOFF_BASE
+                .saturating_mul(1u32 << self.request_failures.min(10).saturating_sub(1));
+            exp.min(BACKOFF_MAX)
+                .mul_f64(0.5 + 0.5 * self.rng.unit())
+                .max(min_backoff)
+        };
+        if fail_now {
+            if let Some(records) = self.fatal.due(users, now) {
+                warn!(stream = %self.stream, error = %e, records, "requests failed; retrying cannot help");
+            } else {
+                debug!(stream = %self.stream, error = %e, records = users, "request failed; retrying cannot help");
+            }
+        } else {
+            debug!(stream = %self.stream, error = %e, backoff_ms = backoff.as_millis() as u64, "request failed; will retry");
+        }
+        let stored = e.may_have_been_stored();
+        for k in batch {
+            let shard = k.shard.as_ref().map(ShardId::to_arc);
+            for mut rec in k.records {
+                rec.attempt_sent(
+                    started,
+                    now,
+                    Some((&code, &message)),
+                    shard.as_ref(),
+                    stored,
+                );
+                if fail_now {
+                    self.fail(rec);
+                } else {
+                    self.retry(rec, now, backoff);
+                }
+            }
+        }
+    }
+
+    pub(super) fn request_answered(
+        &mut self,
+        batch: Vec<KRec>,
+        started: Instant,
+        now: Instant,
+        response: PutRecordsResponse,
+    ) {
+        self.request_failures = 0;
+        if response.results.len() != batch.len() {
+            let message = format!(
+                "PutRecords answered {} results for {} records; some may have been stored",
+                response.results.len(),
+                batch.len()
+            );
+            warn!(stream = %self.stream, "{message}");
+            for k in batch {
+                for mut rec in k.records {
+                    rec.attempt(
+                        started,
+                        now,
+                        Some((codes::RECORD_COUNT_MISMATCH, &message)),
+                        None,
+                    );
+                    self.fail(rec);
+                }
+            }
+            return;
+        }
+        let mut invalidate: Option<ShardId> = None;
+        let mut split: Vec<ShardId> = Vec::new();
+        for (k, result) in batch.into_iter().zip(response.results) {
+            match result {
+                EntryResult::Ok {
+                    shard_id,
+                    sequence_number,
+                } => {
+                    let actual = ShardId::from(shard_id.as_str());
+                    let shard_arc = actual.to_arc();
+                    let sequence_number: Arc<str> = sequence_number.into();
+                    self.limiter.on_success(&actual, now);
+                    let n = k.records.len();
+                    let bytes = k.size();
+                    self.emit(|stream| Event::Put {
+                        stream,
+                        shard_id: &shard_id,
+                        user_records: n,
+                        bytes,
+                    });
+                    let predicted_right = k.shard.as_ref() == Some(&actual);
+                    if !predicted_right {
+                        // A raw record sent without a prediction says something only
+                        // when it landed on a shard the map does not have.
+                        if k.shard.is_some() || !self.map.is_open(&actual) {
+                            invalidate = Some(actual.clone());
+                        }
+                        // Evidence about the current map only: a request sent before
+                        // the map's refresh started is already accounted for.
+                        let current = self.map.as_of().is_none_or(|as_of| started >= as_of);
+                        if let (Some(p), true) = (&k.shard, k.aggregated) {
+                            if current && self.map.is_open(p) {
+                                split.push(p.clone());
+                            }
+                        }
+                    }
+                    for mut rec in k.records {
+                        rec.attempt(started, now, None, Some(&shard_arc));
+                        if predicted_right || !k.aggregated {
+                            // A raw record is delivered wherever it lands.
+                            self.succeed(rec, &shard_arc, &sequence_number);
+                        } else {
+                            self.settle_landing(
+                                Landed {
+                                    rec,
+                                    shard_id: shard_arc.clone(),
+                                    sequence_number: sequence_number.clone(),
+                                    asked: 0,
+                                },
+                                now,
+                            );
+                        }
+                    }
+                }
+                EntryResult::Failed { code, message } => {
+                    let shard = k.shard.clone();
+                    let shard_arc = shard.as_ref().map(ShardId::to_arc);
+                    let n = k.records.len();
+                    self.emit(|stream| Event::Error {
+                        stream,
+                        shard_id: shard.as_ref().map(ShardId::as_str),
+                        code: &code,
+                        user_records: n,
+                    });
+                    let kind = ErrorKind::classify(Some(&code), None);
+                    let throttled = kind == ErrorKind::Throttled;
+                    if throttled {
+                        if let Some(s) = &shard {
+                            self.limiter.on_throttled(s, now);
+                        }
+                    }
+                    let fail_now =
+                        (throttled && self.config.fail_if_throttled) || !kind.is_retryable();
+                    for mut rec in k.records {
+                        rec.attempt(started, now, Some((&code, &message)), shard_arc.as_ref());
+                        if fail_now {
+                            self.fail(rec);
+                        } else {
+                            self.retry(rec, now, Duration::ZERO);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(actual) = invalidate {
+            self.map.invalidate(started, Some(&actual));
+        }
+        for shard in split {
+            self.suspect(shard, now);
+        }
+    }
+
+    pub(super) fn retry(&mut self, mut rec: Rec, now: Instant, backoff: Duration) {
+        if rec.attempts.len() == WARN_AFTER_ATTEMPTS {
+            if let Some(records) = self.persisting.due(1, now) {
+                warn!(stream = %self.stream, records, attempts = WARN_AFTER_ATTEMPTS, last_error = rec.attempts.last().and_then(|a| a.error_code.as_deref()).unwrap_or(""), "records still failing; retrying until their time to live");
+            }
+        }
+        self.emit(|stream| Event::Retry {
+            stream,
+            user_records: 1,
+        });
+        // Retries re-enter the aggregator, re-predicted, with half the buffering time.
+        rec.deadline = aggregator_deadline(now + backoff, self.config.record_max_buffered_time / 2)
+            .min(rec.expiration);
+        if backoff.is_zero() {
+            self.route(rec, now);
+        } else {
+            let at = (now + backoff).min(rec.expiration);
+            self.retries.push(Reverse((at, rec.id)));
+            self.retry_recs.insert(rec.id, rec);
+        }
+    }
+
+    /// A Kinesis record past its expiration (that of its oldest user record): the
+    /// user records past theirs fail; the others, which may have joined a retried
+    /// record in one aggregate, go round again with the time they have left.
+    pub(super) fn expire_krec(&mut self, k: KRec, now: Instant) {
+        for rec in k.records {
+            if rec.expiration <= now {
+                self.expire(rec, now);
+            } else {
+                self.route(rec, now);
+            }
+        }
+    }
+
+    pub(super) fn expire(&mut self, mut rec: Rec, now: Instant) {
+        let ttl = self.config.record_ttl.as_millis();
+        let message = if rec.may_have_been_stored() {
+            format!(
+                "record reached its time to live ({ttl} ms) with no answer that it was stored; an earlier attempt had no answer and may have stored it"
+            )
+        } else {
+            format!("record reached its time to live ({ttl} ms) before it was stored")
+        };
+        rec.attempt(now, now, Some((codes::EXPIRED, &message)), None);
+        self.emit(|stream| Event::Expired {
+            stream,
+            user_records: 1,
+        });
+        self.fail(rec);
+    }
+
+    pub(super) fn succeed(&mut self, rec: Rec, shard_id: &Arc<str>, sequence_number: &Arc<str>) {
+        let buffering = rec.attempts.last().map_or(Duration::ZERO, |a| {
+            a.started.saturating_duration_since(rec.arrival)
+        });
+        self.emit(|stream| Event::BufferingTime {
+            stream,
+            time: buffering,
+        });
+        self.drained += rec.size() as u64;
+        self.settled.push(Settled {
+            id: rec.id,
+            size: rec.size(),
+            completer: rec.completer,
+            result: RecordResult {
+                success: true,
+                shard_id: Some(shard_id.clone()),
+                sequence_number: Some(sequence_number.clone()),
+                attempts: rec.attempts,
+            },
+        });
+    }
+
+    pub(super) fn fail(&mut self, rec: Rec) {
+        self.settled.push(Settled {
+            id: rec.id,
+            size: rec.size(),
+            completer: rec.completer,
+            result: RecordResult {
+                success: false,
+                shard_id: None,
+                sequence_number: None,
+                attempts: rec.attempts,
+            },
+        });
+    }
+
+    /// Fails every record not in flight as shut down; returns how many.
+    pub(super) fn fail_all_held(&mut self, now: Instant) -> usize {
+        let mut held: Vec<Rec> = Vec::new();
+        for (_, mut r) in self.aggregators.drain() {
+            held.extend(r.flush().into_iter().flatten());
+        }
+        self.agg_schedule.clear();
+        held.extend(self.unknown.flush().into_iter().flatten());
+        for (_, k) in self.limiter.drain() {
+            held.extend(k.records);
+        }
+        for batch in self
+            .collector
+            .flush()
+            .into_iter()
+            .chain(self.ready.drain(..))
+        {
+            for k in batch {
+                held.extend(k.records);
+            }
+        }
+        self.retries.clear();
+        held.extend(self.retry_recs.drain().map(|(_, r)| r));
+        // Stored, on a shard whose range is not verified yet: not "before it was
+        // stored".
+        let landed: Vec<Landed> = self.awaiting_map.drain(..).collect();
+        let mut n = landed.len();
+        for l in landed {
+            let mut rec = l.rec;
+            let message = format!(
+                "stored on {} before the producer shut down, but that shard's range could not be verified: a KCL consumer may drop it",
+                l.shard_id
+            );
+            rec.attempt_sent(
+                now,
+                now,
+                Some((codes::SHUTDOWN, &message)),
+                Some(&l.shard_id),
+                true,
+            );
+            self.fail(rec);
+        }
+        n += held.len();
+        for mut rec in held {
+            let message = if rec.may_have_been_stored() {
+                "the producer shut down before this record had an answer that it was stored; an earlier attempt had no answer and may have stored it"
+            } else {
+                "the producer shut down before this record was stored"
+            };
+            rec.attempt(now, now, Some((codes::SHUTDOWN, message)), None);
+            self.fail(rec);
+        }
+        n
+    }
+}
