@@ -40,6 +40,15 @@ fn varint_field(value: usize) -> usize {
     1 + sizeof_varint(value as u64)
 }
 
+/// Appends `v` as a protobuf varint.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
 fn tag_len(tag: &Tag) -> usize {
     len_field(tag.key.len()) + tag.value.as_ref().map_or(0, |v| len_field(v.len()))
 }
@@ -333,17 +342,41 @@ impl<D: AsRef<[u8]>> AggregateBuilder<D> {
     /// Appends the aggregated form of what was added to `out` (even for zero or one
     /// record): exactly [`size`](Self::size) bytes.
     pub fn encode_aggregate_into(&self, out: &mut Vec<u8>) {
+        self.encode_aggregate_with(out, |_| {});
+    }
+
+    /// Like [`encode_aggregate_into`](Self::encode_aggregate_into), and tells
+    /// `data_at` where each record's data starts in `out`, in record order (each
+    /// record's data is its `data.len()` bytes from there, verbatim).
+    ///
+    /// A caller holding the aggregate as shared bytes can then refer to every
+    /// record's data inside it instead of keeping a copy.
+    ///
+    /// ```
+    /// use kpl_codec::{AggregateBuilder, UserRecord};
+    ///
+    /// let mut builder = AggregateBuilder::new();
+    /// builder.add(UserRecord::new("a", b"first".to_vec()));
+    /// builder.add(UserRecord::new("b", b"second".to_vec()));
+    /// let mut out = Vec::new();
+    /// let mut starts = Vec::new();
+    /// builder.encode_aggregate_with(&mut out, |at| starts.push(at));
+    /// assert_eq!(&out[starts[0]..starts[0] + 5], b"first");
+    /// assert_eq!(&out[starts[1]..starts[1] + 6], b"second");
+    /// ```
+    pub fn encode_aggregate_with(&self, out: &mut Vec<u8>, mut data_at: impl FnMut(usize)) {
         out.reserve(self.size());
         out.extend_from_slice(&MAGIC);
         let body_start = out.len();
         // Writing into a Vec cannot fail.
-        self.write_body(&mut Writer::new(&mut *out))
+        self.write_tables(&mut Writer::new(&mut *out))
             .expect("writing to a Vec never fails");
+        self.write_entries(out, &mut data_at);
         let digest: [u8; DIGEST_LEN] = Md5::digest(&out[body_start..]).into();
         out.extend_from_slice(&digest);
     }
 
-    fn write_body(&self, w: &mut Writer<&mut Vec<u8>>) -> quick_protobuf::Result<()> {
+    fn write_tables(&self, w: &mut Writer<&mut Vec<u8>>) -> quick_protobuf::Result<()> {
         for &(entry, _) in &self.partition_key_table {
             let key = &self.entries[entry].record.partition_key;
             w.write_with_tag(TAG_PARTITION_KEY_TABLE, |w| w.write_string(key))?;
@@ -353,28 +386,39 @@ impl<D: AsRef<[u8]>> AggregateBuilder<D> {
             let text = format_decimal(key.get(), &mut digits);
             w.write_with_tag(TAG_EXPLICIT_HASH_KEY_TABLE, |w| w.write_bytes(text))?;
         }
+        Ok(())
+    }
+
+    /// The records, written straight into `out` (the same bytes a protobuf writer
+    /// makes), telling `data_at` where each one's data starts.
+    fn write_entries(&self, out: &mut Vec<u8>, data_at: &mut impl FnMut(usize)) {
         for entry in &self.entries {
-            w.write_tag(TAG_RECORDS)?;
-            w.write_varint(entry.message_len as u64)?;
-            w.write_tag(TAG_RECORD_PARTITION_KEY_INDEX)?;
-            w.write_varint(entry.partition_key_index as u64)?;
+            put_varint(out, u64::from(TAG_RECORDS));
+            put_varint(out, entry.message_len as u64);
+            put_varint(out, u64::from(TAG_RECORD_PARTITION_KEY_INDEX));
+            put_varint(out, entry.partition_key_index as u64);
             if let Some(index) = entry.explicit_hash_key_index {
-                w.write_tag(TAG_RECORD_EXPLICIT_HASH_KEY_INDEX)?;
-                w.write_varint(index as u64)?;
+                put_varint(out, u64::from(TAG_RECORD_EXPLICIT_HASH_KEY_INDEX));
+                put_varint(out, index as u64);
             }
-            w.write_with_tag(TAG_RECORD_DATA, |w| {
-                w.write_bytes(entry.record.data.as_ref())
-            })?;
+            let data = entry.record.data.as_ref();
+            put_varint(out, u64::from(TAG_RECORD_DATA));
+            put_varint(out, data.len() as u64);
+            data_at(out.len());
+            out.extend_from_slice(data);
             for tag in &entry.record.tags {
-                w.write_tag(TAG_RECORD_TAGS)?;
-                w.write_varint(tag_len(tag) as u64)?;
-                w.write_with_tag(TAG_TAG_KEY, |w| w.write_string(&tag.key))?;
+                put_varint(out, u64::from(TAG_RECORD_TAGS));
+                put_varint(out, tag_len(tag) as u64);
+                put_varint(out, u64::from(TAG_TAG_KEY));
+                put_varint(out, tag.key.len() as u64);
+                out.extend_from_slice(tag.key.as_bytes());
                 if let Some(value) = &tag.value {
-                    w.write_with_tag(TAG_TAG_VALUE, |w| w.write_string(value))?;
+                    put_varint(out, u64::from(TAG_TAG_VALUE));
+                    put_varint(out, value.len() as u64);
+                    out.extend_from_slice(value.as_bytes());
                 }
             }
         }
-        Ok(())
     }
 
     /// Finds the table indexes `record`'s keys already have.

@@ -60,7 +60,86 @@ pub struct RecordResult {
     /// Its sequence number there (an aggregate's user records share the aggregate's).
     pub sequence_number: Option<Arc<str>>,
     /// Every attempt, in order; the last one decided the outcome.
-    pub attempts: Vec<Attempt>,
+    pub attempts: Attempts,
+}
+
+/// A record's attempts, in order: a slice of [`Attempt`]s (it derefs to one).
+///
+/// Most records need one attempt, which is held inline: an outcome costs no
+/// allocation of its own.
+///
+/// ```
+/// # use kpl_producer::Attempts;
+/// let attempts = Attempts::default();
+/// assert!(attempts.is_empty());
+/// assert_eq!(attempts.iter().count(), 0);
+/// ```
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Attempts(AttemptsRepr);
+
+#[derive(Clone, PartialEq, Eq)]
+enum AttemptsRepr {
+    One(Attempt),
+    Many(Vec<Attempt>),
+}
+
+impl Default for AttemptsRepr {
+    fn default() -> Self {
+        Self::Many(Vec::new())
+    }
+}
+
+impl Attempts {
+    /// One attempt.
+    pub(crate) fn one(attempt: Attempt) -> Self {
+        Self(AttemptsRepr::One(attempt))
+    }
+
+    /// The attempts, as a vector.
+    pub fn into_vec(self) -> Vec<Attempt> {
+        match self.0 {
+            AttemptsRepr::One(a) => vec![a],
+            AttemptsRepr::Many(v) => v,
+        }
+    }
+}
+
+impl From<Vec<Attempt>> for Attempts {
+    fn from(attempts: Vec<Attempt>) -> Self {
+        Self(AttemptsRepr::Many(attempts))
+    }
+}
+
+impl std::ops::Deref for Attempts {
+    type Target = [Attempt];
+    fn deref(&self) -> &[Attempt] {
+        match &self.0 {
+            AttemptsRepr::One(a) => std::slice::from_ref(a),
+            AttemptsRepr::Many(v) => v,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Attempts {
+    type Item = &'a Attempt;
+    type IntoIter = std::slice::Iter<'a, Attempt>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl IntoIterator for Attempts {
+    type Item = Attempt;
+    type IntoIter = std::vec::IntoIter<Attempt>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.into_vec().into_iter()
+    }
+}
+
+impl std::fmt::Debug for Attempts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 impl RecordResult {
@@ -91,7 +170,10 @@ impl RecordResult {
 }
 
 struct SlotState {
-    result: Option<RecordResult>,
+    /// Boxed: a waiting record's slot stays small.
+    result: Option<Box<RecordResult>>,
+    /// Whether the outcome came (it may have been taken by the future since).
+    resolved: bool,
     waker: Option<Waker>,
     /// Threads blocked in `wait`: only then is the condvar signalled (a signal is a
     /// system call).
@@ -122,10 +204,11 @@ impl Completer {
 fn fill(slot: &Slot, result: RecordResult) {
     let waker = {
         let mut state = slot.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.result.is_some() {
+        if state.resolved {
             return;
         }
-        state.result = Some(result);
+        state.result = Some(Box::new(result));
+        state.resolved = true;
         if state.waiting > 0 {
             slot.ready.notify_all();
         }
@@ -147,7 +230,7 @@ impl Drop for Completer {
                     success: false,
                     shard_id: None,
                     sequence_number: None,
-                    attempts: vec![Attempt {
+                    attempts: Attempts::one(Attempt {
                         started: now,
                         delay: now - self.arrival,
                         duration: Duration::ZERO,
@@ -158,7 +241,7 @@ impl Drop for Completer {
                         ),
                         shard_id: None,
                         may_have_been_stored: false,
-                    }],
+                    }),
                 },
             );
         }
@@ -184,6 +267,7 @@ pub(crate) fn pair(arrival: Instant) -> (Completer, RecordFuture) {
     let slot = Arc::new(Slot {
         state: Mutex::new(SlotState {
             result: None,
+            resolved: false,
             waker: None,
             waiting: 0,
         }),
@@ -205,13 +289,13 @@ impl RecordFuture {
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .result
-            .is_some()
+            .resolved
     }
 
     /// Blocks the thread until the outcome is there or `timeout` passes (then
     /// `None`; the record is still being worked on). Returns a copy: it can be called
-    /// again. Awaiting the future instead moves the outcome out.
+    /// again. Awaiting the future instead moves the outcome out (and `wait` on a
+    /// future that was polled to its outcome returns `None`).
     pub fn wait(&self, timeout: Duration) -> Option<RecordResult> {
         let deadline = Instant::now() + timeout;
         let mut state = self
@@ -221,7 +305,10 @@ impl RecordFuture {
             .unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(result) = &state.result {
-                return Some(result.clone());
+                return Some(RecordResult::clone(result));
+            }
+            if state.resolved {
+                return None;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -248,12 +335,74 @@ impl Future for RecordFuture {
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        match &state.result {
-            Some(result) => Poll::Ready(result.clone()),
+        match state.result.take() {
+            Some(result) => Poll::Ready(*result),
             None => {
                 state.waker = Some(cx.waker().clone());
                 Poll::Pending
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(code: Option<&str>) -> Attempt {
+        Attempt {
+            started: Instant::now(),
+            delay: Duration::ZERO,
+            duration: Duration::from_millis(5),
+            success: code.is_none(),
+            error_code: code.map(str::to_owned),
+            error_message: None,
+            shard_id: None,
+            may_have_been_stored: false,
+        }
+    }
+
+    #[test]
+    fn one_attempt_reads_as_a_slice_of_one() {
+        let a = attempt(None);
+        let one = Attempts::one(a.clone());
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0], a);
+        assert_eq!(one.last(), Some(&a));
+        assert_eq!(format!("{one:?}"), format!("{:?}", vec![a.clone()]));
+        assert_eq!(one.clone().into_vec(), vec![a.clone()]);
+        let many = Attempts::from(vec![attempt(Some("InternalFailure")), a.clone()]);
+        assert_eq!(many.len(), 2);
+        assert_eq!((&many).into_iter().filter(|x| x.success).count(), 1);
+        assert_ne!(one, many);
+    }
+
+    #[test]
+    fn the_future_moves_the_outcome_out_and_wait_copies_it() {
+        let (completer, future) = pair(Instant::now());
+        assert!(!future.is_resolved());
+        assert_eq!(future.wait(Duration::from_millis(1)), None);
+        completer.complete(RecordResult {
+            success: true,
+            shard_id: Some("shardId-000000000000".into()),
+            sequence_number: Some("1".into()),
+            attempts: Attempts::one(attempt(None)),
+        });
+        assert!(future.is_resolved());
+        let copy = future.wait(Duration::ZERO).expect("resolved");
+        assert!(copy.success);
+        assert_eq!(future.wait(Duration::ZERO), Some(copy.clone()));
+        let moved = futures::executor::block_on(future);
+        assert_eq!(moved, copy);
+    }
+
+    #[test]
+    fn a_dropped_completer_resolves_as_shut_down() {
+        let (completer, future) = pair(Instant::now());
+        drop(completer);
+        let r = futures::executor::block_on(future);
+        assert!(!r.success);
+        assert_eq!(r.error_code(), Some(codes::SHUTDOWN));
+        assert_eq!(r.attempts.len(), 1);
     }
 }

@@ -47,15 +47,19 @@
 //!
 //! # Cost
 //!
-//! `add` is O(log n) (a binary heap push) and allocates nothing beyond the heap's
-//! amortized growth; closing a batch of k items is O(k log n).
+//! Items usually come in deadline order (one buffering time for all): those go to
+//! the back of a queue, O(1), and leave from its front, O(1), without moving any
+//! other item. An item with an earlier deadline than the last one in goes to a
+//! binary heap beside the queue (O(log n)); the earliest of both fronts leaves
+//! first. Nothing is allocated beyond the two containers' amortized growth and the
+//! batches themselves.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
 use std::time::Instant;
 
@@ -148,6 +152,9 @@ impl<T> Ord for Entry<T> {
 pub struct Reducer<T, P = NoPredicate> {
     policy: Policy,
     predicate: P,
+    /// Items that came in deadline order, earliest first.
+    run: VecDeque<Entry<T>>,
+    /// Items that came with an earlier deadline than the back of `run`.
     heap: BinaryHeap<Reverse<Entry<T>>>,
     size: usize,
     next_seq: u64,
@@ -157,7 +164,7 @@ impl<T, P> fmt::Debug for Reducer<T, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reducer")
             .field("policy", &self.policy)
-            .field("count", &self.heap.len())
+            .field("count", &(self.run.len() + self.heap.len()))
             .field("size", &self.size)
             .finish_non_exhaustive()
     }
@@ -176,6 +183,7 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
         Self {
             policy,
             predicate,
+            run: VecDeque::new(),
             heap: BinaryHeap::new(),
             size: 0,
             next_seq: 0,
@@ -194,11 +202,43 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
         self.predicate.added(&item);
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.heap.push(Reverse(Entry {
+        let entry = Entry {
             deadline: item.deadline(),
             seq,
             item,
-        }));
+        };
+        if self
+            .run
+            .back()
+            .is_none_or(|last| entry.deadline >= last.deadline)
+        {
+            self.run.push_back(entry);
+        } else {
+            self.heap.push(Reverse(entry));
+        }
+    }
+
+    /// The earliest item: the front of the run or the top of the heap.
+    fn peek(&self) -> Option<&Entry<T>> {
+        match (self.run.front(), self.heap.peek()) {
+            (Some(a), Some(Reverse(b))) => Some(if b < a { b } else { a }),
+            (Some(a), None) => Some(a),
+            (None, Some(Reverse(b))) => Some(b),
+            (None, None) => None,
+        }
+    }
+
+    fn pop(&mut self) -> Option<Entry<T>> {
+        let from_heap = match (self.run.front(), self.heap.peek()) {
+            (Some(a), Some(Reverse(b))) => b < a,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if from_heap {
+            self.heap.pop().map(|Reverse(e)| e)
+        } else {
+            self.run.pop_front()
+        }
     }
 
     /// Buffers `item` like [`add`](Self::add), but closes batches on count, size and
@@ -210,7 +250,7 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
     pub fn add_deferred(&mut self, item: T) -> Vec<Vec<T>> {
         self.push(item);
         let mut batches = Vec::new();
-        while !self.heap.is_empty() && self.full() {
+        while !self.is_empty() && self.full() {
             batches.push(self.take_batch());
         }
         batches
@@ -218,7 +258,7 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
 
     /// A close condition other than a deadline holds.
     fn full(&self) -> bool {
-        self.heap.len() >= self.policy.max_count
+        self.len() >= self.policy.max_count
             || self.size >= self.policy.max_size
             || self.predicate.should_close()
     }
@@ -226,7 +266,7 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
     /// The earliest deadline of a buffered item: call [`poll_expired`](Self::poll_expired)
     /// then.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse(e)| e.deadline)
+        self.peek().map(|e| e.deadline)
     }
 
     /// The batches that close because a deadline is at or before `now`.
@@ -237,7 +277,7 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
     /// Everything buffered, in batches that respect the policy.
     pub fn flush(&mut self) -> Vec<Vec<T>> {
         let mut batches = Vec::new();
-        while !self.heap.is_empty() {
+        while !self.is_empty() {
             batches.push(self.take_batch());
         }
         batches
@@ -245,12 +285,12 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
 
     /// Number of buffered items.
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.run.len() + self.heap.len()
     }
 
     /// Whether nothing is buffered.
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.run.is_empty() && self.heap.is_empty()
     }
 
     /// Total size of the buffered items.
@@ -270,32 +310,41 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
 
     /// The buffered items, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.heap.iter().map(|Reverse(e)| &e.item)
+        self.run
+            .iter()
+            .chain(self.heap.iter().map(|Reverse(e)| e))
+            .map(|e| &e.item)
     }
 
     /// Removes and returns the buffered items `remove` picks (for example those past
     /// their time to live), keeping the rest; the predicate is told of each.
     pub fn extract(&mut self, mut remove: impl FnMut(&T) -> bool) -> Vec<T> {
         let mut taken = Vec::new();
-        let mut kept = Vec::with_capacity(self.heap.len());
-        for Reverse(entry) in std::mem::take(&mut self.heap).into_vec() {
+        let mut kept = Vec::with_capacity(self.len());
+        let heap = std::mem::take(&mut self.heap).into_vec();
+        let all = std::mem::take(&mut self.run)
+            .into_iter()
+            .chain(heap.into_iter().map(|Reverse(e)| e));
+        for entry in all {
             if remove(&entry.item) {
                 self.size -= entry.item.size();
                 self.predicate.removed(&entry.item);
                 taken.push(entry);
             } else {
-                kept.push(Reverse(entry));
+                kept.push(entry);
             }
         }
-        self.heap = BinaryHeap::from(kept);
+        // What stays, sorted, is one run again.
+        kept.sort();
+        self.run = VecDeque::from(kept);
         taken.sort();
         taken.into_iter().map(|e| e.item).collect()
     }
 
     fn must_close(&self, now: Instant) -> bool {
-        match self.heap.peek() {
+        match self.peek() {
             None => false,
-            Some(Reverse(head)) => head.deadline <= now || self.full(),
+            Some(head) => head.deadline <= now || self.full(),
         }
     }
 
@@ -309,16 +358,17 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
 
     /// Takes items in deadline order while they fit; at least one.
     fn take_batch(&mut self) -> Vec<T> {
-        let mut batch = Vec::new();
+        // Room for what can go, so the batch does not grow by copies.
+        let mut batch = Vec::with_capacity(self.len().min(self.policy.max_count).min(1024));
         let mut size = 0usize;
-        while let Some(Reverse(head)) = self.heap.peek() {
+        while let Some(head) = self.peek() {
             let item_size = head.item.size();
             let fits = batch.len() < self.policy.max_count
                 && size.saturating_add(item_size) <= self.policy.max_size;
             if !fits && !batch.is_empty() {
                 break;
             }
-            let Some(Reverse(entry)) = self.heap.pop() else {
+            let Some(entry) = self.pop() else {
                 break;
             };
             size += item_size;

@@ -398,4 +398,46 @@ proptest! {
         }
         prop_assert!(seen.iter().all(|&n| n == 1), "lost or duplicated: {seen:?}");
     }
+
+    /// Every batch is the earliest items buffered (by deadline, then arrival), in
+    /// that order, whatever order the deadlines come in: a model kept beside the
+    /// reducer agrees with every batch, with extracts in between.
+    #[test]
+    fn batches_take_the_earliest_items_in_order(
+        max_count in 1usize..12,
+        max_size in 1usize..300,
+        ops in prop::collection::vec((0usize..100, 0u64..60, 0u64..20, 0u8..10), 1..300),
+    ) {
+        let t0 = Instant::now();
+        let mut r = Reducer::new(Policy::new(max_count, max_size));
+        let mut model: Vec<(Instant, u32)> = Vec::new();
+        let mut now = t0;
+        let check = |model: &mut Vec<(Instant, u32)>, batches: Vec<Vec<It>>| -> Result<(), TestCaseError> {
+            for batch in batches {
+                model.sort();
+                let expected: Vec<u32> = model[..batch.len()].iter().map(|&(_, id)| id).collect();
+                prop_assert_eq!(ids(&batch), expected);
+                model.drain(..batch.len());
+            }
+            Ok(())
+        };
+        for (id, &(size, deadline_ms, step_ms, op)) in ops.iter().enumerate() {
+            now += Duration::from_millis(step_ms);
+            check(&mut model, r.poll_expired(now))?;
+            if op == 0 {
+                // Take out the items of odd id.
+                let taken = r.extract(|i| i.id % 2 == 1);
+                prop_assert!(taken.iter().all(|i| i.id % 2 == 1));
+                model.retain(|&(_, id)| id % 2 == 0);
+            }
+            let deadline = now + Duration::from_millis(deadline_ms);
+            let item = It { id: id as u32, size, deadline, shard: 0 };
+            model.push((deadline, id as u32));
+            check(&mut model, r.add_deferred(item))?;
+            prop_assert_eq!(r.len(), model.len());
+            prop_assert_eq!(r.next_deadline(), model.iter().map(|&(d, _)| d).min());
+        }
+        check(&mut model, r.flush())?;
+        prop_assert!(model.is_empty());
+    }
 }

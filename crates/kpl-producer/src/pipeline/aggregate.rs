@@ -11,7 +11,7 @@ use kpl_reducer::{Item, Reducer};
 use kpl_shardmap::{LookupError, ShardId};
 use tracing::debug;
 
-use super::record::{KRec, Rec, add_capped, collector_share};
+use super::record::{KRec, Rec, add_capped, aggregator_deadline, collector_share};
 use super::{RESHARD_MEMORY, SUSPECT_WAIT, StreamPipeline};
 
 impl StreamPipeline {
@@ -216,9 +216,13 @@ impl StreamPipeline {
             // A record routed by its key's MD5 brings the hash the builder's key table
             // needs; a batch with an explicit hash key in it is hashed by the builder.
             let hashed = batch.iter().all(|r| !r.explicit);
+            // Keys and data move into the builder and back (no copy, no reference
+            // count touched).
             for r in batch.iter_mut() {
-                let mut user =
-                    UserRecord::new(std::mem::take(&mut r.partition_key), r.data.clone());
+                let mut user = UserRecord::new(
+                    std::mem::take(&mut r.partition_key),
+                    std::mem::take(&mut r.data),
+                );
                 user.explicit_hash_key = r.explicit_hash_key();
                 if hashed {
                     self.builder
@@ -228,15 +232,29 @@ impl StreamPipeline {
                 }
             }
             let mut data = Vec::with_capacity(self.builder.size());
-            self.builder.encode_aggregate_into(&mut data);
-            for (r, user) in batch.iter_mut().zip(self.builder.take_records()) {
+            let mut starts = std::mem::take(&mut self.data_starts);
+            starts.clear();
+            self.builder
+                .encode_aggregate_with(&mut data, |at| starts.push(at));
+            let data = Bytes::from(data);
+            // Each record's data is now a slice of the aggregate: its own copy is
+            // freed, and a waiting record's bytes are in memory once. A record taken
+            // out again (a retry) keeps the aggregate's buffer until it is
+            // aggregated anew.
+            for ((r, user), &at) in batch
+                .iter_mut()
+                .zip(self.builder.take_records())
+                .zip(&starts)
+            {
                 r.partition_key = user.partition_key;
+                r.data = data.slice(at..at + user.data.len());
             }
+            self.data_starts = starts;
             KRec {
                 records: batch,
                 partition_key: AGGREGATED_PARTITION_KEY.to_owned(),
                 explicit_hash_key: Some(first),
-                data: Bytes::from(data),
+                data,
                 shard,
                 deadline,
                 expiration,
@@ -266,9 +284,15 @@ impl StreamPipeline {
         self.map_version_seen = self.map.version();
         // The new map knows the children of whatever was found split.
         self.suspects.clear();
-        // Records that waited for the map go to their shards now.
+        // Records that waited for the map go to their shards now, with the deadline
+        // their buffering time gives them (the wait for the map is over; due at once
+        // if that passed): later records then keep the aggregators' queues in
+        // deadline order.
+        let budget = self.config.record_max_buffered_time;
         for batch in self.unknown.flush() {
-            for rec in batch {
+            for mut rec in batch {
+                let natural = aggregator_deadline(rec.arrival, budget);
+                rec.deadline = rec.deadline.min(natural.max(now));
                 self.route(rec, now);
             }
         }

@@ -165,6 +165,8 @@ pub(crate) struct StreamPipeline {
     fatal: Warned,
     request_failures: u32,
     builder: AggregateBuilder<Bytes>,
+    /// Where each record's data starts in the aggregate being encoded (reused).
+    data_starts: Vec<usize>,
     /// Requests to send, oldest first.
     transmits: VecDeque<Transmit>,
     /// Records with their outcome, not drained yet.
@@ -239,6 +241,7 @@ impl StreamPipeline {
             fatal: Warned::default(),
             request_failures: 0,
             builder: AggregateBuilder::new(),
+            data_starts: Vec::new(),
             transmits: VecDeque::new(),
             settled: Vec::new(),
             dirty: true,

@@ -124,11 +124,24 @@ impl Rec {
         shard: Option<&Arc<str>>,
         may_have_been_stored: bool,
     ) {
+        let attempt = self.new_attempt(started, end, error, shard, may_have_been_stored);
         if self.attempts.is_empty() {
-            // Most records need one attempt: no room for four.
-            self.attempts.reserve_exact(1);
+            // Most records that fail once need one more attempt: no room for four.
+            self.attempts.reserve_exact(2);
         }
-        self.attempts.push(Attempt {
+        self.attempts.push(attempt);
+    }
+
+    /// Its next attempt (not recorded yet).
+    pub(super) fn new_attempt(
+        &self,
+        started: Instant,
+        end: Instant,
+        error: Option<(&str, &str)>,
+        shard: Option<&Arc<str>>,
+        may_have_been_stored: bool,
+    ) -> Attempt {
+        Attempt {
             started,
             delay: started.saturating_duration_since(self.last()),
             duration: end.saturating_duration_since(started),
@@ -137,7 +150,7 @@ impl Rec {
             error_message: error.map(|(_, m)| m.to_owned()),
             shard_id: shard.cloned(),
             may_have_been_stored,
-        });
+        }
     }
 
     /// Whether an attempt may have stored it already.

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 use super::record::{KRec, Rec, aggregator_deadline};
 use super::{Settled, StreamPipeline, WARN_AFTER_ATTEMPTS};
 use crate::events::Event;
-use crate::result::{RecordResult, codes};
+use crate::result::{Attempt, Attempts, RecordResult, codes};
 
 /// First backoff after a request-level failure; doubles per consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -34,7 +34,9 @@ impl StreamPipeline {
     pub(super) fn settle_landing(&mut self, landed: Landed, now: Instant) {
         let shard = ShardId::from(&*landed.shard_id);
         match self.map.classify(landed.rec.hash_key, &shard, now) {
-            Landing::InRange => self.succeed(landed.rec, &landed.shard_id, &landed.sequence_number),
+            Landing::InRange => {
+                self.succeed(landed.rec, None, &landed.shard_id, &landed.sequence_number)
+            }
             Landing::OutOfRange => {
                 let mut rec = landed.rec;
                 if let Some(a) = rec.attempts.last_mut() {
@@ -202,11 +204,12 @@ impl StreamPipeline {
                         }
                     }
                     for mut rec in k.records {
-                        rec.attempt(started, now, None, Some(&shard_arc));
+                        let attempt = rec.new_attempt(started, now, None, Some(&shard_arc), false);
                         if predicted_right || !k.aggregated {
                             // A raw record is delivered wherever it lands.
-                            self.succeed(rec, &shard_arc, &sequence_number);
+                            self.succeed(rec, Some(attempt), &shard_arc, &sequence_number);
                         } else {
+                            rec.attempts.push(attempt);
                             self.settle_landing(
                                 Landed {
                                     rec,
@@ -309,10 +312,21 @@ impl StreamPipeline {
         self.fail(rec);
     }
 
-    pub(super) fn succeed(&mut self, rec: Rec, shard_id: &Arc<str>, sequence_number: &Arc<str>) {
-        let buffering = rec.attempts.last().map_or(Duration::ZERO, |a| {
-            a.started.saturating_duration_since(rec.arrival)
-        });
+    /// Settles a stored record; `last` is its last (successful) attempt, unless it
+    /// is in its attempts already.
+    pub(super) fn succeed(
+        &mut self,
+        mut rec: Rec,
+        last: Option<Attempt>,
+        shard_id: &Arc<str>,
+        sequence_number: &Arc<str>,
+    ) {
+        let buffering = last
+            .as_ref()
+            .or(rec.attempts.last())
+            .map_or(Duration::ZERO, |a| {
+                a.started.saturating_duration_since(rec.arrival)
+            });
         self.emit(|stream| Event::BufferingTime {
             stream,
             time: buffering,
@@ -326,7 +340,15 @@ impl StreamPipeline {
                 success: true,
                 shard_id: Some(shard_id.clone()),
                 sequence_number: Some(sequence_number.clone()),
-                attempts: rec.attempts,
+                // Most records: one attempt, held inline (no allocation).
+                attempts: match last {
+                    Some(a) if rec.attempts.is_empty() => Attempts::one(a),
+                    Some(a) => {
+                        rec.attempts.push(a);
+                        Attempts::from(rec.attempts)
+                    }
+                    None => Attempts::from(rec.attempts),
+                },
             },
         });
     }
@@ -340,7 +362,7 @@ impl StreamPipeline {
                 success: false,
                 shard_id: None,
                 sequence_number: None,
-                attempts: rec.attempts,
+                attempts: Attempts::from(rec.attempts),
             },
         });
     }

@@ -194,11 +194,13 @@ fn records_wait_for_the_first_map_and_leave_aggregated_per_shard_by_their_deadli
     let mut b = Bench::new(Config::builder().record_max_buffered_time(Duration::from_millis(100)));
     let keys: Vec<String> = (0..40).map(|i| format!("key-{i}")).collect();
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let ids = b.put_many(&keys, b"payload");
-    let start = b.now;
     // The first thing out is the listing; nothing is sent before the map.
     let refresh = b.expect_listing();
+    let ids = b.put_many(&keys, b"payload");
+    let start = b.now;
     assert!(b.transmits().is_empty());
+    // The listing takes 5 ms; the records waited for it, and keep their deadline.
+    b.now += Duration::from_millis(5);
     b.p.handle_shards(refresh, Ok(even_shards(4)), b.now);
     // Nothing leaves before the records' buffering time, all of it by its end.
     assert!(b.transmits().is_empty());
