@@ -3,7 +3,7 @@
 //! configuration, the runtime and the transport. The producer admits and waits
 //! here; the workers release here; neither imports the other for it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -13,6 +13,7 @@ use kpl_transport::{StreamId, Transport};
 
 use crate::config::Config;
 use crate::events::EventSink;
+use crate::fasthash::FastMap;
 
 /// The unresolved records of one stream, in id order (ids grow with every put).
 #[derive(Default)]
@@ -22,7 +23,7 @@ pub(crate) struct StreamOutstanding {
     /// Bytes outstanding.
     pub(crate) bytes: usize,
     /// What the stream's pipeline can drain within a quarter of the time to live; admission
-    /// stops there (see `Worker::drain_limit`).
+    /// stops there (see `pipeline::drain_limit`).
     pub(crate) limit: Option<usize>,
 }
 
@@ -61,7 +62,7 @@ impl StreamOutstanding {
 /// Outstanding records, for backpressure, flushes and `oldest_record_age`.
 #[derive(Default)]
 pub(crate) struct Accounting {
-    pub(crate) outstanding: HashMap<StreamId, StreamOutstanding>,
+    pub(crate) outstanding: FastMap<StreamId, StreamOutstanding>,
     pub(crate) records: usize,
     pub(crate) bytes: usize,
     pub(crate) space_waiters: VecDeque<oneshot::Sender<()>>,

@@ -69,6 +69,7 @@ mod accounting;
 mod config;
 mod driver;
 mod events;
+mod fasthash;
 mod pipeline;
 mod producer;
 mod result;

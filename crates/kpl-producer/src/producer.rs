@@ -210,6 +210,20 @@ impl ProducerBuilder {
     }
 }
 
+/// Whether `records` more records of `bytes` go past the outstanding caps, with
+/// `held_records` of `held_bytes` outstanding (one record always fits when none is).
+fn over_caps(
+    c: &Config,
+    held_records: usize,
+    held_bytes: usize,
+    records: usize,
+    bytes: usize,
+) -> bool {
+    held_records > 0
+        && (held_records + records > c.max_outstanding_records
+            || held_bytes + bytes > c.max_outstanding_bytes)
+}
+
 impl Producer {
     /// A builder for a producer with these settings, sending through `transport`.
     pub fn builder(config: Config, transport: Arc<dyn Transport>) -> ProducerBuilder {
@@ -346,10 +360,13 @@ impl Producer {
     }
 
     fn is_full(&self, acc: &Accounting, records: usize, bytes: usize) -> bool {
-        let c = &self.inner.shared.config;
-        acc.records > 0
-            && (acc.records + records > c.max_outstanding_records
-                || acc.bytes + bytes > c.max_outstanding_bytes)
+        over_caps(
+            &self.inner.shared.config,
+            acc.records,
+            acc.bytes,
+            records,
+            bytes,
+        )
     }
 
     /// Validates and admits as many records as there is room for; returns the results
@@ -368,61 +385,83 @@ impl Producer {
         let shared = &self.inner.shared;
         let now = shared.runtime.now();
         let config = &shared.config;
-        let mut results = Vec::with_capacity(records.len());
-        let mut recs = Vec::with_capacity(records.len());
+        // Validation and the keys' MD5 before the lock: the pipeline's driver takes
+        // it too, to release space.
+        let limits = &self.inner.limits;
+        let prepared: Vec<_> = records
+            .into_iter()
+            .map(|record| {
+                let keys = limits
+                    .validate(
+                        &record.partition_key,
+                        record.explicit_hash_key.as_deref(),
+                        record.data.len(),
+                    )
+                    .map(|explicit| {
+                        let hash = explicit
+                            .unwrap_or_else(|| HashKey::from_partition_key(&record.partition_key));
+                        (explicit, hash)
+                    });
+                (record, keys)
+            })
+            .collect();
+        let mut results = Vec::with_capacity(prepared.len());
+        let mut recs = Vec::with_capacity(prepared.len());
         let mut rest = None;
         {
-            let mut acc = shared.lock();
-            let mut iter = records.into_iter();
-            while let Some(record) = iter.next() {
-                let explicit = match self.inner.limits.validate(
-                    &record.partition_key,
-                    record.explicit_hash_key.as_deref(),
-                    record.data.len(),
-                ) {
-                    Ok(e) => e,
+            let mut guard = shared.lock();
+            let Accounting {
+                outstanding,
+                records: total_records,
+                bytes: total_bytes,
+                ..
+            } = &mut *guard;
+            // The stream's entry, once per call (not a look-up and a key copy per
+            // record).
+            let m = outstanding
+                .entry(stream_id.clone())
+                .or_insert_with(|| StreamOutstanding {
+                    limit: Some(drain_limit(config, 1, None)),
+                    ..StreamOutstanding::default()
+                });
+            let mut iter = prepared.into_iter();
+            while let Some((record, keys)) = iter.next() {
+                let (explicit, hash_key) = match keys {
+                    Ok(keys) => keys,
                     Err(e) => {
                         results.push(Err(PutError::Invalid(e)));
                         continue;
                     }
                 };
                 let size = record.data.len() + record.partition_key.len();
-                let full = self.is_full(&acc, 1, size);
-                let backlog = acc.outstanding.get(&stream_id).filter(|m| m.over(size));
-                if full || backlog.is_some() {
+                let full = over_caps(config, *total_records, *total_bytes, 1, size);
+                let backlog = m.over(size);
+                if full || backlog {
                     if wait {
                         let mut left = vec![record];
-                        left.extend(iter);
+                        left.extend(iter.map(|(r, _)| r));
                         rest = Some(left);
                         break;
                     }
-                    results.push(Err(match backlog {
-                        Some(m) if !full => PutError::Backlog {
+                    results.push(Err(if backlog && !full {
+                        PutError::Backlog {
                             bytes: m.bytes,
                             limit: m.limit.unwrap_or_default(),
-                        },
-                        _ => PutError::Full {
-                            records: acc.records,
-                            bytes: acc.bytes,
-                        },
+                        }
+                    } else {
+                        PutError::Full {
+                            records: *total_records,
+                            bytes: *total_bytes,
+                        }
                     }));
                     continue;
                 }
                 let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-                acc.records += 1;
-                acc.bytes += size;
-                let m =
-                    acc.outstanding
-                        .entry(stream_id.clone())
-                        .or_insert_with(|| StreamOutstanding {
-                            limit: Some(drain_limit(config, 1, None)),
-                            ..StreamOutstanding::default()
-                        });
+                *total_records += 1;
+                *total_bytes += size;
                 m.ids.push_back((id, now, false));
                 m.bytes += size;
                 let (completer, future) = pair(now);
-                let hash_key =
-                    explicit.unwrap_or_else(|| HashKey::from_partition_key(&record.partition_key));
                 recs.push(Rec::new(
                     id,
                     record.partition_key,

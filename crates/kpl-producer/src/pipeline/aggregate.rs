@@ -35,17 +35,23 @@ impl StreamPipeline {
         }
         match found.filter(|s| !self.suspects.contains(s.id())) {
             Some(shard) => {
-                let shard = shard.id().clone();
-                let policy = self.aggregate_policy;
-                let reducer = self
-                    .aggregators
-                    .entry(shard.clone())
-                    .or_insert_with(|| Reducer::new(policy));
+                let shard = shard.id();
+                if !self.aggregators.contains_key(shard) {
+                    let policy = self.aggregate_policy;
+                    self.aggregators.insert(shard.clone(), Reducer::new(policy));
+                }
+                let Some(reducer) = self.aggregators.get_mut(shard) else {
+                    return;
+                };
                 let before = reducer.next_deadline();
                 // Deadlines are left to `drive`: a backlog of late records then closes
                 // full aggregates instead of one per record.
                 let batches = reducer.add_deferred(rec);
                 let after = reducer.next_deadline();
+                if batches.is_empty() && after == before {
+                    return; // the usual case: nothing else to do
+                }
+                let shard = shard.clone();
                 if after.is_some() && after != before {
                     if let Some(at) = after {
                         self.agg_schedule.push(Reverse((at, shard.clone())));

@@ -21,7 +21,7 @@ mod settle;
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,7 @@ use tracing::debug;
 
 use crate::config::Config;
 use crate::events::{Event, EventSink};
+use crate::fasthash::{FastMap, FastSet};
 use crate::result::{Completer, RecordResult, codes};
 
 use record::KRec;
@@ -135,7 +136,7 @@ pub(crate) struct StreamPipeline {
     map: ShardMap,
     refreshing: bool,
     map_version_seen: u64,
-    aggregators: HashMap<ShardId, Reducer<Rec>>,
+    aggregators: FastMap<ShardId, Reducer<Rec>>,
     agg_schedule: BinaryHeap<Reverse<(Instant, ShardId)>>,
     aggregate_policy: Policy,
     unknown: Reducer<Rec>,
@@ -143,19 +144,19 @@ pub(crate) struct StreamPipeline {
     collector: Reducer<KRec, ShardBytes>,
     ready: VecDeque<Vec<KRec>>,
     window: CongestionWindow,
-    in_flight: HashMap<u64, InFlight>,
+    in_flight: FastMap<u64, InFlight>,
     /// (timeout, request number) of the requests in flight.
     timeouts: BinaryHeap<Reverse<(Instant, u64)>>,
     next_request: u64,
     retries: BinaryHeap<Reverse<(Instant, u64)>>,
-    retry_recs: HashMap<u64, Rec>,
+    retry_recs: FastMap<u64, Rec>,
     awaiting_map: Vec<Landed>,
     /// When the stream was last seen resharding (see [`RESHARD_MEMORY`]).
     resharded_at: Option<Instant>,
     /// Shards found split or merged (an aggregate for one landed elsewhere): their
     /// records are not aggregated until the map is refreshed, so that few copies are
     /// stored outside a shard's range.
-    suspects: HashSet<ShardId>,
+    suspects: FastSet<ShardId>,
     /// The next refresh lists closed shards too.
     want_history: bool,
     /// Records that reached [`WARN_AFTER_ATTEMPTS`], and records of requests that
@@ -214,7 +215,7 @@ impl StreamPipeline {
             map: ShardMap::new(seed),
             refreshing: false,
             map_version_seen: 0,
-            aggregators: HashMap::new(),
+            aggregators: FastMap::default(),
             agg_schedule: BinaryHeap::new(),
             aggregate_policy,
             unknown: Reducer::new(Policy::new(usize::MAX, usize::MAX)),
@@ -228,14 +229,14 @@ impl StreamPipeline {
             ),
             ready: VecDeque::new(),
             window: CongestionWindow::new(window_config(c)),
-            in_flight: HashMap::new(),
+            in_flight: FastMap::default(),
             timeouts: BinaryHeap::new(),
             next_request: 0,
             retries: BinaryHeap::new(),
-            retry_recs: HashMap::new(),
+            retry_recs: FastMap::default(),
             awaiting_map: Vec::new(),
             resharded_at: None,
-            suspects: HashSet::new(),
+            suspects: FastSet::default(),
             want_history: false,
             persisting: Warned::default(),
             fatal: Warned::default(),

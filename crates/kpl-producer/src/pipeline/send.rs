@@ -4,7 +4,6 @@
 //! settles what was not resent yet.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,6 +19,7 @@ use super::record::{KRec, Rec, add_capped};
 use super::{StreamPipeline, Transmit};
 use crate::config::Config;
 use crate::events::Event;
+use crate::fasthash::FastMap;
 
 /// Bytes buffered for one shard that close a PutRecords batch early (the KPL's rule).
 const SHARD_BYTES_CLOSE: usize = 256 * 1024;
@@ -34,7 +34,7 @@ pub(super) const MAX_REQUEST_BYTES: u64 = 512 * 1024;
 /// The collector's early close: one shard has 256 KiB buffered.
 #[derive(Default)]
 pub(super) struct ShardBytes {
-    bytes: HashMap<Option<ShardId>, usize>,
+    bytes: FastMap<Option<ShardId>, usize>,
     over: usize,
 }
 
