@@ -183,6 +183,8 @@ struct SlotState {
 struct Slot {
     state: Mutex<SlotState>,
     ready: Condvar,
+    /// When the record was put (for the attempt of a completer dropped unused).
+    arrival: Instant,
 }
 
 /// The producer's side of a record's outcome. Completing it twice is impossible;
@@ -190,7 +192,6 @@ struct Slot {
 /// [`codes::SHUTDOWN`] attempt, so no future is ever left hanging.
 pub(crate) struct Completer {
     slot: Option<Arc<Slot>>,
-    arrival: Instant,
 }
 
 impl Completer {
@@ -223,7 +224,7 @@ impl Drop for Completer {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
             // No clock here: the drop may come from anywhere, even after the runtime.
-            let now = self.arrival;
+            let now = slot.arrival;
             fill(
                 &slot,
                 RecordResult {
@@ -232,7 +233,7 @@ impl Drop for Completer {
                     sequence_number: None,
                     attempts: Attempts::one(Attempt {
                         started: now,
-                        delay: now - self.arrival,
+                        delay: Duration::ZERO,
                         duration: Duration::ZERO,
                         success: false,
                         error_code: Some(codes::SHUTDOWN.into()),
@@ -272,11 +273,11 @@ pub(crate) fn pair(arrival: Instant) -> (Completer, RecordFuture) {
             waiting: 0,
         }),
         ready: Condvar::new(),
+        arrival,
     });
     (
         Completer {
             slot: Some(slot.clone()),
-            arrival,
         },
         RecordFuture { slot },
     )

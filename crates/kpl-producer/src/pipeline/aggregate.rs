@@ -206,7 +206,7 @@ impl StreamPipeline {
         let krec = if batch.len() == 1 {
             let r = &batch[0];
             KRec {
-                partition_key: r.partition_key.clone(),
+                partition_key: String::from(&*r.partition_key),
                 explicit_hash_key: r.explicit_hash_key(),
                 data: r.data.clone(),
                 records: batch,
@@ -226,7 +226,7 @@ impl StreamPipeline {
             // count touched).
             for r in batch.iter_mut() {
                 let mut user = UserRecord::new(
-                    std::mem::take(&mut r.partition_key),
+                    String::from(std::mem::take(&mut r.partition_key)),
                     std::mem::take(&mut r.data),
                 );
                 user.explicit_hash_key = r.explicit_hash_key();
@@ -252,7 +252,7 @@ impl StreamPipeline {
                 .zip(self.builder.take_records())
                 .zip(&starts)
             {
-                r.partition_key = user.partition_key;
+                r.partition_key = user.partition_key.into_boxed_str();
                 r.data = data.slice(at..at + user.data.len());
             }
             self.data_starts = starts;

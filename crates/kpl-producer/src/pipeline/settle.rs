@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 use super::record::{KRec, Rec, aggregator_deadline};
 use super::{Settled, StreamPipeline, WARN_AFTER_ATTEMPTS};
 use crate::events::Event;
-use crate::result::{Attempt, Attempts, RecordResult, codes};
+use crate::result::{Attempt, RecordResult, codes};
 
 /// First backoff after a request-level failure; doubles per consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -316,7 +316,7 @@ impl StreamPipeline {
     /// is in its attempts already.
     pub(super) fn succeed(
         &mut self,
-        mut rec: Rec,
+        rec: Rec,
         last: Option<Attempt>,
         shard_id: &Arc<str>,
         sequence_number: &Arc<str>,
@@ -341,14 +341,7 @@ impl StreamPipeline {
                 shard_id: Some(shard_id.clone()),
                 sequence_number: Some(sequence_number.clone()),
                 // Most records: one attempt, held inline (no allocation).
-                attempts: match last {
-                    Some(a) if rec.attempts.is_empty() => Attempts::one(a),
-                    Some(a) => {
-                        rec.attempts.push(a);
-                        Attempts::from(rec.attempts)
-                    }
-                    None => Attempts::from(rec.attempts),
-                },
+                attempts: rec.attempts.settle(last),
             },
         });
     }
@@ -362,7 +355,7 @@ impl StreamPipeline {
                 success: false,
                 shard_id: None,
                 sequence_number: None,
-                attempts: Attempts::from(rec.attempts),
+                attempts: rec.attempts.settle(None),
             },
         });
     }
