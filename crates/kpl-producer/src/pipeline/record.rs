@@ -262,10 +262,6 @@ mod tests {
     fn a_waiting_record_stays_small() {
         // It is moved from stage to stage and held by the million: keep it at most
         // 144 bytes (it was 192 with its history and key unboxed).
-        assert!(
-            std::mem::size_of::<Rec>() <= 144,
-            "{}",
-            std::mem::size_of::<Rec>()
-        );
+        assert!(size_of::<Rec>() <= 144, "{}", size_of::<Rec>());
     }
 }
