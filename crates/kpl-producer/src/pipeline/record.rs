@@ -33,7 +33,10 @@ pub(crate) struct Rec {
 }
 
 /// A record's failed attempts so far: nothing for most records, a box when some.
+/// The vector is boxed on purpose: 8 bytes in every record instead of 24 (or 16
+/// for a boxed slice), for a history most records never have.
 #[derive(Default)]
+#[allow(clippy::box_collection)]
 pub(crate) struct Attempts(Option<Box<Vec<Attempt>>>);
 
 impl Attempts {
