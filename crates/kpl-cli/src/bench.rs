@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kpl_codec::deaggregate;
-use kpl_producer::{Producer, PutRecord, RecordFuture};
+use kpl_producer::{Outcomes, Producer, PutRecord, RecordFuture, RecordId};
 use kpl_runtime::{Runtime, SplitMix64, Timer, TokioTimer};
 use kpl_sim::Simulator;
 use kpl_transport::{AwsTransport, Transport};
@@ -60,6 +60,10 @@ pub(crate) struct Args {
     /// the records).
     #[arg(long)]
     generate_while_putting: bool,
+    /// Await each record's own future (`put_records`) instead of taking outcomes in
+    /// batches from an outcome queue (`try_put_records_to`), to compare the two.
+    #[arg(long)]
+    futures: bool,
     #[command(flatten)]
     producer: ProducerArgs,
 }
@@ -186,20 +190,44 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let held = runtime.block_on(async {
         let mut pending: std::collections::VecDeque<(usize, RecordFuture)> = Default::default();
+        let outcomes = Outcomes::new();
+        // The producer numbers the records it admits one after another, and only
+        // this loop puts: record number = id − the first id.
+        let mut first_id: Option<u64> = None;
+        let number = |first: Option<u64>, id: RecordId| (id.0 - first.unwrap_or(id.0)) as usize;
         let mut i = 0;
         for from in (0..args.records).step_by(CHUNK) {
-            let chunk = made.pop_front().unwrap_or_else(|| make_chunk(from));
+            let mut chunk = made.pop_front().unwrap_or_else(|| make_chunk(from));
             if let Some(rate) = rate {
                 let due = started + Duration::from_secs_f64(i as f64 / rate);
                 tokio::time::sleep_until(due.into()).await;
             }
-            for r in producer.put_records(&stream, chunk).await? {
-                pending.push_back((i, r?));
-                i += 1;
+            if args.futures {
+                for r in producer.put_records(&stream, chunk).await? {
+                    pending.push_back((i, r?));
+                    i += 1;
+                }
+                while pending.front().is_some_and(|(_, f)| f.is_resolved()) {
+                    let (id, f) = pending.pop_front().expect("front exists");
+                    take(id, f.await);
+                }
+                continue;
             }
-            while pending.front().is_some_and(|(_, f)| f.is_resolved()) {
-                let (id, f) = pending.pop_front().expect("front exists");
-                take(id, f.await);
+            while !chunk.is_empty() {
+                let (ids, rest) = producer.try_put_records_to(&stream, chunk, &outcomes)?;
+                for id in ids {
+                    let id = id?;
+                    let first = *first_id.get_or_insert(id.0);
+                    anyhow::ensure!(number(Some(first), id) == i, "record ids not contiguous");
+                    i += 1;
+                }
+                for (id, r) in outcomes.take() {
+                    take(number(first_id, id), r);
+                }
+                if let Some(first) = rest.first() {
+                    producer.wait_for_room(&stream, first.size()).await;
+                }
+                chunk = rest;
             }
         }
         // Memory while the records are still outstanding (before any is read back).
@@ -207,6 +235,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         producer.flush().await;
         for (id, f) in pending {
             take(id, f.await);
+        }
+        while outcomes.pending() > 0 {
+            for (id, r) in outcomes.next().await {
+                take(number(first_id, id), r);
+            }
         }
         Ok::<_, anyhow::Error>(held)
     })?;

@@ -16,6 +16,7 @@ use tracing::debug;
 
 use crate::accounting::Shared;
 use crate::pipeline::{Rec, StreamPipeline, Transmit};
+use crate::result::{Queue, RecordId, RecordResult};
 
 /// Messages from the producer.
 pub(crate) enum Command {
@@ -159,9 +160,30 @@ impl Worker {
     /// Hands settled records their outcomes, gives their space back, and passes a
     /// new admission limit on.
     fn deliver(&mut self) {
+        // Outcomes for an `Outcomes` queue go in one batch per queue and round (one
+        // lock, one wake-up); a future's slot is filled one by one.
+        let mut batch: Option<(Arc<Queue>, Vec<(RecordId, RecordResult)>)> = None;
         for settled in self.pipeline.drain_settled() {
             self.resolved.push((settled.id, settled.size));
-            settled.completer.complete(settled.result);
+            let Some((queue, id)) = settled.completer.queue().map(|(q, id)| (q.clone(), id)) else {
+                settled.completer.complete(settled.result);
+                continue;
+            };
+            settled.completer.delivered();
+            match &mut batch {
+                Some((q, outcomes)) if Arc::ptr_eq(q, &queue) => {
+                    outcomes.push((RecordId(id), settled.result));
+                }
+                _ => {
+                    if let Some((q, outcomes)) = batch.take() {
+                        q.push(outcomes);
+                    }
+                    batch = Some((queue, vec![(RecordId(id), settled.result)]));
+                }
+            }
+        }
+        if let Some((q, outcomes)) = batch {
+            q.push(outcomes);
         }
         if !self.resolved.is_empty() {
             self.shared.release(&self.stream, &self.resolved);

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::driver::{Command, Worker};
 use crate::events::EventSink;
 use crate::pipeline::{Rec, drain_limit};
-use crate::result::{RecordFuture, pair};
+use crate::result::{Completer, Outcomes, RecordFuture, RecordId, pair};
 
 /// Why a record was not accepted. Nothing was enqueued.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -340,6 +340,31 @@ impl Producer {
         Ok((ready, rest.unwrap_or_default()))
     }
 
+    /// Like [`try_put_records`](Self::try_put_records), but the outcomes go to
+    /// `outcomes`, in batches, under the [`RecordId`] each admitted record gets here:
+    /// no result slot, waker or lock per record, for callers that handle outcomes in
+    /// bulk (a loader, a benchmark). Returns the ids (or each record's error), and
+    /// the records from the first that did not fit on, untouched.
+    ///
+    /// See [`Outcomes`] for an example.
+    #[allow(clippy::type_complexity)]
+    pub fn try_put_records_to(
+        &self,
+        stream: &str,
+        records: Vec<PutRecord>,
+        outcomes: &Outcomes,
+    ) -> Result<(Vec<Result<RecordId, PutError>>, Vec<PutRecord>), PutError> {
+        let (stream_id, ids, rest, recs) = self.admit(stream, records, true, |id, _| {
+            (outcomes.completer(id), RecordId(id))
+        })?;
+        if !recs.is_empty() {
+            // Counted before any of them can settle.
+            outcomes.admitted(recs.len());
+            self.send(&stream_id, Command::Put(recs));
+        }
+        Ok((ids, rest.unwrap_or_default()))
+    }
+
     /// Waits until a record of `bytes` (data and partition key) would be let into
     /// `stream`: the outstanding caps and the stream's backlog have room, or the
     /// producer shuts down. Admits nothing, so dropping it loses nothing.
@@ -378,6 +403,33 @@ impl Producer {
         records: Vec<PutRecord>,
         wait: bool,
     ) -> Result<(Vec<Result<RecordFuture, PutError>>, Option<Vec<PutRecord>>), PutError> {
+        let (stream_id, results, rest, recs) =
+            self.admit(stream, records, wait, |_, now| pair(now))?;
+        if !recs.is_empty() {
+            self.send(&stream_id, Command::Put(recs));
+        }
+        Ok((results, rest))
+    }
+
+    /// Validates and admits as many records as there is room for, each with the
+    /// completer and handle `issue` makes of its id; returns their results, the rest
+    /// when `wait` and room ran out, and the admitted records, not sent yet.
+    #[allow(clippy::type_complexity)]
+    fn admit<T>(
+        &self,
+        stream: &str,
+        records: Vec<PutRecord>,
+        wait: bool,
+        mut issue: impl FnMut(u64, Instant) -> (Completer, T),
+    ) -> Result<
+        (
+            StreamId,
+            Vec<Result<T, PutError>>,
+            Option<Vec<PutRecord>>,
+            Vec<Rec>,
+        ),
+        PutError,
+    > {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(PutError::ShuttingDown);
         }
@@ -461,7 +513,7 @@ impl Producer {
                 *total_bytes += size;
                 m.ids.push_back((id, now, false));
                 m.bytes += size;
-                let (completer, future) = pair(now);
+                let (completer, handle) = issue(id, now);
                 recs.push(Rec::new(
                     id,
                     record.partition_key,
@@ -471,13 +523,10 @@ impl Producer {
                     now,
                     completer,
                 ));
-                results.push(Ok(future));
+                results.push(Ok(handle));
             }
         }
-        if !recs.is_empty() {
-            self.send(&stream_id, Command::Put(recs));
-        }
-        Ok((results, rest))
+        Ok((stream_id, results, rest, recs))
     }
 
     fn send(&self, stream: &StreamId, command: Command) {

@@ -189,16 +189,206 @@ struct Slot {
 
 /// The producer's side of a record's outcome. Completing it twice is impossible;
 /// dropping it uncompleted resolves the record as failed with a
-/// [`codes::SHUTDOWN`] attempt, so no future is ever left hanging.
-pub(crate) struct Completer {
-    slot: Option<Arc<Slot>>,
+/// [`codes::SHUTDOWN`] attempt, so no future is ever left hanging and no
+/// [`Outcomes`] queue waits for ever.
+pub(crate) struct Completer(Option<Target>);
+
+enum Target {
+    /// A [`RecordFuture`]'s slot.
+    Slot(Arc<Slot>),
+    /// An [`Outcomes`] queue, with the record's id.
+    Queue(Arc<Queue>, u64),
 }
 
 impl Completer {
-    pub(crate) fn complete(mut self, result: RecordResult) {
-        if let Some(slot) = self.slot.take() {
-            fill(&slot, result);
+    /// Where the outcome goes when it is not a future's: the queue and the record's
+    /// id.
+    pub(crate) fn queue(&self) -> Option<(&Arc<Queue>, u64)> {
+        match &self.0 {
+            Some(Target::Queue(q, id)) => Some((q, *id)),
+            _ => None,
         }
+    }
+
+    pub(crate) fn complete(mut self, result: RecordResult) {
+        match self.0.take() {
+            Some(Target::Slot(slot)) => fill(&slot, result),
+            Some(Target::Queue(queue, id)) => queue.push(vec![(RecordId(id), result)]),
+            None => {}
+        }
+    }
+
+    /// Marks it completed, its outcome having been delivered in a batch.
+    pub(crate) fn delivered(mut self) {
+        self.0 = None;
+    }
+}
+
+/// A record put with [`Producer::try_put_records_to`](crate::Producer::try_put_records_to):
+/// its outcome comes out of the [`Outcomes`] queue under this id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordId(pub u64);
+
+/// A queue of outcomes, delivered in batches: for records nobody awaits one by one
+/// (no result slot, no waker and no lock per record).
+///
+/// Records put with [`Producer::try_put_records_to`](crate::Producer::try_put_records_to)
+/// get a [`RecordId`] each; their outcomes arrive here as the pipeline settles them,
+/// each exactly once, also when the producer shuts down.
+///
+/// ```
+/// # async fn example(producer: kpl_producer::Producer) -> Result<(), kpl_producer::PutError> {
+/// use kpl_producer::{Outcomes, PutRecord};
+///
+/// let outcomes = Outcomes::new();
+/// let records = vec![PutRecord::new("key", b"data".to_vec())];
+/// let (ids, rest) = producer.try_put_records_to("my-stream", records, &outcomes)?;
+/// assert!(rest.is_empty());
+/// let id = ids[0].clone()?;
+/// while outcomes.pending() > 0 {
+///     for (done, result) in outcomes.next().await {
+///         assert_eq!(done, id);
+///         println!("{}", result.success);
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Outcomes {
+    queue: Arc<Queue>,
+}
+
+impl std::fmt::Debug for Outcomes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outcomes")
+            .field("pending", &self.pending())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+    /// When the queue was made (the time of the attempt of a record dropped without
+    /// an outcome, which should not happen).
+    made: Instant,
+}
+
+struct QueueState {
+    outcomes: Vec<(RecordId, RecordResult)>,
+    /// Records admitted whose outcome was not taken yet.
+    pending: usize,
+    waker: Option<Waker>,
+}
+
+impl Queue {
+    pub(crate) fn push(&self, batch: Vec<(RecordId, RecordResult)>) {
+        let waker = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if state.outcomes.is_empty() {
+                state.outcomes = batch;
+            } else {
+                state.outcomes.extend(batch);
+            }
+            self.ready.notify_all();
+            state.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl Default for Outcomes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Outcomes {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self {
+            queue: Arc::new(Queue {
+                state: Mutex::new(QueueState {
+                    outcomes: Vec::new(),
+                    pending: 0,
+                    waker: None,
+                }),
+                ready: Condvar::new(),
+                made: Instant::now(),
+            }),
+        }
+    }
+
+    /// Records put to this queue whose outcome has not been taken yet.
+    pub fn pending(&self) -> usize {
+        self.lock().pending
+    }
+
+    /// The outcomes that came so far (maybe none), in the order they settled.
+    pub fn take(&self) -> Vec<(RecordId, RecordResult)> {
+        let mut state = self.lock();
+        let out = std::mem::take(&mut state.outcomes);
+        state.pending -= out.len();
+        out
+    }
+
+    /// The next outcomes: waits until at least one came, unless none is pending
+    /// (then it returns an empty batch at once).
+    pub async fn next(&self) -> Vec<(RecordId, RecordResult)> {
+        std::future::poll_fn(|cx| {
+            let mut state = self.lock();
+            if !state.outcomes.is_empty() || state.pending == 0 {
+                let out = std::mem::take(&mut state.outcomes);
+                state.pending -= out.len();
+                return Poll::Ready(out);
+            }
+            state.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Blocks the thread until at least one outcome came or `timeout` passed; returns
+    /// what came (empty at once when none is pending).
+    pub fn wait(&self, timeout: Duration) -> Vec<(RecordId, RecordResult)> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        while state.outcomes.is_empty() && state.pending > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = self
+                .queue
+                .ready
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let out = std::mem::take(&mut state.outcomes);
+        state.pending -= out.len();
+        out
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.queue
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts `n` records admitted to this queue (under the producer's lock, before
+    /// any of them can settle).
+    pub(crate) fn admitted(&self, n: usize) {
+        self.lock().pending += n;
+    }
+
+    /// The completer of the record `id`.
+    pub(crate) fn completer(&self, id: u64) -> Completer {
+        Completer(Some(Target::Queue(self.queue.clone(), id)))
     }
 }
 
@@ -222,29 +412,34 @@ fn fill(slot: &Slot, result: RecordResult) {
 
 impl Drop for Completer {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            // No clock here: the drop may come from anywhere, even after the runtime.
-            let now = slot.arrival;
-            fill(
-                &slot,
-                RecordResult {
-                    success: false,
-                    shard_id: None,
-                    sequence_number: None,
-                    attempts: Attempts::one(Attempt {
-                        started: now,
-                        delay: Duration::ZERO,
-                        duration: Duration::ZERO,
-                        success: false,
-                        error_code: Some(codes::SHUTDOWN.into()),
-                        error_message: Some(
-                            "the producer stopped before this record had an outcome".into(),
-                        ),
-                        shard_id: None,
-                        may_have_been_stored: false,
-                    }),
-                },
-            );
+        let Some(target) = self.0.take() else {
+            return;
+        };
+        // No clock here: the drop may come from anywhere, even after the runtime.
+        let now = match &target {
+            Target::Slot(slot) => slot.arrival,
+            Target::Queue(queue, _) => queue.made,
+        };
+        let result = RecordResult {
+            success: false,
+            shard_id: None,
+            sequence_number: None,
+            attempts: Attempts::one(Attempt {
+                started: now,
+                delay: Duration::ZERO,
+                duration: Duration::ZERO,
+                success: false,
+                error_code: Some(codes::SHUTDOWN.into()),
+                error_message: Some(
+                    "the producer stopped before this record had an outcome".into(),
+                ),
+                shard_id: None,
+                may_have_been_stored: false,
+            }),
+        };
+        match target {
+            Target::Slot(slot) => fill(&slot, result),
+            Target::Queue(queue, id) => queue.push(vec![(RecordId(id), result)]),
         }
     }
 }
@@ -276,9 +471,7 @@ pub(crate) fn pair(arrival: Instant) -> (Completer, RecordFuture) {
         arrival,
     });
     (
-        Completer {
-            slot: Some(slot.clone()),
-        },
+        Completer(Some(Target::Slot(slot.clone()))),
         RecordFuture { slot },
     )
 }

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kpl_producer::{Config, Event, EventSink, Producer, PutRecord, SyncProducer, codes};
+use kpl_producer::{
+    Config, Event, EventSink, Outcomes, Producer, PutRecord, RecordId, SyncProducer, codes,
+};
 use kpl_runtime::{Simulation, Timer};
 use kpl_sim::Simulator;
 
@@ -231,4 +233,120 @@ fn sync_producer_from_many_threads() {
     assert_eq!(count, 1_000);
     let producer = Arc::try_unwrap(producer).unwrap();
     assert_eq!(producer.close(Duration::from_secs(1)), 0);
+}
+
+#[test]
+fn outcomes_in_batches_settle_each_record_once() {
+    let (sim, kinesis, p) = setup(Config::default());
+    let outcomes = Outcomes::new();
+    let o2 = outcomes.clone();
+    let p2 = p.clone();
+    let (ids, results) = sim
+        .block_on(async move {
+            let mut records: Vec<PutRecord> = (0..1_000)
+                .map(|i| PutRecord::new(format!("key-{i}"), vec![7u8; 50]))
+                .collect();
+            // One invalid record: an error for it, the others go on.
+            records.push(PutRecord::new("", vec![1u8]));
+            let (ids, rest) = p2.try_put_records_to("a", records, &o2).unwrap();
+            assert!(rest.is_empty());
+            assert!(ids[1_000].is_err());
+            let ids: Vec<RecordId> = ids.into_iter().take(1_000).map(Result::unwrap).collect();
+            assert_eq!(o2.pending(), 1_000);
+            let mut results = Vec::new();
+            while o2.pending() > 0 {
+                results.extend(o2.next().await);
+            }
+            // Nothing pending: an empty batch at once.
+            assert!(o2.next().await.is_empty());
+            (ids, results)
+        })
+        .unwrap();
+    assert_eq!(results.len(), 1_000);
+    let mut settled: Vec<RecordId> = results.iter().map(|(id, _)| *id).collect();
+    settled.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(settled, expected, "each admitted record once");
+    assert!(
+        results
+            .iter()
+            .all(|(_, r)| r.success && r.attempts.len() == 1)
+    );
+    let stored: usize = kinesis
+        .records("a")
+        .unwrap()
+        .iter()
+        .map(|k| {
+            kpl_codec::deaggregate(&k.partition_key, None, &k.data)
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(stored, 1_000);
+    assert_eq!(outcomes.pending(), 0);
+    assert_eq!(p.outstanding_records(), 0);
+}
+
+#[test]
+fn outcomes_of_records_held_at_shutdown_or_drop_still_come() {
+    let sim = Simulation::new();
+    let timer: Arc<dyn Timer> = sim.runtime().timer().clone();
+    let kinesis = Simulator::new(timer, 5);
+    kinesis.create_stream("a", 1).unwrap();
+    let p = Producer::builder(
+        Config::builder()
+            .record_max_buffered_time(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        Arc::new(kinesis),
+    )
+    .build(sim.runtime());
+    let outcomes = Outcomes::new();
+    let (o2, p2) = (outcomes.clone(), p.clone());
+    sim.block_on(async move {
+        let records = (0..10)
+            .map(|i| PutRecord::new(format!("k{i}"), vec![1u8]))
+            .collect();
+        let (ids, _) = p2.try_put_records_to("a", records, &o2).unwrap();
+        assert_eq!(ids.len(), 10);
+        // Shut down: what is held fails as shut down, through the queue.
+        assert_eq!(p2.shutdown(Duration::ZERO).await, 10);
+    })
+    .unwrap();
+    let results = outcomes.wait(Duration::from_secs(1));
+    assert_eq!(results.len(), 10);
+    assert!(
+        results
+            .iter()
+            .all(|(_, r)| r.error_code() == Some(codes::SHUTDOWN))
+    );
+    assert_eq!(outcomes.pending(), 0);
+    // The runtime goes away with records still held: their outcomes come anyway.
+    let later = Outcomes::new();
+    let sim = Simulation::new();
+    let timer: Arc<dyn Timer> = sim.runtime().timer().clone();
+    let kinesis = Simulator::new(timer, 5);
+    kinesis.create_stream("a", 1).unwrap();
+    let p = Producer::builder(
+        Config::builder()
+            .record_max_buffered_time(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        Arc::new(kinesis),
+    )
+    .build(sim.runtime());
+    let (l2, p2) = (later.clone(), p.clone());
+    sim.block_on(async move {
+        let (ids, _) = p2
+            .try_put_records_to("a", vec![PutRecord::new("k", vec![1u8])], &l2)
+            .unwrap();
+        assert_eq!(ids.len(), 1);
+    })
+    .unwrap();
+    drop(p);
+    drop(sim);
+    let results = later.wait(Duration::from_secs(1));
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].1.error_code(), Some(codes::SHUTDOWN));
 }
