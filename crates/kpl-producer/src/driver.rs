@@ -18,6 +18,9 @@ use crate::accounting::Shared;
 use crate::pipeline::{Rec, StreamPipeline, Transmit};
 use crate::result::{Queue, RecordId, RecordResult};
 
+/// Outcomes for one `Outcomes` queue, gathered in a driver round.
+type QueueBatch = (Arc<Queue>, Vec<(RecordId, RecordResult)>);
+
 /// Messages from the producer.
 pub(crate) enum Command {
     Put(Vec<Rec>),
@@ -162,7 +165,7 @@ impl Worker {
     fn deliver(&mut self) {
         // Outcomes for an `Outcomes` queue go in one batch per queue and round (one
         // lock, one wake-up); a future's slot is filled one by one.
-        let mut batch: Option<(Arc<Queue>, Vec<(RecordId, RecordResult)>)> = None;
+        let mut batch: Option<QueueBatch> = None;
         for settled in self.pipeline.drain_settled() {
             self.resolved.push((settled.id, settled.size));
             let Some((queue, id)) = settled.completer.queue().map(|(q, id)| (q.clone(), id)) else {
