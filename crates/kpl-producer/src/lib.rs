@@ -79,6 +79,8 @@ mod sync;
 pub use config::{Config, ConfigBuilder, ConfigError};
 pub use events::{Event, EventSink};
 pub use producer::{Producer, ProducerBuilder, PutError, PutRecord};
-pub use result::{Attempt, Attempts, Outcomes, RecordFuture, RecordId, RecordResult, codes};
+pub use result::{
+    Attempt, Attempts, OutcomeBatch, Outcomes, RecordFuture, RecordId, RecordResult, codes,
+};
 #[cfg(feature = "tokio")]
 pub use sync::SyncProducer;

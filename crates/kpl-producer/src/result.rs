@@ -224,6 +224,53 @@ impl Completer {
     }
 }
 
+/// Outcomes taken from an [`Outcomes`] queue, in the order they settled: an
+/// iterator of (id, outcome) that moves them out as it goes (the driver's batches
+/// are never copied into one).
+#[derive(Debug)]
+pub struct OutcomeBatch {
+    batches: std::vec::IntoIter<Vec<(RecordId, RecordResult)>>,
+    current: std::vec::IntoIter<(RecordId, RecordResult)>,
+    left: usize,
+}
+
+impl OutcomeBatch {
+    fn of(state: &mut QueueState) -> Self {
+        let left = std::mem::take(&mut state.count);
+        state.pending -= left;
+        Self {
+            batches: std::mem::take(&mut state.outcomes).into_iter(),
+            current: Vec::new().into_iter(),
+            left,
+        }
+    }
+
+    /// Whether it holds no outcome.
+    pub fn is_empty(&self) -> bool {
+        self.left == 0
+    }
+}
+
+impl Iterator for OutcomeBatch {
+    type Item = (RecordId, RecordResult);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(item) = self.current.next() {
+                self.left -= 1;
+                return Some(item);
+            }
+            self.current = self.batches.next()?.into_iter();
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for OutcomeBatch {}
+
 /// A record put with [`Producer::try_put_records_to`](crate::Producer::try_put_records_to):
 /// its outcome comes out of the [`Outcomes`] queue under this id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -276,7 +323,10 @@ pub(crate) struct Queue {
 }
 
 struct QueueState {
-    outcomes: Vec<(RecordId, RecordResult)>,
+    /// Batches as the driver delivered them (not copied into one).
+    outcomes: Vec<Vec<(RecordId, RecordResult)>>,
+    /// Outcomes in `outcomes`.
+    count: usize,
     /// Records admitted whose outcome was not taken yet.
     pending: usize,
     waker: Option<Waker>,
@@ -286,11 +336,8 @@ impl Queue {
     pub(crate) fn push(&self, batch: Vec<(RecordId, RecordResult)>) {
         let waker = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            if state.outcomes.is_empty() {
-                state.outcomes = batch;
-            } else {
-                state.outcomes.extend(batch);
-            }
+            state.count += batch.len();
+            state.outcomes.push(batch);
             self.ready.notify_all();
             state.waker.take()
         };
@@ -313,6 +360,7 @@ impl Outcomes {
             queue: Arc::new(Queue {
                 state: Mutex::new(QueueState {
                     outcomes: Vec::new(),
+                    count: 0,
                     pending: 0,
                     waker: None,
                 }),
@@ -328,22 +376,17 @@ impl Outcomes {
     }
 
     /// The outcomes that came so far (maybe none), in the order they settled.
-    pub fn take(&self) -> Vec<(RecordId, RecordResult)> {
-        let mut state = self.lock();
-        let out = std::mem::take(&mut state.outcomes);
-        state.pending -= out.len();
-        out
+    pub fn take(&self) -> OutcomeBatch {
+        OutcomeBatch::of(&mut self.lock())
     }
 
     /// The next outcomes: waits until at least one came, unless none is pending
     /// (then it returns an empty batch at once).
-    pub async fn next(&self) -> Vec<(RecordId, RecordResult)> {
+    pub async fn next(&self) -> OutcomeBatch {
         std::future::poll_fn(|cx| {
             let mut state = self.lock();
-            if !state.outcomes.is_empty() || state.pending == 0 {
-                let out = std::mem::take(&mut state.outcomes);
-                state.pending -= out.len();
-                return Poll::Ready(out);
+            if state.count > 0 || state.pending == 0 {
+                return Poll::Ready(OutcomeBatch::of(&mut state));
             }
             state.waker = Some(cx.waker().clone());
             Poll::Pending
@@ -353,10 +396,10 @@ impl Outcomes {
 
     /// Blocks the thread until at least one outcome came or `timeout` passed; returns
     /// what came (empty at once when none is pending).
-    pub fn wait(&self, timeout: Duration) -> Vec<(RecordId, RecordResult)> {
+    pub fn wait(&self, timeout: Duration) -> OutcomeBatch {
         let deadline = Instant::now() + timeout;
         let mut state = self.lock();
-        while state.outcomes.is_empty() && state.pending > 0 {
+        while state.count == 0 && state.pending > 0 {
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -368,9 +411,7 @@ impl Outcomes {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        let out = std::mem::take(&mut state.outcomes);
-        state.pending -= out.len();
-        out
+        OutcomeBatch::of(&mut state)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
@@ -588,6 +629,45 @@ mod tests {
         assert_eq!(future.wait(Duration::ZERO), Some(copy.clone()));
         let moved = futures::executor::block_on(future);
         assert_eq!(moved, copy);
+    }
+
+    fn ok() -> RecordResult {
+        RecordResult {
+            success: true,
+            shard_id: None,
+            sequence_number: None,
+            attempts: Attempts::one(attempt(None)),
+        }
+    }
+
+    #[test]
+    fn an_outcome_queue_hands_out_batches_in_order_and_counts_what_is_pending() {
+        let outcomes = Outcomes::new();
+        outcomes.admitted(5);
+        let (a, b, c) = (
+            outcomes.completer(1),
+            outcomes.completer(2),
+            outcomes.completer(3),
+        );
+        outcomes
+            .queue
+            .push(vec![(RecordId(0), ok()), (RecordId(4), ok())]);
+        a.complete(ok());
+        b.delivered(); // delivered in a batch elsewhere: no outcome from it
+        assert_eq!(outcomes.pending(), 5);
+        let batch = outcomes.take();
+        assert_eq!(batch.len(), 3);
+        let ids: Vec<u64> = batch.map(|(id, _)| id.0).collect();
+        assert_eq!(ids, vec![0, 4, 1]);
+        assert_eq!(outcomes.pending(), 2);
+        assert!(outcomes.take().is_empty());
+        // A completer dropped unused still gives its record an outcome.
+        drop(c);
+        let rest: Vec<_> = outcomes.wait(Duration::from_secs(1)).collect();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].0, RecordId(3));
+        assert_eq!(rest[0].1.error_code(), Some(codes::SHUTDOWN));
+        assert_eq!(outcomes.pending(), 1);
     }
 
     #[test]

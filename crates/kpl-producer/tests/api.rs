@@ -314,7 +314,7 @@ fn outcomes_of_records_held_at_shutdown_or_drop_still_come() {
         assert_eq!(p2.shutdown(Duration::ZERO).await, 10);
     })
     .unwrap();
-    let results = outcomes.wait(Duration::from_secs(1));
+    let results: Vec<_> = outcomes.wait(Duration::from_secs(1)).collect();
     assert_eq!(results.len(), 10);
     assert!(
         results
@@ -346,7 +346,7 @@ fn outcomes_of_records_held_at_shutdown_or_drop_still_come() {
     .unwrap();
     drop(p);
     drop(sim);
-    let results = later.wait(Duration::from_secs(1));
+    let results: Vec<_> = later.wait(Duration::from_secs(1)).collect();
     assert_eq!(results.len(), 1);
     assert_eq!(results[0].1.error_code(), Some(codes::SHUTDOWN));
 }

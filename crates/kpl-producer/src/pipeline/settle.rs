@@ -321,16 +321,18 @@ impl StreamPipeline {
         shard_id: &Arc<str>,
         sequence_number: &Arc<str>,
     ) {
-        let buffering = last
-            .as_ref()
-            .or(rec.attempts.last())
-            .map_or(Duration::ZERO, |a| {
-                a.started.saturating_duration_since(rec.arrival)
+        if self.events.is_some() {
+            let buffering = last
+                .as_ref()
+                .or(rec.attempts.last())
+                .map_or(Duration::ZERO, |a| {
+                    a.started.saturating_duration_since(rec.arrival)
+                });
+            self.emit(|stream| Event::BufferingTime {
+                stream,
+                time: buffering,
             });
-        self.emit(|stream| Event::BufferingTime {
-            stream,
-            time: buffering,
-        });
+        }
         self.drained += rec.size() as u64;
         self.settled.push(Settled {
             id: rec.id,
