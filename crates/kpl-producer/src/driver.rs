@@ -166,7 +166,11 @@ impl Worker {
         // Outcomes for an `Outcomes` queue go in one batch per queue and round (one
         // lock, one wake-up); a future's slot is filled one by one.
         let mut batch: Option<QueueBatch> = None;
-        for settled in self.pipeline.drain_settled() {
+        let settled = self.pipeline.drain_settled();
+        // Room for all of this round's outcomes in the first queue's batch (most
+        // rounds have one queue): the batch never grows by copies.
+        let room = settled.len();
+        for settled in settled {
             self.resolved.push((settled.id, settled.size));
             let Some((queue, id)) = settled.completer.queue().map(|(q, id)| (q.clone(), id)) else {
                 settled.completer.complete(settled.result);
@@ -181,7 +185,9 @@ impl Worker {
                     if let Some((q, outcomes)) = batch.take() {
                         q.push(outcomes);
                     }
-                    batch = Some((queue, vec![(RecordId(id), settled.result)]));
+                    let mut outcomes = Vec::with_capacity(room);
+                    outcomes.push((RecordId(id), settled.result));
+                    batch = Some((queue, outcomes));
                 }
             }
         }

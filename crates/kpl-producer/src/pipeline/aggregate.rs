@@ -36,18 +36,23 @@ impl StreamPipeline {
         match found.filter(|s| !self.suspects.contains(s.id())) {
             Some(shard) => {
                 let shard = shard.id();
-                if !self.aggregators.contains_key(shard) {
-                    let policy = self.aggregate_policy;
-                    self.aggregators.insert(shard.clone(), Reducer::new(policy));
-                }
-                let Some(reducer) = self.aggregators.get_mut(shard) else {
-                    return;
-                };
-                let before = reducer.next_deadline();
                 // Deadlines are left to `drive`: a backlog of late records then closes
                 // full aggregates instead of one per record.
-                let batches = reducer.add_deferred(rec);
-                let after = reducer.next_deadline();
+                let add = |reducer: &mut Reducer<Rec>, rec| {
+                    let before = reducer.next_deadline();
+                    let batches = reducer.add_deferred(rec);
+                    (before, batches, reducer.next_deadline())
+                };
+                // One look-up when the shard has its aggregator (the usual case).
+                let (before, batches, after) = match self.aggregators.get_mut(shard) {
+                    Some(reducer) => add(reducer, rec),
+                    None => {
+                        let mut reducer = Reducer::new(self.aggregate_policy);
+                        let out = add(&mut reducer, rec);
+                        self.aggregators.insert(shard.clone(), reducer);
+                        out
+                    }
+                };
                 if batches.is_empty() && after == before {
                     return; // the usual case: nothing else to do
                 }
