@@ -206,13 +206,38 @@ impl Shard {
 struct Stream {
     arn: String,
     shards: Vec<Shard>,
+    /// The open shards by ending hash key, as (end, index in `shards`), for a
+    /// look-up in O(log n); made again when `shards` grew (every reshard adds shards).
+    by_end: Vec<(HashKey, usize)>,
+    indexed: usize,
 }
 
 impl Stream {
+    fn new(arn: String, shards: Vec<Shard>) -> Self {
+        Self {
+            arn,
+            shards,
+            by_end: Vec::new(),
+            indexed: usize::MAX,
+        }
+    }
+
     fn open_shard_for(&mut self, key: HashKey) -> Option<&mut Shard> {
-        self.shards
-            .iter_mut()
-            .find(|s| s.open && s.start <= key && key <= s.end)
+        if self.indexed != self.shards.len() {
+            self.by_end = self
+                .shards
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.open)
+                .map(|(i, s)| (s.end, i))
+                .collect();
+            self.by_end.sort_unstable();
+            self.indexed = self.shards.len();
+        }
+        let at = self.by_end.partition_point(|&(end, _)| end < key);
+        let &(_, i) = self.by_end.get(at)?;
+        let shard = &mut self.shards[i];
+        (shard.open && shard.start <= key).then_some(shard)
     }
 
     fn open_index(&self, id: &str) -> Result<usize, SimError> {
@@ -363,13 +388,9 @@ impl Simulator {
             .enumerate()
             .map(|(i, (start, end))| Shard::new(i, start, end))
             .collect();
-        state.streams.insert(
-            name.to_owned(),
-            Stream {
-                arn: arn.clone(),
-                shards,
-            },
-        );
+        state
+            .streams
+            .insert(name.to_owned(), Stream::new(arn.clone(), shards));
         Ok(arn)
     }
 
@@ -857,6 +878,45 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shard_index_finds_what_a_scan_finds_through_reshards() {
+        let clock: Arc<dyn Timer> = Arc::new(kpl_runtime::VirtualClock::new());
+        let sim = Simulator::new(clock, 9);
+        sim.create_stream("s", 5).unwrap();
+        let mut rng = kpl_runtime::SplitMix64::new(3);
+        let check = |sim: &Simulator, rng: &mut kpl_runtime::SplitMix64| {
+            let mut state = sim.lock();
+            let stream = state.streams.get_mut("s").unwrap();
+            for _ in 0..2_000 {
+                let key =
+                    HashKey::new(u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()));
+                let scanned = stream
+                    .shards
+                    .iter()
+                    .position(|s| s.open && s.start <= key && key <= s.end);
+                let found = stream.open_shard_for(key).map(|s| s.id.clone());
+                assert_eq!(found, scanned.map(|i| stream.shards[i].id.clone()));
+                assert!(found.is_some(), "the open shards cover the range");
+            }
+        };
+        check(&sim, &mut rng);
+        let first = sim.shards("s").unwrap()[1].clone();
+        let mid = HashKey::new(first.starting_hash_key.get() / 2 + first.ending_hash_key.get() / 2);
+        sim.split_shard("s", &first.shard_id, mid).unwrap();
+        check(&sim, &mut rng);
+        sim.update_shard_count("s", 3).unwrap();
+        check(&sim, &mut rng);
+        let open: Vec<_> = sim
+            .shards("s")
+            .unwrap()
+            .into_iter()
+            .filter(|s| !s.closed)
+            .collect();
+        sim.merge_shards("s", &open[0].shard_id, &open[1].shard_id)
+            .unwrap();
+        check(&sim, &mut rng);
+    }
 
     #[test]
     fn even_ranges_match_the_service_layout() {
