@@ -884,8 +884,8 @@ mod tests {
         let clock: Arc<dyn Timer> = Arc::new(kpl_runtime::VirtualClock::new());
         let sim = Simulator::new(clock, 9);
         sim.create_stream("s", 5).unwrap();
-        let mut rng = kpl_runtime::SplitMix64::new(3);
-        let check = |sim: &Simulator, rng: &mut kpl_runtime::SplitMix64| {
+        let mut rng = SplitMix64::new(3);
+        let check = |sim: &Simulator, rng: &mut SplitMix64| {
             let mut state = sim.lock();
             let stream = state.streams.get_mut("s").unwrap();
             for _ in 0..2_000 {
