@@ -99,8 +99,18 @@ fn run_seed(seed: u64) -> String {
     if d.chance(30) {
         h.kinesis.set_limits(false);
     }
-    let (puts, loaded) =
-        spawn_load_until_shutdown(&h.sim.runtime(), &h.producer, records, size, rate, seed);
+    // A share of the records (none, some or all) get their outcomes from an outcome
+    // queue instead of a future.
+    let queued_percent = [0, 0, 50, 100][d.below(4) as usize];
+    let (puts, loaded) = spawn_load_until_shutdown(
+        &h.sim.runtime(),
+        &h.producer,
+        records,
+        size,
+        rate,
+        seed,
+        queued_percent,
+    );
     // A timeline of events over the load's span and a little after.
     let span = Duration::from_secs_f64(records as f64 / rate as f64) + Duration::from_secs(2);
     let mut events = Vec::new();
@@ -179,8 +189,8 @@ fn run_seed(seed: u64) -> String {
     let end = h.sim.clock().now() + limit;
     loop {
         h.sim.run_for(Duration::from_millis(250));
-        let done = loaded.load(Ordering::Acquire)
-            && puts.lock().unwrap().iter().all(|p| p.future.is_resolved());
+        let done =
+            loaded.load(Ordering::Acquire) && puts.lock().unwrap().iter().all(Put::is_resolved);
         if done {
             break;
         }

@@ -219,7 +219,7 @@ fn backpressure_caps_are_never_exceeded() {
             out.lock().unwrap().push(Put {
                 partition_key: format!("k{i}"),
                 data,
-                future: f,
+                source: Source::Future(f),
             });
         }
     }));

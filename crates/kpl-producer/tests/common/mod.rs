@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kpl_codec::{HashKey, deaggregate};
-use kpl_producer::{ConfigBuilder, Producer, RecordFuture, RecordResult};
+use kpl_producer::{
+    ConfigBuilder, Outcomes, Producer, PutError, PutRecord, RecordFuture, RecordId, RecordResult,
+};
 use kpl_runtime::{Runtime, Simulation, Timer};
 use kpl_sim::Simulator;
 
@@ -37,11 +39,63 @@ pub fn harness(config: ConfigBuilder, shards: usize, seed: u64) -> Harness {
     }
 }
 
-/// A record put by a scenario: its key, data (which names it uniquely) and outcome.
+/// A record put by a scenario: its key, data (which names it uniquely) and where its
+/// outcome comes from.
 pub struct Put {
     pub partition_key: String,
     pub data: Bytes,
-    pub future: RecordFuture,
+    pub source: Source,
+}
+
+/// Where a put's outcome comes from: its own future, or an outcome queue.
+pub enum Source {
+    Future(RecordFuture),
+    Queued(RecordId, Arc<Queued>),
+}
+
+/// An outcome queue and what was taken from it; a record with two outcomes fails
+/// the test.
+pub struct Queued {
+    pub outcomes: Outcomes,
+    done: Mutex<HashMap<RecordId, RecordResult>>,
+}
+
+impl Queued {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            outcomes: Outcomes::new(),
+            done: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn collect(&self) {
+        let mut done = self.done.lock().unwrap();
+        for (id, r) in self.outcomes.take() {
+            assert!(done.insert(id, r).is_none(), "{id:?} had two outcomes");
+        }
+    }
+}
+
+impl Put {
+    pub fn is_resolved(&self) -> bool {
+        match &self.source {
+            Source::Future(f) => f.is_resolved(),
+            Source::Queued(id, q) => {
+                q.collect();
+                q.done.lock().unwrap().contains_key(id)
+            }
+        }
+    }
+
+    pub fn result(&self) -> Option<RecordResult> {
+        match &self.source {
+            Source::Future(f) => f.wait(Duration::ZERO),
+            Source::Queued(id, q) => {
+                q.collect();
+                q.done.lock().unwrap().get(id).cloned()
+            }
+        }
+    }
 }
 
 /// The project's seeded generator, for keys.
@@ -58,7 +112,7 @@ pub fn spawn_load(
     rate: u64,
     seed: u64,
 ) -> Arc<Mutex<Vec<Put>>> {
-    load(rt, producer, count, size, rate, seed, false).0
+    load(rt, producer, count, size, rate, seed, false, 0).0
 }
 
 /// Like [`spawn_load`], but a put refused because the producer shuts down ends the
@@ -70,10 +124,12 @@ pub fn spawn_load_until_shutdown(
     size: usize,
     rate: u64,
     seed: u64,
+    queued_percent: u64,
 ) -> (Arc<Mutex<Vec<Put>>>, Arc<std::sync::atomic::AtomicBool>) {
-    load(rt, producer, count, size, rate, seed, true)
+    load(rt, producer, count, size, rate, seed, true, queued_percent)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn load(
     rt: &Runtime,
     producer: &Producer,
@@ -82,7 +138,9 @@ fn load(
     rate: u64,
     seed: u64,
     until_shutdown: bool,
+    queued_percent: u64,
 ) -> (Arc<Mutex<Vec<Put>>>, Arc<std::sync::atomic::AtomicBool>) {
+    let queued = Queued::new();
     let puts = Arc::new(Mutex::new(Vec::with_capacity(count)));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (out, finished) = (puts.clone(), done.clone());
@@ -100,22 +158,51 @@ fn load(
             let mut data = format!("record {i:08} ").into_bytes();
             data.resize(size.max(data.len()), b'.');
             let data = Bytes::from(data);
-            match producer
-                .put_record(STREAM, partition_key.clone(), data.clone(), None)
-                .await
-            {
-                Ok(future) => out.lock().unwrap().push(Put {
+            let source = if rng.next_u64() % 100 < queued_percent {
+                // Through an outcome queue, waiting for room as needed.
+                let mut records = vec![PutRecord::new(partition_key.clone(), data.clone())];
+                loop {
+                    match producer.try_put_records_to(STREAM, records, &queued.outcomes) {
+                        Ok((mut ids, rest)) => {
+                            if let Some(id) = ids.pop() {
+                                break ids_source(id, &queued, i);
+                            }
+                            producer.wait_for_room(STREAM, rest[0].size()).await;
+                            records = rest;
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
+            } else {
+                producer
+                    .put_record(STREAM, partition_key.clone(), data.clone(), None)
+                    .await
+                    .map(Source::Future)
+            };
+            match source {
+                Ok(source) => out.lock().unwrap().push(Put {
                     partition_key,
                     data,
-                    future,
+                    source,
                 }),
-                Err(kpl_producer::PutError::ShuttingDown) if until_shutdown => break,
+                Err(PutError::ShuttingDown) if until_shutdown => break,
                 Err(e) => panic!("put {i} refused: {e}"),
             }
         }
         finished.store(true, std::sync::atomic::Ordering::Release);
     }));
     (puts, done)
+}
+
+fn ids_source(
+    id: Result<RecordId, PutError>,
+    queued: &Arc<Queued>,
+    i: usize,
+) -> Result<Source, PutError> {
+    match id {
+        Ok(id) => Ok(Source::Queued(id, queued.clone())),
+        Err(e) => panic!("put {i} refused: {e}"),
+    }
 }
 
 /// Runs the simulation until every put resolved (or `limit` of virtual time).
@@ -130,7 +217,7 @@ pub fn run_until_resolved(
         h.sim.run_for(Duration::from_millis(100));
         let done = {
             let p = puts.lock().unwrap();
-            p.len() == expected && p.iter().all(|p| p.future.is_resolved())
+            p.len() == expected && p.iter().all(Put::is_resolved)
         };
         if done {
             return;
@@ -236,10 +323,10 @@ pub fn check_invariants_against(
     let puts = std::mem::take(&mut *puts.lock().unwrap());
     let mut results = Vec::new();
     for p in puts {
-        let r = p
-            .future
-            .wait(Duration::ZERO)
-            .expect("every accepted record resolved");
+        let r = p.result().expect("every accepted record resolved");
+        if let Source::Queued(_, q) = &p.source {
+            assert_eq!(q.outcomes.pending(), 0, "an outcome queue still waits");
+        }
         results.push((p.partition_key, p.data, r));
     }
     assert_eq!(h.producer.outstanding_records(), 0);
