@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use base64::Engine;
 use bytes::Bytes;
-use kpl_producer::{Producer, PutRecord, RecordFuture, RecordResult};
+use kpl_producer::{Outcomes, Producer, PutRecord, RecordId, RecordResult};
 use kpl_runtime::{Runtime, SplitMix64};
 use kpl_transport::{AwsTransport, ErrorKind};
 use serde_json::{Value, json};
@@ -112,11 +112,19 @@ enum Chunk {
 
 /// An accepted record waiting for its outcome.
 struct Pending {
+    id: RecordId,
     source: u32,
     line: u64,
     partition_key: String,
     data: Bytes,
-    future: RecordFuture,
+    /// Its outcome, once it came (records are reported in input order).
+    result: Option<Outcome>,
+}
+
+/// What is kept of an outcome until its record is reported: little for a stored one.
+enum Outcome {
+    Stored { duplicated: bool },
+    Failed(Box<RecordResult>),
 }
 
 #[derive(Default)]
@@ -339,18 +347,37 @@ enum Stop {
 struct Run<'a> {
     args: &'a Args,
     sources: Vec<String>,
+    /// Accepted records in input order (their ids increase), until reported.
     pending: VecDeque<Pending>,
+    /// Where their outcomes come from, in batches.
+    outcomes: Outcomes,
     tally: Tally,
     failed: FailedFile,
     fatal: Option<String>,
 }
 
 impl Run<'_> {
-    /// Records the outcome of every resolved record at the front (all of them, waiting
-    /// up to `wait` each, when `wait` is given).
+    /// Takes the outcomes that came, and reports every record at the front that has
+    /// one; with `wait`, waits up to that long for all of them, and reports those
+    /// still without one as in flight.
     fn settle(&mut self, wait: Option<Duration>) {
+        self.take(self.outcomes.take());
+        if let Some(wait) = wait {
+            let deadline = Instant::now() + wait;
+            while self.pending.iter().any(|p| p.result.is_none()) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let batch = self.outcomes.wait(left);
+                if batch.is_empty() && self.outcomes.pending() == 0 {
+                    break;
+                }
+                self.take(batch);
+            }
+        }
         while let Some(front) = self.pending.front() {
-            let Some(result) = front.future.wait(wait.unwrap_or(Duration::ZERO)) else {
+            if front.result.is_none() {
                 if wait.is_some() {
                     // Still unresolved after the wait: in flight when we gave up.
                     let p = self.pending.pop_front().expect("front exists");
@@ -371,15 +398,16 @@ impl Run<'_> {
                     continue;
                 }
                 break;
-            };
-            let p = self.pending.pop_front().expect("front exists");
-            if result.is_success() {
-                self.tally.acknowledged += 1;
-                if result.may_be_duplicated() {
-                    self.tally.duplicated += 1;
-                }
-                continue;
             }
+            let mut p = self.pending.pop_front().expect("front exists");
+            let result = match p.result.take().expect("checked above") {
+                Outcome::Stored { duplicated } => {
+                    self.tally.acknowledged += 1;
+                    self.tally.duplicated += u64::from(duplicated);
+                    continue;
+                }
+                Outcome::Failed(result) => result,
+            };
             self.tally.failed += 1;
             let maybe = result.may_have_been_stored();
             if maybe {
@@ -408,6 +436,27 @@ impl Run<'_> {
                 "Attempts": attempts_json(&result),
             });
             self.failed.write(&value);
+        }
+    }
+
+    /// Files outcomes with their records (found by id: the ids of `pending` increase,
+    /// and are consecutive when nothing else puts into this producer).
+    fn take(&mut self, batch: impl Iterator<Item = (RecordId, RecordResult)>) {
+        for (id, result) in batch {
+            let direct = self.pending.front().and_then(|front| {
+                let at = usize::try_from(id.0.checked_sub(front.id.0)?).ok()?;
+                self.pending.get(at).filter(|p| p.id == id).map(|_| at)
+            });
+            let at = direct.or_else(|| self.pending.binary_search_by_key(&id, |p| p.id).ok());
+            if let Some(at) = at {
+                self.pending[at].result = Some(if result.is_success() {
+                    Outcome::Stored {
+                        duplicated: result.may_be_duplicated(),
+                    }
+                } else {
+                    Outcome::Failed(Box::new(result))
+                });
+            }
         }
     }
 
@@ -513,6 +562,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         args,
         sources,
         pending: VecDeque::new(),
+        outcomes: Outcomes::new(),
         tally: Tally::default(),
         failed: FailedFile {
             path: args.failed.clone(),
@@ -545,7 +595,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             Ok(Chunk::Lines(lines)) => {
                 // One hand-off to the producer per chunk of lines: the valid ones go
                 // in as far as there is room, then the rest after a wait for room
-                // (which a signal ends; every admitted line's future is kept).
+                // (which a signal ends; every admitted line is kept until its outcome).
                 let mut queue: VecDeque<(Line, String, Bytes)> = VecDeque::new();
                 for line in lines {
                     position = Some((line.source, line.number));
@@ -566,35 +616,37 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                     .map(|(_, pk, data)| PutRecord::new(pk.clone(), data.clone()))
                     .collect();
                 while !records.is_empty() {
-                    let (results, rest) = match producer.try_put_records(&stream, records) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            // The whole hand-off refused (the producer shuts down).
-                            let message = e.to_string();
-                            for (line, _, _) in queue.drain(..) {
-                                run.tally.invalid += 1;
-                                eprintln!(
-                                    "kpl put: {}:{}: {message}",
-                                    run.sources[line.source as usize], line.number
-                                );
-                                run.not_sent(&line, "InvalidLine", &message);
+                    let (results, rest) =
+                        match producer.try_put_records_to(&stream, records, &run.outcomes) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                // The whole hand-off refused (the producer shuts down).
+                                let message = e.to_string();
+                                for (line, _, _) in queue.drain(..) {
+                                    run.tally.invalid += 1;
+                                    eprintln!(
+                                        "kpl put: {}:{}: {message}",
+                                        run.sources[line.source as usize], line.number
+                                    );
+                                    run.not_sent(&line, "InvalidLine", &message);
+                                }
+                                break;
                             }
-                            break;
-                        }
-                    };
+                        };
                     for result in results {
                         let Some((line, pk, data)) = queue.pop_front() else {
                             break;
                         };
                         match result {
-                            Ok(future) => {
+                            Ok(id) => {
                                 run.tally.sent += 1;
                                 run.pending.push_back(Pending {
+                                    id,
                                     source: line.source,
                                     line: line.number,
                                     partition_key: pk,
                                     data,
-                                    future,
+                                    result: None,
                                 });
                             }
                             Err(e) => {
