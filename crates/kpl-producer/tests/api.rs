@@ -22,6 +22,23 @@ fn setup(config: Config) -> (Simulation, Simulator, Producer) {
     (sim, kinesis, producer)
 }
 
+/// A producer on one shard that holds records for a minute before sending them.
+fn holding_producer() -> (Simulation, Producer) {
+    let sim = Simulation::new();
+    let timer: Arc<dyn Timer> = sim.runtime().timer().clone();
+    let kinesis = Simulator::new(timer, 5);
+    kinesis.create_stream("a", 1).unwrap();
+    let p = Producer::builder(
+        Config::builder()
+            .record_max_buffered_time(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        Arc::new(kinesis),
+    )
+    .build(sim.runtime());
+    (sim, p)
+}
+
 #[test]
 fn flush_waits_for_outcomes_and_flush_stream_for_one_stream() {
     let (sim, kinesis, p) = setup(
@@ -139,18 +156,7 @@ fn the_event_hook_sees_the_pipeline() {
 #[test]
 fn dropping_the_producer_never_leaves_a_future_unresolved() {
     // The runtime goes away with the records still buffered.
-    let sim = Simulation::new();
-    let timer: Arc<dyn Timer> = sim.runtime().timer().clone();
-    let kinesis = Simulator::new(timer, 5);
-    kinesis.create_stream("a", 1).unwrap();
-    let p = Producer::builder(
-        Config::builder()
-            .record_max_buffered_time(Duration::from_secs(60))
-            .build()
-            .unwrap(),
-        Arc::new(kinesis),
-    )
-    .build(sim.runtime());
+    let (sim, p) = holding_producer();
     let p2 = p.clone();
     let future = sim
         .block_on(async move {
@@ -290,18 +296,7 @@ fn outcomes_in_batches_settle_each_record_once() {
 
 #[test]
 fn outcomes_of_records_held_at_shutdown_or_drop_still_come() {
-    let sim = Simulation::new();
-    let timer: Arc<dyn Timer> = sim.runtime().timer().clone();
-    let kinesis = Simulator::new(timer, 5);
-    kinesis.create_stream("a", 1).unwrap();
-    let p = Producer::builder(
-        Config::builder()
-            .record_max_buffered_time(Duration::from_secs(60))
-            .build()
-            .unwrap(),
-        Arc::new(kinesis),
-    )
-    .build(sim.runtime());
+    let (sim, p) = holding_producer();
     let outcomes = Outcomes::new();
     let (o2, p2) = (outcomes.clone(), p.clone());
     sim.block_on(async move {
@@ -324,18 +319,7 @@ fn outcomes_of_records_held_at_shutdown_or_drop_still_come() {
     assert_eq!(outcomes.pending(), 0);
     // The runtime goes away with records still held: their outcomes come anyway.
     let later = Outcomes::new();
-    let sim = Simulation::new();
-    let timer: Arc<dyn Timer> = sim.runtime().timer().clone();
-    let kinesis = Simulator::new(timer, 5);
-    kinesis.create_stream("a", 1).unwrap();
-    let p = Producer::builder(
-        Config::builder()
-            .record_max_buffered_time(Duration::from_secs(60))
-            .build()
-            .unwrap(),
-        Arc::new(kinesis),
-    )
-    .build(sim.runtime());
+    let (sim, p) = holding_producer();
     let (l2, p2) = (later.clone(), p.clone());
     sim.block_on(async move {
         let (ids, _) = p2
