@@ -364,16 +364,13 @@ impl Run<'_> {
         self.take(self.outcomes.take());
         if let Some(wait) = wait {
             let deadline = Instant::now() + wait;
-            while self.pending.iter().any(|p| p.result.is_none()) {
+            // The queue counts the records whose outcome was not taken yet.
+            while self.outcomes.pending() > 0 {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
                 }
-                let batch = self.outcomes.wait(left);
-                if batch.is_empty() && self.outcomes.pending() == 0 {
-                    break;
-                }
-                self.take(batch);
+                self.take(self.outcomes.wait(left));
             }
         }
         while let Some(front) = self.pending.front() {

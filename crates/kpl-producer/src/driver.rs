@@ -172,24 +172,26 @@ impl Worker {
         let room = settled.len();
         for settled in settled {
             self.resolved.push((settled.id, settled.size));
-            let Some((queue, id)) = settled.completer.queue().map(|(q, id)| (q.clone(), id)) else {
+            let Some((queue, id)) = settled.completer.queue() else {
                 settled.completer.complete(settled.result);
                 continue;
             };
-            settled.completer.delivered();
+            let outcome = (RecordId(id), settled.result);
             match &mut batch {
-                Some((q, outcomes)) if Arc::ptr_eq(q, &queue) => {
-                    outcomes.push((RecordId(id), settled.result));
-                }
+                // The usual case: the queue of the batch in hand (no reference
+                // count touched).
+                Some((q, outcomes)) if Arc::ptr_eq(q, queue) => outcomes.push(outcome),
                 _ => {
+                    let queue = queue.clone();
                     if let Some((q, outcomes)) = batch.take() {
                         q.push(outcomes);
                     }
                     let mut outcomes = Vec::with_capacity(room);
-                    outcomes.push((RecordId(id), settled.result));
+                    outcomes.push(outcome);
                     batch = Some((queue, outcomes));
                 }
             }
+            settled.completer.delivered();
         }
         if let Some((q, outcomes)) = batch {
             q.push(outcomes);

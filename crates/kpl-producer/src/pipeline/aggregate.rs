@@ -11,7 +11,7 @@ use kpl_reducer::{Item, Reducer};
 use kpl_shardmap::{LookupError, ShardId};
 use tracing::debug;
 
-use super::record::{KRec, Rec, add_capped, aggregator_deadline, collector_share};
+use super::record::{KRec, Rec, add_capped, aggregator_deadline, collector_share, take_out};
 use super::{RESHARD_MEMORY, SUSPECT_WAIT, StreamPipeline};
 
 impl StreamPipeline {
@@ -124,13 +124,9 @@ impl StreamPipeline {
 
     /// Makes a Kinesis record of a batch of one shard's user records.
     pub(super) fn aggregate(&mut self, mut batch: Vec<Rec>, shard: Option<ShardId>, now: Instant) {
-        if batch.iter().any(|r| r.expiration <= now) {
-            let (expired, live): (Vec<Rec>, Vec<Rec>) =
-                batch.into_iter().partition(|r| r.expiration <= now);
-            for rec in expired {
-                self.expire(rec, now);
-            }
-            batch = live;
+        let expired: Vec<Rec> = take_out(&mut batch, |r| r.expiration <= now);
+        for rec in expired {
+            self.expire(rec, now);
         }
         if batch.is_empty() {
             return;
@@ -395,12 +391,7 @@ impl StreamPipeline {
             }
         }
         for batch in self.ready.iter_mut() {
-            if batch.iter().any(pick) {
-                let (taken, kept): (Vec<KRec>, Vec<KRec>) =
-                    std::mem::take(batch).into_iter().partition(pick);
-                *batch = kept;
-                loose.extend(taken.into_iter().flat_map(|k| k.records));
-            }
+            loose.extend(take_out(batch, pick).into_iter().flat_map(|k| k.records));
         }
         self.ready.retain(|b| !b.is_empty());
         loose

@@ -381,17 +381,13 @@ impl StreamPipeline {
     }
 
     fn holds_records(&self) -> bool {
-        !self.aggregators.values().all(Reducer::is_empty)
-            || !self.unknown.is_empty()
-            || !self.limiter.is_empty()
-            || !self.collector.is_empty()
-            || !self.ready.is_empty()
+        self.holds_buffered()
             || self.in_flight.values().any(|f| f.batch.is_some())
-            || !self.retry_recs.is_empty()
             || !self.awaiting_map.is_empty()
     }
 
-    /// Whether anything waits in the buffers (not in flight, not in backoff).
+    /// Whether any record waits to be sent: in a stage or in backoff (not in
+    /// flight, not stored and waiting for the map).
     fn holds_buffered(&self) -> bool {
         !self.aggregators.values().all(Reducer::is_empty)
             || !self.unknown.is_empty()
@@ -430,17 +426,12 @@ impl StreamPipeline {
             }
         }
         // Records stored on shards the map could not place, past their time.
-        if self.awaiting_map.iter().any(|l| l.rec.expiration <= now) {
-            let (late, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.awaiting_map)
-                .into_iter()
-                .partition(|l| l.rec.expiration <= now);
-            self.awaiting_map = keep;
-            for landed in late {
-                // Stored, but where the map cannot tell: a KCL consumer may drop it.
-                let mut rec = landed.rec;
-                rec.attempt_sent(now, now, Some((codes::WRONG_SHARD, "stored on a shard whose range could not be verified before the record's time to live passed: a KCL consumer may drop it")), Some(&landed.shard_id), true);
-                self.fail(rec);
-            }
+        let late = record::take_out(&mut self.awaiting_map, |l| l.rec.expiration <= now);
+        for landed in late {
+            // Stored, but where the map cannot tell: a KCL consumer may drop it.
+            let mut rec = landed.rec;
+            rec.attempt_sent(now, now, Some((codes::WRONG_SHARD, "stored on a shard whose range could not be verified before the record's time to live passed: a KCL consumer may drop it")), Some(&landed.shard_id), true);
+            self.fail(rec);
         }
         // Aggregators whose deadline passed (or all, when flushing).
         self.poll_aggregators(now);

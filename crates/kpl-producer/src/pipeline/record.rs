@@ -28,7 +28,7 @@ pub(crate) struct Rec {
     pub(super) expiration: Instant,
     /// Attempts that did not settle it (most records have none: boxed when there
     /// are).
-    pub(super) attempts: Attempts,
+    pub(super) attempts: History,
     pub(super) completer: Completer,
 }
 
@@ -37,9 +37,9 @@ pub(crate) struct Rec {
 /// for a boxed slice), for a history most records never have.
 #[derive(Default)]
 #[allow(clippy::box_collection)]
-pub(crate) struct Attempts(Option<Box<Vec<Attempt>>>);
+pub(crate) struct History(Option<Box<Vec<Attempt>>>);
 
-impl Attempts {
+impl History {
     pub(super) fn push(&mut self, attempt: Attempt) {
         self.0
             .get_or_insert_with(|| Box::new(Vec::with_capacity(2)))
@@ -93,6 +93,17 @@ pub(super) fn aggregator_deadline(now: Instant, budget: Duration) -> Instant {
     add_capped(now, budget - collector_share(budget))
 }
 
+/// Takes the items `pick` chooses out of `items` (in order), keeping the others in
+/// order; touches nothing when it chooses none (the usual case).
+pub(super) fn take_out<T>(items: &mut Vec<T>, pick: impl Fn(&T) -> bool) -> Vec<T> {
+    if !items.iter().any(&pick) {
+        return Vec::new();
+    }
+    let (taken, kept) = std::mem::take(items).into_iter().partition(|t| pick(t));
+    *items = kept;
+    taken
+}
+
 /// `now + d`, capped at about a century (a huge TTL must not overflow, KPL #54).
 pub(super) fn add_capped(now: Instant, d: Duration) -> Instant {
     now.checked_add(d)
@@ -120,7 +131,7 @@ impl Rec {
             arrival,
             deadline: arrival,
             expiration: arrival,
-            attempts: Attempts::default(),
+            attempts: History::default(),
             completer,
         }
     }

@@ -15,7 +15,7 @@ use kpl_transport::{
 };
 use tracing::debug;
 
-use super::record::{KRec, Rec, add_capped};
+use super::record::{KRec, Rec, add_capped, take_out};
 use super::{StreamPipeline, Transmit};
 use crate::config::Config;
 use crate::events::Event;
@@ -115,13 +115,9 @@ impl StreamPipeline {
             let Some(mut batch) = self.ready.pop_front() else {
                 break;
             };
-            if batch.iter().any(|k| k.expiration <= now) {
-                let (expired, live): (Vec<KRec>, Vec<KRec>) =
-                    batch.into_iter().partition(|k| k.expiration <= now);
-                for k in expired {
-                    self.expire_krec(k, now);
-                }
-                batch = live;
+            let expired: Vec<KRec> = take_out(&mut batch, |k| k.expiration <= now);
+            for k in expired {
+                self.expire_krec(k, now);
             }
             if batch.is_empty() {
                 continue;

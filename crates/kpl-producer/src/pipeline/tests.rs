@@ -47,6 +47,11 @@ fn even_shards(n: u128) -> Vec<(ShardInfo, bool)> {
         .collect()
 }
 
+/// `n` partition keys, `key-0` on.
+fn keys(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("key-{i}")).collect()
+}
+
 /// The index of the even shard of `n` that holds `key`.
 fn shard_of(key: HashKey, n: u128) -> u128 {
     (key.get() / (u128::MAX / n)).min(n - 1)
@@ -76,16 +81,17 @@ impl Bench {
         self.put_many(&[key], data)[0]
     }
 
-    fn put_many(&mut self, keys: &[&str], data: &'static [u8]) -> Vec<u64> {
+    fn put_many(&mut self, keys: &[impl AsRef<str>], data: &'static [u8]) -> Vec<u64> {
         let mut recs = Vec::new();
         let mut ids = Vec::new();
         for key in keys {
+            let key = key.as_ref();
             let id = self.next_id;
             self.next_id += 1;
             let (completer, _future) = pair(self.now);
             recs.push(Rec::new(
                 id,
-                (*key).to_owned(),
+                key.to_owned(),
                 None,
                 HashKey::from_partition_key(key),
                 Bytes::from_static(data),
@@ -134,6 +140,27 @@ impl Bench {
             self.advance();
         }
         panic!("no request after 1,000 steps");
+    }
+
+    /// Answers every request with `answer`, moving the clock on when nothing is
+    /// sent, until `ids` all have an outcome.
+    fn answer_until_settled(
+        &mut self,
+        mut pending: Vec<(u64, PutRecordsRequest)>,
+        ids: &[u64],
+        answer: impl Fn(&PutRecordsRequest) -> PutRecordsResponse,
+    ) {
+        while ids.iter().any(|id| !self.outcomes.contains_key(id)) {
+            for (req, request) in pending.drain(..) {
+                self.p.handle_answer(req, Ok(answer(&request)), self.now);
+            }
+            self.settle();
+            pending = puts(self.transmits());
+            if pending.is_empty() && ids.iter().any(|id| !self.outcomes.contains_key(id)) {
+                self.advance();
+                pending = puts(self.transmits());
+            }
+        }
     }
 
     /// Takes the outcomes settled so far; a record settled twice fails the test.
@@ -192,8 +219,7 @@ fn all_ok(request: &PutRecordsRequest, n: u128) -> PutRecordsResponse {
 #[test]
 fn records_wait_for_the_first_map_and_leave_aggregated_per_shard_by_their_deadline() {
     let mut b = Bench::new(Config::builder().record_max_buffered_time(Duration::from_millis(100)));
-    let keys: Vec<String> = (0..40).map(|i| format!("key-{i}")).collect();
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let keys = keys(40);
     // The first thing out is the listing; nothing is sent before the map.
     let refresh = b.expect_listing();
     let ids = b.put_many(&keys, b"payload");
@@ -401,8 +427,7 @@ fn the_congestion_window_starts_with_one_request_in_flight() {
     let mut b = Bench::new(Config::builder());
     b.answer_listing(even_shards(4));
     // About 2 MB over four shards: several requests' worth.
-    let keys: Vec<String> = (0..2_000).map(|i| format!("key-{i}")).collect();
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let keys = keys(2_000);
     static DATA: [u8; 1_000] = [7; 1_000];
     let ids = b.put_many(&keys, &DATA);
     b.p.handle_flush();
@@ -443,18 +468,7 @@ fn the_congestion_window_starts_with_one_request_in_flight() {
         "after one answer: {next_bytes} bytes in flight (first {first_bytes})"
     );
     // Answer everything from here on; every record settles once, stored.
-    let mut pending = next;
-    while b.outcomes.len() < ids.len() {
-        for (req, request) in pending.drain(..) {
-            b.p.handle_answer(req, Ok(all_ok(&request, 4)), b.now);
-        }
-        b.settle();
-        pending = puts(b.transmits());
-        if pending.is_empty() && b.outcomes.len() < ids.len() {
-            b.advance();
-            pending = puts(b.transmits());
-        }
-    }
+    b.answer_until_settled(next, &ids, |request| all_ok(request, 4));
     assert!(ids.iter().all(|id| b.outcomes[id].success));
 }
 
@@ -463,8 +477,7 @@ fn an_aggregate_landing_on_an_unknown_shard_waits_for_the_map_and_resends_what_i
     let mut b = Bench::new(Config::builder());
     b.answer_listing(even_shards(1));
     // Records on both halves of the one shard.
-    let keys: Vec<String> = (0..20).map(|i| format!("key-{i}")).collect();
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let keys = keys(20);
     let ids = b.put_many(&keys, b"payload");
     b.p.handle_flush();
     let (req, request) = puts(b.transmits()).remove(0);
@@ -494,7 +507,7 @@ fn an_aggregate_landing_on_an_unknown_shard_waits_for_the_map_and_resends_what_i
     let in_range: Vec<u64> = ids
         .iter()
         .copied()
-        .filter(|&id| shard_of(HashKey::from_partition_key(keys[id as usize]), 2) == landed)
+        .filter(|&id| shard_of(HashKey::from_partition_key(&keys[id as usize]), 2) == landed)
         .collect();
     assert!(!in_range.is_empty() && in_range.len() < ids.len());
     for id in &in_range {
@@ -504,22 +517,15 @@ fn an_aggregate_landing_on_an_unknown_shard_waits_for_the_map_and_resends_what_i
     }
     // The others are resent, raw or aggregated, to their own child.
     let resent = puts(b.transmits());
-    let mut pending = resent;
-    while b.outcomes.len() < ids.len() {
-        for (req, request) in pending.drain(..) {
-            let results = request
+    b.answer_until_settled(resent, &ids, |request| {
+        PutRecordsResponse::new(
+            request
                 .entries
                 .iter()
                 .map(|e| ok(&child(shard_of(e.hash_key(), 2)), 2))
-                .collect();
-            b.p.handle_answer(req, Ok(PutRecordsResponse::new(results)), b.now);
-        }
-        b.settle();
-        if b.outcomes.len() < ids.len() {
-            b.advance();
-            pending = puts(b.transmits());
-        }
-    }
+                .collect(),
+        )
+    });
     for id in ids.iter().filter(|id| !in_range.contains(id)) {
         let r = &b.outcomes[id];
         assert!(r.success);
