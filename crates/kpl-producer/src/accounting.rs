@@ -14,12 +14,16 @@ use kpl_transport::{StreamId, Transport};
 use crate::config::Config;
 use crate::events::EventSink;
 use crate::fasthash::FastMap;
+use crate::pipeline::Epoch;
 
-/// The unresolved records of one stream, in id order (ids grow with every put).
+/// The unresolved records of one stream, in id order (ids grow with every put),
+/// as runs of records admitted together: a put of a thousand records costs one
+/// entry, not a thousand.
 #[derive(Default)]
 pub(crate) struct StreamOutstanding {
-    /// (id, arrival, resolved); resolved entries leave from the front.
-    pub(crate) ids: VecDeque<(u64, Instant, bool)>,
+    /// Runs with an unresolved record, oldest first; a run leaves from the front
+    /// when all of its records are resolved.
+    runs: VecDeque<Run>,
     /// Bytes outstanding.
     pub(crate) bytes: usize,
     /// What the stream's pipeline can drain within a quarter of the time to live; admission
@@ -27,35 +31,73 @@ pub(crate) struct StreamOutstanding {
     pub(crate) limit: Option<usize>,
 }
 
+/// Records with ids `first..first + len`, all put at `at`, of which `resolved` have
+/// their outcome (each record is resolved once).
+struct Run {
+    first: u64,
+    at: Instant,
+    len: u32,
+    resolved: u32,
+}
+
 impl StreamOutstanding {
+    /// Nothing outstanding yet, with an admission limit of `limit` bytes.
+    pub(crate) fn with_limit(limit: usize) -> Self {
+        Self {
+            limit: Some(limit),
+            ..Self::default()
+        }
+    }
+
     /// Whether `bytes` more would go past the drain limit (one record always fits
     /// an empty stream).
     pub(crate) fn over(&self, bytes: usize) -> bool {
         self.limit
             .is_some_and(|limit| self.bytes > 0 && self.bytes + bytes > limit)
     }
-}
 
-impl StreamOutstanding {
-    pub(crate) fn resolve(&mut self, id: u64) {
-        // Ids of one stream are usually contiguous (one stream, or puts in runs):
-        // try the direct position before searching.
-        let direct = self
-            .ids
-            .front()
-            .and_then(|&(first, _, _)| usize::try_from(id.checked_sub(first)?).ok())
-            .filter(|&i| self.ids.get(i).is_some_and(|&(at, _, _)| at == id));
-        let found = direct.or_else(|| self.ids.binary_search_by_key(&id, |&(id, _, _)| id).ok());
-        if let Some(i) = found {
-            self.ids[i].2 = true;
+    /// Counts the record `id`, put at `at` (ids grow from call to call); `join`
+    /// when an earlier record of the same call was counted (a run is never joined by
+    /// a later call, so a flush never waits for records put after it).
+    pub(crate) fn admit(&mut self, id: u64, at: Instant, join: bool) {
+        if let Some(last) = self.runs.back_mut().filter(|_| join) {
+            if last.first + u64::from(last.len) == id && last.len < u32::MAX {
+                last.len += 1;
+                return;
+            }
         }
-        while self.ids.front().is_some_and(|&(_, _, done)| done) {
-            self.ids.pop_front();
+        self.runs.push_back(Run {
+            first: id,
+            at,
+            len: 1,
+            resolved: 0,
+        });
+    }
+
+    /// The record `id` has its outcome.
+    pub(crate) fn resolve(&mut self, id: u64) {
+        // Most outcomes come in order: try the oldest run before searching.
+        let i = match self.runs.front() {
+            Some(r) if id >= r.first && id - r.first < u64::from(r.len) => 0,
+            _ => self
+                .runs
+                .partition_point(|r| r.first + u64::from(r.len) <= id),
+        };
+        if let Some(run) = self.runs.get_mut(i) {
+            if id >= run.first && run.resolved < run.len {
+                run.resolved += 1;
+            }
+        }
+        while self.runs.front().is_some_and(|r| r.resolved == r.len) {
+            self.runs.pop_front();
         }
     }
 
+    /// The first id of the oldest run with an unresolved record, and when that run
+    /// was put: no record put before it is unresolved, and every record with an id
+    /// below it is resolved.
     pub(crate) fn oldest(&self) -> Option<(u64, Instant)> {
-        self.ids.front().map(|&(id, at, _)| (id, at))
+        self.runs.front().map(|r| (r.first, r.at))
     }
 }
 
@@ -86,6 +128,8 @@ pub(crate) struct Shared {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) events: Option<Arc<dyn EventSink>>,
     pub(crate) accounting: Mutex<Accounting>,
+    /// What records' arrivals count from in the pipelines (the producer's start).
+    pub(crate) epoch: Epoch,
 }
 
 impl Shared {
@@ -151,5 +195,59 @@ impl Shared {
         for (_, _, w) in flushes {
             let _ = w.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn runs_resolve_in_any_order_and_the_oldest_is_the_first_unresolved_run() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(5);
+        let mut m = StreamOutstanding::default();
+        // One call of ids 10..13 at t0, then (another stream's ids in between) one
+        // of 20..22 at t1.
+        for (i, id) in (10..13).enumerate() {
+            m.admit(id, t0, i > 0);
+        }
+        for (i, id) in (20..22).enumerate() {
+            m.admit(id, t1, i > 0);
+        }
+        assert_eq!(m.runs.len(), 2, "one run per call");
+        assert_eq!(m.oldest(), Some((10, t0)));
+        // Out of order: the newer run and part of the older one.
+        m.resolve(21);
+        m.resolve(11);
+        m.resolve(10);
+        assert_eq!(m.oldest(), Some((10, t0)), "12 is still outstanding");
+        m.resolve(12);
+        assert_eq!(m.oldest(), Some((20, t1)));
+        m.resolve(20);
+        assert_eq!(m.oldest(), None);
+        // An id it never counted changes nothing.
+        m.admit(30, t1, false);
+        m.resolve(29);
+        m.resolve(31);
+        assert_eq!(m.oldest(), Some((30, t1)));
+    }
+
+    #[test]
+    fn a_later_call_never_joins_an_earlier_run() {
+        // A flush waits for ids below its target: a run made before it must not
+        // grow with records put after it, even at the same instant.
+        let t = Instant::now();
+        let mut m = StreamOutstanding::default();
+        m.admit(1, t, false);
+        m.admit(2, t, false);
+        m.resolve(1);
+        assert_eq!(m.oldest(), Some((2, t)));
+        let mut acc = Accounting::default();
+        acc.outstanding.insert(StreamId::parse("s"), m);
+        assert!(acc.flushed(None, 2), "ids below 2 are resolved");
+        assert!(!acc.flushed(None, 3));
     }
 }

@@ -59,7 +59,12 @@ impl Worker {
     ) -> Self {
         let (completions_tx, completions) = mpsc::unbounded();
         let pipeline =
-            StreamPipeline::new(stream.clone(), shared.config.clone(), shared.events.clone());
+            StreamPipeline::new(
+                stream.clone(),
+                shared.config.clone(),
+                shared.events.clone(),
+                shared.epoch,
+            );
         Self {
             stream,
             shared,
@@ -172,7 +177,8 @@ impl Worker {
         let room = settled.len();
         for settled in settled {
             self.resolved.push((settled.id, settled.size));
-            let Some((queue, id)) = settled.completer.queue() else {
+            let id = settled.id;
+            let Some(queue) = settled.completer.queue() else {
                 settled.completer.complete(settled.result);
                 continue;
             };

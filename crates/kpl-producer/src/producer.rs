@@ -16,7 +16,7 @@ use crate::accounting::{Accounting, Shared, StreamOutstanding};
 use crate::config::Config;
 use crate::driver::{Command, Worker};
 use crate::events::EventSink;
-use crate::pipeline::{Rec, drain_limit};
+use crate::pipeline::{Epoch, Rec, drain_limit};
 use crate::result::{Completer, Outcomes, RecordFuture, RecordId, pair};
 
 /// Why a record was not accepted. Nothing was enqueued.
@@ -192,10 +192,12 @@ impl ProducerBuilder {
     /// The producer, running its pipelines on `runtime`.
     pub fn build(self, runtime: Runtime) -> Producer {
         let limits = RecordLimits::new(self.config.max_user_record_size).unwrap_or_default();
+        let epoch = Epoch::new(runtime.now());
         Producer {
             inner: Arc::new(Inner {
                 shared: Arc::new(Shared {
                     config: self.config,
+                    epoch,
                     runtime,
                     transport: self.transport,
                     events: self.events,
@@ -404,7 +406,7 @@ impl Producer {
         wait: bool,
     ) -> Result<(Vec<Result<RecordFuture, PutError>>, Option<Vec<PutRecord>>), PutError> {
         let (stream_id, results, rest, recs) =
-            self.admit(stream, records, wait, |_, now| pair(now))?;
+            self.admit(stream, records, wait, pair)?;
         if !recs.is_empty() {
             self.send(&stream_id, Command::Put(recs));
         }
@@ -472,11 +474,9 @@ impl Producer {
             // record).
             let m = outstanding
                 .entry(stream_id.clone())
-                .or_insert_with(|| StreamOutstanding {
-                    limit: Some(drain_limit(config, 1, None)),
-                    ..StreamOutstanding::default()
-                });
+                .or_insert_with(|| StreamOutstanding::with_limit(drain_limit(config, 1, None)));
             let mut iter = prepared.into_iter();
+            let mut joined = false;
             while let Some((record, keys)) = iter.next() {
                 let (explicit, hash_key) = match keys {
                     Ok(keys) => keys,
@@ -511,16 +511,17 @@ impl Producer {
                 let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
                 *total_records += 1;
                 *total_bytes += size;
-                m.ids.push_back((id, now, false));
+                m.admit(id, now, joined);
+                joined = true;
                 m.bytes += size;
                 let (completer, handle) = issue(id, now);
                 recs.push(Rec::new(
-                    id,
                     record.partition_key,
                     explicit,
                     hash_key,
                     record.data,
                     now,
+                    self.inner.shared.epoch,
                     completer,
                 ));
                 results.push(Ok(handle));

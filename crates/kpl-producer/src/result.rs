@@ -18,6 +18,9 @@ pub mod codes {
     pub const RECORD_COUNT_MISMATCH: &str = "Record Count Mismatch";
     /// The producer shut down before the record had an outcome.
     pub const SHUTDOWN: &str = "Shutdown";
+    /// The producer could not read the record back from an aggregate it made, to
+    /// send it again (a bug: please report it). The record may have been stored.
+    pub const INTERNAL: &str = "Internal Error";
 }
 
 /// One try at storing a record.
@@ -191,36 +194,45 @@ struct Slot {
 /// dropping it uncompleted resolves the record as failed with a
 /// [`codes::SHUTDOWN`] attempt, so no future is ever left hanging and no
 /// [`Outcomes`] queue waits for ever.
-pub(crate) struct Completer(Option<Target>);
+///
+/// It carries the record's id: the pipeline keeps no other copy of it.
+pub(crate) struct Completer {
+    target: Option<Target>,
+    id: u64,
+}
 
 enum Target {
     /// A [`RecordFuture`]'s slot.
     Slot(Arc<Slot>),
-    /// An [`Outcomes`] queue, with the record's id.
-    Queue(Arc<Queue>, u64),
+    /// An [`Outcomes`] queue (the outcome goes under the completer's id).
+    Queue(Arc<Queue>),
 }
 
 impl Completer {
-    /// Where the outcome goes when it is not a future's: the queue and the record's
-    /// id.
-    pub(crate) fn queue(&self) -> Option<(&Arc<Queue>, u64)> {
-        match &self.0 {
-            Some(Target::Queue(q, id)) => Some((q, *id)),
+    /// The record's id (as the producer numbered it).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Where the outcome goes when it is not a future's.
+    pub(crate) fn queue(&self) -> Option<&Arc<Queue>> {
+        match &self.target {
+            Some(Target::Queue(q)) => Some(q),
             _ => None,
         }
     }
 
     pub(crate) fn complete(mut self, result: RecordResult) {
-        match self.0.take() {
+        match self.target.take() {
             Some(Target::Slot(slot)) => fill(&slot, result),
-            Some(Target::Queue(queue, id)) => queue.push(vec![(RecordId(id), result)]),
+            Some(Target::Queue(queue)) => queue.push(vec![(RecordId(self.id), result)]),
             None => {}
         }
     }
 
     /// Marks it completed, its outcome having been delivered in a batch.
     pub(crate) fn delivered(mut self) {
-        self.0 = None;
+        self.target = None;
     }
 }
 
@@ -429,7 +441,10 @@ impl Outcomes {
 
     /// The completer of the record `id`.
     pub(crate) fn completer(&self, id: u64) -> Completer {
-        Completer(Some(Target::Queue(self.queue.clone(), id)))
+        Completer {
+            target: Some(Target::Queue(self.queue.clone())),
+            id,
+        }
     }
 }
 
@@ -453,13 +468,13 @@ fn fill(slot: &Slot, result: RecordResult) {
 
 impl Drop for Completer {
     fn drop(&mut self) {
-        let Some(target) = self.0.take() else {
+        let Some(target) = self.target.take() else {
             return;
         };
         // No clock here: the drop may come from anywhere, even after the runtime.
         let now = match &target {
             Target::Slot(slot) => slot.arrival,
-            Target::Queue(queue, _) => queue.made,
+            Target::Queue(queue) => queue.made,
         };
         let result = RecordResult {
             success: false,
@@ -480,7 +495,7 @@ impl Drop for Completer {
         };
         match target {
             Target::Slot(slot) => fill(&slot, result),
-            Target::Queue(queue, id) => queue.push(vec![(RecordId(id), result)]),
+            Target::Queue(queue) => queue.push(vec![(RecordId(self.id), result)]),
         }
     }
 }
@@ -500,7 +515,7 @@ impl std::fmt::Debug for RecordFuture {
     }
 }
 
-pub(crate) fn pair(arrival: Instant) -> (Completer, RecordFuture) {
+pub(crate) fn pair(id: u64, arrival: Instant) -> (Completer, RecordFuture) {
     let slot = Arc::new(Slot {
         state: Mutex::new(SlotState {
             result: None,
@@ -512,7 +527,10 @@ pub(crate) fn pair(arrival: Instant) -> (Completer, RecordFuture) {
         arrival,
     });
     (
-        Completer(Some(Target::Slot(slot.clone()))),
+        Completer {
+            target: Some(Target::Slot(slot.clone())),
+            id,
+        },
         RecordFuture { slot },
     )
 }
@@ -614,7 +632,7 @@ mod tests {
 
     #[test]
     fn the_future_moves_the_outcome_out_and_wait_copies_it() {
-        let (completer, future) = pair(Instant::now());
+        let (completer, future) = pair(1, Instant::now());
         assert!(!future.is_resolved());
         assert_eq!(future.wait(Duration::from_millis(1)), None);
         completer.complete(RecordResult {
@@ -672,7 +690,7 @@ mod tests {
 
     #[test]
     fn a_dropped_completer_resolves_as_shut_down() {
-        let (completer, future) = pair(Instant::now());
+        let (completer, future) = pair(1, Instant::now());
         drop(completer);
         let r = futures::executor::block_on(future);
         assert!(!r.success);

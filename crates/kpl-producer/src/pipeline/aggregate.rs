@@ -11,14 +11,16 @@ use kpl_reducer::{Item, Reducer};
 use kpl_shardmap::{LookupError, ShardId};
 use tracing::debug;
 
-use super::record::{KRec, Rec, add_capped, aggregator_deadline, collector_share, take_out};
+use super::record::{
+    Contents, KRec, Rec, add_capped, aggregator_deadline, collector_share, take_out,
+};
 use super::{RESHARD_MEMORY, SUSPECT_WAIT, StreamPipeline};
 
 impl StreamPipeline {
     /// Predicts a record's shard and buffers it there (or with the unknowns).
     pub(super) fn route(&mut self, mut rec: Rec, now: Instant) {
         if rec.expiration <= now {
-            self.expire(rec, now);
+            self.expire(rec.m, now);
             return;
         }
         let lookup = self.map.lookup(rec.hash_key);
@@ -126,7 +128,7 @@ impl StreamPipeline {
     pub(super) fn aggregate(&mut self, mut batch: Vec<Rec>, shard: Option<ShardId>, now: Instant) {
         let expired: Vec<Rec> = take_out(&mut batch, |r| r.expiration <= now);
         for rec in expired {
-            self.expire(rec, now);
+            self.expire(rec.m, now);
         }
         if batch.is_empty() {
             return;
@@ -205,12 +207,13 @@ impl StreamPipeline {
         let extension = collector_share(self.config.record_max_buffered_time);
         let deadline = add_capped(deadline, extension).min(expiration);
         let krec = if batch.len() == 1 {
-            let r = &batch[0];
+            let Some(r) = batch.pop() else { return };
+            let explicit_hash_key = r.explicit_hash_key();
             KRec {
-                partition_key: String::from(&*r.partition_key),
-                explicit_hash_key: r.explicit_hash_key(),
-                data: r.data.clone(),
-                records: batch,
+                partition_key: String::from(r.partition_key),
+                explicit_hash_key,
+                data: r.data,
+                records: Contents::Sealed(vec![r.m]),
                 shard,
                 deadline,
                 expiration,
@@ -223,45 +226,31 @@ impl StreamPipeline {
             // A record routed by its key's MD5 brings the hash the builder's key table
             // needs; a batch with an explicit hash key in it is hashed by the builder.
             let hashed = batch.iter().all(|r| !r.explicit);
-            // Keys and data move into the builder and back (no copy, no reference
-            // count touched).
-            for r in batch.iter_mut() {
-                let mut user = UserRecord::new(
-                    String::from(std::mem::take(&mut r.partition_key)),
-                    std::mem::take(&mut r.data),
-                );
-                user.explicit_hash_key = r.explicit_hash_key();
+            // Keys and data move into the builder; what stays of each record is its
+            // member (the rest is read back from the aggregate if it is ever needed).
+            let mut members = Vec::with_capacity(batch.len());
+            for r in batch {
+                let explicit = r.explicit_hash_key();
+                let hash = r.hash_key.get() as u64;
+                let mut user = UserRecord::new(String::from(r.partition_key), r.data);
+                user.explicit_hash_key = explicit;
                 if hashed {
-                    self.builder
-                        .add_with_key_hash(user, r.hash_key.get() as u64);
+                    self.builder.add_with_key_hash(user, hash);
                 } else {
                     self.builder.add(user);
                 }
+                members.push(r.m);
             }
             let mut data = Vec::with_capacity(self.builder.size());
-            let mut starts = std::mem::take(&mut self.data_starts);
-            starts.clear();
-            self.builder
-                .encode_aggregate_with(&mut data, |at| starts.push(at));
-            let data = Bytes::from(data);
-            // Each record's data is now a slice of the aggregate: its own copy is
-            // freed, and a waiting record's bytes are in memory once. A record taken
-            // out again (a retry) keeps the aggregate's buffer until it is
-            // aggregated anew.
-            for ((r, user), &at) in batch
-                .iter_mut()
-                .zip(self.builder.take_records())
-                .zip(&starts)
-            {
-                r.partition_key = user.partition_key.into_boxed_str();
-                r.data = data.slice(at..at + user.data.len());
-            }
-            self.data_starts = starts;
+            self.builder.encode_aggregate_into(&mut data);
+            // The keys and data of the user records are freed here (or by whoever
+            // holds the last reference to a record's data).
+            self.builder.clear();
             KRec {
-                records: batch,
+                records: Contents::Sealed(members),
                 partition_key: AGGREGATED_PARTITION_KEY.to_owned(),
                 explicit_hash_key: Some(first),
-                data,
+                data: Bytes::from(data),
                 shard,
                 deadline,
                 expiration,
@@ -298,7 +287,7 @@ impl StreamPipeline {
         let budget = self.config.record_max_buffered_time;
         for batch in self.unknown.flush() {
             for mut rec in batch {
-                let natural = aggregator_deadline(rec.arrival, budget);
+                let natural = aggregator_deadline(rec.arrival(self.epoch), budget);
                 rec.deadline = rec.deadline.min(natural.max(now));
                 self.route(rec, now);
             }
@@ -376,7 +365,7 @@ impl StreamPipeline {
         };
         for (shard, k) in queued {
             if pick(&k) {
-                loose.extend(k.records);
+                loose.extend(self.unseal(k, now));
             } else {
                 self.limiter.add(shard, k, now);
             }
@@ -384,16 +373,20 @@ impl StreamPipeline {
         if !self.collector.is_empty() {
             for k in self.collector.flush().into_iter().flatten() {
                 if pick(&k) {
-                    loose.extend(k.records);
+                    loose.extend(self.unseal(k, now));
                 } else {
                     self.ready.extend(self.collector.add_deferred(k));
                 }
             }
         }
+        let mut taken = Vec::new();
         for batch in self.ready.iter_mut() {
-            loose.extend(take_out(batch, pick).into_iter().flat_map(|k| k.records));
+            taken.extend(take_out(batch, pick));
         }
         self.ready.retain(|b| !b.is_empty());
+        for k in taken {
+            loose.extend(self.unseal(k, now));
+        }
         loose
     }
 }

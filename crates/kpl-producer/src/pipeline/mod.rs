@@ -42,7 +42,7 @@ use crate::fasthash::{FastMap, FastSet};
 use crate::result::{Completer, RecordResult, codes};
 
 use record::KRec;
-pub(crate) use record::Rec;
+pub(crate) use record::{Epoch, Rec};
 use send::{InFlight, ShardBytes, window_config};
 use settle::Landed;
 
@@ -132,6 +132,8 @@ pub(crate) struct Settled {
 pub(crate) struct StreamPipeline {
     stream: StreamId,
     config: Config,
+    /// What records' arrivals count from (the producer's).
+    epoch: Epoch,
     events: Option<Arc<dyn EventSink>>,
     map: ShardMap,
     refreshing: bool,
@@ -166,8 +168,6 @@ pub(crate) struct StreamPipeline {
     fatal: Warned,
     request_failures: u32,
     builder: AggregateBuilder<Bytes>,
-    /// Where each record's data starts in the aggregate being encoded (reused).
-    data_starts: Vec<usize>,
     /// Requests to send, oldest first.
     transmits: VecDeque<Transmit>,
     /// Records with their outcome, not drained yet.
@@ -191,11 +191,13 @@ pub(crate) struct StreamPipeline {
 }
 
 impl StreamPipeline {
-    /// The pipeline of `stream`; `events`, if any, hears what happens in it.
+    /// The pipeline of `stream`; `events`, if any, hears what happens in it; its
+    /// records' arrivals count from `epoch`.
     pub(crate) fn new(
         stream: StreamId,
         config: Config,
         events: Option<Arc<dyn EventSink>>,
+        epoch: Epoch,
     ) -> Self {
         let c = &config;
         let aggregate_policy = if c.aggregation_enabled {
@@ -242,7 +244,6 @@ impl StreamPipeline {
             fatal: Warned::default(),
             request_failures: 0,
             builder: AggregateBuilder::new(),
-            data_starts: Vec::new(),
             transmits: VecDeque::new(),
             settled: Vec::new(),
             dirty: true,
@@ -258,6 +259,7 @@ impl StreamPipeline {
             stream,
             config,
             events,
+            epoch,
         }
     }
 
@@ -276,7 +278,7 @@ impl StreamPipeline {
         let n = recs.len();
         self.emit(|stream| Event::Received { stream, records: n });
         for mut rec in recs {
-            rec.admit(&self.config);
+            rec.admit(&self.config, self.epoch);
             self.route(rec, now);
         }
     }
@@ -430,8 +432,8 @@ impl StreamPipeline {
         for landed in late {
             // Stored, but where the map cannot tell: a KCL consumer may drop it.
             let mut rec = landed.rec;
-            rec.attempt_sent(now, now, Some((codes::WRONG_SHARD, "stored on a shard whose range could not be verified before the record's time to live passed: a KCL consumer may drop it")), Some(&landed.shard_id), true);
-            self.fail(rec);
+            rec.attempt_sent(self.epoch, now, now, Some((codes::WRONG_SHARD, "stored on a shard whose range could not be verified before the record's time to live passed: a KCL consumer may drop it")), Some(&landed.shard_id), true);
+            self.fail(rec.m);
         }
         // Aggregators whose deadline passed (or all, when flushing).
         self.poll_aggregators(now);

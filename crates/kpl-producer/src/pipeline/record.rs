@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kpl_codec::{HashKey, aggregate_growth_bound};
+use kpl_codec::{HashKey, aggregate_growth_bound, decode_aggregated};
 use kpl_limiter::LimitItem;
 use kpl_reducer::Item;
 use kpl_shardmap::ShardId;
@@ -13,23 +13,69 @@ use kpl_shardmap::ShardId;
 use crate::config::Config;
 use crate::result::{Attempt, Completer};
 
-/// A user record in the pipeline.
+/// The fixed instant a record's arrival counts from, in nanoseconds (a `u64` of
+/// them spans five centuries): a waiting record keeps 8 bytes of time, not 16.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Epoch(Instant);
+
+impl Epoch {
+    /// Times count from `start`; earlier ones count as `start`.
+    pub(crate) fn new(start: Instant) -> Self {
+        Self(start)
+    }
+
+    fn offset(self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.0).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn at(self, nanos: u64) -> Instant {
+        self.0 + Duration::from_nanos(nanos)
+    }
+}
+
+/// What the pipeline keeps of a user record once its key and data are in an
+/// encoded aggregate: 48 bytes, no allocation of its own. Everything else (key,
+/// explicit hash key, data) is read back from the aggregate in the rare case the
+/// record must be aggregated anew (a retry, a reshard); see [`KRec::into_records`].
+pub(crate) struct Member {
+    /// Where its outcome goes; holds the record's id.
+    pub(super) completer: Completer,
+    /// When it was put, from the pipeline's [`Epoch`].
+    arrival: u64,
+    /// Bytes it counts for the outstanding caps (data and partition key; a record
+    /// is at most a few MiB).
+    size: u32,
+    /// Attempts that did not settle it (most records have none: boxed when there
+    /// are).
+    pub(super) attempts: History,
+}
+
+/// A user record in the pipeline before it is aggregated (or again after): its
+/// [`Member`] and what routing and aggregating it takes. It derefs to its member.
 pub(crate) struct Rec {
-    pub(super) id: u64,
+    pub(super) m: Member,
     /// Boxed: no spare capacity, and a smaller record to move between stages.
     pub(super) partition_key: Box<str>,
     /// Whether `hash_key` is the user's explicit hash key (else the key's MD5).
     pub(super) explicit: bool,
     pub(super) hash_key: HashKey,
     pub(super) data: Bytes,
-    pub(super) arrival: Instant,
     /// Set by the pipeline when it admits the record ([`Rec::admit`]).
     pub(super) deadline: Instant,
     pub(super) expiration: Instant,
-    /// Attempts that did not settle it (most records have none: boxed when there
-    /// are).
-    pub(super) attempts: History,
-    pub(super) completer: Completer,
+}
+
+impl std::ops::Deref for Rec {
+    type Target = Member;
+    fn deref(&self) -> &Member {
+        &self.m
+    }
+}
+
+impl std::ops::DerefMut for Rec {
+    fn deref_mut(&mut self) -> &mut Member {
+        &mut self.m
+    }
 }
 
 /// A record's failed attempts so far: nothing for most records, a box when some.
@@ -112,36 +158,40 @@ pub(super) fn add_capped(now: Instant, d: Duration) -> Instant {
 
 impl Rec {
     /// A record put at `arrival`; the pipeline gives it its deadlines when it takes
-    /// it in.
+    /// it in. Its id is its completer's.
     pub(crate) fn new(
-        id: u64,
         partition_key: String,
         explicit_hash_key: Option<HashKey>,
         hash_key: HashKey,
         data: Bytes,
         arrival: Instant,
+        epoch: Epoch,
         completer: Completer,
     ) -> Self {
+        let size = u32::try_from(data.len() + partition_key.len()).unwrap_or(u32::MAX);
         Self {
-            id,
+            m: Member {
+                completer,
+                arrival: epoch.offset(arrival),
+                size,
+                attempts: History::default(),
+            },
             partition_key: partition_key.into_boxed_str(),
             explicit: explicit_hash_key.is_some(),
             hash_key,
             data,
-            arrival,
             deadline: arrival,
             expiration: arrival,
-            attempts: History::default(),
-            completer,
         }
     }
 
     /// Sets its deadlines from its arrival: it expires after `record_ttl`, and its
     /// aggregator's share of `record_max_buffered_time` runs out before.
-    pub(super) fn admit(&mut self, config: &Config) {
-        self.expiration = add_capped(self.arrival, config.record_ttl);
+    pub(super) fn admit(&mut self, config: &Config, epoch: Epoch) {
+        let arrival = self.m.arrival(epoch);
+        self.expiration = add_capped(arrival, config.record_ttl);
         self.deadline =
-            aggregator_deadline(self.arrival, config.record_max_buffered_time).min(self.expiration);
+            aggregator_deadline(arrival, config.record_max_buffered_time).min(self.expiration);
     }
 
     /// The user's explicit hash key, if any.
@@ -149,50 +199,70 @@ impl Rec {
         self.explicit.then_some(self.hash_key)
     }
 
-    /// End of the previous attempt, or the arrival: where the next attempt's delay
-    /// counts from.
-    fn last(&self) -> Instant {
-        self.attempts
-            .last()
-            .map_or(self.arrival, |a| a.started + a.duration)
-    }
-
-    /// Bytes it counts for the outstanding caps.
-    pub(super) fn size(&self) -> usize {
-        self.data.len() + self.partition_key.len()
-    }
-
     /// An upper bound of what it adds to an aggregate's protobuf body.
     fn aggregate_bound(&self) -> usize {
         aggregate_growth_bound(self.partition_key.len(), self.data.len(), self.explicit)
     }
+}
+
+impl Member {
+    /// The record's id.
+    pub(super) fn id(&self) -> u64 {
+        self.completer.id()
+    }
+
+    /// When it was put.
+    pub(super) fn arrival(&self, epoch: Epoch) -> Instant {
+        epoch.at(self.arrival)
+    }
+
+    /// When it expires: `record_ttl` after it was put.
+    pub(super) fn expiration(&self, epoch: Epoch, config: &Config) -> Instant {
+        add_capped(self.arrival(epoch), config.record_ttl)
+    }
+
+    /// Bytes it counts for the outstanding caps.
+    pub(super) fn bytes(&self) -> usize {
+        self.size as usize
+    }
+
+    /// End of the previous attempt, or the arrival: where the next attempt's delay
+    /// counts from.
+    fn last(&self, epoch: Epoch) -> Instant {
+        self.attempts
+            .last()
+            .map_or_else(|| self.arrival(epoch), |a| a.started + a.duration)
+    }
 
     pub(super) fn attempt(
         &mut self,
+        epoch: Epoch,
         started: Instant,
         end: Instant,
         error: Option<(&str, &str)>,
         shard: Option<&Arc<str>>,
     ) {
-        self.attempt_sent(started, end, error, shard, false);
+        self.attempt_sent(epoch, started, end, error, shard, false);
     }
 
     /// An attempt whose failure may have stored the record all the same.
     pub(super) fn attempt_sent(
         &mut self,
+        epoch: Epoch,
         started: Instant,
         end: Instant,
         error: Option<(&str, &str)>,
         shard: Option<&Arc<str>>,
         may_have_been_stored: bool,
     ) {
-        let attempt = self.new_attempt(started, end, error, shard, may_have_been_stored);
+        let attempt = self.new_attempt(epoch, started, end, error, shard, may_have_been_stored);
         self.attempts.push(attempt);
     }
 
     /// Its next attempt (not recorded yet).
     pub(super) fn new_attempt(
         &self,
+        epoch: Epoch,
         started: Instant,
         end: Instant,
         error: Option<(&str, &str)>,
@@ -201,7 +271,7 @@ impl Rec {
     ) -> Attempt {
         Attempt {
             started,
-            delay: started.saturating_duration_since(self.last()),
+            delay: started.saturating_duration_since(self.last(epoch)),
             duration: end.saturating_duration_since(started),
             success: error.is_none(),
             error_code: error.map(|(c, _)| c.to_owned()),
@@ -228,7 +298,7 @@ impl Item for Rec {
 
 /// A Kinesis record: an aggregate, or one user record sent raw.
 pub(crate) struct KRec {
-    pub(super) records: Vec<Rec>,
+    pub(super) records: Contents,
     pub(super) partition_key: String,
     pub(super) explicit_hash_key: Option<HashKey>,
     pub(super) data: Bytes,
@@ -241,9 +311,139 @@ pub(crate) struct KRec {
     pub(super) released: Option<Instant>,
 }
 
+/// The user records of a Kinesis record.
+pub(crate) enum Contents {
+    /// Members of the encoded record (its key and data are in it), in order.
+    Sealed(Vec<Member>),
+    /// Records with their keys and data (those a late answer settles, taken back
+    /// from the retry queue).
+    Loose(Vec<Rec>),
+}
+
+/// Why a Kinesis record's user records could not be read back from it: the
+/// pipeline decodes only what it encoded, so this is a bug, reported on each
+/// record it concerns instead of losing them.
+pub(super) struct Unreadable {
+    pub(super) members: Vec<Member>,
+    pub(super) message: String,
+}
+
 impl KRec {
     pub(super) fn size(&self) -> usize {
         self.data.len() + self.partition_key.len()
+    }
+
+    /// How many user records it holds.
+    pub(super) fn len(&self) -> usize {
+        match &self.records {
+            Contents::Sealed(m) => m.len(),
+            Contents::Loose(r) => r.len(),
+        }
+    }
+
+    /// Its user records' ids, in order.
+    pub(super) fn ids(&self) -> Vec<u64> {
+        match &self.records {
+            Contents::Sealed(m) => m.iter().map(Member::id).collect(),
+            Contents::Loose(r) => r.iter().map(|r| r.id()).collect(),
+        }
+    }
+
+    /// Its user records as members (to settle them: no key or data needed).
+    pub(super) fn into_members(self) -> Vec<Member> {
+        match self.records {
+            Contents::Sealed(m) => m,
+            Contents::Loose(r) => r.into_iter().map(|r| r.m).collect(),
+        }
+    }
+
+    /// Its user records with their keys and data, read back from the encoded record
+    /// (their data stays a slice of it), admitted anew: to be routed and aggregated
+    /// again.
+    pub(super) fn into_records(
+        self,
+        epoch: Epoch,
+        config: &Config,
+    ) -> Result<Vec<Rec>, Unreadable> {
+        let members = match self.records {
+            Contents::Loose(r) => return Ok(r),
+            Contents::Sealed(m) => m,
+        };
+        let admit = |m: Member, key: &str, explicit: Option<HashKey>, hash_key, data| {
+            let mut rec = Rec {
+                m,
+                partition_key: key.into(),
+                explicit: explicit.is_some(),
+                hash_key,
+                data,
+                deadline: epoch.0,
+                expiration: epoch.0,
+            };
+            rec.admit(config, epoch);
+            rec
+        };
+        if !self.aggregated {
+            let mut members = members.into_iter();
+            let (Some(m), None) = (members.next(), members.next()) else {
+                return Err(Unreadable {
+                    message: "a raw Kinesis record held more than one user record".into(),
+                    members: Vec::new(),
+                });
+            };
+            let hash_key = self
+                .explicit_hash_key
+                .unwrap_or_else(|| HashKey::from_partition_key(&self.partition_key));
+            let rec = admit(
+                m,
+                &self.partition_key,
+                self.explicit_hash_key,
+                hash_key,
+                self.data,
+            );
+            return Ok(vec![rec]);
+        }
+        let decoded = match decode_aggregated(&self.data) {
+            Ok(d) if d.len() == members.len() => d,
+            Ok(d) => {
+                return Err(Unreadable {
+                    message: format!(
+                        "an aggregate of {} user records decoded to {}",
+                        members.len(),
+                        d.len()
+                    ),
+                    members,
+                });
+            }
+            Err(e) => {
+                return Err(Unreadable {
+                    message: format!("an aggregate it made could not be decoded: {e}"),
+                    members,
+                });
+            }
+        };
+        let mut recs = Vec::with_capacity(members.len());
+        let mut bad = None;
+        for (m, user) in members.into_iter().zip(decoded) {
+            let explicit = match user.explicit_hash_key.map(HashKey::from_decimal) {
+                None => None,
+                Some(Ok(k)) => Some(k),
+                Some(Err(e)) => {
+                    bad = Some(format!("an explicit hash key of its aggregate: {e}"));
+                    None
+                }
+            };
+            let hash_key =
+                explicit.unwrap_or_else(|| HashKey::from_partition_key(user.partition_key));
+            let data = self.data.slice_ref(user.data);
+            recs.push(admit(m, user.partition_key, explicit, hash_key, data));
+        }
+        match bad {
+            None => Ok(recs),
+            Some(message) => Err(Unreadable {
+                members: recs.into_iter().map(|r| r.m).collect(),
+                message,
+            }),
+        }
     }
 }
 
@@ -278,5 +478,12 @@ mod tests {
         // 160 bytes (it was 192 with its history and key unboxed; its completer is a
         // result slot or an outcome queue with the record's id).
         assert!(size_of::<Rec>() <= 160, "{}", size_of::<Rec>());
+    }
+
+    #[test]
+    fn an_aggregated_record_costs_48_bytes_beside_its_encoded_bytes() {
+        // A million records wait in aggregates when a stream is slow: what each
+        // keeps besides its share of the aggregate is its member.
+        assert!(size_of::<Member>() <= 48, "{}", size_of::<Member>());
     }
 }

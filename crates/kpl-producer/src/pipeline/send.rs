@@ -15,7 +15,7 @@ use kpl_transport::{
 };
 use tracing::debug;
 
-use super::record::{KRec, Rec, add_capped, take_out};
+use super::record::{Contents, KRec, Rec, add_capped, take_out};
 use super::{StreamPipeline, Transmit};
 use crate::config::Config;
 use crate::events::Event;
@@ -234,13 +234,7 @@ impl StreamPipeline {
             let ticket = flight.ticket;
             flight.late = batch
                 .iter()
-                .map(|k| {
-                    (
-                        k.shard.clone(),
-                        k.aggregated,
-                        k.records.iter().map(|r| r.id).collect(),
-                    )
-                })
+                .map(|k| (k.shard.clone(), k.aggregated, k.ids()))
                 .collect();
             self.window.on_answer(ticket, now, Answer::Congested);
             let timeout = ticket.timeout();
@@ -282,7 +276,7 @@ impl StreamPipeline {
             debug!(stream = %self.stream, from = before, to = after, rtt_ms = now.saturating_duration_since(started).as_millis() as u64, "congestion window changed");
         }
         let kinesis_records = batch.len();
-        let user_records = batch.iter().map(|k| k.records.len()).sum();
+        let user_records = batch.iter().map(KRec::len).sum();
         let time = now.saturating_duration_since(started);
         self.emit(|stream| Event::Request {
             stream,
@@ -328,7 +322,7 @@ impl StreamPipeline {
                 continue;
             }
             batch.push(KRec {
-                records,
+                records: Contents::Loose(records),
                 partition_key: String::new(),
                 explicit_hash_key: None,
                 data: Bytes::new(),
@@ -341,7 +335,7 @@ impl StreamPipeline {
             results.push(result);
         }
         if !batch.is_empty() {
-            let n: usize = batch.iter().map(|k| k.records.len()).sum();
+            let n: usize = batch.iter().map(KRec::len).sum();
             debug!(stream = %self.stream, records = n, "a late answer settled records not resent yet");
             self.request_answered(batch, started, now, PutRecordsResponse::new(results));
         }

@@ -10,7 +10,7 @@ use kpl_shardmap::{Landing, ShardId};
 use kpl_transport::{EntryResult, ErrorKind, PutRecordsResponse, TransportError};
 use tracing::{debug, warn};
 
-use super::record::{KRec, Rec, aggregator_deadline};
+use super::record::{Contents, KRec, Member, Rec, Unreadable, aggregator_deadline};
 use super::{Settled, StreamPipeline, WARN_AFTER_ATTEMPTS};
 use crate::events::Event;
 use crate::result::{Attempt, RecordResult, codes};
@@ -35,7 +35,7 @@ impl StreamPipeline {
         let shard = ShardId::from(&*landed.shard_id);
         match self.map.classify(landed.rec.hash_key, &shard, now) {
             Landing::InRange => {
-                self.succeed(landed.rec, None, &landed.shard_id, &landed.sequence_number)
+                self.succeed(landed.rec.m, None, &landed.shard_id, &landed.sequence_number)
             }
             Landing::OutOfRange => {
                 let mut rec = landed.rec;
@@ -84,7 +84,7 @@ impl StreamPipeline {
     ) {
         let code = e.code_or_kind().to_owned();
         let message = e.message().to_owned();
-        let users: usize = batch.iter().map(|k| k.records.len()).sum();
+        let users: usize = batch.iter().map(KRec::len).sum();
         self.emit(|stream| Event::Error {
             stream,
             shard_id: None,
@@ -120,19 +120,18 @@ impl StreamPipeline {
             debug!(stream = %self.stream, error = %e, backoff_ms = backoff.as_millis() as u64, "request failed; will retry");
         }
         let stored = e.may_have_been_stored();
+        let epoch = self.epoch;
+        let error = Some((code.as_str(), message.as_str()));
         for k in batch {
             let shard = k.shard.as_ref().map(ShardId::to_arc);
-            for mut rec in k.records {
-                rec.attempt_sent(
-                    started,
-                    now,
-                    Some((&code, &message)),
-                    shard.as_ref(),
-                    stored,
-                );
-                if fail_now {
-                    self.fail(rec);
-                } else {
+            if fail_now {
+                for mut m in k.into_members() {
+                    m.attempt_sent(epoch, started, now, error, shard.as_ref(), stored);
+                    self.fail(m);
+                }
+            } else {
+                for mut rec in self.unseal(k, now) {
+                    rec.attempt_sent(epoch, started, now, error, shard.as_ref(), stored);
                     self.retry(rec, now, backoff);
                 }
             }
@@ -155,14 +154,15 @@ impl StreamPipeline {
             );
             warn!(stream = %self.stream, "{message}");
             for k in batch {
-                for mut rec in k.records {
-                    rec.attempt(
+                for mut m in k.into_members() {
+                    m.attempt(
+                        self.epoch,
                         started,
                         now,
                         Some((codes::RECORD_COUNT_MISMATCH, &message)),
                         None,
                     );
-                    self.fail(rec);
+                    self.fail(m);
                 }
             }
             return;
@@ -179,7 +179,7 @@ impl StreamPipeline {
                     let shard_arc = actual.to_arc();
                     let sequence_number: Arc<str> = sequence_number.into();
                     self.limiter.on_success(&actual, now);
-                    let n = k.records.len();
+                    let n = k.len();
                     let bytes = k.size();
                     self.emit(|stream| Event::Put {
                         stream,
@@ -203,12 +203,19 @@ impl StreamPipeline {
                             }
                         }
                     }
-                    for mut rec in k.records {
-                        let attempt = rec.new_attempt(started, now, None, Some(&shard_arc), false);
-                        if predicted_right || !k.aggregated {
-                            // A raw record is delivered wherever it lands.
-                            self.succeed(rec, Some(attempt), &shard_arc, &sequence_number);
-                        } else {
+                    let epoch = self.epoch;
+                    if predicted_right || !k.aggregated {
+                        // A raw record is delivered wherever it lands.
+                        for m in k.into_members() {
+                            let attempt =
+                                m.new_attempt(epoch, started, now, None, Some(&shard_arc), false);
+                            self.succeed(m, Some(attempt), &shard_arc, &sequence_number);
+                        }
+                    } else {
+                        // Landed elsewhere: each record's hash key decides.
+                        for mut rec in self.unseal(k, now) {
+                            let attempt =
+                                rec.new_attempt(epoch, started, now, None, Some(&shard_arc), false);
                             rec.attempts.push(attempt);
                             self.settle_landing(
                                 Landed {
@@ -225,7 +232,7 @@ impl StreamPipeline {
                 EntryResult::Failed { code, message } => {
                     let shard = k.shard.clone();
                     let shard_arc = shard.as_ref().map(ShardId::to_arc);
-                    let n = k.records.len();
+                    let n = k.len();
                     self.emit(|stream| Event::Error {
                         stream,
                         shard_id: shard.as_ref().map(ShardId::as_str),
@@ -241,11 +248,16 @@ impl StreamPipeline {
                     }
                     let fail_now =
                         (throttled && self.config.fail_if_throttled) || !kind.is_retryable();
-                    for mut rec in k.records {
-                        rec.attempt(started, now, Some((&code, &message)), shard_arc.as_ref());
-                        if fail_now {
-                            self.fail(rec);
-                        } else {
+                    let epoch = self.epoch;
+                    let error = Some((code.as_str(), message.as_str()));
+                    if fail_now {
+                        for mut m in k.into_members() {
+                            m.attempt(epoch, started, now, error, shard_arc.as_ref());
+                            self.fail(m);
+                        }
+                    } else {
+                        for mut rec in self.unseal(k, now) {
+                            rec.attempt(epoch, started, now, error, shard_arc.as_ref());
                             self.retry(rec, now, Duration::ZERO);
                         }
                     }
@@ -277,8 +289,8 @@ impl StreamPipeline {
             self.route(rec, now);
         } else {
             let at = (now + backoff).min(rec.expiration);
-            self.retries.push(Reverse((at, rec.id)));
-            self.retry_recs.insert(rec.id, rec);
+            self.retries.push(Reverse((at, rec.id())));
+            self.retry_recs.insert(rec.id(), rec);
         }
     }
 
@@ -286,16 +298,46 @@ impl StreamPipeline {
     /// user records past theirs fail; the others, which may have joined a retried
     /// record in one aggregate, go round again with the time they have left.
     pub(super) fn expire_krec(&mut self, k: KRec, now: Instant) {
-        for rec in k.records {
+        let (epoch, config) = (self.epoch, &self.config);
+        let expired = |m: &Member| m.expiration(epoch, config) <= now;
+        let all = match &k.records {
+            Contents::Sealed(members) => members.iter().all(expired),
+            Contents::Loose(recs) => recs.iter().all(|r| expired(r)),
+        };
+        if all {
+            for m in k.into_members() {
+                self.expire(m, now);
+            }
+            return;
+        }
+        for rec in self.unseal(k, now) {
             if rec.expiration <= now {
-                self.expire(rec, now);
+                self.expire(rec.m, now);
             } else {
                 self.route(rec, now);
             }
         }
     }
 
-    pub(super) fn expire(&mut self, mut rec: Rec, now: Instant) {
+    /// Reads a Kinesis record's user records back, to route them again. Those it
+    /// cannot read (a bug: it reads only what it encoded) fail, saying they may have
+    /// been stored, instead of being lost.
+    pub(super) fn unseal(&mut self, k: KRec, now: Instant) -> Vec<Rec> {
+        match k.into_records(self.epoch, &self.config) {
+            Ok(recs) => recs,
+            Err(Unreadable { members, message }) => {
+                warn!(stream = %self.stream, records = members.len(), "{message}; failing its records");
+                for mut m in members {
+                    let error = Some((codes::INTERNAL, message.as_str()));
+                    m.attempt_sent(self.epoch, now, now, error, None, true);
+                    self.fail(m);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    pub(super) fn expire(&mut self, mut rec: Member, now: Instant) {
         let ttl = self.config.record_ttl.as_millis();
         let message = if rec.may_have_been_stored() {
             format!(
@@ -304,7 +346,7 @@ impl StreamPipeline {
         } else {
             format!("record reached its time to live ({ttl} ms) before it was stored")
         };
-        rec.attempt(now, now, Some((codes::EXPIRED, &message)), None);
+        rec.attempt(self.epoch, now, now, Some((codes::EXPIRED, &message)), None);
         self.emit(|stream| Event::Expired {
             stream,
             user_records: 1,
@@ -316,7 +358,7 @@ impl StreamPipeline {
     /// is in its attempts already.
     pub(super) fn succeed(
         &mut self,
-        rec: Rec,
+        rec: Member,
         last: Option<Attempt>,
         shard_id: &Arc<str>,
         sequence_number: &Arc<str>,
@@ -326,17 +368,17 @@ impl StreamPipeline {
                 .as_ref()
                 .or(rec.attempts.last())
                 .map_or(Duration::ZERO, |a| {
-                    a.started.saturating_duration_since(rec.arrival)
+                    a.started.saturating_duration_since(rec.arrival(self.epoch))
                 });
             self.emit(|stream| Event::BufferingTime {
                 stream,
                 time: buffering,
             });
         }
-        self.drained += rec.size() as u64;
+        self.drained += rec.bytes() as u64;
         self.settled.push(Settled {
-            id: rec.id,
-            size: rec.size(),
+            id: rec.id(),
+            size: rec.bytes(),
             completer: rec.completer,
             result: RecordResult {
                 success: true,
@@ -348,10 +390,10 @@ impl StreamPipeline {
         });
     }
 
-    pub(super) fn fail(&mut self, rec: Rec) {
+    pub(super) fn fail(&mut self, rec: Member) {
         self.settled.push(Settled {
-            id: rec.id,
-            size: rec.size(),
+            id: rec.id(),
+            size: rec.bytes(),
             completer: rec.completer,
             result: RecordResult {
                 success: false,
@@ -364,14 +406,14 @@ impl StreamPipeline {
 
     /// Fails every record not in flight as shut down; returns how many.
     pub(super) fn fail_all_held(&mut self, now: Instant) -> usize {
-        let mut held: Vec<Rec> = Vec::new();
+        let mut held: Vec<Member> = Vec::new();
         for (_, mut r) in self.aggregators.drain() {
-            held.extend(r.flush().into_iter().flatten());
+            held.extend(r.flush().into_iter().flatten().map(|r| r.m));
         }
         self.agg_schedule.clear();
-        held.extend(self.unknown.flush().into_iter().flatten());
+        held.extend(self.unknown.flush().into_iter().flatten().map(|r| r.m));
         for (_, k) in self.limiter.drain() {
-            held.extend(k.records);
+            held.extend(k.into_members());
         }
         for batch in self
             .collector
@@ -380,11 +422,11 @@ impl StreamPipeline {
             .chain(self.ready.drain(..))
         {
             for k in batch {
-                held.extend(k.records);
+                held.extend(k.into_members());
             }
         }
         self.retries.clear();
-        held.extend(self.retry_recs.drain().map(|(_, r)| r));
+        held.extend(self.retry_recs.drain().map(|(_, r)| r.m));
         // Stored, on a shard whose range is not verified yet: not "before it was
         // stored".
         let landed: Vec<Landed> = self.awaiting_map.drain(..).collect();
@@ -396,13 +438,14 @@ impl StreamPipeline {
                 l.shard_id
             );
             rec.attempt_sent(
+                self.epoch,
                 now,
                 now,
                 Some((codes::SHUTDOWN, &message)),
                 Some(&l.shard_id),
                 true,
             );
-            self.fail(rec);
+            self.fail(rec.m);
         }
         n += held.len();
         for mut rec in held {
@@ -411,7 +454,7 @@ impl StreamPipeline {
             } else {
                 "the producer shut down before this record was stored"
             };
-            rec.attempt(now, now, Some((codes::SHUTDOWN, message)), None);
+            rec.attempt(self.epoch, now, now, Some((codes::SHUTDOWN, message)), None);
             self.fail(rec);
         }
         n

@@ -18,7 +18,7 @@ use kpl_transport::{
     TransportError,
 };
 
-use super::{Rec, StreamPipeline, Transmit};
+use super::{Epoch, Rec, StreamPipeline, Transmit};
 use crate::config::{Config, ConfigBuilder};
 use crate::result::{RecordResult, codes, pair};
 
@@ -68,9 +68,10 @@ struct Bench {
 impl Bench {
     fn new(config: ConfigBuilder) -> Self {
         let config: Config = config.seed(7).build().expect("config");
+        let now = Instant::now();
         Self {
-            p: StreamPipeline::new(StreamId::parse("s"), config, None),
-            now: Instant::now(),
+            p: StreamPipeline::new(StreamId::parse("s"), config, None, Epoch::new(now)),
+            now,
             next_id: 0,
             outcomes: HashMap::new(),
         }
@@ -88,14 +89,14 @@ impl Bench {
             let key = key.as_ref();
             let id = self.next_id;
             self.next_id += 1;
-            let (completer, _future) = pair(self.now);
+            let (completer, _future) = pair(id, self.now);
             recs.push(Rec::new(
-                id,
                 key.to_owned(),
                 None,
                 HashKey::from_partition_key(key),
                 Bytes::from_static(data),
                 self.now,
+                self.p.epoch,
                 completer,
             ));
             ids.push(id);
