@@ -153,7 +153,11 @@ impl Worker {
 
     fn command(&mut self, command: Command, now: std::time::Instant) {
         match command {
-            Command::Put(recs) => self.pipeline.handle_put(recs, now),
+            Command::Put(recs) => {
+                let n = recs.len();
+                self.pipeline.handle_put(recs, now);
+                self.shared.ingested(&self.stream, n);
+            }
             Command::Flush => self.pipeline.handle_flush(),
             Command::Shutdown(report) => {
                 let failed = self.pipeline.handle_shutdown(now);

@@ -12,7 +12,7 @@ use kpl_codec::{HashKey, RecordError, RecordLimits};
 use kpl_runtime::Runtime;
 use kpl_transport::{StreamId, Transport};
 
-use crate::accounting::{Accounting, Shared, StreamOutstanding};
+use crate::accounting::{Accounting, INGEST_LIMIT, Shared, StreamOutstanding};
 use crate::config::Config;
 use crate::driver::{Command, Worker};
 use crate::events::EventSink;
@@ -374,11 +374,13 @@ impl Producer {
         let (tx, rx) = oneshot::channel();
         {
             let mut acc = self.inner.shared.lock();
-            let backlog = acc
+            let (backlog, ingesting) = acc
                 .outstanding
                 .get(&StreamId::parse(stream))
-                .is_some_and(|m| m.over(bytes));
-            if acc.records == 0 || (!self.is_full(&acc, 1, bytes) && !backlog) {
+                .map_or((false, false), |m| {
+                    (m.over(bytes), m.ingesting > INGEST_LIMIT / 2)
+                });
+            if acc.records == 0 || (!self.is_full(&acc, 1, bytes) && !backlog && !ingesting) {
                 return;
             }
             acc.space_waiters.push_back(tx);
@@ -488,7 +490,9 @@ impl Producer {
                 let size = record.data.len() + record.partition_key.len();
                 let full = over_caps(config, *total_records, *total_bytes, 1, size);
                 let backlog = m.over(size);
-                if full || backlog {
+                // A caller that can wait does while the pipeline catches up.
+                let ingesting = wait && m.ingesting + recs.len() >= INGEST_LIMIT;
+                if full || backlog || ingesting {
                     if wait {
                         let mut left = vec![record];
                         left.extend(iter.map(|(r, _)| r));
@@ -526,6 +530,8 @@ impl Producer {
                 ));
                 results.push(Ok(handle));
             }
+            // Handed to the pipeline by the caller right after this.
+            m.ingesting += recs.len();
         }
         Ok((stream_id, results, rest, recs))
     }
@@ -545,7 +551,12 @@ impl Producer {
         if let Err(e) = sender.unbounded_send(command) {
             // The worker is gone (its runtime stopped): dropping the command resolves
             // its records as shut down.
-            drop(e.into_inner());
+            if let Command::Put(recs) = e.into_inner() {
+                let n = recs.len();
+                drop(recs);
+                drop(workers);
+                self.inner.shared.ingested(stream, n);
+            }
         }
     }
 

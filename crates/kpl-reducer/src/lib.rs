@@ -358,6 +358,9 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
 
     /// Takes items in deadline order while they fit; at least one.
     fn take_batch(&mut self) -> Vec<T> {
+        if self.heap.is_empty() {
+            return self.take_run_batch();
+        }
         // Room for what can go, so the batch does not grow by copies.
         let mut batch = Vec::with_capacity(self.len().min(self.policy.max_count).min(1024));
         let mut size = 0usize;
@@ -381,5 +384,36 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
             }
         }
         batch
+    }
+
+    /// [`take_batch`](Self::take_batch) when every item is in the in-order run (the
+    /// usual case): counts what fits first, so the batch is allocated at its exact
+    /// size (a batch sized for what might fit would be mostly slack, and a
+    /// short-lived big allocation between long-lived ones fragments the heap).
+    fn take_run_batch(&mut self) -> Vec<T> {
+        let (mut count, mut size) = (0usize, 0usize);
+        for entry in &self.run {
+            let item_size = entry.item.size();
+            let fits = count < self.policy.max_count
+                && size.saturating_add(item_size) <= self.policy.max_size;
+            if !fits && count > 0 {
+                break;
+            }
+            count += 1;
+            size += item_size;
+            if !fits {
+                // An item over the max size alone: it goes by itself.
+                break;
+            }
+        }
+        self.size -= size;
+        let predicate = &mut self.predicate;
+        self.run
+            .drain(..count)
+            .map(|entry| {
+                predicate.removed(&entry.item);
+                entry.item
+            })
+            .collect()
     }
 }

@@ -199,8 +199,8 @@ impl StreamPipeline {
 
     /// Makes one Kinesis record of a batch of live records.
     fn build(&mut self, mut batch: Vec<Rec>, shard: Option<ShardId>, now: Instant) {
-        // Batches grow by doubling; a waiting aggregate should not keep the slack.
-        batch.shrink_to_fit();
+        // The batch is taken apart here: what waits is the members' vector, of its
+        // exact size, and the encoded aggregate.
         let deadline = batch.iter().map(|r| r.deadline).min().unwrap_or(now);
         let expiration = batch.iter().map(|r| r.expiration).min().unwrap_or(now);
         // The KPL gives aggregates a little more time before the collector.
