@@ -136,7 +136,11 @@ impl StreamPipeline {
         if let Some(upper) = self.cut_at_midpoint(&mut batch, shard.as_ref(), now) {
             self.build(upper, shard.clone(), now);
         }
-        self.build(batch, shard, now);
+        let emptied = self.build(batch, shard.clone(), now);
+        // The shard's aggregator makes its next batch in this one's allocation.
+        if let Some(reducer) = shard.and_then(|s| self.aggregators.get_mut(&s)) {
+            reducer.recycle(emptied);
+        }
     }
 
     /// While the stream reshards, cuts a big aggregate of a shard's records in two
@@ -198,7 +202,8 @@ impl StreamPipeline {
     }
 
     /// Makes one Kinesis record of a batch of live records.
-    fn build(&mut self, mut batch: Vec<Rec>, shard: Option<ShardId>, now: Instant) {
+    /// Returns the batch, emptied.
+    fn build(&mut self, mut batch: Vec<Rec>, shard: Option<ShardId>, now: Instant) -> Vec<Rec> {
         // The batch is taken apart here: what waits is the members' vector, of its
         // exact size, and the encoded aggregate.
         let deadline = batch.iter().map(|r| r.deadline).min().unwrap_or(now);
@@ -207,7 +212,7 @@ impl StreamPipeline {
         let extension = collector_share(self.config.record_max_buffered_time);
         let deadline = add_capped(deadline, extension).min(expiration);
         let krec = if batch.len() == 1 {
-            let Some(r) = batch.pop() else { return };
+            let Some(r) = batch.pop() else { return batch };
             let explicit_hash_key = r.explicit_hash_key();
             KRec {
                 partition_key: String::from(r.partition_key),
@@ -229,7 +234,7 @@ impl StreamPipeline {
             // Keys and data move into the builder; what stays of each record is its
             // member (the rest is read back from the aggregate if it is ever needed).
             let mut members = Vec::with_capacity(batch.len());
-            for r in batch {
+            for r in batch.drain(..) {
                 let explicit = r.explicit_hash_key();
                 let hash = r.hash_key.get() as u64;
                 let mut user = UserRecord::new(String::from(r.partition_key), r.data);
@@ -262,6 +267,7 @@ impl StreamPipeline {
             Some(shard) => self.limiter.add(shard, krec, now),
             None => self.collect(krec),
         }
+        batch
     }
 
     /// Hands a Kinesis record to the collector.
