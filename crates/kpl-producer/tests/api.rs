@@ -334,3 +334,51 @@ fn outcomes_of_records_held_at_shutdown_or_drop_still_come() {
     assert_eq!(results.len(), 1);
     assert_eq!(results[0].1.error_code(), Some(codes::SHUTDOWN));
 }
+
+#[test]
+fn a_caller_that_can_wait_waits_while_the_pipeline_takes_records_in() {
+    // The simulated runtime runs the pipeline only inside `block_on`: records put
+    // outside it are handed over and not taken in, as when a caller puts faster
+    // than the pipeline takes records in.
+    let (sim, kinesis, p) = setup(Config::default());
+    let outcomes = Outcomes::new();
+    let records: Vec<PutRecord> = (0..20_000)
+        .map(|i| PutRecord::new(format!("key-{i}"), vec![7u8; 20]))
+        .collect();
+    let (ids, rest) = p.try_put_records_to("a", records, &outcomes).unwrap();
+    assert_eq!(ids.len(), 16_384, "at most 16,384 not taken in");
+    assert_eq!(rest.len(), 20_000 - 16_384, "the rest handed back, untouched");
+    assert_eq!(rest[0].partition_key, "key-16384");
+    // Another stream is not held up by this one's pipeline.
+    let (other, none) = p
+        .try_put_records_to("b", vec![PutRecord::new("k", vec![1u8])], &outcomes)
+        .unwrap();
+    assert_eq!((other.len(), none.len()), (1, 0));
+    let (o2, p2) = (outcomes.clone(), p.clone());
+    let admitted = sim
+        .block_on(async move {
+            // Room comes back once the pipeline took records in.
+            p2.wait_for_room("a", rest[0].size()).await;
+            let (ids, rest) = p2.try_put_records_to("a", rest, &o2).unwrap();
+            assert!(rest.is_empty());
+            p2.flush().await;
+            ids.len()
+        })
+        .unwrap();
+    assert_eq!(admitted, 20_000 - 16_384);
+    let results: Vec<_> = outcomes.take().collect();
+    assert_eq!(results.len(), 20_001);
+    assert!(results.iter().all(|(_, r)| r.success));
+    let stored: usize = kinesis
+        .records("a")
+        .unwrap()
+        .iter()
+        .map(|k| {
+            kpl_codec::deaggregate(&k.partition_key, None, &k.data)
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(stored, 20_000);
+    assert_eq!(p.outstanding_records(), 0);
+}

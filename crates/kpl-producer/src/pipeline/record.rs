@@ -481,6 +481,65 @@ mod tests {
     }
 
     #[test]
+    fn records_read_back_from_an_aggregate_are_those_put() {
+        use kpl_codec::{AggregateBuilder, UserRecord};
+
+        use crate::result::pair;
+
+        let t0 = Instant::now();
+        let epoch = Epoch::new(t0);
+        let config = Config::builder().build().expect("config");
+        let explicit = HashKey::from_decimal("42").expect("a hash key");
+        let puts = [
+            ("a", None, &b"one"[..]),
+            ("b", Some(explicit), &b"two"[..]),
+            ("a", None, &b""[..]),
+        ];
+        let mut builder = AggregateBuilder::new();
+        let mut members = Vec::new();
+        for (i, (key, ehk, data)) in puts.iter().enumerate() {
+            let arrival = t0 + Duration::from_millis(i as u64);
+            let hash = ehk.unwrap_or_else(|| HashKey::from_partition_key(key));
+            let (completer, _future) = pair(i as u64 + 7, arrival);
+            let data = Bytes::copy_from_slice(data);
+            let rec = Rec::new((*key).into(), *ehk, hash, data, arrival, epoch, completer);
+            let mut user = UserRecord::new(String::from(&*rec.partition_key), rec.data.clone());
+            user.explicit_hash_key = rec.explicit_hash_key();
+            builder.add(user);
+            members.push(rec.m);
+        }
+        let mut data = Vec::new();
+        builder.encode_aggregate_into(&mut data);
+        let krec = KRec {
+            records: Contents::Sealed(members),
+            partition_key: "a".into(),
+            explicit_hash_key: None,
+            data: Bytes::from(data),
+            shard: None,
+            deadline: t0,
+            expiration: t0,
+            aggregated: true,
+            released: None,
+        };
+        let Ok(recs) = krec.into_records(epoch, &config) else {
+            panic!("an aggregate it made reads back");
+        };
+        assert_eq!(recs.len(), 3);
+        for (i, (rec, (key, ehk, data))) in recs.iter().zip(puts).enumerate() {
+            assert_eq!(rec.id(), i as u64 + 7);
+            assert_eq!(&*rec.partition_key, key);
+            assert_eq!(rec.explicit_hash_key(), ehk);
+            let hash = ehk.unwrap_or_else(|| HashKey::from_partition_key(key));
+            assert_eq!(rec.hash_key, hash);
+            assert_eq!(&rec.data[..], data);
+            assert_eq!(rec.bytes(), key.len() + data.len());
+            let arrival = t0 + Duration::from_millis(i as u64);
+            assert_eq!(rec.arrival(epoch), arrival);
+            assert_eq!(rec.expiration, arrival + config.record_ttl);
+        }
+    }
+
+    #[test]
     fn an_aggregated_record_costs_48_bytes_beside_its_encoded_bytes() {
         // A million records wait in aggregates when a stream is slow: what each
         // keeps besides its share of the aggregate is its member.
