@@ -306,7 +306,10 @@ impl Producer {
 
     /// Puts as many of `records` as there is room for now, in order, and returns
     /// their results with the records from the first that did not fit on, untouched
-    /// (empty when all went in). Never waits: with
+    /// (empty when all went in). Room is the outstanding caps, the stream's backlog
+    /// limit, and at most 16,384 records handed to the stream's pipeline and not
+    /// taken in by it yet (a caller putting faster than the pipeline takes records
+    /// in waits instead of piling them up). Never waits: with
     /// [`wait_for_room`](Self::wait_for_room) this is
     /// [`put_records`](Self::put_records) in steps a caller can stop between, with
     /// every admitted record's future in hand (dropping a `put_records` future while
