@@ -58,13 +58,12 @@ impl Worker {
         commands: mpsc::UnboundedReceiver<Command>,
     ) -> Self {
         let (completions_tx, completions) = mpsc::unbounded();
-        let pipeline =
-            StreamPipeline::new(
-                stream.clone(),
-                shared.config.clone(),
-                shared.events.clone(),
-                shared.epoch,
-            );
+        let pipeline = StreamPipeline::new(
+            stream.clone(),
+            shared.config.clone(),
+            shared.events.clone(),
+            shared.epoch,
+        );
         Self {
             stream,
             shared,

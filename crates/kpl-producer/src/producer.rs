@@ -410,8 +410,7 @@ impl Producer {
         records: Vec<PutRecord>,
         wait: bool,
     ) -> Result<(Vec<Result<RecordFuture, PutError>>, Option<Vec<PutRecord>>), PutError> {
-        let (stream_id, results, rest, recs) =
-            self.admit(stream, records, wait, pair)?;
+        let (stream_id, results, rest, recs) = self.admit(stream, records, wait, pair)?;
         if !recs.is_empty() {
             self.send(&stream_id, Command::Put(recs));
         }

@@ -347,7 +347,11 @@ fn a_caller_that_can_wait_waits_while_the_pipeline_takes_records_in() {
         .collect();
     let (ids, rest) = p.try_put_records_to("a", records, &outcomes).unwrap();
     assert_eq!(ids.len(), 16_384, "at most 16,384 not taken in");
-    assert_eq!(rest.len(), 20_000 - 16_384, "the rest handed back, untouched");
+    assert_eq!(
+        rest.len(),
+        20_000 - 16_384,
+        "the rest handed back, untouched"
+    );
     assert_eq!(rest[0].partition_key, "key-16384");
     // Another stream is not held up by this one's pipeline.
     let (other, none) = p

@@ -34,9 +34,12 @@ impl StreamPipeline {
     pub(super) fn settle_landing(&mut self, landed: Landed, now: Instant) {
         let shard = ShardId::from(&*landed.shard_id);
         match self.map.classify(landed.rec.hash_key, &shard, now) {
-            Landing::InRange => {
-                self.succeed(landed.rec.m, None, &landed.shard_id, &landed.sequence_number)
-            }
+            Landing::InRange => self.succeed(
+                landed.rec.m,
+                None,
+                &landed.shard_id,
+                &landed.sequence_number,
+            ),
             Landing::OutOfRange => {
                 let mut rec = landed.rec;
                 if let Some(a) = rec.attempts.last_mut() {
