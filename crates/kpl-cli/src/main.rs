@@ -12,6 +12,7 @@ mod agg;
 mod bench;
 mod deagg;
 mod input;
+mod pick;
 mod put;
 mod settings;
 

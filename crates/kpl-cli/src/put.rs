@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::input::BASE64;
+use crate::pick::{Field, pick};
 use crate::settings::ProducerArgs;
 
 /// Records outstanding before reading pauses, unless set (memory stays bounded).
@@ -208,13 +209,14 @@ impl Args {
                 let text = std::str::from_utf8(bytes).map_err(|e| {
                     format!("not UTF-8 (invalid byte at column {})", e.valid_up_to() + 1)
                 })?;
-                let value: Value =
-                    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+                // Only the fields used are read; the line is not built into a tree.
+                let picked = pick(text, self.pk_field.as_deref(), self.data_field.as_deref())
+                    .map_err(|e| format!("not JSON: {e}"))?;
                 let pk = match (&self.pk_field, &self.partition_key) {
-                    (Some(field), _) => match value.get(field) {
-                        Some(Value::String(s)) => s.clone(),
-                        Some(Value::Number(n)) => n.to_string(),
-                        Some(_) => {
+                    (Some(field), _) => match picked.key {
+                        Some(Field::Str(s)) => s.into_owned(),
+                        Some(Field::Number(n)) => n.to_string(),
+                        Some(Field::Other) => {
                             return Err(format!("field {field:?} is not a string or number"));
                         }
                         None => return Err(format!("no field {field:?} for the partition key")),
@@ -223,8 +225,8 @@ impl Args {
                     (None, None) => random(),
                 };
                 let data = match &self.data_field {
-                    Some(field) => match value.get(field) {
-                        Some(Value::String(s)) => Bytes::from(s.clone().into_bytes()),
+                    Some(field) => match picked.data {
+                        Some(Field::Str(s)) => Bytes::from(s.into_owned().into_bytes()),
                         Some(_) => return Err(format!("field {field:?} is not a string")),
                         None => return Err(format!("no field {field:?} for the data")),
                     },
