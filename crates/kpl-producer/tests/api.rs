@@ -22,6 +22,20 @@ fn setup(config: Config) -> (Simulation, Simulator, Producer) {
     (sim, kinesis, producer)
 }
 
+/// How many user records `stream` holds (its aggregates taken apart).
+fn user_records(kinesis: &Simulator, stream: &str) -> usize {
+    kinesis
+        .records(stream)
+        .unwrap()
+        .iter()
+        .map(|k| {
+            kpl_codec::deaggregate(&k.partition_key, None, &k.data)
+                .unwrap()
+                .len()
+        })
+        .sum()
+}
+
 /// A producer on one shard that holds records for a minute before sending them.
 fn holding_producer() -> (Simulation, Producer) {
     let sim = Simulation::new();
@@ -226,16 +240,7 @@ fn sync_producer_from_many_threads() {
     for f in &futures {
         assert!(f.wait(Duration::from_secs(1)).unwrap().success);
     }
-    let count: usize = kinesis
-        .records("a")
-        .unwrap()
-        .iter()
-        .map(|r| {
-            kpl_codec::deaggregate(&r.partition_key, None, &r.data)
-                .unwrap()
-                .len()
-        })
-        .sum();
+    let count = user_records(&kinesis, "a");
     assert_eq!(count, 1_000);
     let producer = Arc::try_unwrap(producer).unwrap();
     assert_eq!(producer.close(Duration::from_secs(1)), 0);
@@ -279,16 +284,7 @@ fn outcomes_in_batches_settle_each_record_once() {
             .iter()
             .all(|(_, r)| r.success && r.attempts.len() == 1)
     );
-    let stored: usize = kinesis
-        .records("a")
-        .unwrap()
-        .iter()
-        .map(|k| {
-            kpl_codec::deaggregate(&k.partition_key, None, &k.data)
-                .unwrap()
-                .len()
-        })
-        .sum();
+    let stored = user_records(&kinesis, "a");
     assert_eq!(stored, 1_000);
     assert_eq!(outcomes.pending(), 0);
     assert_eq!(p.outstanding_records(), 0);
@@ -373,16 +369,7 @@ fn a_caller_that_can_wait_waits_while_the_pipeline_takes_records_in() {
     let results: Vec<_> = outcomes.take().collect();
     assert_eq!(results.len(), 20_001);
     assert!(results.iter().all(|(_, r)| r.success));
-    let stored: usize = kinesis
-        .records("a")
-        .unwrap()
-        .iter()
-        .map(|k| {
-            kpl_codec::deaggregate(&k.partition_key, None, &k.data)
-                .unwrap()
-                .len()
-        })
-        .sum();
+    let stored = user_records(&kinesis, "a");
     assert_eq!(stored, 20_000);
     assert_eq!(p.outstanding_records(), 0);
 }
