@@ -97,11 +97,12 @@ pub(crate) struct Args {
     files: Vec<PathBuf>,
 }
 
-/// A line read, not yet settled.
+/// A line read, not yet settled: a slice of the buffer its chunk was read into
+/// (a line costs no allocation of its own, and becomes a record's data as it is).
 struct Line {
     source: u32,
     number: u64,
-    bytes: Vec<u8>,
+    bytes: Bytes,
 }
 
 /// What the reader thread hands over.
@@ -198,12 +199,12 @@ fn attempts_json(r: &RecordResult) -> Value {
 
 impl Args {
     /// The partition key and data of one input line.
-    fn record(&self, bytes: &[u8], rng: &mut SplitMix64) -> Result<(String, Bytes), String> {
+    fn record(&self, bytes: &Bytes, rng: &mut SplitMix64) -> Result<(String, Bytes), String> {
         let mut random = || format!("{:016x}", rng.next_u64());
         match self.format {
             Format::Lines => {
                 let pk = self.partition_key.clone().unwrap_or_else(random);
-                Ok((pk, Bytes::copy_from_slice(bytes)))
+                Ok((pk, bytes.clone()))
             }
             Format::Json => {
                 let text = std::str::from_utf8(bytes).map_err(|e| {
@@ -230,7 +231,7 @@ impl Args {
                         Some(_) => return Err(format!("field {field:?} is not a string")),
                         None => return Err(format!("no field {field:?} for the data")),
                     },
-                    None => Bytes::copy_from_slice(bytes),
+                    None => bytes.clone(),
                 };
                 Ok((pk, data))
             }
@@ -293,46 +294,77 @@ fn open_inputs(args: &Args) -> anyhow::Result<Vec<(String, Box<dyn Read + Send>)
 /// Reads the inputs in order on its own thread, in chunks of the lines at hand, until
 /// the end, an error, or `stop`. A line read is always handed over.
 fn spawn_reader(inputs: Vec<Box<dyn Read + Send>>, tx: SyncSender<Chunk>, stop: Arc<AtomicBool>) {
+    /// The lines read so far into one buffer, handed over as slices of it.
+    #[derive(Default)]
+    struct Lines {
+        buffer: Vec<u8>,
+        /// (source, line number, start, end) of each line in `buffer`.
+        lines: Vec<(u32, u64, usize, usize)>,
+    }
+    impl Lines {
+        fn take(&mut self) -> Chunk {
+            let capacity = self.buffer.len();
+            let buffer = Bytes::from(std::mem::replace(
+                &mut self.buffer,
+                Vec::with_capacity(capacity),
+            ));
+            Chunk::Lines(
+                self.lines
+                    .drain(..)
+                    .map(|(source, number, start, end)| Line {
+                        source,
+                        number,
+                        bytes: buffer.slice(start..end),
+                    })
+                    .collect(),
+            )
+        }
+    }
     std::thread::spawn(move || {
+        let mut chunk = Lines::default();
         for (source, input) in inputs.into_iter().enumerate() {
             let source = source as u32;
             let mut reader = BufReader::with_capacity(256 * 1024, input);
             let mut number = 0u64;
-            let mut chunk = Vec::new();
+            // Where a line interrupted by a signal started (its bytes stay read).
+            let mut interrupted_at = None;
             loop {
                 if stop.load(Ordering::Relaxed) {
-                    let _ = tx.send(Chunk::Lines(chunk));
+                    chunk
+                        .buffer
+                        .truncate(interrupted_at.unwrap_or(chunk.buffer.len()));
+                    let _ = tx.send(chunk.take());
                     return;
                 }
-                let mut bytes = Vec::new();
-                match reader.read_until(b'\n', &mut bytes) {
+                let start = interrupted_at.take().unwrap_or(chunk.buffer.len());
+                match reader.read_until(b'\n', &mut chunk.buffer) {
                     Ok(0) => break,
                     Ok(_) => {
                         number += 1;
-                        if bytes.last() == Some(&b'\n') {
-                            bytes.pop();
+                        let mut end = chunk.buffer.len();
+                        if chunk.buffer.last() == Some(&b'\n') {
+                            end -= 1;
                         }
-                        chunk.push(Line {
-                            source,
-                            number,
-                            bytes,
-                        });
+                        chunk.lines.push((source, number, start, end));
                         // Hand over when the next read may block, or the chunk is big.
-                        if (reader.buffer().is_empty() || chunk.len() >= 4096)
-                            && tx.send(Chunk::Lines(std::mem::take(&mut chunk))).is_err()
+                        if (reader.buffer().is_empty() || chunk.lines.len() >= 4096)
+                            && tx.send(chunk.take()).is_err()
                         {
                             return;
                         }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                        interrupted_at = Some(start);
+                    }
                     Err(e) => {
-                        let _ = tx.send(Chunk::Lines(std::mem::take(&mut chunk)));
+                        chunk.buffer.truncate(start);
+                        let _ = tx.send(chunk.take());
                         let _ = tx.send(Chunk::Error(source, number + 1, e));
                         return;
                     }
                 }
             }
-            if !chunk.is_empty() && tx.send(Chunk::Lines(chunk)).is_err() {
+            if !chunk.lines.is_empty() && tx.send(chunk.take()).is_err() {
                 return;
             }
         }
