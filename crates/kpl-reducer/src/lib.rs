@@ -148,6 +148,9 @@ impl<T> Ord for Entry<T> {
     }
 }
 
+/// Entries an emptied reducer's queue may keep.
+const IDLE_CAPACITY: usize = 64;
+
 /// The deadline-driven batcher. See the [crate docs](crate) for its rules.
 pub struct Reducer<T, P = NoPredicate> {
     policy: Policy,
@@ -362,6 +365,19 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
 
     /// Takes items in deadline order while they fit; at least one.
     fn take_batch(&mut self) -> Vec<T> {
+        let batch = self.take_any_batch();
+        if self.is_empty() {
+            // Emptied: what it grew to for a backlog is given back (one reducer
+            // per shard of a big stream would otherwise each keep their peak).
+            if self.run.capacity() > IDLE_CAPACITY {
+                self.run = VecDeque::new();
+            }
+            self.spare = Vec::new();
+        }
+        batch
+    }
+
+    fn take_any_batch(&mut self) -> Vec<T> {
         if self.heap.is_empty() {
             return self.take_run_batch();
         }
@@ -449,10 +465,52 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
     /// assert_eq!(next.len(), 2);
     /// assert!(next.capacity() >= capacity);
     /// ```
+    ///
+    /// A reducer left empty keeps nothing: of many reducers (one per shard), only the
+    /// busy ones hold a spare batch.
     pub fn recycle(&mut self, mut batch: Vec<T>) {
+        if self.is_empty() {
+            return;
+        }
         batch.clear();
         if batch.capacity() > self.spare.capacity() {
             self.spare = batch;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Rec(Instant);
+    impl Item for Rec {
+        fn size(&self) -> usize {
+            1
+        }
+        fn deadline(&self) -> Instant {
+            self.0
+        }
+    }
+
+    #[test]
+    fn an_emptied_reducer_gives_back_what_a_backlog_grew() {
+        let now = Instant::now();
+        let mut reducer = Reducer::new(Policy::new(usize::MAX, usize::MAX));
+        for _ in 0..1_000 {
+            assert!(reducer.add_deferred(Rec(now)).is_empty());
+        }
+        assert!(reducer.run.capacity() >= 1_000);
+        // A batch handed back while records remain is kept for the next one.
+        reducer.recycle(Vec::with_capacity(100));
+        assert!(reducer.spare.capacity() >= 100);
+        // Emptied: the queue and the spare are released.
+        let all: usize = reducer.flush().iter().map(Vec::len).sum();
+        assert_eq!(all, 1_000);
+        assert!(reducer.run.capacity() <= IDLE_CAPACITY);
+        assert_eq!(reducer.spare.capacity(), 0);
+        // An empty reducer keeps no handed-back batch.
+        reducer.recycle(Vec::with_capacity(100));
+        assert_eq!(reducer.spare.capacity(), 0);
     }
 }
