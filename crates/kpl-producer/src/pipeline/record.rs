@@ -540,6 +540,39 @@ mod tests {
     }
 
     #[test]
+    fn records_that_cannot_be_read_back_are_handed_back_not_lost() {
+        use crate::result::pair;
+
+        let t0 = Instant::now();
+        let epoch = Epoch::new(t0);
+        let config = Config::builder().build().expect("config");
+        let members: Vec<Member> = (0..2)
+            .map(|id| {
+                let (completer, _future) = pair(id, t0);
+                let key = HashKey::from_partition_key("k");
+                Rec::new("k".into(), None, key, Bytes::new(), t0, epoch, completer).m
+            })
+            .collect();
+        let krec = KRec {
+            records: Contents::Sealed(members),
+            partition_key: "a".into(),
+            explicit_hash_key: None,
+            data: Bytes::from_static(b"not an aggregate"),
+            shard: None,
+            deadline: t0,
+            expiration: t0,
+            aggregated: true,
+            released: None,
+        };
+        let Err(Unreadable { members, message }) = krec.into_records(epoch, &config) else {
+            panic!("garbage is not read as records");
+        };
+        let ids: Vec<u64> = members.iter().map(Member::id).collect();
+        assert_eq!(ids, [0, 1], "every member comes back");
+        assert!(message.contains("could not be decoded"), "{message}");
+    }
+
+    #[test]
     fn an_aggregated_record_costs_48_bytes_beside_its_encoded_bytes() {
         // A million records wait in aggregates when a stream is slow: what each
         // keeps besides its share of the aggregate is its member.
