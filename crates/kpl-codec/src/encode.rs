@@ -342,36 +342,13 @@ impl<D: AsRef<[u8]>> AggregateBuilder<D> {
     /// Appends the aggregated form of what was added to `out` (even for zero or one
     /// record): exactly [`size`](Self::size) bytes.
     pub fn encode_aggregate_into(&self, out: &mut Vec<u8>) {
-        self.encode_aggregate_with(out, |_| {});
-    }
-
-    /// Like [`encode_aggregate_into`](Self::encode_aggregate_into), and tells
-    /// `data_at` where each record's data starts in `out`, in record order (each
-    /// record's data is its `data.len()` bytes from there, verbatim).
-    ///
-    /// A caller holding the aggregate as shared bytes can then refer to every
-    /// record's data inside it instead of keeping a copy.
-    ///
-    /// ```
-    /// use kpl_codec::{AggregateBuilder, UserRecord};
-    ///
-    /// let mut builder = AggregateBuilder::new();
-    /// builder.add(UserRecord::new("a", b"first".to_vec()));
-    /// builder.add(UserRecord::new("b", b"second".to_vec()));
-    /// let mut out = Vec::new();
-    /// let mut starts = Vec::new();
-    /// builder.encode_aggregate_with(&mut out, |at| starts.push(at));
-    /// assert_eq!(&out[starts[0]..starts[0] + 5], b"first");
-    /// assert_eq!(&out[starts[1]..starts[1] + 6], b"second");
-    /// ```
-    pub fn encode_aggregate_with(&self, out: &mut Vec<u8>, mut data_at: impl FnMut(usize)) {
         out.reserve(self.size());
         out.extend_from_slice(&MAGIC);
         let body_start = out.len();
         // Writing into a Vec cannot fail.
         self.write_tables(&mut Writer::new(&mut *out))
             .expect("writing to a Vec never fails");
-        self.write_entries(out, &mut data_at);
+        self.write_entries(out);
         let digest: [u8; DIGEST_LEN] = Md5::digest(&out[body_start..]).into();
         out.extend_from_slice(&digest);
     }
@@ -390,8 +367,8 @@ impl<D: AsRef<[u8]>> AggregateBuilder<D> {
     }
 
     /// The records, written straight into `out` (the same bytes a protobuf writer
-    /// makes), telling `data_at` where each one's data starts.
-    fn write_entries(&self, out: &mut Vec<u8>, data_at: &mut impl FnMut(usize)) {
+    /// makes).
+    fn write_entries(&self, out: &mut Vec<u8>) {
         for entry in &self.entries {
             put_varint(out, u64::from(TAG_RECORDS));
             put_varint(out, entry.message_len as u64);
@@ -404,7 +381,6 @@ impl<D: AsRef<[u8]>> AggregateBuilder<D> {
             let data = entry.record.data.as_ref();
             put_varint(out, u64::from(TAG_RECORD_DATA));
             put_varint(out, data.len() as u64);
-            data_at(out.len());
             out.extend_from_slice(data);
             for tag in &entry.record.tags {
                 put_varint(out, u64::from(TAG_RECORD_TAGS));

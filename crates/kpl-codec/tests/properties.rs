@@ -98,28 +98,6 @@ proptest! {
         prop_assert_eq!(a, b);
     }
 
-    /// The offsets `encode_aggregate_with` reports point at each record's data, in
-    /// order, and the bytes are those of `encode_aggregate_into`.
-    #[test]
-    fn reported_offsets_point_at_each_records_data(records in prop::collection::vec(record(), 1..40)) {
-        let mut builder = AggregateBuilder::new();
-        for r in &records {
-            builder.add(r.clone());
-        }
-        let mut plain = Vec::new();
-        builder.encode_aggregate_into(&mut plain);
-        // Into a buffer that already holds something: offsets are into the buffer.
-        let mut out = b"prefix".to_vec();
-        let mut starts = Vec::new();
-        builder.encode_aggregate_with(&mut out, |at| starts.push(at));
-        prop_assert_eq!(&out[6..], &plain[..]);
-        prop_assert_eq!(starts.len(), records.len());
-        for (r, &at) in records.iter().zip(&starts) {
-            prop_assert_eq!(&out[at..at + r.data.len()], &r.data[..]);
-        }
-        prop_assert!(starts.windows(2).all(|w| w[0] < w[1]));
-    }
-
     /// The builder-free bound holds for every record without tags, whatever was
     /// added before.
     #[test]

@@ -20,6 +20,16 @@ const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Longest backoff after request-level failures.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// A failed attempt shared by the user records of one Kinesis record.
+struct Failed<'a> {
+    started: Instant,
+    /// Error code and message.
+    error: (&'a str, &'a str),
+    shard: Option<&'a Arc<str>>,
+    /// Whether the attempt may have stored them all the same.
+    stored: bool,
+}
+
 /// A record stored on a shard the map cannot place yet: decided after the refresh.
 pub(super) struct Landed {
     pub(super) rec: Rec,
@@ -123,21 +133,16 @@ impl StreamPipeline {
             debug!(stream = %self.stream, error = %e, backoff_ms = backoff.as_millis() as u64, "request failed; will retry");
         }
         let stored = e.may_have_been_stored();
-        let epoch = self.epoch;
-        let error = Some((code.as_str(), message.as_str()));
+        let error = (code.as_str(), message.as_str());
         for k in batch {
             let shard = k.shard.as_ref().map(ShardId::to_arc);
-            if fail_now {
-                for mut m in k.into_members() {
-                    m.attempt_sent(epoch, started, now, error, shard.as_ref(), stored);
-                    self.fail(m);
-                }
-            } else {
-                for mut rec in self.unseal(k, now) {
-                    rec.attempt_sent(epoch, started, now, error, shard.as_ref(), stored);
-                    self.retry(rec, now, backoff);
-                }
-            }
+            let attempt = Failed {
+                started,
+                error,
+                shard: shard.as_ref(),
+                stored,
+            };
+            self.fail_or_retry(k, attempt, fail_now, now, backoff);
         }
     }
 
@@ -251,19 +256,13 @@ impl StreamPipeline {
                     }
                     let fail_now =
                         (throttled && self.config.fail_if_throttled) || !kind.is_retryable();
-                    let epoch = self.epoch;
-                    let error = Some((code.as_str(), message.as_str()));
-                    if fail_now {
-                        for mut m in k.into_members() {
-                            m.attempt(epoch, started, now, error, shard_arc.as_ref());
-                            self.fail(m);
-                        }
-                    } else {
-                        for mut rec in self.unseal(k, now) {
-                            rec.attempt(epoch, started, now, error, shard_arc.as_ref());
-                            self.retry(rec, now, Duration::ZERO);
-                        }
-                    }
+                    let attempt = Failed {
+                        started,
+                        error: (code.as_str(), message.as_str()),
+                        shard: shard_arc.as_ref(),
+                        stored: false,
+                    };
+                    self.fail_or_retry(k, attempt, fail_now, now, Duration::ZERO);
                 }
             }
         }
@@ -272,6 +271,36 @@ impl StreamPipeline {
         }
         for shard in split {
             self.suspect(shard, now);
+        }
+    }
+
+    /// Records `attempt`, ended `now`, on each of a Kinesis record's user records,
+    /// then fails them (`fail_now`) or retries them after `backoff`.
+    fn fail_or_retry(
+        &mut self,
+        k: KRec,
+        attempt: Failed<'_>,
+        fail_now: bool,
+        now: Instant,
+        backoff: Duration,
+    ) {
+        let Failed {
+            started,
+            error,
+            shard,
+            stored,
+        } = attempt;
+        let epoch = self.epoch;
+        if fail_now {
+            for mut m in k.into_members() {
+                m.attempt_sent(epoch, started, now, Some(error), shard, stored);
+                self.fail(m);
+            }
+        } else {
+            for mut rec in self.unseal(k, now) {
+                rec.attempt_sent(epoch, started, now, Some(error), shard, stored);
+                self.retry(rec, now, backoff);
+            }
         }
     }
 
