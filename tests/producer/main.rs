@@ -1,5 +1,5 @@
 //! The producer end to end against kinesis-mock: the real aws-sdk-kinesis client on
-//! tokio, records read back with GetRecords and de-aggregated with kpl-codec.
+//! tokio (the SDK's HTTP client) and on smol (kpl-transport's async-io client), records read back with GetRecords and de-aggregated with kpl-codec.
 //!
 //! `#[ignore]`d in a plain `cargo test`; `cargo xtask ci` runs them with kinesis-mock up.
 
@@ -8,15 +8,19 @@
 mod peers;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kpl_codec::{HashKey, deaggregate};
-use kpl_producer::{Config, Producer, RecordFuture};
+use kpl_producer::{Config, Producer, PutRecord, RecordFuture};
 use kpl_runtime::Runtime;
-use kpl_transport::{ListShardsRequest, ShardDescription, StreamId, Transport};
+use kpl_transport::{
+    AwsTransport, HttpRuntime, ListShardsRequest, ShardDescription, StreamId, Transport,
+};
 
-use crate::peers::{MockPeer, Peer, block_on};
+use crate::peers::{MockPeer, Peer};
 
 async fn all_shards(t: &dyn Transport, stream: &str) -> Vec<ShardDescription> {
     let page = t
@@ -79,7 +83,7 @@ async fn put_range(p: &Producer, stream: &str, from: usize, to: usize, seed: u64
         );
         let data = Bytes::from(format!("record {i:06} of {stream}"));
         let future = p
-            .put_record(stream, partition_key.clone(), data.clone(), None)
+            .put_record(stream, PutRecord::new(partition_key.clone(), data.clone()))
             .await
             .unwrap();
         sent.push(Sent {
@@ -91,80 +95,193 @@ async fn put_range(p: &Producer, stream: &str, from: usize, to: usize, seed: u64
     sent
 }
 
+/// The runtime a test's producer runs on. On smol the producer's transport is the
+/// AWS SDK over kpl-transport's async-io HTTP client and its pipeline runs on smol's
+/// executor, with no tokio runtime in reach; the test's own setup and read-back
+/// (the SDK's admin client) run on a tokio runtime of their own threads.
+#[derive(Clone, Copy, Debug)]
+enum On {
+    Tokio,
+    Smol,
+}
+
+struct Env {
+    on: On,
+    peer: Arc<MockPeer>,
+    admin: tokio::runtime::Handle,
+}
+
+impl Env {
+    /// Runs `f` where the admin client works (the tokio runtime).
+    async fn admin<T: Send + 'static>(&self, f: impl Future<Output = T> + Send + 'static) -> T {
+        self.admin.spawn(f).await.expect("admin task")
+    }
+
+    async fn producer(&self) -> Producer {
+        match self.on {
+            On::Tokio => Producer::builder(config(), self.peer.transport()).build(Runtime::tokio()),
+            On::Smol => {
+                let transport = AwsTransport::builder()
+                    .http_runtime(HttpRuntime::AsyncIo)
+                    .endpoint_url(self.peer.endpoint())
+                    .region("us-east-1")
+                    .static_credentials("test", "test")
+                    .request_timeout(Duration::from_secs(60))
+                    .build()
+                    .await
+                    .unwrap();
+                Producer::builder(config(), Arc::new(transport)).build(Runtime::smol())
+            }
+        }
+    }
+
+    async fn sleep(&self, d: Duration) {
+        match self.on {
+            On::Tokio => tokio::time::sleep(d).await,
+            On::Smol => {
+                async_io::Timer::after(d).await;
+            }
+        }
+    }
+
+    fn spawn<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = T> + Send + 'static,
+    ) -> std::pin::Pin<Box<dyn Future<Output = T> + Send>> {
+        match self.on {
+            On::Tokio => {
+                let h = tokio::spawn(f);
+                Box::pin(async move { h.await.expect("task") })
+            }
+            On::Smol => Box::pin(smol::spawn(f)),
+        }
+    }
+}
+
+/// Runs `test` with its producer on `on`.
+fn run<F: Future<Output = ()>>(on: On, test: impl FnOnce(Env) -> F) {
+    let admin = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let peer = Arc::new(admin.block_on(MockPeer::connect()));
+    let env = Env {
+        on,
+        peer,
+        admin: admin.handle().clone(),
+    };
+    match on {
+        On::Tokio => admin.block_on(test(env)),
+        On::Smol => smol::block_on(test(env)),
+    }
+}
+
 #[test]
 #[ignore = "needs kinesis-mock: run by `cargo xtask ci`"]
 fn ten_thousand_records_over_four_shards_each_once_on_its_predicted_shard() {
-    block_on(async {
-        let started = Instant::now();
-        let peer = MockPeer::connect().await;
-        let (stream, _) = peer.create_stream("producer", 4).await;
-        let producer = Producer::builder(config(), peer.transport()).build(Runtime::tokio());
-        let sent = put_range(&producer, &stream, 0, 10_000, 1).await;
-        producer.flush().await;
-        let shards = all_shards(&*peer.transport(), &stream).await;
-        let seen = consumed(&peer, &stream).await;
-        for s in &sent {
-            let r = s
-                .future
-                .wait(Duration::ZERO)
-                .expect("resolved by the flush");
-            assert!(r.success, "{:?}", r.attempts);
-            let key = HashKey::from_partition_key(&s.partition_key);
-            let predicted = shards
-                .iter()
-                .find(|x| x.starting_hash_key <= key && key <= x.ending_hash_key)
-                .unwrap();
-            assert_eq!(
-                seen.get(&s.data).map(Vec::as_slice),
-                Some(&[predicted.shard_id.clone()][..])
-            );
-            assert_eq!(r.shard_id.as_deref(), Some(predicted.shard_id.as_str()));
-        }
-        let total: usize = seen.values().map(Vec::len).sum();
-        assert_eq!(total, 10_000, "nothing else was stored");
-        println!(
-            "10,000 records through kinesis-mock in {} ms",
-            started.elapsed().as_millis()
-        );
-    });
+    run(On::Tokio, ten_thousand);
+}
+
+#[test]
+#[ignore = "needs kinesis-mock: run by `cargo xtask ci`"]
+fn ten_thousand_records_on_smol_over_the_async_io_client() {
+    run(On::Smol, ten_thousand);
 }
 
 #[test]
 #[ignore = "needs kinesis-mock: run by `cargo xtask ci`"]
 fn a_split_while_records_flow_loses_nothing() {
-    block_on(async {
-        let peer = MockPeer::connect().await;
-        let (stream, _) = peer.create_stream("producer-split", 2).await;
-        let producer = Producer::builder(config(), peer.transport()).build(Runtime::tokio());
-        let mut sent = put_range(&producer, &stream, 0, 1_500, 2).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let shards = all_shards(&*peer.transport(), &stream).await;
-        let s0 = &shards[0];
-        let middle = HashKey::new(s0.starting_hash_key.get() / 2 + s0.ending_hash_key.get() / 2);
-        let flowing = {
-            let p = producer.clone();
-            let stream = stream.clone();
-            tokio::spawn(async move { put_range(&p, &stream, 1_500, 3_000, 2).await })
-        };
-        peer.split(&stream, &s0.shard_id, middle).await;
-        sent.extend(flowing.await.unwrap());
-        sent.extend(put_range(&producer, &stream, 3_000, 4_000, 2).await);
-        producer.flush().await;
-        let seen = consumed(&peer, &stream).await;
-        for s in &sent {
-            let r = s
-                .future
-                .wait(Duration::ZERO)
-                .expect("resolved by the flush");
-            assert!(r.success, "{:?}", r.attempts);
-            assert_eq!(
-                seen.get(&s.data).map(Vec::len),
-                Some(1),
-                "{}",
-                s.partition_key
-            );
-        }
-        let total: usize = seen.values().map(Vec::len).sum();
-        assert_eq!(total, 4_000);
-    });
+    run(On::Tokio, split_while_flowing);
+}
+
+#[test]
+#[ignore = "needs kinesis-mock: run by `cargo xtask ci`"]
+fn a_split_while_records_flow_on_smol_loses_nothing() {
+    run(On::Smol, split_while_flowing);
+}
+
+async fn ten_thousand(env: Env) {
+    let started = Instant::now();
+    let peer = env.peer.clone();
+    let (stream, _) = env
+        .admin(async move { peer.create_stream("producer", 4).await })
+        .await;
+    let producer = env.producer().await;
+    let sent = put_range(&producer, &stream, 0, 10_000, 1).await;
+    producer.flush().await;
+    let (peer, name) = (env.peer.clone(), stream.clone());
+    let shards = env
+        .admin(async move { all_shards(&*peer.transport(), &name).await })
+        .await;
+    let (peer, name) = (env.peer.clone(), stream.clone());
+    let seen = env.admin(async move { consumed(&peer, &name).await }).await;
+    for s in &sent {
+        let r = s
+            .future
+            .wait(Duration::ZERO)
+            .expect("resolved by the flush");
+        assert!(r.is_success(), "{:?}", r.attempts);
+        let key = HashKey::from_partition_key(&s.partition_key);
+        let predicted = shards
+            .iter()
+            .find(|x| x.starting_hash_key <= key && key <= x.ending_hash_key)
+            .unwrap();
+        assert_eq!(
+            seen.get(&s.data).map(Vec::as_slice),
+            Some(&[predicted.shard_id.clone()][..])
+        );
+        assert_eq!(r.shard_id.as_deref(), Some(predicted.shard_id.as_str()));
+    }
+    let total: usize = seen.values().map(Vec::len).sum();
+    assert_eq!(total, 10_000, "nothing else was stored");
+    println!(
+        "10,000 records through kinesis-mock on {:?} in {} ms",
+        env.on,
+        started.elapsed().as_millis()
+    );
+}
+
+async fn split_while_flowing(env: Env) {
+    let peer = env.peer.clone();
+    let (stream, _) = env
+        .admin(async move { peer.create_stream("producer-split", 2).await })
+        .await;
+    let producer = env.producer().await;
+    let mut sent = put_range(&producer, &stream, 0, 1_500, 2).await;
+    env.sleep(Duration::from_millis(200)).await;
+    let (peer, name) = (env.peer.clone(), stream.clone());
+    let shards = env
+        .admin(async move { all_shards(&*peer.transport(), &name).await })
+        .await;
+    let s0 = shards[0].clone();
+    let middle = HashKey::new(s0.starting_hash_key.get() / 2 + s0.ending_hash_key.get() / 2);
+    let flowing = {
+        let p = producer.clone();
+        let stream = stream.clone();
+        env.spawn(async move { put_range(&p, &stream, 1_500, 3_000, 2).await })
+    };
+    let (peer, name) = (env.peer.clone(), stream.clone());
+    env.admin(async move { peer.split(&name, &s0.shard_id, middle).await })
+        .await;
+    sent.extend(flowing.await);
+    sent.extend(put_range(&producer, &stream, 3_000, 4_000, 2).await);
+    producer.flush().await;
+    let (peer, name) = (env.peer.clone(), stream.clone());
+    let seen = env.admin(async move { consumed(&peer, &name).await }).await;
+    for s in &sent {
+        let r = s
+            .future
+            .wait(Duration::ZERO)
+            .expect("resolved by the flush");
+        assert!(r.is_success(), "{:?}", r.attempts);
+        assert_eq!(
+            seen.get(&s.data).map(Vec::len),
+            Some(1),
+            "{}",
+            s.partition_key
+        );
+    }
+    let total: usize = seen.values().map(Vec::len).sum();
+    assert_eq!(total, 4_000);
 }

@@ -284,3 +284,12 @@ fn shared_suite_against_kpl_sim() {
 fn shared_suite_against_kinesis_mock() {
     block_on(async { suite(&MockPeer::connect().await).await });
 }
+
+#[test]
+#[ignore = "needs kinesis-mock: run by `cargo xtask ci`"]
+fn shared_suite_against_kinesis_mock_over_the_async_io_client() {
+    block_on(async {
+        let peer = MockPeer::connect().await.with_async_io_client().await;
+        suite(&peer).await;
+    });
+}

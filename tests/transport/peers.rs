@@ -103,6 +103,7 @@ impl Peer for SimPeer {
 pub(crate) struct MockPeer {
     admin: aws_sdk_kinesis::Client,
     transport: Arc<dyn Transport>,
+    endpoint: String,
 }
 
 impl MockPeer {
@@ -138,7 +139,30 @@ impl MockPeer {
         Self {
             admin: aws_sdk_kinesis::Client::from_conf(config),
             transport: Arc::new(transport),
+            endpoint,
         }
+    }
+
+    /// The same peer, its transport on kpl-transport's async-io HTTP client (which
+    /// runs under any executor, tokio's included).
+    pub(crate) async fn with_async_io_client(mut self) -> Self {
+        let transport = AwsTransport::builder()
+            .http_runtime(kpl_transport::HttpRuntime::AsyncIo)
+            .endpoint_url(&self.endpoint)
+            .region("us-east-1")
+            .static_credentials("test", "test")
+            .request_timeout(Duration::from_secs(60))
+            .build()
+            .await
+            .unwrap();
+        self.transport = Arc::new(transport);
+        self
+    }
+
+    /// kinesis-mock's URL (the producer suite builds its smol transport with it).
+    #[allow(dead_code)]
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.endpoint
     }
 
     async fn wait_active(&self, stream: &str) {

@@ -37,7 +37,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use bytes::Bytes;
-//! use kpl_producer::{Config, Producer};
+//! use kpl_producer::{Config, Producer, PutRecord};
 //! use kpl_runtime::Simulation;
 //! use kpl_sim::Simulator;
 //!
@@ -52,7 +52,7 @@
 //!     let mut pending = Vec::new();
 //!     for i in 0..1000 {
 //!         let data = Bytes::from(format!("event {i}"));
-//!         pending.push(producer.put_record("events", format!("user-{i}"), data, None).await.unwrap());
+//!         pending.push(producer.put_record("events", PutRecord::new(format!("user-{i}"), data)).await.unwrap());
 //!     }
 //!     producer.flush().await;
 //!     futures::future::join_all(pending).await
@@ -82,5 +82,7 @@ pub use producer::{Producer, ProducerBuilder, PutError, PutRecord};
 pub use result::{
     Attempt, Attempts, OutcomeBatch, Outcomes, RecordFuture, RecordId, RecordResult, codes,
 };
+#[cfg(all(feature = "tokio", feature = "aws"))]
+pub use sync::SyncBuildError;
 #[cfg(feature = "tokio")]
 pub use sync::SyncProducer;

@@ -89,21 +89,28 @@ pub struct PutRecord {
 
 impl PutRecord {
     /// A record without an explicit hash key.
+    ///
+    /// ```
+    /// use kpl_producer::PutRecord;
+    ///
+    /// let record = PutRecord::new("user-1", b"hello".to_vec());
+    /// assert_eq!(record.partition_key, "user-1");
+    /// let routed = PutRecord::new("user-1", "hello").explicit_hash_key("42");
+    /// assert_eq!(routed.explicit_hash_key.as_deref(), Some("42"));
+    /// ```
     pub fn new(partition_key: impl Into<String>, data: impl Into<Bytes>) -> Self {
-        Self::with_hash_key(partition_key, data, None)
-    }
-
-    /// A record with an explicit hash key (decimal), if one is given.
-    pub fn with_hash_key(
-        partition_key: impl Into<String>,
-        data: impl Into<Bytes>,
-        explicit_hash_key: Option<&str>,
-    ) -> Self {
         Self {
             partition_key: partition_key.into(),
             data: data.into(),
-            explicit_hash_key: explicit_hash_key.map(str::to_owned),
+            explicit_hash_key: None,
         }
+    }
+
+    /// Routes the record by this explicit hash key (a decimal number from 0 to
+    /// 2^128 − 1) instead of its partition key's MD5. Checked when it is put.
+    pub fn explicit_hash_key(mut self, key: impl Into<String>) -> Self {
+        self.explicit_hash_key = Some(key.into());
+        self
     }
 
     /// What it counts against the outstanding caps: data and partition key bytes.
@@ -135,7 +142,7 @@ struct Inner {
 /// use std::sync::Arc;
 /// use std::time::Duration;
 /// use bytes::Bytes;
-/// use kpl_producer::{Config, Producer};
+/// use kpl_producer::{Config, Producer, PutRecord};
 /// use kpl_runtime::Simulation;
 /// use kpl_sim::Simulator;
 ///
@@ -146,7 +153,7 @@ struct Inner {
 ///     .build(sim.runtime());
 /// let result = sim.block_on(async move {
 ///     let pending = producer
-///         .put_record("events", "user-1", Bytes::from_static(b"hello"), None)
+///         .put_record("events", PutRecord::new("user-1", Bytes::from_static(b"hello")))
 ///         .await
 ///         .expect("a valid record");
 ///     pending.await
@@ -250,11 +257,8 @@ impl Producer {
     pub async fn put_record(
         &self,
         stream: &str,
-        partition_key: impl Into<String>,
-        data: Bytes,
-        explicit_hash_key: Option<&str>,
+        record: PutRecord,
     ) -> Result<RecordFuture, PutError> {
-        let record = PutRecord::with_hash_key(partition_key, data, explicit_hash_key);
         let mut out = self.put_many(stream, vec![record], true).await?;
         out.pop().unwrap_or(Err(PutError::ShuttingDown))
     }
@@ -264,11 +268,8 @@ impl Producer {
     pub fn try_put_record(
         &self,
         stream: &str,
-        partition_key: impl Into<String>,
-        data: Bytes,
-        explicit_hash_key: Option<&str>,
+        record: PutRecord,
     ) -> Result<RecordFuture, PutError> {
-        let record = PutRecord::with_hash_key(partition_key, data, explicit_hash_key);
         let (mut ready, _) = self.prepare(stream, vec![record], false)?;
         ready.pop().unwrap_or(Err(PutError::ShuttingDown))
     }
@@ -573,6 +574,40 @@ impl Producer {
         }
     }
 
+    /// A producer sending to Kinesis through the AWS SDK, on the runtime of the
+    /// crate's features (tokio when `tokio` is on, else smol).
+    ///
+    /// The transport takes from `config` its `Region`, `KinesisEndpoint` (and
+    /// port), `ConnectTimeout`, `RequestTimeout` and `MaxConnections`; credentials
+    /// come from the standard AWS chain (environment, profile, web identity,
+    /// container or instance role). With tokio, call it inside a tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// use kpl_producer::{Config, Producer, PutRecord};
+    ///
+    /// let config = Config::builder()
+    ///     .region("us-east-1")
+    ///     .kinesis_endpoint("http://127.0.0.1:4567")
+    ///     .build()?;
+    /// let producer = Producer::from_config(config).await?;
+    /// let outcome = producer
+    ///     .put_record("my-stream", PutRecord::new("pk-1", b"data".to_vec()))
+    ///     .await?
+    ///     .await;
+    /// assert!(outcome.is_success());
+    /// # Ok(()) }
+    /// ```
+    #[cfg(all(feature = "aws", any(feature = "tokio", feature = "smol")))]
+    pub async fn from_config(config: Config) -> Result<Producer, kpl_transport::BuildError> {
+        let transport = aws_transport(&config).build().await?;
+        #[cfg(feature = "tokio")]
+        let runtime = Runtime::tokio();
+        #[cfg(not(feature = "tokio"))]
+        let runtime = Runtime::smol();
+        Ok(Producer::builder(config, Arc::new(transport)).build(runtime))
+    }
+
     /// Records accepted and not yet resolved.
     pub fn outstanding_records(&self) -> usize {
         self.inner.shared.lock().records
@@ -652,4 +687,20 @@ impl Drop for Inner {
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
     }
+}
+
+/// An AWS transport builder with the settings `config` has for it.
+#[cfg(feature = "aws")]
+pub(crate) fn aws_transport(config: &Config) -> kpl_transport::AwsTransportBuilder {
+    let mut builder = kpl_transport::AwsTransport::builder()
+        .connect_timeout(config.connect_timeout())
+        .request_timeout(config.request_timeout())
+        .max_connections(config.max_connections());
+    if let Some(region) = config.region() {
+        builder = builder.region(region);
+    }
+    if let Some(url) = config.kinesis_endpoint() {
+        builder = builder.endpoint_url(url);
+    }
+    builder
 }

@@ -65,11 +65,11 @@ fn flush_waits_for_outcomes_and_flush_stream_for_one_stream() {
     let (fa, fb) = sim
         .block_on(async move {
             let fa = p2
-                .put_record("a", "k", Bytes::from_static(b"1"), None)
+                .put_record("a", PutRecord::new("k", Bytes::from_static(b"1")))
                 .await
                 .unwrap();
             let fb = p2
-                .put_record("b", "k", Bytes::from_static(b"2"), None)
+                .put_record("b", PutRecord::new("k", Bytes::from_static(b"2")))
                 .await
                 .unwrap();
             p2.flush_stream("a").await;
@@ -154,7 +154,7 @@ fn the_event_hook_sees_the_pipeline() {
         .build(sim.runtime());
     sim.block_on(async move {
         let f = p
-            .put_record("a", "k", Bytes::from_static(b"x"), None)
+            .put_record("a", PutRecord::new("k", Bytes::from_static(b"x")))
             .await
             .unwrap();
         p.flush().await;
@@ -174,7 +174,7 @@ fn dropping_the_producer_never_leaves_a_future_unresolved() {
     let p2 = p.clone();
     let future = sim
         .block_on(async move {
-            p2.put_record("a", "k", Bytes::from_static(b"x"), None)
+            p2.put_record("a", PutRecord::new("k", Bytes::from_static(b"x")))
                 .await
                 .unwrap()
         })
@@ -195,7 +195,7 @@ fn dropping_the_producer_finishes_what_it_holds() {
     let p2 = p.clone();
     let future = sim
         .block_on(async move {
-            p2.put_record("a", "k", Bytes::from_static(b"x"), None)
+            p2.put_record("a", PutRecord::new("k", Bytes::from_static(b"x")))
                 .await
                 .unwrap()
         })
@@ -222,9 +222,10 @@ fn sync_producer_from_many_threads() {
                         producer
                             .put_record(
                                 "a",
-                                format!("t{t}-{i}"),
-                                Bytes::from(format!("{t}/{i}")),
-                                None,
+                                PutRecord::new(
+                                    format!("t{t}-{i}"),
+                                    Bytes::from(format!("{t}/{i}")),
+                                ),
                             )
                             .unwrap()
                     })

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use common::STREAM;
-use kpl_producer::{Config, Producer, RecordResult, codes};
+use kpl_producer::{Config, Producer, PutRecord, RecordResult, codes};
 use kpl_runtime::Simulation;
 use kpl_sim::{Faults, Simulator};
 use kpl_transport::{
@@ -88,9 +88,7 @@ fn put_prefixed(
             pending.push(
                 p.put_record(
                     STREAM,
-                    format!("key-{i}"),
-                    Bytes::from(format!("{prefix} {i}")),
-                    None,
+                    PutRecord::new(format!("key-{i}"), Bytes::from(format!("{prefix} {i}"))),
                 )
                 .await
                 .unwrap(),
@@ -121,7 +119,7 @@ fn per_record_throttles_are_retried() {
             for i in 0..3_000 {
                 let data = Bytes::from(vec![b'x'; 1_000 + i % 10]);
                 pending.push(
-                    p2.put_record(STREAM, format!("k{i}"), data, None)
+                    p2.put_record(STREAM, PutRecord::new(format!("k{i}"), data))
                         .await
                         .unwrap(),
                 );

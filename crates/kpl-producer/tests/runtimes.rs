@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kpl_codec::{HashKey, deaggregate};
-use kpl_producer::{Config, Producer, RecordResult};
+use kpl_producer::{Config, Producer, PutRecord, RecordResult};
 use kpl_runtime::Runtime;
 use kpl_sim::Simulator;
 
@@ -22,7 +22,7 @@ async fn put_batch(
         let pk = format!("user-{i}");
         let data = Bytes::from(format!("event {i:06}"));
         let f = p
-            .put_record(STREAM, pk.clone(), data.clone(), None)
+            .put_record(STREAM, PutRecord::new(pk.clone(), data.clone()))
             .await
             .unwrap();
         out.push((pk, data, f));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use kpl_producer::{Config, PutError, codes};
+use kpl_producer::{Config, PutError, PutRecord, codes};
 use kpl_sim::Faults;
 
 #[test]
@@ -177,7 +177,7 @@ fn shutdown_with_records_pending() {
     assert_eq!(outcome.successes() + failed, 150);
     let p = h.producer.clone();
     let after = h.sim.block_on(async move {
-        p.put_record(STREAM, "late", Bytes::from_static(b"x"), None)
+        p.put_record(STREAM, PutRecord::new("late", Bytes::from_static(b"x")))
             .await
             .map(drop)
     });
@@ -204,13 +204,13 @@ fn backpressure_caps_are_never_exceeded() {
         for i in 0..2_000 {
             let data = Bytes::from(format!("record {i:08}"));
             if matches!(
-                producer.try_put_record(STREAM, format!("k{i}"), Bytes::new(), None),
+                producer.try_put_record(STREAM, PutRecord::new(format!("k{i}"), Bytes::new())),
                 Err(PutError::Full { .. })
             ) {
                 *full2.lock().unwrap() = true;
             }
             let f = producer
-                .put_record(STREAM, format!("k{i}"), data.clone(), None)
+                .put_record(STREAM, PutRecord::new(format!("k{i}"), data.clone()))
                 .await
                 .unwrap();
             let n = producer.outstanding_records();
@@ -241,14 +241,19 @@ fn invalid_records_are_refused_and_nothing_is_enqueued() {
         .sim
         .block_on(async move {
             vec![
-                p.put_record(STREAM, "", Bytes::new(), None).await.map(drop),
-                p.put_record(STREAM, "k".repeat(257), Bytes::new(), None)
+                p.put_record(STREAM, PutRecord::new("", Bytes::new()))
                     .await
                     .map(drop),
-                p.put_record(STREAM, "k", Bytes::new(), Some("-1"))
+                p.put_record(STREAM, PutRecord::new("k".repeat(257), Bytes::new()))
                     .await
                     .map(drop),
-                p.put_record(STREAM, "k", Bytes::from(vec![0; 1_000]), None)
+                p.put_record(
+                    STREAM,
+                    PutRecord::new("k", Bytes::new()).explicit_hash_key("-1"),
+                )
+                .await
+                .map(drop),
+                p.put_record(STREAM, PutRecord::new("k", Bytes::from(vec![0; 1_000])))
                     .await
                     .map(drop),
             ]
@@ -312,7 +317,7 @@ fn try_put_record_refuses_what_the_stream_cannot_drain_in_time() {
         h.sim.run_for(Duration::from_millis(1));
         match h
             .producer
-            .try_put_record(STREAM, "k", Bytes::from(vec![b'x'; 1_000]), None)
+            .try_put_record(STREAM, PutRecord::new("k", Bytes::from(vec![b'x'; 1_000])))
         {
             Err(e) => {
                 refused = Some(e);

@@ -11,6 +11,8 @@ use aws_sdk_kinesis::config::{Credentials, Region};
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardFilter, ShardFilterType};
+use aws_smithy_async::rt::sleep::SharedAsyncSleep;
+#[cfg(feature = "tokio")]
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -63,6 +65,33 @@ pub struct AwsTransportBuilder {
     request_timeout: Option<Duration>,
     max_connections: Option<usize>,
     sdk_config: Option<SdkConfig>,
+    http_runtime: Option<HttpRuntime>,
+}
+
+/// The HTTP client an [`AwsTransport`] sends with.
+///
+/// The default is [`Tokio`](Self::Tokio) when the crate's `tokio` feature is on,
+/// else [`AsyncIo`](Self::AsyncIo).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HttpRuntime {
+    /// The SDK's hyper client on tokio (feature `tokio`): the transport must be
+    /// built and used inside a tokio runtime.
+    Tokio,
+    /// This crate's client on async-io (feature `async-io`): runs under smol,
+    /// async-std or any executor, with no tokio runtime.
+    AsyncIo,
+}
+
+impl HttpRuntime {
+    /// The default for the features enabled.
+    fn default_for_features() -> Self {
+        if cfg!(feature = "tokio") {
+            Self::Tokio
+        } else {
+            Self::AsyncIo
+        }
+    }
 }
 
 impl fmt::Debug for AwsTransportBuilder {
@@ -94,6 +123,11 @@ pub enum BuildError {
     },
     /// No region was given and the AWS chain found none.
     NoRegion,
+    /// The HTTP client asked for is not built in: enable kpl-transport's feature
+    /// `tokio` or `async-io` (kpl's `tokio` or `smol`).
+    NoHttpClient(HttpRuntime),
+    /// The HTTP client could not be set up (its TLS settings).
+    HttpClient(String),
 }
 
 impl fmt::Display for BuildError {
@@ -107,6 +141,15 @@ impl fmt::Display for BuildError {
             Self::NoRegion => f.write_str(
                 "no AWS region: set one on the builder, or AWS_REGION, or a profile's region",
             ),
+            Self::NoHttpClient(runtime) => write!(
+                f,
+                "the {runtime:?} HTTP client is not built in: enable kpl-transport's feature {}",
+                match runtime {
+                    HttpRuntime::Tokio => "tokio",
+                    HttpRuntime::AsyncIo => "async-io",
+                }
+            ),
+            Self::HttpClient(why) => write!(f, "the HTTP client could not be set up: {why}"),
         }
     }
 }
@@ -151,6 +194,13 @@ impl AwsTransportBuilder {
     /// Idle connections kept, 1 to 256 (default 24).
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = Some(max);
+        self
+    }
+
+    /// The HTTP client to send with (default: tokio's when the `tokio` feature is
+    /// on, else async-io's).
+    pub fn http_runtime(mut self, runtime: HttpRuntime) -> Self {
+        self.http_runtime = Some(runtime);
         self
     }
 
@@ -205,18 +255,22 @@ impl AwsTransportBuilder {
     }
 
     /// Builds the transport, loading the AWS chain for whatever was not given.
-    /// Must run inside a tokio runtime.
+    /// With the tokio HTTP client ([`HttpRuntime::Tokio`]), must run inside a tokio
+    /// runtime; with async-io's, under any executor.
     pub async fn build(self) -> Result<AwsTransport, BuildError> {
         let (connect, request, connections) = self.check()?;
-        let http: SharedHttpClient = aws_smithy_http_client::Builder::new()
-            .pool_max_idle_per_host(connections)
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .build_https();
+        let runtime = self
+            .http_runtime
+            .unwrap_or_else(HttpRuntime::default_for_features);
+        let (http, sleep) = http_client(runtime, connections)?;
         let sdk = match self.sdk_config {
             Some(config) => config,
             None => {
                 let mut loader =
                     aws_config::defaults(BehaviorVersion::latest()).http_client(http.clone());
+                if let Some(sleep) = &sleep {
+                    loader = loader.sleep_impl(sleep.clone());
+                }
                 if let Some(region) = &self.region {
                     loader = loader.region(Region::new(region.clone()));
                 }
@@ -242,6 +296,9 @@ impl AwsTransportBuilder {
                     .operation_timeout(request)
                     .build(),
             );
+        if let Some(sleep) = sleep {
+            config = config.sleep_impl(sleep);
+        }
         if let Some(region) = self.region {
             config = config.region(Region::new(region));
         }
@@ -265,6 +322,35 @@ impl AwsTransportBuilder {
             client: aws_sdk_kinesis::Client::from_conf(config),
             connect_timeout: connect,
         })
+    }
+}
+
+/// The HTTP client and sleep of a runtime (no sleep: the SDK's default, tokio's).
+fn http_client(
+    runtime: HttpRuntime,
+    connections: usize,
+) -> Result<(SharedHttpClient, Option<SharedAsyncSleep>), BuildError> {
+    let _ = connections;
+    match runtime {
+        #[cfg(feature = "tokio")]
+        HttpRuntime::Tokio => Ok((
+            aws_smithy_http_client::Builder::new()
+                .pool_max_idle_per_host(connections)
+                .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+                .build_https(),
+            None,
+        )),
+        #[cfg(feature = "async-io")]
+        HttpRuntime::AsyncIo => {
+            let client = crate::async_io_http::AsyncIoHttpClient::new(connections)
+                .map_err(BuildError::HttpClient)?;
+            Ok((
+                SharedHttpClient::new(client),
+                Some(SharedAsyncSleep::new(crate::async_io_http::AsyncIoSleep)),
+            ))
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(BuildError::NoHttpClient(other)),
     }
 }
 

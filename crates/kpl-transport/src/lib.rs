@@ -38,6 +38,8 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+#[cfg(feature = "async-io")]
+mod async_io_http;
 #[cfg(feature = "aws")]
 mod aws;
 mod error;
@@ -49,7 +51,7 @@ use bytes::Bytes;
 use kpl_codec::HashKey;
 
 #[cfg(feature = "aws")]
-pub use aws::{AwsTransport, AwsTransportBuilder, BuildError};
+pub use aws::{AwsTransport, AwsTransportBuilder, BuildError, HttpRuntime};
 pub use error::{ErrorKind, TIMEOUT_CODE, TransportError};
 
 /// The KPL's default for request and connect timeouts.

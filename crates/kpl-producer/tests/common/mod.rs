@@ -175,7 +175,7 @@ fn load(
                 }
             } else {
                 producer
-                    .put_record(STREAM, partition_key.clone(), data.clone(), None)
+                    .put_record(STREAM, PutRecord::new(partition_key.clone(), data.clone()))
                     .await
                     .map(Source::Future)
             };

@@ -1,0 +1,573 @@
+//! An HTTP client for the AWS SDK on async-io: hyper 1 HTTP/1.1 connections over
+//! async-io TCP, TLS by rustls (ring), a bounded pool of idle connections, connect
+//! timeouts. It needs no runtime of its own: every future it makes is driven by
+//! whoever polls the request (smol, async-std, `futures::executor`, tokio too).
+//!
+//! A connection is driven by the request using it: the response's body is read to
+//! its end before the response is handed to the SDK (Kinesis answers are small),
+//! so nothing has to be spawned. An idle connection is checked before reuse (a
+//! connection the server closed while it sat in the pool is dropped, never
+//! written to).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_net::TcpStream;
+use aws_smithy_async::rt::sleep::{AsyncSleep, Sleep};
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use futures::io::{AsyncRead, AsyncWrite};
+use futures_rustls::TlsConnector;
+use futures_rustls::client::TlsStream;
+use http_body_util::BodyExt;
+use hyper::client::conn::http1::{self, Connection, SendRequest};
+use rustls::pki_types::ServerName;
+use tracing::debug;
+
+/// Idle connections older than this are closed rather than reused (servers and load
+/// balancers close idle connections after a minute or so).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `AsyncSleep` of async-io's timers, for the SDK's timeouts.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct AsyncIoSleep;
+
+impl AsyncSleep for AsyncIoSleep {
+    fn sleep(&self, duration: Duration) -> Sleep {
+        Sleep::new(async move {
+            async_io::Timer::after(duration).await;
+        })
+    }
+}
+
+/// The HTTP client: connection settings and the pool shared by every connector the
+/// SDK asks for.
+#[derive(Clone)]
+pub(crate) struct AsyncIoHttpClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tls: Arc<rustls::ClientConfig>,
+    max_idle: usize,
+    idle: Mutex<HashMap<Origin, Vec<Idle>>>,
+}
+
+impl fmt::Debug for AsyncIoHttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncIoHttpClient")
+            .field("max_idle", &self.inner.max_idle)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Origin {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+struct Conn {
+    sender: SendRequest<SdkBody>,
+    connection: Connection<Io, SdkBody>,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+impl AsyncIoHttpClient {
+    /// A client keeping up to `max_idle` idle connections per origin, trusting the
+    /// system's root certificates.
+    pub(crate) fn new(max_idle: usize) -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        for cert in found.certs {
+            // A certificate the system has that rustls cannot read is skipped, as
+            // the SDK's own client does.
+            let _ = roots.add(cert);
+        }
+        if roots.is_empty() {
+            debug!(errors = ?found.errors, "no system root certificate loaded");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS settings: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            inner: Arc::new(Inner {
+                tls: Arc::new(tls),
+                max_idle: max_idle.max(1),
+                idle: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Idle connections in the pool (all origins).
+    #[cfg(test)]
+    pub(crate) fn idle_connections(&self) -> usize {
+        self.inner
+            .idle
+            .lock()
+            .map_or(0, |m| m.values().map(Vec::len).sum())
+    }
+}
+
+impl HttpClient for AsyncIoHttpClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        _components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(Connector {
+            inner: self.inner.clone(),
+            connect_timeout: settings.connect_timeout(),
+            read_timeout: settings.read_timeout(),
+        })
+    }
+}
+
+#[derive(Clone)]
+struct Connector {
+    inner: Arc<Inner>,
+    connect_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpConnector for Connector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let this = self.clone();
+        HttpConnectorFuture::new(async move { this.send(request).await })
+    }
+}
+
+impl Connector {
+    async fn send(self, request: HttpRequest) -> Result<HttpResponse, ConnectorError> {
+        let mut request = request
+            .try_into_http1x()
+            .map_err(|e| ConnectorError::user(e.into()))?;
+        let origin = origin(request.uri()).map_err(|e| ConnectorError::user(e.into()))?;
+        // HTTP/1.1 wants the path in the request line and the host in a header.
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse::<http::Uri>()
+            .map_err(|e| ConnectorError::user(e.into()))?;
+        if !request.headers().contains_key(http::header::HOST) {
+            let default_port = if origin.https { 443 } else { 80 };
+            let host = if origin.port == default_port {
+                origin.host.clone()
+            } else {
+                format!("{}:{}", origin.host, origin.port)
+            };
+            let value =
+                http::HeaderValue::from_str(&host).map_err(|e| ConnectorError::user(e.into()))?;
+            request.headers_mut().insert(http::header::HOST, value);
+        }
+        *request.uri_mut() = path;
+
+        let mut conn = match self.take_idle(&origin) {
+            Some(conn) => conn,
+            None => self.connect(&origin).await?,
+        };
+        let exchange = async {
+            let response = drive(&mut conn.connection, conn.sender.send_request(request))
+                .await
+                .map_err(hyper_error)?;
+            let (parts, body) = response.into_parts();
+            let body = drive(&mut conn.connection, body.collect())
+                .await
+                .map_err(hyper_error)?
+                .to_bytes();
+            Ok::<_, ConnectorError>(http::Response::from_parts(parts, body))
+        };
+        let response = match self.read_timeout {
+            Some(limit) => with_timeout(limit, exchange)
+                .await
+                .unwrap_or_else(|| Err(ConnectorError::timeout("read timed out".into())))?,
+            None => exchange.await?,
+        };
+        let reusable = !response
+            .headers()
+            .get(http::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        if reusable {
+            self.put_idle(origin, conn);
+        }
+        let response = response.map(SdkBody::from);
+        HttpResponse::try_from(response).map_err(|e| ConnectorError::other(e.into(), None))
+    }
+
+    /// An idle connection to `origin` still open, if there is one.
+    fn take_idle(&self, origin: &Origin) -> Option<Conn> {
+        let mut idle = self.inner.idle.lock().ok()?;
+        let list = idle.get_mut(origin)?;
+        while let Some(mut entry) = list.pop() {
+            if entry.since.elapsed() < IDLE_TIMEOUT && still_open(&mut entry.conn) {
+                return Some(entry.conn);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, origin: Origin, mut conn: Conn) {
+        if !still_open(&mut conn) {
+            return;
+        }
+        if let Ok(mut idle) = self.inner.idle.lock() {
+            let list = idle.entry(origin).or_default();
+            if list.len() < self.inner.max_idle {
+                list.push(Idle {
+                    conn,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+
+    async fn connect(&self, origin: &Origin) -> Result<Conn, ConnectorError> {
+        let connect = async {
+            let addrs = async_net::resolve((origin.host.as_str(), origin.port))
+                .await
+                .map_err(|e| {
+                    ConnectorError::io(
+                        io::Error::new(e.kind(), format!("could not resolve {}: {e}", origin.host))
+                            .into(),
+                    )
+                })?;
+            let tcp = connect_any(&addrs).await.map_err(|e| {
+                ConnectorError::io(
+                    io::Error::new(
+                        e.kind(),
+                        format!("could not connect to {}:{}: {e}", origin.host, origin.port),
+                    )
+                    .into(),
+                )
+            })?;
+            let _ = tcp.set_nodelay(true);
+            let io = if origin.https {
+                let name = ServerName::try_from(origin.host.clone())
+                    .map_err(|e| ConnectorError::user(e.into()))?;
+                let tls = TlsConnector::from(self.inner.tls.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| {
+                        ConnectorError::io(
+                            io::Error::new(e.kind(), format!("TLS handshake failed: {e}")).into(),
+                        )
+                    })?;
+                Io::Tls(Box::new(tls))
+            } else {
+                Io::Plain(tcp)
+            };
+            let (sender, connection) = http1::handshake(io).await.map_err(|e| {
+                ConnectorError::io(io::Error::other(format!("HTTP connect failed: {e}")).into())
+            })?;
+            debug!(host = %origin.host, port = origin.port, tls = origin.https, "connected");
+            Ok(Conn { sender, connection })
+        };
+        match self.connect_timeout {
+            Some(limit) => with_timeout(limit, connect).await.unwrap_or_else(|| {
+                Err(ConnectorError::timeout(
+                    format!(
+                        "could not connect to {}:{} within {limit:?}",
+                        origin.host, origin.port
+                    )
+                    .into(),
+                ))
+            }),
+            None => connect.await,
+        }
+    }
+}
+
+/// The scheme, host and port of a request's URI.
+fn origin(uri: &http::Uri) -> Result<Origin, String> {
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        other => return Err(format!("unsupported URL scheme {other:?} in {uri}")),
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("no host in {uri}"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    Ok(Origin { https, host, port })
+}
+
+async fn connect_any(addrs: &[SocketAddr]) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for addr in addrs {
+        match TcpStream::connect(*addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn hyper_error(e: hyper::Error) -> ConnectorError {
+    if e.is_timeout() {
+        ConnectorError::timeout(e.into())
+    } else {
+        // The request may have been written: the caller says so in the outcome.
+        ConnectorError::io(e.into())
+    }
+}
+
+/// Whether a pooled connection is still usable: polling it once reads a close the
+/// server sent while it was idle.
+fn still_open(conn: &mut Conn) -> bool {
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    if Pin::new(&mut conn.connection).poll(&mut cx).is_ready() {
+        return false;
+    }
+    !conn.sender.is_closed() && conn.sender.poll_ready(&mut cx).is_ready_and_ok()
+}
+
+trait ReadyOk {
+    fn is_ready_and_ok(&self) -> bool;
+}
+
+impl<E> ReadyOk for Poll<Result<(), E>> {
+    fn is_ready_and_ok(&self) -> bool {
+        matches!(self, Poll::Ready(Ok(())))
+    }
+}
+
+/// Polls `work` to its end while driving the connection it runs on. A connection
+/// that ends first (closed or failed) fails the work with its error.
+async fn drive<T>(
+    connection: &mut Connection<Io, SdkBody>,
+    work: impl Future<Output = Result<T, hyper::Error>>,
+) -> Result<T, hyper::Error> {
+    let mut work = std::pin::pin!(work);
+    let mut ended = false;
+    futures::future::poll_fn(move |cx| {
+        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        if !ended {
+            match Pin::new(&mut *connection).poll(cx) {
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                // Closed cleanly: the work's own future reports what is missing.
+                Poll::Ready(Ok(())) => ended = true,
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// `future`'s output, or `None` after `limit`.
+async fn with_timeout<T>(limit: Duration, future: impl Future<Output = T>) -> Option<T> {
+    let future = std::pin::pin!(future);
+    let timer = async_io::Timer::after(limit);
+    match futures::future::select(future, timer).await {
+        futures::future::Either::Left((out, _)) => Some(out),
+        futures::future::Either::Right(_) => None,
+    }
+}
+
+/// A connection's byte stream: plain TCP or TLS over it.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl hyper::rt::Read for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        // Read into initialised memory, then copy (no unsafe code for the cursor's
+        // uninitialised part).
+        let mut chunk = [0u8; 16 * 1024];
+        let want = buf.remaining().min(chunk.len());
+        let n = match self.get_mut() {
+            Io::Plain(s) => std::task::ready!(Pin::new(s).poll_read(cx, &mut chunk[..want]))?,
+            Io::Tls(s) => {
+                std::task::ready!(Pin::new(s.as_mut()).poll_read(cx, &mut chunk[..want]))?
+            }
+        };
+        buf.put_slice(&chunk[..n]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl hyper::rt::Write for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_close(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A loopback HTTP/1.1 server answering `ok` to every request; after each
+    /// answer it closes the connection when `close_after_answer` (without saying
+    /// so: the client finds out while the connection idles). Counts connections.
+    fn server(close_after_answer: bool) -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    loop {
+                        let mut length = 0usize;
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let lower = line.to_ascii_lowercase();
+                            if let Some(v) = lower.strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap();
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        reader.read_exact(&mut body).unwrap();
+                        writer
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .unwrap();
+                        if close_after_answer {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    fn connector(client: &AsyncIoHttpClient) -> Connector {
+        Connector {
+            inner: client.inner.clone(),
+            connect_timeout: Some(Duration::from_secs(5)),
+            read_timeout: Some(Duration::from_secs(5)),
+        }
+    }
+
+    fn get(port: u16) -> HttpRequest {
+        let mut request = HttpRequest::new(SdkBody::from("{}"));
+        request
+            .set_uri(format!("http://127.0.0.1:{port}/path?q=1"))
+            .unwrap();
+        request
+    }
+
+    #[test]
+    fn a_kept_alive_connection_is_reused() {
+        let (port, accepted) = server(false);
+        let client = AsyncIoHttpClient::new(4).unwrap();
+        futures::executor::block_on(async {
+            for _ in 0..3 {
+                let response = connector(&client).send(get(port)).await.unwrap();
+                assert_eq!(response.status().as_u16(), 200);
+                assert_eq!(response.body().bytes(), Some(&b"ok"[..]));
+            }
+        });
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection for three"
+        );
+        assert_eq!(client.idle_connections(), 1);
+    }
+
+    #[test]
+    fn a_connection_closed_while_idle_is_not_written_to() {
+        let (port, accepted) = server(true);
+        let client = AsyncIoHttpClient::new(4).unwrap();
+        futures::executor::block_on(async {
+            for _ in 0..3 {
+                let response = connector(&client).send(get(port)).await.unwrap();
+                assert_eq!(response.status().as_u16(), 200);
+                // Let the server's close arrive before the next request.
+                async_io::Timer::after(Duration::from_millis(50)).await;
+            }
+        });
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_refused_connection_is_a_connect_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let client = AsyncIoHttpClient::new(4).unwrap();
+        let err = futures::executor::block_on(connector(&client).send(get(port))).unwrap_err();
+        assert!(err.is_io(), "{err:?}");
+        let text = format!("{:?}", err);
+        assert!(text.contains("could not connect"), "{text}");
+    }
+}
