@@ -78,6 +78,9 @@ mod sync;
 
 pub use config::{Config, ConfigBuilder, ConfigError};
 pub use events::{Event, EventSink};
+/// The transport crate the producer sends through (`kpl-transport`): the
+/// `Transport` trait, its requests and typed errors.
+pub use kpl_transport as transport;
 pub use producer::{Producer, ProducerBuilder, PutError, PutRecord};
 pub use result::{
     Attempt, Attempts, OutcomeBatch, Outcomes, RecordFuture, RecordId, RecordResult, codes,

@@ -1,0 +1,114 @@
+//! kpl-rs: a Kinesis Producer Library for Rust, as a plain library on any async
+//! runtime.
+//!
+//! Put user records; the producer aggregates them per predicted shard into the KPL's
+//! aggregated format, rate-limits per shard, collects PutRecords requests, retries
+//! per record within each record's time to live, and resolves every accepted record
+//! exactly once with its full attempt history.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use kpl::{Config, Producer, PutRecord};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::builder()
+//!     .region("us-east-1")
+//!     .kinesis_endpoint("http://127.0.0.1:4566")
+//!     .build()?;
+//! let producer = Producer::from_config(config).await?; // AWS transport, runtime from the features
+//! let outcome = producer
+//!     .put_record("my-stream", PutRecord::new("pk-1", b"data".to_vec()))
+//!     .await?
+//!     .await;
+//! assert!(outcome.is_success());
+//! producer.shutdown(Duration::from_secs(30)).await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | default | what it gives |
+//! |---|---|---|
+//! | `tokio` | yes | the producer on tokio; [`SyncProducer`]; with `aws`, the AWS SDK's HTTP client |
+//! | `smol` | | the producer on smol (async-std too); with `aws`, an HTTP client on async-io: no tokio runtime |
+//! | `aws` | yes | the AWS transport (aws-sdk-kinesis) and [`Producer::from_config`] |
+//! | `sim` | | [`sim`]: an in-process Kinesis with shard limits, resharding and faults, for tests |
+//!
+//! On smol: `kpl = { version = "0.1", default-features = false, features = ["smol", "aws"] }`.
+//!
+//! # Outcomes
+//!
+//! Every accepted record resolves exactly once: [`RecordResult::is_success`], the
+//! shard and sequence number it was stored with, and every attempt
+//! ([`Attempt`]: when, how long, the error code and message, and whether a request
+//! that got no answer may have stored it all the same). A failed record is data,
+//! never an error of the call that put it: a call returns [`PutError`] only for a
+//! record refused before it was accepted (invalid, or the producer shutting down).
+//!
+//! # Cancel safety
+//!
+//! - [`Producer::put_record`] and [`Producer::put_records`] wait only while the
+//!   outstanding caps are reached. Dropped while waiting, they put nothing more:
+//!   records accepted before the drop go on to their outcomes (their futures are
+//!   dropped with the call, so nobody hears of them; use
+//!   [`Producer::try_put_records_to`] with an [`Outcomes`] queue to keep them in
+//!   view), records not yet accepted were never put.
+//! - A [`RecordFuture`] may be dropped at any time: the record is still sent; its
+//!   outcome is dropped.
+//! - [`Producer::flush`], [`Producer::flush_stream`] and [`Producer::shutdown`] may be
+//!   dropped: the records go on; a dropped `shutdown` has already stopped new
+//!   records being accepted.
+//! - [`Producer::from_config`] dropped before it returns leaves nothing running.
+//!
+//! # Consumers
+//!
+//! [`codec`] reads the aggregated format without the rest: [`deaggregate`] a Kinesis
+//! record as GetRecords or a Lambda event gives it.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub use kpl_producer::{
+    Attempt, Attempts, Config, ConfigBuilder, ConfigError, Event, EventSink, OutcomeBatch,
+    Outcomes, Producer, ProducerBuilder, PutError, PutRecord, RecordFuture, RecordId, RecordResult,
+    codes,
+};
+
+#[cfg(feature = "tokio")]
+pub use kpl_producer::SyncProducer;
+
+#[cfg(all(feature = "tokio", feature = "aws"))]
+pub use kpl_producer::SyncBuildError;
+
+pub use kpl_codec::{DecodeError, deaggregate};
+
+#[cfg(feature = "aws")]
+pub use kpl_transport::{AwsTransport, AwsTransportBuilder, BuildError, HttpRuntime};
+
+pub use bytes::Bytes;
+pub use kpl_runtime::Runtime;
+
+/// The aggregated-record format, hashing and Kinesis limits (the `kpl-codec`
+/// crate): usable alone by consumers.
+pub mod codec {
+    pub use kpl_codec::*;
+}
+
+/// The runtime boundary (the `kpl-runtime` crate): executors, timers, a virtual
+/// clock for tests.
+pub mod runtime {
+    pub use kpl_runtime::*;
+}
+
+/// The `Transport` trait the producer sends through, its requests and typed errors
+/// (the `kpl-transport` crate).
+pub mod transport {
+    pub use kpl_producer::transport::*;
+}
+
+/// An in-process Kinesis for tests (the `kpl-sim` crate): hash ranges, shard
+/// limits, resharding, seeded faults, real or virtual time.
+#[cfg(feature = "sim")]
+pub mod sim {
+    pub use kpl_sim::*;
+}
