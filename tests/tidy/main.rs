@@ -42,11 +42,15 @@ fn every_crate_uses_the_workspace_lints_and_package_fields() {
                 dir.display()
             );
         }
-        // Versions live in [workspace.dependencies] only.
+        // Versions live in [workspace.dependencies] only (a crate's own
+        // rust-version may differ: `cargo xtask audit` checks it against its
+        // dependencies').
         for line in manifest.lines() {
             let line = line.trim();
             assert!(
-                !line.contains("version = \"") || line.starts_with("version"),
+                !line.contains("version = \"")
+                    || line.starts_with("version")
+                    || line.starts_with("rust-version"),
                 "{}: pins a version itself ({line}); use [workspace.dependencies]",
                 dir.display()
             );

@@ -10,6 +10,7 @@
 
 mod conformance;
 mod faults;
+mod gate;
 mod peer;
 mod proxy;
 mod util;
@@ -23,7 +24,14 @@ usage: cargo xtask <command>
 
 commands:
   ci                               the whole gate: fmt, clippy, docs, tests (chaos sample
-                                   included), fault scenarios (short), fuzz build, conformance
+                                   included; the facade's contract on tokio, smol and
+                                   async-std), fault scenarios (short), every crate with
+                                   each feature alone, MSRV and license audit, fuzz build,
+                                   conformance
+  features                         cargo check of every crate with no features and with
+                                   each feature alone
+  audit                            declared rust-version against the dependencies', and
+                                   every dependency's license against the allowed list
   conformance [--cases N] [--seed S]
                                    check kpl-codec byte for byte against the Python aws-kinesis-agg
   fuzz [--seconds N]               fuzz the decoder with cargo-fuzz (default 60 s)
@@ -35,7 +43,8 @@ commands:
                                    from S (default 10,000 from 0), release build; a failing
                                    seed prints the line that reproduces it
   kinesis-mock -- COMMAND...       run COMMAND with kinesis-mock up on loopback and its
-                                   endpoint in KPL_KINESIS_MOCK_ENDPOINT
+                                   endpoint in KPL_KINESIS_MOCK_ENDPOINT (and test
+                                   credentials in AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)
   kinesalite [--shards K] -- COMMAND...
                                    run COMMAND with kinesalite up on loopback, a stream
                                    `bench` of K shards, endpoint in KPL_KINESALITE_ENDPOINT
@@ -95,7 +104,13 @@ fn main() -> Result<()> {
             let mock = peer::start_kinesis_mock()?;
             run(std::process::Command::new(program)
                 .args(args)
-                .env(peer::ENDPOINT_VAR, &mock.endpoint))
+                .env(peer::ENDPOINT_VAR, &mock.endpoint)
+                .envs(peer::MOCK_CREDENTIALS))
+        }
+        "features" => gate::features(),
+        "audit" => {
+            gate::msrv()?;
+            gate::licenses()
         }
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
@@ -133,18 +148,37 @@ fn ci() -> Result<()> {
             "--no-deps",
         ])
         .env("RUSTDOCFLAGS", "-D warnings"))?;
-    let tests = {
+    let (tests, contract) = {
         // The suites against kinesis-mock are #[ignore]d in a plain `cargo test`;
-        // here the mock runs on loopback and they are included.
+        // here the mock runs on loopback and they are included. The facade's
+        // contract takes credentials from the AWS chain: any will do for the mock.
         let mock = peer::start_kinesis_mock()?;
         util::step("cargo test --workspace, with the suites against kinesis-mock");
-        util::run_tests(
+        let tests = util::run_tests(
             cargo()
                 .args(["test", "--locked", "--workspace", "--all-features"])
                 .args(["--", "--include-ignored"])
-                .env(peer::ENDPOINT_VAR, &mock.endpoint),
-        )?
+                .env(peer::ENDPOINT_VAR, &mock.endpoint)
+                .envs(peer::MOCK_CREDENTIALS),
+        )?;
+        util::step("the facade's contract on smol and async-std, with no tokio runtime built");
+        gate::no_tokio_runtime_on_smol()?;
+        let contract = util::run_tests(
+            cargo()
+                .args(["test", "--locked", "-p", "kpl", "--no-default-features"])
+                .args(["--features", "smol,aws", "--test", "contract"])
+                .args(["--", "--include-ignored"])
+                .env(peer::ENDPOINT_VAR, &mock.endpoint)
+                .envs(peer::MOCK_CREDENTIALS),
+        )?;
+        (tests, contract)
     };
+    util::step("every crate with no features and with each feature alone");
+    gate::features()?;
+    util::step("declared minimum Rust versions against the dependencies'");
+    gate::msrv()?;
+    util::step("dependency licenses");
+    gate::licenses()?;
     util::step("fault scenarios over real HTTP (the short set)");
     faults::run_all(true, None, 1)?;
     util::step("fuzz target builds");
@@ -166,7 +200,11 @@ fn ci() -> Result<()> {
     );
     // The closing line CI reads: tests run by cargo test, plus the fault scenarios
     // and the conformance run.
-    println!("{} passed, {} failed", tests.passed + 2, tests.failed);
+    println!(
+        "{} passed, {} failed",
+        tests.passed + contract.passed + 2,
+        tests.failed + contract.failed
+    );
     Ok(())
 }
 

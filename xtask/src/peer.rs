@@ -19,6 +19,14 @@ const KINESALITE_VERSION: &str = "3.3.3";
 /// The environment variable the integration tests read the endpoint from.
 pub(crate) const ENDPOINT_VAR: &str = "KPL_KINESIS_MOCK_ENDPOINT";
 
+/// Credentials for the AWS chain of tests against a peer (which takes any), and
+/// no instance-metadata lookups.
+pub(crate) const MOCK_CREDENTIALS: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "kpl-test"),
+    ("AWS_SECRET_ACCESS_KEY", "kpl-test"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
 /// A running kinesis-mock; stopped when dropped.
 pub(crate) struct KinesisMock {
     child: Child,

@@ -21,7 +21,7 @@ use base64::Engine;
 use bytes::Bytes;
 use kpl_producer::{Outcomes, Producer, PutRecord, RecordId, RecordResult};
 use kpl_runtime::{Runtime, SplitMix64};
-use kpl_transport::{AwsTransport, ErrorKind};
+use kpl_transport::{ErrorKind, Proxy};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -79,6 +79,14 @@ pub(crate) struct Args {
     /// AWS region (default: the AWS chain's).
     #[arg(long)]
     region: Option<String>,
+    /// An HTTP proxy for the requests (`http://[user:password@]host:port`); CONNECT
+    /// tunnels for https endpoints. Default: the KPL `Proxy*` keys of
+    /// --kpl-properties, else `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY`.
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
+    /// A PEM file of CA certificates to trust beside the system's (a private CA).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     /// Where lines that were not stored are written, as they fail (JSON lines with
     /// the source, line, key, data and attempts). It must not be an input.
     #[arg(long, value_name = "FILE")]
@@ -277,13 +285,13 @@ fn open_inputs(args: &Args) -> anyhow::Result<Vec<(String, Box<dyn Read + Send>)
         if meta.is_dir() {
             anyhow::bail!("{} is a directory, not an input file", path.display());
         }
-        if let Some(f) = failed {
-            if same_file(f, path) {
-                anyhow::bail!(
-                    "--failed {} is also an input: it would be overwritten; name another file",
-                    f.display()
-                );
-            }
+        if let Some(f) = failed
+            && same_file(f, path)
+        {
+            anyhow::bail!(
+                "--failed {} is also an input: it would be overwritten; name another file",
+                f.display()
+            );
         }
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         inputs.push((path.display().to_string(), Box::new(file)));
@@ -568,21 +576,21 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let endpoint = args.endpoint.clone().or_else(|| config.kinesis_endpoint());
-    let region = args.region.clone().or_else(|| config.region());
-    let transport = runtime.block_on(async {
-        let mut b = AwsTransport::builder()
-            .max_connections(config.max_connections())
-            .request_timeout(config.request_timeout())
-            .connect_timeout(config.connect_timeout());
-        if let Some(e) = &endpoint {
-            b = b.endpoint_url(e);
-        }
-        if let Some(r) = &region {
-            b = b.region(r);
-        }
-        b.build().await
-    })?;
+    let mut builder = config.aws_transport_builder()?;
+    if let Some(e) = &args.endpoint {
+        builder = builder.endpoint_url(e);
+    }
+    if let Some(r) = &args.region {
+        builder = builder.region(r);
+    }
+    if let Some(url) = &args.proxy {
+        builder = builder.proxy(proxy_from_url(url)?);
+    }
+    if let Some(path) = &args.ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        builder = builder.ca_certificates_pem(pem);
+    }
+    let transport = runtime.block_on(builder.build())?;
     let producer = {
         let _guard = runtime.enter();
         Producer::builder(config, Arc::new(transport)).build(Runtime::tokio())
@@ -842,4 +850,20 @@ fn progress(t: &Tally, started: Instant) {
         t.failed,
         t.acknowledged as f64 / secs
     );
+}
+
+/// A proxy from `--proxy`: `http://[user:password@]host:port`.
+fn proxy_from_url(url: &str) -> anyhow::Result<Proxy> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    anyhow::ensure!(
+        scheme == "http",
+        "--proxy {url:?}: give an http:// proxy (CONNECT tunnels carry https)"
+    );
+    Ok(match rest.rsplit_once('@') {
+        Some((userinfo, hostport)) => {
+            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            Proxy::new(format!("http://{hostport}")).basic_auth(user, password)
+        }
+        None => Proxy::new(format!("http://{rest}")),
+    })
 }

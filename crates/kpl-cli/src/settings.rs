@@ -80,10 +80,10 @@ impl ProducerArgs {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
-                let (config, unknown) = Config::from_kpl_properties(&text)
+                let (config, ignored) = Config::from_kpl_properties(&text)
                     .with_context(|| format!("in {}", path.display()))?;
-                for key in unknown {
-                    eprintln!("kpl: {}: unknown key {key} ignored", path.display());
+                for key in ignored {
+                    eprintln!("kpl: {}: {key} (not applied)", path.display());
                 }
                 config
             }
@@ -130,29 +130,7 @@ pub(crate) fn with_rate_limit(config: &Config, percent: u64) -> anyhow::Result<C
 
 /// A builder holding every value of `config`.
 fn builder_from(c: &Config) -> ConfigBuilder {
-    let mut b = Config::builder()
-        .aggregation_enabled(c.aggregation_enabled())
-        .aggregation_max_count(c.aggregation_max_count())
-        .aggregation_max_size(c.aggregation_max_size())
-        .collection_max_count(c.collection_max_count())
-        .collection_max_size(c.collection_max_size())
-        .record_max_buffered_time(c.record_max_buffered_time())
-        .record_ttl(c.record_ttl())
-        .rate_limit(c.rate_limit())
-        .fail_if_throttled(c.fail_if_throttled())
-        .max_connections(c.max_connections())
-        .request_timeout(c.request_timeout())
-        .connect_timeout(c.connect_timeout())
-        .max_user_record_size(c.max_user_record_size())
-        .max_outstanding_records(c.max_outstanding_records())
-        .max_outstanding_bytes(c.max_outstanding_bytes());
-    if let Some(r) = c.region() {
-        b = b.region(r);
-    }
-    if let Some(e) = c.kinesis_endpoint() {
-        b = b.kinesis_endpoint(e);
-    }
-    b
+    c.to_builder()
 }
 
 /// CPU seconds (user + system) this process has used, and its peak resident memory

@@ -73,11 +73,12 @@ impl StreamOutstanding {
     /// when an earlier record of the same call was counted (a run is never joined by
     /// a later call, so a flush never waits for records put after it).
     pub(crate) fn admit(&mut self, id: u64, at: Instant, join: bool) {
-        if let Some(last) = self.runs.back_mut().filter(|_| join) {
-            if last.first + u64::from(last.len) == id && last.len < u32::MAX {
-                last.len += 1;
-                return;
-            }
+        if let Some(last) = self.runs.back_mut().filter(|_| join)
+            && last.first + u64::from(last.len) == id
+            && last.len < u32::MAX
+        {
+            last.len += 1;
+            return;
         }
         self.runs.push_back(Run {
             first: id,
@@ -96,10 +97,11 @@ impl StreamOutstanding {
                 .runs
                 .partition_point(|r| r.first + u64::from(r.len) <= id),
         };
-        if let Some(run) = self.runs.get_mut(i) {
-            if id >= run.first && run.resolved < run.len {
-                run.resolved += 1;
-            }
+        if let Some(run) = self.runs.get_mut(i)
+            && id >= run.first
+            && run.resolved < run.len
+        {
+            run.resolved += 1;
         }
         while self.runs.front().is_some_and(|r| r.resolved == r.len) {
             self.runs.pop_front();

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The producer's settings, with the KPL's defaults and bounds.
@@ -40,7 +41,52 @@ pub struct Config {
     pub(crate) max_outstanding_bytes: usize,
     pub(crate) region: Option<String>,
     pub(crate) kinesis_endpoint: Option<String>,
+    pub(crate) min_connections: usize,
+    pub(crate) verify_certificate: bool,
+    pub(crate) proxy: Option<ProxySettings>,
+    pub(crate) ca_cert_file: Option<PathBuf>,
     pub(crate) seed: u64,
+}
+
+/// An HTTP proxy of the KPL's `ProxyHost`, `ProxyPort`, `ProxyUserName` and
+/// `ProxyPassword` keys. The password is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// `ProxyHost`.
+    pub host: String,
+    /// `ProxyPort` (default 443, as the KPL's).
+    pub port: u16,
+    /// `ProxyUserName`, for basic authentication.
+    pub user_name: Option<String>,
+    /// `ProxyPassword`.
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for ProxySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxySettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user_name", &self.user_name)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// A key of a KPL `.properties` file that was not applied, and why. Returned by
+/// [`Config::from_kpl_properties`] (and logged there once, as a warning).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IgnoredKey {
+    /// The key, as the file spells it.
+    pub key: String,
+    /// Why it changes nothing here, and what to do instead.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for IgnoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
 }
 
 impl Default for Config {
@@ -63,6 +109,10 @@ impl Default for Config {
             max_outstanding_bytes: 512 * 1024 * 1024,
             region: None,
             kinesis_endpoint: None,
+            min_connections: 1,
+            verify_certificate: true,
+            proxy: None,
+            ca_cert_file: None,
             seed: 0x6b70_6c2d_7273,
         }
     }
@@ -118,29 +168,56 @@ impl Config {
         region: Option<String>;
         /// `KinesisEndpoint` (with `KinesisPort`), for building a transport.
         kinesis_endpoint: Option<String>;
+        /// `MinConnections` (default 1): accepted for the KPL's files; connections
+        /// open on demand and idle ones are kept up to `MaxConnections`.
+        min_connections: usize;
+        /// `VerifyCertificate` (default true): whether the endpoint's certificate
+        /// is checked.
+        verify_certificate: bool;
+        /// `ProxyHost` and the other `Proxy*` keys: an HTTP proxy for requests.
+        proxy: Option<ProxySettings>;
+        /// `CaCertFile` (or `CaCertPath`): PEM CA certificates trusted beside the
+        /// system's.
+        ca_cert_file: Option<PathBuf>;
+    }
+
+    /// A builder holding every value of this config.
+    pub fn to_builder(&self) -> ConfigBuilder {
+        ConfigBuilder {
+            config: self.clone(),
+        }
     }
 
     /// Reads the settings of a Java KPL `.properties` file (`Key = value` lines, `#`
     /// and `!` comments), starting from the defaults. Keys are spelled as the KPL
-    /// spells them; keys this producer does not know are returned, not fatal; a bad
-    /// value is a [`ConfigError`] naming its key.
+    /// spells them. Every key is applied or returned as an [`IgnoredKey`] saying
+    /// why it changes nothing here (each logged once as a warning); a bad value is a
+    /// [`ConfigError`] naming its key.
+    ///
+    /// `KinesisEndpoint` and `KinesisPort` make an `https://` URL, as the KPL
+    /// connects (give the endpoint as a URL, `http://…`, for plain HTTP).
     ///
     /// ```
     /// use kpl_producer::Config;
     ///
-    /// let (config, unknown) = Config::from_kpl_properties(
+    /// let (config, ignored) = Config::from_kpl_properties(
     ///     "RecordMaxBufferedTime = 250\nRateLimit=90\nAggregationEnabled = false\nFoo = 1\n",
     /// )?;
     /// assert_eq!(config.rate_limit(), 90);
     /// assert!(!config.aggregation_enabled());
-    /// assert_eq!(unknown, vec!["Foo".to_string()]);
+    /// assert_eq!(ignored.len(), 1);
+    /// assert_eq!(ignored[0].key, "Foo");
     /// # Ok::<(), kpl_producer::ConfigError>(())
     /// ```
-    pub fn from_kpl_properties(text: &str) -> Result<(Self, Vec<String>), ConfigError> {
+    pub fn from_kpl_properties(text: &str) -> Result<(Self, Vec<IgnoredKey>), ConfigError> {
         let mut b = Self::builder();
-        let mut unknown = Vec::new();
+        let mut ignored = Vec::new();
         let mut endpoint: Option<String> = None;
         let mut port: Option<String> = None;
+        let mut proxy_host: Option<String> = None;
+        let mut proxy_port: u16 = 443;
+        let mut proxy_user: Option<String> = None;
+        let mut proxy_password: Option<String> = None;
         let mut values = HashMap::new();
         for line in text.lines() {
             let line = line.trim();
@@ -152,68 +229,216 @@ impl Config {
                 .map_or((line, ""), |(k, v)| (k.trim(), v.trim()));
             values.insert(key.to_owned(), value.to_owned());
             let c = &mut b.config;
-            match key {
-                "AggregationEnabled" => c.aggregation_enabled = parse_bool(key, value)?,
-                "AggregationMaxCount" => c.aggregation_max_count = parse_num(key, value)?,
-                "AggregationMaxSize" => c.aggregation_max_size = parse_num(key, value)?,
-                "CollectionMaxCount" => c.collection_max_count = parse_num(key, value)?,
-                "CollectionMaxSize" => c.collection_max_size = parse_num(key, value)?,
-                "RecordMaxBufferedTime" => c.record_max_buffered_time = parse_ms(key, value)?,
-                "RecordTtl" => c.record_ttl = parse_ms(key, value)?,
-                "RateLimit" => c.rate_limit = parse_num(key, value)?,
-                "FailIfThrottled" => c.fail_if_throttled = parse_bool(key, value)?,
-                "MaxConnections" => c.max_connections = parse_num(key, value)?,
-                "RequestTimeout" => c.request_timeout = parse_ms(key, value)?,
-                "ConnectTimeout" => c.connect_timeout = parse_ms(key, value)?,
-                "MaxUserRecordSize" => c.max_user_record_size = parse_num(key, value)?,
-                "Region" => c.region = Some(value.to_owned()).filter(|v| !v.is_empty()),
-                "KinesisEndpoint" => endpoint = Some(value.to_owned()).filter(|v| !v.is_empty()),
-                "KinesisPort" => port = Some(value.to_owned()),
-                // Known KPL keys this producer reads but does not use (yet, or at all:
-                // the metrics settings belong to the metrics exporters to come).
-                "MetricsLevel"
-                | "MetricsGranularity"
-                | "MetricsNamespace"
-                | "MetricsUploadDelay"
-                | "CloudwatchEndpoint"
-                | "CloudwatchPort"
-                | "VerifyCertificate"
-                | "LogLevel"
-                | "NativeExecutable"
-                | "TempDirectory"
-                | "EnableCoreDumps"
-                | "ThreadingModel"
-                | "ThreadPoolSize"
-                | "CredentialsRefreshDelay"
-                | "UserRecordTimeoutInMillis"
-                | "StsEndpoint"
-                | "StsPort"
-                | "ProxyHost"
-                | "ProxyPort"
-                | "ProxyUserName"
-                | "ProxyPassword" => {}
-                other => unknown.push(other.to_owned()),
-            }
-        }
-        if let Some(level) = values.get("MetricsLevel") {
-            if !matches!(level.as_str(), "none" | "summary" | "detailed") {
-                return Err(ConfigError::Invalid {
-                    key: "MetricsLevel".into(),
-                    value: level.clone(),
-                    expected: "none, summary or detailed",
+            let not_applied = match key {
+                "AggregationEnabled" => {
+                    c.aggregation_enabled = parse_bool(key, value)?;
+                    None
+                }
+                "AggregationMaxCount" => {
+                    c.aggregation_max_count = parse_num(key, value)?;
+                    None
+                }
+                "AggregationMaxSize" => {
+                    c.aggregation_max_size = parse_num(key, value)?;
+                    None
+                }
+                "CollectionMaxCount" => {
+                    c.collection_max_count = parse_num(key, value)?;
+                    None
+                }
+                "CollectionMaxSize" => {
+                    c.collection_max_size = parse_num(key, value)?;
+                    None
+                }
+                "RecordMaxBufferedTime" => {
+                    c.record_max_buffered_time = parse_ms(key, value)?;
+                    None
+                }
+                "RecordTtl" => {
+                    c.record_ttl = parse_ms(key, value)?;
+                    None
+                }
+                "RateLimit" => {
+                    c.rate_limit = parse_num(key, value)?;
+                    None
+                }
+                "FailIfThrottled" => {
+                    c.fail_if_throttled = parse_bool(key, value)?;
+                    None
+                }
+                "MaxConnections" => {
+                    c.max_connections = parse_num(key, value)?;
+                    None
+                }
+                "RequestTimeout" => {
+                    c.request_timeout = parse_ms(key, value)?;
+                    None
+                }
+                "ConnectTimeout" => {
+                    c.connect_timeout = parse_ms(key, value)?;
+                    None
+                }
+                "MaxUserRecordSize" => {
+                    c.max_user_record_size = parse_num(key, value)?;
+                    None
+                }
+                "MinConnections" => {
+                    c.min_connections = parse_num(key, value)?;
+                    None
+                }
+                "VerifyCertificate" => {
+                    c.verify_certificate = parse_bool(key, value)?;
+                    None
+                }
+                "Region" => {
+                    c.region = Some(value.to_owned()).filter(|v| !v.is_empty());
+                    None
+                }
+                // `CustomEndpoint` and `Port` are the older KPL's names.
+                "KinesisEndpoint" | "CustomEndpoint" => {
+                    endpoint = Some(value.to_owned()).filter(|v| !v.is_empty());
+                    None
+                }
+                "KinesisPort" | "Port" => {
+                    parse_num::<u16>(key, value)?;
+                    port = Some(value.to_owned());
+                    None
+                }
+                "ProxyHost" => {
+                    proxy_host = Some(value.to_owned()).filter(|v| !v.is_empty());
+                    None
+                }
+                "ProxyPort" => {
+                    proxy_port = parse_num(key, value)?;
+                    None
+                }
+                "ProxyUserName" => {
+                    proxy_user = Some(value.to_owned()).filter(|v| !v.is_empty());
+                    None
+                }
+                "ProxyPassword" => {
+                    proxy_password = Some(value.to_owned()).filter(|v| !v.is_empty());
+                    None
+                }
+                "CaCertFile" | "CaCertPath" => {
+                    c.ca_cert_file = Some(PathBuf::from(value)).filter(|_| !value.is_empty());
+                    None
+                }
+                "MetricsLevel" | "MetricsGranularity" | "MetricsNamespace"
+                | "MetricsUploadDelay" | "CloudwatchEndpoint" | "CloudwatchPort" => Some(
+                    "metrics are not uploaded yet: the producer's events reach an EventSink of yours",
+                ),
+                "LogLevel" => Some(
+                    "logs go through `tracing`: set the level with RUST_LOG or your subscriber's filter",
+                ),
+                "NativeExecutable" | "TempDirectory" | "EnableCoreDumps" => {
+                    Some("kpl-rs runs no native daemon: nothing to apply")
+                }
+                "ThreadingModel" | "ThreadPoolSize" => {
+                    Some("the pipeline runs as tasks on your async runtime: size its threads there")
+                }
+                "CredentialsRefreshDelay" => {
+                    Some("the AWS SDK refreshes credentials before they expire")
+                }
+                "UserRecordTimeoutInMillis" => Some(
+                    "use RecordTtl: every record's outcome comes within RecordTtl plus one RequestTimeout",
+                ),
+                "StsEndpoint" | "StsPort" => {
+                    Some("set AWS_ENDPOINT_URL_STS for the AWS chain's STS calls")
+                }
+                "AwsAccessKeyId" | "AwsSecretKey" => Some(
+                    "credentials come from the AWS chain (environment, profile, role), not from this file",
+                ),
+                _ => Some("unknown key"),
+            };
+            if let Some(reason) = not_applied {
+                ignored.push(IgnoredKey {
+                    key: key.to_owned(),
+                    reason,
                 });
             }
         }
+        if let Some(level) = values.get("MetricsLevel")
+            && !matches!(level.as_str(), "none" | "summary" | "detailed")
+        {
+            return Err(ConfigError::Invalid {
+                key: "MetricsLevel".into(),
+                value: level.clone(),
+                expected: "none, summary or detailed",
+            });
+        }
         if let Some(host) = endpoint {
+            // The KPL always connects with TLS, whatever the port.
             let port = port.unwrap_or_else(|| "443".into());
-            let scheme = if port == "443" { "https" } else { "http" };
             b.config.kinesis_endpoint = Some(if host.contains("://") {
                 host
             } else {
-                format!("{scheme}://{host}:{port}")
+                format!("https://{host}:{port}")
             });
         }
-        Ok((b.build()?, unknown))
+        if let Some(host) = proxy_host {
+            b.config.proxy = Some(ProxySettings {
+                host,
+                port: proxy_port,
+                user_name: proxy_user,
+                password: proxy_password,
+            });
+        }
+        if b.config.min_connections > 1 {
+            ignored.push(IgnoredKey {
+                key: "MinConnections".into(),
+                reason: "connections open on demand and idle ones stay open up to MaxConnections: \
+                         no connection is opened ahead",
+            });
+        }
+        for i in &ignored {
+            tracing::warn!(key = %i.key, "KPL setting not applied: {}", i.reason);
+        }
+        Ok((b.build()?, ignored))
+    }
+}
+
+#[cfg(feature = "aws")]
+impl Config {
+    /// An AWS transport builder with this config's settings for it: `Region`,
+    /// `KinesisEndpoint`, `ConnectTimeout`, `RequestTimeout`, `MaxConnections`,
+    /// `VerifyCertificate`, the `Proxy*` keys (else the environment's
+    /// `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`) and `CaCertFile` (read here: an
+    /// unreadable file is a [`BuildError::HttpClient`](kpl_transport::BuildError)
+    /// naming it). What [`Producer::from_config`](crate::Producer::from_config)
+    /// builds its transport with; settings may be changed before `build`.
+    pub fn aws_transport_builder(
+        &self,
+    ) -> Result<kpl_transport::AwsTransportBuilder, kpl_transport::BuildError> {
+        let config = self;
+        let mut builder = kpl_transport::AwsTransport::builder()
+            .connect_timeout(config.connect_timeout())
+            .request_timeout(config.request_timeout())
+            .max_connections(config.max_connections())
+            .verify_certificate(config.verify_certificate());
+        if let Some(region) = config.region() {
+            builder = builder.region(region);
+        }
+        if let Some(url) = config.kinesis_endpoint() {
+            builder = builder.endpoint_url(url);
+        }
+        if let Some(p) = config.proxy() {
+            let mut proxy = kpl_transport::Proxy::new(format!("http://{}:{}", p.host, p.port));
+            if let Some(user) = &p.user_name {
+                proxy = proxy.basic_auth(user, p.password.as_deref().unwrap_or_default());
+            }
+            builder = builder.proxy(proxy);
+        }
+        if let Some(path) = config.ca_cert_file() {
+            let pem = std::fs::read(&path).map_err(|e| {
+                kpl_transport::BuildError::HttpClient(format!(
+                    "CaCertFile {}: cannot read it: {e}",
+                    path.display()
+                ))
+            })?;
+            builder = builder.ca_certificates_pem(pem);
+        }
+        Ok(builder)
     }
 }
 
@@ -342,6 +567,31 @@ impl ConfigBuilder {
         self
     }
 
+    /// `MinConnections`, 1 to 16 (no effect: connections open on demand).
+    pub fn min_connections(mut self, value: usize) -> Self {
+        self.config.min_connections = value;
+        self
+    }
+
+    /// `VerifyCertificate`: `false` trusts any certificate (test endpoints only; the
+    /// transport warns, and only the async-io HTTP client supports it).
+    pub fn verify_certificate(mut self, verify: bool) -> Self {
+        self.config.verify_certificate = verify;
+        self
+    }
+
+    /// An HTTP proxy (`ProxyHost` and the other `Proxy*` keys).
+    pub fn proxy(mut self, proxy: ProxySettings) -> Self {
+        self.config.proxy = Some(proxy);
+        self
+    }
+
+    /// `CaCertFile`: a PEM file of CA certificates trusted beside the system's.
+    pub fn ca_cert_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.ca_cert_file = Some(path.into());
+        self
+    }
+
     /// Seed of the producer's randomness (backoff jitter), for reproducible runs.
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = seed;
@@ -433,6 +683,7 @@ impl ConfigBuilder {
             10_485_760,
             "64 to 10485760",
         )?;
+        check("MinConnections", c.min_connections, 1, 16, "1 to 16")?;
         check(
             "max_outstanding_records",
             c.max_outstanding_records,
@@ -544,7 +795,7 @@ KinesisPort = 4568
 MetricsLevel = none
 SomethingElse = 3
 ";
-        let (c, unknown) = Config::from_kpl_properties(text).unwrap();
+        let (c, ignored) = Config::from_kpl_properties(text).unwrap();
         assert_eq!(c.aggregation_max_count(), 100);
         assert_eq!(c.aggregation_max_size(), 1000);
         assert_eq!(c.collection_max_count(), 10);
@@ -556,9 +807,12 @@ SomethingElse = 3
         assert_eq!(c.region().as_deref(), Some("eu-west-1"));
         assert_eq!(
             c.kinesis_endpoint().as_deref(),
-            Some("http://localhost:4568")
+            Some("https://localhost:4568"),
+            "the KPL always connects with TLS"
         );
-        assert_eq!(unknown, vec!["SomethingElse".to_string()]);
+        let keys: Vec<&str> = ignored.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["MetricsLevel", "SomethingElse"]);
+        assert_eq!(ignored[1].reason, "unknown key");
 
         let err = Config::from_kpl_properties("RateLimit = fast").unwrap_err();
         assert_eq!(
@@ -573,5 +827,90 @@ SomethingElse = 3
         assert!(matches!(err, ConfigError::OutOfRange { key, .. } if key == "MaxConnections"));
         let err = Config::from_kpl_properties("MetricsLevel = loud").unwrap_err();
         assert!(err.to_string().contains("MetricsLevel"));
+    }
+
+    /// The Java KPL's own sample configuration: every key applied or returned with
+    /// a reason, none silently dropped.
+    #[test]
+    fn the_kpl_sample_file_is_applied_or_explained_key_by_key() {
+        let text = include_str!("../tests/data/kpl_sample_config.properties");
+        let (c, ignored) = Config::from_kpl_properties(text).unwrap();
+        // Applied (the values the file gives, where they differ from our defaults).
+        assert_eq!(c.max_connections(), 4);
+        assert_eq!(c.region().as_deref(), Some("us-east-1"));
+        assert_eq!(
+            c.kinesis_endpoint().as_deref(),
+            Some("https://kinesis.internal:443")
+        );
+        assert_eq!(c.min_connections(), 1);
+        assert!(c.verify_certificate());
+        assert_eq!(c.record_ttl(), Duration::from_secs(30));
+        let applied = [
+            "AggregationEnabled",
+            "AggregationMaxCount",
+            "AggregationMaxSize",
+            "CollectionMaxCount",
+            "CollectionMaxSize",
+            "ConnectTimeout",
+            "CustomEndpoint",
+            "FailIfThrottled",
+            "MaxConnections",
+            "MinConnections",
+            "Port",
+            "RateLimit",
+            "RecordMaxBufferedTime",
+            "RecordTtl",
+            "Region",
+            "RequestTimeout",
+            "VerifyCertificate",
+        ];
+        let explained: Vec<&str> = ignored.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            explained,
+            [
+                "AwsAccessKeyId",
+                "AwsSecretKey",
+                "LogLevel",
+                "MetricsGranularity",
+                "MetricsLevel",
+                "MetricsNamespace"
+            ]
+        );
+        for i in &ignored {
+            assert_ne!(i.reason, "unknown key", "{i}");
+        }
+        // Every key of the file is one or the other.
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let key = line.split('=').next().unwrap().trim();
+            assert!(
+                applied.contains(&key) != explained.contains(&key),
+                "{key} is neither applied nor explained (or both)"
+            );
+        }
+    }
+
+    #[test]
+    fn proxy_keys_and_min_connections() {
+        let (c, ignored) = Config::from_kpl_properties(
+            "ProxyHost = proxy.internal\nProxyPort = 3128\nProxyUserName = u\n\
+             ProxyPassword = secret\nMinConnections = 4\nCaCertFile = /etc/ca.pem\n",
+        )
+        .unwrap();
+        let proxy = c.proxy().unwrap();
+        assert_eq!((proxy.host.as_str(), proxy.port), ("proxy.internal", 3128));
+        assert_eq!(proxy.user_name.as_deref(), Some("u"));
+        assert!(
+            !format!("{c:?}").contains("secret"),
+            "the password is never printed"
+        );
+        assert_eq!(c.ca_cert_file(), Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(c.min_connections(), 4);
+        assert_eq!(ignored.len(), 1);
+        assert_eq!(ignored[0].key, "MinConnections");
+        let err = Config::from_kpl_properties("MinConnections = 17").unwrap_err();
+        assert!(matches!(err, ConfigError::OutOfRange { key, .. } if key == "MinConnections"));
     }
 }

@@ -98,15 +98,15 @@ impl Worker {
                 if let Poll::Ready(Some(c)) = self.completions.poll_next_unpin(cx) {
                     return Poll::Ready(Next::Completion(c));
                 }
-                if let Some(commands) = self.commands.as_mut() {
-                    if let Poll::Ready(c) = commands.poll_next_unpin(cx) {
-                        return Poll::Ready(Next::Command(c));
-                    }
+                if let Some(commands) = self.commands.as_mut()
+                    && let Poll::Ready(c) = commands.poll_next_unpin(cx)
+                {
+                    return Poll::Ready(Next::Command(c));
                 }
-                if let Some(s) = sleep.as_mut() {
-                    if Pin::new(s).poll(cx).is_ready() {
-                        return Poll::Ready(Next::Timer);
-                    }
+                if let Some(s) = sleep.as_mut()
+                    && Pin::new(s).poll(cx).is_ready()
+                {
+                    return Poll::Ready(Next::Timer);
                 }
                 Poll::Pending
             })

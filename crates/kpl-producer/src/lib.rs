@@ -76,7 +76,7 @@ mod result;
 #[cfg(feature = "tokio")]
 mod sync;
 
-pub use config::{Config, ConfigBuilder, ConfigError};
+pub use config::{Config, ConfigBuilder, ConfigError, IgnoredKey, ProxySettings};
 pub use events::{Event, EventSink};
 /// The transport crate the producer sends through (`kpl-transport`): the
 /// `Transport` trait, its requests and typed errors.

@@ -600,7 +600,7 @@ impl Producer {
     /// ```
     #[cfg(all(feature = "aws", any(feature = "tokio", feature = "smol")))]
     pub async fn from_config(config: Config) -> Result<Producer, kpl_transport::BuildError> {
-        let transport = aws_transport(&config).build().await?;
+        let transport = config.aws_transport_builder()?.build().await?;
         #[cfg(feature = "tokio")]
         let runtime = Runtime::tokio();
         #[cfg(not(feature = "tokio"))]
@@ -687,20 +687,4 @@ impl Drop for Inner {
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
     }
-}
-
-/// An AWS transport builder with the settings `config` has for it.
-#[cfg(feature = "aws")]
-pub(crate) fn aws_transport(config: &Config) -> kpl_transport::AwsTransportBuilder {
-    let mut builder = kpl_transport::AwsTransport::builder()
-        .connect_timeout(config.connect_timeout())
-        .request_timeout(config.request_timeout())
-        .max_connections(config.max_connections());
-    if let Some(region) = config.region() {
-        builder = builder.region(region);
-    }
-    if let Some(url) = config.kinesis_endpoint() {
-        builder = builder.endpoint_url(url);
-    }
-    builder
 }

@@ -89,8 +89,11 @@ impl SyncProducer {
     #[cfg(feature = "aws")]
     pub fn from_config(config: Config) -> Result<Self, SyncBuildError> {
         let runtime = background_runtime().map_err(SyncBuildError::Runtime)?;
+        let transport = config
+            .aws_transport_builder()
+            .map_err(SyncBuildError::Transport)?;
         let transport = runtime
-            .block_on(crate::producer::aws_transport(&config).build())
+            .block_on(transport.build())
             .map_err(SyncBuildError::Transport)?;
         Ok(Self::start(runtime, config, Arc::new(transport)))
     }

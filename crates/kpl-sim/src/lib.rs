@@ -747,10 +747,11 @@ impl Transport for Simulator {
             self.timer.sleep_until(wake).await;
         }
         let mut state = self.lock();
-        if !lost && answer_at <= wake {
-            if let Some(answer) = state.answers.remove(&id) {
-                return answer;
-            }
+        if !lost
+            && answer_at <= wake
+            && let Some(answer) = state.answers.remove(&id)
+        {
+            return answer;
         }
         if !lost && !state.answers.contains_key(&id) {
             // Not stored yet: it will be, and nobody will read the answer.

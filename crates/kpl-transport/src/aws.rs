@@ -17,8 +17,9 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use kpl_codec::HashKey;
-use tracing::debug;
+use tracing::{debug, warn};
 
+use crate::proxy::{Proxy, ProxySetting, Trust};
 use crate::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, EntryResult, ErrorKind, ListShardsPage,
     ListShardsRequest, PutRecordsRequest, PutRecordsResponse, ShardDescription, StreamId,
@@ -66,6 +67,8 @@ pub struct AwsTransportBuilder {
     max_connections: Option<usize>,
     sdk_config: Option<SdkConfig>,
     http_runtime: Option<HttpRuntime>,
+    proxy: ProxySetting,
+    trust: Trust,
 }
 
 /// The HTTP client an [`AwsTransport`] sends with.
@@ -104,6 +107,8 @@ impl fmt::Debug for AwsTransportBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("max_connections", &self.max_connections)
+            .field("proxy", &self.proxy)
+            .field("verify_certificate", &self.trust.verify)
             .finish_non_exhaustive()
     }
 }
@@ -197,6 +202,34 @@ impl AwsTransportBuilder {
         self
     }
 
+    /// Sends through this HTTP proxy (instead of the environment's `HTTPS_PROXY`,
+    /// `HTTP_PROXY` and `NO_PROXY`, which apply by default).
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = ProxySetting::Fixed(proxy);
+        self
+    }
+
+    /// Never through a proxy, whatever the environment says.
+    pub fn without_proxy(mut self) -> Self {
+        self.proxy = ProxySetting::Disabled;
+        self
+    }
+
+    /// Trusts the CA certificates in this PEM text as well as the system's (a private
+    /// CA, a TLS-inspecting proxy). May be called more than once.
+    pub fn ca_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.trust.extra_pem.push(pem.into());
+        self
+    }
+
+    /// Whether the endpoint's certificate is checked (default true). `false` is for
+    /// test endpoints only: anyone on the path can then read and change requests.
+    /// Only the async-io client supports it; the transport warns when it is built.
+    pub fn verify_certificate(mut self, verify: bool) -> Self {
+        self.trust.verify = verify;
+        self
+    }
+
     /// The HTTP client to send with (default: tokio's when the `tokio` feature is
     /// on, else async-io's).
     pub fn http_runtime(mut self, runtime: HttpRuntime) -> Self {
@@ -262,7 +295,13 @@ impl AwsTransportBuilder {
         let runtime = self
             .http_runtime
             .unwrap_or_else(HttpRuntime::default_for_features);
-        let (http, sleep) = http_client(runtime, connections)?;
+        if !self.trust.verify {
+            warn!(
+                "certificate verification is OFF (VerifyCertificate = false): anyone on the \
+                 network path can read and change what is sent; use it with test endpoints only"
+            );
+        }
+        let (http, sleep) = http_client(runtime, connections, &self.proxy, &self.trust)?;
         let sdk = match self.sdk_config {
             Some(config) => config,
             None => {
@@ -329,20 +368,16 @@ impl AwsTransportBuilder {
 fn http_client(
     runtime: HttpRuntime,
     connections: usize,
+    proxy: &ProxySetting,
+    trust: &Trust,
 ) -> Result<(SharedHttpClient, Option<SharedAsyncSleep>), BuildError> {
-    let _ = connections;
+    let _ = (connections, proxy, trust);
     match runtime {
         #[cfg(feature = "tokio")]
-        HttpRuntime::Tokio => Ok((
-            aws_smithy_http_client::Builder::new()
-                .pool_max_idle_per_host(connections)
-                .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-                .build_https(),
-            None,
-        )),
+        HttpRuntime::Tokio => Ok((tokio_client(connections, proxy, trust)?, None)),
         #[cfg(feature = "async-io")]
         HttpRuntime::AsyncIo => {
-            let client = crate::async_io_http::AsyncIoHttpClient::new(connections)
+            let client = crate::async_io_http::AsyncIoHttpClient::new(connections, proxy, trust)
                 .map_err(BuildError::HttpClient)?;
             Ok((
                 SharedHttpClient::new(client),
@@ -352,6 +387,61 @@ fn http_client(
         #[allow(unreachable_patterns)]
         other => Err(BuildError::NoHttpClient(other)),
     }
+}
+
+/// The SDK's hyper client, with our proxy and trust settings.
+#[cfg(feature = "tokio")]
+fn tokio_client(
+    connections: usize,
+    proxy: &ProxySetting,
+    trust: &Trust,
+) -> Result<SharedHttpClient, BuildError> {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::tls::{TlsContext, TrustStore};
+    if !trust.verify {
+        return Err(BuildError::HttpClient(
+            "VerifyCertificate = false is not supported by the tokio HTTP client: trust the \
+             endpoint's CA instead (ca_certificates_pem, CaCertFile), or use the async-io client"
+                .into(),
+        ));
+    }
+    let proxy = match proxy {
+        ProxySetting::FromEnvironment => ProxyConfig::from_env(),
+        ProxySetting::Disabled => ProxyConfig::disabled(),
+        ProxySetting::Fixed(p) => {
+            let mut config = ProxyConfig::all(p.url())
+                .map_err(|e| BuildError::HttpClient(format!("proxy {}: {e}", p.url())))?;
+            if let Some((user, password)) = p.auth() {
+                config = config.with_basic_auth(user, password);
+            }
+            if let Some(rules) = p.no_proxy_rules() {
+                config = config.no_proxy(rules);
+            }
+            config
+        }
+    };
+    let mut store = TrustStore::default();
+    for pem in &trust.extra_pem {
+        store = store.with_pem_certificate(pem.clone());
+    }
+    let tls = TlsContext::builder()
+        .with_trust_store(store)
+        .build()
+        .map_err(|e| BuildError::HttpClient(format!("TLS settings: {e}")))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .pool_max_idle_per_host(connections)
+        .build_with_connector_fn(move |settings, components| {
+            let mut builder =
+                aws_smithy_http_client::Connector::builder().proxy_config(proxy.clone());
+            builder.set_connector_settings(settings.cloned());
+            if let Some(components) = components {
+                builder.set_sleep_impl(components.sleep_impl());
+            }
+            builder
+                .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+                .tls_context(tls.clone())
+                .build()
+        }))
 }
 
 impl AwsTransport {

@@ -43,6 +43,8 @@ mod async_io_http;
 #[cfg(feature = "aws")]
 mod aws;
 mod error;
+#[cfg(feature = "aws")]
+mod proxy;
 
 use std::fmt;
 
@@ -53,6 +55,8 @@ use kpl_codec::HashKey;
 #[cfg(feature = "aws")]
 pub use aws::{AwsTransport, AwsTransportBuilder, BuildError, HttpRuntime};
 pub use error::{ErrorKind, TIMEOUT_CODE, TransportError};
+#[cfg(feature = "aws")]
+pub use proxy::Proxy;
 
 /// The KPL's default for request and connect timeouts.
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6);

@@ -59,10 +59,11 @@ impl StreamPipeline {
                     return; // the usual case: nothing else to do
                 }
                 let shard = shard.clone();
-                if after.is_some() && after != before {
-                    if let Some(at) = after {
-                        self.agg_schedule.push(Reverse((at, shard.clone())));
-                    }
+                if after.is_some()
+                    && after != before
+                    && let Some(at) = after
+                {
+                    self.agg_schedule.push(Reverse((at, shard.clone())));
                 }
                 for batch in batches {
                     self.aggregate(batch, Some(shard.clone()), now);

@@ -405,15 +405,15 @@ impl StreamPipeline {
         self.dirty = false;
         self.driven_at = Some(now);
         // The shard map.
-        if !self.refreshing {
-            if let Some(refresh) = self.map.poll_refresh(now) {
-                self.refreshing = true;
-                let history = std::mem::take(&mut self.want_history);
-                self.transmits.push_back(Transmit::ListShards {
-                    refresh,
-                    open_only: !history,
-                });
-            }
+        if !self.refreshing
+            && let Some(refresh) = self.map.poll_refresh(now)
+        {
+            self.refreshing = true;
+            let history = std::mem::take(&mut self.want_history);
+            self.transmits.push_back(Transmit::ListShards {
+                refresh,
+                open_only: !history,
+            });
         }
         // Requests past their timeout.
         self.poll_timeouts(now);

@@ -205,10 +205,11 @@ impl StreamPipeline {
                         // Evidence about the current map only: a request sent before
                         // the map's refresh started is already accounted for.
                         let current = self.map.as_of().is_none_or(|as_of| started >= as_of);
-                        if let (Some(p), true) = (&k.shard, k.aggregated) {
-                            if current && self.map.is_open(p) {
-                                split.push(p.clone());
-                            }
+                        if let (Some(p), true) = (&k.shard, k.aggregated)
+                            && current
+                            && self.map.is_open(p)
+                        {
+                            split.push(p.clone());
                         }
                     }
                     let epoch = self.epoch;
@@ -249,10 +250,8 @@ impl StreamPipeline {
                     });
                     let kind = ErrorKind::classify(Some(&code), None);
                     let throttled = kind == ErrorKind::Throttled;
-                    if throttled {
-                        if let Some(s) = &shard {
-                            self.limiter.on_throttled(s, now);
-                        }
+                    if throttled && let Some(s) = &shard {
+                        self.limiter.on_throttled(s, now);
                     }
                     let fail_now =
                         (throttled && self.config.fail_if_throttled) || !kind.is_retryable();
@@ -305,10 +304,10 @@ impl StreamPipeline {
     }
 
     pub(super) fn retry(&mut self, mut rec: Rec, now: Instant, backoff: Duration) {
-        if rec.attempts.len() == WARN_AFTER_ATTEMPTS {
-            if let Some(records) = self.persisting.due(1, now) {
-                warn!(stream = %self.stream, records, attempts = WARN_AFTER_ATTEMPTS, last_error = rec.attempts.last().and_then(|a| a.error_code.as_deref()).unwrap_or(""), "records still failing; retrying until their time to live");
-            }
+        if rec.attempts.len() == WARN_AFTER_ATTEMPTS
+            && let Some(records) = self.persisting.due(1, now)
+        {
+            warn!(stream = %self.stream, records, attempts = WARN_AFTER_ATTEMPTS, last_error = rec.attempts.last().and_then(|a| a.error_code.as_deref()).unwrap_or(""), "records still failing; retrying until their time to live");
         }
         self.emit(|stream| Event::Retry {
             stream,

@@ -1,0 +1,309 @@
+//! Gate steps about the build itself: every crate with each feature alone, the
+//! declared minimum Rust versions, the dependencies' licenses, and a build of the
+//! facade with no tokio runtime in it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::util::{cargo, step};
+
+/// Licenses a dependency may be under (an SPDX expression is accepted when one of
+/// its alternatives, or every part of a conjunction, is here).
+const ALLOWED_LICENSES: &[&str] = &[
+    "Apache-2.0",
+    "Apache-2.0 WITH LLVM-exception",
+    "MIT",
+    "BSD-2-Clause",
+    "BSD-3-Clause",
+    "ISC",
+    "Zlib",
+    "Unicode-3.0",
+    "Unicode-DFS-2016",
+    "CC0-1.0",
+    "0BSD",
+    "BSL-1.0",
+    "MPL-2.0",
+    "Unlicense",
+    "CDLA-Permissive-2.0",
+    "OpenSSL",
+];
+
+fn metadata(all_features: bool) -> Result<Value> {
+    let mut cmd = cargo();
+    cmd.args(["metadata", "--format-version", "1", "--locked"]);
+    if all_features {
+        cmd.arg("--all-features");
+    }
+    let out = cmd.output().context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// `cargo check` of every library crate with no features and with each feature
+/// alone (the facade's `aws` with each runtime, as it is meant to be used).
+pub(crate) fn features() -> Result<()> {
+    let meta = metadata(false)?;
+    let members: BTreeSet<&str> = meta["workspace_members"]
+        .as_array()
+        .context("workspace_members")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for package in meta["packages"].as_array().context("packages")? {
+        let id = package["id"].as_str().unwrap_or_default();
+        if !members.contains(id) {
+            continue;
+        }
+        let name = package["name"].as_str().unwrap_or_default();
+        let features: Vec<&str> = package["features"]
+            .as_object()
+            .map(|f| {
+                f.keys()
+                    .map(String::as_str)
+                    .filter(|f| *f != "default")
+                    .collect()
+            })
+            .unwrap_or_default();
+        if matches!(name, "xtask" | "kpl-tests") {
+            continue;
+        }
+        let mut sets: Vec<Vec<&str>> = vec![vec![]];
+        sets.extend(features.iter().map(|f| vec![*f]));
+        if name == "kpl" {
+            sets.push(vec!["smol", "aws"]);
+            sets.push(vec!["tokio", "aws"]);
+        }
+        for set in sets {
+            let list = set.join(",");
+            step(&format!(
+                "cargo check -p {name} --no-default-features{}",
+                if list.is_empty() {
+                    String::new()
+                } else {
+                    format!(" --features {list}")
+                }
+            ));
+            let mut cmd = cargo();
+            cmd.args([
+                "check",
+                "--locked",
+                "-q",
+                "-p",
+                name,
+                "--no-default-features",
+            ]);
+            if !list.is_empty() {
+                cmd.args(["--features", &list]);
+            }
+            // Warnings of our own code fail the step (as in the clippy step), without
+            // RUSTFLAGS, which would rebuild every dependency.
+            let out = cmd.output().context("running cargo check")?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            eprint!("{stderr}");
+            if !out.status.success() {
+                bail!("cargo check -p {name} --features {list:?} failed");
+            }
+            if stderr.lines().any(|l| l.starts_with("warning")) {
+                bail!("cargo check -p {name} --features {list:?}: warnings (see above)");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn version(text: &str) -> Vec<u64> {
+    text.split('.').filter_map(|p| p.parse().ok()).collect()
+}
+
+/// Each crate's declared `rust-version` is at least that of everything it depends
+/// on (normal dependencies, all features on): the declared MSRV is true of its
+/// dependencies. Clippy's `incompatible_msrv` (in the clippy step) holds our own
+/// code to it.
+pub(crate) fn msrv() -> Result<()> {
+    let meta = metadata(true)?;
+    let packages: HashMap<&str, &Value> = meta["packages"]
+        .as_array()
+        .context("packages")?
+        .iter()
+        .filter_map(|p| Some((p["id"].as_str()?, p)))
+        .collect();
+    let nodes: HashMap<&str, Vec<&str>> = meta["resolve"]["nodes"]
+        .as_array()
+        .context("resolve")?
+        .iter()
+        .filter_map(|n| {
+            let deps = n["deps"]
+                .as_array()?
+                .iter()
+                .filter(|d| {
+                    d["dep_kinds"]
+                        .as_array()
+                        .is_some_and(|kinds| kinds.iter().any(|k| k["kind"].is_null()))
+                })
+                .filter_map(|d| d["pkg"].as_str())
+                .collect();
+            Some((n["id"].as_str()?, deps))
+        })
+        .collect();
+    let mut wrong = Vec::new();
+    for member in meta["workspace_members"]
+        .as_array()
+        .context("workspace_members")?
+        .iter()
+        .filter_map(Value::as_str)
+    {
+        let package = packages[member];
+        let name = package["name"].as_str().unwrap_or_default();
+        let Some(declared) = package["rust_version"].as_str() else {
+            continue;
+        };
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![member];
+        let mut highest: Option<(Vec<u64>, String)> = None;
+        while let Some(id) = todo.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            if let Some(deps) = nodes.get(id) {
+                todo.extend(deps.iter().copied());
+            }
+            if id == member {
+                continue;
+            }
+            if let Some(v) = packages.get(id).and_then(|p| p["rust_version"].as_str()) {
+                let parsed = version(v);
+                if highest.as_ref().is_none_or(|(h, _)| parsed > *h) {
+                    let who = packages[id]["name"].as_str().unwrap_or_default();
+                    highest = Some((parsed, format!("{who} needs {v}")));
+                }
+            }
+        }
+        if let Some((_, why)) = highest.filter(|(needed, _)| *needed > version(declared)) {
+            wrong.push(format!(
+                "{name} declares rust-version {declared}, but {why}"
+            ));
+        }
+    }
+    if !wrong.is_empty() {
+        bail!(
+            "declared minimum Rust versions below what dependencies need:\n  {}",
+            wrong.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Every dependency's license is one of [`ALLOWED_LICENSES`] (or an expression
+/// that allows one); our own crates are Apache-2.0.
+pub(crate) fn licenses() -> Result<()> {
+    let meta = metadata(true)?;
+    let mut refused: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for p in meta["packages"].as_array().context("packages")? {
+        let name = p["name"].as_str().unwrap_or_default();
+        let version = p["version"].as_str().unwrap_or_default();
+        let license = p["license"].as_str().unwrap_or("").trim();
+        if license.is_empty() {
+            refused
+                .entry("(none declared)".into())
+                .or_default()
+                .push(format!("{name} {version}"));
+            continue;
+        }
+        *counts.entry(license.to_owned()).or_default() += 1;
+        if !allowed(license) {
+            refused
+                .entry(license.to_owned())
+                .or_default()
+                .push(format!("{name} {version}"));
+        }
+    }
+    if !refused.is_empty() {
+        let list: Vec<String> = refused
+            .iter()
+            .map(|(l, who)| format!("{l}: {}", who.join(", ")))
+            .collect();
+        bail!(
+            "dependencies under licenses not allowed:\n  {}",
+            list.join("\n  ")
+        );
+    }
+    println!(
+        "{} packages, {} license expressions, all allowed",
+        counts.values().sum::<usize>(),
+        counts.len()
+    );
+    Ok(())
+}
+
+/// Whether an SPDX expression (with `OR`, `AND`, `/` and parentheses) is allowed.
+fn allowed(expression: &str) -> bool {
+    // OR binds loosest: any allowed alternative will do; within one, every part of
+    // an AND must be allowed.
+    let cleaned = expression.replace(['(', ')'], " ");
+    cleaned.split(" OR ").flat_map(|a| a.split('/')).any(|alt| {
+        alt.split(" AND ").all(|part| {
+            let part = part.trim();
+            ALLOWED_LICENSES.contains(&part)
+        })
+    })
+}
+
+/// The facade on smol with AWS has no tokio runtime in its build: tokio, if
+/// present at all, without its `rt`, `net` and `time` features.
+pub(crate) fn no_tokio_runtime_on_smol() -> Result<()> {
+    let out = cargo()
+        .args([
+            "tree",
+            "--locked",
+            "-p",
+            "kpl",
+            "--no-default-features",
+            "--features",
+            "smol,aws",
+            "-e",
+            "normal,features",
+            "-i",
+            "tokio",
+        ])
+        .output()
+        .context("running cargo tree")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let features: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.split("tokio feature \"").nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    let runtime: Vec<&&str> = features
+        .iter()
+        .filter(|f| matches!(**f, "rt" | "rt-multi-thread" | "net" | "time"))
+        .collect();
+    if !runtime.is_empty() {
+        bail!("kpl with smol,aws builds tokio with {runtime:?}:\n{text}");
+    }
+    println!("tokio features in kpl's smol,aws build: {features:?}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allowed;
+
+    #[test]
+    fn spdx_expressions() {
+        assert!(allowed("MIT OR Apache-2.0"));
+        assert!(allowed("Apache-2.0 OR ISC OR MIT"));
+        assert!(allowed("MIT/Apache-2.0"));
+        assert!(allowed("(MIT OR Apache-2.0) AND Unicode-3.0"));
+        assert!(!allowed("GPL-3.0"));
+        assert!(!allowed("MIT AND GPL-3.0"));
+        assert!(allowed("GPL-3.0 OR MIT"));
+    }
+}
