@@ -285,3 +285,87 @@ async fn split_while_flowing(env: Env) {
     let total: usize = seen.values().map(Vec::len).sum();
     assert_eq!(total, 4_000);
 }
+
+/// Credentials whose provider fails its first `failures` calls, as instance
+/// metadata or STS do in a blip.
+#[derive(Debug)]
+struct Blip {
+    failures: std::sync::atomic::AtomicUsize,
+}
+
+impl aws_credential_types::provider::ProvideCredentials for Blip {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        use std::sync::atomic::Ordering;
+        let failing = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        aws_credential_types::provider::future::ProvideCredentials::ready(if failing {
+            Err(
+                aws_credential_types::provider::error::CredentialsError::provider_error(
+                    "the instance metadata service did not answer",
+                ),
+            )
+        } else {
+            Ok(aws_credential_types::Credentials::new(
+                "test", "test", None, None, "blip",
+            ))
+        })
+    }
+}
+
+#[test]
+#[ignore = "needs kinesis-mock: run by `cargo xtask ci`"]
+fn a_credential_provider_blip_delays_records_and_loses_none() {
+    run(On::Tokio, |env| async move {
+        let peer = env.peer.clone();
+        let (stream, _) = env
+            .admin(async move { peer.create_stream("producer-credentials", 1).await })
+            .await;
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(Blip {
+                    failures: 2.into(),
+                }),
+            )
+            .build();
+        let transport = AwsTransport::builder()
+            .sdk_config(sdk)
+            .endpoint_url(env.peer.endpoint())
+            .region("us-east-1")
+            .request_timeout(Duration::from_secs(60))
+            .build()
+            .await
+            .unwrap();
+        let producer = Producer::builder(config(), Arc::new(transport)).build(Runtime::tokio());
+        let sent = put_range(&producer, &stream, 0, 20, 3).await;
+        producer.flush().await;
+        let (peer, name) = (env.peer.clone(), stream.clone());
+        let seen = env.admin(async move { consumed(&peer, &name).await }).await;
+        let mut retried = 0;
+        for s in &sent {
+            let r = s
+                .future
+                .wait(Duration::ZERO)
+                .expect("resolved by the flush");
+            assert!(r.is_success(), "{:?}", r.attempts);
+            assert!(
+                !r.may_be_duplicated(),
+                "nothing was sent without credentials"
+            );
+            retried += usize::from(
+                r.attempts
+                    .iter()
+                    .any(|a| a.error_code.as_deref() == Some("CredentialsError")),
+            );
+            assert_eq!(seen.get(&s.data).map(Vec::len), Some(1));
+        }
+        assert!(retried > 0, "the blip was seen and retried");
+    });
+}

@@ -293,7 +293,8 @@ fn tls_front() -> (u16, String) {
     (port, ca.pem())
 }
 
-/// Runs `kpl put` of `lines` lines into `stream` with `args` and `env`.
+/// Runs `kpl put` of `lines` lines into `stream` with `args` and `env`, with
+/// credentials in the environment unless `env` names a profile.
 fn put(stream: &str, lines: usize, args: &[&str], env: &[(&str, &str)]) {
     let input: String = (0..lines).map(|i| format!("line {i}\n")).collect();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kpl"));
@@ -306,8 +307,10 @@ fn put(stream: &str, lines: usize, args: &[&str], env: &[(&str, &str)]) {
         "--quiet",
     ])
     .args(args)
-    .env("AWS_ACCESS_KEY_ID", "test")
-    .env("AWS_SECRET_ACCESS_KEY", "test")
+    .env_remove("AWS_ACCESS_KEY_ID")
+    .env_remove("AWS_SECRET_ACCESS_KEY")
+    .env_remove("AWS_SESSION_TOKEN")
+    .env_remove("AWS_PROFILE")
     .env("AWS_EC2_METADATA_DISABLED", "true")
     .env_remove("HTTPS_PROXY")
     .env_remove("HTTP_PROXY")
@@ -319,6 +322,11 @@ fn put(stream: &str, lines: usize, args: &[&str], env: &[(&str, &str)]) {
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
+    // Credentials in the environment, unless the run names a profile.
+    if !env.iter().any(|(k, _)| *k == "AWS_PROFILE") {
+        cmd.env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test");
+    }
     let mut child = cmd.spawn().unwrap();
     child
         .stdin
@@ -419,5 +427,37 @@ fn put_over_https_through_the_environments_proxy() {
         "{requests:?}"
     );
     assert!(seen.tunnels.load(Ordering::SeqCst) >= 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[ignore = "needs kinesis-mock: run by `cargo xtask ci`"]
+fn put_with_credentials_from_a_credential_process_profile() {
+    let stream = format!("cli-credential-process-{}", std::process::id());
+    create_stream(&stream);
+    let dir = std::env::temp_dir().join(format!("kpl-credential-process-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = dir.join("asked");
+    let config = dir.join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile kpl-process]\nregion = us-east-1\ncredential_process = sh -c \"touch {} && printf '{{\\\"Version\\\": 1, \\\"AccessKeyId\\\": \\\"AKIDPROCESS\\\", \\\"SecretAccessKey\\\": \\\"process-secret\\\"}}'\"\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let missing = dir.join("no-credentials-file");
+    put(
+        &stream,
+        50,
+        &["--endpoint", &mock()],
+        &[
+            ("AWS_PROFILE", "kpl-process"),
+            ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+            ("AWS_SHARED_CREDENTIALS_FILE", missing.to_str().unwrap()),
+        ],
+    );
+    assert!(marker.exists(), "the credential process was asked");
     let _ = std::fs::remove_dir_all(&dir);
 }

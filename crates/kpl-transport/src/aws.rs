@@ -520,16 +520,14 @@ where
                     e.stored_unknown()
                 }
             } else if looks_like_credentials(&text) {
-                TransportError::new(ErrorKind::AccessDenied, text).with_code("CredentialsError")
+                credentials_error(text)
             } else {
                 TransportError::new(ErrorKind::Transient, text)
                     .with_code("DispatchFailure")
                     .stored_unknown()
             }
         }
-        _ if looks_like_credentials(&text) => {
-            TransportError::new(ErrorKind::AccessDenied, text).with_code("CredentialsError")
-        }
+        _ if looks_like_credentials(&text) => credentials_error(text),
         _ => TransportError::new(ErrorKind::Other, text),
     }
 }
@@ -559,6 +557,14 @@ fn looks_like_connect(text: &str) -> bool {
     ["connect", "refused", "dns", "resolve", "unreachable"]
         .iter()
         .any(|p| lower.contains(p))
+}
+
+/// No credentials to sign with: the provider failed (often a passing fault of
+/// instance metadata, STS, SSO or a credential process), and nothing was sent. The
+/// producer retries within each record's time to live.
+fn credentials_error(text: String) -> TransportError {
+    debug!("no credentials to sign the request with (retried): {text}");
+    TransportError::new(ErrorKind::Transient, text).with_code("CredentialsError")
 }
 
 fn looks_like_credentials(text: &str) -> bool {

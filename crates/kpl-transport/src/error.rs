@@ -11,14 +11,15 @@ pub enum ErrorKind {
     /// HTTP 429): retry later, slower.
     Throttled,
     /// A passing fault: HTTP 5xx, `InternalFailure`, `ServiceUnavailable`, a timeout,
-    /// a broken connection: retry with backoff.
+    /// a broken connection, a credential provider that failed (instance metadata,
+    /// STS, SSO or a credential process not answering: code `CredentialsError`,
+    /// nothing was sent): retry with backoff.
     Transient,
     /// The stream does not exist (`ResourceNotFoundException`): retrying cannot help.
     NotFound,
     /// The credentials may not do this, or have expired (`AccessDeniedException`,
     /// `ExpiredTokenException`, `UnrecognizedClientException`, signature errors,
-    /// `KMSAccessDeniedException`, …), or none could be found: retrying cannot help
-    /// until they are fixed.
+    /// `KMSAccessDeniedException`, …): retrying cannot help until they are fixed.
     AccessDenied,
     /// The service refused the request as malformed (`ValidationException`,
     /// `InvalidArgumentException`): retrying the same request cannot help.
@@ -73,7 +74,7 @@ impl ErrorKind {
                 }
                 // Our own codes for answers that are not the service's.
                 "NotKinesis" | "EndpointError" => Self::Endpoint,
-                "CredentialsError" => Self::AccessDenied,
+                "CredentialsError" => Self::Transient,
                 _ => return None,
             })
         });

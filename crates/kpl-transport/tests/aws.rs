@@ -86,3 +86,60 @@ fn builder_debug_never_shows_credentials() {
         "{text}"
     );
 }
+
+/// A credentials provider that fails as instance metadata or STS do in a blip.
+#[derive(Debug)]
+struct Blip;
+
+impl aws_credential_types::provider::ProvideCredentials for Blip {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+            aws_credential_types::provider::error::CredentialsError::provider_error(
+                "the instance metadata service did not answer",
+            ),
+        ))
+    }
+}
+
+#[test]
+fn a_failing_credential_provider_is_retryable_and_nothing_was_sent() {
+    runtime().block_on(async {
+        // A listener that would see any request.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(Blip),
+            )
+            .build();
+        let transport = AwsTransport::builder()
+            .sdk_config(sdk)
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .region("us-east-1")
+            .build()
+            .await
+            .unwrap();
+        let err = transport
+            .put_records(PutRecordsRequest::new(
+                StreamId::parse("s"),
+                vec![PutRecordsEntry::new("k", None, Bytes::from_static(b"x"))],
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some("CredentialsError"), "{err}");
+        assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+        assert!(err.kind().is_retryable());
+        assert!(
+            !err.may_have_been_stored(),
+            "a request never signed was never sent"
+        );
+        assert!(listener.accept().is_err(), "no connection was made");
+    });
+}
