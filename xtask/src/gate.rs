@@ -292,6 +292,57 @@ pub(crate) fn no_tokio_runtime_on_smol() -> Result<()> {
     Ok(())
 }
 
+/// Runs the facade's examples: tokio, smol (no tokio runtime), async-std and
+/// blocking against the peer, each checked by what it prints; and the codec-only
+/// Lambda consumer on its own example event.
+pub(crate) fn examples(mock: &crate::peer::KinesisMock) -> Result<()> {
+    mock.create_stream("examples", 2)?;
+    let runs: [(&str, &[&str], &str); 5] = [
+        ("tokio", &[], "100 of 100 records stored in examples"),
+        (
+            "smol",
+            &["--no-default-features", "--features", "smol,aws"],
+            "stored: true",
+        ),
+        (
+            "async_std",
+            &["--no-default-features", "--features", "smol,aws"],
+            "stored: true",
+        ),
+        ("blocking", &[], "10 of 10 records stored"),
+        (
+            "lambda_deaggregate",
+            &["--no-default-features"],
+            "user-2\tsecond",
+        ),
+    ];
+    for (example, features, expected) in runs {
+        let out = cargo()
+            .args(["run", "--locked", "-q", "-p", "kpl"])
+            .args(features)
+            .args(["--example", example])
+            .env("KPL_ENDPOINT", &mock.endpoint)
+            .env("KPL_STREAM", "examples")
+            .env("AWS_REGION", "us-east-1")
+            .envs(crate::peer::MOCK_CREDENTIALS)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .with_context(|| format!("running the {example} example"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || !stdout.contains(expected) {
+            bail!(
+                "the {example} example: expected {expected:?}, got\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        println!(
+            "example {example}: {}",
+            stdout.lines().last().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::allowed;

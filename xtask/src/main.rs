@@ -171,6 +171,8 @@ fn ci() -> Result<()> {
                 .env(peer::ENDPOINT_VAR, &mock.endpoint)
                 .envs(peer::MOCK_CREDENTIALS),
         )?;
+        util::step("the facade's examples against kinesis-mock");
+        gate::examples(&mock)?;
         (tests, contract)
     };
     util::step("every crate with no features and with each feature alone");

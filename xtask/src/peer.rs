@@ -186,6 +186,24 @@ pub(crate) fn start_kinesalite(name: &str, shards: u32) -> Result<KinesisMock> {
     Ok(peer)
 }
 
+impl KinesisMock {
+    /// Creates a stream of `shards` shards on this peer.
+    pub(crate) fn create_stream(&self, name: &str, shards: u32) -> Result<()> {
+        let port: u16 = self
+            .endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .context("the peer's endpoint has no port")?;
+        let body = format!("{{\"StreamName\":\"{name}\",\"ShardCount\":{shards}}}");
+        if !call(port, "CreateStream", &body) {
+            bail!("the peer refused CreateStream for {name}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(())
+    }
+}
+
 /// The readiness probe: a signed-looking ListStreams that gets an HTTP 200.
 fn answers(port: u16) -> bool {
     call(port, "ListStreams", "{}")
