@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use base64::Engine;
-use kpl_codec::{AggregateBuilder, HashKey, RecordLimits, UserRecord};
+use kpl::codec::{AggregateBuilder, HashKey, RecordLimits, UserRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::input::{BASE64, InvalidInput, for_each_line};
@@ -25,7 +25,7 @@ pub(crate) struct Args {
     max_count: u64,
     /// Largest user record accepted (data plus partition key bytes), up to 10 MiB,
     /// as the stream's max record size.
-    #[arg(long, default_value_t = kpl_codec::DEFAULT_MAX_RECORD_SIZE, value_parser = parse_record_size)]
+    #[arg(long, default_value_t = kpl::codec::DEFAULT_MAX_RECORD_SIZE, value_parser = parse_record_size)]
     max_record_size: usize,
     /// Files of JSON lines; standard input when none.
     files: Vec<PathBuf>,

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kpl_codec::deaggregate;
-use kpl_producer::{Outcomes, Producer, PutRecord, RecordFuture, RecordId};
-use kpl_runtime::{Runtime, SplitMix64, Timer, TokioTimer};
-use kpl_sim::Simulator;
-use kpl_transport::{AwsTransport, Transport};
+use kpl::codec::deaggregate;
+use kpl::{Outcomes, Producer, PutRecord, RecordFuture, RecordId};
+use kpl::runtime::{Runtime, SplitMix64, Timer, TokioTimer};
+use kpl::sim::Simulator;
+use kpl::transport::{AwsTransport, Transport};
 use serde_json::json;
 
 use crate::settings::{ProducerArgs, cpu_and_peak_memory, resident_memory};
@@ -70,7 +70,7 @@ pub(crate) struct Args {
 
 /// The shares of the shards' byte and record limits that `stored` used between its
 /// first and last store.
-fn capacity_used(stored: &[kpl_sim::StoredRecord], shards: usize) -> Option<[f64; 2]> {
+fn capacity_used(stored: &[kpl::sim::StoredRecord], shards: usize) -> Option<[f64; 2]> {
     let first = stored.iter().map(|r| r.arrival).min()?;
     let last = stored.iter().map(|r| r.arrival).max()?;
     let secs = last.duration_since(first).as_secs_f64();
@@ -83,8 +83,8 @@ fn capacity_used(stored: &[kpl_sim::StoredRecord], shards: usize) -> Option<[f64
         .sum();
     let shards = shards as f64;
     Some([
-        bytes as f64 / (shards * kpl_codec::SHARD_BYTES_PER_SECOND as f64 * secs),
-        stored.len() as f64 / (shards * kpl_codec::SHARD_RECORDS_PER_SECOND as f64 * secs),
+        bytes as f64 / (shards * kpl::codec::SHARD_BYTES_PER_SECOND as f64 * secs),
+        stored.len() as f64 / (shards * kpl::codec::SHARD_RECORDS_PER_SECOND as f64 * secs),
     ])
 }
 
@@ -171,7 +171,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (mut failures, mut retries) = (0usize, 0usize);
     // Outcomes that say an attempt without an answer may have stored the record.
     let (mut possibly_twice, mut failed_possibly_stored) = (0usize, 0usize);
-    let mut take = |id: usize, r: kpl_producer::RecordResult| {
+    let mut take = |id: usize, r: kpl::RecordResult| {
         retries += r.attempts.len().saturating_sub(1);
         if r.success {
             succeeded[id] = true;

@@ -103,8 +103,8 @@ fn deaggregate_line(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
         let data = BASE64
             .decode(&record.data)
             .map_err(|e| at(format!("Data is not valid base64: {e}")))?;
-        let aggregated = kpl_codec::is_aggregated(&data);
-        let users = kpl_codec::deaggregate(
+        let aggregated = kpl::codec::is_aggregated(&data);
+        let users = kpl::codec::deaggregate(
             &record.partition_key,
             record.explicit_hash_key.as_deref(),
             &data,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use kpl_producer::{Config, ConfigBuilder};
+use kpl::{Config, ConfigBuilder};
 
 /// Producer settings; each overrides the `.properties` file's, which override the
 /// KPL defaults.

@@ -80,9 +80,9 @@ fn agg_packs_in_order_within_limits_and_deagg_reads_it_back() {
     for r in &records[..records.len() - 1] {
         let data = b64(&r["Data"]);
         assert!(data.len() <= 4096, "aggregate of {} bytes", data.len());
-        let users = kpl_codec::deaggregate("a", None, &data).unwrap();
+        let users = kpl::codec::deaggregate("a", None, &data).unwrap();
         assert!(users.len() <= 9);
-        if kpl_codec::is_aggregated(&data) {
+        if kpl::codec::is_aggregated(&data) {
             let first = users[0].hash_key().unwrap().to_string();
             assert_eq!(r["ExplicitHashKey"], first.as_str());
         }

@@ -112,7 +112,7 @@ fn put_json_lines_into_kinesis_mock() {
         for r in records["Records"].as_array().unwrap() {
             let data = STANDARD.decode(r["Data"].as_str().unwrap()).unwrap();
             for u in
-                kpl_codec::deaggregate(r["PartitionKey"].as_str().unwrap(), None, &data).unwrap()
+                kpl::codec::deaggregate(r["PartitionKey"].as_str().unwrap(), None, &data).unwrap()
             {
                 seen.push(String::from_utf8(u.data.to_vec()).unwrap());
             }

@@ -96,7 +96,7 @@ fn stored(name: &str) -> Vec<String> {
     for r in page["Records"].as_array().unwrap() {
         let data = STANDARD.decode(r["Data"].as_str().unwrap()).unwrap();
         let pk = r["PartitionKey"].as_str().unwrap();
-        for u in kpl_codec::deaggregate(pk, None, &data).unwrap() {
+        for u in kpl::codec::deaggregate(pk, None, &data).unwrap() {
             out.push(String::from_utf8(u.data.to_vec()).unwrap());
         }
     }

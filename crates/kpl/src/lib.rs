@@ -83,7 +83,7 @@ pub use kpl_producer::SyncBuildError;
 pub use kpl_codec::{DecodeError, deaggregate};
 
 #[cfg(feature = "aws")]
-pub use kpl_transport::{AwsTransport, AwsTransportBuilder, BuildError, HttpRuntime};
+pub use kpl_transport::{AwsTransport, AwsTransportBuilder, BuildError, HttpRuntime, Proxy};
 
 pub use bytes::Bytes;
 pub use kpl_runtime::Runtime;
