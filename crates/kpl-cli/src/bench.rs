@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kpl::codec::deaggregate;
-use kpl::{Outcomes, Producer, PutRecord, RecordFuture, RecordId};
 use kpl::runtime::{Runtime, SplitMix64, Timer, TokioTimer};
 use kpl::sim::Simulator;
 use kpl::transport::{AwsTransport, Transport};
+use kpl::{Outcomes, Producer, PutRecord, RecordFuture, RecordId};
 use serde_json::json;
 
 use crate::settings::{ProducerArgs, cpu_and_peak_memory, resident_memory};

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use base64::Engine;
 use bytes::Bytes;
-use kpl::{Outcomes, Producer, PutRecord, RecordId, RecordResult};
 use kpl::runtime::{Runtime, SplitMix64};
 use kpl::transport::{ErrorKind, Proxy};
+use kpl::{Outcomes, Producer, PutRecord, RecordId, RecordResult};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 

@@ -210,6 +210,30 @@ impl Config {
     /// # Ok::<(), kpl_producer::ConfigError>(())
     /// ```
     pub fn from_kpl_properties(text: &str) -> Result<(Self, Vec<IgnoredKey>), ConfigError> {
+        Self::read_kpl_properties(text)
+    }
+
+    /// [`from_kpl_properties`](Self::from_kpl_properties) of a file.
+    ///
+    /// ```no_run
+    /// let (config, ignored) = kpl_producer::Config::from_kpl_properties_file("kpl.properties")?;
+    /// for key in ignored {
+    ///     eprintln!("not applied: {key}");
+    /// }
+    /// # Ok::<(), kpl_producer::ConfigError>(())
+    /// ```
+    pub fn from_kpl_properties_file(
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<(Self, Vec<IgnoredKey>), ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::read_kpl_properties(&text)
+    }
+
+    fn read_kpl_properties(text: &str) -> Result<(Self, Vec<IgnoredKey>), ConfigError> {
         let mut b = Self::builder();
         let mut ignored = Vec::new();
         let mut endpoint: Option<String> = None;
@@ -479,6 +503,13 @@ pub enum ConfigError {
         /// What is allowed.
         allowed: &'static str,
     },
+    /// A `.properties` file that could not be read.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        reason: String,
+    },
     /// A value that does not parse.
     Invalid {
         /// The setting, as the KPL spells it.
@@ -503,6 +534,13 @@ impl fmt::Display for ConfigError {
                 value,
                 expected,
             } => write!(f, "{key} = {value:?} is not valid: expected {expected}"),
+            Self::File { path, reason } => {
+                write!(
+                    f,
+                    "cannot read the KPL settings file {}: {reason}",
+                    path.display()
+                )
+            }
         }
     }
 }
@@ -890,6 +928,16 @@ SomethingElse = 3
                 "{key} is neither applied nor explained (or both)"
             );
         }
+    }
+
+    #[test]
+    fn an_unreadable_settings_file_is_named() {
+        let err = Config::from_kpl_properties_file("/nonexistent/kpl.properties").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::File { path, .. } if path.ends_with("kpl.properties")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("/nonexistent/kpl.properties"));
     }
 
     #[test]

@@ -156,6 +156,13 @@ impl RecordResult {
         self.attempts.last().and_then(|a| a.error_code.as_deref())
     }
 
+    /// The last attempt's error message, for a failed record.
+    pub fn error_message(&self) -> Option<&str> {
+        self.attempts
+            .last()
+            .and_then(|a| a.error_message.as_deref())
+    }
+
     /// For a stored record: whether an earlier attempt may have stored it too, so
     /// that it may be in the stream more than once (a consumer that must see it once
     /// deduplicates it, by its data). Always false for a failed record: see

@@ -248,6 +248,46 @@ fn sync_producer_from_many_threads() {
 }
 
 #[test]
+fn sync_producer_puts_many_flushes_one_stream_and_tells_the_oldest_age() {
+    let timer: Arc<dyn Timer> = Arc::new(kpl_runtime::TokioTimer);
+    let kinesis = Simulator::new(timer, 6);
+    kinesis.create_stream("a", 2).unwrap();
+    kinesis.create_stream("b", 1).unwrap();
+    // Records wait up to a minute in their aggregates: only a flush sends them.
+    let config = Config::builder()
+        .record_max_buffered_time(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let producer = SyncProducer::new(config, Arc::new(kinesis.clone())).unwrap();
+    assert_eq!(producer.oldest_record_age(), None);
+    let a: Vec<_> = producer
+        .put_records(
+            "a",
+            (0..100)
+                .map(|i| PutRecord::new(format!("k{i}"), format!("a{i}")))
+                .collect(),
+        )
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let b = producer.put_record("b", PutRecord::new("k", "b")).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(producer.oldest_record_age().unwrap() >= Duration::from_millis(20));
+    assert!(producer.flush_stream("a", Duration::from_secs(10)));
+    for f in &a {
+        assert!(f.wait(Duration::ZERO).expect("flushed").is_success());
+    }
+    assert_eq!(user_records(&kinesis, "a"), 100);
+    assert!(b.wait(Duration::ZERO).is_none(), "stream b was not flushed");
+    assert_eq!(producer.outstanding_records(), 1);
+    assert!(producer.flush(Duration::from_secs(10)));
+    assert!(b.wait(Duration::ZERO).unwrap().is_success());
+    assert_eq!(producer.oldest_record_age(), None);
+    assert_eq!(producer.close(Duration::from_secs(1)), 0);
+}
+
+#[test]
 fn outcomes_in_batches_settle_each_record_once() {
     let (sim, kinesis, p) = setup(Config::default());
     let outcomes = Outcomes::new();
