@@ -112,6 +112,8 @@ struct Seen {
     /// `Proxy-Authorization` values.
     authorizations: Mutex<Vec<String>>,
     tunnels: AtomicUsize,
+    /// Where CONNECT tunnels go instead of their target (a loopback port).
+    connect_to: Mutex<Option<u16>>,
 }
 
 /// A loopback HTTP proxy: absolute-form requests are forwarded (one at a time, on a
@@ -147,7 +149,11 @@ fn serve_proxy(client: TcpStream, seen: &Seen) {
         let mut parts = request_line.split_whitespace();
         let (method, target) = (parts.next().unwrap(), parts.next().unwrap());
         if method == "CONNECT" {
-            let upstream = TcpStream::connect(target).unwrap();
+            let redirect = *seen.connect_to.lock().unwrap();
+            let upstream = match redirect {
+                Some(port) => TcpStream::connect(("127.0.0.1", port)).unwrap(),
+                None => TcpStream::connect(target).unwrap(),
+            };
             writer
                 .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 .unwrap();
@@ -209,10 +215,13 @@ fn serve_proxy(client: TcpStream, seen: &Seen) {
     }
 }
 
-/// An https endpoint in front of kinesis-mock: TLS with a certificate for
-/// `localhost` signed by a CA of this test's; each request is forwarded on a
-/// connection of its own. Returns its port and the CA's PEM.
-fn tls_front() -> (u16, String) {
+/// An https endpoint in front of kinesis-mock: TLS with a certificate for `names`
+/// signed by a CA of this test's; each request is forwarded on a connection of its
+/// own, but SSO's GetRoleCredentials, which it answers itself (counted). Returns
+/// its port, the CA's PEM and the count.
+fn tls_front(names: &[&str]) -> (u16, String, Arc<AtomicUsize>) {
+    let sso_calls = Arc::new(AtomicUsize::new(0));
+    let sso = sso_calls.clone();
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -222,7 +231,8 @@ fn tls_front() -> (u16, String) {
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let ca_issuer = rcgen::Issuer::new(ca_params, ca_key);
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let cert = rcgen::CertificateParams::new(names)
         .unwrap()
         .signed_by(&key, &ca_issuer)
         .unwrap();
@@ -244,11 +254,30 @@ fn tls_front() -> (u16, String) {
         for client in listener.incoming() {
             let Ok(client) = client else { return };
             let config = config.clone();
+            let sso = sso.clone();
             std::thread::spawn(move || {
                 let conn = rustls::ServerConnection::new(config).unwrap();
                 let tls = rustls::StreamOwned::new(conn, client);
                 let mut reader = BufReader::new(tls);
                 while let Some((head, body)) = read_message(&mut reader, false) {
+                    if head.starts_with("GET /federation/credentials") {
+                        sso.fetch_add(1, Ordering::SeqCst);
+                        let answer = json!({"roleCredentials": {
+                            "accessKeyId": "AKIDSSO",
+                            "secretAccessKey": "sso-secret",
+                            "sessionToken": "sso-session",
+                            "expiration": 4_102_444_800_000u64,
+                        }})
+                        .to_string();
+                        let tls = reader.get_mut();
+                        let _ = write!(
+                            tls,
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+                            answer.len()
+                        );
+                        let _ = tls.flush();
+                        continue;
+                    }
                     let endpoint = mock();
                     let addr = endpoint.trim_start_matches("http://");
                     let mut upstream = TcpStream::connect(addr).unwrap();
@@ -290,7 +319,7 @@ fn tls_front() -> (u16, String) {
             });
         }
     });
-    (port, ca.pem())
+    (port, ca.pem(), sso_calls)
 }
 
 /// Runs `kpl put` of `lines` lines into `stream` with `args` and `env`, with
@@ -404,7 +433,7 @@ fn put_through_the_proxy_of_the_kpl_keys() {
 #[ignore = "needs kinesis-mock: run by `cargo xtask ci`"]
 fn put_over_https_through_the_environments_proxy() {
     let (proxy_port, seen) = proxy();
-    let (tls_port, ca_pem) = tls_front();
+    let (tls_port, ca_pem, _) = tls_front(&["localhost"]);
     let stream = format!("cli-proxy-env-{}", std::process::id());
     create_stream(&stream);
     let dir = std::env::temp_dir().join(format!("kpl-proxy-env-{}", std::process::id()));
@@ -460,4 +489,77 @@ fn put_with_credentials_from_a_credential_process_profile() {
     );
     assert!(marker.exists(), "the credential process was asked");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[ignore = "needs kinesis-mock: run by `cargo xtask ci`"]
+fn put_with_credentials_from_an_sso_profile() {
+    // SSO's portal is reached over https through the environment's proxy, which
+    // tunnels to a stand-in trusted by --ca-file; the login's token is in the
+    // cache, as `aws sso login` leaves it.
+    const PORTAL: &str = "portal.sso.us-east-1.amazonaws.com";
+    const START_URL: &str = "https://kpl-test.awsapps.com/start";
+    let (proxy_port, seen) = proxy();
+    let (front_port, ca_pem, sso_calls) = tls_front(&[PORTAL]);
+    *seen.connect_to.lock().unwrap() = Some(front_port);
+    let stream = format!("cli-sso-{}", std::process::id());
+    create_stream(&stream);
+    let home = std::env::temp_dir().join(format!("kpl-sso-home-{}", std::process::id()));
+    let cache = home.join(".aws/sso/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let config = home.join(".aws/config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile kpl-sso]\nsso_start_url = {START_URL}\nsso_region = us-east-1\n\
+             sso_account_id = 123456789012\nsso_role_name = KplTest\nregion = us-east-1\n"
+        ),
+    )
+    .unwrap();
+    // The cache file is named by the SHA-1 of the start URL.
+    let sha1 = Command::new("sh")
+        .args(["-c", &format!("printf %s '{START_URL}' | sha1sum")])
+        .output()
+        .unwrap();
+    let sha1 = String::from_utf8(sha1.stdout).unwrap();
+    let sha1 = sha1.split_whitespace().next().unwrap();
+    std::fs::write(
+        cache.join(format!("{sha1}.json")),
+        json!({
+            "accessToken": "kpl-test-token",
+            "expiresAt": "2099-01-01T00:00:00Z",
+            "region": "us-east-1",
+            "startUrl": START_URL,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let ca = home.join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let proxy_url = format!("http://127.0.0.1:{proxy_port}");
+    put(
+        &stream,
+        40,
+        &["--endpoint", &mock(), "--ca-file", ca.to_str().unwrap()],
+        &[
+            ("HOME", home.to_str().unwrap()),
+            ("AWS_PROFILE", "kpl-sso"),
+            ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+            ("HTTPS_PROXY", &proxy_url),
+        ],
+    );
+    assert!(
+        sso_calls.load(Ordering::SeqCst) >= 1,
+        "SSO was asked for credentials"
+    );
+    assert!(
+        seen.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r == &format!("CONNECT {PORTAL}:443 HTTP/1.1")),
+        "{:?}",
+        seen.requests.lock().unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&home);
 }
