@@ -16,9 +16,7 @@ use bytes::Bytes;
 use kpl_codec::{HashKey, deaggregate};
 use kpl_producer::{Config, Producer, PutRecord, RecordFuture};
 use kpl_runtime::Runtime;
-use kpl_transport::{
-    AwsTransport, HttpRuntime, ListShardsRequest, ShardDescription, StreamId, Transport,
-};
+use kpl_transport::{AwsTransport, ListShardsRequest, ShardDescription, StreamId, Transport};
 
 use crate::peers::{MockPeer, Peer};
 
@@ -121,15 +119,7 @@ impl Env {
         match self.on {
             On::Tokio => Producer::builder(config(), self.peer.transport()).build(Runtime::tokio()),
             On::Smol => {
-                let transport = AwsTransport::builder()
-                    .http_runtime(HttpRuntime::AsyncIo)
-                    .endpoint_url(self.peer.endpoint())
-                    .region("us-east-1")
-                    .static_credentials("test", "test")
-                    .request_timeout(Duration::from_secs(60))
-                    .build()
-                    .await
-                    .unwrap();
+                let transport = self.peer.async_io_transport().await;
                 Producer::builder(config(), Arc::new(transport)).build(Runtime::smol())
             }
         }

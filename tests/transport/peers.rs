@@ -146,7 +146,14 @@ impl MockPeer {
     /// The same peer, its transport on kpl-transport's async-io HTTP client (which
     /// runs under any executor, tokio's included).
     pub(crate) async fn with_async_io_client(mut self) -> Self {
-        let transport = AwsTransport::builder()
+        self.transport = Arc::new(self.async_io_transport().await);
+        self
+    }
+
+    /// A transport to this peer over kpl-transport's async-io HTTP client, with the
+    /// suites' minute-long request timeout.
+    pub(crate) async fn async_io_transport(&self) -> AwsTransport {
+        AwsTransport::builder()
             .http_runtime(kpl_transport::HttpRuntime::AsyncIo)
             .endpoint_url(&self.endpoint)
             .region("us-east-1")
@@ -154,12 +161,10 @@ impl MockPeer {
             .request_timeout(Duration::from_secs(60))
             .build()
             .await
-            .unwrap();
-        self.transport = Arc::new(transport);
-        self
+            .unwrap()
     }
 
-    /// kinesis-mock's URL (the producer suite builds its smol transport with it).
+    /// kinesis-mock's URL.
     #[allow(dead_code)]
     pub(crate) fn endpoint(&self) -> &str {
         &self.endpoint

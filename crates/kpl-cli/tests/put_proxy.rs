@@ -104,6 +104,49 @@ fn stored(name: &str) -> Vec<String> {
     out
 }
 
+/// Forwards one request (`request_line`, the headers of `head` after its first
+/// line, `body`) to `authority` on a connection of its own, and returns the answer
+/// re-framed with a length (so the client's connection can stay open).
+fn forward(request_line: &str, head: &str, body: &[u8], authority: &str) -> Vec<u8> {
+    let mut upstream = TcpStream::connect(authority).unwrap();
+    let mut forwarded = format!("{request_line}\r\n");
+    forwarded.push_str(&without_hop_headers(head.lines().skip(1)));
+    forwarded.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
+    upstream.write_all(forwarded.as_bytes()).unwrap();
+    upstream.write_all(body).unwrap();
+    let (answer_head, answer_body) = read_message(&mut BufReader::new(upstream), true).unwrap();
+    let mut out = without_hop_headers(answer_head.lines());
+    out.push_str(&format!("Content-Length: {}\r\n\r\n", answer_body.len()));
+    let mut out = out.into_bytes();
+    out.extend_from_slice(&answer_body);
+    out
+}
+
+/// Header lines (or a status line and headers) without the framing, connection and
+/// proxy headers, each ended by CRLF.
+fn without_hop_headers<'a>(lines: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for line in lines {
+        let lower = line.to_ascii_lowercase();
+        let hop = [
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "proxy-authorization",
+        ]
+        .iter()
+        .any(|h| lower.starts_with(h));
+        if !line.is_empty() && !hop {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
 /// What went through the proxy.
 #[derive(Default)]
 struct Seen {
@@ -177,39 +220,13 @@ fn serve_proxy(client: TcpStream, seen: &Seen) {
         let rest = target.strip_prefix("http://").expect("absolute form");
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let path = if path.is_empty() { "/" } else { path };
-        let mut upstream = TcpStream::connect(authority).unwrap();
-        let mut forwarded = format!("{method} {path} HTTP/1.1\r\n");
-        for line in head.lines().skip(1) {
-            let lower = line.to_ascii_lowercase();
-            if line.is_empty()
-                || lower.starts_with("proxy-authorization")
-                || lower.starts_with("connection")
-            {
-                continue;
-            }
-            forwarded.push_str(line);
-            forwarded.push_str("\r\n");
-        }
-        forwarded.push_str("Connection: close\r\n\r\n");
-        upstream.write_all(forwarded.as_bytes()).unwrap();
-        upstream.write_all(&body).unwrap();
-        let (answer_head, answer_body) = read_message(&mut BufReader::new(upstream), true).unwrap();
-        // Re-framed with a length (the client's connection stays open).
-        let mut out = String::new();
-        for line in answer_head.lines() {
-            let lower = line.to_ascii_lowercase();
-            if line.is_empty()
-                || lower.starts_with("content-length")
-                || lower.starts_with("transfer-encoding")
-                || lower.starts_with("connection")
-            {
-                continue;
-            }
-            out.push_str(line);
-            out.push_str("\r\n");
-        }
-        out.push_str(&format!("Content-Length: {}\r\n\r\n", answer_body.len()));
-        if writer.write_all(out.as_bytes()).is_err() || writer.write_all(&answer_body).is_err() {
+        let answer = forward(
+            &format!("{method} {path} HTTP/1.1"),
+            &head,
+            &body,
+            authority,
+        );
+        if writer.write_all(&answer).is_err() {
             return;
         }
     }
@@ -279,40 +296,15 @@ fn tls_front(names: &[&str]) -> (u16, String, Arc<AtomicUsize>) {
                         continue;
                     }
                     let endpoint = mock();
-                    let addr = endpoint.trim_start_matches("http://");
-                    let mut upstream = TcpStream::connect(addr).unwrap();
-                    let mut forwarded = String::new();
-                    for line in head.lines() {
-                        if line.is_empty() || line.to_ascii_lowercase().starts_with("connection") {
-                            continue;
-                        }
-                        forwarded.push_str(line);
-                        forwarded.push_str("\r\n");
-                    }
-                    forwarded.push_str("Connection: close\r\n\r\n");
-                    upstream.write_all(forwarded.as_bytes()).unwrap();
-                    upstream.write_all(&body).unwrap();
-                    let (answer_head, answer_body) =
-                        read_message(&mut BufReader::new(upstream), true).unwrap();
-                    let mut out = String::new();
-                    for line in answer_head.lines() {
-                        let lower = line.to_ascii_lowercase();
-                        if line.is_empty()
-                            || lower.starts_with("content-length")
-                            || lower.starts_with("transfer-encoding")
-                            || lower.starts_with("connection")
-                        {
-                            continue;
-                        }
-                        out.push_str(line);
-                        out.push_str("\r\n");
-                    }
-                    out.push_str(&format!("Content-Length: {}\r\n\r\n", answer_body.len()));
+                    let request_line = head.lines().next().unwrap_or_default();
+                    let answer = forward(
+                        request_line,
+                        &head,
+                        &body,
+                        endpoint.trim_start_matches("http://"),
+                    );
                     let tls = reader.get_mut();
-                    if tls.write_all(out.as_bytes()).is_err()
-                        || tls.write_all(&answer_body).is_err()
-                        || tls.flush().is_err()
-                    {
+                    if tls.write_all(&answer).is_err() || tls.flush().is_err() {
                         return;
                     }
                 }
