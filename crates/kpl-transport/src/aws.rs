@@ -239,7 +239,9 @@ impl AwsTransportBuilder {
 
     /// Starts from a loaded SDK config (credentials provider, region, and the seams
     /// for a custom HTTP client or sleep implementation) instead of loading the AWS
-    /// chain. The builder's own settings still apply on top.
+    /// chain. The builder's own settings still apply on top, but an HTTP client or
+    /// sleep the config brings is kept (and the builder's proxy and trust settings,
+    /// which belong to our clients, then do not apply).
     pub fn sdk_config(mut self, config: SdkConfig) -> Self {
         self.sdk_config = Some(config);
         self
@@ -302,6 +304,17 @@ impl AwsTransportBuilder {
             );
         }
         let (http, sleep) = http_client(runtime, connections, &self.proxy, &self.trust)?;
+        // An SDK config that brings its own HTTP client or sleep keeps them (the
+        // seam for a client of the user's; our proxy and trust settings then do not
+        // apply).
+        let given_client = self
+            .sdk_config
+            .as_ref()
+            .is_some_and(|c| c.http_client().is_some());
+        let given_sleep = self
+            .sdk_config
+            .as_ref()
+            .is_some_and(|c| c.sleep_impl().is_some());
         let sdk = match self.sdk_config {
             Some(config) => config,
             None => {
@@ -326,7 +339,6 @@ impl AwsTransportBuilder {
             }
         };
         let mut config = aws_sdk_kinesis::config::Builder::from(&sdk)
-            .http_client(http)
             .retry_config(RetryConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
@@ -335,7 +347,10 @@ impl AwsTransportBuilder {
                     .operation_timeout(request)
                     .build(),
             );
-        if let Some(sleep) = sleep {
+        if !given_client {
+            config = config.http_client(http);
+        }
+        if let Some(sleep) = sleep.filter(|_| !given_sleep) {
             config = config.sleep_impl(sleep);
         }
         if let Some(region) = self.region {

@@ -143,3 +143,58 @@ fn a_failing_credential_provider_is_retryable_and_nothing_was_sent() {
         assert!(listener.accept().is_err(), "no connection was made");
     });
 }
+
+/// An HTTP client of the user's: it answers nothing, and counts its calls.
+#[derive(Debug, Default)]
+struct Mine(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl aws_smithy_runtime_api::client::http::HttpConnector for Mine {
+    fn call(
+        &self,
+        _request: aws_smithy_runtime_api::client::orchestrator::HttpRequest,
+    ) -> aws_smithy_runtime_api::client::http::HttpConnectorFuture {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        aws_smithy_runtime_api::client::http::HttpConnectorFuture::ready(Err(
+            aws_smithy_runtime_api::client::result::ConnectorError::io(
+                "the user's own client refused".into(),
+            ),
+        ))
+    }
+}
+
+#[test]
+fn an_sdk_config_with_its_own_http_client_keeps_it() {
+    runtime().block_on(async {
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let connector = Mine(calls.clone());
+        let client = aws_smithy_runtime_api::client::http::http_client_fn(move |_, _| {
+            aws_smithy_runtime_api::client::http::SharedHttpConnector::new(Mine(
+                connector.0.clone(),
+            ))
+        });
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .http_client(client)
+            .build();
+        let transport = AwsTransport::builder()
+            .sdk_config(sdk)
+            .endpoint_url("http://127.0.0.1:9")
+            .region("us-east-1")
+            .static_credentials("test", "test")
+            .build()
+            .await
+            .unwrap();
+        let err = transport
+            .put_records(PutRecordsRequest::new(
+                StreamId::parse("s"),
+                vec![PutRecordsEntry::new("k", None, Bytes::from_static(b"x"))],
+            ))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("the user's own client refused"),
+            "{err}"
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    });
+}
