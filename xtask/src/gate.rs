@@ -243,6 +243,78 @@ pub(crate) fn licenses() -> Result<()> {
     Ok(())
 }
 
+/// No locked crates.io version is yanked. The RustSec advisory database lives on
+/// GitHub, which CI cannot reach; crates.io's index can be, and a yank is often the
+/// first sign of a broken or vulnerable release. Reads the sparse index with curl.
+pub(crate) fn yanked() -> Result<()> {
+    let lock = std::fs::read_to_string(crate::util::project_root().join("Cargo.lock"))
+        .context("reading Cargo.lock")?;
+    let mut packages: Vec<(String, String)> = Vec::new();
+    for block in lock.split("[[package]]").skip(1) {
+        let field = |key: &str| {
+            block.lines().find_map(|l| {
+                l.strip_prefix(&format!("{key} = \""))
+                    .and_then(|v| v.strip_suffix('"'))
+                    .map(str::to_owned)
+            })
+        };
+        let from_crates_io = field("source").is_some_and(|s| s.contains("crates.io-index"));
+        if let (Some(name), Some(version), true) = (field("name"), field("version"), from_crates_io)
+        {
+            packages.push((name, version));
+        }
+    }
+    let mut yanked = Vec::new();
+    let mut unreachable = 0usize;
+    for (name, version) in &packages {
+        let lower = name.to_ascii_lowercase();
+        let path = match lower.len() {
+            1 => format!("1/{lower}"),
+            2 => format!("2/{lower}"),
+            3 => format!("3/{}/{lower}", &lower[..1]),
+            _ => format!("{}/{}/{lower}", &lower[..2], &lower[2..4]),
+        };
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "--max-time", "20"])
+            .arg(format!("https://index.crates.io/{path}"))
+            .output()
+            .context("running curl (install it: apt-get install curl)")?;
+        if !out.status.success() {
+            unreachable += 1;
+            continue;
+        }
+        let index = String::from_utf8_lossy(&out.stdout);
+        let entry = index.lines().find_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            (v["vers"].as_str() == Some(version.as_str())).then_some(v)
+        });
+        match entry {
+            Some(v) if v["yanked"].as_bool() == Some(true) => {
+                yanked.push(format!("{name} {version}"));
+            }
+            Some(_) => {}
+            None => unreachable += 1,
+        }
+    }
+    if !yanked.is_empty() {
+        bail!(
+            "locked versions yanked from crates.io (update them): {}",
+            yanked.join(", ")
+        );
+    }
+    if unreachable * 10 > packages.len() {
+        bail!(
+            "crates.io's index did not answer for {unreachable} of {} packages",
+            packages.len()
+        );
+    }
+    println!(
+        "{} crates.io packages locked, none yanked ({unreachable} not found in the index)",
+        packages.len()
+    );
+    Ok(())
+}
+
 /// Whether an SPDX expression (with `OR`, `AND`, `/` and parentheses) is allowed.
 fn allowed(expression: &str) -> bool {
     // OR binds loosest: any allowed alternative will do; within one, every part of

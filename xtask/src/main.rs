@@ -30,8 +30,9 @@ commands:
                                    conformance
   features                         cargo check of every crate with no features and with
                                    each feature alone
-  audit                            declared rust-version against the dependencies', and
-                                   every dependency's license against the allowed list
+  audit                            declared rust-version against the dependencies', every
+                                   dependency's license against the allowed list, and no
+                                   locked version yanked from crates.io
   conformance [--cases N] [--seed S]
                                    check kpl-codec byte for byte against the Python aws-kinesis-agg
   fuzz [--seconds N]               fuzz the decoder with cargo-fuzz (default 60 s)
@@ -110,7 +111,8 @@ fn main() -> Result<()> {
         "features" => gate::features(),
         "audit" => {
             gate::msrv()?;
-            gate::licenses()
+            gate::licenses()?;
+            gate::yanked()
         }
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
@@ -179,8 +181,9 @@ fn ci() -> Result<()> {
     gate::features()?;
     util::step("declared minimum Rust versions against the dependencies'");
     gate::msrv()?;
-    util::step("dependency licenses");
+    util::step("dependency licenses, and no yanked version locked");
     gate::licenses()?;
+    gate::yanked()?;
     util::step("fault scenarios over real HTTP (the short set)");
     faults::run_all(true, None, 1)?;
     util::step("fuzz target builds");
