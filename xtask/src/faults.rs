@@ -328,7 +328,13 @@ struct Report {
     problems: Vec<String>,
 }
 
-fn run_scenario(s: &Scenario, endpoint: &str, kpl: &Path, dir: &Path) -> Result<Report> {
+fn run_scenario(
+    s: &Scenario,
+    endpoint: &str,
+    kpl: &Path,
+    dir: &Path,
+    http_client: Option<&str>,
+) -> Result<Report> {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let stream = format!("faults-{}-{}-{run}", s.name, std::process::id());
@@ -368,6 +374,7 @@ fn run_scenario(s: &Scenario, endpoint: &str, kpl: &Path, dir: &Path) -> Result<
         ])
         .args(["--region", "us-east-1", "--quiet", "--failed"])
         .arg(&failed)
+        .args(http_client.map(|c| format!("--http-client={c}")))
         .arg(&input)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -549,7 +556,12 @@ fn run_scenario(s: &Scenario, endpoint: &str, kpl: &Path, dir: &Path) -> Result<
 
 /// Runs the scenario set (`short`: the gate's smaller set) and prints a table; fails
 /// if any scenario broke its expectations.
-pub(crate) fn run_all(short: bool, only: Option<&str>, repeat: usize) -> Result<()> {
+pub(crate) fn run_all(
+    short: bool,
+    only: Option<&str>,
+    repeat: usize,
+    http_client: Option<&str>,
+) -> Result<()> {
     let dir = target_dir().join("faults");
     std::fs::create_dir_all(&dir)?;
     let kpl = if short {
@@ -586,7 +598,7 @@ pub(crate) fn run_all(short: bool, only: Option<&str>, repeat: usize) -> Result<
                 "fault scenario {} ({kind:?}, {} lines)",
                 s.name, s.lines
             ));
-            let r = run_scenario(s, &peer.endpoint, &kpl, &dir)?;
+            let r = run_scenario(s, &peer.endpoint, &kpl, &dir, http_client)?;
             println!(
                 "{}: {:.1} s, {} acknowledged, {} failed, {} stored, {} stored twice ({} reported), {} lost; proxy: {}",
                 r.name,

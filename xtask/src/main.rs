@@ -36,7 +36,7 @@ commands:
   conformance [--cases N] [--seed S]
                                    check kpl-codec byte for byte against the Python aws-kinesis-agg
   fuzz [--seconds N]               fuzz the decoder with cargo-fuzz (default 60 s)
-  faults [--short] [--scenario NAME] [--repeat N]
+  faults [--short] [--scenario NAME] [--repeat N] [--http-client tokio|async-io]
                                    kpl put over real HTTP through a fault-injecting proxy
                                    into kinesis-mock and kinesalite; each stream read back
                                    as a consumer reads it (--short: the gate's sample)
@@ -70,7 +70,8 @@ fn main() -> Result<()> {
             let short = rest.iter().any(|a| a == "--short");
             let only: Option<String> = util::flag(rest, "--scenario")?;
             let repeat: usize = util::flag(rest, "--repeat")?.unwrap_or(1);
-            faults::run_all(short, only.as_deref(), repeat)
+            let client: Option<String> = util::flag(rest, "--http-client")?;
+            faults::run_all(short, only.as_deref(), repeat, client.as_deref())
         }
         "chaos" => {
             let seeds: u64 = util::flag(rest, "--seeds")?.unwrap_or(10_000);
@@ -185,7 +186,9 @@ fn ci() -> Result<()> {
     gate::licenses()?;
     gate::yanked()?;
     util::step("fault scenarios over real HTTP (the short set)");
-    faults::run_all(true, None, 1)?;
+    faults::run_all(true, None, 1, None)?;
+    util::step("fault scenario with resets and 500s over the async-io HTTP client");
+    faults::run_all(true, Some("resets-and-500s"), 1, Some("async-io"))?;
     util::step("fuzz target builds");
     run(cargo().args([
         "check",

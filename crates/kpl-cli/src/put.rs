@@ -87,6 +87,9 @@ pub(crate) struct Args {
     /// A PEM file of CA certificates to trust beside the system's (a private CA).
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
+    /// The HTTP client: the AWS SDK's on tokio, or kpl-rs's own on async-io.
+    #[arg(long, value_enum, default_value_t)]
+    http_client: HttpClient,
     /// Where lines that were not stored are written, as they fail (JSON lines with
     /// the source, line, key, data and attempts). It must not be an input.
     #[arg(long, value_name = "FILE")]
@@ -590,6 +593,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         builder = builder.ca_certificates_pem(pem);
     }
+    builder = builder.http_runtime(match args.http_client {
+        HttpClient::Tokio => kpl::HttpRuntime::Tokio,
+        HttpClient::AsyncIo => kpl::HttpRuntime::AsyncIo,
+    });
     let transport = runtime.block_on(builder.build())?;
     let producer = {
         let _guard = runtime.enter();
@@ -866,4 +873,14 @@ fn proxy_from_url(url: &str) -> anyhow::Result<Proxy> {
         }
         None => Proxy::new(format!("http://{rest}")),
     })
+}
+
+/// `--http-client`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+enum HttpClient {
+    /// The AWS SDK's hyper client on tokio.
+    #[default]
+    Tokio,
+    /// kpl-rs's hyper client on async-io.
+    AsyncIo,
 }
