@@ -543,8 +543,13 @@ fn hyper_error(e: hyper::Error) -> ConnectorError {
     if e.is_timeout() {
         ConnectorError::timeout(e.into())
     } else {
-        // The request may have been written: the caller says so in the outcome.
-        ConnectorError::io(e.into())
+        // The request may have been written, and stored: a passing fault of the
+        // connection, as the SDK's own client calls it (never an I/O error that
+        // could read as "never connected").
+        ConnectorError::other(
+            e.into(),
+            Some(aws_smithy_runtime_api::client::retries::ErrorKind::TransientError),
+        )
     }
 }
 

@@ -566,12 +566,22 @@ fn looks_like_endpoint(text: &str) -> bool {
     .any(|p| lower.contains(p))
 }
 
-/// A connection that was never made (refused, unreachable, name not resolved).
+/// A connection that was never made (refused, unreachable, name not resolved). A
+/// broken connection ("connection closed", "connection reset") is not one: its
+/// request may have been written.
 fn looks_like_connect(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
-    ["connect", "refused", "dns", "resolve", "unreachable"]
-        .iter()
-        .any(|p| lower.contains(p))
+    [
+        "trying to connect",
+        "could not connect",
+        "connect error",
+        "connection refused",
+        "dns",
+        "resolve",
+        "unreachable",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
 }
 
 /// No credentials to sign with: the provider failed (often a passing fault of

@@ -198,3 +198,77 @@ fn an_sdk_config_with_its_own_http_client_keeps_it() {
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     });
 }
+
+/// A server that reads one request and closes the connection without answering:
+/// the request may have been stored.
+fn closing_server() -> u16 {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 4096];
+            // Read until the request's JSON body has come (the request is small).
+            let mut seen = Vec::new();
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                if seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.ends_with(b"}") {
+                    break;
+                }
+            }
+            drop(stream);
+        }
+    });
+    port
+}
+
+async fn put_to(port: u16, client: kpl_transport::HttpRuntime) -> kpl_transport::TransportError {
+    let transport = AwsTransport::builder()
+        .http_runtime(client)
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .region("us-east-1")
+        .static_credentials("test", "test")
+        .without_proxy()
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    transport
+        .put_records(PutRecordsRequest::new(
+            StreamId::parse("s"),
+            vec![PutRecordsEntry::new("k", None, Bytes::from_static(b"x"))],
+        ))
+        .await
+        .unwrap_err()
+}
+
+/// A connection closed after the request was written may have stored it; one never
+/// made did not. Both HTTP clients say so alike.
+#[test]
+fn a_lost_answer_may_have_stored_a_refused_connection_did_not() {
+    let mut clients = Vec::new();
+    #[cfg(feature = "tokio")]
+    clients.push(kpl_transport::HttpRuntime::Tokio);
+    #[cfg(feature = "async-io")]
+    clients.push(kpl_transport::HttpRuntime::AsyncIo);
+    assert!(!clients.is_empty());
+    for client in clients {
+        runtime().block_on(async {
+            let err = put_to(closing_server(), client).await;
+            assert_eq!(err.kind(), ErrorKind::Transient, "{client:?}: {err}");
+            assert!(err.may_have_been_stored(), "{client:?}: {err}");
+            let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let err = put_to(nobody, client).await;
+            assert_eq!(err.kind(), ErrorKind::Transient, "{client:?}: {err}");
+            assert!(!err.may_have_been_stored(), "{client:?}: {err}");
+        });
+    }
+}
