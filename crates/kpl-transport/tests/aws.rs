@@ -250,11 +250,13 @@ async fn put_to(port: u16, client: kpl_transport::HttpRuntime) -> kpl_transport:
 /// made did not. Both HTTP clients say so alike.
 #[test]
 fn a_lost_answer_may_have_stored_a_refused_connection_did_not() {
-    let mut clients = Vec::new();
-    #[cfg(feature = "tokio")]
-    clients.push(kpl_transport::HttpRuntime::Tokio);
-    #[cfg(feature = "async-io")]
-    clients.push(kpl_transport::HttpRuntime::AsyncIo);
+    let clients: Vec<_> = [
+        cfg!(feature = "tokio").then_some(kpl_transport::HttpRuntime::Tokio),
+        cfg!(feature = "async-io").then_some(kpl_transport::HttpRuntime::AsyncIo),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     assert!(!clients.is_empty());
     for client in clients {
         runtime().block_on(async {
