@@ -326,6 +326,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         "resident_bytes_after_puts": held_memory,
         "exactly_once": verdict,
         "capacity_used": capacity.map(|[bytes, records]| json!({"bytes": bytes, "records": records})),
+        "metrics": crate::settings::metrics_summary(&producer),
     });
     if args.json {
         println!("{report}");
@@ -410,6 +411,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 "  memory       {:.1} MB resident with {held_records} records outstanding, after the last put",
                 m as f64 / 1e6
             );
+        }
+        for line in crate::settings::metrics_summary(&producer) {
+            println!("  metric       {line}");
         }
         match verdict {
             Some(true) => println!(

@@ -801,6 +801,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let codes: Vec<String> = t.by_code.iter().map(|(c, n)| format!("{c} {n}")).collect();
         eprintln!("kpl put: failures by error code: {}", codes.join(", "));
     }
+    for line in crate::settings::metrics_summary(&producer) {
+        eprintln!("kpl put: metric {line}");
+    }
     let at = position.map_or_else(
         || "before the first line".to_owned(),
         |(s, n)| format!("at {}:{n}", run.sources[s as usize]),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use kpl::{Config, ConfigBuilder};
+use kpl::{Config, ConfigBuilder, MetricsGranularity, MetricsLevel};
 
 /// Producer settings; each overrides the `.properties` file's, which override the
 /// KPL defaults.
@@ -58,6 +58,58 @@ pub(crate) struct ProducerArgs {
     /// Bytes accepted but unresolved before reading input pauses.
     #[arg(long)]
     max_outstanding_bytes: Option<usize>,
+    /// MetricsLevel: none, summary or detailed (the KPL's metrics, kept in memory
+    /// and summarised at the end of the run).
+    #[arg(long, value_name = "LEVEL", value_parser = parse_level)]
+    metrics_level: Option<MetricsLevel>,
+    /// MetricsGranularity: global, stream or shard.
+    #[arg(long, value_name = "GRANULARITY", value_parser = parse_granularity)]
+    metrics_granularity: Option<MetricsGranularity>,
+}
+
+fn parse_level(value: &str) -> Result<MetricsLevel, String> {
+    MetricsLevel::parse(value).ok_or_else(|| format!("{value:?}: give none, summary or detailed"))
+}
+
+fn parse_granularity(value: &str) -> Result<MetricsGranularity, String> {
+    MetricsGranularity::parse(value)
+        .ok_or_else(|| format!("{value:?}: give global, stream or shard"))
+}
+
+/// One line per metric for all streams together (sum, count, mean, min, max), for
+/// the end of a run.
+pub(crate) fn metrics_summary(producer: &kpl::Producer) -> Vec<String> {
+    producer
+        .metrics(None, Duration::ZERO)
+        .into_iter()
+        .filter(|m| {
+            m.dimensions.is_empty()
+                || (m.dimensions.len() == 1 && m.dimension("ErrorCode").is_some())
+        })
+        .map(|m| {
+            let code = m
+                .dimension("ErrorCode")
+                .map(|c| format!("[{c}]"))
+                .unwrap_or_default();
+            let n = |v: f64| {
+                if v.fract() == 0.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.1}")
+                }
+            };
+            format!(
+                "{}{code}: sum {} {}, {} samples, mean {}, min {}, max {}",
+                m.name,
+                n(m.sum),
+                m.name.unit(),
+                m.sample_count,
+                n(m.mean()),
+                n(m.min),
+                n(m.max)
+            )
+        })
+        .collect()
 }
 
 impl ProducerArgs {
@@ -118,6 +170,12 @@ impl ProducerArgs {
         );
         if self.fail_if_throttled {
             b = b.fail_if_throttled(true);
+        }
+        if let Some(level) = self.metrics_level {
+            b = b.metrics_level(level);
+        }
+        if let Some(granularity) = self.metrics_granularity {
+            b = b.metrics_granularity(granularity);
         }
         Ok(b.build()?)
     }

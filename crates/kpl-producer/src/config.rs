@@ -1,9 +1,10 @@
 //! The producer's settings: the KPL's keys, defaults and bounds.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::metrics::{MetricsGranularity, MetricsLevel};
 
 /// The producer's settings, with the KPL's defaults and bounds.
 ///
@@ -45,6 +46,8 @@ pub struct Config {
     pub(crate) verify_certificate: bool,
     pub(crate) proxy: Option<ProxySettings>,
     pub(crate) ca_cert_file: Option<PathBuf>,
+    pub(crate) metrics_level: MetricsLevel,
+    pub(crate) metrics_granularity: MetricsGranularity,
     pub(crate) seed: u64,
 }
 
@@ -113,6 +116,8 @@ impl Default for Config {
             verify_certificate: true,
             proxy: None,
             ca_cert_file: None,
+            metrics_level: MetricsLevel::None,
+            metrics_granularity: MetricsGranularity::Shard,
             seed: 0x6b70_6c2d_7273,
         }
     }
@@ -179,6 +184,11 @@ impl Config {
         /// `CaCertFile` (or `CaCertPath`): PEM CA certificates trusted beside the
         /// system's.
         ca_cert_file: Option<PathBuf>;
+        /// `MetricsLevel` (default none here; the KPL's is detailed): which of the
+        /// KPL's metrics [`Producer::metrics`](crate::Producer::metrics) keeps.
+        metrics_level: MetricsLevel;
+        /// `MetricsGranularity` (default shard).
+        metrics_granularity: MetricsGranularity;
     }
 
     /// A builder holding every value of this config.
@@ -242,7 +252,6 @@ impl Config {
         let mut proxy_port: u16 = 443;
         let mut proxy_user: Option<String> = None;
         let mut proxy_password: Option<String> = None;
-        let mut values = HashMap::new();
         for line in text.lines() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
@@ -251,7 +260,6 @@ impl Config {
             let (key, value) = line
                 .split_once(['=', ':'])
                 .map_or((line, ""), |(k, v)| (k.trim(), v.trim()));
-            values.insert(key.to_owned(), value.to_owned());
             let c = &mut b.config;
             let not_applied = match key {
                 "AggregationEnabled" => {
@@ -348,9 +356,27 @@ impl Config {
                     c.ca_cert_file = Some(PathBuf::from(value)).filter(|_| !value.is_empty());
                     None
                 }
-                "MetricsLevel" | "MetricsGranularity" | "MetricsNamespace"
-                | "MetricsUploadDelay" | "CloudwatchEndpoint" | "CloudwatchPort" => Some(
-                    "metrics are not uploaded yet: the producer's events reach an EventSink of yours",
+                "MetricsLevel" => {
+                    c.metrics_level = MetricsLevel::parse(value).ok_or(ConfigError::Invalid {
+                        key: key.into(),
+                        value: value.into(),
+                        expected: "none, summary or detailed",
+                    })?;
+                    None
+                }
+                "MetricsGranularity" => {
+                    c.metrics_granularity =
+                        MetricsGranularity::parse(value).ok_or(ConfigError::Invalid {
+                            key: key.into(),
+                            value: value.into(),
+                            expected: "global, stream or shard",
+                        })?;
+                    None
+                }
+                "MetricsNamespace" | "MetricsUploadDelay" | "CloudwatchEndpoint"
+                | "CloudwatchPort" => Some(
+                    "metrics are not uploaded to CloudWatch yet: they are kept in memory \
+                     (Producer::metrics) at MetricsLevel and MetricsGranularity",
                 ),
                 "LogLevel" => Some(
                     "logs go through `tracing`: set the level with RUST_LOG or your subscriber's filter",
@@ -381,15 +407,6 @@ impl Config {
                     reason,
                 });
             }
-        }
-        if let Some(level) = values.get("MetricsLevel")
-            && !matches!(level.as_str(), "none" | "summary" | "detailed")
-        {
-            return Err(ConfigError::Invalid {
-                key: "MetricsLevel".into(),
-                value: level.clone(),
-                expected: "none, summary or detailed",
-            });
         }
         if let Some(host) = endpoint {
             // The KPL always connects with TLS, whatever the port.
@@ -602,6 +619,18 @@ impl ConfigBuilder {
     /// `KinesisEndpoint`, as a URL.
     pub fn kinesis_endpoint(mut self, url: impl Into<String>) -> Self {
         self.config.kinesis_endpoint = Some(url.into());
+        self
+    }
+
+    /// `MetricsLevel`.
+    pub fn metrics_level(mut self, level: MetricsLevel) -> Self {
+        self.config.metrics_level = level;
+        self
+    }
+
+    /// `MetricsGranularity`.
+    pub fn metrics_granularity(mut self, granularity: MetricsGranularity) -> Self {
+        self.config.metrics_granularity = granularity;
         self
     }
 
@@ -849,8 +878,9 @@ SomethingElse = 3
             "the KPL always connects with TLS"
         );
         let keys: Vec<&str> = ignored.iter().map(|i| i.key.as_str()).collect();
-        assert_eq!(keys, ["MetricsLevel", "SomethingElse"]);
-        assert_eq!(ignored[1].reason, "unknown key");
+        assert_eq!(keys, ["SomethingElse"]);
+        assert_eq!(ignored[0].reason, "unknown key");
+        assert_eq!(c.metrics_level(), MetricsLevel::None);
 
         let err = Config::from_kpl_properties("RateLimit = fast").unwrap_err();
         assert_eq!(
@@ -901,6 +931,8 @@ SomethingElse = 3
             "Region",
             "RequestTimeout",
             "VerifyCertificate",
+            "MetricsLevel",
+            "MetricsGranularity",
         ];
         let explained: Vec<&str> = ignored.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(
@@ -909,11 +941,11 @@ SomethingElse = 3
                 "AwsAccessKeyId",
                 "AwsSecretKey",
                 "LogLevel",
-                "MetricsGranularity",
-                "MetricsLevel",
                 "MetricsNamespace"
             ]
         );
+        assert_eq!(c.metrics_level(), MetricsLevel::Detailed);
+        assert_eq!(c.metrics_granularity(), MetricsGranularity::Shard);
         for i in &ignored {
             assert_ne!(i.reason, "unknown key", "{i}");
         }

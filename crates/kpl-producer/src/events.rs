@@ -52,12 +52,17 @@ pub enum Event<'a> {
         /// How many.
         user_records: usize,
     },
-    /// A user record was resolved; time from arrival to its request (`BufferingTime`).
+    /// A user record was stored; time from its arrival to the request that stored
+    /// it (`BufferingTime`), and its failed attempts before (`RetriesPerRecord`).
     BufferingTime {
         /// The stream.
         stream: &'a str,
+        /// The shard it was stored on.
+        shard_id: &'a str,
         /// The time.
         time: Duration,
+        /// Failed attempts before the one that stored it.
+        retries: usize,
     },
     /// A PutRecords request finished (`RequestTime`, `KinesisRecordsPerPutRecordsRequest`,
     /// `UserRecordsPerPutRecordsRequest`).

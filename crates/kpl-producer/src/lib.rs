@@ -70,6 +70,7 @@ mod config;
 mod driver;
 mod events;
 mod fasthash;
+mod metrics;
 mod pipeline;
 mod producer;
 mod result;
@@ -81,6 +82,7 @@ pub use events::{Event, EventSink};
 /// The transport crate the producer sends through (`kpl-transport`): the
 /// `Transport` trait, its requests and typed errors.
 pub use kpl_transport as transport;
+pub use metrics::{Metric, MetricName, MetricsGranularity, MetricsLevel, MetricsRecorder};
 pub use producer::{Producer, ProducerBuilder, PutError, PutRecord};
 pub use result::{
     Attempt, Attempts, OutcomeBatch, Outcomes, RecordFuture, RecordId, RecordResult, codes,

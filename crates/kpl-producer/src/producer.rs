@@ -16,6 +16,7 @@ use crate::accounting::{Accounting, INGEST_LIMIT, Shared, StreamOutstanding};
 use crate::config::Config;
 use crate::driver::{Command, Worker};
 use crate::events::EventSink;
+use crate::metrics::{Metric, MetricName, MetricsLevel, MetricsRecorder, Tee};
 use crate::pipeline::{Epoch, Rec, drain_limit};
 use crate::result::{Completer, Outcomes, RecordFuture, RecordId, pair};
 
@@ -121,6 +122,7 @@ impl PutRecord {
 
 struct Inner {
     shared: Arc<Shared>,
+    metrics: Option<Arc<MetricsRecorder>>,
     limits: RecordLimits,
     workers: Mutex<HashMap<StreamId, mpsc::UnboundedSender<Command>>>,
     next_id: AtomicU64,
@@ -200,14 +202,28 @@ impl ProducerBuilder {
     pub fn build(self, runtime: Runtime) -> Producer {
         let limits = RecordLimits::new(self.config.max_user_record_size).unwrap_or_default();
         let epoch = Epoch::new(runtime.now());
+        // The KPL's metrics, kept from the same events as the user's sink hears.
+        let metrics = (self.config.metrics_level != MetricsLevel::None).then(|| {
+            Arc::new(MetricsRecorder::new(
+                self.config.metrics_level,
+                self.config.metrics_granularity,
+                runtime.timer().clone(),
+            ))
+        });
+        let events: Option<Arc<dyn EventSink>> = match (&metrics, self.events) {
+            (Some(m), Some(user)) => Some(Arc::new(Tee(m.clone(), user))),
+            (Some(m), None) => Some(m.clone()),
+            (None, user) => user,
+        };
         Producer {
             inner: Arc::new(Inner {
+                metrics,
                 shared: Arc::new(Shared {
                     config: self.config,
                     epoch,
                     runtime,
                     transport: self.transport,
-                    events: self.events,
+                    events,
                     accounting: Mutex::new(Accounting::default()),
                 }),
                 limits,
@@ -606,6 +622,41 @@ impl Producer {
         #[cfg(not(feature = "tokio"))]
         let runtime = Runtime::smol();
         Ok(Producer::builder(config, Arc::new(transport)).build(runtime))
+    }
+
+    /// The KPL's metrics (as its `getMetrics()`): `name` only if given, over the
+    /// last `window` (whole seconds up to a minute; zero for everything since the
+    /// producer started), one [`Metric`] per metric and set of dimensions. Empty
+    /// when `MetricsLevel` is `none` (the default). Names, units, levels and
+    /// dimensions: `docs/metrics.md`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use kpl_producer::{Config, MetricName, MetricsLevel, Producer, PutRecord};
+    /// use kpl_runtime::Simulation;
+    /// use kpl_sim::Simulator;
+    ///
+    /// let sim = Simulation::new();
+    /// let kinesis = Simulator::new(sim.runtime().timer().clone(), 1);
+    /// kinesis.create_stream("events", 2).unwrap();
+    /// let config = Config::builder().metrics_level(MetricsLevel::Detailed).build()?;
+    /// let producer = Producer::builder(config, Arc::new(kinesis)).build(sim.runtime());
+    /// let p = producer.clone();
+    /// sim.block_on(async move {
+    ///     p.put_record("events", PutRecord::new("k", "v")).await.unwrap();
+    ///     p.flush().await;
+    /// });
+    /// let put = producer.metrics(Some(MetricName::UserRecordsPut), Duration::ZERO);
+    /// assert_eq!(put[0].sum, 1.0); // all streams together first
+    /// # Ok::<(), kpl_producer::ConfigError>(())
+    /// ```
+    pub fn metrics(&self, name: Option<MetricName>, window: Duration) -> Vec<Metric> {
+        let Some(recorder) = &self.inner.metrics else {
+            return Vec::new();
+        };
+        recorder.sample_pending(self.outstanding_records());
+        recorder.metrics(name, window)
     }
 
     /// Records accepted and not yet resolved.

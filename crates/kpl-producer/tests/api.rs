@@ -414,3 +414,71 @@ fn a_caller_that_can_wait_waits_while_the_pipeline_takes_records_in() {
     assert_eq!(stored, 20_000);
     assert_eq!(p.outstanding_records(), 0);
 }
+
+/// The KPL's metrics, end to end on kpl-sim: what was received, stored and
+/// retried, per shard, per stream and for all streams, agrees with what the
+/// simulated service stored.
+#[test]
+fn metrics_agree_with_what_the_service_stored() {
+    use kpl_producer::{MetricName, MetricsLevel};
+    let config = Config::builder()
+        .metrics_level(MetricsLevel::Detailed)
+        .build()
+        .unwrap();
+    let (sim, kinesis, producer) = setup(config);
+    let mut faults = kpl_sim::Faults::none();
+    faults.record_internal_failure_rate = 0.2;
+    kinesis.set_faults(faults);
+    let p = producer.clone();
+    sim.block_on(async move {
+        for stream in ["a", "b"] {
+            let records = (0..500)
+                .map(|i| PutRecord::new(format!("k{i}"), format!("{stream}{i}")))
+                .collect();
+            for f in p.put_records(stream, records).await.unwrap() {
+                drop(f.unwrap());
+            }
+        }
+        p.flush().await;
+    })
+    .unwrap();
+    let sum = |name, stream: Option<&str>| -> f64 {
+        producer
+            .metrics(Some(name), Duration::ZERO)
+            .iter()
+            .filter(|m| m.dimension("StreamName") == stream && m.dimension("ShardId").is_none())
+            .map(|m| m.sum)
+            .sum()
+    };
+    assert_eq!(sum(MetricName::UserRecordsReceived, None), 1000.0);
+    assert_eq!(sum(MetricName::UserRecordsPut, None), 1000.0);
+    assert_eq!(sum(MetricName::UserRecordsPut, Some("a")), 500.0);
+    let stored = kinesis.records("a").unwrap().len() + kinesis.records("b").unwrap().len();
+    assert_eq!(sum(MetricName::KinesisRecordsPut, None), stored as f64);
+    // Per shard, the two shards of a stream add up to the stream.
+    let per_shard: f64 = producer
+        .metrics(Some(MetricName::UserRecordsPut), Duration::ZERO)
+        .iter()
+        .filter(|m| m.dimension("StreamName") == Some("b") && m.dimension("ShardId").is_some())
+        .map(|m| m.sum)
+        .sum();
+    assert_eq!(per_shard, 500.0);
+    // The injected failures: counted by code, and as retries of the records they hit.
+    let errors = sum(MetricName::AllErrors, None);
+    assert!(errors > 0.0);
+    let by_code = producer.metrics(Some(MetricName::ErrorsByCode), Duration::ZERO);
+    let internal: f64 = by_code
+        .iter()
+        .filter(|m| m.dimensions.len() == 1 && m.dimension("ErrorCode") == Some("InternalFailure"))
+        .map(|m| m.sum)
+        .sum();
+    assert_eq!(internal, errors);
+    assert!(sum(MetricName::RetriesPerRecord, None) > 0.0);
+    let buffering = producer.metrics(Some(MetricName::BufferingTime), Duration::ZERO);
+    assert_eq!(buffering[0].sample_count, 1000);
+    let pending = producer.metrics(Some(MetricName::UserRecordsPending), Duration::ZERO);
+    assert_eq!(pending[0].max, 0.0, "nothing pending after the flush");
+    // Off (the default): nothing kept.
+    let (_, _, off) = setup(Config::default());
+    assert!(off.metrics(None, Duration::ZERO).is_empty());
+}

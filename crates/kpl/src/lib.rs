@@ -69,9 +69,10 @@
 #![warn(missing_docs)]
 
 pub use kpl_producer::{
-    Attempt, Attempts, Config, ConfigBuilder, ConfigError, Event, EventSink, OutcomeBatch,
-    Outcomes, Producer, ProducerBuilder, PutError, PutRecord, RecordFuture, RecordId, RecordResult,
-    codes,
+    Attempt, Attempts, Config, ConfigBuilder, ConfigError, Event, EventSink, IgnoredKey, Metric,
+    MetricName, MetricsGranularity, MetricsLevel, MetricsRecorder, OutcomeBatch, Outcomes,
+    Producer, ProducerBuilder, ProxySettings, PutError, PutRecord, RecordFuture, RecordId,
+    RecordResult, codes,
 };
 
 #[cfg(feature = "tokio")]

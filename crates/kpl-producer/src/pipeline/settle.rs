@@ -401,9 +401,12 @@ impl StreamPipeline {
                 .map_or(Duration::ZERO, |a| {
                     a.started.saturating_duration_since(rec.arrival(self.epoch))
                 });
+            let retries = rec.attempts.len();
             self.emit(|stream| Event::BufferingTime {
                 stream,
+                shard_id,
                 time: buffering,
+                retries,
             });
         }
         self.drained += rec.bytes() as u64;
