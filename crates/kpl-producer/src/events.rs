@@ -5,7 +5,7 @@ use std::time::Duration;
 /// Something the pipeline did, for metrics and diagnostics. Names follow the KPL's
 /// metrics (`UserRecordsReceived`, `ErrorsByCode`, `BufferingTime`, …) so exporters
 /// can map them one to one.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Event<'a> {
     /// User records were accepted (`UserRecordsReceived`).
@@ -52,17 +52,19 @@ pub enum Event<'a> {
         /// How many.
         user_records: usize,
     },
-    /// A user record was stored; time from its arrival to the request that stored
-    /// it (`BufferingTime`), and its failed attempts before (`RetriesPerRecord`).
+    /// User records were stored on a shard: for each, the time from its arrival to
+    /// the request that stored it (`BufferingTime`), and its failed attempts before
+    /// (`RetriesPerRecord`); summarised per Kinesis record (or a few), not sent per
+    /// user record.
     BufferingTime {
         /// The stream.
         stream: &'a str,
-        /// The shard it was stored on.
+        /// The shard they were stored on.
         shard_id: &'a str,
-        /// The time.
-        time: Duration,
-        /// Failed attempts before the one that stored it.
-        retries: usize,
+        /// Their buffering times, in milliseconds (one value per user record).
+        time_ms: Summary,
+        /// Their failed attempts before the one that stored them.
+        retries: Summary,
     },
     /// A PutRecords request finished (`RequestTime`, `KinesisRecordsPerPutRecordsRequest`,
     /// `UserRecordsPerPutRecordsRequest`).
@@ -76,6 +78,48 @@ pub enum Event<'a> {
         /// User records in it.
         user_records: usize,
     },
+}
+
+/// Several values summarised: how many, their sum, the smallest and the largest.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Summary {
+    /// How many values.
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
+    /// The smallest (infinity when there is none).
+    pub min: f64,
+    /// The largest (minus infinity when there is none).
+    pub max: f64,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
+    }
+}
+
+impl Summary {
+    /// One value more.
+    pub fn add(&mut self, value: f64) {
+        self.count += 1;
+        self.sum += value;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+    }
+
+    /// The values of `other` too.
+    pub fn merge(&mut self, other: &Summary) {
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
 }
 
 /// Receives the pipeline's events. Set one with

@@ -78,10 +78,12 @@ mod result;
 mod sync;
 
 pub use config::{Config, ConfigBuilder, ConfigError, IgnoredKey, ProxySettings};
-pub use events::{Event, EventSink};
+pub use events::{Event, EventSink, Summary};
 /// The transport crate the producer sends through (`kpl-transport`): the
 /// `Transport` trait, its requests and typed errors.
 pub use kpl_transport as transport;
+#[cfg(feature = "metrics")]
+pub use metrics::MetricsExporter;
 pub use metrics::{Metric, MetricName, MetricsGranularity, MetricsLevel, MetricsRecorder};
 pub use producer::{Producer, ProducerBuilder, PutError, PutRecord};
 pub use result::{

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use kpl_runtime::Timer;
 
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventSink, Summary};
 
 /// `MetricsLevel`: which metrics are kept.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -238,40 +238,7 @@ impl Metric {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Stats {
-    count: u64,
-    sum: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Default for Stats {
-    fn default() -> Self {
-        Self {
-            count: 0,
-            sum: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-        }
-    }
-}
-
-impl Stats {
-    fn add(&mut self, value: f64) {
-        self.count += 1;
-        self.sum += value;
-        self.min = self.min.min(value);
-        self.max = self.max.max(value);
-    }
-
-    fn merge(&mut self, other: &Stats) {
-        self.count += other.count;
-        self.sum += other.sum;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
-    }
-}
+type Stats = Summary;
 
 /// Seconds of per-second statistics kept for windows.
 const WINDOW_SECONDS: u64 = 60;
@@ -285,14 +252,15 @@ struct Series {
 }
 
 impl Series {
-    fn add(&mut self, second: u64, value: f64) {
-        self.total.add(value);
+    fn add_summary(&mut self, second: u64, values: &Summary) {
+        if values.count == 0 {
+            return;
+        }
+        self.total.merge(values);
         match self.recent.back_mut() {
-            Some((s, stats)) if *s == second => stats.add(value),
+            Some((s, stats)) if *s == second => stats.merge(values),
             _ => {
-                let mut stats = Stats::default();
-                stats.add(value);
-                self.recent.push_back((second, stats));
+                self.recent.push_back((second, *values));
                 while self
                     .recent
                     .front()
@@ -328,13 +296,13 @@ struct Level {
 }
 
 impl Level {
-    fn add(&mut self, name: MetricName, code: Option<&str>, second: u64, value: f64) {
+    fn add(&mut self, name: MetricName, code: Option<&str>, second: u64, values: &Summary) {
         match code {
             Some(code) => match self.codes.get_mut(code) {
-                Some(s) => s.add(second, value),
+                Some(s) => s.add_summary(second, values),
                 None => {
                     let mut s = Series::default();
-                    s.add(second, value);
+                    s.add_summary(second, values);
                     self.codes.insert(code.to_owned(), s);
                 }
             },
@@ -342,7 +310,7 @@ impl Level {
                 .series
                 .entry(name.index())
                 .or_default()
-                .add(second, value),
+                .add_summary(second, values),
         }
     }
 }
@@ -450,6 +418,20 @@ impl MetricsRecorder {
     /// Records `value` of `name` for `stream` (and `shard`, and error `code`), at
     /// every granularity it is kept at.
     fn put(&self, state: &mut State, second: u64, name: MetricName, at: At<'_>, value: f64) {
+        let mut one = Summary::default();
+        one.add(value);
+        self.put_summary(state, second, name, at, &one);
+    }
+
+    /// Records `values` of `name` where `at` says, at every granularity it is kept at.
+    fn put_summary(
+        &self,
+        state: &mut State,
+        second: u64,
+        name: MetricName,
+        at: At<'_>,
+        value: &Summary,
+    ) {
         let At {
             stream,
             shard,
@@ -627,24 +609,12 @@ impl EventSink for MetricsRecorder {
             Event::BufferingTime {
                 stream,
                 shard_id,
-                time,
-                retries,
+                ref time_ms,
+                ref retries,
             } => {
-                let shard = Some(shard_id);
-                self.put(
-                    state,
-                    second,
-                    MetricName::BufferingTime,
-                    At::shard(stream, shard),
-                    time.as_secs_f64() * 1e3,
-                );
-                self.put(
-                    state,
-                    second,
-                    MetricName::RetriesPerRecord,
-                    At::shard(stream, shard),
-                    retries as f64,
-                );
+                let at = At::shard(stream, Some(shard_id));
+                self.put_summary(state, second, MetricName::BufferingTime, at, time_ms);
+                self.put_summary(state, second, MetricName::RetriesPerRecord, at, retries);
             }
             Event::Request {
                 stream,
@@ -850,12 +820,15 @@ mod tests {
     #[test]
     fn buffering_time_and_retries_per_record() {
         let (_, r) = recorder(MetricsLevel::Detailed, MetricsGranularity::Stream);
-        for (ms, retries) in [(100, 0), (300, 2)] {
+        for (ms, retries) in [(100.0, 0.0), (300.0, 2.0)] {
+            let (mut time_ms, mut tries) = (Summary::default(), Summary::default());
+            time_ms.add(ms);
+            tries.add(retries);
             r.on_event(&Event::BufferingTime {
                 stream: "a",
                 shard_id: "s0",
-                time: Duration::from_millis(ms),
-                retries,
+                time_ms,
+                retries: tries,
             });
         }
         let b = r.metrics(Some(MetricName::BufferingTime), Duration::ZERO);
@@ -882,5 +855,103 @@ mod tests {
                 .iter()
                 .all(|m| m.index() < MetricName::ALL.len())
         );
+    }
+}
+
+/// The KPL's metrics through the [`metrics`](https://docs.rs/metrics) facade crate,
+/// so that its exporters (Prometheus, OpenTelemetry, StatsD, …) publish them: an
+/// [`EventSink`] to give [`ProducerBuilder::event_sink`](crate::ProducerBuilder::event_sink).
+///
+/// Counts (`UserRecordsReceived`, `UserRecordsPut`, `UserRecordsDataPut`,
+/// `KinesisRecordsPut`, `KinesisRecordsDataPut`, `ErrorsByCode`, `AllErrors`,
+/// `UserRecordExpired`) are counters; the others (`BufferingTime`,
+/// `RetriesPerRecord`, `RequestTime`, `UserRecordsPerKinesisRecord`,
+/// `KinesisRecordsPerPutRecordsRequest`, `UserRecordsPerPutRecordsRequest`) are
+/// histograms; labels `StreamName`, `ShardId` and `ErrorCode` as the KPL's
+/// dimensions. `BufferingTime` and `RetriesPerRecord` come summarised per Kinesis
+/// record: their histograms get each record's mean, once per record.
+#[cfg(feature = "metrics")]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MetricsExporter;
+
+#[cfg(feature = "metrics")]
+impl EventSink for MetricsExporter {
+    fn on_event(&self, event: &Event<'_>) {
+        use metrics::{counter, histogram};
+        match *event {
+            Event::Received { stream, records } => {
+                counter!("UserRecordsReceived", "StreamName" => stream.to_owned())
+                    .increment(records as u64);
+            }
+            Event::Put {
+                stream,
+                shard_id,
+                user_records,
+                bytes,
+            } => {
+                let labels = [
+                    ("StreamName", stream.to_owned()),
+                    ("ShardId", shard_id.to_owned()),
+                ];
+                counter!("UserRecordsPut", &labels).increment(user_records as u64);
+                counter!("UserRecordsDataPut", &labels).increment(bytes as u64);
+                counter!("KinesisRecordsPut", &labels).increment(1);
+                counter!("KinesisRecordsDataPut", &labels).increment(bytes as u64);
+                histogram!("UserRecordsPerKinesisRecord", &labels).record(user_records as f64);
+            }
+            Event::Error {
+                stream,
+                shard_id,
+                code,
+                user_records,
+            } => {
+                let shard = shard_id.unwrap_or_default().to_owned();
+                counter!(
+                    "ErrorsByCode",
+                    "StreamName" => stream.to_owned(),
+                    "ShardId" => shard.clone(),
+                    "ErrorCode" => code.to_owned()
+                )
+                .increment(user_records as u64);
+                counter!("AllErrors", "StreamName" => stream.to_owned(), "ShardId" => shard)
+                    .increment(user_records as u64);
+            }
+            Event::Expired {
+                stream,
+                user_records,
+            } => {
+                counter!("UserRecordExpired", "StreamName" => stream.to_owned())
+                    .increment(user_records as u64);
+            }
+            Event::BufferingTime {
+                stream,
+                shard_id,
+                ref time_ms,
+                ref retries,
+            } => {
+                let labels = [
+                    ("StreamName", stream.to_owned()),
+                    ("ShardId", shard_id.to_owned()),
+                ];
+                if time_ms.count > 0 {
+                    histogram!("BufferingTime", &labels).record(time_ms.sum / time_ms.count as f64);
+                    histogram!("RetriesPerRecord", &labels)
+                        .record(retries.sum / retries.count.max(1) as f64);
+                }
+            }
+            Event::Request {
+                stream,
+                time,
+                kinesis_records,
+                user_records,
+            } => {
+                let labels = [("StreamName", stream.to_owned())];
+                histogram!("RequestTime", &labels).record(time.as_secs_f64() * 1e3);
+                histogram!("KinesisRecordsPerPutRecordsRequest", &labels)
+                    .record(kinesis_records as f64);
+                histogram!("UserRecordsPerPutRecordsRequest", &labels).record(user_records as f64);
+            }
+            Event::Retry { .. } => {}
+        }
     }
 }

@@ -482,3 +482,76 @@ fn metrics_agree_with_what_the_service_stored() {
     let (_, _, off) = setup(Config::default());
     assert!(off.metrics(None, Duration::ZERO).is_empty());
 }
+
+/// The `metrics` crate sees the KPL's names, with the KPL's dimensions as labels,
+/// and the same counts as the producer's own metrics.
+#[cfg(feature = "metrics")]
+#[test]
+fn a_metrics_recorder_sees_the_kpl_names() {
+    use kpl_producer::{MetricName, MetricsExporter, MetricsLevel};
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let config = Config::builder()
+        .metrics_level(MetricsLevel::Detailed)
+        .build()
+        .unwrap();
+    let (sim, _kinesis, _) = setup(config.clone());
+    let kinesis = Simulator::new(sim.runtime().timer().clone(), 9);
+    kinesis.create_stream("a", 2).unwrap();
+    let producer = Producer::builder(config, Arc::new(kinesis.clone()))
+        .event_sink(Arc::new(MetricsExporter))
+        .build(sim.runtime());
+    let p = producer.clone();
+    metrics::with_local_recorder(&recorder, || {
+        sim.block_on(async move {
+            let records = (0..300)
+                .map(|i| PutRecord::new(format!("k{i}"), format!("v{i}")))
+                .collect();
+            for f in p.put_records("a", records).await.unwrap() {
+                drop(f.unwrap());
+            }
+            p.flush().await;
+        })
+        .unwrap();
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    let names: std::collections::BTreeSet<String> = snapshot
+        .iter()
+        .map(|(key, ..)| key.key().name().to_owned())
+        .collect();
+    for name in [
+        "UserRecordsReceived",
+        "UserRecordsPut",
+        "UserRecordsDataPut",
+        "KinesisRecordsPut",
+        "KinesisRecordsDataPut",
+        "BufferingTime",
+        "RetriesPerRecord",
+        "RequestTime",
+        "UserRecordsPerKinesisRecord",
+        "KinesisRecordsPerPutRecordsRequest",
+        "UserRecordsPerPutRecordsRequest",
+    ] {
+        assert!(names.contains(name), "{name} missing from {names:?}");
+        // Every name is one of the producer's own.
+        assert!(MetricName::ALL.iter().any(|m| m.as_str() == name));
+    }
+    let put: u64 = snapshot
+        .iter()
+        .filter(|(key, ..)| key.key().name() == "UserRecordsPut")
+        .map(|(key, _, _, value)| {
+            assert!(key.key().labels().any(|l| l.key() == "ShardId"));
+            match value {
+                DebugValue::Counter(n) => *n,
+                other => panic!("UserRecordsPut is a counter, not {other:?}"),
+            }
+        })
+        .sum();
+    assert_eq!(put, 300);
+    let own = producer.metrics(Some(MetricName::UserRecordsPut), Duration::ZERO);
+    assert_eq!(
+        own[0].sum, 300.0,
+        "the same count as the producer's own metrics"
+    );
+}

@@ -33,6 +33,7 @@
 //! | `smol` | | the producer on smol (async-std too); with `aws`, an HTTP client on async-io: no tokio runtime |
 //! | `aws` | yes | the AWS transport (aws-sdk-kinesis) and [`Producer::from_config`] |
 //! | `sim` | | [`sim`]: an in-process Kinesis with shard limits, resharding and faults, for tests |
+//! | `metrics` | | [`MetricsExporter`]: the KPL's metrics through the `metrics` crate |
 //!
 //! On smol: `kpl = { version = "0.1", default-features = false, features = ["smol", "aws"] }`.
 //!
@@ -77,6 +78,9 @@ pub use kpl_producer::{
 
 #[cfg(feature = "tokio")]
 pub use kpl_producer::SyncProducer;
+
+#[cfg(feature = "metrics")]
+pub use kpl_producer::MetricsExporter;
 
 #[cfg(all(feature = "tokio", feature = "aws"))]
 pub use kpl_producer::SyncBuildError;

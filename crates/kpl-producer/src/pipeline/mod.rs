@@ -37,7 +37,7 @@ use kpl_transport::{PutRecordsRequest, PutRecordsResponse, StreamId, TransportEr
 use tracing::debug;
 
 use crate::config::Config;
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventSink, Summary};
 use crate::fasthash::{FastMap, FastSet};
 use crate::result::{Completer, RecordResult, codes};
 
@@ -135,6 +135,9 @@ pub(crate) struct StreamPipeline {
     /// What records' arrivals count from (the producer's).
     epoch: Epoch,
     events: Option<Arc<dyn EventSink>>,
+    /// Buffering times and retries of records just stored on one shard, summarised
+    /// into one event (sent when the shard changes or the round ends).
+    stored_summary: Option<(Arc<str>, Summary, Summary)>,
     map: ShardMap,
     refreshing: bool,
     map_version_seen: u64,
@@ -259,6 +262,7 @@ impl StreamPipeline {
             stream,
             config,
             events,
+            stored_summary: None,
             epoch,
         }
     }
@@ -368,7 +372,35 @@ impl StreamPipeline {
 
     /// Records that have their outcome since the last call.
     pub(crate) fn drain_settled(&mut self) -> std::vec::Drain<'_, Settled> {
+        self.flush_stored_summary();
         self.settled.drain(..)
+    }
+
+    /// Counts a record stored on `shard_id` into the summary of its shard.
+    fn note_stored(&mut self, shard_id: &Arc<str>, time_ms: f64, retries: usize) {
+        if !self
+            .stored_summary
+            .as_ref()
+            .is_some_and(|(s, _, _)| Arc::ptr_eq(s, shard_id) || **s == **shard_id)
+        {
+            self.flush_stored_summary();
+            self.stored_summary = Some((shard_id.clone(), Summary::default(), Summary::default()));
+        }
+        if let Some((_, time, tries)) = &mut self.stored_summary {
+            time.add(time_ms);
+            tries.add(retries as f64);
+        }
+    }
+
+    fn flush_stored_summary(&mut self) {
+        if let Some((shard, time_ms, retries)) = self.stored_summary.take() {
+            self.emit(|stream| Event::BufferingTime {
+                stream,
+                shard_id: &shard,
+                time_ms,
+                retries,
+            });
+        }
     }
 
     /// A new admission limit for the stream's outstanding bytes, once per change.

@@ -401,13 +401,7 @@ impl StreamPipeline {
                 .map_or(Duration::ZERO, |a| {
                     a.started.saturating_duration_since(rec.arrival(self.epoch))
                 });
-            let retries = rec.attempts.len();
-            self.emit(|stream| Event::BufferingTime {
-                stream,
-                shard_id,
-                time: buffering,
-                retries,
-            });
+            self.note_stored(shard_id, buffering.as_secs_f64() * 1e3, rec.attempts.len());
         }
         self.drained += rec.bytes() as u64;
         self.settled.push(Settled {
