@@ -65,6 +65,9 @@ pub enum Event<'a> {
         time_ms: Summary,
         /// Their failed attempts before the one that stored them.
         retries: Summary,
+        /// How many of them an earlier attempt may have stored too (a request
+        /// without an answer): they may be in the stream twice.
+        possibly_duplicated: u64,
     },
     /// A PutRecords request finished (`RequestTime`, `KinesisRecordsPerPutRecordsRequest`,
     /// `UserRecordsPerPutRecordsRequest`).
@@ -77,6 +80,9 @@ pub enum Event<'a> {
         kinesis_records: usize,
         /// User records in it.
         user_records: usize,
+        /// The stream's congestion window after its answer: requests that may be
+        /// in flight at once.
+        window: usize,
     },
 }
 

@@ -98,6 +98,12 @@ pub enum MetricName {
     KinesisRecordsPerPutRecordsRequest,
     /// User records in each PutRecords request (count; stream).
     UserRecordsPerPutRecordsRequest,
+    /// Ours: stored user records that an earlier attempt without an answer may
+    /// have stored too, so that they may be in the stream twice (count; shard).
+    KplRsUserRecordsPossiblyDuplicated,
+    /// Ours: the stream's congestion window, requests that may be in flight at
+    /// once, after each answer (count; stream).
+    KplRsCongestionWindow,
 }
 
 /// Where a metric is kept at most finely.
@@ -110,7 +116,7 @@ enum Finest {
 
 impl MetricName {
     /// Every metric, in the order `metrics` returns them.
-    pub const ALL: [MetricName; 15] = [
+    pub const ALL: [MetricName; 17] = [
         Self::UserRecordsReceived,
         Self::UserRecordsPending,
         Self::UserRecordsPut,
@@ -126,6 +132,8 @@ impl MetricName {
         Self::UserRecordsPerKinesisRecord,
         Self::KinesisRecordsPerPutRecordsRequest,
         Self::UserRecordsPerPutRecordsRequest,
+        Self::KplRsUserRecordsPossiblyDuplicated,
+        Self::KplRsCongestionWindow,
     ];
 
     /// The name, as the KPL spells it.
@@ -146,6 +154,8 @@ impl MetricName {
             Self::UserRecordsPerKinesisRecord => "UserRecordsPerKinesisRecord",
             Self::KinesisRecordsPerPutRecordsRequest => "KinesisRecordsPerPutRecordsRequest",
             Self::UserRecordsPerPutRecordsRequest => "UserRecordsPerPutRecordsRequest",
+            Self::KplRsUserRecordsPossiblyDuplicated => "KplRsUserRecordsPossiblyDuplicated",
+            Self::KplRsCongestionWindow => "KplRsCongestionWindow",
         }
     }
 
@@ -166,7 +176,8 @@ impl MetricName {
             | Self::ErrorsByCode
             | Self::AllErrors
             | Self::BufferingTime
-            | Self::UserRecordExpired => MetricsLevel::Summary,
+            | Self::UserRecordExpired
+            | Self::KplRsUserRecordsPossiblyDuplicated => MetricsLevel::Summary,
             _ => MetricsLevel::Detailed,
         }
     }
@@ -178,7 +189,8 @@ impl MetricName {
             | Self::UserRecordExpired
             | Self::RequestTime
             | Self::KinesisRecordsPerPutRecordsRequest
-            | Self::UserRecordsPerPutRecordsRequest => Finest::Stream,
+            | Self::UserRecordsPerPutRecordsRequest
+            | Self::KplRsCongestionWindow => Finest::Stream,
             _ => Finest::Shard,
         }
     }
@@ -611,18 +623,30 @@ impl EventSink for MetricsRecorder {
                 shard_id,
                 ref time_ms,
                 ref retries,
+                possibly_duplicated,
             } => {
                 let at = At::shard(stream, Some(shard_id));
                 self.put_summary(state, second, MetricName::BufferingTime, at, time_ms);
                 self.put_summary(state, second, MetricName::RetriesPerRecord, at, retries);
+                if possibly_duplicated > 0 {
+                    self.put(
+                        state,
+                        second,
+                        MetricName::KplRsUserRecordsPossiblyDuplicated,
+                        at,
+                        possibly_duplicated as f64,
+                    );
+                }
             }
             Event::Request {
                 stream,
                 time,
                 kinesis_records,
                 user_records,
+                window,
             } => {
                 for (name, value) in [
+                    (MetricName::KplRsCongestionWindow, window as f64),
                     (MetricName::RequestTime, time.as_secs_f64() * 1e3),
                     (
                         MetricName::KinesisRecordsPerPutRecordsRequest,
@@ -726,6 +750,7 @@ mod tests {
             time: Duration::from_millis(40),
             kinesis_records: 2,
             user_records: 9,
+            window: 3,
         });
         let t = r.metrics(Some(MetricName::RequestTime), Duration::ZERO);
         assert_eq!(t.len(), 2);
@@ -829,6 +854,7 @@ mod tests {
                 shard_id: "s0",
                 time_ms,
                 retries: tries,
+                possibly_duplicated: 1,
             });
         }
         let b = r.metrics(Some(MetricName::BufferingTime), Duration::ZERO);
@@ -836,6 +862,11 @@ mod tests {
         assert_eq!((b[0].min, b[0].max, b[0].mean()), (100.0, 300.0, 200.0));
         let retries = r.metrics(Some(MetricName::RetriesPerRecord), Duration::ZERO);
         assert_eq!((retries[0].sum, retries[0].sample_count), (2.0, 2));
+        let twice = r.metrics(
+            Some(MetricName::KplRsUserRecordsPossiblyDuplicated),
+            Duration::ZERO,
+        );
+        assert_eq!(twice[0].sum, 2.0);
     }
 
     #[test]
@@ -928,7 +959,16 @@ impl EventSink for MetricsExporter {
                 shard_id,
                 ref time_ms,
                 ref retries,
+                possibly_duplicated,
             } => {
+                if possibly_duplicated > 0 {
+                    counter!(
+                        "KplRsUserRecordsPossiblyDuplicated",
+                        "StreamName" => stream.to_owned(),
+                        "ShardId" => shard_id.to_owned()
+                    )
+                    .increment(possibly_duplicated);
+                }
                 let labels = [
                     ("StreamName", stream.to_owned()),
                     ("ShardId", shard_id.to_owned()),
@@ -944,8 +984,10 @@ impl EventSink for MetricsExporter {
                 time,
                 kinesis_records,
                 user_records,
+                window,
             } => {
                 let labels = [("StreamName", stream.to_owned())];
+                metrics::gauge!("KplRsCongestionWindow", &labels).set(window as f64);
                 histogram!("RequestTime", &labels).record(time.as_secs_f64() * 1e3);
                 histogram!("KinesisRecordsPerPutRecordsRequest", &labels)
                     .record(kinesis_records as f64);

@@ -555,3 +555,53 @@ fn a_metrics_recorder_sees_the_kpl_names() {
         "the same count as the producer's own metrics"
     );
 }
+
+/// Our own metrics: records that may be stored twice (after answers that never
+/// came) agree with the outcomes that say so; the congestion window is sampled.
+#[test]
+fn possibly_duplicated_records_and_the_window_are_metrics_too() {
+    use kpl_producer::{MetricName, MetricsLevel};
+    let config = Config::builder()
+        .metrics_level(MetricsLevel::Detailed)
+        .record_ttl(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let (sim, kinesis, producer) = setup(config);
+    let mut faults = kpl_sim::Faults::none();
+    faults.stored_answer_lost_rate = 0.3;
+    kinesis.set_faults(faults);
+    let p = producer.clone();
+    let outcomes = sim
+        .block_on(async move {
+            let mut futures = Vec::new();
+            for i in 0..200 {
+                futures.push(
+                    p.put_record("a", PutRecord::new(format!("k{i}"), format!("{i}")))
+                        .await
+                        .unwrap(),
+                );
+                // Spread over several requests.
+                if i % 20 == 19 {
+                    p.flush().await;
+                }
+            }
+            p.flush().await;
+            let mut out = Vec::new();
+            for f in futures {
+                out.push(f.await);
+            }
+            out
+        })
+        .unwrap();
+    assert!(outcomes.iter().all(|r| r.is_success()));
+    let flagged = outcomes.iter().filter(|r| r.may_be_duplicated()).count();
+    assert!(flagged > 0, "some answers were lost");
+    let metric = producer.metrics(
+        Some(MetricName::KplRsUserRecordsPossiblyDuplicated),
+        Duration::ZERO,
+    );
+    assert_eq!(metric[0].dimensions, vec![]);
+    assert_eq!(metric[0].sum, flagged as f64);
+    let window = producer.metrics(Some(MetricName::KplRsCongestionWindow), Duration::ZERO);
+    assert!(window[0].sample_count > 0 && window[0].min >= 1.0);
+}

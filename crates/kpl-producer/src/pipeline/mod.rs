@@ -137,7 +137,7 @@ pub(crate) struct StreamPipeline {
     events: Option<Arc<dyn EventSink>>,
     /// Buffering times and retries of records just stored on one shard, summarised
     /// into one event (sent when the shard changes or the round ends).
-    stored_summary: Option<(Arc<str>, Summary, Summary)>,
+    stored_summary: Option<(Arc<str>, Summary, Summary, u64)>,
     map: ShardMap,
     refreshing: bool,
     map_version_seen: u64,
@@ -377,28 +377,31 @@ impl StreamPipeline {
     }
 
     /// Counts a record stored on `shard_id` into the summary of its shard.
-    fn note_stored(&mut self, shard_id: &Arc<str>, time_ms: f64, retries: usize) {
+    fn note_stored(&mut self, shard_id: &Arc<str>, time_ms: f64, retries: usize, twice: bool) {
         if !self
             .stored_summary
             .as_ref()
-            .is_some_and(|(s, _, _)| Arc::ptr_eq(s, shard_id) || **s == **shard_id)
+            .is_some_and(|(s, ..)| Arc::ptr_eq(s, shard_id) || **s == **shard_id)
         {
             self.flush_stored_summary();
-            self.stored_summary = Some((shard_id.clone(), Summary::default(), Summary::default()));
+            self.stored_summary =
+                Some((shard_id.clone(), Summary::default(), Summary::default(), 0));
         }
-        if let Some((_, time, tries)) = &mut self.stored_summary {
+        if let Some((_, time, tries, duplicated)) = &mut self.stored_summary {
             time.add(time_ms);
             tries.add(retries as f64);
+            *duplicated += u64::from(twice);
         }
     }
 
     fn flush_stored_summary(&mut self) {
-        if let Some((shard, time_ms, retries)) = self.stored_summary.take() {
+        if let Some((shard, time_ms, retries, possibly_duplicated)) = self.stored_summary.take() {
             self.emit(|stream| Event::BufferingTime {
                 stream,
                 shard_id: &shard,
                 time_ms,
                 retries,
+                possibly_duplicated,
             });
         }
     }

@@ -283,6 +283,7 @@ impl StreamPipeline {
             time,
             kinesis_records,
             user_records,
+            window: after,
         });
         match result {
             Err(e) => self.request_failed(batch, started, now, e, Duration::ZERO),

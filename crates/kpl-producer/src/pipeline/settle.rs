@@ -401,7 +401,13 @@ impl StreamPipeline {
                 .map_or(Duration::ZERO, |a| {
                     a.started.saturating_duration_since(rec.arrival(self.epoch))
                 });
-            self.note_stored(shard_id, buffering.as_secs_f64() * 1e3, rec.attempts.len());
+            let twice = rec.attempts.iter().any(|a| a.may_have_been_stored);
+            self.note_stored(
+                shard_id,
+                buffering.as_secs_f64() * 1e3,
+                rec.attempts.len(),
+                twice,
+            );
         }
         self.drained += rec.bytes() as u64;
         self.settled.push(Settled {
