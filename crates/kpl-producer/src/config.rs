@@ -48,6 +48,8 @@ pub struct Config {
     pub(crate) ca_cert_file: Option<PathBuf>,
     pub(crate) metrics_level: MetricsLevel,
     pub(crate) metrics_granularity: MetricsGranularity,
+    pub(crate) metrics_namespace: String,
+    pub(crate) metrics_upload_delay: Duration,
     pub(crate) seed: u64,
 }
 
@@ -118,6 +120,8 @@ impl Default for Config {
             ca_cert_file: None,
             metrics_level: MetricsLevel::None,
             metrics_granularity: MetricsGranularity::Shard,
+            metrics_namespace: "KinesisProducerLibrary".into(),
+            metrics_upload_delay: Duration::from_secs(60),
             seed: 0x6b70_6c2d_7273,
         }
     }
@@ -189,6 +193,11 @@ impl Config {
         metrics_level: MetricsLevel;
         /// `MetricsGranularity` (default shard).
         metrics_granularity: MetricsGranularity;
+        /// `MetricsNamespace` (default `KinesisProducerLibrary`): the namespace of
+        /// uploaded batches.
+        metrics_namespace: String;
+        /// `MetricsUploadDelay` (default 60 s): how often metrics are uploaded.
+        metrics_upload_delay: Duration;
     }
 
     /// A builder holding every value of this config.
@@ -373,10 +382,17 @@ impl Config {
                         })?;
                     None
                 }
-                "MetricsNamespace" | "MetricsUploadDelay" | "CloudwatchEndpoint"
-                | "CloudwatchPort" => Some(
+                "MetricsNamespace" => {
+                    c.metrics_namespace = value.to_owned();
+                    None
+                }
+                "MetricsUploadDelay" => {
+                    c.metrics_upload_delay = parse_ms(key, value)?;
+                    None
+                }
+                "CloudwatchEndpoint" | "CloudwatchPort" => Some(
                     "metrics are not uploaded to CloudWatch yet: they are kept in memory \
-                     (Producer::metrics) at MetricsLevel and MetricsGranularity",
+                     (Producer::metrics) and go to a MetricsUploader of yours",
                 ),
                 "LogLevel" => Some(
                     "logs go through `tracing`: set the level with RUST_LOG or your subscriber's filter",
@@ -631,6 +647,18 @@ impl ConfigBuilder {
     /// `MetricsGranularity`.
     pub fn metrics_granularity(mut self, granularity: MetricsGranularity) -> Self {
         self.config.metrics_granularity = granularity;
+        self
+    }
+
+    /// `MetricsNamespace`, 1 to 255 characters, not starting with `AWS/`.
+    pub fn metrics_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.config.metrics_namespace = namespace.into();
+        self
+    }
+
+    /// `MetricsUploadDelay`, 1 to 60 s.
+    pub fn metrics_upload_delay(mut self, delay: Duration) -> Self {
+        self.config.metrics_upload_delay = delay;
         self
     }
 
@@ -933,17 +961,11 @@ SomethingElse = 3
             "VerifyCertificate",
             "MetricsLevel",
             "MetricsGranularity",
+            "MetricsNamespace",
         ];
         let explained: Vec<&str> = ignored.iter().map(|i| i.key.as_str()).collect();
-        assert_eq!(
-            explained,
-            [
-                "AwsAccessKeyId",
-                "AwsSecretKey",
-                "LogLevel",
-                "MetricsNamespace"
-            ]
-        );
+        assert_eq!(explained, ["AwsAccessKeyId", "AwsSecretKey", "LogLevel"]);
+        assert_eq!(c.metrics_namespace(), "KinesisProducerLibrary");
         assert_eq!(c.metrics_level(), MetricsLevel::Detailed);
         assert_eq!(c.metrics_granularity(), MetricsGranularity::Shard);
         for i in &ignored {

@@ -76,6 +76,7 @@ mod producer;
 mod result;
 #[cfg(feature = "tokio")]
 mod sync;
+mod upload;
 
 pub use config::{Config, ConfigBuilder, ConfigError, IgnoredKey, ProxySettings};
 pub use events::{Event, EventSink, Summary};
@@ -93,3 +94,4 @@ pub use result::{
 pub use sync::SyncBuildError;
 #[cfg(feature = "tokio")]
 pub use sync::SyncProducer;
+pub use upload::{MetricsBatch, MetricsUploader, UploadError, UploadFuture, UploadStats};

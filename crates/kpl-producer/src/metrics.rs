@@ -252,6 +252,15 @@ impl Metric {
 
 type Stats = Summary;
 
+/// Which seconds (since the recorder started) statistics cover.
+#[derive(Clone, Copy, Debug)]
+enum Seconds {
+    /// Everything since the start.
+    All,
+    /// From the first to before the second.
+    Range(u64, u64),
+}
+
 /// Seconds of per-second statistics kept for windows.
 const WINDOW_SECONDS: u64 = 60;
 
@@ -285,13 +294,14 @@ impl Series {
     }
 
     /// Statistics of the last `window` seconds up to `now` (all, for zero).
-    fn over(&self, now: u64, window: u64) -> Stats {
-        if window == 0 {
-            return self.total;
-        }
+    fn over(&self, seconds: Seconds) -> Stats {
+        let (from, to) = match seconds {
+            Seconds::All => return self.total,
+            Seconds::Range(from, to) => (from, to),
+        };
         let mut out = Stats::default();
         for (s, stats) in &self.recent {
-            if s + window > now {
+            if *s >= from && *s < to {
                 out.merge(stats);
             }
         }
@@ -494,15 +504,41 @@ impl MetricsRecorder {
     pub fn metrics(&self, name: Option<MetricName>, window: Duration) -> Vec<Metric> {
         let now = self.second();
         let window_secs = window.as_secs().min(WINDOW_SECONDS);
-        let duration = if window_secs == 0 {
-            self.timer.now().saturating_duration_since(self.started)
-        } else {
-            Duration::from_secs(window_secs)
-        };
+        if window_secs == 0 {
+            let duration = self.timer.now().saturating_duration_since(self.started);
+            return self.collect(name, Seconds::All, duration);
+        }
+        // The last `window` seconds, the current one included.
+        let from = (now + 1).saturating_sub(window_secs);
+        self.collect(
+            name,
+            Seconds::Range(from, now + 1),
+            Duration::from_secs(window_secs),
+        )
+    }
+
+    /// The metrics of the seconds from `from` (since the recorder started) up to
+    /// the current one (`include_current`: to the end), and the second the next
+    /// call should start from: for uploads, which must neither miss nor repeat a
+    /// second.
+    pub(crate) fn metrics_since(&self, from: u64, include_current: bool) -> (Vec<Metric>, u64) {
+        let now = self.second();
+        let to = if include_current { now + 1 } else { now };
+        let from = from.min(to);
+        let duration = Duration::from_secs(to - from);
+        (self.collect(None, Seconds::Range(from, to), duration), to)
+    }
+
+    fn collect(
+        &self,
+        name: Option<MetricName>,
+        seconds: Seconds,
+        duration: Duration,
+    ) -> Vec<Metric> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = Vec::new();
         let mut emit = |metric: MetricName, dims: Vec<(&'static str, String)>, s: &Series| {
-            let stats = s.over(now, window_secs);
+            let stats = s.over(seconds);
             if stats.count > 0 {
                 out.push(Metric {
                     name: metric,

@@ -19,6 +19,7 @@ use crate::events::EventSink;
 use crate::metrics::{Metric, MetricName, MetricsLevel, MetricsRecorder, Tee};
 use crate::pipeline::{Epoch, Rec, drain_limit};
 use crate::result::{Completer, Outcomes, RecordFuture, RecordId, pair};
+use crate::upload::{MetricsUploader, UploadHandle, UploadStats};
 
 /// Why a record was not accepted. Nothing was enqueued.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,6 +124,7 @@ impl PutRecord {
 struct Inner {
     shared: Arc<Shared>,
     metrics: Option<Arc<MetricsRecorder>>,
+    upload: Option<UploadHandle>,
     limits: RecordLimits,
     workers: Mutex<HashMap<StreamId, mpsc::UnboundedSender<Command>>>,
     next_id: AtomicU64,
@@ -181,6 +183,7 @@ pub struct ProducerBuilder {
     config: Config,
     transport: Arc<dyn Transport>,
     events: Option<Arc<dyn EventSink>>,
+    uploader: Option<Arc<dyn MetricsUploader>>,
 }
 
 impl fmt::Debug for ProducerBuilder {
@@ -195,6 +198,15 @@ impl ProducerBuilder {
     /// Receives the pipeline's events (metrics).
     pub fn event_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
         self.events = Some(sink);
+        self
+    }
+
+    /// Uploads the KPL's metrics to `uploader` every `MetricsUploadDelay`, and once
+    /// more at shutdown (when `MetricsLevel` is not `none`). A destination that
+    /// falls behind never holds up the records: up to a few batches wait, then the
+    /// oldest is dropped (counted in [`Producer::metrics_upload_stats`]).
+    pub fn metrics_uploader(mut self, uploader: Arc<dyn MetricsUploader>) -> Self {
+        self.uploader = Some(uploader);
         self
     }
 
@@ -215,9 +227,20 @@ impl ProducerBuilder {
             (Some(m), None) => Some(m.clone()),
             (None, user) => user,
         };
+        let upload = match (&metrics, self.uploader) {
+            (Some(recorder), Some(uploader)) => Some(UploadHandle::start(
+                &runtime,
+                recorder.clone(),
+                uploader,
+                self.config.metrics_namespace.clone(),
+                self.config.metrics_upload_delay,
+            )),
+            _ => None,
+        };
         Producer {
             inner: Arc::new(Inner {
                 metrics,
+                upload,
                 shared: Arc::new(Shared {
                     config: self.config,
                     epoch,
@@ -256,6 +279,7 @@ impl Producer {
             config,
             transport,
             events: None,
+            uploader: None,
         }
     }
 
@@ -624,6 +648,15 @@ impl Producer {
         Ok(Producer::builder(config, Arc::new(transport)).build(runtime))
     }
 
+    /// What the metrics upload task did (zeros without a
+    /// [`metrics_uploader`](ProducerBuilder::metrics_uploader)).
+    pub fn metrics_upload_stats(&self) -> UploadStats {
+        self.inner
+            .upload
+            .as_ref()
+            .map_or_else(UploadStats::default, |u| u.counters.stats())
+    }
+
     /// The KPL's metrics (as its `getMetrics()`): `name` only if given, over the
     /// last `window` (whole seconds up to a minute; zero for everything since the
     /// producer started), one [`Metric`] per metric and set of dimensions. Empty
@@ -718,6 +751,7 @@ impl Producer {
         let before = self.outstanding_records();
         if before == 0 {
             self.send_all(|| Command::Stop);
+            self.last_metrics_upload(deadline).await;
             return 0;
         }
         let (tx, rx) = mpsc::unbounded();
@@ -726,7 +760,20 @@ impl Producer {
         let failed: Vec<usize> = futures::StreamExt::collect(rx).await;
         // Whatever was in flight resolves when its request ends.
         self.flush().await;
+        self.last_metrics_upload(deadline).await;
         failed.into_iter().sum()
+    }
+
+    /// The metrics upload's last batch, waited for until `deadline` (at least a
+    /// second, so that a zero shutdown timeout still sends it).
+    async fn last_metrics_upload(&self, deadline: Instant) {
+        let Some(upload) = &self.inner.upload else {
+            return;
+        };
+        let runtime = self.inner.shared.runtime.clone();
+        let deadline = deadline.max(runtime.now() + Duration::from_secs(1));
+        let finish = Box::pin(upload.finish());
+        futures::future::select(finish, runtime.sleep_until(deadline)).await;
     }
 }
 

@@ -605,3 +605,164 @@ fn possibly_duplicated_records_and_the_window_are_metrics_too() {
     let window = producer.metrics(Some(MetricName::KplRsCongestionWindow), Duration::ZERO);
     assert!(window[0].sample_count > 0 && window[0].min >= 1.0);
 }
+
+/// A destination of metrics batches for tests: keeps what it is given, failing
+/// the first `fail` uploads (retryably).
+#[derive(Default)]
+struct Collect {
+    batches: Mutex<Vec<kpl_producer::MetricsBatch>>,
+    fail: std::sync::atomic::AtomicUsize,
+}
+
+impl kpl_producer::MetricsUploader for Collect {
+    fn upload(&self, batch: kpl_producer::MetricsBatch) -> kpl_producer::UploadFuture {
+        use std::sync::atomic::Ordering;
+        let failing = self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Box::pin(std::future::ready(Err(kpl_producer::UploadError {
+                message: "throttled".into(),
+                retryable: true,
+            })));
+        }
+        self.batches.lock().unwrap().push(batch);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Global `UserRecordsPut` over every batch uploaded.
+fn uploaded_put(c: &Collect) -> f64 {
+    c.batches
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.metrics.iter())
+        .filter(|m| m.name == kpl_producer::MetricName::UserRecordsPut && m.dimensions.is_empty())
+        .map(|m| m.sum)
+        .sum()
+}
+
+fn uploading(upload_delay: Duration, sink: Arc<Collect>) -> (Simulation, Producer) {
+    let config = Config::builder()
+        .metrics_level(kpl_producer::MetricsLevel::Summary)
+        .metrics_namespace("kpl-test")
+        .metrics_upload_delay(upload_delay)
+        .build()
+        .unwrap();
+    let sim = Simulation::new();
+    let kinesis = Simulator::new(sim.runtime().timer().clone(), 11);
+    kinesis.create_stream("a", 2).unwrap();
+    let producer = Producer::builder(config, Arc::new(kinesis))
+        .metrics_uploader(sink)
+        .build(sim.runtime());
+    (sim, producer)
+}
+
+#[test]
+fn metrics_are_uploaded_every_interval_and_once_more_at_shutdown() {
+    let sink = Arc::new(Collect::default());
+    let (sim, producer) = uploading(Duration::from_secs(10), sink.clone());
+    let p = producer.clone();
+    let rt = sim.runtime();
+    sim.block_on(async move {
+        for i in 0..100 {
+            drop(
+                p.put_record("a", PutRecord::new(format!("k{i}"), "x"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        p.flush().await;
+        rt.sleep(Duration::from_secs(25)).await;
+    })
+    .unwrap();
+    let periodic = sink.batches.lock().unwrap().len();
+    assert!(periodic >= 1, "an upload every 10 s");
+    assert_eq!(uploaded_put(&sink), 100.0);
+    assert!(
+        sink.batches
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|b| b.namespace == "kpl-test")
+    );
+    // Records put after the last interval reach the destination at shutdown.
+    let p = producer.clone();
+    sim.block_on(async move {
+        for i in 0..50 {
+            drop(
+                p.put_record("a", PutRecord::new(format!("l{i}"), "y"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert_eq!(p.shutdown(Duration::from_secs(5)).await, 0);
+    })
+    .unwrap();
+    assert_eq!(
+        uploaded_put(&sink),
+        150.0,
+        "no second missed or counted twice"
+    );
+    assert_eq!(producer.metrics_upload_stats().dropped, 0);
+}
+
+#[test]
+fn a_failing_destination_is_retried_and_never_holds_up_records() {
+    let sink = Arc::new(Collect::default());
+    sink.fail.store(2, std::sync::atomic::Ordering::SeqCst);
+    let (sim, producer) = uploading(Duration::from_secs(5), sink.clone());
+    let p = producer.clone();
+    let rt = sim.runtime();
+    let stored = sim
+        .block_on(async move {
+            let mut futures = Vec::new();
+            for i in 0..60 {
+                futures.push(
+                    p.put_record("a", PutRecord::new(format!("k{i}"), "x"))
+                        .await
+                        .unwrap(),
+                );
+                rt.sleep(Duration::from_millis(500)).await;
+            }
+            p.shutdown(Duration::from_secs(30)).await;
+            let mut ok = 0;
+            for f in futures {
+                ok += usize::from(f.await.is_success());
+            }
+            ok
+        })
+        .unwrap();
+    assert_eq!(stored, 60);
+    let stats = producer.metrics_upload_stats();
+    assert_eq!(stats.failed_attempts, 2);
+    assert_eq!(stats.dropped, 0);
+    assert_eq!(uploaded_put(&sink), 60.0, "the failed batches went later");
+}
+
+#[test]
+fn a_destination_that_never_answers_yes_costs_the_oldest_batches() {
+    let sink = Arc::new(Collect::default());
+    sink.fail
+        .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+    let (sim, producer) = uploading(Duration::from_secs(1), sink.clone());
+    let p = producer.clone();
+    let rt = sim.runtime();
+    sim.block_on(async move {
+        for i in 0..40 {
+            drop(
+                p.put_record("a", PutRecord::new(format!("k{i}"), "x"))
+                    .await
+                    .unwrap(),
+            );
+            rt.sleep(Duration::from_secs(1)).await;
+        }
+        p.flush().await;
+    })
+    .unwrap();
+    let stats = producer.metrics_upload_stats();
+    assert!(stats.dropped > 0, "{stats:?}");
+    assert_eq!(stats.uploaded, 0);
+}

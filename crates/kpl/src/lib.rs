@@ -71,9 +71,9 @@
 
 pub use kpl_producer::{
     Attempt, Attempts, Config, ConfigBuilder, ConfigError, Event, EventSink, IgnoredKey, Metric,
-    MetricName, MetricsGranularity, MetricsLevel, MetricsRecorder, OutcomeBatch, Outcomes,
-    Producer, ProducerBuilder, ProxySettings, PutError, PutRecord, RecordFuture, RecordId,
-    RecordResult, codes,
+    MetricName, MetricsBatch, MetricsGranularity, MetricsLevel, MetricsRecorder, MetricsUploader,
+    OutcomeBatch, Outcomes, Producer, ProducerBuilder, ProxySettings, PutError, PutRecord,
+    RecordFuture, RecordId, RecordResult, Summary, UploadError, UploadFuture, UploadStats, codes,
 };
 
 #[cfg(feature = "tokio")]
