@@ -297,6 +297,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         verdict = Some(ok);
     }
 
+    let metric_lines = crate::settings::metrics_summary(&producer);
     let report = json!({
         "mode": match (&sim, args.acknowledge_only) { (Some(_), true) => "embedded kpl-sim, acknowledge only", (Some(_), false) => "embedded kpl-sim", (None, _) => "endpoint" },
         "records": args.records,
@@ -326,7 +327,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         "resident_bytes_after_puts": held_memory,
         "exactly_once": verdict,
         "capacity_used": capacity.map(|[bytes, records]| json!({"bytes": bytes, "records": records})),
-        "metrics": crate::settings::metrics_summary(&producer),
+        "metrics": metric_lines,
     });
     if args.json {
         println!("{report}");
@@ -412,7 +413,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 m as f64 / 1e6
             );
         }
-        for line in crate::settings::metrics_summary(&producer) {
+        for line in &metric_lines {
             println!("  metric       {line}");
         }
         match verdict {

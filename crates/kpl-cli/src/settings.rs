@@ -117,7 +117,7 @@ impl ProducerArgs {
     /// given (a command reading unbounded input keeps its memory bounded).
     pub(crate) fn config_with_caps(&self, records: usize, bytes: usize) -> anyhow::Result<Config> {
         let c = self.config()?;
-        let mut b = builder_from(&c);
+        let mut b = c.to_builder();
         if self.max_outstanding_records.is_none() {
             b = b.max_outstanding_records(records);
         }
@@ -141,7 +141,7 @@ impl ProducerArgs {
             }
             None => Config::default(),
         };
-        let mut b: ConfigBuilder = builder_from(&base);
+        let mut b: ConfigBuilder = base.to_builder();
         if self.no_aggregation {
             b = b.aggregation_enabled(false);
         }
@@ -183,12 +183,7 @@ impl ProducerArgs {
 
 /// `config` with another `RateLimit`.
 pub(crate) fn with_rate_limit(config: &Config, percent: u64) -> anyhow::Result<Config> {
-    Ok(builder_from(config).rate_limit(percent).build()?)
-}
-
-/// A builder holding every value of `config`.
-fn builder_from(c: &Config) -> ConfigBuilder {
-    c.to_builder()
+    Ok(config.to_builder().rate_limit(percent).build()?)
 }
 
 /// CPU seconds (user + system) this process has used, and its peak resident memory

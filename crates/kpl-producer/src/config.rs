@@ -229,30 +229,6 @@ impl Config {
     /// # Ok::<(), kpl_producer::ConfigError>(())
     /// ```
     pub fn from_kpl_properties(text: &str) -> Result<(Self, Vec<IgnoredKey>), ConfigError> {
-        Self::read_kpl_properties(text)
-    }
-
-    /// [`from_kpl_properties`](Self::from_kpl_properties) of a file.
-    ///
-    /// ```no_run
-    /// let (config, ignored) = kpl_producer::Config::from_kpl_properties_file("kpl.properties")?;
-    /// for key in ignored {
-    ///     eprintln!("not applied: {key}");
-    /// }
-    /// # Ok::<(), kpl_producer::ConfigError>(())
-    /// ```
-    pub fn from_kpl_properties_file(
-        path: impl AsRef<std::path::Path>,
-    ) -> Result<(Self, Vec<IgnoredKey>), ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-        Self::read_kpl_properties(&text)
-    }
-
-    fn read_kpl_properties(text: &str) -> Result<(Self, Vec<IgnoredKey>), ConfigError> {
         let mut b = Self::builder();
         let mut ignored = Vec::new();
         let mut endpoint: Option<String> = None;
@@ -452,6 +428,26 @@ impl Config {
             tracing::warn!(key = %i.key, "KPL setting not applied: {}", i.reason);
         }
         Ok((b.build()?, ignored))
+    }
+
+    /// [`from_kpl_properties`](Self::from_kpl_properties) of a file.
+    ///
+    /// ```no_run
+    /// let (config, ignored) = kpl_producer::Config::from_kpl_properties_file("kpl.properties")?;
+    /// for key in ignored {
+    ///     eprintln!("not applied: {key}");
+    /// }
+    /// # Ok::<(), kpl_producer::ConfigError>(())
+    /// ```
+    pub fn from_kpl_properties_file(
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<(Self, Vec<IgnoredKey>), ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::from_kpl_properties(&text)
     }
 }
 

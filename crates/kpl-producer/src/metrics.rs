@@ -196,10 +196,8 @@ impl MetricName {
     }
 
     fn index(self) -> usize {
-        Self::ALL
-            .iter()
-            .position(|m| *m == self)
-            .unwrap_or_default()
+        // `ALL` lists the variants in their declaration order.
+        self as usize
     }
 }
 
@@ -313,7 +311,7 @@ impl Series {
 /// error code for `ErrorsByCode`.
 #[derive(Debug, Default)]
 struct Level {
-    series: HashMap<usize, Series>,
+    series: [Series; MetricName::ALL.len()],
     codes: HashMap<String, Series>,
 }
 
@@ -328,11 +326,7 @@ impl Level {
                     self.codes.insert(code.to_owned(), s);
                 }
             },
-            None => self
-                .series
-                .entry(name.index())
-                .or_default()
-                .add_summary(second, values),
+            None => self.series[name.index()].add_summary(second, values),
         }
     }
 }
@@ -579,8 +573,8 @@ impl MetricsRecorder {
                         d.push(("ErrorCode", code.clone()));
                         emit(metric, d, s);
                     }
-                } else if let Some(s) = level.series.get(&metric.index()) {
-                    emit(metric, dims.clone(), s);
+                } else {
+                    emit(metric, dims.clone(), &level.series[metric.index()]);
                 }
             }
         }

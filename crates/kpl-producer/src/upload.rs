@@ -149,9 +149,8 @@ impl Task {
         let mut stop = stop;
         // The first second not uploaded yet.
         let mut next = 0u64;
-        let mut backoff = Duration::ZERO;
         loop {
-            let wake = self.runtime.sleep(self.delay.max(backoff));
+            let wake = self.runtime.sleep(self.delay);
             let done = match futures::future::select(wake, &mut stop).await {
                 futures::future::Either::Left(_) => None,
                 // Asked for the last upload, or the producer is gone.
@@ -160,7 +159,7 @@ impl Task {
             // Complete seconds only, but for the last upload.
             next = self.take(next, done.is_some());
             match done {
-                None => backoff = self.send_queue(false).await,
+                None => self.send_queue(false).await,
                 Some(done) => {
                     // The last upload: each queued batch tried once more.
                     self.send_queue(true).await;
@@ -192,10 +191,10 @@ impl Task {
         next
     }
 
-    /// Sends the queue in order; stops at a retryable failure and returns the
-    /// backoff before the next try (zero when the queue was emptied).
-    async fn send_queue(&mut self, last: bool) -> Duration {
-        let mut failures = 0u32;
+    /// Sends the queue in order; stops at a retryable failure (the queue is tried
+    /// again at the next interval), but for the last upload, which tries each batch
+    /// once.
+    async fn send_queue(&mut self, last: bool) {
         while let Some(batch) = self.queue.front().cloned() {
             let started: Instant = self.runtime.now();
             match self.uploader.upload(batch).await {
@@ -221,7 +220,6 @@ impl Task {
                         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    failures += 1;
                     warn!(error = %e, queued = self.queue.len(), "metrics upload failed; retried later");
                     if last {
                         // At shutdown each batch gets one more try, no waiting.
@@ -229,10 +227,9 @@ impl Task {
                         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    return Duration::from_secs(1 << failures.min(5));
+                    return;
                 }
             }
         }
-        Duration::ZERO
     }
 }

@@ -561,17 +561,7 @@ fn still_open(conn: &mut Conn) -> bool {
     if Pin::new(&mut conn.connection).poll(&mut cx).is_ready() {
         return false;
     }
-    !conn.sender.is_closed() && conn.sender.poll_ready(&mut cx).is_ready_and_ok()
-}
-
-trait ReadyOk {
-    fn is_ready_and_ok(&self) -> bool;
-}
-
-impl<E> ReadyOk for Poll<Result<(), E>> {
-    fn is_ready_and_ok(&self) -> bool {
-        matches!(self, Poll::Ready(Ok(())))
-    }
+    !conn.sender.is_closed() && matches!(conn.sender.poll_ready(&mut cx), Poll::Ready(Ok(())))
 }
 
 /// Polls `work` to its end while driving the connection it runs on. A connection

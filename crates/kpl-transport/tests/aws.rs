@@ -65,13 +65,7 @@ fn a_refused_connection_is_transient() {
             .build()
             .await
             .unwrap();
-        let err = transport
-            .put_records(PutRecordsRequest::new(
-                StreamId::parse("s"),
-                vec![PutRecordsEntry::new("k", None, Bytes::from_static(b"x"))],
-            ))
-            .await
-            .unwrap_err();
+        let err = put_one(&transport).await;
         assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
         assert!(err.kind().is_retryable());
     });
@@ -126,13 +120,7 @@ fn a_failing_credential_provider_is_retryable_and_nothing_was_sent() {
             .build()
             .await
             .unwrap();
-        let err = transport
-            .put_records(PutRecordsRequest::new(
-                StreamId::parse("s"),
-                vec![PutRecordsEntry::new("k", None, Bytes::from_static(b"x"))],
-            ))
-            .await
-            .unwrap_err();
+        let err = put_one(&transport).await;
         assert_eq!(err.code(), Some("CredentialsError"), "{err}");
         assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
         assert!(err.kind().is_retryable());
@@ -184,13 +172,7 @@ fn an_sdk_config_with_its_own_http_client_keeps_it() {
             .build()
             .await
             .unwrap();
-        let err = transport
-            .put_records(PutRecordsRequest::new(
-                StreamId::parse("s"),
-                vec![PutRecordsEntry::new("k", None, Bytes::from_static(b"x"))],
-            ))
-            .await
-            .unwrap_err();
+        let err = put_one(&transport).await;
         assert!(
             err.to_string().contains("the user's own client refused"),
             "{err}"
@@ -237,13 +219,7 @@ async fn put_to(port: u16, client: kpl_transport::HttpRuntime) -> kpl_transport:
         .build()
         .await
         .unwrap();
-    transport
-        .put_records(PutRecordsRequest::new(
-            StreamId::parse("s"),
-            vec![PutRecordsEntry::new("k", None, Bytes::from_static(b"x"))],
-        ))
-        .await
-        .unwrap_err()
+    put_one(&transport).await
 }
 
 /// A connection closed after the request was written may have stored it; one never
@@ -273,4 +249,15 @@ fn a_lost_answer_may_have_stored_a_refused_connection_did_not() {
             assert!(!err.may_have_been_stored(), "{client:?}: {err}");
         });
     }
+}
+
+/// One record put into stream `s`: the error it fails with.
+async fn put_one(transport: &AwsTransport) -> kpl_transport::TransportError {
+    transport
+        .put_records(PutRecordsRequest::new(
+            StreamId::parse("s"),
+            vec![PutRecordsEntry::new("k", None, Bytes::from_static(b"x"))],
+        ))
+        .await
+        .unwrap_err()
 }
