@@ -754,6 +754,11 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             run.tally.not_sent += 1;
             run.not_sent(line, "NotSent", why);
         }
+        // Reading stopped after the last line drained: every line up to it is
+        // accounted for (acknowledged, failed, or not sent in --failed).
+        if let Some(last) = leftover.last() {
+            position = Some((last.source, last.number));
+        }
     }
     // Settle what was accepted.
     let timeout = Duration::from_millis(args.shutdown_timeout);

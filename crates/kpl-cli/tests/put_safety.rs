@@ -242,9 +242,65 @@ fn sigterm_settles_what_was_accepted_and_accounts_for_every_line() {
         "{err}"
     );
     assert!(err.contains("stopped by SIGTERM"), "{err}");
+
     let mut numbers: Vec<u64> = lines.iter().map(|l| l["Line"].as_u64().unwrap()).collect();
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=5_000).collect::<Vec<u64>>(), "each line once");
+}
+
+/// Stopped while the producer is full, with lines read ahead and not handed over:
+/// the line named is the last one read, and every line up to it is accounted for.
+#[test]
+fn a_signal_names_the_last_line_read() {
+    let dir = temp_dir("sig-read-ahead");
+    let failed = dir.join("failed.jsonl");
+    let input = dir.join("input.txt");
+    let text: String = (1..=50_000).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(&input, text).unwrap();
+    let endpoint = dead_endpoint();
+    let mut args = put_args(
+        &endpoint,
+        &[
+            "--failed",
+            failed.to_str().unwrap(),
+            "--shutdown-timeout",
+            "500",
+            "--max-outstanding-records",
+            "100",
+        ],
+    );
+    args.push(input.to_str().unwrap());
+    let mut child = spawn_put(&args);
+    std::thread::sleep(Duration::from_millis(1_500));
+    signal(&child, "TERM");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(143), "{err}");
+    let mut numbers: Vec<u64> = failed_lines(&failed)
+        .iter()
+        .map(|l| l["Line"].as_u64().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    let last = *numbers.last().expect("lines failed or not sent");
+    assert!(
+        last > 100,
+        "lines were read ahead of the full producer: {last}"
+    );
+    assert_eq!(
+        numbers,
+        (1..=last).collect::<Vec<u64>>(),
+        "each line up to it, once"
+    );
+    assert!(
+        err.contains(&format!("reading stopped at {}:{last}", input.display())),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
