@@ -359,3 +359,70 @@ fn a_credential_provider_blip_delays_records_and_loses_none() {
         assert!(retried > 0, "the blip was seen and retried");
     });
 }
+
+/// `Producer::from_config` with metrics on uploads them to `CloudwatchEndpoint`
+/// (here the loopback stand-in) every `MetricsUploadDelay` and at shutdown, while
+/// its records go to kinesis-mock; a CloudWatch brownout (500s through the SDK's
+/// retries) is retried at the next interval, and nothing is counted twice.
+#[test]
+#[ignore = "needs kinesis-mock: run by `cargo xtask ci`"]
+fn from_config_uploads_metrics_to_the_cloudwatch_endpoint() {
+    use kpl_producer::{MetricsGranularity, MetricsLevel};
+    use kpl_tests::cloudwatch::CloudWatchStandIn;
+    run(On::Tokio, |env| async move {
+        let peer = env.peer.clone();
+        let (stream, _) = env
+            .admin(async move { peer.create_stream("producer-metrics", 2).await })
+            .await;
+        let cloudwatch = CloudWatchStandIn::start();
+        let config = config()
+            .to_builder()
+            .region("us-east-1")
+            .kinesis_endpoint(env.peer.endpoint())
+            .metrics_level(MetricsLevel::Summary)
+            .metrics_granularity(MetricsGranularity::Stream)
+            .metrics_namespace("KplRsProducerTest")
+            .metrics_upload_delay(Duration::from_secs(1))
+            .cloudwatch_endpoint(cloudwatch.url())
+            .build()
+            .unwrap();
+        let producer = Producer::from_config(config).await.unwrap();
+        // The first upload fails on all of the SDK's three attempts.
+        for _ in 0..3 {
+            cloudwatch.fail_next(500, "InternalServiceFault");
+        }
+        let mut sent = Vec::new();
+        for second in 0..3 {
+            sent.extend(put_range(&producer, &stream, second * 100, second * 100 + 100, 9).await);
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        producer.shutdown(Duration::from_secs(60)).await;
+        for s in &sent {
+            assert!(s.future.wait(Duration::ZERO).unwrap().is_success());
+        }
+        let stats = producer.metrics_upload_stats();
+        assert_eq!(stats.failed_attempts, 1, "{stats:?}");
+        assert_eq!(stats.dropped, 0);
+        assert!(stats.uploaded >= 2, "periodic and last uploads: {stats:?}");
+        let requests = cloudwatch.requests();
+        assert!(requests.iter().all(|r| r.namespace == "KplRsProducerTest"));
+        let data = cloudwatch.data();
+        let put = |dims: usize| -> f64 {
+            data.iter()
+                .filter(|d| d.name == "UserRecordsPut" && d.dimensions.len() == dims)
+                .map(|d| d.sum)
+                .sum()
+        };
+        assert_eq!(put(0), 300.0, "each record counted once");
+        assert_eq!(put(1), 300.0);
+        assert!(
+            data.iter()
+                .filter(|d| d.dimensions.len() == 1)
+                .all(|d| d.dimension("StreamName") == Some(stream.as_str())),
+        );
+        // Summary level: no per-shard metrics, no detailed-only names.
+        assert!(data.iter().all(|d| d.dimension("ShardId").is_none()));
+        assert!(data.iter().any(|d| d.name == "BufferingTime"));
+        assert!(!data.iter().any(|d| d.name == "UserRecordsPending"));
+    });
+}

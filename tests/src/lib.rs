@@ -1,3 +1,6 @@
-//! Workspace-wide tests of kpl-rs; the library itself is empty.
+//! Workspace-wide tests of kpl-rs, and stand-ins of services that tests of other
+//! crates use.
 
 #![forbid(unsafe_code)]
+
+pub mod cloudwatch;

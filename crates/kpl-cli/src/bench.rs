@@ -137,9 +137,23 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 (Arc::new(sim.clone()), Some(sim), "bench".into())
             }
         };
+    // Metrics go to CloudWatch only when asked (--metrics-endpoint): a bench's
+    // figures are not an account's by default.
+    let uploader = match config.cloudwatch_endpoint() {
+        Some(_) => {
+            let settings = AwsTransport::builder()
+                .region(config.region().unwrap_or_else(|| "us-east-1".into()));
+            runtime.block_on(crate::settings::cloudwatch_uploader(&config, settings))?
+        }
+        None => None,
+    };
     let producer = {
         let _guard = runtime.enter();
-        Producer::builder(config.clone(), transport).build(Runtime::tokio())
+        let mut producer = Producer::builder(config.clone(), transport);
+        if let Some(uploader) = uploader {
+            producer = producer.metrics_uploader(uploader);
+        }
+        producer.build(Runtime::tokio())
     };
     let key_space = args.key_space.unwrap_or(args.records as u64).max(1);
     let filler = vec![b'.'; args.size.saturating_sub(8)];
@@ -425,6 +439,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
     }
     runtime.block_on(producer.shutdown(Duration::from_secs(5)));
+    if let Some(line) = crate::settings::upload_summary(&producer) {
+        println!("  metrics      {line}");
+    }
     Ok(if verdict == Some(false) || failures > 0 {
         ExitCode::FAILURE
     } else {

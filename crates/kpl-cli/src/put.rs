@@ -597,10 +597,18 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         HttpClient::Tokio => kpl::HttpRuntime::Tokio,
         HttpClient::AsyncIo => kpl::HttpRuntime::AsyncIo,
     });
+    let uploader = runtime.block_on(crate::settings::cloudwatch_uploader(
+        &config,
+        builder.clone(),
+    ))?;
     let transport = runtime.block_on(builder.build())?;
     let producer = {
         let _guard = runtime.enter();
-        Producer::builder(config, Arc::new(transport)).build(Runtime::tokio())
+        let mut producer = Producer::builder(config, Arc::new(transport));
+        if let Some(uploader) = uploader {
+            producer = producer.metrics_uploader(uploader);
+        }
+        producer.build(Runtime::tokio())
     };
     let mut signals = watch_signals(&runtime);
     let (sources, readers): (Vec<String>, Vec<_>) = inputs.into_iter().unzip();
@@ -808,6 +816,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     for line in crate::settings::metrics_summary(&producer) {
         eprintln!("kpl put: metric {line}");
+    }
+    if let Some(line) = crate::settings::upload_summary(&producer) {
+        eprintln!("kpl put: metrics {line}");
     }
     let at = position.map_or_else(
         || "before the first line".to_owned(),

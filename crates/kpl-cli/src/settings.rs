@@ -1,6 +1,7 @@
 //! The producer's settings as flags, shared by `kpl put` and `kpl bench`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -58,13 +59,25 @@ pub(crate) struct ProducerArgs {
     /// Bytes accepted but unresolved before reading input pauses.
     #[arg(long)]
     max_outstanding_bytes: Option<usize>,
-    /// MetricsLevel: none, summary or detailed (the KPL's metrics, kept in memory
-    /// and summarised at the end of the run).
+    /// MetricsLevel: none, summary or detailed (the KPL's metrics, summarised at
+    /// the end of the run; `kpl put` uploads them to CloudWatch, `kpl bench` only
+    /// to --metrics-endpoint).
     #[arg(long, value_name = "LEVEL", value_parser = parse_level)]
     metrics_level: Option<MetricsLevel>,
     /// MetricsGranularity: global, stream or shard.
     #[arg(long, value_name = "GRANULARITY", value_parser = parse_granularity)]
     metrics_granularity: Option<MetricsGranularity>,
+    /// MetricsNamespace: the CloudWatch namespace of uploaded metrics.
+    #[arg(long, value_name = "NAMESPACE")]
+    metrics_namespace: Option<String>,
+    /// MetricsUploadDelay, milliseconds: how often metrics are uploaded (and once
+    /// more at the end of the run).
+    #[arg(long, value_name = "MS")]
+    metrics_upload_delay: Option<u64>,
+    /// CloudwatchEndpoint, as a URL: where metrics are uploaded instead of the
+    /// region's CloudWatch.
+    #[arg(long, value_name = "URL")]
+    metrics_endpoint: Option<String>,
 }
 
 fn parse_level(value: &str) -> Result<MetricsLevel, String> {
@@ -177,8 +190,49 @@ impl ProducerArgs {
         if let Some(granularity) = self.metrics_granularity {
             b = b.metrics_granularity(granularity);
         }
+        if let Some(namespace) = &self.metrics_namespace {
+            b = b.metrics_namespace(namespace);
+        }
+        if let Some(ms) = self.metrics_upload_delay {
+            b = b.metrics_upload_delay(Duration::from_millis(ms));
+        }
+        if let Some(url) = &self.metrics_endpoint {
+            b = b.cloudwatch_endpoint(url);
+        }
         Ok(b.build()?)
     }
+}
+
+/// What the metrics uploads did, when there were any.
+pub(crate) fn upload_summary(producer: &kpl::Producer) -> Option<String> {
+    let s = producer.metrics_upload_stats();
+    (s != kpl::UploadStats::default()).then(|| {
+        format!(
+            "uploads: {} batches uploaded, {} attempts failed, {} batches dropped",
+            s.uploaded, s.failed_attempts, s.dropped
+        )
+    })
+}
+
+/// The CloudWatch uploader for a run with metrics on (none when they are off),
+/// built from the transport's settings (region, credentials, HTTP client, proxy,
+/// trust) with `CloudwatchEndpoint` if set. Call inside the tokio runtime.
+pub(crate) async fn cloudwatch_uploader(
+    config: &Config,
+    transport: kpl::AwsTransportBuilder,
+) -> anyhow::Result<Option<Arc<dyn kpl::MetricsUploader>>> {
+    if config.metrics_level() == MetricsLevel::None {
+        return Ok(None);
+    }
+    let mut builder = kpl::CloudWatchBuilder::from_transport_settings(transport);
+    if let Some(url) = config.cloudwatch_endpoint() {
+        builder = builder.endpoint_url(url);
+    }
+    let client = builder
+        .build()
+        .await
+        .context("cannot set up the CloudWatch client for metrics")?;
+    Ok(Some(Arc::new(kpl::CloudWatchUploader::new(client))))
 }
 
 /// `config` with another `RateLimit`.

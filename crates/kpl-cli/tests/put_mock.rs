@@ -126,3 +126,119 @@ fn put_json_lines_into_kinesis_mock() {
         "every line stored once, its data the --data-field string"
     );
 }
+
+/// `kpl put` with metrics on, against kinesis-mock and a loopback CloudWatch
+/// stand-in: the KPL's names, units and dimensions arrive under the namespace
+/// asked for, and a run shorter than the upload interval is not lost: its metrics
+/// go in the last upload at shutdown.
+#[test]
+#[ignore = "needs kinesis-mock: run by `cargo xtask ci`"]
+fn put_uploads_the_kpl_metrics_at_shutdown() {
+    let endpoint = std::env::var("KPL_KINESIS_MOCK_ENDPOINT")
+        .expect("KPL_KINESIS_MOCK_ENDPOINT: run through `cargo xtask ci`");
+    let cloudwatch = kpl_tests::cloudwatch::CloudWatchStandIn::start();
+    let stream = format!("cli-metrics-{}", std::process::id());
+    call(
+        &endpoint,
+        "CreateStream",
+        json!({"StreamName": stream, "ShardCount": 2}),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let input: String = (0..500).map(|i| format!("line {i}\n")).collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
+        .args(["put", "--stream", &stream, "--endpoint", &endpoint])
+        .args(["--region", "us-east-1", "--quiet"])
+        .args([
+            "--metrics-level",
+            "detailed",
+            "--metrics-granularity",
+            "shard",
+        ])
+        .args(["--metrics-namespace", "KplRsCliTest"])
+        // Longer than the run: only the last upload, at shutdown, sends them.
+        .args(["--metrics-upload-delay", "600000"])
+        .args(["--metrics-endpoint", cloudwatch.url()])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("500 sent, 500 acknowledged, 0 failed"),
+        "{err}"
+    );
+    assert!(err.contains("uploads: 1 batches uploaded"), "{err}");
+
+    let requests = cloudwatch.requests();
+    assert!(!requests.is_empty(), "{err}");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.namespace == "KplRsCliTest" && r.signed)
+    );
+    let data = cloudwatch.data();
+    let names: std::collections::BTreeSet<&str> = data.iter().map(|d| d.name.as_str()).collect();
+    for name in [
+        "UserRecordsReceived",
+        "UserRecordsPending",
+        "UserRecordsPut",
+        "UserRecordsDataPut",
+        "KinesisRecordsPut",
+        "KinesisRecordsDataPut",
+        // AllErrors and ErrorsByCode only come with errors: none here.
+        "RetriesPerRecord",
+        "BufferingTime",
+        "RequestTime",
+        "UserRecordsPerKinesisRecord",
+        "KinesisRecordsPerPutRecordsRequest",
+    ] {
+        assert!(names.contains(name), "{name} missing from {names:?}");
+    }
+    // Units as the KPL's.
+    let unit = |name: &str| data.iter().find(|d| d.name == name).unwrap().unit.clone();
+    assert_eq!(unit("UserRecordsPut"), "Count");
+    assert_eq!(unit("UserRecordsDataPut"), "Bytes");
+    assert_eq!(unit("BufferingTime"), "Milliseconds");
+    // Dimensions: all streams together, the stream, and each of its shards.
+    let shards = call(&endpoint, "ListShards", json!({"StreamName": stream}));
+    let shard_ids: Vec<&str> = shards["Shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["ShardId"].as_str().unwrap())
+        .collect();
+    let put: Vec<_> = data.iter().filter(|d| d.name == "UserRecordsPut").collect();
+    let global: f64 = put
+        .iter()
+        .filter(|d| d.dimensions.is_empty())
+        .map(|d| d.sum)
+        .sum();
+    assert_eq!(global, 500.0, "every record counted once");
+    let per_stream: f64 = put
+        .iter()
+        .filter(|d| d.dimensions == [("StreamName".to_owned(), stream.clone())])
+        .map(|d| d.sum)
+        .sum();
+    assert_eq!(per_stream, 500.0);
+    let mut per_shard = 0.0;
+    for d in put.iter().filter(|d| d.dimension("ShardId").is_some()) {
+        assert_eq!(d.dimension("StreamName"), Some(stream.as_str()));
+        assert!(
+            shard_ids.contains(&d.dimension("ShardId").unwrap()),
+            "{d:?}"
+        );
+        per_shard += d.sum;
+    }
+    assert_eq!(per_shard, 500.0);
+}

@@ -50,6 +50,7 @@ pub struct Config {
     pub(crate) metrics_granularity: MetricsGranularity,
     pub(crate) metrics_namespace: String,
     pub(crate) metrics_upload_delay: Duration,
+    pub(crate) cloudwatch_endpoint: Option<String>,
     pub(crate) seed: u64,
 }
 
@@ -122,6 +123,7 @@ impl Default for Config {
             metrics_granularity: MetricsGranularity::Shard,
             metrics_namespace: "KinesisProducerLibrary".into(),
             metrics_upload_delay: Duration::from_secs(60),
+            cloudwatch_endpoint: None,
             seed: 0x6b70_6c2d_7273,
         }
     }
@@ -198,6 +200,9 @@ impl Config {
         metrics_namespace: String;
         /// `MetricsUploadDelay` (default 60 s): how often metrics are uploaded.
         metrics_upload_delay: Duration;
+        /// `CloudwatchEndpoint` (with `CloudwatchPort`), as a URL: where metrics
+        /// are uploaded instead of the region's CloudWatch endpoint.
+        cloudwatch_endpoint: Option<String>;
     }
 
     /// A builder holding every value of this config.
@@ -233,6 +238,8 @@ impl Config {
         let mut ignored = Vec::new();
         let mut endpoint: Option<String> = None;
         let mut port: Option<String> = None;
+        let mut cw_endpoint: Option<String> = None;
+        let mut cw_port: Option<String> = None;
         let mut proxy_host: Option<String> = None;
         let mut proxy_port: u16 = 443;
         let mut proxy_user: Option<String> = None;
@@ -366,10 +373,15 @@ impl Config {
                     c.metrics_upload_delay = parse_ms(key, value)?;
                     None
                 }
-                "CloudwatchEndpoint" | "CloudwatchPort" => Some(
-                    "metrics are not uploaded to CloudWatch yet: they are kept in memory \
-                     (Producer::metrics) and go to a MetricsUploader of yours",
-                ),
+                "CloudwatchEndpoint" => {
+                    cw_endpoint = Some(value.to_owned()).filter(|v| !v.is_empty());
+                    None
+                }
+                "CloudwatchPort" => {
+                    parse_num::<u16>(key, value)?;
+                    cw_port = Some(value.to_owned());
+                    None
+                }
                 "LogLevel" => Some(
                     "logs go through `tracing`: set the level with RUST_LOG or your subscriber's filter",
                 ),
@@ -400,15 +412,16 @@ impl Config {
                 });
             }
         }
-        if let Some(host) = endpoint {
-            // The KPL always connects with TLS, whatever the port.
-            let port = port.unwrap_or_else(|| "443".into());
-            b.config.kinesis_endpoint = Some(if host.contains("://") {
+        // The KPL always connects with TLS, whatever the port.
+        let url = |host: String, port: Option<String>| {
+            if host.contains("://") {
                 host
             } else {
-                format!("https://{host}:{port}")
-            });
-        }
+                format!("https://{host}:{}", port.as_deref().unwrap_or("443"))
+            }
+        };
+        b.config.kinesis_endpoint = endpoint.map(|host| url(host, port));
+        b.config.cloudwatch_endpoint = cw_endpoint.map(|host| url(host, cw_port));
         if let Some(host) = proxy_host {
             b.config.proxy = Some(ProxySettings {
                 host,
@@ -490,6 +503,26 @@ impl Config {
                 ))
             })?;
             builder = builder.ca_certificates_pem(pem);
+        }
+        Ok(builder)
+    }
+}
+
+impl Config {
+    /// A CloudWatch client builder from this config: the same region, timeouts,
+    /// proxy and trust settings as [`aws_transport_builder`](Self::aws_transport_builder),
+    /// with `CloudwatchEndpoint` if set (never the Kinesis endpoint). What
+    /// [`Producer::from_config`](crate::Producer::from_config) uploads metrics
+    /// with; give it other credentials before `build` to upload with those.
+    #[cfg(feature = "cloudwatch")]
+    pub fn cloudwatch_builder(
+        &self,
+    ) -> Result<kpl_transport::CloudWatchBuilder, kpl_transport::BuildError> {
+        let mut builder = kpl_transport::CloudWatchBuilder::from_transport_settings(
+            self.aws_transport_builder()?,
+        );
+        if let Some(url) = &self.cloudwatch_endpoint {
+            builder = builder.endpoint_url(url);
         }
         Ok(builder)
     }
@@ -625,6 +658,13 @@ impl ConfigBuilder {
     /// `Region`.
     pub fn region(mut self, region: impl Into<String>) -> Self {
         self.config.region = Some(region.into());
+        self
+    }
+
+    /// `CloudwatchEndpoint`, as a URL: where metrics are uploaded (a VPC endpoint,
+    /// a stand-in) instead of the region's CloudWatch.
+    pub fn cloudwatch_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.config.cloudwatch_endpoint = Some(url.into());
         self
     }
 
@@ -883,6 +923,8 @@ RequestTimeout = 10000
 Region = eu-west-1
 KinesisEndpoint = localhost
 KinesisPort = 4568
+CloudwatchEndpoint = monitoring.local
+CloudwatchPort = 4443
 MetricsLevel = none
 SomethingElse = 3
 ";
@@ -901,6 +943,14 @@ SomethingElse = 3
             Some("https://localhost:4568"),
             "the KPL always connects with TLS"
         );
+        assert_eq!(
+            c.cloudwatch_endpoint().as_deref(),
+            Some("https://monitoring.local:4443")
+        );
+        let (c, _) =
+            Config::from_kpl_properties("CloudwatchEndpoint = http://127.0.0.1:9\n").unwrap();
+        assert_eq!(c.cloudwatch_endpoint().as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(c.kinesis_endpoint(), None);
         let keys: Vec<&str> = ignored.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(keys, ["SomethingElse"]);
         assert_eq!(ignored[0].reason, "unknown key");

@@ -94,4 +94,6 @@ pub use result::{
 pub use sync::SyncBuildError;
 #[cfg(feature = "tokio")]
 pub use sync::SyncProducer;
+#[cfg(feature = "cloudwatch")]
+pub use upload::CloudWatchUploader;
 pub use upload::{MetricsBatch, MetricsUploader, UploadError, UploadFuture, UploadStats};

@@ -227,28 +227,35 @@ impl ProducerBuilder {
             (Some(m), None) => Some(m.clone()),
             (None, user) => user,
         };
+        let shared = Arc::new(Shared {
+            config: self.config,
+            epoch,
+            runtime,
+            transport: self.transport,
+            events,
+            accounting: Mutex::new(Accounting::default()),
+        });
         let upload = match (&metrics, self.uploader) {
-            (Some(recorder), Some(uploader)) => Some(UploadHandle::start(
-                &runtime,
-                recorder.clone(),
-                uploader,
-                self.config.metrics_namespace.clone(),
-                self.config.metrics_upload_delay,
-            )),
+            (Some(recorder), Some(uploader)) => {
+                let weak = Arc::downgrade(&shared);
+                Some(UploadHandle::start(
+                    &shared.runtime,
+                    recorder.clone(),
+                    uploader,
+                    (
+                        shared.config.metrics_namespace.clone(),
+                        shared.config.metrics_upload_delay,
+                    ),
+                    Box::new(move || weak.upgrade().map_or(0, |s| s.lock().records)),
+                ))
+            }
             _ => None,
         };
         Producer {
             inner: Arc::new(Inner {
                 metrics,
                 upload,
-                shared: Arc::new(Shared {
-                    config: self.config,
-                    epoch,
-                    runtime,
-                    transport: self.transport,
-                    events,
-                    accounting: Mutex::new(Accounting::default()),
-                }),
+                shared,
                 limits,
                 workers: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(0),
@@ -622,6 +629,11 @@ impl Producer {
     /// come from the standard AWS chain (environment, profile, web identity,
     /// container or instance role). With tokio, call it inside a tokio runtime.
     ///
+    /// When `MetricsLevel` is not `none`, metrics are uploaded to CloudWatch (at
+    /// `CloudwatchEndpoint`, or the region's) every `MetricsUploadDelay` and at
+    /// shutdown, as the KPL does, if the `cloudwatch` feature is on; without it they
+    /// are kept in memory only (a warning says so).
+    ///
     /// ```no_run
     /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
     /// use kpl_producer::{Config, Producer, PutRecord};
@@ -641,11 +653,16 @@ impl Producer {
     #[cfg(all(feature = "aws", any(feature = "tokio", feature = "smol")))]
     pub async fn from_config(config: Config) -> Result<Producer, kpl_transport::BuildError> {
         let transport = config.aws_transport_builder()?.build().await?;
+        let uploader = crate::upload::from_config(&config).await?;
         #[cfg(feature = "tokio")]
         let runtime = Runtime::tokio();
         #[cfg(not(feature = "tokio"))]
         let runtime = Runtime::smol();
-        Ok(Producer::builder(config, Arc::new(transport)).build(runtime))
+        let mut builder = Producer::builder(config, Arc::new(transport));
+        if let Some(uploader) = uploader {
+            builder = builder.metrics_uploader(uploader);
+        }
+        Ok(builder.build(runtime))
     }
 
     /// What the metrics upload task did (zeros without a

@@ -49,13 +49,14 @@ impl std::fmt::Debug for SyncProducer {
 impl SyncProducer {
     /// Starts the background runtime and the producer.
     pub fn new(config: Config, transport: Arc<dyn Transport>) -> std::io::Result<Self> {
-        Ok(Self::start(background_runtime()?, config, transport))
+        Ok(Self::start(background_runtime()?, config, transport, None))
     }
 
     fn start(
         runtime: tokio::runtime::Runtime,
         config: Config,
         transport: Arc<dyn Transport>,
+        uploader: Option<Arc<dyn crate::MetricsUploader>>,
     ) -> Self {
         let rt = Runtime::new(
             Arc::new(TokioExecutor::new(runtime.handle().clone())),
@@ -63,7 +64,11 @@ impl SyncProducer {
         );
         let producer = {
             let _guard = runtime.enter();
-            Producer::builder(config, transport).build(rt)
+            let mut builder = Producer::builder(config, transport);
+            if let Some(uploader) = uploader {
+                builder = builder.metrics_uploader(uploader);
+            }
+            builder.build(rt)
         };
         Self {
             producer: Some(producer),
@@ -92,10 +97,13 @@ impl SyncProducer {
         let transport = config
             .aws_transport_builder()
             .map_err(SyncBuildError::Transport)?;
-        let transport = runtime
-            .block_on(transport.build())
+        let (transport, uploader) = runtime
+            .block_on(async {
+                let transport = transport.build().await?;
+                Ok((transport, crate::upload::from_config(&config).await?))
+            })
             .map_err(SyncBuildError::Transport)?;
-        Ok(Self::start(runtime, config, Arc::new(transport)))
+        Ok(Self::start(runtime, config, Arc::new(transport), uploader))
     }
 
     fn producer(&self) -> &Producer {

@@ -1,7 +1,8 @@
 //! Uploading the KPL's metrics every `MetricsUploadDelay` to a [`MetricsUploader`]
 //! (CloudWatch, or a destination of the user's): a task of its own, a bounded queue
 //! that drops the oldest batch when the destination falls behind, retries with
-//! backoff, and a last upload at shutdown so that a short run is not lost.
+//! backoff, and a last upload at shutdown so that a short run is not lost. The task
+//! also samples `UserRecordsPending` every second.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -9,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::channel::oneshot;
 use kpl_runtime::Runtime;
@@ -24,6 +25,8 @@ pub struct MetricsBatch {
     pub namespace: String,
     /// The metrics of the interval, one per metric and set of dimensions.
     pub metrics: Vec<Metric>,
+    /// The end of the interval, by the system clock (the time of its data points).
+    pub timestamp: SystemTime,
 }
 
 /// Why an upload failed.
@@ -34,6 +37,21 @@ pub struct UploadError {
     /// Whether trying again later may succeed (a throttle, a timeout, a 5xx); a
     /// batch refused otherwise is dropped (and counted).
     pub retryable: bool,
+    /// How many of the batch's first metrics were stored before the failure (a
+    /// destination that sends a batch in several requests): they are not sent
+    /// again.
+    pub uploaded: usize,
+}
+
+impl UploadError {
+    /// A failure that stored nothing.
+    pub fn new(message: impl Into<String>, retryable: bool) -> Self {
+        Self {
+            message: message.into(),
+            retryable,
+            uploaded: 0,
+        }
+    }
 }
 
 impl fmt::Display for UploadError {
@@ -97,8 +115,8 @@ impl UploadHandle {
         runtime: &Runtime,
         recorder: Arc<MetricsRecorder>,
         uploader: Arc<dyn MetricsUploader>,
-        namespace: String,
-        delay: Duration,
+        (namespace, delay): (String, Duration),
+        pending: Box<dyn Fn() -> usize + Send + Sync>,
     ) -> Self {
         let (stop_tx, stop_rx) = oneshot::channel();
         let counters = Arc::new(Counters::default());
@@ -110,6 +128,7 @@ impl UploadHandle {
             delay: delay.max(Duration::from_secs(1)),
             queue: VecDeque::new(),
             counters: counters.clone(),
+            pending,
         };
         runtime.spawn(Box::pin(task.run(stop_rx)));
         Self {
@@ -142,6 +161,8 @@ struct Task {
     delay: Duration,
     queue: VecDeque<MetricsBatch>,
     counters: Arc<Counters>,
+    /// Records outstanding, sampled every second as `UserRecordsPending`.
+    pending: Box<dyn Fn() -> usize + Send + Sync>,
 }
 
 impl Task {
@@ -149,13 +170,25 @@ impl Task {
         let mut stop = stop;
         // The first second not uploaded yet.
         let mut next = 0u64;
+        let tick = Duration::from_secs(1);
+        let mut wake_at = self.runtime.now();
+        let mut upload_at = wake_at + self.delay;
         loop {
-            let wake = self.runtime.sleep(self.delay);
+            wake_at += tick;
+            let wake = self.runtime.sleep_until(wake_at);
             let done = match futures::future::select(wake, &mut stop).await {
                 futures::future::Either::Left(_) => None,
                 // Asked for the last upload, or the producer is gone.
                 futures::future::Either::Right((asked, _)) => Some(asked.ok()),
             };
+            self.recorder.sample_pending((self.pending)());
+            let now = self.runtime.now();
+            if done.is_none() && now < upload_at {
+                continue;
+            }
+            // After a long stall, ticks are not made up for.
+            wake_at = wake_at.max(now);
+            upload_at = now + self.delay;
             // Complete seconds only, but for the last upload.
             next = self.take(next, done.is_some());
             match done {
@@ -187,6 +220,7 @@ impl Task {
         self.queue.push_back(MetricsBatch {
             namespace: self.namespace.clone(),
             metrics,
+            timestamp: SystemTime::now(),
         });
         next
     }
@@ -214,6 +248,11 @@ impl Task {
                     self.counters
                         .failed_attempts
                         .fetch_add(1, Ordering::Relaxed);
+                    // What was stored is not sent again.
+                    if let Some(front) = self.queue.front_mut() {
+                        let stored = e.uploaded.min(front.metrics.len());
+                        front.metrics.drain(..stored);
+                    }
                     if !e.retryable {
                         warn!(error = %e, "metrics batch refused; dropped");
                         self.queue.pop_front();
@@ -231,5 +270,108 @@ impl Task {
                 }
             }
         }
+    }
+}
+
+/// Uploads to CloudWatch with PutMetricData (feature `cloudwatch`): each
+/// [`Metric`] of a batch as one data point, a statistic set (sample count, sum,
+/// minimum, maximum) with the metric's unit and dimensions, timed at the end of its
+/// interval. A batch larger than one request allows goes in several; a failure
+/// after some of them were stored says so, and only the rest is tried again.
+///
+/// [`Producer::from_config`](crate::Producer::from_config) installs one when
+/// `MetricsLevel` is not `none`; to upload with other credentials, build the client
+/// yourself:
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use kpl_producer::{CloudWatchUploader, Config, MetricsLevel, Producer};
+/// use kpl_runtime::Runtime;
+///
+/// let config = Config::builder().region("us-east-1").metrics_level(MetricsLevel::Summary).build()?;
+/// let cloudwatch = config
+///     .cloudwatch_builder()?
+///     .static_credentials("AKIA…", "…") // the metrics account's
+///     .build()
+///     .await?;
+/// let transport = config.aws_transport_builder()?.build().await?;
+/// let producer = Producer::builder(config, Arc::new(transport))
+///     .metrics_uploader(Arc::new(CloudWatchUploader::new(cloudwatch)))
+///     .build(Runtime::tokio());
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "cloudwatch")]
+#[derive(Clone, Debug)]
+pub struct CloudWatchUploader {
+    client: kpl_transport::CloudWatch,
+}
+
+#[cfg(feature = "cloudwatch")]
+impl CloudWatchUploader {
+    /// Uploads through `client`.
+    pub fn new(client: kpl_transport::CloudWatch) -> Self {
+        Self { client }
+    }
+}
+
+#[cfg(feature = "cloudwatch")]
+impl MetricsUploader for CloudWatchUploader {
+    fn upload(&self, batch: MetricsBatch) -> UploadFuture {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let data: Vec<_> = batch
+                .metrics
+                .iter()
+                .map(|m| kpl_transport::MetricDatum {
+                    name: m.name.as_str().to_owned(),
+                    unit: m.name.unit().to_owned(),
+                    dimensions: m
+                        .dimensions
+                        .iter()
+                        .map(|(n, v)| ((*n).to_owned(), v.clone()))
+                        .collect(),
+                    timestamp: batch.timestamp,
+                    sample_count: m.sample_count as f64,
+                    sum: m.sum,
+                    min: m.min,
+                    max: m.max,
+                })
+                .collect();
+            client
+                .put_metric_data(&batch.namespace, &data)
+                .await
+                .map_err(|e| UploadError {
+                    message: e.to_string(),
+                    retryable: e.is_retryable(),
+                    uploaded: e.sent(),
+                })
+        })
+    }
+}
+
+/// The uploader [`Producer::from_config`](crate::Producer::from_config) installs:
+/// CloudWatch's when metrics are on and the `cloudwatch` feature is; none (with a
+/// warning) when metrics are on without it.
+#[cfg(feature = "aws")]
+pub(crate) async fn from_config(
+    config: &crate::Config,
+) -> Result<Option<Arc<dyn MetricsUploader>>, kpl_transport::BuildError> {
+    if config.metrics_level() == crate::MetricsLevel::None {
+        return Ok(None);
+    }
+    #[cfg(feature = "cloudwatch")]
+    {
+        let client = config.cloudwatch_builder()?.build().await?;
+        Ok(Some(Arc::new(CloudWatchUploader::new(client))))
+    }
+    #[cfg(not(feature = "cloudwatch"))]
+    {
+        warn!(
+            "MetricsLevel is {:?}: metrics are kept in memory (Producer::metrics) but not \
+             uploaded, as the `cloudwatch` feature is off",
+            config.metrics_level()
+        );
+        Ok(None)
     }
 }

@@ -622,10 +622,10 @@ impl kpl_producer::MetricsUploader for Collect {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if failing {
-            return Box::pin(std::future::ready(Err(kpl_producer::UploadError {
-                message: "throttled".into(),
-                retryable: true,
-            })));
+            return Box::pin(std::future::ready(Err(kpl_producer::UploadError::new(
+                "throttled",
+                true,
+            ))));
         }
         self.batches.lock().unwrap().push(batch);
         Box::pin(std::future::ready(Ok(())))
@@ -765,4 +765,89 @@ fn a_destination_that_never_answers_yes_costs_the_oldest_batches() {
     let stats = producer.metrics_upload_stats();
     assert!(stats.dropped > 0, "{stats:?}");
     assert_eq!(stats.uploaded, 0);
+}
+
+/// A destination that stores part of a batch before failing (several requests):
+/// stores the first half of the first `partial` batches, then fails retryably
+/// saying so.
+#[derive(Default)]
+struct Halves {
+    stored: Mutex<Vec<kpl_producer::Metric>>,
+    partial: std::sync::atomic::AtomicUsize,
+}
+
+impl kpl_producer::MetricsUploader for Halves {
+    fn upload(&self, batch: kpl_producer::MetricsBatch) -> kpl_producer::UploadFuture {
+        use std::sync::atomic::Ordering;
+        let partial = self
+            .partial
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let mut stored = self.stored.lock().unwrap();
+        if partial && batch.metrics.len() > 1 {
+            let half = batch.metrics.len() / 2;
+            stored.extend_from_slice(&batch.metrics[..half]);
+            let mut e = kpl_producer::UploadError::new("the second request failed", true);
+            e.uploaded = half;
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        stored.extend(batch.metrics);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[test]
+fn what_a_failed_upload_stored_is_not_sent_again() {
+    use kpl_producer::MetricName;
+    let sink = Arc::new(Halves::default());
+    sink.partial.store(2, std::sync::atomic::Ordering::SeqCst);
+    let config = Config::builder()
+        .metrics_level(kpl_producer::MetricsLevel::Detailed)
+        .metrics_upload_delay(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let sim = Simulation::new();
+    let kinesis = Simulator::new(sim.runtime().timer().clone(), 11);
+    kinesis.create_stream("a", 4).unwrap();
+    let producer = Producer::builder(config, Arc::new(kinesis))
+        .metrics_uploader(sink.clone())
+        .build(sim.runtime());
+    let p = producer.clone();
+    let rt = sim.runtime();
+    sim.block_on(async move {
+        for i in 0..300 {
+            drop(
+                p.put_record("a", PutRecord::new(format!("k{i}"), "x"))
+                    .await
+                    .unwrap(),
+            );
+            if i % 20 == 19 {
+                rt.sleep(Duration::from_millis(500)).await;
+            }
+        }
+        p.shutdown(Duration::from_secs(10)).await;
+    })
+    .unwrap();
+    assert_eq!(producer.metrics_upload_stats().failed_attempts, 2);
+    let stored = sink.stored.lock().unwrap();
+    // Each level's UserRecordsPut adds up to what was put: nothing twice, nothing
+    // missed.
+    let put = |dims: usize| -> f64 {
+        stored
+            .iter()
+            .filter(|m| m.name == MetricName::UserRecordsPut && m.dimensions.len() == dims)
+            .map(|m| m.sum)
+            .sum()
+    };
+    assert_eq!(put(0), 300.0);
+    assert_eq!(put(1), 300.0);
+    assert_eq!(put(2), 300.0);
+    // And UserRecordsPending was sampled (every second by the upload task).
+    let pending: Vec<_> = stored
+        .iter()
+        .filter(|m| m.name == MetricName::UserRecordsPending)
+        .collect();
+    let samples: u64 = pending.iter().map(|m| m.sample_count).sum();
+    // About one a second over the run's 7.5 s, each uploaded once.
+    assert!((6..=9).contains(&samples), "{samples}");
 }

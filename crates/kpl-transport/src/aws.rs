@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_kinesis::config::retry::RetryConfig;
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
 use aws_sdk_kinesis::config::{Credentials, Region};
@@ -168,6 +169,13 @@ impl AwsTransportBuilder {
         self
     }
 
+    /// Forgets the endpoint URL (it names Kinesis's endpoint; other services of
+    /// the same settings have their own).
+    #[cfg(feature = "cloudwatch")]
+    pub(crate) fn clear_endpoint_url(&mut self) {
+        self.endpoint_url = None;
+    }
+
     /// The region, instead of the AWS chain's.
     pub fn region(mut self, region: impl Into<String>) -> Self {
         self.region = Some(region.into());
@@ -293,6 +301,24 @@ impl AwsTransportBuilder {
     /// With the tokio HTTP client ([`HttpRuntime::Tokio`]), must run inside a tokio
     /// runtime; with async-io's, under any executor.
     pub async fn build(self) -> Result<AwsTransport, BuildError> {
+        let shared = self.shared_config().await?;
+        // The producer retries, per record, within each record's time to live.
+        let mut config = aws_sdk_kinesis::config::Builder::from(&shared.sdk)
+            .retry_config(RetryConfig::disabled());
+        if let Some(url) = shared.endpoint_url {
+            config = config.endpoint_url(url);
+        }
+        Ok(AwsTransport {
+            client: aws_sdk_kinesis::Client::from_conf(config.build()),
+            connect_timeout: shared.connect_timeout,
+        })
+    }
+
+    /// The SDK config every client of ours is built from: the AWS chain (or the
+    /// given SDK config) with this builder's settings on top, and the connect
+    /// timeout. Checks the settings and that a region is known. The endpoint URL
+    /// is left to each service's config (it names one service's endpoint).
+    pub(crate) async fn shared_config(self) -> Result<SharedConfig, BuildError> {
         let (connect, request, connections) = self.check()?;
         let runtime = self
             .http_runtime
@@ -338,15 +364,13 @@ impl AwsTransportBuilder {
                 loader.load().await
             }
         };
-        let mut config = aws_sdk_kinesis::config::Builder::from(&sdk)
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(connect)
-                    .operation_attempt_timeout(request)
-                    .operation_timeout(request)
-                    .build(),
-            );
+        let mut config = sdk.into_builder().timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(connect)
+                .operation_attempt_timeout(request)
+                .operation_timeout(request)
+                .build(),
+        );
         if !given_client {
             config = config.http_client(http);
         }
@@ -357,26 +381,33 @@ impl AwsTransportBuilder {
             config = config.region(Region::new(region));
         }
         if let Some((id, secret, token)) = self.credentials {
-            config = config.credentials_provider(Credentials::new(
+            config = config.credentials_provider(SharedCredentialsProvider::new(Credentials::new(
                 id,
                 secret,
                 token,
                 None,
                 "kpl-static",
-            ));
-        }
-        if let Some(url) = self.endpoint_url {
-            config = config.endpoint_url(url);
+            )));
         }
         let config = config.build();
         if config.region().is_none() {
             return Err(BuildError::NoRegion);
         }
-        Ok(AwsTransport {
-            client: aws_sdk_kinesis::Client::from_conf(config),
+        Ok(SharedConfig {
+            sdk: config,
             connect_timeout: connect,
+            endpoint_url: self.endpoint_url,
         })
     }
+}
+
+/// What every client of ours is built from.
+pub(crate) struct SharedConfig {
+    /// The AWS chain's config with the builder's settings on top.
+    pub(crate) sdk: SdkConfig,
+    pub(crate) connect_timeout: Duration,
+    /// The builder's endpoint URL, for the one service it names.
+    pub(crate) endpoint_url: Option<String>,
 }
 
 /// The HTTP client and sleep of a runtime (no sleep: the SDK's default, tokio's).

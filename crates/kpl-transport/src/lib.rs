@@ -42,6 +42,8 @@
 mod async_io_http;
 #[cfg(feature = "aws")]
 mod aws;
+#[cfg(feature = "cloudwatch")]
+mod cloudwatch;
 mod error;
 #[cfg(feature = "aws")]
 mod proxy;
@@ -54,6 +56,10 @@ use kpl_codec::HashKey;
 
 #[cfg(feature = "aws")]
 pub use aws::{AwsTransport, AwsTransportBuilder, BuildError, HttpRuntime};
+#[cfg(feature = "cloudwatch")]
+pub use cloudwatch::{
+    CloudWatch, CloudWatchBuilder, MAX_DATA_PER_REQUEST, MetricDatum, PutMetricDataError,
+};
 pub use error::{ErrorKind, TIMEOUT_CODE, TransportError};
 #[cfg(feature = "aws")]
 pub use proxy::Proxy;

@@ -34,6 +34,7 @@
 //! | `aws` | yes | the AWS transport (aws-sdk-kinesis) and [`Producer::from_config`] |
 //! | `sim` | | [`sim`]: an in-process Kinesis with shard limits, resharding and faults, for tests |
 //! | `metrics` | | [`MetricsExporter`]: the KPL's metrics through the `metrics` crate |
+//! | `cloudwatch` | | [`CloudWatchUploader`]: metrics uploaded to CloudWatch, by [`Producer::from_config`] when `MetricsLevel` is not `none` |
 //!
 //! On smol: `kpl = { version = "0.1", default-features = false, features = ["smol", "aws"] }`.
 //!
@@ -89,6 +90,11 @@ pub use kpl_codec::{DecodeError, deaggregate};
 
 #[cfg(feature = "aws")]
 pub use kpl_transport::{AwsTransport, AwsTransportBuilder, BuildError, HttpRuntime, Proxy};
+
+#[cfg(feature = "cloudwatch")]
+pub use kpl_producer::CloudWatchUploader;
+#[cfg(feature = "cloudwatch")]
+pub use kpl_transport::{CloudWatch, CloudWatchBuilder, MetricDatum, PutMetricDataError};
 
 pub use bytes::Bytes;
 pub use kpl_runtime::Runtime;
