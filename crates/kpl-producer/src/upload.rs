@@ -353,7 +353,7 @@ impl MetricsUploader for CloudWatchUploader {
 /// The uploader [`Producer::from_config`](crate::Producer::from_config) installs:
 /// CloudWatch's when metrics are on and the `cloudwatch` feature is; none (with a
 /// warning) when metrics are on without it.
-#[cfg(feature = "aws")]
+#[cfg(all(feature = "aws", any(feature = "tokio", feature = "smol")))]
 pub(crate) async fn from_config(
     config: &crate::Config,
 ) -> Result<Option<Arc<dyn MetricsUploader>>, kpl_transport::BuildError> {
