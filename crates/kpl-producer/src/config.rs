@@ -949,7 +949,10 @@ SomethingElse = 3
         );
         let (c, _) =
             Config::from_kpl_properties("CloudwatchEndpoint = http://127.0.0.1:9\n").unwrap();
-        assert_eq!(c.cloudwatch_endpoint().as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(
+            c.cloudwatch_endpoint().as_deref(),
+            Some("http://127.0.0.1:9")
+        );
         assert_eq!(c.kinesis_endpoint(), None);
         let keys: Vec<&str> = ignored.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(keys, ["SomethingElse"]);
