@@ -124,6 +124,169 @@ fn one_block_md5(input: &[u8]) -> Option<[u8; 16]> {
     Some(out)
 }
 
+/// Four lanes of 32-bit words, one per message: written lane by lane, so that
+/// the compiler turns each operation into one SIMD instruction (SSE2 on x86-64).
+#[derive(Clone, Copy)]
+struct Lanes([u32; 4]);
+
+impl Lanes {
+    #[inline(always)]
+    fn splat(v: u32) -> Self {
+        Self([v; 4])
+    }
+    #[inline(always)]
+    fn map2(self, o: Self, f: impl Fn(u32, u32) -> u32) -> Self {
+        let (a, b) = (self.0, o.0);
+        Self([f(a[0], b[0]), f(a[1], b[1]), f(a[2], b[2]), f(a[3], b[3])])
+    }
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        self.map2(o, u32::wrapping_add)
+    }
+    #[inline(always)]
+    fn and(self, o: Self) -> Self {
+        self.map2(o, |a, b| a & b)
+    }
+    #[inline(always)]
+    fn or(self, o: Self) -> Self {
+        self.map2(o, |a, b| a | b)
+    }
+    #[inline(always)]
+    fn xor(self, o: Self) -> Self {
+        self.map2(o, |a, b| a ^ b)
+    }
+    #[inline(always)]
+    fn not(self) -> Self {
+        let a = self.0;
+        Self([!a[0], !a[1], !a[2], !a[3]])
+    }
+    #[inline(always)]
+    fn rotl<const S: u32>(self) -> Self {
+        let a = self.0;
+        Self([
+            a[0].rotate_left(S),
+            a[1].rotate_left(S),
+            a[2].rotate_left(S),
+            a[3].rotate_left(S),
+        ])
+    }
+}
+
+/// MD5 of four messages of at most 55 bytes each at once (four lanes of the same
+/// one-block computation as [`one_block_md5`]). `None` if one is longer.
+fn one_block_md5_x4(inputs: [&[u8]; 4]) -> Option<[[u8; 16]; 4]> {
+    if inputs.iter().any(|i| i.len() > 55) {
+        return None;
+    }
+    // The padded blocks, then their words lane by lane.
+    let mut m = [Lanes::splat(0); 16];
+    for (lane, input) in inputs.iter().enumerate() {
+        let mut block = [0u8; 64];
+        block[..input.len()].copy_from_slice(input);
+        block[input.len()] = 0x80;
+        block[56..].copy_from_slice(&((input.len() as u64) * 8).to_le_bytes());
+        for (word, bytes) in m.iter_mut().zip(block.chunks_exact(4)) {
+            word.0[lane] = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        }
+    }
+    let init = [0x6745_2301u32, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
+    let (mut a, mut b, mut c, mut d) = (
+        Lanes::splat(init[0]),
+        Lanes::splat(init[1]),
+        Lanes::splat(init[2]),
+        Lanes::splat(init[3]),
+    );
+    macro_rules! step4 {
+        (F, $i:expr, $g:expr, $s:expr) => { step4!(@ b.and(c).or(b.not().and(d)), $i, $g, $s) };
+        (G, $i:expr, $g:expr, $s:expr) => { step4!(@ d.and(b).or(d.not().and(c)), $i, $g, $s) };
+        (H, $i:expr, $g:expr, $s:expr) => { step4!(@ b.xor(c).xor(d), $i, $g, $s) };
+        (I, $i:expr, $g:expr, $s:expr) => { step4!(@ c.xor(b.or(d.not())), $i, $g, $s) };
+        (@ $f:expr, $i:expr, $g:expr, $s:expr) => {{
+            let f: Lanes = $f;
+            let sum = a.add(f).add(Lanes::splat(MD5_K[$i])).add(m[$g]);
+            a = d;
+            d = c;
+            c = b;
+            b = b.add(sum.rotl::<$s>());
+        }};
+    }
+    step4!(F, 0, 0, 7);
+    step4!(F, 1, 1, 12);
+    step4!(F, 2, 2, 17);
+    step4!(F, 3, 3, 22);
+    step4!(F, 4, 4, 7);
+    step4!(F, 5, 5, 12);
+    step4!(F, 6, 6, 17);
+    step4!(F, 7, 7, 22);
+    step4!(F, 8, 8, 7);
+    step4!(F, 9, 9, 12);
+    step4!(F, 10, 10, 17);
+    step4!(F, 11, 11, 22);
+    step4!(F, 12, 12, 7);
+    step4!(F, 13, 13, 12);
+    step4!(F, 14, 14, 17);
+    step4!(F, 15, 15, 22);
+    step4!(G, 16, 1, 5);
+    step4!(G, 17, 6, 9);
+    step4!(G, 18, 11, 14);
+    step4!(G, 19, 0, 20);
+    step4!(G, 20, 5, 5);
+    step4!(G, 21, 10, 9);
+    step4!(G, 22, 15, 14);
+    step4!(G, 23, 4, 20);
+    step4!(G, 24, 9, 5);
+    step4!(G, 25, 14, 9);
+    step4!(G, 26, 3, 14);
+    step4!(G, 27, 8, 20);
+    step4!(G, 28, 13, 5);
+    step4!(G, 29, 2, 9);
+    step4!(G, 30, 7, 14);
+    step4!(G, 31, 12, 20);
+    step4!(H, 32, 5, 4);
+    step4!(H, 33, 8, 11);
+    step4!(H, 34, 11, 16);
+    step4!(H, 35, 14, 23);
+    step4!(H, 36, 1, 4);
+    step4!(H, 37, 4, 11);
+    step4!(H, 38, 7, 16);
+    step4!(H, 39, 10, 23);
+    step4!(H, 40, 13, 4);
+    step4!(H, 41, 0, 11);
+    step4!(H, 42, 3, 16);
+    step4!(H, 43, 6, 23);
+    step4!(H, 44, 9, 4);
+    step4!(H, 45, 12, 11);
+    step4!(H, 46, 15, 16);
+    step4!(H, 47, 2, 23);
+    step4!(I, 48, 0, 6);
+    step4!(I, 49, 7, 10);
+    step4!(I, 50, 14, 15);
+    step4!(I, 51, 5, 21);
+    step4!(I, 52, 12, 6);
+    step4!(I, 53, 3, 10);
+    step4!(I, 54, 10, 15);
+    step4!(I, 55, 1, 21);
+    step4!(I, 56, 8, 6);
+    step4!(I, 57, 15, 10);
+    step4!(I, 58, 6, 15);
+    step4!(I, 59, 13, 21);
+    step4!(I, 60, 4, 6);
+    step4!(I, 61, 11, 10);
+    step4!(I, 62, 2, 15);
+    step4!(I, 63, 9, 21);
+    let mut out = [[0u8; 16]; 4];
+    for (lane, digest) in out.iter_mut().enumerate() {
+        for (chunk, (word, start)) in digest.chunks_exact_mut(4).zip(
+            [a.0[lane], b.0[lane], c.0[lane], d.0[lane]]
+                .into_iter()
+                .zip(init),
+        ) {
+            chunk.copy_from_slice(&word.wrapping_add(start).to_le_bytes());
+        }
+    }
+    Some(out)
+}
+
 /// A position in a stream's 128-bit hash key space.
 ///
 /// Kinesis routes every record by its hash key: the explicit hash key when the
@@ -169,6 +332,48 @@ impl HashKey {
             None => Md5::digest(bytes).into(),
         };
         Self(u128::from_be_bytes(digest))
+    }
+
+    /// The hash keys of many partition keys, in order: as
+    /// [`from_partition_key`](Self::from_partition_key) of each, with short keys
+    /// (up to 55 bytes) hashed four at a time.
+    ///
+    /// ```
+    /// use kpl_codec::HashKey;
+    ///
+    /// let keys = ["a", "b", "c", "d", "e"];
+    /// let hashed = HashKey::from_partition_keys(keys);
+    /// assert_eq!(hashed[4], HashKey::from_partition_key("e"));
+    /// ```
+    pub fn from_partition_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> Vec<Self> {
+        let keys = keys.into_iter();
+        let mut out = Vec::with_capacity(keys.size_hint().0);
+        // Up to four short keys waiting, with the places of their hash keys.
+        let mut group: [(&[u8], usize); 4] = [(&[], 0); 4];
+        let mut waiting = 0;
+        for key in keys {
+            let bytes = key.as_bytes();
+            if bytes.len() > 55 {
+                out.push(Self::from_partition_key(key));
+                continue;
+            }
+            group[waiting] = (bytes, out.len());
+            out.push(Self(0));
+            waiting += 1;
+            if waiting == 4 {
+                let digests =
+                    one_block_md5_x4(group.map(|(k, _)| k)).expect("keys of at most 55 bytes");
+                for ((_, at), digest) in group.iter().zip(digests) {
+                    out[*at] = Self(u128::from_be_bytes(digest));
+                }
+                waiting = 0;
+            }
+        }
+        for (key, at) in &group[..waiting] {
+            let digest = one_block_md5(key).expect("a key of at most 55 bytes");
+            out[*at] = Self(u128::from_be_bytes(digest));
+        }
+        out
     }
 
     /// Parses an explicit hash key the way Kinesis accepts it: a non-empty string
@@ -329,6 +534,30 @@ mod tests {
         fn hash_keys_of_any_key_are_md5(key in ".{0,80}") {
             let expected: [u8; 16] = Md5::digest(key.as_bytes()).into();
             prop_assert_eq!(HashKey::from_partition_key(&key).get(), u128::from_be_bytes(expected));
+        }
+    }
+
+    #[test]
+    fn four_lanes_agree_with_md5_at_every_length() {
+        let inputs: Vec<Vec<u8>> = (0..=55u8)
+            .map(|n| (0..n).map(|i| i.wrapping_mul(37) ^ n).collect())
+            .collect();
+        for w in inputs.windows(4) {
+            let got = one_block_md5_x4([&w[0], &w[1], &w[2], &w[3]]).unwrap();
+            for (input, digest) in w.iter().zip(got) {
+                let expected: [u8; 16] = Md5::digest(input).into();
+                assert_eq!(digest, expected, "length {}", input.len());
+            }
+        }
+        assert!(one_block_md5_x4([b"", b"", b"", &[0; 56]]).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn many_keys_hash_as_each_alone(keys in proptest::collection::vec(".{0,70}", 0..23)) {
+            let got = HashKey::from_partition_keys(keys.iter().map(String::as_str));
+            let want: Vec<_> = keys.iter().map(|k| HashKey::from_partition_key(k)).collect();
+            prop_assert_eq!(got, want);
         }
     }
 

@@ -494,7 +494,7 @@ impl Producer {
         // Validation and the keys' MD5 before the lock: the pipeline's driver takes
         // it too, to release space.
         let limits = &self.inner.limits;
-        let prepared: Vec<_> = records
+        let mut prepared: Vec<_> = records
             .into_iter()
             .map(|record| {
                 let keys = limits
@@ -503,14 +503,29 @@ impl Producer {
                         record.explicit_hash_key.as_deref(),
                         record.data.len(),
                     )
-                    .map(|explicit| {
-                        let hash = explicit
-                            .unwrap_or_else(|| HashKey::from_partition_key(&record.partition_key));
-                        (explicit, hash)
-                    });
+                    // The hash key of a key without one comes below.
+                    .map(|explicit| (explicit, explicit.unwrap_or(HashKey::new(0))));
                 (record, keys)
             })
             .collect();
+        // The partition keys' MD5, several at a time.
+        let needs_hash =
+            |keys: &Result<(Option<HashKey>, HashKey), _>| matches!(keys, Ok((None, _)));
+        let hashed = HashKey::from_partition_keys(
+            prepared
+                .iter()
+                .filter(|(_, keys)| needs_hash(keys))
+                .map(|(record, _)| record.partition_key.as_str()),
+        );
+        for ((_, keys), hash) in prepared
+            .iter_mut()
+            .filter(|(_, keys)| needs_hash(keys))
+            .zip(hashed)
+        {
+            if let Ok((_, h)) = keys {
+                *h = hash;
+            }
+        }
         let mut results = Vec::with_capacity(prepared.len());
         let mut recs = Vec::with_capacity(prepared.len());
         let mut rest = None;

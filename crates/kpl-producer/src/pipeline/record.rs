@@ -33,6 +33,25 @@ impl Epoch {
     }
 }
 
+/// A request's times, worked out once for all the records it carried.
+pub(super) struct RequestClock {
+    started: Instant,
+    /// `started` from the pipeline's [`Epoch`].
+    started_at: u64,
+    duration: Duration,
+}
+
+impl RequestClock {
+    /// A request sent at `started` and answered at `end`.
+    pub(super) fn new(epoch: Epoch, started: Instant, end: Instant) -> Self {
+        Self {
+            started,
+            started_at: epoch.offset(started),
+            duration: end.saturating_duration_since(started),
+        }
+    }
+}
+
 /// What the pipeline keeps of a user record once its key and data are in an
 /// encoded aggregate: 48 bytes, no allocation of its own. Everything else (key,
 /// explicit hash key, data) is read back from the aggregate in the rare case the
@@ -257,6 +276,34 @@ impl Member {
     ) {
         let attempt = self.new_attempt(epoch, started, end, error, shard, may_have_been_stored);
         self.attempts.push(attempt);
+    }
+
+    /// Its next attempt in a request timed by `clock` (not recorded yet): as
+    /// [`new_attempt`](Self::new_attempt), with the request's times worked out once
+    /// for all its records.
+    pub(super) fn new_attempt_in(
+        &self,
+        clock: &RequestClock,
+        error: Option<(&str, &str)>,
+        shard: Option<&Arc<str>>,
+        may_have_been_stored: bool,
+    ) -> Attempt {
+        let delay = match self.attempts.last() {
+            None => Duration::from_nanos(clock.started_at.saturating_sub(self.arrival)),
+            Some(a) => clock
+                .started
+                .saturating_duration_since(a.started + a.duration),
+        };
+        Attempt {
+            started: clock.started,
+            delay,
+            duration: clock.duration,
+            success: error.is_none(),
+            error_code: error.map(|(c, _)| c.to_owned()),
+            error_message: error.map(|(_, m)| m.to_owned()),
+            shard_id: shard.cloned(),
+            may_have_been_stored,
+        }
     }
 
     /// Its next attempt (not recorded yet).

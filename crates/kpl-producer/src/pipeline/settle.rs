@@ -10,7 +10,7 @@ use kpl_shardmap::{Landing, ShardId};
 use kpl_transport::{EntryResult, ErrorKind, PutRecordsResponse, TransportError};
 use tracing::{debug, warn};
 
-use super::record::{Contents, KRec, Member, Rec, Unreadable, aggregator_deadline};
+use super::record::{Contents, KRec, Member, Rec, RequestClock, Unreadable, aggregator_deadline};
 use super::{Settled, StreamPipeline, WARN_AFTER_ATTEMPTS};
 use crate::events::Event;
 use crate::result::{Attempt, RecordResult, codes};
@@ -212,19 +212,17 @@ impl StreamPipeline {
                             split.push(p.clone());
                         }
                     }
-                    let epoch = self.epoch;
+                    let clock = RequestClock::new(self.epoch, started, now);
                     if predicted_right || !k.aggregated {
                         // A raw record is delivered wherever it lands.
                         for m in k.into_members() {
-                            let attempt =
-                                m.new_attempt(epoch, started, now, None, Some(&shard_arc), false);
+                            let attempt = m.new_attempt_in(&clock, None, Some(&shard_arc), false);
                             self.succeed(m, Some(attempt), &shard_arc, &sequence_number);
                         }
                     } else {
                         // Landed elsewhere: each record's hash key decides.
                         for mut rec in self.unseal(k, now) {
-                            let attempt =
-                                rec.new_attempt(epoch, started, now, None, Some(&shard_arc), false);
+                            let attempt = rec.new_attempt_in(&clock, None, Some(&shard_arc), false);
                             rec.attempts.push(attempt);
                             self.settle_landing(
                                 Landed {
