@@ -35,46 +35,22 @@ fn call(endpoint: &str, target: &str, body: Value) -> Value {
     }
 }
 
-#[test]
-#[ignore = "needs kinesis-mock: run by `cargo xtask ci`"]
-fn put_json_lines_into_kinesis_mock() {
+/// Creates `stream` (two shards) in kinesis-mock and runs `kpl put` of `input`
+/// into it with `args`; returns the mock's endpoint and what `kpl` wrote to
+/// standard error, after checking that it succeeded.
+fn put_into_mock(stream: &str, input: &str, args: &[&str]) -> (String, String) {
     let endpoint = std::env::var("KPL_KINESIS_MOCK_ENDPOINT")
         .expect("KPL_KINESIS_MOCK_ENDPOINT: run through `cargo xtask ci`");
-    let stream = format!("cli-put-{}", std::process::id());
     call(
         &endpoint,
         "CreateStream",
         json!({"StreamName": stream, "ShardCount": 2}),
     );
     std::thread::sleep(Duration::from_millis(500));
-
-    let input: String = (0..300)
-        .map(|i| {
-            format!(
-                "{}\n",
-                json!({"id": format!("user-{}", i % 17), "msg": format!("hello {i}")})
-            )
-        })
-        .collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
-        .args([
-            "put",
-            "--stream",
-            &stream,
-            "--format",
-            "json",
-            "--pk-field",
-            "id",
-        ])
-        .args([
-            "--data-field",
-            "msg",
-            "--endpoint",
-            &endpoint,
-            "--region",
-            "us-east-1",
-            "--quiet",
-        ])
+        .args(["put", "--stream", stream, "--endpoint", &endpoint])
+        .args(["--region", "us-east-1", "--quiet"])
+        .args(args)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -89,8 +65,35 @@ fn put_json_lines_into_kinesis_mock() {
         .write_all(input.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{err}");
+    (endpoint, err)
+}
+
+#[test]
+#[ignore = "needs kinesis-mock: run by `cargo xtask ci`"]
+fn put_json_lines_into_kinesis_mock() {
+    let stream = format!("cli-put-{}", std::process::id());
+    let input: String = (0..300)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"id": format!("user-{}", i % 17), "msg": format!("hello {i}")})
+            )
+        })
+        .collect();
+    let (endpoint, err) = put_into_mock(
+        &stream,
+        &input,
+        &[
+            "--format",
+            "json",
+            "--pk-field",
+            "id",
+            "--data-field",
+            "msg",
+        ],
+    );
     assert!(
         err.contains("300 sent, 300 acknowledged, 0 failed"),
         "{err}"
@@ -134,46 +137,26 @@ fn put_json_lines_into_kinesis_mock() {
 #[test]
 #[ignore = "needs kinesis-mock: run by `cargo xtask ci`"]
 fn put_uploads_the_kpl_metrics_at_shutdown() {
-    let endpoint = std::env::var("KPL_KINESIS_MOCK_ENDPOINT")
-        .expect("KPL_KINESIS_MOCK_ENDPOINT: run through `cargo xtask ci`");
     let cloudwatch = kpl_tests::cloudwatch::CloudWatchStandIn::start();
     let stream = format!("cli-metrics-{}", std::process::id());
-    call(
-        &endpoint,
-        "CreateStream",
-        json!({"StreamName": stream, "ShardCount": 2}),
-    );
-    std::thread::sleep(Duration::from_millis(500));
     let input: String = (0..500).map(|i| format!("line {i}\n")).collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
-        .args(["put", "--stream", &stream, "--endpoint", &endpoint])
-        .args(["--region", "us-east-1", "--quiet"])
-        .args([
+    let (endpoint, err) = put_into_mock(
+        &stream,
+        &input,
+        &[
             "--metrics-level",
             "detailed",
             "--metrics-granularity",
             "shard",
-        ])
-        .args(["--metrics-namespace", "KplRsCliTest"])
-        // Longer than the run: only the last upload, at shutdown, sends them.
-        .args(["--metrics-upload-delay", "600000"])
-        .args(["--metrics-endpoint", cloudwatch.url()])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+            "--metrics-namespace",
+            "KplRsCliTest",
+            // Longer than the run: only the last upload, at shutdown, sends them.
+            "--metrics-upload-delay",
+            "600000",
+            "--metrics-endpoint",
+            cloudwatch.url(),
+        ],
+    );
     assert!(
         err.contains("500 sent, 500 acknowledged, 0 failed"),
         "{err}"
