@@ -265,6 +265,9 @@ impl ProducerBuilder {
     }
 }
 
+/// The longest a shutdown waits for the metrics' last upload.
+const LAST_UPLOAD_WAIT: Duration = Duration::from_secs(5);
+
 /// Whether `records` more records of `bytes` go past the outstanding caps, with
 /// `held_records` of `held_bytes` outstanding (one record always fits when none is).
 fn over_caps(
@@ -796,14 +799,19 @@ impl Producer {
         failed.into_iter().sum()
     }
 
-    /// The metrics upload's last batch, waited for until `deadline` (at least a
-    /// second, so that a zero shutdown timeout still sends it).
+    /// The metrics upload's last batch, waited for until `deadline` but no more
+    /// than [`LAST_UPLOAD_WAIT`] (at least a second, so that a zero shutdown
+    /// timeout still sends it): an unreachable metrics endpoint never holds up a
+    /// shutdown whose records are settled.
     async fn last_metrics_upload(&self, deadline: Instant) {
         let Some(upload) = &self.inner.upload else {
             return;
         };
         let runtime = self.inner.shared.runtime.clone();
-        let deadline = deadline.max(runtime.now() + Duration::from_secs(1));
+        let now = runtime.now();
+        let deadline = deadline
+            .min(now + LAST_UPLOAD_WAIT)
+            .max(now + Duration::from_secs(1));
         let finish = Box::pin(upload.finish());
         futures::future::select(finish, runtime.sleep_until(deadline)).await;
     }

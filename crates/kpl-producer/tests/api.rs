@@ -851,3 +851,43 @@ fn what_a_failed_upload_stored_is_not_sent_again() {
     // About one a second over the run's 7.5 s, each uploaded once.
     assert!((6..=9).contains(&samples), "{samples}");
 }
+
+/// A destination that never answers.
+struct Silent;
+
+impl kpl_producer::MetricsUploader for Silent {
+    fn upload(&self, _: kpl_producer::MetricsBatch) -> kpl_producer::UploadFuture {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[test]
+fn a_metrics_destination_that_never_answers_holds_up_shutdown_five_seconds_at_most() {
+    let config = Config::builder()
+        .metrics_level(kpl_producer::MetricsLevel::Summary)
+        .build()
+        .unwrap();
+    let sim = Simulation::new();
+    let kinesis = Simulator::new(sim.runtime().timer().clone(), 11);
+    kinesis.create_stream("a", 1).unwrap();
+    let producer = Producer::builder(config, Arc::new(kinesis))
+        .metrics_uploader(Arc::new(Silent))
+        .build(sim.runtime());
+    let rt = sim.runtime();
+    let waited = sim
+        .block_on(async move {
+            let f = producer
+                .put_record("a", PutRecord::new("k", "x"))
+                .await
+                .unwrap();
+            assert!(f.await.is_success());
+            let before = rt.now();
+            assert_eq!(producer.shutdown(Duration::from_secs(60)).await, 0);
+            rt.now() - before
+        })
+        .unwrap();
+    assert!(
+        waited >= Duration::from_secs(1) && waited <= Duration::from_secs(6),
+        "{waited:?}"
+    );
+}
