@@ -245,14 +245,6 @@ impl Member {
         self.size as usize
     }
 
-    /// End of the previous attempt, or the arrival: where the next attempt's delay
-    /// counts from.
-    fn last(&self, epoch: Epoch) -> Instant {
-        self.attempts
-            .last()
-            .map_or_else(|| self.arrival(epoch), |a| a.started + a.duration)
-    }
-
     pub(super) fn attempt(
         &mut self,
         epoch: Epoch,
@@ -274,14 +266,14 @@ impl Member {
         shard: Option<&Arc<str>>,
         may_have_been_stored: bool,
     ) {
-        let attempt = self.new_attempt(epoch, started, end, error, shard, may_have_been_stored);
+        let clock = RequestClock::new(epoch, started, end);
+        let attempt = self.new_attempt(&clock, error, shard, may_have_been_stored);
         self.attempts.push(attempt);
     }
 
-    /// Its next attempt in a request timed by `clock` (not recorded yet): as
-    /// [`new_attempt`](Self::new_attempt), with the request's times worked out once
-    /// for all its records.
-    pub(super) fn new_attempt_in(
+    /// Its next attempt, in a request timed by `clock` (not recorded yet). Its
+    /// delay counts from the end of the previous attempt, or from the arrival.
+    pub(super) fn new_attempt(
         &self,
         clock: &RequestClock,
         error: Option<(&str, &str)>,
@@ -298,28 +290,6 @@ impl Member {
             started: clock.started,
             delay,
             duration: clock.duration,
-            success: error.is_none(),
-            error_code: error.map(|(c, _)| c.to_owned()),
-            error_message: error.map(|(_, m)| m.to_owned()),
-            shard_id: shard.cloned(),
-            may_have_been_stored,
-        }
-    }
-
-    /// Its next attempt (not recorded yet).
-    pub(super) fn new_attempt(
-        &self,
-        epoch: Epoch,
-        started: Instant,
-        end: Instant,
-        error: Option<(&str, &str)>,
-        shard: Option<&Arc<str>>,
-        may_have_been_stored: bool,
-    ) -> Attempt {
-        Attempt {
-            started,
-            delay: started.saturating_duration_since(self.last(epoch)),
-            duration: end.saturating_duration_since(started),
             success: error.is_none(),
             error_code: error.map(|(c, _)| c.to_owned()),
             error_message: error.map(|(_, m)| m.to_owned()),

@@ -216,13 +216,13 @@ impl StreamPipeline {
                     if predicted_right || !k.aggregated {
                         // A raw record is delivered wherever it lands.
                         for m in k.into_members() {
-                            let attempt = m.new_attempt_in(&clock, None, Some(&shard_arc), false);
+                            let attempt = m.new_attempt(&clock, None, Some(&shard_arc), false);
                             self.succeed(m, Some(attempt), &shard_arc, &sequence_number);
                         }
                     } else {
                         // Landed elsewhere: each record's hash key decides.
                         for mut rec in self.unseal(k, now) {
-                            let attempt = rec.new_attempt_in(&clock, None, Some(&shard_arc), false);
+                            let attempt = rec.new_attempt(&clock, None, Some(&shard_arc), false);
                             rec.attempts.push(attempt);
                             self.settle_landing(
                                 Landed {
