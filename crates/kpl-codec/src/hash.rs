@@ -17,14 +17,83 @@ const MD5_K: [u32; 64] = [
     0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391,
 ];
 
-/// MD5 of at most 55 bytes (most partition keys): the padded message is one block,
-/// compressed here directly. A general-purpose digest spends about a fifth of
-/// the time of hashing a short key on buffering and padding. `None` for longer
-/// input.
-fn one_block_md5(input: &[u8]) -> Option<[u8; 16]> {
-    if input.len() > 55 {
-        return None;
-    }
+/// MD5's 64 steps, written out so that every index and rotation is a constant:
+/// `$step!(round, constant index, message word, rotation)` for each, where the round
+/// (`F`, `G`, `H`, `I`) names the function of b, c and d.
+macro_rules! md5_steps {
+    ($step:ident) => {{
+        $step!(F, 0, 0, 7);
+        $step!(F, 1, 1, 12);
+        $step!(F, 2, 2, 17);
+        $step!(F, 3, 3, 22);
+        $step!(F, 4, 4, 7);
+        $step!(F, 5, 5, 12);
+        $step!(F, 6, 6, 17);
+        $step!(F, 7, 7, 22);
+        $step!(F, 8, 8, 7);
+        $step!(F, 9, 9, 12);
+        $step!(F, 10, 10, 17);
+        $step!(F, 11, 11, 22);
+        $step!(F, 12, 12, 7);
+        $step!(F, 13, 13, 12);
+        $step!(F, 14, 14, 17);
+        $step!(F, 15, 15, 22);
+        $step!(G, 16, 1, 5);
+        $step!(G, 17, 6, 9);
+        $step!(G, 18, 11, 14);
+        $step!(G, 19, 0, 20);
+        $step!(G, 20, 5, 5);
+        $step!(G, 21, 10, 9);
+        $step!(G, 22, 15, 14);
+        $step!(G, 23, 4, 20);
+        $step!(G, 24, 9, 5);
+        $step!(G, 25, 14, 9);
+        $step!(G, 26, 3, 14);
+        $step!(G, 27, 8, 20);
+        $step!(G, 28, 13, 5);
+        $step!(G, 29, 2, 9);
+        $step!(G, 30, 7, 14);
+        $step!(G, 31, 12, 20);
+        $step!(H, 32, 5, 4);
+        $step!(H, 33, 8, 11);
+        $step!(H, 34, 11, 16);
+        $step!(H, 35, 14, 23);
+        $step!(H, 36, 1, 4);
+        $step!(H, 37, 4, 11);
+        $step!(H, 38, 7, 16);
+        $step!(H, 39, 10, 23);
+        $step!(H, 40, 13, 4);
+        $step!(H, 41, 0, 11);
+        $step!(H, 42, 3, 16);
+        $step!(H, 43, 6, 23);
+        $step!(H, 44, 9, 4);
+        $step!(H, 45, 12, 11);
+        $step!(H, 46, 15, 16);
+        $step!(H, 47, 2, 23);
+        $step!(I, 48, 0, 6);
+        $step!(I, 49, 7, 10);
+        $step!(I, 50, 14, 15);
+        $step!(I, 51, 5, 21);
+        $step!(I, 52, 12, 6);
+        $step!(I, 53, 3, 10);
+        $step!(I, 54, 10, 15);
+        $step!(I, 55, 1, 21);
+        $step!(I, 56, 8, 6);
+        $step!(I, 57, 15, 10);
+        $step!(I, 58, 6, 15);
+        $step!(I, 59, 13, 21);
+        $step!(I, 60, 4, 6);
+        $step!(I, 61, 11, 10);
+        $step!(I, 62, 2, 15);
+        $step!(I, 63, 9, 21);
+    }};
+}
+
+/// MD5's initial state.
+const MD5_INIT: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
+
+/// The words of the one padded block of `input` (at most 55 bytes).
+fn padded_words(input: &[u8]) -> [u32; 16] {
     let mut block = [0u8; 64];
     block[..input.len()].copy_from_slice(input);
     block[input.len()] = 0x80;
@@ -33,11 +102,27 @@ fn one_block_md5(input: &[u8]) -> Option<[u8; 16]> {
     for (word, bytes) in m.iter_mut().zip(block.chunks_exact(4)) {
         *word = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     }
-    let init = [0x6745_2301u32, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
+    m
+}
+
+/// MD5 of at most 55 bytes (most partition keys): the padded message is one block,
+/// compressed here directly. A general-purpose digest spends about a fifth of
+/// the time of hashing a short key on buffering and padding. `None` for longer
+/// input.
+fn one_block_md5(input: &[u8]) -> Option<[u8; 16]> {
+    if input.len() > 55 {
+        return None;
+    }
+    let m = padded_words(input);
+    let init = MD5_INIT;
     let [mut a, mut b, mut c, mut d] = init;
     // One step: the round's function `f` of b, c, d, then the rotation.
     macro_rules! step {
-        ($f:expr, $i:expr, $g:expr, $s:expr) => {{
+        (F, $i:expr, $g:expr, $s:expr) => { step!(@ (b & c) | (!b & d), $i, $g, $s) };
+        (G, $i:expr, $g:expr, $s:expr) => { step!(@ (d & b) | (!d & c), $i, $g, $s) };
+        (H, $i:expr, $g:expr, $s:expr) => { step!(@ b ^ c ^ d, $i, $g, $s) };
+        (I, $i:expr, $g:expr, $s:expr) => { step!(@ c ^ (b | !d), $i, $g, $s) };
+        (@ $f:expr, $i:expr, $g:expr, $s:expr) => {{
             let f: u32 = $f;
             let sum = a
                 .wrapping_add(f)
@@ -49,71 +134,7 @@ fn one_block_md5(input: &[u8]) -> Option<[u8; 16]> {
             b = b.wrapping_add(sum.rotate_left($s));
         }};
     }
-    // The 64 steps written out, so every index and rotation is a constant.
-    step!((b & c) | (!b & d), 0, 0, 7);
-    step!((b & c) | (!b & d), 1, 1, 12);
-    step!((b & c) | (!b & d), 2, 2, 17);
-    step!((b & c) | (!b & d), 3, 3, 22);
-    step!((b & c) | (!b & d), 4, 4, 7);
-    step!((b & c) | (!b & d), 5, 5, 12);
-    step!((b & c) | (!b & d), 6, 6, 17);
-    step!((b & c) | (!b & d), 7, 7, 22);
-    step!((b & c) | (!b & d), 8, 8, 7);
-    step!((b & c) | (!b & d), 9, 9, 12);
-    step!((b & c) | (!b & d), 10, 10, 17);
-    step!((b & c) | (!b & d), 11, 11, 22);
-    step!((b & c) | (!b & d), 12, 12, 7);
-    step!((b & c) | (!b & d), 13, 13, 12);
-    step!((b & c) | (!b & d), 14, 14, 17);
-    step!((b & c) | (!b & d), 15, 15, 22);
-    step!((d & b) | (!d & c), 16, 1, 5);
-    step!((d & b) | (!d & c), 17, 6, 9);
-    step!((d & b) | (!d & c), 18, 11, 14);
-    step!((d & b) | (!d & c), 19, 0, 20);
-    step!((d & b) | (!d & c), 20, 5, 5);
-    step!((d & b) | (!d & c), 21, 10, 9);
-    step!((d & b) | (!d & c), 22, 15, 14);
-    step!((d & b) | (!d & c), 23, 4, 20);
-    step!((d & b) | (!d & c), 24, 9, 5);
-    step!((d & b) | (!d & c), 25, 14, 9);
-    step!((d & b) | (!d & c), 26, 3, 14);
-    step!((d & b) | (!d & c), 27, 8, 20);
-    step!((d & b) | (!d & c), 28, 13, 5);
-    step!((d & b) | (!d & c), 29, 2, 9);
-    step!((d & b) | (!d & c), 30, 7, 14);
-    step!((d & b) | (!d & c), 31, 12, 20);
-    step!(b ^ c ^ d, 32, 5, 4);
-    step!(b ^ c ^ d, 33, 8, 11);
-    step!(b ^ c ^ d, 34, 11, 16);
-    step!(b ^ c ^ d, 35, 14, 23);
-    step!(b ^ c ^ d, 36, 1, 4);
-    step!(b ^ c ^ d, 37, 4, 11);
-    step!(b ^ c ^ d, 38, 7, 16);
-    step!(b ^ c ^ d, 39, 10, 23);
-    step!(b ^ c ^ d, 40, 13, 4);
-    step!(b ^ c ^ d, 41, 0, 11);
-    step!(b ^ c ^ d, 42, 3, 16);
-    step!(b ^ c ^ d, 43, 6, 23);
-    step!(b ^ c ^ d, 44, 9, 4);
-    step!(b ^ c ^ d, 45, 12, 11);
-    step!(b ^ c ^ d, 46, 15, 16);
-    step!(b ^ c ^ d, 47, 2, 23);
-    step!(c ^ (b | !d), 48, 0, 6);
-    step!(c ^ (b | !d), 49, 7, 10);
-    step!(c ^ (b | !d), 50, 14, 15);
-    step!(c ^ (b | !d), 51, 5, 21);
-    step!(c ^ (b | !d), 52, 12, 6);
-    step!(c ^ (b | !d), 53, 3, 10);
-    step!(c ^ (b | !d), 54, 10, 15);
-    step!(c ^ (b | !d), 55, 1, 21);
-    step!(c ^ (b | !d), 56, 8, 6);
-    step!(c ^ (b | !d), 57, 15, 10);
-    step!(c ^ (b | !d), 58, 6, 15);
-    step!(c ^ (b | !d), 59, 13, 21);
-    step!(c ^ (b | !d), 60, 4, 6);
-    step!(c ^ (b | !d), 61, 11, 10);
-    step!(c ^ (b | !d), 62, 2, 15);
-    step!(c ^ (b | !d), 63, 9, 21);
+    md5_steps!(step);
     let mut out = [0u8; 16];
     for (chunk, (word, start)) in out
         .chunks_exact_mut(4)
@@ -178,18 +199,14 @@ fn one_block_md5_x4(inputs: [&[u8]; 4]) -> Option<[[u8; 16]; 4]> {
     if inputs.iter().any(|i| i.len() > 55) {
         return None;
     }
-    // The padded blocks, then their words lane by lane.
+    // The padded blocks' words, lane by lane.
     let mut m = [Lanes::splat(0); 16];
     for (lane, input) in inputs.iter().enumerate() {
-        let mut block = [0u8; 64];
-        block[..input.len()].copy_from_slice(input);
-        block[input.len()] = 0x80;
-        block[56..].copy_from_slice(&((input.len() as u64) * 8).to_le_bytes());
-        for (word, bytes) in m.iter_mut().zip(block.chunks_exact(4)) {
-            word.0[lane] = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        for (word, value) in m.iter_mut().zip(padded_words(input)) {
+            word.0[lane] = value;
         }
     }
-    let init = [0x6745_2301u32, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
+    let init = MD5_INIT;
     let (mut a, mut b, mut c, mut d) = (
         Lanes::splat(init[0]),
         Lanes::splat(init[1]),
@@ -210,70 +227,7 @@ fn one_block_md5_x4(inputs: [&[u8]; 4]) -> Option<[[u8; 16]; 4]> {
             b = b.add(sum.rotl::<$s>());
         }};
     }
-    step4!(F, 0, 0, 7);
-    step4!(F, 1, 1, 12);
-    step4!(F, 2, 2, 17);
-    step4!(F, 3, 3, 22);
-    step4!(F, 4, 4, 7);
-    step4!(F, 5, 5, 12);
-    step4!(F, 6, 6, 17);
-    step4!(F, 7, 7, 22);
-    step4!(F, 8, 8, 7);
-    step4!(F, 9, 9, 12);
-    step4!(F, 10, 10, 17);
-    step4!(F, 11, 11, 22);
-    step4!(F, 12, 12, 7);
-    step4!(F, 13, 13, 12);
-    step4!(F, 14, 14, 17);
-    step4!(F, 15, 15, 22);
-    step4!(G, 16, 1, 5);
-    step4!(G, 17, 6, 9);
-    step4!(G, 18, 11, 14);
-    step4!(G, 19, 0, 20);
-    step4!(G, 20, 5, 5);
-    step4!(G, 21, 10, 9);
-    step4!(G, 22, 15, 14);
-    step4!(G, 23, 4, 20);
-    step4!(G, 24, 9, 5);
-    step4!(G, 25, 14, 9);
-    step4!(G, 26, 3, 14);
-    step4!(G, 27, 8, 20);
-    step4!(G, 28, 13, 5);
-    step4!(G, 29, 2, 9);
-    step4!(G, 30, 7, 14);
-    step4!(G, 31, 12, 20);
-    step4!(H, 32, 5, 4);
-    step4!(H, 33, 8, 11);
-    step4!(H, 34, 11, 16);
-    step4!(H, 35, 14, 23);
-    step4!(H, 36, 1, 4);
-    step4!(H, 37, 4, 11);
-    step4!(H, 38, 7, 16);
-    step4!(H, 39, 10, 23);
-    step4!(H, 40, 13, 4);
-    step4!(H, 41, 0, 11);
-    step4!(H, 42, 3, 16);
-    step4!(H, 43, 6, 23);
-    step4!(H, 44, 9, 4);
-    step4!(H, 45, 12, 11);
-    step4!(H, 46, 15, 16);
-    step4!(H, 47, 2, 23);
-    step4!(I, 48, 0, 6);
-    step4!(I, 49, 7, 10);
-    step4!(I, 50, 14, 15);
-    step4!(I, 51, 5, 21);
-    step4!(I, 52, 12, 6);
-    step4!(I, 53, 3, 10);
-    step4!(I, 54, 10, 15);
-    step4!(I, 55, 1, 21);
-    step4!(I, 56, 8, 6);
-    step4!(I, 57, 15, 10);
-    step4!(I, 58, 6, 15);
-    step4!(I, 59, 13, 21);
-    step4!(I, 60, 4, 6);
-    step4!(I, 61, 11, 10);
-    step4!(I, 62, 2, 15);
-    step4!(I, 63, 9, 21);
+    md5_steps!(step4);
     let mut out = [[0u8; 16]; 4];
     for (lane, digest) in out.iter_mut().enumerate() {
         for (chunk, (word, start)) in digest.chunks_exact_mut(4).zip(
