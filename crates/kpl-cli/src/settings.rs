@@ -215,8 +215,8 @@ pub(crate) fn upload_summary(producer: &kpl::Producer) -> Option<String> {
 }
 
 /// The CloudWatch uploader for a run with metrics on (none when they are off),
-/// built from the transport's settings (region, credentials, HTTP client, proxy,
-/// trust) with `CloudwatchEndpoint` if set. Call inside the tokio runtime.
+/// built from the transport's settings as the flags left them (region,
+/// credentials, HTTP client, proxy, trust). Call inside the tokio runtime.
 pub(crate) async fn cloudwatch_uploader(
     config: &Config,
     transport: kpl::AwsTransportBuilder,
@@ -224,11 +224,8 @@ pub(crate) async fn cloudwatch_uploader(
     if config.metrics_level() == MetricsLevel::None {
         return Ok(None);
     }
-    let mut builder = kpl::CloudWatchBuilder::from_transport_settings(transport);
-    if let Some(url) = config.cloudwatch_endpoint() {
-        builder = builder.endpoint_url(url);
-    }
-    let client = builder
+    let client = config
+        .cloudwatch_builder_from(transport)
         .build()
         .await
         .context("cannot set up the CloudWatch client for metrics")?;

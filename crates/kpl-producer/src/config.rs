@@ -518,13 +518,22 @@ impl Config {
     pub fn cloudwatch_builder(
         &self,
     ) -> Result<kpl_transport::CloudWatchBuilder, kpl_transport::BuildError> {
-        let mut builder = kpl_transport::CloudWatchBuilder::from_transport_settings(
-            self.aws_transport_builder()?,
-        );
-        if let Some(url) = &self.cloudwatch_endpoint {
-            builder = builder.endpoint_url(url);
+        Ok(self.cloudwatch_builder_from(self.aws_transport_builder()?))
+    }
+
+    /// A CloudWatch client builder from a transport's settings (as changed after
+    /// [`aws_transport_builder`](Self::aws_transport_builder)), with
+    /// `CloudwatchEndpoint` if set.
+    #[cfg(feature = "cloudwatch")]
+    pub fn cloudwatch_builder_from(
+        &self,
+        transport: kpl_transport::AwsTransportBuilder,
+    ) -> kpl_transport::CloudWatchBuilder {
+        let builder = kpl_transport::CloudWatchBuilder::from_transport_settings(transport);
+        match &self.cloudwatch_endpoint {
+            Some(url) => builder.endpoint_url(url),
+            None => builder,
         }
-        Ok(builder)
     }
 }
 
