@@ -44,142 +44,126 @@ async fn client(standin: &CloudWatchStandIn, runtime: HttpRuntime) -> CloudWatch
 }
 
 /// Runs `case` on tokio with the SDK's client, and under smol with async-io's.
-fn both(case: impl AsyncCase) {
+fn both<F: Future<Output = ()>>(case: impl Fn(HttpRuntime) -> F) {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(case.run(HttpRuntime::Tokio));
-    smol::block_on(case.run(HttpRuntime::AsyncIo));
+        .block_on(case(HttpRuntime::Tokio));
+    smol::block_on(case(HttpRuntime::AsyncIo));
 }
 
-trait AsyncCase {
-    fn run(&self, runtime: HttpRuntime) -> impl Future<Output = ()>;
-}
-
-struct Arrives;
-
-impl AsyncCase for Arrives {
-    async fn run(&self, runtime: HttpRuntime) {
-        let standin = CloudWatchStandIn::start();
-        let cw = client(&standin, runtime).await;
-        let data: Vec<_> = (0..2500).map(datum).collect();
-        cw.put_metric_data("KplRsTest", &data).await.unwrap();
-        let requests = standin.requests();
-        // Within the service's limits: 1000 data points and 1 MB per request.
-        let sizes: Vec<_> = requests
+async fn arrives(runtime: HttpRuntime) {
+    let standin = CloudWatchStandIn::start();
+    let cw = client(&standin, runtime).await;
+    let data: Vec<_> = (0..2500).map(datum).collect();
+    cw.put_metric_data("KplRsTest", &data).await.unwrap();
+    let requests = standin.requests();
+    // Within the service's limits: 1000 data points and 1 MB per request.
+    let sizes: Vec<_> = requests
+        .iter()
+        .map(|r| (r.data.len(), r.body_len))
+        .collect();
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    assert!(
+        sizes.iter().all(|&(n, len)| n <= 1000 && len <= 1 << 20),
+        "{runtime:?} {sizes:?}"
+    );
+    // In order, none missing.
+    assert_eq!(standin.data().len(), 2500);
+    assert!(
+        requests
             .iter()
-            .map(|r| (r.data.len(), r.body_len))
-            .collect();
-        assert!(sizes.len() >= 3, "{sizes:?}");
-        assert!(
-            sizes.iter().all(|&(n, len)| n <= 1000 && len <= 1 << 20),
-            "{runtime:?} {sizes:?}"
+            .all(|r| r.namespace == "KplRsTest" && r.signed)
+    );
+    // Large bodies are gzipped, as the SDK does.
+    assert!(requests.iter().all(|r| r.gzipped), "{runtime:?}");
+    let got = standin.data();
+    for (i, d) in got.iter().enumerate() {
+        let want = datum(i);
+        assert_eq!(d.name, want.name);
+        assert_eq!(d.unit, want.unit);
+        assert_eq!(d.dimension("StreamName"), Some("events & more"));
+        assert_eq!(
+            d.dimension("ShardId"),
+            Some(format!("shardId-{i:012}").as_str())
         );
-        // In order, none missing.
-        assert_eq!(standin.data().len(), 2500);
-        assert!(
-            requests
-                .iter()
-                .all(|r| r.namespace == "KplRsTest" && r.signed)
+        assert_eq!(
+            (d.sample_count, d.sum, d.min, d.max),
+            (want.sample_count, want.sum, want.min, want.max)
         );
-        // Large bodies are gzipped, as the SDK does.
-        assert!(requests.iter().all(|r| r.gzipped), "{runtime:?}");
-        let got = standin.data();
-        for (i, d) in got.iter().enumerate() {
-            let want = datum(i);
-            assert_eq!(d.name, want.name);
-            assert_eq!(d.unit, want.unit);
-            assert_eq!(d.dimension("StreamName"), Some("events & more"));
-            assert_eq!(
-                d.dimension("ShardId"),
-                Some(format!("shardId-{i:012}").as_str())
-            );
-            assert_eq!(
-                (d.sample_count, d.sum, d.min, d.max),
-                (want.sample_count, want.sum, want.min, want.max)
-            );
-            assert_eq!(d.timestamp, "2026-09-21T14:13:20Z");
-        }
+        assert_eq!(d.timestamp, "2026-09-21T14:13:20Z");
     }
 }
 
 #[test]
 fn data_points_arrive_whole_within_the_request_limits() {
-    both(Arrives);
+    both(arrives);
 }
 
-struct Failures;
+async fn failures(runtime: HttpRuntime) {
+    let standin = CloudWatchStandIn::start();
+    let cw = client(&standin, runtime).await;
+    let few: Vec<_> = (0..3).map(datum).collect();
 
-impl AsyncCase for Failures {
-    async fn run(&self, runtime: HttpRuntime) {
-        let standin = CloudWatchStandIn::start();
-        let cw = client(&standin, runtime).await;
-        let few: Vec<_> = (0..3).map(datum).collect();
+    // A passing 500 is retried by the SDK (with backoff): stored.
+    standin.fail_next(500, "InternalServiceFault");
+    cw.put_metric_data("ns", &few).await.unwrap();
+    assert_eq!(standin.requests().len(), 1);
+    assert_eq!(standin.seen(), 2);
 
-        // A passing 500 is retried by the SDK (with backoff): stored.
-        standin.fail_next(500, "InternalServiceFault");
-        cw.put_metric_data("ns", &few).await.unwrap();
-        assert_eq!(standin.requests().len(), 1);
-        assert_eq!(standin.seen(), 2);
-
-        // Throttled on every attempt: transient, nothing stored.
-        for _ in 0..3 {
-            standin.fail_next(400, "Throttling");
-        }
-        let e = cw.put_metric_data("ns", &few).await.unwrap_err();
-        assert!(e.is_retryable(), "{e}");
-        assert_eq!(e.sent(), 0);
-        assert!(e.to_string().contains("Throttling"), "{e}");
-        assert_eq!(standin.requests().len(), 1);
-
-        // Refused: not retried, not retryable.
-        let seen = standin.seen();
-        standin.fail_next(400, "InvalidParameterValue");
-        let e = cw.put_metric_data("ns", &few).await.unwrap_err();
-        assert!(
-            matches!(&e, PutMetricDataError::Refused { code, sent: 0, .. } if code == "InvalidParameterValue"),
-            "{e:?}"
-        );
-        assert_eq!(standin.seen(), seen + 1);
-
-        // A namespace CloudWatch does not take: nothing sent.
-        let seen = standin.seen();
-        let e = cw.put_metric_data("AWS/Kinesis", &few).await.unwrap_err();
-        assert!(
-            matches!(e, PutMetricDataError::InvalidNamespace(_)),
-            "{e:?}"
-        );
-        assert!(e.to_string().contains("MetricsNamespace"), "{e}");
-        assert_eq!(standin.seen(), seen);
+    // Throttled on every attempt: transient, nothing stored.
+    for _ in 0..3 {
+        standin.fail_next(400, "Throttling");
     }
+    let e = cw.put_metric_data("ns", &few).await.unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    assert_eq!(e.sent(), 0);
+    assert!(e.to_string().contains("Throttling"), "{e}");
+    assert_eq!(standin.requests().len(), 1);
+
+    // Refused: not retried, not retryable.
+    let seen = standin.seen();
+    standin.fail_next(400, "InvalidParameterValue");
+    let e = cw.put_metric_data("ns", &few).await.unwrap_err();
+    assert!(
+        matches!(&e, PutMetricDataError::Refused { code, sent: 0, .. } if code == "InvalidParameterValue"),
+        "{e:?}"
+    );
+    assert_eq!(standin.seen(), seen + 1);
+
+    // A namespace CloudWatch does not take: nothing sent.
+    let seen = standin.seen();
+    let e = cw.put_metric_data("AWS/Kinesis", &few).await.unwrap_err();
+    assert!(
+        matches!(e, PutMetricDataError::InvalidNamespace(_)),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("MetricsNamespace"), "{e}");
+    assert_eq!(standin.seen(), seen);
 }
 
 #[test]
 fn failures_say_whether_to_try_again_and_what_was_stored() {
-    both(Failures);
+    both(failures);
 }
 
-struct Partial;
-
-impl AsyncCase for Partial {
-    async fn run(&self, runtime: HttpRuntime) {
-        // The second of three requests is refused.
-        let standin = CloudWatchStandIn::start();
-        let cw = client(&standin, runtime).await;
-        let many: Vec<_> = (0..2500).map(datum).collect();
-        standin.pass_next();
-        standin.fail_next(400, "InvalidParameterValue");
-        let e = cw.put_metric_data("ns", &many).await.unwrap_err();
-        let stored = standin.data().len();
-        assert_eq!(standin.requests().len(), 1);
-        assert!(stored > 0 && stored < 2500);
-        assert_eq!(e.sent(), stored, "{e}");
-        assert!(!e.is_retryable());
-    }
+async fn partial(runtime: HttpRuntime) {
+    // The second of three requests is refused.
+    let standin = CloudWatchStandIn::start();
+    let cw = client(&standin, runtime).await;
+    let many: Vec<_> = (0..2500).map(datum).collect();
+    standin.pass_next();
+    standin.fail_next(400, "InvalidParameterValue");
+    let e = cw.put_metric_data("ns", &many).await.unwrap_err();
+    let stored = standin.data().len();
+    assert_eq!(standin.requests().len(), 1);
+    assert!(stored > 0 && stored < 2500);
+    assert_eq!(e.sent(), stored, "{e}");
+    assert!(!e.is_retryable());
 }
 
 #[test]
 fn a_failure_after_a_stored_request_counts_what_was_stored() {
-    both(Partial);
+    both(partial);
 }
