@@ -242,10 +242,8 @@ impl ProducerBuilder {
                     &shared.runtime,
                     recorder.clone(),
                     uploader,
-                    (
-                        shared.config.metrics_namespace.clone(),
-                        shared.config.metrics_upload_delay,
-                    ),
+                    shared.config.metrics_namespace.clone(),
+                    shared.config.metrics_upload_delay,
                     Box::new(move || weak.upgrade().map_or(0, |s| s.lock().records)),
                 ))
             }

@@ -1,7 +1,8 @@
 //! Uploading the KPL's metrics every `MetricsUploadDelay` to a [`MetricsUploader`]
 //! (CloudWatch, or a destination of the user's): a task of its own, a bounded queue
-//! that drops the oldest batch when the destination falls behind, retries with
-//! backoff, and a last upload at shutdown so that a short run is not lost. The task
+//! that drops the oldest batch when the destination falls behind, a failed upload
+//! tried again at the next interval (CloudWatch's client also retries with backoff
+//! within one), and a last upload at shutdown so that a short run is not lost. The task
 //! also samples `UserRecordsPending` every second.
 
 use std::collections::VecDeque;
@@ -115,7 +116,8 @@ impl UploadHandle {
         runtime: &Runtime,
         recorder: Arc<MetricsRecorder>,
         uploader: Arc<dyn MetricsUploader>,
-        (namespace, delay): (String, Duration),
+        namespace: String,
+        delay: Duration,
         pending: Box<dyn Fn() -> usize + Send + Sync>,
     ) -> Self {
         let (stop_tx, stop_rx) = oneshot::channel();
