@@ -9,6 +9,8 @@
 //!
 //! It also hashes 1,000 partition keys of 16 characters (the bench's and many
 //! users'), one at a time and four lanes at a time (`HashKey::from_partition_keys`),
+//! and prints the ratio; and checksums eight aggregates of 50 KB (the records of a
+//! busy request) one by one (`md-5`) and four at a time (`finish_aggregates`),
 //! and prints the ratio.
 //!
 //! `cargo bench -p kpl-codec`
@@ -18,7 +20,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput};
-use kpl_codec::{AggregateBuilder, HashKey, UserRecord, decode_aggregated};
+use kpl_codec::{
+    AggregateBuilder, HashKey, UnfinishedAggregate, UserRecord, decode_aggregated,
+    finish_aggregates,
+};
 use md5::{Digest, Md5};
 
 /// Aggregates close near the KPL's default AggregationMaxSize.
@@ -108,6 +113,41 @@ fn bench(c: &mut Criterion) {
         b.iter(|| HashKey::from_partition_keys(black_box(&keys).iter().map(String::as_str)))
     });
     group.finish();
+
+    // Eight aggregates of 100 B records, of slightly different sizes.
+    let unfinished: Vec<UnfinishedAggregate> = (0..8)
+        .map(|n| {
+            let mut builder = AggregateBuilder::new();
+            for r in records(100).into_iter().skip(n) {
+                builder.add(r);
+            }
+            builder.encode_unfinished_aggregate(Vec::new())
+        })
+        .collect();
+    let bodies: Vec<Vec<u8>> = unfinished
+        .iter()
+        .map(|a| a.clone().finish()[4..a.len() - 16].to_vec())
+        .collect();
+    let mut group = c.benchmark_group("checksums");
+    group.throughput(Throughput::Bytes(
+        bodies.iter().map(|b| b.len() as u64).sum(),
+    ));
+    group.bench_function("md-5", |b| {
+        b.iter(|| {
+            black_box(&bodies)
+                .iter()
+                .map(Md5::digest)
+                .collect::<Vec<_>>()
+        })
+    });
+    group.bench_function("four-lanes", |b| {
+        b.iter_batched(
+            || unfinished.clone(),
+            finish_aggregates,
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
 }
 
 /// Reads criterion's mean estimate (ns per iteration) for one bench.
@@ -160,6 +200,18 @@ fn hash_summary(dir: &std::path::Path) {
     }
 }
 
+fn checksum_summary(dir: &std::path::Path) {
+    if let (Some(one), Some(four)) = (
+        mean_ns(dir, "checksums", "md-5"),
+        mean_ns(dir, "checksums", "four-lanes"),
+    ) {
+        println!(
+            "8 aggregates of 50 KB: {one:.0} ns one by one (md-5), {four:.0} ns four lanes at a time ({:.2}x)",
+            one / four
+        );
+    }
+}
+
 fn main() {
     let dir = output_directory();
     let mut c = Criterion::default()
@@ -171,4 +223,5 @@ fn main() {
     c.final_summary();
     summary(&dir);
     hash_summary(&dir);
+    checksum_summary(&dir);
 }

@@ -4,12 +4,12 @@ use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
-use md5::{Digest, Md5};
 use quick_protobuf::Writer;
 use quick_protobuf::sizeofs::sizeof_varint;
 
 use crate::hash::HashKey;
 use crate::limits::AGGREGATED_PARTITION_KEY;
+use crate::md5_lanes;
 use crate::record::{Tag, UserRecord};
 
 /// The four bytes every aggregated record starts with.
@@ -342,15 +342,48 @@ impl<D: AsRef<[u8]>> AggregateBuilder<D> {
     /// Appends the aggregated form of what was added to `out` (even for zero or one
     /// record): exactly [`size`](Self::size) bytes.
     pub fn encode_aggregate_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        self.write_unfinished(out);
+        write_checksum(&mut out[start..]);
+    }
+
+    /// The aggregated form of what was added, in `buf` (emptied first, its
+    /// allocation kept), without its MD5 checksum yet: finish it with others by
+    /// [`finish_aggregates`], which checksums them four at a time, about twice as
+    /// fast as one by one. A producer that sends many aggregates in one request
+    /// finishes them together when it makes the request.
+    ///
+    /// ```
+    /// use kpl_codec::{AggregateBuilder, UserRecord, decode_aggregated, finish_aggregates};
+    ///
+    /// let mut unfinished = Vec::new();
+    /// for n in 0..6 {
+    ///     let mut builder = AggregateBuilder::new();
+    ///     builder.add(UserRecord::new(format!("key-{n}"), vec![n; 100]));
+    ///     builder.add(UserRecord::new("other", b"x".to_vec()));
+    ///     unfinished.push(builder.encode_unfinished_aggregate(Vec::new()));
+    /// }
+    /// for (n, aggregate) in finish_aggregates(unfinished).into_iter().enumerate() {
+    ///     let users = decode_aggregated(&aggregate)?; // checksum verified
+    ///     assert_eq!(users[0].data, vec![n as u8; 100]);
+    /// }
+    /// # Ok::<(), kpl_codec::DecodeError>(())
+    /// ```
+    pub fn encode_unfinished_aggregate(&self, mut buf: Vec<u8>) -> UnfinishedAggregate {
+        buf.clear();
+        self.write_unfinished(&mut buf);
+        UnfinishedAggregate(buf)
+    }
+
+    /// Appends magic, body and a zeroed digest: [`size`](Self::size) bytes.
+    fn write_unfinished(&self, out: &mut Vec<u8>) {
         out.reserve(self.size());
         out.extend_from_slice(&MAGIC);
-        let body_start = out.len();
         // Writing into a Vec cannot fail.
         self.write_tables(&mut Writer::new(&mut *out))
             .expect("writing to a Vec never fails");
         self.write_entries(out);
-        let digest: [u8; DIGEST_LEN] = Md5::digest(&out[body_start..]).into();
-        out.extend_from_slice(&digest);
+        out.extend_from_slice(&[0; DIGEST_LEN]);
     }
 
     fn write_tables(&self, w: &mut Writer<&mut Vec<u8>>) -> quick_protobuf::Result<()> {
@@ -448,6 +481,69 @@ impl<D: AsRef<[u8]>> AggregateBuilder<D> {
         }
         (growth + len_field(message_len), message_len)
     }
+}
+
+/// An aggregate whose MD5 checksum is not written yet, made by
+/// [`AggregateBuilder::encode_unfinished_aggregate`]: not valid to send or decode
+/// until [`finish`](Self::finish)ed, alone or with others by [`finish_aggregates`].
+#[derive(Clone)]
+pub struct UnfinishedAggregate(Vec<u8>);
+
+impl UnfinishedAggregate {
+    /// Its length, the same finished: magic, body and digest.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always `false`: an aggregate has at least its magic and digest.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Writes the checksum and returns the aggregate.
+    pub fn finish(mut self) -> Vec<u8> {
+        write_checksum(&mut self.0);
+        self.0
+    }
+}
+
+impl std::fmt::Debug for UnfinishedAggregate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnfinishedAggregate")
+            .field("len", &self.0.len())
+            .finish()
+    }
+}
+
+/// Finishes many aggregates, in order: their checksums are computed four at a
+/// time (aggregates of close sizes together), which takes about half the time of
+/// finishing each alone.
+pub fn finish_aggregates(aggregates: Vec<UnfinishedAggregate>) -> Vec<Vec<u8>> {
+    let digests = {
+        let bodies: Vec<&[u8]> = aggregates.iter().map(|a| body(&a.0)).collect();
+        md5_lanes::digests(&bodies)
+    };
+    aggregates
+        .into_iter()
+        .zip(digests)
+        .map(|(UnfinishedAggregate(mut bytes), digest)| {
+            let at = bytes.len() - DIGEST_LEN;
+            bytes[at..].copy_from_slice(&digest);
+            bytes
+        })
+        .collect()
+}
+
+/// The protobuf body of an aggregate (between magic and digest).
+fn body(aggregate: &[u8]) -> &[u8] {
+    &aggregate[MAGIC.len()..aggregate.len() - DIGEST_LEN]
+}
+
+/// Writes the digest of an aggregate's body at its end.
+fn write_checksum(aggregate: &mut [u8]) {
+    let digest = md5_lanes::digest(body(aggregate));
+    let at = aggregate.len() - DIGEST_LEN;
+    aggregate[at..].copy_from_slice(&digest);
 }
 
 #[derive(Clone, Copy)]

@@ -3,243 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use md5::{Digest, Md5};
-
-/// MD5's per-step constants (RFC 1321): `floor(|sin(i + 1)| * 2^32)`.
-const MD5_K: [u32; 64] = [
-    0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613, 0xfd469501,
-    0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821,
-    0xf61e2562, 0xc040b340, 0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
-    0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a,
-    0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c, 0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70,
-    0x289b7ec6, 0xeaa127fa, 0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
-    0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
-    0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391,
-];
-
-/// MD5's 64 steps, written out so that every index and rotation is a constant:
-/// `$step!(round, constant index, message word, rotation)` for each, where the round
-/// (`F`, `G`, `H`, `I`) names the function of b, c and d.
-macro_rules! md5_steps {
-    ($step:ident) => {{
-        $step!(F, 0, 0, 7);
-        $step!(F, 1, 1, 12);
-        $step!(F, 2, 2, 17);
-        $step!(F, 3, 3, 22);
-        $step!(F, 4, 4, 7);
-        $step!(F, 5, 5, 12);
-        $step!(F, 6, 6, 17);
-        $step!(F, 7, 7, 22);
-        $step!(F, 8, 8, 7);
-        $step!(F, 9, 9, 12);
-        $step!(F, 10, 10, 17);
-        $step!(F, 11, 11, 22);
-        $step!(F, 12, 12, 7);
-        $step!(F, 13, 13, 12);
-        $step!(F, 14, 14, 17);
-        $step!(F, 15, 15, 22);
-        $step!(G, 16, 1, 5);
-        $step!(G, 17, 6, 9);
-        $step!(G, 18, 11, 14);
-        $step!(G, 19, 0, 20);
-        $step!(G, 20, 5, 5);
-        $step!(G, 21, 10, 9);
-        $step!(G, 22, 15, 14);
-        $step!(G, 23, 4, 20);
-        $step!(G, 24, 9, 5);
-        $step!(G, 25, 14, 9);
-        $step!(G, 26, 3, 14);
-        $step!(G, 27, 8, 20);
-        $step!(G, 28, 13, 5);
-        $step!(G, 29, 2, 9);
-        $step!(G, 30, 7, 14);
-        $step!(G, 31, 12, 20);
-        $step!(H, 32, 5, 4);
-        $step!(H, 33, 8, 11);
-        $step!(H, 34, 11, 16);
-        $step!(H, 35, 14, 23);
-        $step!(H, 36, 1, 4);
-        $step!(H, 37, 4, 11);
-        $step!(H, 38, 7, 16);
-        $step!(H, 39, 10, 23);
-        $step!(H, 40, 13, 4);
-        $step!(H, 41, 0, 11);
-        $step!(H, 42, 3, 16);
-        $step!(H, 43, 6, 23);
-        $step!(H, 44, 9, 4);
-        $step!(H, 45, 12, 11);
-        $step!(H, 46, 15, 16);
-        $step!(H, 47, 2, 23);
-        $step!(I, 48, 0, 6);
-        $step!(I, 49, 7, 10);
-        $step!(I, 50, 14, 15);
-        $step!(I, 51, 5, 21);
-        $step!(I, 52, 12, 6);
-        $step!(I, 53, 3, 10);
-        $step!(I, 54, 10, 15);
-        $step!(I, 55, 1, 21);
-        $step!(I, 56, 8, 6);
-        $step!(I, 57, 15, 10);
-        $step!(I, 58, 6, 15);
-        $step!(I, 59, 13, 21);
-        $step!(I, 60, 4, 6);
-        $step!(I, 61, 11, 10);
-        $step!(I, 62, 2, 15);
-        $step!(I, 63, 9, 21);
-    }};
-}
-
-/// MD5's initial state.
-const MD5_INIT: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
-
-/// The words of the one padded block of `input` (at most 55 bytes).
-fn padded_words(input: &[u8]) -> [u32; 16] {
-    let mut block = [0u8; 64];
-    block[..input.len()].copy_from_slice(input);
-    block[input.len()] = 0x80;
-    block[56..].copy_from_slice(&((input.len() as u64) * 8).to_le_bytes());
-    let mut m = [0u32; 16];
-    for (word, bytes) in m.iter_mut().zip(block.chunks_exact(4)) {
-        *word = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    }
-    m
-}
-
-/// MD5 of at most 55 bytes (most partition keys): the padded message is one block,
-/// compressed here directly. A general-purpose digest spends about a fifth of
-/// the time of hashing a short key on buffering and padding. `None` for longer
-/// input.
-fn one_block_md5(input: &[u8]) -> Option<[u8; 16]> {
-    if input.len() > 55 {
-        return None;
-    }
-    let m = padded_words(input);
-    let init = MD5_INIT;
-    let [mut a, mut b, mut c, mut d] = init;
-    // One step: the round's function `f` of b, c, d, then the rotation.
-    macro_rules! step {
-        (F, $i:expr, $g:expr, $s:expr) => { step!(@ (b & c) | (!b & d), $i, $g, $s) };
-        (G, $i:expr, $g:expr, $s:expr) => { step!(@ (d & b) | (!d & c), $i, $g, $s) };
-        (H, $i:expr, $g:expr, $s:expr) => { step!(@ b ^ c ^ d, $i, $g, $s) };
-        (I, $i:expr, $g:expr, $s:expr) => { step!(@ c ^ (b | !d), $i, $g, $s) };
-        (@ $f:expr, $i:expr, $g:expr, $s:expr) => {{
-            let f: u32 = $f;
-            let sum = a
-                .wrapping_add(f)
-                .wrapping_add(MD5_K[$i])
-                .wrapping_add(m[$g]);
-            a = d;
-            d = c;
-            c = b;
-            b = b.wrapping_add(sum.rotate_left($s));
-        }};
-    }
-    md5_steps!(step);
-    let mut out = [0u8; 16];
-    for (chunk, (word, start)) in out
-        .chunks_exact_mut(4)
-        .zip([a, b, c, d].into_iter().zip(init))
-    {
-        chunk.copy_from_slice(&word.wrapping_add(start).to_le_bytes());
-    }
-    Some(out)
-}
-
-/// Four lanes of 32-bit words, one per message: written lane by lane, so that
-/// the compiler turns each operation into one SIMD instruction (SSE2 on x86-64).
-#[derive(Clone, Copy)]
-struct Lanes([u32; 4]);
-
-impl Lanes {
-    #[inline(always)]
-    fn splat(v: u32) -> Self {
-        Self([v; 4])
-    }
-    #[inline(always)]
-    fn map2(self, o: Self, f: impl Fn(u32, u32) -> u32) -> Self {
-        let (a, b) = (self.0, o.0);
-        Self([f(a[0], b[0]), f(a[1], b[1]), f(a[2], b[2]), f(a[3], b[3])])
-    }
-    #[inline(always)]
-    fn add(self, o: Self) -> Self {
-        self.map2(o, u32::wrapping_add)
-    }
-    #[inline(always)]
-    fn and(self, o: Self) -> Self {
-        self.map2(o, |a, b| a & b)
-    }
-    #[inline(always)]
-    fn or(self, o: Self) -> Self {
-        self.map2(o, |a, b| a | b)
-    }
-    #[inline(always)]
-    fn xor(self, o: Self) -> Self {
-        self.map2(o, |a, b| a ^ b)
-    }
-    #[inline(always)]
-    fn not(self) -> Self {
-        let a = self.0;
-        Self([!a[0], !a[1], !a[2], !a[3]])
-    }
-    #[inline(always)]
-    fn rotl<const S: u32>(self) -> Self {
-        let a = self.0;
-        Self([
-            a[0].rotate_left(S),
-            a[1].rotate_left(S),
-            a[2].rotate_left(S),
-            a[3].rotate_left(S),
-        ])
-    }
-}
-
-/// MD5 of four messages of at most 55 bytes each at once (four lanes of the same
-/// one-block computation as [`one_block_md5`]). `None` if one is longer.
-fn one_block_md5_x4(inputs: [&[u8]; 4]) -> Option<[[u8; 16]; 4]> {
-    if inputs.iter().any(|i| i.len() > 55) {
-        return None;
-    }
-    // The padded blocks' words, lane by lane.
-    let mut m = [Lanes::splat(0); 16];
-    for (lane, input) in inputs.iter().enumerate() {
-        for (word, value) in m.iter_mut().zip(padded_words(input)) {
-            word.0[lane] = value;
-        }
-    }
-    let init = MD5_INIT;
-    let (mut a, mut b, mut c, mut d) = (
-        Lanes::splat(init[0]),
-        Lanes::splat(init[1]),
-        Lanes::splat(init[2]),
-        Lanes::splat(init[3]),
-    );
-    macro_rules! step4 {
-        (F, $i:expr, $g:expr, $s:expr) => { step4!(@ b.and(c).or(b.not().and(d)), $i, $g, $s) };
-        (G, $i:expr, $g:expr, $s:expr) => { step4!(@ d.and(b).or(d.not().and(c)), $i, $g, $s) };
-        (H, $i:expr, $g:expr, $s:expr) => { step4!(@ b.xor(c).xor(d), $i, $g, $s) };
-        (I, $i:expr, $g:expr, $s:expr) => { step4!(@ c.xor(b.or(d.not())), $i, $g, $s) };
-        (@ $f:expr, $i:expr, $g:expr, $s:expr) => {{
-            let f: Lanes = $f;
-            let sum = a.add(f).add(Lanes::splat(MD5_K[$i])).add(m[$g]);
-            a = d;
-            d = c;
-            c = b;
-            b = b.add(sum.rotl::<$s>());
-        }};
-    }
-    md5_steps!(step4);
-    let mut out = [[0u8; 16]; 4];
-    for (lane, digest) in out.iter_mut().enumerate() {
-        for (chunk, (word, start)) in digest.chunks_exact_mut(4).zip(
-            [a.0[lane], b.0[lane], c.0[lane], d.0[lane]]
-                .into_iter()
-                .zip(init),
-        ) {
-            chunk.copy_from_slice(&word.wrapping_add(start).to_le_bytes());
-        }
-    }
-    Some(out)
-}
+use crate::md5_lanes;
 
 /// A position in a stream's 128-bit hash key space.
 ///
@@ -281,10 +45,7 @@ impl HashKey {
     /// read as a big-endian `u128`.
     pub fn from_partition_key(partition_key: &str) -> Self {
         let bytes = partition_key.as_bytes();
-        let digest: [u8; 16] = match one_block_md5(bytes) {
-            Some(digest) => digest,
-            None => Md5::digest(bytes).into(),
-        };
+        let digest = md5_lanes::one_block(bytes).unwrap_or_else(|| md5_lanes::digest(bytes));
         Self(u128::from_be_bytes(digest))
     }
 
@@ -315,8 +76,8 @@ impl HashKey {
             out.push(Self(0));
             waiting += 1;
             if waiting == 4 {
-                let digests =
-                    one_block_md5_x4(group.map(|(k, _)| k)).expect("keys of at most 55 bytes");
+                let digests = md5_lanes::one_block_x4(group.map(|(k, _)| k))
+                    .expect("keys of at most 55 bytes");
                 for ((_, at), digest) in group.iter().zip(digests) {
                     out[*at] = Self(u128::from_be_bytes(digest));
                 }
@@ -324,7 +85,7 @@ impl HashKey {
             }
         }
         for (key, at) in &group[..waiting] {
-            let digest = one_block_md5(key).expect("a key of at most 55 bytes");
+            let digest = md5_lanes::one_block(key).expect("a key of at most 55 bytes");
             out[*at] = Self(u128::from_be_bytes(digest));
         }
         out
@@ -458,30 +219,10 @@ impl std::error::Error for ParseHashKeyError {}
 
 #[cfg(test)]
 mod tests {
+    use md5::{Digest, Md5};
     use proptest::prelude::*;
 
     use super::*;
-
-    #[test]
-    fn the_md5_constants_are_the_sines() {
-        for (i, &k) in MD5_K.iter().enumerate() {
-            let sine = ((i + 1) as f64).sin().abs() * 4_294_967_296.0;
-            assert_eq!(k, sine as u32, "K[{i}]");
-        }
-    }
-
-    #[test]
-    fn one_block_md5_agrees_with_md5_at_every_length() {
-        // Every length a single block takes, and the first ones that do not.
-        for len in 0..=64 {
-            let input: Vec<u8> = (0..len).map(|i| (i * 37 + len) as u8).collect();
-            let expected: [u8; 16] = Md5::digest(&input).into();
-            match one_block_md5(&input) {
-                Some(digest) => assert_eq!(digest, expected, "length {len}"),
-                None => assert!(len > 55, "length {len} fits one block"),
-            }
-        }
-    }
 
     proptest! {
         #[test]
@@ -489,21 +230,6 @@ mod tests {
             let expected: [u8; 16] = Md5::digest(key.as_bytes()).into();
             prop_assert_eq!(HashKey::from_partition_key(&key).get(), u128::from_be_bytes(expected));
         }
-    }
-
-    #[test]
-    fn four_lanes_agree_with_md5_at_every_length() {
-        let inputs: Vec<Vec<u8>> = (0..=55u8)
-            .map(|n| (0..n).map(|i| i.wrapping_mul(37) ^ n).collect())
-            .collect();
-        for w in inputs.windows(4) {
-            let got = one_block_md5_x4([&w[0], &w[1], &w[2], &w[3]]).unwrap();
-            for (input, digest) in w.iter().zip(got) {
-                let expected: [u8; 16] = Md5::digest(input).into();
-                assert_eq!(digest, expected, "length {}", input.len());
-            }
-        }
-        assert!(one_block_md5_x4([b"", b"", b"", &[0; 56]]).is_none());
     }
 
     proptest! {

@@ -61,11 +61,13 @@ mod decode;
 mod encode;
 mod hash;
 mod limits;
+mod md5_lanes;
 mod record;
 
 pub use decode::{DecodeError, KeyTable, deaggregate, decode_aggregated, is_aggregated};
 pub use encode::{
-    AGGREGATE_OVERHEAD, AggregateBuilder, DIGEST_LEN, KinesisRecord, MAGIC, aggregate_growth_bound,
+    AGGREGATE_OVERHEAD, AggregateBuilder, DIGEST_LEN, KinesisRecord, MAGIC, UnfinishedAggregate,
+    aggregate_growth_bound, finish_aggregates,
 };
 pub use hash::{HashKey, ParseHashKeyError};
 pub use limits::{

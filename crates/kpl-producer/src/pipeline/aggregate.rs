@@ -5,14 +5,13 @@
 use std::cmp::Reverse;
 use std::time::Instant;
 
-use bytes::Bytes;
 use kpl_codec::{AGGREGATED_PARTITION_KEY, UserRecord};
 use kpl_reducer::{Item, Reducer};
 use kpl_shardmap::{LookupError, ShardId};
 use tracing::debug;
 
 use super::record::{
-    Contents, KRec, Rec, add_capped, aggregator_deadline, collector_share, take_out,
+    Contents, KRec, Payload, Rec, add_capped, aggregator_deadline, collector_share, take_out,
 };
 use super::{RESHARD_MEMORY, SUSPECT_WAIT, StreamPipeline};
 
@@ -218,7 +217,7 @@ impl StreamPipeline {
             KRec {
                 partition_key: String::from(r.partition_key),
                 explicit_hash_key,
-                data: r.data,
+                data: Payload::Ready(r.data),
                 records: Contents::Sealed(vec![r.m]),
                 shard,
                 deadline,
@@ -247,8 +246,8 @@ impl StreamPipeline {
                 }
                 members.push(r.m);
             }
-            let mut data = Vec::with_capacity(self.builder.size());
-            self.builder.encode_aggregate_into(&mut data);
+            // Its checksum is written with the others of its request (four at a time).
+            let data = self.builder.encode_unfinished_aggregate(Vec::new());
             // The keys and data of the user records are freed here (or by whoever
             // holds the last reference to a record's data).
             self.builder.clear();
@@ -256,7 +255,7 @@ impl StreamPipeline {
                 records: Contents::Sealed(members),
                 partition_key: AGGREGATED_PARTITION_KEY.to_owned(),
                 explicit_hash_key: Some(first),
-                data: Bytes::from(data),
+                data: Payload::Unfinished(data),
                 shard,
                 deadline,
                 expiration,

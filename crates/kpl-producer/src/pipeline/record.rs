@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kpl_codec::{HashKey, aggregate_growth_bound, decode_aggregated};
+use kpl_codec::{
+    HashKey, UnfinishedAggregate, aggregate_growth_bound, decode_aggregated, finish_aggregates,
+};
 use kpl_limiter::LimitItem;
 use kpl_reducer::Item;
 use kpl_shardmap::ShardId;
@@ -318,7 +320,7 @@ pub(crate) struct KRec {
     pub(super) records: Contents,
     pub(super) partition_key: String,
     pub(super) explicit_hash_key: Option<HashKey>,
-    pub(super) data: Bytes,
+    pub(super) data: Payload,
     pub(super) shard: Option<ShardId>,
     pub(super) deadline: Instant,
     pub(super) expiration: Instant,
@@ -326,6 +328,57 @@ pub(crate) struct KRec {
     /// When the limiter let it out (its room in the shard's window counts from when
     /// it is sent).
     pub(super) released: Option<Instant>,
+}
+
+/// A Kinesis record's bytes.
+pub(crate) enum Payload {
+    /// Ready to send.
+    Ready(Bytes),
+    /// An aggregate whose checksum is still to be written: the aggregates of a
+    /// request are finished together when it is made ([`finish_payloads`]), four
+    /// checksums at a time.
+    Unfinished(UnfinishedAggregate),
+}
+
+impl Payload {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Self::Ready(b) => b.len(),
+            Self::Unfinished(a) => a.len(),
+        }
+    }
+
+    /// The bytes to send or read back (an unfinished aggregate is finished here,
+    /// alone).
+    pub(super) fn ready(&mut self) -> Bytes {
+        let bytes = match std::mem::replace(self, Self::Ready(Bytes::new())) {
+            Self::Ready(b) => b,
+            Self::Unfinished(a) => Bytes::from(a.finish()),
+        };
+        *self = Self::Ready(bytes.clone());
+        bytes
+    }
+}
+
+/// Finishes the unfinished aggregates of a request together: their checksums are
+/// computed four at a time, about twice as fast as one by one.
+pub(super) fn finish_payloads(batch: &mut [KRec]) {
+    let (mut at, mut unfinished) = (Vec::new(), Vec::new());
+    for (i, k) in batch.iter_mut().enumerate() {
+        if matches!(k.data, Payload::Unfinished(_))
+            && let Payload::Unfinished(a) =
+                std::mem::replace(&mut k.data, Payload::Ready(Bytes::new()))
+        {
+            at.push(i);
+            unfinished.push(a);
+        }
+    }
+    if unfinished.is_empty() {
+        return;
+    }
+    for (i, bytes) in at.into_iter().zip(finish_aggregates(unfinished)) {
+        batch[i].data = Payload::Ready(Bytes::from(bytes));
+    }
 }
 
 /// The user records of a Kinesis record.
@@ -386,6 +439,8 @@ impl KRec {
             Contents::Loose(r) => return Ok(r),
             Contents::Sealed(m) => m,
         };
+        let mut payload = self.data;
+        let data = payload.ready();
         let admit = |m: Member, key: &str, explicit: Option<HashKey>, hash_key, data| {
             let mut rec = Rec {
                 m,
@@ -415,11 +470,11 @@ impl KRec {
                 &self.partition_key,
                 self.explicit_hash_key,
                 hash_key,
-                self.data,
+                data,
             );
             return Ok(vec![rec]);
         }
-        let decoded = match decode_aggregated(&self.data) {
+        let decoded = match decode_aggregated(&data) {
             Ok(d) if d.len() == members.len() => d,
             Ok(d) => {
                 return Err(Unreadable {
@@ -451,8 +506,8 @@ impl KRec {
             };
             let hash_key =
                 explicit.unwrap_or_else(|| HashKey::from_partition_key(user.partition_key));
-            let data = self.data.slice_ref(user.data);
-            recs.push(admit(m, user.partition_key, explicit, hash_key, data));
+            let user_data = data.slice_ref(user.data);
+            recs.push(admit(m, user.partition_key, explicit, hash_key, user_data));
         }
         match bad {
             None => Ok(recs),
@@ -525,13 +580,11 @@ mod tests {
             builder.add(user);
             members.push(rec.m);
         }
-        let mut data = Vec::new();
-        builder.encode_aggregate_into(&mut data);
         let krec = KRec {
             records: Contents::Sealed(members),
             partition_key: "a".into(),
             explicit_hash_key: None,
-            data: Bytes::from(data),
+            data: Payload::Unfinished(builder.encode_unfinished_aggregate(Vec::new())),
             shard: None,
             deadline: t0,
             expiration: t0,
@@ -574,7 +627,7 @@ mod tests {
             records: Contents::Sealed(members),
             partition_key: "a".into(),
             explicit_hash_key: None,
-            data: Bytes::from_static(b"not an aggregate"),
+            data: Payload::Ready(Bytes::from_static(b"not an aggregate")),
             shard: None,
             deadline: t0,
             expiration: t0,

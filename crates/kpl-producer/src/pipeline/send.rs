@@ -15,7 +15,7 @@ use kpl_transport::{
 };
 use tracing::debug;
 
-use super::record::{Contents, KRec, Rec, add_capped, take_out};
+use super::record::{Contents, KRec, Payload, Rec, add_capped, finish_payloads, take_out};
 use super::{StreamPipeline, Transmit};
 use crate::config::Config;
 use crate::events::Event;
@@ -193,10 +193,11 @@ impl StreamPipeline {
             window = self.window.requests(),
             "PutRecords sent"
         );
+        finish_payloads(&mut batch);
         let entries = batch
-            .iter()
+            .iter_mut()
             .map(|k| {
-                PutRecordsEntry::new(k.partition_key.clone(), k.explicit_hash_key, k.data.clone())
+                PutRecordsEntry::new(k.partition_key.clone(), k.explicit_hash_key, k.data.ready())
             })
             .collect();
         // The transport waits three timeouts: a late answer still settles the records
@@ -326,7 +327,7 @@ impl StreamPipeline {
                 records: Contents::Loose(records),
                 partition_key: String::new(),
                 explicit_hash_key: None,
-                data: Bytes::new(),
+                data: Payload::Ready(Bytes::new()),
                 shard,
                 deadline: now,
                 expiration: now,
