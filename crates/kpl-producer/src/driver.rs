@@ -15,8 +15,8 @@ use kpl_transport::{ListShardsRequest, PutRecordsResponse, StreamId, TransportEr
 use tracing::debug;
 
 use crate::accounting::Shared;
-use crate::pipeline::{Rec, StreamPipeline, Transmit};
-use crate::result::{Queue, RecordId, RecordResult};
+use crate::pipeline::{Rec, Settled, StreamPipeline, Transmit};
+use crate::result::{Completer, Queue, RecordId, RecordResult};
 
 /// Outcomes for one `Outcomes` queue, gathered in a driver round.
 type QueueBatch = (Arc<Queue>, Vec<(RecordId, RecordResult)>);
@@ -168,27 +168,24 @@ impl Worker {
         }
     }
 
-    /// Hands settled records their outcomes, gives their space back, and passes a
-    /// new admission limit on.
-    fn deliver(&mut self) {
-        // Outcomes for an `Outcomes` queue go in one batch per queue and round (one
-        // lock, one wake-up); a future's slot is filled one by one.
+    /// Outcomes for futures and for several queues, in order: one batch per run of
+    /// a queue's records.
+    fn deliver_one_by_one(
+        &mut self,
+        outcomes: Vec<(RecordId, RecordResult)>,
+        completers: Vec<(usize, Completer)>,
+    ) {
         let mut batch: Option<QueueBatch> = None;
-        let settled = self.pipeline.drain_settled();
-        // Room for all of this round's outcomes in the first queue's batch (most
-        // rounds have one queue): the batch never grows by copies.
-        let room = settled.len();
-        for settled in settled {
-            self.resolved.push((settled.id, settled.size));
-            let id = settled.id;
-            let Some(queue) = settled.completer.queue() else {
-                settled.completer.complete(settled.result);
+        // Room for all of this round's outcomes in the first queue's batch: the
+        // batch never grows by copies.
+        let room = outcomes.len();
+        for (outcome, (size, completer)) in outcomes.into_iter().zip(completers) {
+            self.resolved.push((completer.id(), size));
+            let Some(queue) = completer.queue() else {
+                completer.complete(outcome.1);
                 continue;
             };
-            let outcome = (RecordId(id), settled.result);
             match &mut batch {
-                // The usual case: the queue of the batch in hand (no reference
-                // count touched).
                 Some((q, outcomes)) if Arc::ptr_eq(q, queue) => outcomes.push(outcome),
                 _ => {
                     let queue = queue.clone();
@@ -200,10 +197,39 @@ impl Worker {
                     batch = Some((queue, outcomes));
                 }
             }
-            settled.completer.delivered();
+            completer.delivered();
         }
         if let Some((q, outcomes)) = batch {
             q.push(outcomes);
+        }
+    }
+
+    /// Hands settled records their outcomes, gives their space back, and passes a
+    /// new admission limit on.
+    fn deliver(&mut self) {
+        // Outcomes for an `Outcomes` queue go in one batch per queue and round (one
+        // lock, one wake-up); a future's slot is filled one by one.
+        let Settled {
+            outcomes,
+            completers,
+        } = self.pipeline.take_settled();
+        let one_queue = completers.first().and_then(|(_, c)| c.queue()).filter(|q| {
+            completers
+                .iter()
+                .all(|(_, c)| c.queue().is_some_and(|other| Arc::ptr_eq(q, other)))
+        });
+        if let Some(queue) = one_queue.cloned() {
+            // The usual case: every outcome goes to one queue, which takes the
+            // pipeline's vector as it is (no outcome moved).
+            for (size, completer) in completers {
+                self.resolved.push((completer.id(), size));
+                completer.delivered();
+            }
+            if !outcomes.is_empty() {
+                queue.push(outcomes);
+            }
+        } else {
+            self.deliver_one_by_one(outcomes, completers);
         }
         if !self.resolved.is_empty() {
             self.shared.release(&self.stream, &self.resolved);

@@ -4,7 +4,7 @@
 //! [`handle_shards`](StreamPipeline::handle_shards); requests to send come out of
 //! [`poll_transmit`](StreamPipeline::poll_transmit), the next moment anything is due
 //! out of [`poll_timeout`](StreamPipeline::poll_timeout), and settled records out of
-//! [`drain_settled`](StreamPipeline::drain_settled). Time is an argument: nothing
+//! [`take_settled`](StreamPipeline::take_settled). Time is an argument: nothing
 //! here reads a clock, sleeps, spawns or does I/O. The driver (`driver.rs`) owns the
 //! task, the transport and the accounting.
 //!
@@ -39,7 +39,7 @@ use tracing::debug;
 use crate::config::Config;
 use crate::events::{Event, EventSink, Summary};
 use crate::fasthash::{FastMap, FastSet};
-use crate::result::{Completer, RecordResult, codes};
+use crate::result::{Completer, RecordId, RecordResult, codes};
 
 use record::KRec;
 pub(crate) use record::{Epoch, Rec};
@@ -116,16 +116,32 @@ pub(crate) enum Transmit {
     },
 }
 
-/// A user record with its outcome, to be handed to whoever awaits it.
+/// The user records settled since the last look, to be handed to whoever awaits
+/// them: their outcomes, and beside them (same order) where each goes.
+///
+/// The outcomes are in the layout an [`Outcomes`](crate::Outcomes) queue takes: when
+/// they all go to one queue (the usual case), the vector is handed over whole,
+/// without moving an outcome.
+#[derive(Default)]
 pub(crate) struct Settled {
-    /// The record's id (as given to [`Rec::new`]).
-    pub(crate) id: u64,
-    /// The bytes it counted for the outstanding caps.
-    pub(crate) size: usize,
-    /// Where its outcome goes.
-    pub(crate) completer: Completer,
-    /// Its outcome.
-    pub(crate) result: RecordResult,
+    /// (record id, outcome) of each.
+    pub(crate) outcomes: Vec<(RecordId, RecordResult)>,
+    /// (bytes it counted for the outstanding caps, where its outcome goes) of each.
+    pub(crate) completers: Vec<(usize, Completer)>,
+}
+
+impl Settled {
+    fn push(&mut self, size: usize, completer: Completer, result: RecordResult) {
+        self.outcomes.push((RecordId(completer.id()), result));
+        self.completers.push((size, completer));
+    }
+
+    /// Room for `n` more (a request's records, settled by its answer), so the
+    /// outcomes are not moved by growing.
+    fn reserve(&mut self, n: usize) {
+        self.outcomes.reserve(n);
+        self.completers.reserve(n);
+    }
 }
 
 /// One stream's pipeline: aggregator → limiter → collector → sender → retrier.
@@ -174,7 +190,7 @@ pub(crate) struct StreamPipeline {
     /// Requests to send, oldest first.
     transmits: VecDeque<Transmit>,
     /// Records with their outcome, not drained yet.
-    settled: Vec<Settled>,
+    settled: Settled,
     /// Whether something came in since the stages were last moved on, and when
     /// that was.
     dirty: bool,
@@ -248,7 +264,7 @@ impl StreamPipeline {
             request_failures: 0,
             builder: AggregateBuilder::new(),
             transmits: VecDeque::new(),
-            settled: Vec::new(),
+            settled: Settled::default(),
             dirty: true,
             driven_at: None,
             rng: SplitMix64::new(seed),
@@ -301,7 +317,7 @@ impl StreamPipeline {
     }
 
     /// Shuts down: every record not in flight fails as shut down (drained with
-    /// [`drain_settled`](Self::drain_settled)); returns how many.
+    /// [`take_settled`](Self::take_settled)); returns how many.
     pub(crate) fn handle_shutdown(&mut self, now: Instant) -> usize {
         self.dirty = true;
         self.stopping = true;
@@ -371,9 +387,9 @@ impl StreamPipeline {
     }
 
     /// Records that have their outcome since the last call.
-    pub(crate) fn drain_settled(&mut self) -> std::vec::Drain<'_, Settled> {
+    pub(crate) fn take_settled(&mut self) -> Settled {
         self.flush_stored_summary();
-        self.settled.drain(..)
+        std::mem::take(&mut self.settled)
     }
 
     /// Counts a record stored on `shard_id` into the summary of its shard.

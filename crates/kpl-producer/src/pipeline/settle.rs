@@ -11,7 +11,7 @@ use kpl_transport::{EntryResult, ErrorKind, PutRecordsResponse, TransportError};
 use tracing::{debug, warn};
 
 use super::record::{Contents, KRec, Member, Rec, RequestClock, Unreadable, aggregator_deadline};
-use super::{Settled, StreamPipeline, WARN_AFTER_ATTEMPTS};
+use super::{StreamPipeline, WARN_AFTER_ATTEMPTS};
 use crate::events::Event;
 use crate::result::{Attempt, RecordResult, codes};
 
@@ -177,6 +177,8 @@ impl StreamPipeline {
         }
         let mut invalidate: Option<ShardId> = None;
         let mut split: Vec<ShardId> = Vec::new();
+        // Most of the batch settles now: room for all of it at once.
+        self.settled.reserve(batch.iter().map(KRec::len).sum());
         for (k, result) in batch.into_iter().zip(response.results) {
             match result {
                 EntryResult::Ok {
@@ -408,32 +410,32 @@ impl StreamPipeline {
             );
         }
         self.drained += rec.bytes() as u64;
-        self.settled.push(Settled {
-            id: rec.id(),
-            size: rec.bytes(),
-            completer: rec.completer,
-            result: RecordResult {
+        let size = rec.bytes();
+        self.settled.push(
+            size,
+            rec.completer,
+            RecordResult {
                 success: true,
                 shard_id: Some(shard_id.clone()),
                 sequence_number: Some(sequence_number.clone()),
                 // Most records: one attempt, held inline (no allocation).
                 attempts: rec.attempts.settle(last),
             },
-        });
+        );
     }
 
     pub(super) fn fail(&mut self, rec: Member) {
-        self.settled.push(Settled {
-            id: rec.id(),
-            size: rec.bytes(),
-            completer: rec.completer,
-            result: RecordResult {
+        let size = rec.bytes();
+        self.settled.push(
+            size,
+            rec.completer,
+            RecordResult {
                 success: false,
                 shard_id: None,
                 sequence_number: None,
                 attempts: rec.attempts.settle(None),
             },
-        });
+        );
     }
 
     /// Fails every record not in flight as shut down; returns how many.

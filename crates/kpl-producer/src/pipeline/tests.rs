@@ -166,12 +166,20 @@ impl Bench {
 
     /// Takes the outcomes settled so far; a record settled twice fails the test.
     fn settle(&mut self) {
-        for s in self.p.drain_settled() {
-            assert!(
-                self.outcomes.insert(s.id, s.result).is_none(),
-                "record {} settled twice",
-                s.id
+        let settled = self.p.take_settled();
+        assert_eq!(settled.outcomes.len(), settled.completers.len());
+        for ((id, result), (_, completer)) in settled.outcomes.into_iter().zip(settled.completers) {
+            assert_eq!(
+                id.0,
+                completer.id(),
+                "outcomes and completers in the same order"
             );
+            assert!(
+                self.outcomes.insert(id.0, result).is_none(),
+                "record {} settled twice",
+                id.0
+            );
+            completer.delivered();
         }
     }
 }
