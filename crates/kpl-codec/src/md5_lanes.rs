@@ -271,26 +271,36 @@ pub(crate) fn one_block_x4(inputs: [&[u8]; 4]) -> Option<[[u8; 16]; 4]> {
     Some(unlanes(state).map(digest_of))
 }
 
-/// MD5 of four messages of any lengths at once: the blocks all four have are
-/// compressed lane by lane, the rest of each message alone. Messages of similar
-/// lengths (the aggregates of one request) gain the most.
-pub(crate) fn digest_x4(inputs: [&[u8]; 4]) -> [[u8; 16]; 4] {
-    // Each message as its full blocks, then one or two padded blocks.
-    let full = inputs.map(|i| i.len() / 64);
-    let tails = inputs.map(|i| padding(&i[i.len() / 64 * 64..], i.len()));
+/// MD5 of two to four messages of any lengths at once, into `out`: the blocks
+/// compressed lane by lane while at least two messages have blocks left (an idle
+/// lane computes on zeros), then the longest message's last blocks alone.
+/// Messages of similar lengths (the aggregates of one request) gain the most.
+fn digest_group(inputs: &[&[u8]], out: &mut [[u8; 16]]) {
+    let input = |lane: usize| inputs.get(lane).copied().unwrap_or_default();
+    // Each message as its full blocks, then one or two padded blocks; none for an
+    // idle lane.
+    let full: [usize; 4] = std::array::from_fn(|lane| input(lane).len() / 64);
+    let tails: [([u8; 128], usize); 4] = std::array::from_fn(|lane| match inputs.get(lane) {
+        Some(i) => padding(&i[full[lane] * 64..], i.len()),
+        None => ([0; 128], 0),
+    });
+    let total: [usize; 4] = std::array::from_fn(|lane| full[lane] + tails[lane].1);
     let block = |lane: usize, b: usize| -> &[u8] {
         if b < full[lane] {
-            &inputs[lane][b * 64..b * 64 + 64]
+            &input(lane)[b * 64..b * 64 + 64]
         } else {
             let t = b - full[lane];
             &tails[lane].0[t * 64..t * 64 + 64]
         }
     };
-    let total: [usize; 4] = std::array::from_fn(|lane| full[lane] + tails[lane].1);
-    let shared = total.iter().copied().min().unwrap_or(0);
+    // Lane by lane up to the second-longest message's end: first the blocks
+    // every lane has, then with idle lanes.
+    let mut sorted = total;
+    sorted.sort_unstable();
+    let (all, shared) = (sorted[0], sorted[2]);
     let mut state = MD5_INIT.map(Lanes::splat);
-    for b in 0..shared {
-        let mut m = [Lanes::splat(0); 16];
+    let mut m = [Lanes::splat(0); 16];
+    for b in 0..all {
         for lane in 0..4 {
             for (word, value) in m.iter_mut().zip(words(block(lane, b))) {
                 word.0[lane] = value;
@@ -298,13 +308,32 @@ pub(crate) fn digest_x4(inputs: [&[u8]; 4]) -> [[u8; 16]; 4] {
         }
         compress4(&mut state, &m);
     }
-    let mut states = unlanes(state);
-    for (lane, state) in states.iter_mut().enumerate() {
-        for b in shared..total[lane] {
-            compress(state, &words(block(lane, b)));
+    let mut finals = unlanes(state);
+    for b in all..shared {
+        for lane in 0..4 {
+            let w = if b < total[lane] {
+                words(block(lane, b))
+            } else {
+                [0; 16]
+            };
+            for (word, value) in m.iter_mut().zip(w) {
+                word.0[lane] = value;
+            }
+        }
+        compress4(&mut state, &m);
+        for (lane, state) in unlanes(state).into_iter().enumerate() {
+            if b < total[lane] {
+                finals[lane] = state;
+            }
         }
     }
-    states.map(digest_of)
+    // The rest of the longest one alone.
+    for (lane, digest) in out.iter_mut().enumerate() {
+        for b in shared..total[lane] {
+            compress(&mut finals[lane], &words(block(lane, b)));
+        }
+        *digest = digest_of(finals[lane]);
+    }
 }
 
 /// MD5 of each of many messages, four at a time: messages of close lengths are
@@ -313,20 +342,17 @@ pub(crate) fn digests(inputs: &[&[u8]]) -> Vec<[u8; 16]> {
     let mut out = vec![[0u8; 16]; inputs.len()];
     let mut order: Vec<usize> = (0..inputs.len()).collect();
     order.sort_unstable_by_key(|&i| inputs[i].len());
-    let mut groups = order.chunks_exact(4);
-    for group in groups.by_ref() {
-        let got = digest_x4([
-            inputs[group[0]],
-            inputs[group[1]],
-            inputs[group[2]],
-            inputs[group[3]],
-        ]);
+    for group in order.chunks(4) {
+        if let [only] = group {
+            out[*only] = digest(inputs[*only]);
+            continue;
+        }
+        let group_inputs: Vec<&[u8]> = group.iter().map(|&i| inputs[i]).collect();
+        let mut got = [[0u8; 16]; 4];
+        digest_group(&group_inputs, &mut got[..group.len()]);
         for (&i, digest) in group.iter().zip(got) {
             out[i] = digest;
         }
-    }
-    for &i in groups.remainder() {
-        out[i] = digest(inputs[i]);
     }
     out
 }
@@ -386,10 +412,20 @@ mod tests {
             0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 129, 1000, 4096, 51_200,
         ];
         let inputs: Vec<Vec<u8>> = lens.iter().map(|&l| input(l)).collect();
-        for w in inputs.windows(4) {
-            let got = digest_x4([&w[0], &w[1], &w[2], &w[3]]);
-            for (input, digest) in w.iter().zip(got) {
-                assert_eq!(digest, reference(input), "length {}", input.len());
+        // Groups of four, three and two (one or two lanes idle), in every order.
+        for n in 2..=4 {
+            for w in inputs.windows(n) {
+                for reversed in [false, true] {
+                    let mut group: Vec<&[u8]> = w.iter().map(Vec::as_slice).collect();
+                    if reversed {
+                        group.reverse();
+                    }
+                    let mut got = [[0u8; 16]; 4];
+                    digest_group(&group, &mut got[..n]);
+                    for (input, digest) in group.iter().zip(got) {
+                        assert_eq!(digest, reference(input), "length {}", input.len());
+                    }
+                }
             }
         }
     }
