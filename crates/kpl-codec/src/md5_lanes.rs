@@ -310,8 +310,8 @@ fn digest_group(inputs: &[&[u8]], out: &mut [[u8; 16]]) {
     }
     let mut finals = unlanes(state);
     for b in all..shared {
-        for lane in 0..4 {
-            let w = if b < total[lane] {
+        for (lane, &blocks) in total.iter().enumerate() {
+            let w = if b < blocks {
                 words(block(lane, b))
             } else {
                 [0; 16]
