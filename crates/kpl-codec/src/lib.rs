@@ -10,7 +10,10 @@
 //! - [`HashKey`]: where a record lands, from a partition key (MD5, big-endian) or an
 //!   explicit hash key (strict decimal).
 //! - [`AggregateBuilder`]: packs user records into one aggregate and knows its exact
-//!   size after every add, in O(1); [`KinesisRecord`] is what it produces.
+//!   size after every add, in O(1); [`KinesisRecord`] is what it produces. Many
+//!   aggregates made at once (the records of one request) can be checksummed
+//!   together, four at a time: [`AggregateBuilder::encode_unfinished_aggregate`] and
+//!   [`finish_aggregates`].
 //! - [`deaggregate`] and [`decode_aggregated`]: zero-copy reading of a Kinesis record
 //!   into [`UserRecordRef`]s; every defect is a [`DecodeError`].
 //! - [`RecordLimits`], [`validate_partition_key`] and the constants: the service's
