@@ -186,28 +186,15 @@ fn summary(dir: &std::path::Path) {
     }
 }
 
-fn hash_summary(dir: &std::path::Path) {
-    if let (Some(one), Some(four)) = (
-        mean_ns(dir, "hash-keys", "one-by-one"),
-        mean_ns(dir, "hash-keys", "four-lanes"),
-    ) {
+/// Prints how much faster four lanes at a time were than one by one (the bench
+/// `one`, described as `how`) in `group`, for `what`.
+fn lanes_summary(dir: &std::path::Path, what: &str, group: &str, one: &str, how: &str) {
+    if let (Some(one_ns), Some(four)) =
+        (mean_ns(dir, group, one), mean_ns(dir, group, "four-lanes"))
+    {
         println!(
-            "1,000 partition keys of 16 characters: {:.0} ns one by one, {:.0} ns four lanes at a time ({:.2}x)",
-            one,
-            four,
-            one / four
-        );
-    }
-}
-
-fn checksum_summary(dir: &std::path::Path) {
-    if let (Some(one), Some(four)) = (
-        mean_ns(dir, "checksums", "md-5"),
-        mean_ns(dir, "checksums", "four-lanes"),
-    ) {
-        println!(
-            "8 aggregates of 50 KB: {one:.0} ns one by one (md-5), {four:.0} ns four lanes at a time ({:.2}x)",
-            one / four
+            "{what}: {one_ns:.0} ns {how}, {four:.0} ns four lanes at a time ({:.2}x)",
+            one_ns / four
         );
     }
 }
@@ -222,6 +209,18 @@ fn main() {
     bench(&mut c);
     c.final_summary();
     summary(&dir);
-    hash_summary(&dir);
-    checksum_summary(&dir);
+    lanes_summary(
+        &dir,
+        "1,000 partition keys of 16 characters",
+        "hash-keys",
+        "one-by-one",
+        "one by one",
+    );
+    lanes_summary(
+        &dir,
+        "8 aggregates of 50 KB",
+        "checksums",
+        "md-5",
+        "one by one (md-5)",
+    );
 }
