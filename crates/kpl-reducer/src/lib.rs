@@ -204,6 +204,7 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
         self.close_while(now)
     }
 
+    #[inline]
     fn push(&mut self, item: T) {
         self.size += item.size();
         self.predicate.added(&item);
@@ -254,6 +255,7 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
     /// For a caller that adds many items at once which may already be past their
     /// deadline (a backlog): adding them all first and then polling closes full
     /// batches, where [`add`](Self::add) would close one batch per late item.
+    #[inline]
     pub fn add_deferred(&mut self, item: T) -> Vec<Vec<T>> {
         self.push(item);
         let mut batches = Vec::new();

@@ -38,22 +38,19 @@ impl StreamPipeline {
             Some(shard) => {
                 let shard = shard.id();
                 // Deadlines are left to `drive`: a backlog of late records then closes
-                // full aggregates instead of one per record.
-                let add = |reducer: &mut Reducer<Rec>, rec| {
-                    let before = reducer.next_deadline();
-                    let batches = reducer.add_deferred(rec);
-                    (before, batches, reducer.next_deadline())
+                // full aggregates instead of one per record. One look-up when the
+                // shard has its aggregator (the usual case).
+                let reducer = match self.aggregators.get_mut(shard) {
+                    Some(reducer) => reducer,
+                    None => self
+                        .aggregators
+                        .entry(shard.clone())
+                        .or_insert_with(|| Reducer::new(self.aggregate_policy)),
                 };
-                // One look-up when the shard has its aggregator (the usual case).
-                let (before, batches, after) = match self.aggregators.get_mut(shard) {
-                    Some(reducer) => add(reducer, rec),
-                    None => {
-                        let mut reducer = Reducer::new(self.aggregate_policy);
-                        let out = add(&mut reducer, rec);
-                        self.aggregators.insert(shard.clone(), reducer);
-                        out
-                    }
-                };
+                let before = reducer.next_deadline();
+                // The record moves once, into the reducer's queue.
+                let batches = reducer.add_deferred(rec);
+                let after = reducer.next_deadline();
                 if batches.is_empty() && after == before {
                     return; // the usual case: nothing else to do
                 }
