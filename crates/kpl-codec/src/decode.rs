@@ -2,9 +2,8 @@
 
 use std::fmt;
 
-use md5::{Digest, Md5};
-
 use crate::encode::{AGGREGATE_OVERHEAD, DIGEST_LEN, MAGIC};
+use crate::md5_lanes;
 use crate::record::{TagRef, UserRecordRef};
 
 /// Whether `data` is in the aggregated format: it starts with the magic bytes and is
@@ -57,7 +56,7 @@ pub fn decode_aggregated(data: &[u8]) -> Result<Vec<UserRecordRef<'_>>, DecodeEr
     }
     let body_end = data.len() - DIGEST_LEN;
     let body = &data[MAGIC.len()..body_end];
-    let actual: [u8; DIGEST_LEN] = Md5::digest(body).into();
+    let actual: [u8; DIGEST_LEN] = md5_lanes::digest(body);
     let mut expected = [0u8; DIGEST_LEN];
     expected.copy_from_slice(&data[body_end..]);
     if actual != expected {

@@ -347,9 +347,12 @@ pub(crate) fn digests(inputs: &[&[u8]]) -> Vec<[u8; 16]> {
             out[*only] = digest(inputs[*only]);
             continue;
         }
-        let group_inputs: Vec<&[u8]> = group.iter().map(|&i| inputs[i]).collect();
+        let mut group_inputs: [&[u8]; 4] = [&[]; 4];
+        for (slot, &i) in group_inputs.iter_mut().zip(group) {
+            *slot = inputs[i];
+        }
         let mut got = [[0u8; 16]; 4];
-        digest_group(&group_inputs, &mut got[..group.len()]);
+        digest_group(&group_inputs[..group.len()], &mut got[..group.len()]);
         for (&i, digest) in group.iter().zip(got) {
             out[i] = digest;
         }
