@@ -225,9 +225,7 @@ impl Worker {
                 self.resolved.push((completer.id(), size));
                 completer.delivered();
             }
-            if !outcomes.is_empty() {
-                queue.push(outcomes);
-            }
+            queue.push(outcomes);
         } else {
             self.deliver_one_by_one(outcomes, completers);
         }
