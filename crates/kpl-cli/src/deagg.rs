@@ -62,7 +62,7 @@ pub(crate) fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<ExitCode>
                     message,
                 };
                 if args.skip_invalid {
-                    eprintln!("kpl deagg: skipped {err}");
+                    crate::say!("kpl deagg: skipped {err}");
                     skipped += 1;
                     Ok(())
                 } else {
@@ -72,7 +72,7 @@ pub(crate) fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<ExitCode>
         }
     })?;
     if skipped > 0 {
-        eprintln!("kpl deagg: skipped {skipped} invalid line(s)");
+        crate::say!("kpl deagg: skipped {skipped} invalid line(s)");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,7 @@ mod agg;
 mod bench;
 mod deagg;
 mod input;
+mod out;
 mod pick;
 mod put;
 mod settings;
@@ -52,7 +53,8 @@ fn init_logging(verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr)
+        .with_writer(out::LogWriter)
+        .log_internal_errors(false)
         .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .with_target(true)
         .try_init();
@@ -126,20 +128,25 @@ fn main() -> ExitCode {
         out.flush()?;
         Ok(code)
     });
-    match result {
+    let code = match result {
         Ok(code) => code,
+        // Standard output's reader went away (`| head -1`): stop quietly, as Unix
+        // tools killed by SIGPIPE do.
+        Err(err) if out::is_broken_pipe(&err) => return ExitCode::from(out::EXIT_BROKEN_PIPE),
         Err(err) => {
-            if let Some(io_err) = err.downcast_ref::<io::Error>()
-                && io_err.kind() == io::ErrorKind::BrokenPipe
-            {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("kpl: {err:#}");
+            say!("kpl: {err:#}");
             if err.is::<input::InvalidInput>() {
                 ExitCode::from(EXIT_INVALID_INPUT)
             } else {
                 ExitCode::FAILURE
             }
         }
+    };
+    // Messages that could not be written are a failure of the run, even when
+    // everything else succeeded.
+    if code == ExitCode::SUCCESS && out::stderr_lost() {
+        ExitCode::FAILURE
+    } else {
+        code
     }
 }

@@ -173,7 +173,7 @@ impl FailedFile {
             }
         }
         if self.path.is_some() {
-            eprint!("{line}");
+            crate::out::write_stderr(line.as_bytes());
         }
     }
 
@@ -183,7 +183,7 @@ impl FailedFile {
             .path
             .as_deref()
             .map_or_else(|| "?".to_owned(), |p| p.display().to_string());
-        eprintln!(
+        crate::say!(
             "kpl put: cannot write {path}: {e}; the failed records that follow go to standard error"
         );
     }
@@ -463,8 +463,8 @@ impl Run<'_> {
                 .unwrap_or_default();
             *self.tally.by_code.entry(code.clone()).or_default() += 1;
             if self.fatal.is_none() && !ErrorKind::classify(Some(&code), None).is_retryable() {
-                eprintln!("kpl put: {code}: {message}");
-                eprintln!("kpl put: retrying cannot help; stopping");
+                crate::say!("kpl put: {code}: {message}");
+                crate::say!("kpl put: retrying cannot help; stopping");
                 self.fatal = Some(format!("{code}: {message}"));
             }
             let value = json!({
@@ -657,9 +657,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                         Ok((pk, data)) => queue.push_back((line, pk, data)),
                         Err(message) => {
                             run.tally.invalid += 1;
-                            eprintln!(
+                            crate::say!(
                                 "kpl put: {}:{}: {message}",
-                                run.sources[line.source as usize], line.number
+                                run.sources[line.source as usize],
+                                line.number
                             );
                             run.not_sent(&line, "InvalidLine", &message);
                         }
@@ -678,9 +679,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                                 let message = e.to_string();
                                 for (line, _, _) in queue.drain(..) {
                                     run.tally.invalid += 1;
-                                    eprintln!(
+                                    crate::say!(
                                         "kpl put: {}:{}: {message}",
-                                        run.sources[line.source as usize], line.number
+                                        run.sources[line.source as usize],
+                                        line.number
                                     );
                                     run.not_sent(&line, "InvalidLine", &message);
                                 }
@@ -706,9 +708,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                             Err(e) => {
                                 run.tally.invalid += 1;
                                 let message = e.to_string();
-                                eprintln!(
+                                crate::say!(
                                     "kpl put: {}:{}: {message}",
-                                    run.sources[line.source as usize], line.number
+                                    run.sources[line.source as usize],
+                                    line.number
                                 );
                                 run.not_sent(&line, "InvalidLine", &message);
                             }
@@ -785,7 +788,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
     });
     if !clean {
-        eprintln!("kpl put: second signal: failing what is still buffered");
+        crate::say!("kpl put: second signal: failing what is still buffered");
         runtime.block_on(async {
             let _ = tokio::time::timeout(Duration::from_secs(1), producer.shutdown(Duration::ZERO))
                 .await;
@@ -798,7 +801,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }));
     let secs = started.elapsed().as_secs_f64();
     let t = &run.tally;
-    eprintln!(
+    crate::say!(
         "kpl put: {} sent, {} acknowledged, {} failed, {} invalid lines, {} not sent, {} possibly stored twice, {} failed but possibly stored, in {:.1} s ({:.0} records/s)",
         t.sent,
         t.acknowledged,
@@ -812,13 +815,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     );
     if !t.by_code.is_empty() {
         let codes: Vec<String> = t.by_code.iter().map(|(c, n)| format!("{c} {n}")).collect();
-        eprintln!("kpl put: failures by error code: {}", codes.join(", "));
+        crate::say!("kpl put: failures by error code: {}", codes.join(", "));
     }
     for line in crate::settings::metrics_summary(&producer) {
-        eprintln!("kpl put: metric {line}");
+        crate::say!("kpl put: metric {line}");
     }
     if let Some(line) = crate::settings::upload_summary(&producer) {
-        eprintln!("kpl put: metrics {line}");
+        crate::say!("kpl put: metrics {line}");
     }
     let at = position.map_or_else(
         || "before the first line".to_owned(),
@@ -826,18 +829,18 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     );
     let code = match &stop {
         Some(Stop::Signal(n)) => {
-            eprintln!(
+            crate::say!(
                 "kpl put: stopped by {}; reading stopped {at}",
                 if *n == 15 { "SIGTERM" } else { "SIGINT" }
             );
             ExitCode::from(if *n == 15 { EXIT_SIGTERM } else { EXIT_SIGINT })
         }
         Some(Stop::Fatal(why)) => {
-            eprintln!("kpl put: stopped {at}: {why}");
+            crate::say!("kpl put: stopped {at}: {why}");
             ExitCode::FAILURE
         }
         Some(Stop::ReadError(why)) => {
-            eprintln!("kpl put: {why}; what was read before was settled");
+            crate::say!("kpl put: {why}; what was read before was settled");
             ExitCode::FAILURE
         }
         None if t.failed + t.invalid + t.not_sent > 0 || run.failed.broken => ExitCode::FAILURE,
@@ -869,7 +872,7 @@ fn drain_reader(rx: &Receiver<Chunk>, into: &mut Vec<Line>) {
 
 fn progress(t: &Tally, started: Instant) {
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    eprintln!(
+    crate::say!(
         "kpl put: {} sent, {} acknowledged, {} failed, {:.0} records/s",
         t.sent,
         t.acknowledged,

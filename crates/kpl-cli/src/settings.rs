@@ -148,7 +148,7 @@ impl ProducerArgs {
                 let (config, ignored) = Config::from_kpl_properties(&text)
                     .with_context(|| format!("in {}", path.display()))?;
                 for key in ignored {
-                    eprintln!("kpl: {}: {key} (not applied)", path.display());
+                    crate::say!("kpl: {}: {key} (not applied)", path.display());
                 }
                 config
             }
