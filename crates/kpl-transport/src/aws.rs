@@ -16,7 +16,6 @@ use aws_smithy_async::rt::sleep::SharedAsyncSleep;
 #[cfg(feature = "tokio")]
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use kpl_codec::HashKey;
 use tracing::{debug, warn};
 
@@ -134,6 +133,14 @@ pub enum BuildError {
     NoHttpClient(HttpRuntime),
     /// The HTTP client could not be set up (its TLS settings).
     HttpClient(String),
+    /// The endpoint URL cannot be sent to: no `http://` or `https://` scheme, no
+    /// host, a port that is not one.
+    InvalidEndpoint {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -156,6 +163,11 @@ impl fmt::Display for BuildError {
                 }
             ),
             Self::HttpClient(why) => write!(f, "the HTTP client could not be set up: {why}"),
+            Self::InvalidEndpoint { url, reason } => write!(
+                f,
+                "endpoint {url:?} {reason}: give a URL such as http://127.0.0.1:4567 or \
+                 https://kinesis.us-east-1.amazonaws.com"
+            ),
         }
     }
 }
@@ -286,6 +298,9 @@ impl AwsTransportBuilder {
             Duration::from_secs(600),
             "100 ms to 600 s",
         )?;
+        if let Some(url) = &self.endpoint_url {
+            check_endpoint_url(url)?;
+        }
         let connections = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if !(1..=256).contains(&connections) {
             return Err(BuildError::OutOfRange {
@@ -497,12 +512,14 @@ impl AwsTransport {
     }
 }
 
-/// Turns an SDK error into ours, keeping the service's code and message.
+/// Turns an SDK error into ours, keeping the service's code and message, in at
+/// most [`MAX_MESSAGE`] bytes: never the SDK's debug form of the request or the
+/// response (a request holds every record's data; an error body may be megabytes).
 fn convert<E>(err: SdkError<E, aws_smithy_runtime_api::http::Response>) -> TransportError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let text = DisplayErrorContext(&err).to_string();
+    let text = error_chain(&err);
     match &err {
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
@@ -514,19 +531,27 @@ where
                     .headers()
                     .get("content-type")
                     .unwrap_or("no content type");
-                return TransportError::new(
+                let e = TransportError::new(
                     ErrorKind::Endpoint,
-                    format!(
-                        "the endpoint answered HTTP {status} ({content_type}) with something that is not a Kinesis answer: check the endpoint URL"
-                    ),
+                    bounded(format!(
+                        "the endpoint answered HTTP {status} ({content_type}) with something that is not a Kinesis answer{}: check the endpoint URL",
+                        maybe_stored_note(status)
+                    )),
                 )
                 .with_code("NotKinesis")
                 .with_status(status);
+                return if (200..300).contains(&status) {
+                    e.stored_unknown()
+                } else {
+                    e
+                };
             }
-            let message = service
-                .err()
-                .message()
-                .map_or_else(|| text.clone(), str::to_owned);
+            let message = bounded(
+                service
+                    .err()
+                    .message()
+                    .map_or_else(|| text.clone(), str::to_owned),
+            );
             let kind = ErrorKind::classify(code.as_deref(), Some(status));
             let mut e = TransportError::new(kind, message).with_status(status);
             if let Some(code) = code {
@@ -544,22 +569,44 @@ where
                 }
                 kind => kind,
             };
-            let mut e = TransportError::new(kind, text).with_status(status);
+            let message = if kind == ErrorKind::Endpoint {
+                format!(
+                    "the endpoint answered HTTP {status} with something that is not a Kinesis answer{}: check the endpoint URL ({text})",
+                    maybe_stored_note(status)
+                )
+            } else {
+                text
+            };
+            let mut e = TransportError::new(kind, bounded(message)).with_status(status);
             if kind == ErrorKind::Endpoint {
                 e = e.with_code("NotKinesis");
             }
+            if (200..300).contains(&status) {
+                // The service may have taken the records and the answer got lost
+                // on its way (a proxy, a truncated body).
+                e = e.stored_unknown();
+            }
             e
         }
-        SdkError::TimeoutError(_) => TransportError::timeout(text),
+        SdkError::TimeoutError(_) => TransportError::timeout(bounded(text)),
         SdkError::DispatchFailure(dispatch) => {
+            // The connector's error, with the inner errors' names (rustls's
+            // certificate errors are there); it never holds the request.
+            let detail = match dispatch.as_connector_error() {
+                Some(c) => format!("{text} {c:?}"),
+                None => text.clone(),
+            };
             if dispatch.is_timeout() {
-                TransportError::timeout(text)
-            } else if looks_like_endpoint(&text) {
-                TransportError::new(ErrorKind::Endpoint, text).with_code("EndpointError")
+                TransportError::timeout(bounded(text))
+            } else if let Some(problem) = tls_problem(&detail) {
+                TransportError::new(ErrorKind::Tls, bounded(format!("{problem} ({text})")))
+                    .with_code("TlsError")
+            } else if looks_like_endpoint(&detail) {
+                TransportError::new(ErrorKind::Endpoint, bounded(text)).with_code("EndpointError")
             } else if dispatch.is_io() {
-                let e = TransportError::new(ErrorKind::Transient, text.clone())
+                let e = TransportError::new(ErrorKind::Transient, bounded(text))
                     .with_code("ConnectionError");
-                if looks_like_connect(&text) {
+                if looks_like_connect(&detail) {
                     // Never connected: nothing was sent.
                     e
                 } else {
@@ -568,14 +615,188 @@ where
             } else if looks_like_credentials(&text) {
                 credentials_error(text)
             } else {
-                TransportError::new(ErrorKind::Transient, text)
+                TransportError::new(ErrorKind::Transient, bounded(text))
                     .with_code("DispatchFailure")
                     .stored_unknown()
             }
         }
         _ if looks_like_credentials(&text) => credentials_error(text),
-        _ => TransportError::new(ErrorKind::Other, text),
+        // The request could not be made (its endpoint, its fields): nothing was
+        // sent, and the same request cannot be made later either.
+        SdkError::ConstructionFailure(_) => {
+            TransportError::new(ErrorKind::InvalidRequest, bounded(text))
+                .with_code("ConstructionFailure")
+        }
+        _ => TransportError::new(ErrorKind::Other, bounded(text)),
     }
+}
+
+/// What a 2xx answer that is not the service's means for the records.
+fn maybe_stored_note(status: u16) -> &'static str {
+    if (200..300).contains(&status) {
+        "; some records may have been stored"
+    } else {
+        ""
+    }
+}
+
+/// The longest message of an error (bytes), about one line of a terminal's worth
+/// of reasons; longer ones are cut with `…`.
+pub(crate) const MAX_MESSAGE: usize = 512;
+
+/// `text` cut to at most [`MAX_MESSAGE`] bytes, at a character boundary.
+pub(crate) fn bounded(text: String) -> String {
+    if text.len() <= MAX_MESSAGE {
+        return text;
+    }
+    let mut end = MAX_MESSAGE - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut cut = text;
+    cut.truncate(end);
+    cut.push('…');
+    cut
+}
+
+/// An error and its causes by their `Display`s, `a: b: c` (a cause whose text the
+/// level above already holds is left out), each cut to [`MAX_MESSAGE`] bytes. Never
+/// the `Debug` forms, which hold whole requests and responses.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut level = Some(err);
+    let mut previous = String::new();
+    while let Some(e) = level {
+        let text = bounded(e.to_string());
+        if !text.is_empty() && !previous.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        previous = text;
+        if out.len() > 4 * MAX_MESSAGE {
+            break;
+        }
+        level = e.source();
+    }
+    out
+}
+
+/// The certificate problem a TLS failure names, in words, if it is one.
+fn tls_problem(detail: &str) -> Option<&'static str> {
+    // rustls's `CertificateError` variants, by the names its errors print.
+    const PROBLEMS: [(&str, &str); 12] = [
+        (
+            "CaUsedAsEndEntity",
+            "TLS: the server's certificate is a CA certificate used as the server's own \
+             (CaUsedAsEndEntity): give the CA that signed it, or have the server present a \
+             certificate signed by that CA",
+        ),
+        (
+            "UnknownIssuer",
+            "TLS: the server's certificate is signed by a CA that is not trusted \
+             (UnknownIssuer): give that CA's certificate (--ca-file, CaCertFile)",
+        ),
+        (
+            "NotValidForName",
+            "TLS: the server's certificate is not valid for the endpoint's host name \
+             (NotValidForName): use the name the certificate was issued for",
+        ),
+        (
+            "NotValidYet",
+            "TLS: the server's certificate is not valid yet (NotValidYet): check the clocks",
+        ),
+        (
+            "Expired",
+            "TLS: the server's certificate has expired (Expired): renew it, or check the clocks",
+        ),
+        (
+            "BadSignature",
+            "TLS: the server's certificate has a bad signature (BadSignature): it was not \
+             signed by the CA it names",
+        ),
+        (
+            "Revoked",
+            "TLS: the server's certificate was revoked (Revoked)",
+        ),
+        (
+            "BadEncoding",
+            "TLS: the server's certificate cannot be read (BadEncoding)",
+        ),
+        (
+            "InvalidPurpose",
+            "TLS: the server's certificate is not for TLS servers (InvalidPurpose)",
+        ),
+        (
+            "UnsupportedSignatureAlgorithm",
+            "TLS: the server's certificate is signed with an algorithm not supported \
+             (UnsupportedSignatureAlgorithm)",
+        ),
+        (
+            "invalid peer certificate",
+            "TLS: the server's certificate was refused",
+        ),
+        (
+            "InvalidContentType",
+            "TLS: the endpoint does not speak TLS (an https:// URL to a plain HTTP port?): \
+             check the endpoint's scheme",
+        ),
+    ];
+    PROBLEMS
+        .iter()
+        .find(|(name, _)| detail.contains(name))
+        .map(|(_, words)| *words)
+}
+
+/// Whether `url` can be sent to: `http://` or `https://`, a host, a port that is
+/// one. Checked when a client is built, so that a mistyped URL fails at once.
+pub(crate) fn check_endpoint_url(url: &str) -> Result<(), BuildError> {
+    let invalid = |reason: String| BuildError::InvalidEndpoint {
+        url: url.to_owned(),
+        reason,
+    };
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid("holds spaces: it is not a URL".into()));
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(invalid(
+            "has no scheme (http:// or https:// followed by the host)".into(),
+        ));
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(invalid(format!(
+            "has the scheme {scheme:?}: only http and https are sent to"
+        )));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(invalid(
+            "holds a user name: give credentials through the AWS chain".into(),
+        ));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((host, after)) => (host, after.strip_prefix(':')),
+            None => return Err(invalid("has an IPv6 host without its closing ]".into())),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(invalid("has no host".into()));
+    }
+    if let Some(port) = port
+        && (port.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0))
+    {
+        return Err(invalid(format!(
+            "has the port {port:?}: a port is 1 to 65535"
+        )));
+    }
+    Ok(())
 }
 
 /// TLS failures and answers that are not HTTP: the endpoint's URL, scheme or
@@ -620,7 +841,7 @@ fn looks_like_connect(text: &str) -> bool {
 /// producer retries within each record's time to live.
 fn credentials_error(text: String) -> TransportError {
     debug!("no credentials to sign the request with (retried): {text}");
-    TransportError::new(ErrorKind::Transient, text).with_code("CredentialsError")
+    TransportError::new(ErrorKind::Transient, bounded(text)).with_code("CredentialsError")
 }
 
 fn looks_like_credentials(text: &str) -> bool {
@@ -739,13 +960,28 @@ impl Transport for AwsTransport {
             None => call.send().await,
         }
         .map_err(convert)?;
+        if output.records().len() != count {
+            // Not the service's answer (it answers every entry): a proxy or another
+            // server, whose 200 may still mean the service took the records.
+            return Err(TransportError::new(
+                ErrorKind::Endpoint,
+                format!(
+                    "the endpoint answered HTTP 200 with {} results for {count} records, not a \
+                     Kinesis answer; some records may have been stored: check the endpoint URL",
+                    output.records().len()
+                ),
+            )
+            .with_code("NotKinesis")
+            .with_status(200)
+            .stored_unknown());
+        }
         let results: Vec<EntryResult> = output
             .records()
             .iter()
             .map(|r| match r.error_code() {
                 Some(code) => EntryResult::Failed {
                     code: code.to_owned(),
-                    message: r.error_message().unwrap_or_default().to_owned(),
+                    message: bounded(r.error_message().unwrap_or_default().to_owned()),
                 },
                 None => EntryResult::Ok {
                     shard_id: r.shard_id().unwrap_or_default().to_owned(),
@@ -762,5 +998,65 @@ impl Transport for AwsTransport {
             "PutRecords"
         );
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_cut_at_a_character_boundary() {
+        assert_eq!(bounded("short".into()), "short");
+        for text in ["x".repeat(10_000), "é".repeat(10_000), "€".repeat(3_000)] {
+            let cut = bounded(text);
+            assert!(cut.len() <= MAX_MESSAGE, "{}", cut.len());
+            assert!(cut.ends_with('…'));
+        }
+    }
+
+    #[test]
+    fn error_chains_say_each_level_once_by_display() {
+        #[derive(Debug)]
+        struct Level(&'static str, Option<Box<Level>>);
+        impl fmt::Display for Level {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Level {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|l| l as _)
+            }
+        }
+        let e = Level(
+            "dispatch failure",
+            Some(Box::new(Level(
+                "io error: connection refused",
+                Some(Box::new(Level("connection refused", None))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&e),
+            "dispatch failure: io error: connection refused"
+        );
+    }
+
+    #[test]
+    fn tls_problems_are_named_in_words() {
+        for (detail, words) in [
+            (
+                "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+                "CA certificate used as the server's own",
+            ),
+            ("invalid peer certificate: UnknownIssuer", "not trusted"),
+            ("InvalidCertificate(NotValidForName)", "host name"),
+            ("invalid peer certificate: Expired", "expired"),
+            ("invalid peer certificate: BadSignature", "bad signature"),
+        ] {
+            let found = tls_problem(detail).unwrap_or_default();
+            assert!(found.contains(words), "{detail}: {found}");
+        }
+        assert_eq!(tls_problem("connection refused"), None);
     }
 }

@@ -9,7 +9,6 @@ use aws_sdk_cloudwatch::config::retry::RetryConfig;
 use aws_sdk_cloudwatch::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, StandardUnit, StatisticSet};
-use aws_smithy_types::error::display::DisplayErrorContext;
 use tracing::debug;
 
 use crate::{AwsTransportBuilder, BuildError, HttpRuntime, Proxy};
@@ -142,7 +141,7 @@ impl PutMetricDataError {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let text = DisplayErrorContext(&err).to_string();
+        let text = crate::aws::error_chain(&err);
         let (transient, code, message) = match &err {
             SdkError::ServiceError(service) => {
                 let status = service.raw().status().as_u16();
@@ -179,6 +178,7 @@ impl PutMetricDataError {
             // Credentials that could not be had, and whatever else: try again later.
             _ => (true, "Other".to_owned(), text),
         };
+        let message = crate::aws::bounded(message);
         if transient {
             Self::Transient {
                 code,

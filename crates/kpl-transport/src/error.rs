@@ -24,11 +24,18 @@ pub enum ErrorKind {
     /// The service refused the request as malformed (`ValidationException`,
     /// `InvalidArgumentException`): retrying the same request cannot help.
     InvalidRequest,
-    /// The endpoint does not speak Kinesis: a TLS failure (`https://` against a
-    /// plain port, an untrusted certificate), an answer that is not the service's
-    /// (an HTML page, a malformed response): retrying cannot help until the
-    /// endpoint URL, scheme or TLS settings are fixed.
+    /// The endpoint does not speak Kinesis: an answer that is not the service's
+    /// (an HTML page, a malformed response, a 200 without the results, which
+    /// [may have stored](TransportError::may_have_been_stored) the records), an
+    /// answer that is not HTTP: retrying cannot help until the endpoint URL is fixed.
     Endpoint,
+    /// TLS failed: the server's certificate was refused (the message names the
+    /// problem: signed by a CA not trusted, a CA certificate used as the server's
+    /// own, not valid for the host name, expired, a bad signature, …) or the
+    /// endpoint does not speak TLS (`https://` against a plain port). Nothing was
+    /// sent; retrying cannot help until the certificate, the trusted CAs or the
+    /// endpoint's scheme are fixed.
+    Tls,
     /// Anything else.
     Other,
 }
@@ -74,6 +81,7 @@ impl ErrorKind {
                 }
                 // Our own codes for answers that are not the service's.
                 "NotKinesis" | "EndpointError" => Self::Endpoint,
+                "TlsError" => Self::Tls,
                 "CredentialsError" => Self::Transient,
                 _ => return None,
             })
@@ -102,6 +110,7 @@ impl fmt::Display for ErrorKind {
             Self::AccessDenied => "access denied",
             Self::InvalidRequest => "invalid request",
             Self::Endpoint => "not a Kinesis endpoint",
+            Self::Tls => "TLS error",
             Self::Other => "error",
         })
     }
@@ -157,6 +166,12 @@ impl TransportError {
     /// Whether the request outlasted its timeout.
     pub fn is_timeout(&self) -> bool {
         self.code.as_deref() == Some(TIMEOUT_CODE)
+    }
+
+    /// Whether TLS failed (the server's certificate was refused, or the endpoint
+    /// does not speak TLS): the [message](Self::message) names the problem.
+    pub fn is_tls(&self) -> bool {
+        self.kind == ErrorKind::Tls
     }
 
     /// An error from a service code, classified by [`ErrorKind::classify`].
@@ -217,6 +232,7 @@ impl TransportError {
             ErrorKind::AccessDenied => "AccessDenied",
             ErrorKind::InvalidRequest => "InvalidRequest",
             ErrorKind::Endpoint => "EndpointError",
+            ErrorKind::Tls => "TlsError",
             ErrorKind::Other => "Error",
         })
     }

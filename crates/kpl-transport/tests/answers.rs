@@ -1,0 +1,243 @@
+//! What `AwsTransport` makes of mistyped endpoints and of answers that are not the
+//! service's (huge error bodies, an empty 200): refused at build in milliseconds,
+//! short messages, and "may have been stored" where the records may have been.
+
+#![cfg(feature = "aws")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kpl_transport::{
+    AwsTransport, BuildError, HttpRuntime, PutRecordsEntry, PutRecordsRequest, StreamId, Transport,
+    TransportError,
+};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn clients() -> Vec<HttpRuntime> {
+    let clients: Vec<_> = [
+        cfg!(feature = "tokio").then_some(HttpRuntime::Tokio),
+        cfg!(feature = "async-io").then_some(HttpRuntime::AsyncIo),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    assert!(!clients.is_empty());
+    clients
+}
+
+#[test]
+fn mistyped_endpoints_are_refused_at_build_naming_the_value() {
+    runtime().block_on(async {
+        for url in [
+            "127.0.0.1:4610",
+            "not a url",
+            "ftp://127.0.0.1:4610",
+            "htp://127.0.0.1:4610",
+            "http//127.0.0.1:4610",
+            "http://",
+            "https://:443",
+            "http://127.0.0.1:notaport",
+            "http://127.0.0.1:70000",
+            "",
+        ] {
+            let started = Instant::now();
+            let built = AwsTransport::builder()
+                .endpoint_url(url)
+                .region("us-east-1")
+                .static_credentials("test", "test")
+                .build()
+                .await;
+            let err = match built {
+                Ok(_) => panic!("{url:?} was accepted"),
+                Err(e) => e,
+            };
+            assert!(started.elapsed() < Duration::from_secs(1), "{url:?}");
+            assert!(
+                matches!(&err, BuildError::InvalidEndpoint { url: u, .. } if u == url),
+                "{url:?}: {err:?}"
+            );
+            let text = err.to_string();
+            assert!(text.contains(&format!("{url:?}")), "{text}");
+            assert!(
+                text.contains("http://") && text.contains("https://"),
+                "{text}"
+            );
+        }
+        for url in [
+            "http://127.0.0.1:4610",
+            "https://kinesis.us-east-1.amazonaws.com",
+            "http://localhost:4567/",
+            "http://[::1]:4567",
+            "HTTPS://example.com:443/path",
+        ] {
+            AwsTransport::builder()
+                .endpoint_url(url)
+                .region("us-east-1")
+                .static_credentials("test", "test")
+                .build()
+                .await
+                .unwrap_or_else(|e| panic!("{url:?}: {e}"));
+        }
+    });
+}
+
+/// A loopback server answering every request with `status`, `content_type` and a
+/// body of `size` bytes made of `fill`, counting nothing; runs until the test ends.
+fn answering(status: &'static str, content_type: &'static str, body: Vec<u8>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some((k, v)) = line.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut request = vec![0; length];
+                    if reader.read_exact(&mut request).is_err() {
+                        return;
+                    }
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if writer.write_all(head.as_bytes()).is_err()
+                        || writer.write_all(&body).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The record's data: never to be seen in an error message.
+const SECRET: &[u8] = b"record-data-never-in-messages";
+
+async fn put(port: u16, client: HttpRuntime) -> Result<usize, TransportError> {
+    let transport = AwsTransport::builder()
+        .http_runtime(client)
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .region("us-east-1")
+        .static_credentials("test", "test")
+        .without_proxy()
+        .request_timeout(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap();
+    transport
+        .put_records(PutRecordsRequest::new(
+            StreamId::parse("s"),
+            vec![
+                PutRecordsEntry::new("k", None, Bytes::from_static(SECRET)),
+                PutRecordsEntry::new("k2", None, Bytes::from_static(SECRET)),
+            ],
+        ))
+        .await
+        .map(|r| r.results.len())
+}
+
+fn big(fill: &str) -> Vec<u8> {
+    fill.repeat((1 << 20) / fill.len()).into_bytes()
+}
+
+#[test]
+fn error_messages_stay_short_whatever_the_answer() {
+    for client in clients() {
+        for (status, content_type, body) in [
+            ("500 Internal Server Error", "text/html", big("<p>oops</p>")),
+            (
+                "500 Internal Server Error",
+                "application/x-amz-json-1.1",
+                format!(
+                    "{{\"__type\":\"InternalFailure\",\"message\":\"{}\"}}",
+                    "m".repeat(1 << 20)
+                )
+                .into_bytes(),
+            ),
+            ("400 Bad Request", "text/plain", big("bad request ")),
+            (
+                "400 Bad Request",
+                "application/x-amz-json-1.1",
+                format!(
+                    "{{\"__type\":\"ValidationException\",\"message\":\"{}\"}}",
+                    "v".repeat(1 << 20)
+                )
+                .into_bytes(),
+            ),
+            ("200 OK", "application/x-amz-json-1.1", big("not json ")),
+            ("404 Not Found", "text/html", big("<html>nope</html>")),
+        ] {
+            let port = answering(status, content_type, body);
+            let err = runtime()
+                .block_on(put(port, client))
+                .expect_err("no answer of these is a success");
+            let text = err.to_string();
+            assert!(
+                err.message().len() <= 512 && text.len() <= 600,
+                "{client:?} {status}: {} chars: {}",
+                text.len(),
+                &text[..text.len().min(300)]
+            );
+            assert!(
+                !text.contains(std::str::from_utf8(SECRET).unwrap()),
+                "{client:?} {status}: {text}"
+            );
+        }
+    }
+}
+
+/// A 200 that is not a PutRecords answer (`{}`, an empty body, too few results):
+/// the records may have been stored, and the error says so.
+#[test]
+fn a_200_without_the_results_may_have_stored_the_records() {
+    for client in clients() {
+        for body in [
+            &b"{}"[..],
+            &b""[..],
+            &b"{\"FailedRecordCount\":0,\"Records\":[{\"SequenceNumber\":\"1\",\"ShardId\":\"shardId-000000000000\"}]}"[..],
+            &b"{\"FailedRecordCount\":0,\"Records\":"[..],
+        ] {
+            let port = answering("200 OK", "application/x-amz-json-1.1", body.to_vec());
+            let err = runtime()
+                .block_on(put(port, client))
+                .expect_err("two records, no two results");
+            assert!(
+                err.may_have_been_stored(),
+                "{client:?} {:?}: {err}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(
+                err.to_string().contains("may have been stored"),
+                "{client:?}: {err}"
+            );
+        }
+    }
+}
