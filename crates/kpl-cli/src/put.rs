@@ -37,6 +37,17 @@ const DEFAULT_MAX_OUTSTANDING_BYTES: usize = 64 << 20;
 const EXIT_SIGINT: u8 = 130;
 /// Exit code after SIGTERM (128 + 15).
 const EXIT_SIGTERM: u8 = 143;
+/// Exit code after SIGHUP (128 + 1).
+const EXIT_SIGHUP: u8 = 129;
+/// Default of `--signal-grace`: with the second that failing what is left takes, a
+/// run ends before a container's SIGKILL (10 s after SIGTERM in Docker).
+const DEFAULT_SIGNAL_GRACE_MS: u64 = 7_000;
+/// Longest wait for the requests in flight once what is buffered was failed, after a
+/// signal (what is still in flight then is reported as possibly stored).
+const IN_FLIGHT_WAIT_AFTER_SIGNAL: Duration = Duration::from_secs(1);
+/// Longest wait for the requests in flight once what is buffered was failed, at the
+/// end of the input (a request's timeout).
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(6);
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum Format {
@@ -94,11 +105,33 @@ pub(crate) struct Args {
     /// the source, line, key, data and attempts). It must not be an input.
     #[arg(long, value_name = "FILE")]
     failed: Option<PathBuf>,
-    /// After the input ends or a signal, how long to wait for outstanding records
-    /// before failing what is still buffered (milliseconds). A second signal cuts
-    /// it short.
+    /// Add to an existing --failed file instead of refusing it (whole lines, safe
+    /// with another run writing to it at the same time).
+    #[arg(long, requires = "failed", conflicts_with = "overwrite_failed")]
+    append_failed: bool,
+    /// Replace an existing --failed file instead of refusing it.
+    #[arg(long, requires = "failed")]
+    overwrite_failed: bool,
+    /// Where to write the run's summary as one JSON object at the end (counts, seconds,
+    /// the signal that stopped it, whether the whole input was read).
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+    /// After the input ends, how long to wait for outstanding records before failing
+    /// what is still not stored (milliseconds; 0: fail at once whatever is not
+    /// stored when the input ends).
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     shutdown_timeout: u64,
+    /// After SIGINT, SIGTERM or SIGHUP, how long to wait for outstanding records
+    /// before failing what is still not stored (milliseconds, at most
+    /// --shutdown-timeout). The default fits in a container's stop (SIGKILL 10 s after
+    /// SIGTERM): the run ends within this plus about a second. A second signal cuts
+    /// it short.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_SIGNAL_GRACE_MS)]
+    signal_grace: u64,
+    /// Print a progress line each second until the last record settles, also when
+    /// standard error is not a terminal (on a terminal it is on by default).
+    #[arg(long, conflicts_with = "quiet")]
+    progress: bool,
     /// Hide the progress line.
     #[arg(long)]
     quiet: bool,
@@ -114,6 +147,8 @@ struct Line {
     source: u32,
     number: u64,
     bytes: Bytes,
+    /// The length of a line longer than the largest record (its bytes were not kept).
+    too_long: Option<u64>,
 }
 
 /// What the reader thread hands over.
@@ -152,24 +187,68 @@ struct Tally {
     /// Failed, and maybe stored all the same.
     maybe_stored: u64,
     by_code: BTreeMap<String, u64>,
+    /// The last message of each error code (for the summary).
+    last_message: BTreeMap<String, String>,
 }
 
 /// The failed-records file, written a whole line at a time as records fail (no
 /// buffer that a later error could lose); standard error once it cannot be written.
+///
+/// It is opened for appending and each line is written under an exclusive lock, so
+/// another run writing to the same file never tears a line; a write that fails half
+/// way (a full disk, a file-size limit) is cut back, so the file holds whole lines
+/// only.
 struct FailedFile {
     path: Option<PathBuf>,
     writer: Option<File>,
     broken: bool,
 }
 
+/// What to do with a `--failed` file that exists and is not empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Existing {
+    Refuse,
+    Append,
+    Overwrite,
+}
+
 impl FailedFile {
+    /// Opens (creates) the file; an existing non-empty one is refused unless the user
+    /// asked to append or overwrite. Never truncates a file it then refuses.
+    fn open(path: &Path, existing: Existing) -> anyhow::Result<File> {
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let meta = file
+            .metadata()
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if meta.is_file() && meta.len() > 0 {
+            match existing {
+                Existing::Refuse => anyhow::bail!(
+                    "--failed {} exists and is not empty ({} bytes): give --append-failed to add to it, --overwrite-failed to replace it, or another file",
+                    path.display(),
+                    meta.len()
+                ),
+                Existing::Append => {}
+                Existing::Overwrite => {
+                    file.lock()
+                        .and_then(|()| file.set_len(0))
+                        .with_context(|| format!("cannot empty {}", path.display()))?;
+                    let _ = file.unlock();
+                }
+            }
+        }
+        Ok(file)
+    }
+
     fn write(&mut self, value: &Value) {
         let line = format!("{value}\n");
         if let (Some(w), false) = (&mut self.writer, self.broken) {
-            if let Err(e) = w.write_all(line.as_bytes()) {
-                self.fail(&e);
-            } else {
-                return;
+            match write_whole_line(w, line.as_bytes()) {
+                Ok(()) => return,
+                Err(e) => self.fail(&e),
             }
         }
         if self.path.is_some() {
@@ -187,6 +266,28 @@ impl FailedFile {
             "kpl put: cannot write {path}: {e}; the failed records that follow go to standard error"
         );
     }
+}
+
+/// Appends one line to a file under an exclusive lock; a write that fails part way
+/// is cut back to where the line started. On what cannot be locked or cut (a pipe,
+/// a terminal) it is a plain write.
+fn write_whole_line(file: &mut File, line: &[u8]) -> std::io::Result<()> {
+    let regular = file.metadata().is_ok_and(|m| m.is_file());
+    if !regular {
+        return file.write_all(line);
+    }
+    let locked = file.lock().is_ok();
+    let start = file.metadata().map(|m| m.len());
+    let result = file.write_all(line);
+    if result.is_err()
+        && let Ok(start) = start
+    {
+        let _ = file.set_len(start);
+    }
+    if locked {
+        let _ = file.unlock();
+    }
+    result
 }
 
 fn attempts_json(r: &RecordResult) -> Value {
@@ -250,35 +351,84 @@ impl Args {
     }
 }
 
-/// Whether two paths name the same file (both must exist).
-fn same_file(a: &Path, b: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
-            return x.dev() == y.dev() && x.ino() == y.ino();
-        }
-    }
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
+/// A file's identity: device and inode (what a path, a symlink, a hard link or
+/// `/dev/fd/N` leads to).
+#[cfg(unix)]
+fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
 }
 
-/// Opens every input before anything is sent: a missing file, a directory, or a
-/// `--failed` file that is also an input stops the run with nothing sent.
-fn open_inputs(args: &Args) -> anyhow::Result<Vec<(String, Box<dyn Read + Send>)>> {
-    let failed = args.failed.as_deref();
-    if args.files.is_empty() {
-        if let Some(f) = failed {
-            let stdin = Path::new("/dev/stdin");
-            if std::fs::metadata(stdin).is_ok_and(|m| m.is_file()) && same_file(f, stdin) {
+/// Refuses a `--failed` file that is also something the run reads: an input file,
+/// standard input, the `--kpl-properties` file, a CA file. Compared by device and
+/// inode, not by path.
+fn check_failed_is_not_read(args: &Args, config: &kpl::Config) -> anyhow::Result<()> {
+    let Some(failed) = args.failed.as_deref() else {
+        return Ok(());
+    };
+    #[cfg(unix)]
+    {
+        // A failed file that does not exist yet is none of the inputs.
+        let Ok(target) = std::fs::metadata(failed) else {
+            return Ok(());
+        };
+        let target = identity(&target);
+        let mut read: Vec<(String, PathBuf)> = args
+            .files
+            .iter()
+            .map(|p| ("an input".to_owned(), p.clone()))
+            .collect();
+        if let Some(p) = args.producer.kpl_properties() {
+            read.push(("the --kpl-properties file".into(), p.to_path_buf()));
+        }
+        if let Some(p) = &args.ca_file {
+            read.push(("the --ca-file".into(), p.clone()));
+        }
+        if let Some(p) = config.ca_cert_file() {
+            read.push(("the CA file of the KPL properties".into(), p.to_path_buf()));
+        }
+        for (what, path) in read {
+            if std::fs::metadata(&path).is_ok_and(|m| identity(&m) == target) {
                 anyhow::bail!(
-                    "--failed {} is the file on standard input: it would be overwritten; name another file",
-                    f.display()
+                    "--failed {} is also {what} ({}): it would be overwritten; name another file",
+                    failed.display(),
+                    path.display()
                 );
             }
         }
+        if args.files.is_empty() {
+            use std::os::fd::AsFd;
+            let stdin = std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map(File::from)
+                .and_then(|f| f.metadata());
+            if stdin.is_ok_and(|m| m.is_file() && identity(&m) == target) {
+                anyhow::bail!(
+                    "--failed {} is the file on standard input: it would be overwritten; name another file",
+                    failed.display()
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    for path in &args.files {
+        if let (Ok(x), Ok(y)) = (failed.canonicalize(), path.canonicalize())
+            && x == y
+        {
+            anyhow::bail!(
+                "--failed {} is also an input: it would be overwritten; name another file",
+                failed.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Opens every input before anything is sent: a missing file or a directory stops
+/// the run with nothing sent.
+fn open_inputs(args: &Args) -> anyhow::Result<Vec<(String, Box<dyn Read + Send>)>> {
+    if args.files.is_empty() {
         return Ok(vec![("<stdin>".into(), Box::new(std::io::stdin()))]);
     }
     let mut inputs: Vec<(String, Box<dyn Read + Send>)> = Vec::new();
@@ -288,33 +438,99 @@ fn open_inputs(args: &Args) -> anyhow::Result<Vec<(String, Box<dyn Read + Send>)
         if meta.is_dir() {
             anyhow::bail!("{} is a directory, not an input file", path.display());
         }
-        if let Some(f) = failed
-            && same_file(f, path)
-        {
-            anyhow::bail!(
-                "--failed {} is also an input: it would be overwritten; name another file",
-                f.display()
-            );
-        }
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         inputs.push((path.display().to_string(), Box::new(file)));
     }
     Ok(inputs)
 }
 
+/// Bytes of lines gathered before they are handed over, whatever their count (a
+/// chunk in the channel holds at most this, plus one line).
+const CHUNK_BYTES: usize = 4 << 20;
+/// Lines gathered before they are handed over.
+const CHUNK_LINES: usize = 4096;
+
+/// What one bounded line read found.
+#[derive(Debug, PartialEq, Eq)]
+enum LineRead {
+    /// The end of the input.
+    End,
+    /// A line, appended to the buffer (without its newline).
+    Line,
+    /// A line longer than the bound: skipped to its end, nothing of it kept; its
+    /// length in bytes without the newline.
+    TooLong(u64),
+}
+
+/// Reads one line into `buffer`, holding at most `limit` bytes of it: a longer line
+/// is read to its end and dropped (memory stays bounded whatever the input).
+fn read_line_bounded(
+    reader: &mut impl BufRead,
+    buffer: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<LineRead> {
+    let start = buffer.len();
+    // Bytes of an over-long line seen so far.
+    let mut skipped: Option<u64> = None;
+    let mut any = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                buffer.truncate(start);
+                return Err(e);
+            }
+        };
+        if available.is_empty() {
+            return Ok(match (any, skipped) {
+                (false, _) => LineRead::End,
+                (true, Some(n)) => LineRead::TooLong(n),
+                (true, None) => LineRead::Line,
+            });
+        }
+        any = true;
+        let newline = available.iter().position(|&b| b == b'\n');
+        let content = newline.unwrap_or(available.len());
+        match &mut skipped {
+            Some(n) => *n += content as u64,
+            None if buffer.len() - start + content > limit => {
+                skipped = Some((buffer.len() - start + content) as u64);
+                buffer.truncate(start);
+            }
+            None => buffer.extend_from_slice(&available[..content]),
+        }
+        let used = newline.map_or(content, |at| at + 1);
+        reader.consume(used);
+        if newline.is_some() {
+            return Ok(match skipped {
+                Some(n) => LineRead::TooLong(n),
+                None => LineRead::Line,
+            });
+        }
+    }
+}
+
 /// Reads the inputs in order on its own thread, in chunks of the lines at hand, until
-/// the end, an error, or `stop`. A line read is always handed over.
-fn spawn_reader(inputs: Vec<Box<dyn Read + Send>>, tx: SyncSender<Chunk>, stop: Arc<AtomicBool>) {
+/// the end, an error, or `stop`. A line read is always handed over; a line longer
+/// than `limit` is handed over as its length alone.
+fn spawn_reader(
+    inputs: Vec<Box<dyn Read + Send>>,
+    limit: usize,
+    tx: SyncSender<Chunk>,
+    stop: Arc<AtomicBool>,
+) {
     /// The lines read so far into one buffer, handed over as slices of it.
     #[derive(Default)]
     struct Lines {
         buffer: Vec<u8>,
-        /// (source, line number, start, end) of each line in `buffer`.
-        lines: Vec<(u32, u64, usize, usize)>,
+        /// (source, line number, start, end, length of a line too long) of each
+        /// line in `buffer`.
+        lines: Vec<(u32, u64, usize, usize, Option<u64>)>,
     }
     impl Lines {
         fn take(&mut self) -> Chunk {
-            let capacity = self.buffer.len();
+            let capacity = self.buffer.len().min(CHUNK_BYTES);
             let buffer = Bytes::from(std::mem::replace(
                 &mut self.buffer,
                 Vec::with_capacity(capacity),
@@ -322,10 +538,11 @@ fn spawn_reader(inputs: Vec<Box<dyn Read + Send>>, tx: SyncSender<Chunk>, stop: 
             Chunk::Lines(
                 self.lines
                     .drain(..)
-                    .map(|(source, number, start, end)| Line {
+                    .map(|(source, number, start, end, too_long)| Line {
                         source,
                         number,
                         bytes: buffer.slice(start..end),
+                        too_long,
                     })
                     .collect(),
             )
@@ -337,38 +554,32 @@ fn spawn_reader(inputs: Vec<Box<dyn Read + Send>>, tx: SyncSender<Chunk>, stop: 
             let source = source as u32;
             let mut reader = BufReader::with_capacity(256 * 1024, input);
             let mut number = 0u64;
-            // Where a line interrupted by a signal started (its bytes stay read).
-            let mut interrupted_at = None;
             loop {
                 if stop.load(Ordering::Relaxed) {
-                    chunk
-                        .buffer
-                        .truncate(interrupted_at.unwrap_or(chunk.buffer.len()));
                     let _ = tx.send(chunk.take());
                     return;
                 }
-                let start = interrupted_at.take().unwrap_or(chunk.buffer.len());
-                match reader.read_until(b'\n', &mut chunk.buffer) {
-                    Ok(0) => break,
-                    Ok(_) => {
+                let start = chunk.buffer.len();
+                match read_line_bounded(&mut reader, &mut chunk.buffer, limit) {
+                    Ok(LineRead::End) => break,
+                    Ok(read) => {
                         number += 1;
-                        let mut end = chunk.buffer.len();
-                        if chunk.buffer.last() == Some(&b'\n') {
-                            end -= 1;
-                        }
-                        chunk.lines.push((source, number, start, end));
+                        let too_long = match read {
+                            LineRead::TooLong(n) => Some(n),
+                            _ => None,
+                        };
+                        let end = chunk.buffer.len();
+                        chunk.lines.push((source, number, start, end, too_long));
                         // Hand over when the next read may block, or the chunk is big.
-                        if (reader.buffer().is_empty() || chunk.lines.len() >= 4096)
+                        if (reader.buffer().is_empty()
+                            || chunk.lines.len() >= CHUNK_LINES
+                            || chunk.buffer.len() >= CHUNK_BYTES)
                             && tx.send(chunk.take()).is_err()
                         {
                             return;
                         }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                        interrupted_at = Some(start);
-                    }
                     Err(e) => {
-                        chunk.buffer.truncate(start);
                         let _ = tx.send(chunk.take());
                         let _ = tx.send(Chunk::Error(source, number + 1, e));
                         return;
@@ -399,9 +610,35 @@ struct Run<'a> {
     tally: Tally,
     failed: FailedFile,
     fatal: Option<String>,
+    progress: Progress,
+}
+
+/// The progress line: each second while on, until the last record settles.
+struct Progress {
+    on: bool,
+    started: Instant,
+    last: Instant,
 }
 
 impl Run<'_> {
+    /// A progress line, if it is on and a second has passed since the last.
+    fn progress(&mut self) {
+        if !self.progress.on || self.progress.last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.progress.last = Instant::now();
+        let t = &self.tally;
+        let secs = self.progress.started.elapsed().as_secs_f64().max(1e-9);
+        let waiting = t.sent - t.acknowledged - t.failed;
+        crate::say!(
+            "kpl put: {} sent, {} acknowledged, {} failed, {waiting} waiting, {:.0} records/s",
+            t.sent,
+            t.acknowledged,
+            t.failed,
+            t.acknowledged as f64 / secs
+        );
+    }
+
     /// Takes the outcomes that came, and reports every record at the front that has
     /// one; with `wait`, waits up to that long for all of them, and reports those
     /// still without one as in flight.
@@ -462,6 +699,9 @@ impl Run<'_> {
                 .and_then(|a| a.error_message.clone())
                 .unwrap_or_default();
             *self.tally.by_code.entry(code.clone()).or_default() += 1;
+            self.tally
+                .last_message
+                .insert(code.clone(), message.clone());
             if self.fatal.is_none() && !ErrorKind::classify(Some(&code), None).is_retryable() {
                 crate::say!("kpl put: {code}: {message}");
                 crate::say!("kpl put: retrying cannot help; stopping");
@@ -503,30 +743,65 @@ impl Run<'_> {
     }
 
     /// A line that was read and could not be sent (bad input, or reading stopped).
+    /// A line too long to be a record has its length written instead of its data.
     fn not_sent(&mut self, line: &Line, code: &str, message: &str) {
-        let value = json!({
+        let mut value = json!({
             "Source": self.sources[line.source as usize],
             "Line": line.number,
-            "Data": BASE64.encode(&line.bytes),
             "Error": code,
             "Message": message,
             "MayHaveBeenStored": false,
             "Attempts": [],
         });
+        match line.too_long {
+            Some(length) => value["Length"] = json!(length),
+            None => value["Data"] = json!(BASE64.encode(&line.bytes)),
+        }
         self.failed.write(&value);
+    }
+
+    /// A line that is not sent: counted, named on standard error, written to the
+    /// failed file.
+    fn invalid(&mut self, line: &Line, message: &str) {
+        self.tally.invalid += 1;
+        crate::say!(
+            "kpl put: {}:{}: {message}",
+            self.sources[line.source as usize],
+            line.number
+        );
+        let code = if line.too_long.is_some() {
+            "LineTooLong"
+        } else {
+            "InvalidLine"
+        };
+        self.not_sent(line, code, message);
     }
 }
 
-/// Forwards SIGINT and SIGTERM as a count and the last signal's number.
-fn watch_signals(runtime: &tokio::runtime::Runtime) -> watch::Receiver<(u32, i32)> {
-    let (tx, rx) = watch::channel((0u32, 0i32));
+/// The signals that stop a run: SIGINT, SIGTERM and SIGHUP (a closing terminal).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Signals {
+    /// How many came.
+    count: u32,
+    /// The first one's number.
+    first: i32,
+}
+
+/// Forwards SIGINT, SIGTERM and SIGHUP as a count and the first one's number. Also
+/// takes SIGXFSZ, so that a file-size limit makes a write fail (and the failed file
+/// keep whole lines) instead of killing the process.
+fn watch_signals(runtime: &tokio::runtime::Runtime) -> watch::Receiver<Signals> {
+    let (tx, rx) = watch::channel(Signals::default());
     runtime.spawn(async move {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut int), Ok(mut term)) = (
+            #[cfg(target_os = "linux")]
+            let _xfsz = signal(SignalKind::from_raw(SIGXFSZ));
+            let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
                 signal(SignalKind::interrupt()),
                 signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
             ) else {
                 return;
             };
@@ -534,10 +809,13 @@ fn watch_signals(runtime: &tokio::runtime::Runtime) -> watch::Receiver<(u32, i32
                 let number = tokio::select! {
                     _ = int.recv() => 2,
                     _ = term.recv() => 15,
+                    _ = hup.recv() => 1,
                 };
-                tx.send_modify(|(count, last)| {
-                    *count += 1;
-                    *last = number;
+                tx.send_modify(|s| {
+                    if s.count == 0 {
+                        s.first = number;
+                    }
+                    s.count += 1;
                 });
             }
         }
@@ -546,39 +824,268 @@ fn watch_signals(runtime: &tokio::runtime::Runtime) -> watch::Receiver<(u32, i32
             if tokio::signal::ctrl_c().await.is_err() {
                 return;
             }
-            tx.send_modify(|(count, last)| {
-                *count += 1;
-                *last = 2;
+            tx.send_modify(|s| {
+                if s.count == 0 {
+                    s.first = 2;
+                }
+                s.count += 1;
             });
         }
     });
     rx
 }
 
+/// SIGXFSZ on Linux.
+#[cfg(target_os = "linux")]
+const SIGXFSZ: i32 = 25;
+
+fn signal_name(number: i32) -> &'static str {
+    match number {
+        1 => "SIGHUP",
+        15 => "SIGTERM",
+        _ => "SIGINT",
+    }
+}
+
+fn signal_exit(number: i32) -> u8 {
+    match number {
+        1 => EXIT_SIGHUP,
+        15 => EXIT_SIGTERM,
+        _ => EXIT_SIGINT,
+    }
+}
+
+/// Checks made before anything is read or sent.
+fn check_args(args: &Args) -> anyhow::Result<()> {
+    if args.format == Format::Lines && (args.pk_field.is_some() || args.data_field.is_some()) {
+        anyhow::bail!("--pk-field and --data-field need --format json");
+    }
+    if args.partition_key.as_deref() == Some("") {
+        anyhow::bail!(
+            "--partition-key '': a partition key is 1 to 256 characters; give one, or --random-pk"
+        );
+    }
+    if args.pk_field.as_deref() == Some("") {
+        anyhow::bail!("--pk-field '': name the JSON field that holds the partition key");
+    }
+    Ok(())
+}
+
+/// The longest line kept whole: a record's data at most, in lines mode; in JSON
+/// mode, room for the data escaped and the other fields.
+fn line_limit(args: &Args, config: &kpl::Config) -> usize {
+    let record = config.max_user_record_size();
+    match args.format {
+        Format::Lines => record,
+        Format::Json => record.saturating_mul(2).saturating_add(64 << 10),
+    }
+}
+
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    check_args(args)?;
     let config = args.producer.config_with_caps(
         DEFAULT_MAX_OUTSTANDING_RECORDS,
         DEFAULT_MAX_OUTSTANDING_BYTES,
     )?;
-    if args.format == Format::Lines && (args.pk_field.is_some() || args.data_field.is_some()) {
-        anyhow::bail!("--pk-field and --data-field need --format json");
-    }
     let stream = args
         .stream
         .clone()
         .or_else(|| args.stream_arn.clone())
         .context("give --stream or --stream-arn")?;
+    check_failed_is_not_read(args, &config)?;
     let inputs = open_inputs(args)?;
-    let failed_writer = match &args.failed {
-        Some(path) => {
-            Some(File::create(path).with_context(|| format!("cannot create {}", path.display()))?)
-        }
-        None => None,
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // Signals are watched before the failed file is opened and the transport built.
+    let mut signals = watch_signals(&runtime);
+    let producer = build_producer(args, &config, &runtime)?;
+    let failed_writer = match &args.failed {
+        Some(path) => {
+            let existing = if args.append_failed {
+                Existing::Append
+            } else if args.overwrite_failed {
+                Existing::Overwrite
+            } else {
+                Existing::Refuse
+            };
+            Some(FailedFile::open(path, existing)?)
+        }
+        None => None,
+    };
+    let (sources, readers): (Vec<String>, Vec<_>) = inputs.into_iter().unzip();
+    let mut run = Run {
+        args,
+        sources,
+        pending: VecDeque::new(),
+        outcomes: Outcomes::new(),
+        tally: Tally::default(),
+        failed: FailedFile {
+            path: args.failed.clone(),
+            writer: failed_writer,
+            broken: false,
+        },
+        fatal: None,
+        progress: Progress {
+            on: !args.quiet
+                && (args.progress || std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            started: Instant::now(),
+            last: Instant::now(),
+        },
+    };
+    let (tx, rx) = sync_channel(4);
+    let stop_reading = Arc::new(AtomicBool::new(false));
+    spawn_reader(readers, line_limit(args, &config), tx, stop_reading.clone());
+    let mut reading = Reading {
+        rng: SplitMix64::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64),
+        ),
+        position: None,
+        leftover: Vec::new(),
+    };
+    let stop = read_all(
+        &mut run,
+        &mut reading,
+        &producer,
+        &stream,
+        &runtime,
+        &rx,
+        &mut signals,
+    );
+    let reading_finished = stop.is_none();
+    if stop.is_some() {
+        // Lines the reader had read and not handed over: not sent, and reported.
+        stop_reading.store(true, Ordering::Relaxed);
+        drain_reader(&rx, &mut reading.leftover);
+        let why = match &stop {
+            Some(Stop::Signal(_)) => "kpl put was interrupted before this line was sent",
+            _ => "kpl put stopped before this line was sent",
+        };
+        let leftover = std::mem::take(&mut reading.leftover);
+        for line in &leftover {
+            run.tally.not_sent += 1;
+            run.not_sent(line, "NotSent", why);
+        }
+        // Reading stopped after the last line drained: every line up to it is
+        // accounted for (acknowledged, failed, or not sent in --failed).
+        if let Some(last) = leftover.last() {
+            reading.position = Some((last.source, last.number));
+        }
+    }
+    let ending = settle_all(&mut run, &producer, &runtime, &mut signals);
+    let first_signal = {
+        let s = *signals.borrow();
+        (s.count > 0).then_some(s.first)
+    };
+    let t = &run.tally;
+    let secs = run.progress.started.elapsed().as_secs_f64();
+    crate::say!(
+        "kpl put: {} sent, {} acknowledged, {} failed, {} invalid lines, {} not sent, {} possibly stored twice, {} failed but possibly stored, in {:.1} s ({:.0} records/s)",
+        t.sent,
+        t.acknowledged,
+        t.failed,
+        t.invalid,
+        t.not_sent,
+        t.duplicated,
+        t.maybe_stored,
+        secs,
+        t.acknowledged as f64 / secs.max(1e-9)
+    );
+    if !t.by_code.is_empty() {
+        let codes: Vec<String> = t.by_code.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        crate::say!("kpl put: failures by error code: {}", codes.join(", "));
+        for (code, message) in &t.last_message {
+            if !message.is_empty() {
+                crate::say!("kpl put: last {code} error: {message}");
+            }
+        }
+    }
+    match ending {
+        Ending::Settled => {}
+        Ending::TimedOut if args.shutdown_timeout == 0 && first_signal.is_none() => crate::say!(
+            "kpl put: --shutdown-timeout 0: what was not stored when the input ended was failed at once"
+        ),
+        Ending::TimedOut => crate::say!(
+            "kpl put: records not stored within {} ms were failed (they are in the failed file)",
+            if first_signal.is_some() {
+                args.signal_grace.min(args.shutdown_timeout)
+            } else {
+                args.shutdown_timeout
+            }
+        ),
+        Ending::CutShort => crate::say!(
+            "kpl put: second signal: what was not stored was failed at once (it is in the failed file)"
+        ),
+    }
+    for line in crate::settings::metrics_summary(&producer) {
+        crate::say!("kpl put: metric {line}");
+    }
+    if let Some(line) = crate::settings::upload_summary(&producer) {
+        crate::say!("kpl put: metrics {line}");
+    }
+    let at = reading.position.map_or_else(
+        || "before the first line".to_owned(),
+        |(s, n)| format!("at {}:{n}", run.sources[s as usize]),
+    );
+    let code: u8 = match (&stop, first_signal) {
+        (Some(Stop::Signal(n)), _) => {
+            crate::say!(
+                "kpl put: stopped by {}; reading stopped {at}",
+                signal_name(*n)
+            );
+            signal_exit(*n)
+        }
+        (Some(Stop::Fatal(why)), _) => {
+            crate::say!("kpl put: stopped {at}: {why}");
+            1
+        }
+        (Some(Stop::ReadError(why)), _) => {
+            crate::say!("kpl put: {why}; what was read before was settled");
+            1
+        }
+        (None, Some(n)) => {
+            crate::say!(
+                "kpl put: {} came after the whole input was read",
+                signal_name(n)
+            );
+            signal_exit(n)
+        }
+        (None, None) if t.failed + t.invalid + t.not_sent > 0 || run.failed.broken => 1,
+        (None, None) => 0,
+    };
+    if let Some(path) = &args.summary_json {
+        let summary = json!({
+            "sent": t.sent,
+            "acknowledged": t.acknowledged,
+            "failed": t.failed,
+            "invalid": t.invalid,
+            "not_sent": t.not_sent,
+            "possibly_stored_twice": t.duplicated,
+            "failed_but_possibly_stored": t.maybe_stored,
+            "failures_by_code": t.by_code,
+            "seconds": secs,
+            "reading_finished": reading_finished,
+            "signal": first_signal,
+            "exit_code": code,
+        });
+        if let Err(e) = std::fs::write(path, format!("{summary}\n")) {
+            crate::say!("kpl put: cannot write {}: {e}", path.display());
+        }
+    }
+    // The reader may be blocked on input that never ends: leave without it.
+    drop(rx);
+    Ok(ExitCode::from(code))
+}
+
+/// The transport and the producer the settings and flags describe.
+fn build_producer(
+    args: &Args,
+    config: &kpl::Config,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Producer> {
     let mut builder = config.aws_transport_builder()?;
     if let Some(e) = &args.endpoint {
         builder = builder.endpoint_url(e);
@@ -598,261 +1105,227 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         HttpClient::AsyncIo => kpl::HttpRuntime::AsyncIo,
     });
     let uploader = runtime.block_on(crate::settings::cloudwatch_uploader(
-        &config,
+        config,
         builder.clone(),
     ))?;
     let transport = runtime.block_on(builder.build())?;
-    let producer = {
-        let _guard = runtime.enter();
-        let mut producer = Producer::builder(config, Arc::new(transport));
-        if let Some(uploader) = uploader {
-            producer = producer.metrics_uploader(uploader);
-        }
-        producer.build(Runtime::tokio())
-    };
-    let mut signals = watch_signals(&runtime);
-    let (sources, readers): (Vec<String>, Vec<_>) = inputs.into_iter().unzip();
-    let mut run = Run {
-        args,
-        sources,
-        pending: VecDeque::new(),
-        outcomes: Outcomes::new(),
-        tally: Tally::default(),
-        failed: FailedFile {
-            path: args.failed.clone(),
-            writer: failed_writer,
-            broken: false,
-        },
-        fatal: None,
-    };
-    let (tx, rx) = sync_channel(4);
-    let stop_reading = Arc::new(AtomicBool::new(false));
-    spawn_reader(readers, tx, stop_reading.clone());
-    let mut rng = SplitMix64::new(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(7, |d| d.as_nanos() as u64),
-    );
-    let started = Instant::now();
-    let mut last_progress = Instant::now();
-    let mut position: Option<(u32, u64)> = None;
-    let mut leftover: Vec<Line> = Vec::new();
-    let stop = 'read: loop {
+    let _guard = runtime.enter();
+    let mut producer = Producer::builder(config.clone(), Arc::new(transport));
+    if let Some(uploader) = uploader {
+        producer = producer.metrics_uploader(uploader);
+    }
+    Ok(producer.build(Runtime::tokio()))
+}
+
+/// Where reading is: what it needs between chunks.
+struct Reading {
+    rng: SplitMix64,
+    /// The last line read (source, number).
+    position: Option<(u32, u64)>,
+    /// Lines read and not handed to the producer when reading stopped.
+    leftover: Vec<Line>,
+}
+
+/// Reads every line and hands it to the producer, until the end of the input (None)
+/// or a stop.
+fn read_all(
+    run: &mut Run<'_>,
+    reading: &mut Reading,
+    producer: &Producer,
+    stream: &str,
+    runtime: &tokio::runtime::Runtime,
+    rx: &Receiver<Chunk>,
+    signals: &mut watch::Receiver<Signals>,
+) -> Option<Stop> {
+    loop {
         let signal = *signals.borrow();
-        if signal.0 > 0 {
-            break Some(Stop::Signal(signal.1));
+        if signal.count > 0 {
+            return Some(Stop::Signal(signal.first));
         }
         if let Some(f) = &run.fatal {
-            break Some(Stop::Fatal(f.clone()));
+            return Some(Stop::Fatal(f.clone()));
         }
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(Chunk::Lines(lines)) => {
-                // One hand-off to the producer per chunk of lines: the valid ones go
-                // in as far as there is room, then the rest after a wait for room
-                // (which a signal ends; every admitted line is kept until its outcome).
-                let mut queue: VecDeque<(Line, String, Bytes)> = VecDeque::new();
-                for line in lines {
-                    position = Some((line.source, line.number));
-                    match run.args.record(&line.bytes, &mut rng) {
-                        Ok((pk, data)) => queue.push_back((line, pk, data)),
-                        Err(message) => {
-                            run.tally.invalid += 1;
-                            crate::say!(
-                                "kpl put: {}:{}: {message}",
-                                run.sources[line.source as usize],
-                                line.number
-                            );
-                            run.not_sent(&line, "InvalidLine", &message);
-                        }
-                    }
-                }
-                let mut records: Vec<PutRecord> = queue
-                    .iter()
-                    .map(|(_, pk, data)| PutRecord::new(pk.clone(), data.clone()))
-                    .collect();
-                while !records.is_empty() {
-                    let (results, rest) =
-                        match producer.try_put_records_to(&stream, records, &run.outcomes) {
-                            Ok(r) => r,
-                            Err(e) => {
-                                // The whole hand-off refused (the producer shuts down).
-                                let message = e.to_string();
-                                for (line, _, _) in queue.drain(..) {
-                                    run.tally.invalid += 1;
-                                    crate::say!(
-                                        "kpl put: {}:{}: {message}",
-                                        run.sources[line.source as usize],
-                                        line.number
-                                    );
-                                    run.not_sent(&line, "InvalidLine", &message);
-                                }
-                                break;
-                            }
-                        };
-                    for result in results {
-                        let Some((line, pk, data)) = queue.pop_front() else {
-                            break;
-                        };
-                        match result {
-                            Ok(id) => {
-                                run.tally.sent += 1;
-                                run.pending.push_back(Pending {
-                                    id,
-                                    source: line.source,
-                                    line: line.number,
-                                    partition_key: pk,
-                                    data,
-                                    result: None,
-                                });
-                            }
-                            Err(e) => {
-                                run.tally.invalid += 1;
-                                let message = e.to_string();
-                                crate::say!(
-                                    "kpl put: {}:{}: {message}",
-                                    run.sources[line.source as usize],
-                                    line.number
-                                );
-                                run.not_sent(&line, "InvalidLine", &message);
-                            }
-                        }
-                    }
-                    records = rest;
-                    if let Some(first) = records.first() {
-                        // Waits while the producer is full; a signal ends the wait.
-                        let bytes = first.size();
-                        let signaled = runtime.block_on(async {
-                            tokio::select! {
-                                () = producer.wait_for_room(&stream, bytes) => false,
-                                _ = next_signal(&mut signals) => true,
-                            }
-                        });
-                        if signaled {
-                            leftover.extend(queue.drain(..).map(|(line, _, _)| line));
-                            let signal = *signals.borrow();
-                            break 'read Some(Stop::Signal(signal.1));
-                        }
-                        run.settle(None);
-                    }
+                if let Some(stop) =
+                    put_lines(run, reading, producer, stream, runtime, lines, signals)
+                {
+                    return Some(stop);
                 }
             }
             Ok(Chunk::Error(source, number, e)) => {
-                break Some(Stop::ReadError(format!(
+                return Some(Stop::ReadError(format!(
                     "cannot read {} at line {number}: {e}",
                     run.sources[source as usize]
                 )));
             }
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break None,
+            Err(RecvTimeoutError::Disconnected) => return None,
         }
         run.settle(None);
-        if last_progress.elapsed() >= Duration::from_secs(1) {
-            last_progress = Instant::now();
-            if !args.quiet {
-                progress(&run.tally, started);
+        run.progress();
+    }
+}
+
+/// One hand-off to the producer per chunk of lines: the valid ones go in as far as
+/// there is room, then the rest after a wait for room (which a signal ends; every
+/// admitted line is kept until its outcome).
+fn put_lines(
+    run: &mut Run<'_>,
+    reading: &mut Reading,
+    producer: &Producer,
+    stream: &str,
+    runtime: &tokio::runtime::Runtime,
+    lines: Vec<Line>,
+    signals: &mut watch::Receiver<Signals>,
+) -> Option<Stop> {
+    let limit = line_limit(run.args, producer.config());
+    let mut queue: VecDeque<(Line, String, Bytes)> = VecDeque::new();
+    for line in lines {
+        reading.position = Some((line.source, line.number));
+        if let Some(length) = line.too_long {
+            let message = format!(
+                "line of {length} bytes is longer than the largest record ({limit} bytes); not sent"
+            );
+            run.invalid(&line, &message);
+            continue;
+        }
+        match run.args.record(&line.bytes, &mut reading.rng) {
+            Ok((pk, data)) => queue.push_back((line, pk, data)),
+            Err(message) => run.invalid(&line, &message),
+        }
+    }
+    let mut records: Vec<PutRecord> = queue
+        .iter()
+        .map(|(_, pk, data)| PutRecord::new(pk.clone(), data.clone()))
+        .collect();
+    while !records.is_empty() {
+        let (results, rest) = match producer.try_put_records_to(stream, records, &run.outcomes) {
+            Ok(r) => r,
+            Err(e) => {
+                // The whole hand-off refused (the producer shuts down).
+                let message = e.to_string();
+                for (line, _, _) in std::mem::take(&mut queue) {
+                    run.invalid(&line, &message);
+                }
+                break;
+            }
+        };
+        for result in results {
+            let Some((line, pk, data)) = queue.pop_front() else {
+                break;
+            };
+            match result {
+                Ok(id) => {
+                    run.tally.sent += 1;
+                    run.pending.push_back(Pending {
+                        id,
+                        source: line.source,
+                        line: line.number,
+                        partition_key: pk,
+                        data,
+                        result: None,
+                    });
+                }
+                Err(e) => run.invalid(&line, &e.to_string()),
             }
         }
-    };
-    if stop.is_some() {
-        // Lines the reader had read and not handed over: not sent, and reported.
-        stop_reading.store(true, Ordering::Relaxed);
-        drain_reader(&rx, &mut leftover);
-        let why = match &stop {
-            Some(Stop::Signal(_)) => "kpl put was interrupted before this line was sent",
-            _ => "kpl put stopped before this line was sent",
-        };
-        for line in &leftover {
-            run.tally.not_sent += 1;
-            run.not_sent(line, "NotSent", why);
-        }
-        // Reading stopped after the last line drained: every line up to it is
-        // accounted for (acknowledged, failed, or not sent in --failed).
-        if let Some(last) = leftover.last() {
-            position = Some((last.source, last.number));
+        records = rest;
+        if let Some(first) = records.first() {
+            // Waits while the producer is full; a signal ends the wait.
+            let bytes = first.size();
+            let signaled = runtime.block_on(async {
+                tokio::select! {
+                    () = producer.wait_for_room(stream, bytes) => false,
+                    _ = next_signal(signals) => true,
+                }
+            });
+            if signaled {
+                reading
+                    .leftover
+                    .extend(queue.drain(..).map(|(line, _, _)| line));
+                let signal = *signals.borrow();
+                return Some(Stop::Signal(signal.first));
+            }
+            run.settle(None);
+            run.progress();
         }
     }
-    // Settle what was accepted.
-    let timeout = Duration::from_millis(args.shutdown_timeout);
-    let seen = signals.borrow().0;
-    let clean = runtime.block_on(async {
-        tokio::select! {
-            _ = producer.shutdown(timeout) => true,
-            _ = async {
-                loop {
-                    next_signal(&mut signals).await;
-                    if signals.borrow().0 > seen {
-                        return;
+    None
+}
+
+/// How the records accepted were settled once reading stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// Every one has its outcome.
+    Settled,
+    /// The shutdown timeout (or the grace after a signal) ran out: what was not
+    /// stored then was failed.
+    TimedOut,
+    /// A second signal: what was not stored was failed at once.
+    CutShort,
+}
+
+/// Settles what was accepted: waits for every outcome up to `--shutdown-timeout`
+/// (or `--signal-grace` once a signal came, whenever it came), with progress each
+/// second; a second signal cuts it short. What is still not stored then is failed
+/// and written to the failed file.
+fn settle_all(
+    run: &mut Run<'_>,
+    producer: &Producer,
+    runtime: &tokio::runtime::Runtime,
+    signals: &mut watch::Receiver<Signals>,
+) -> Ending {
+    let grace = Duration::from_millis(run.args.signal_grace.min(run.args.shutdown_timeout));
+    let mut seen = signals.borrow().count;
+    let mut deadline = Instant::now()
+        + if seen > 0 {
+            grace
+        } else {
+            Duration::from_millis(run.args.shutdown_timeout)
+        };
+    let ending = runtime.block_on(async {
+        let mut flush = std::pin::pin!(producer.flush());
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = &mut flush => return Ending::Settled,
+                () = tokio::time::sleep_until(deadline.into()) => return Ending::TimedOut,
+                _ = next_signal(signals) => {
+                    let now = signals.borrow().count;
+                    if now > seen {
+                        if seen > 0 || now > 1 {
+                            return Ending::CutShort;
+                        }
+                        // The first signal: the grace period from now, at most.
+                        seen = now;
+                        deadline = deadline.min(Instant::now() + grace);
                     }
                 }
-            } => false,
+                _ = tick.tick() => {
+                    run.settle(None);
+                    run.progress();
+                }
+            }
         }
     });
-    if !clean {
-        crate::say!("kpl put: second signal: failing what is still buffered");
-        runtime.block_on(async {
-            let _ = tokio::time::timeout(Duration::from_secs(1), producer.shutdown(Duration::ZERO))
-                .await;
-        });
-    }
-    run.settle(Some(if clean {
-        Duration::from_secs(5)
+    // Fails what is still buffered; waits for what is in flight, briefly after a
+    // signal (what is then still in flight is reported as possibly stored).
+    let in_flight_wait = if signals.borrow().count > 0 {
+        IN_FLIGHT_WAIT_AFTER_SIGNAL
     } else {
-        Duration::ZERO
-    }));
-    let secs = started.elapsed().as_secs_f64();
-    let t = &run.tally;
-    crate::say!(
-        "kpl put: {} sent, {} acknowledged, {} failed, {} invalid lines, {} not sent, {} possibly stored twice, {} failed but possibly stored, in {:.1} s ({:.0} records/s)",
-        t.sent,
-        t.acknowledged,
-        t.failed,
-        t.invalid,
-        t.not_sent,
-        t.duplicated,
-        t.maybe_stored,
-        secs,
-        t.acknowledged as f64 / secs.max(1e-9)
-    );
-    if !t.by_code.is_empty() {
-        let codes: Vec<String> = t.by_code.iter().map(|(c, n)| format!("{c} {n}")).collect();
-        crate::say!("kpl put: failures by error code: {}", codes.join(", "));
-    }
-    for line in crate::settings::metrics_summary(&producer) {
-        crate::say!("kpl put: metric {line}");
-    }
-    if let Some(line) = crate::settings::upload_summary(&producer) {
-        crate::say!("kpl put: metrics {line}");
-    }
-    let at = position.map_or_else(
-        || "before the first line".to_owned(),
-        |(s, n)| format!("at {}:{n}", run.sources[s as usize]),
-    );
-    let code = match &stop {
-        Some(Stop::Signal(n)) => {
-            crate::say!(
-                "kpl put: stopped by {}; reading stopped {at}",
-                if *n == 15 { "SIGTERM" } else { "SIGINT" }
-            );
-            ExitCode::from(if *n == 15 { EXIT_SIGTERM } else { EXIT_SIGINT })
-        }
-        Some(Stop::Fatal(why)) => {
-            crate::say!("kpl put: stopped {at}: {why}");
-            ExitCode::FAILURE
-        }
-        Some(Stop::ReadError(why)) => {
-            crate::say!("kpl put: {why}; what was read before was settled");
-            ExitCode::FAILURE
-        }
-        None if t.failed + t.invalid + t.not_sent > 0 || run.failed.broken => ExitCode::FAILURE,
-        None => ExitCode::SUCCESS,
+        IN_FLIGHT_WAIT
     };
-    // The reader may be blocked on input that never ends: leave without it.
-    drop(rx);
-    Ok(code)
+    runtime.block_on(async {
+        let _ = tokio::time::timeout(in_flight_wait, producer.shutdown(Duration::ZERO)).await;
+    });
+    run.settle(Some(Duration::ZERO));
+    ending
 }
 
 /// The next signal (never, if signals cannot be watched).
-async fn next_signal(rx: &mut watch::Receiver<(u32, i32)>) {
+async fn next_signal(rx: &mut watch::Receiver<Signals>) {
     if rx.changed().await.is_err() {
         std::future::pending::<()>().await;
     }
@@ -868,17 +1341,6 @@ fn drain_reader(rx: &Receiver<Chunk>, into: &mut Vec<Line>) {
             Err(_) => return,
         }
     }
-}
-
-fn progress(t: &Tally, started: Instant) {
-    let secs = started.elapsed().as_secs_f64().max(1e-9);
-    crate::say!(
-        "kpl put: {} sent, {} acknowledged, {} failed, {:.0} records/s",
-        t.sent,
-        t.acknowledged,
-        t.failed,
-        t.acknowledged as f64 / secs
-    );
 }
 
 /// A proxy from `--proxy`: `http://[user:password@]host:port`.

@@ -126,6 +126,11 @@ pub(crate) fn metrics_summary(producer: &kpl::Producer) -> Vec<String> {
 }
 
 impl ProducerArgs {
+    /// The `--kpl-properties` file, if one was given.
+    pub(crate) fn kpl_properties(&self) -> Option<&std::path::Path> {
+        self.kpl_properties.as_deref()
+    }
+
     /// The settings, with caps on outstanding records and bytes where none were
     /// given (a command reading unbounded input keeps its memory bounded).
     pub(crate) fn config_with_caps(&self, records: usize, bytes: usize) -> anyhow::Result<Config> {
