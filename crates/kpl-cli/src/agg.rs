@@ -5,20 +5,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use base64::Engine;
-use kpl::codec::{AggregateBuilder, HashKey, RecordLimits, UserRecord};
+use kpl::codec::{
+    AGGREGATED_PARTITION_KEY, AggregateBuilder, HashKey, MAX_RECORD_SIZE_CEILING, RecordLimits,
+    UserRecord,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::input::{BASE64, InvalidInput, for_each_line};
 
-/// The KPL's bounds for AggregationMaxSize.
-const MIN_MAX_SIZE: usize = 64;
-const MAX_MAX_SIZE: usize = 10 * 1024 * 1024;
-
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Largest Data of an aggregate, in bytes (64 to 10485760; the KPL's
-    /// AggregationMaxSize). A record bigger than this goes out alone.
-    #[arg(long, default_value_t = 51_200, value_parser = parse_max_size)]
+    /// Largest aggregated record, in bytes, counting its Data and its partition
+    /// key as Kinesis counts them against the record limit (the KPL's
+    /// AggregationMaxSize: 64 bytes up to 10 MiB, the largest record a stream
+    /// takes). A record bigger than this goes out alone.
+    #[arg(long, default_value_t = default_max_size(), value_parser = parse_max_size)]
     max_size: usize,
     /// Most user records in one aggregate (at least 1; the KPL's AggregationMaxCount).
     #[arg(long, default_value_t = u32::MAX as u64, value_parser = clap::value_parser!(u64).range(1..))]
@@ -31,13 +32,24 @@ pub(crate) struct Args {
     files: Vec<PathBuf>,
 }
 
+/// The producer's AggregationMaxSize.
+fn default_max_size() -> usize {
+    kpl::Config::default().aggregation_max_size()
+}
+
+/// A size no record can exceed (the largest record a stream takes), within the
+/// bounds the producer checks for AggregationMaxSize.
 fn parse_max_size(text: &str) -> Result<usize, String> {
     let value: usize = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
-    if !(MIN_MAX_SIZE..=MAX_MAX_SIZE).contains(&value) {
+    if value > MAX_RECORD_SIZE_CEILING {
         return Err(format!(
-            "{value} is out of range: give {MIN_MAX_SIZE} to {MAX_MAX_SIZE} bytes"
+            "{value} is more than the largest record a stream takes ({MAX_RECORD_SIZE_CEILING} bytes)"
         ));
     }
+    kpl::Config::builder()
+        .aggregation_max_size(value)
+        .build()
+        .map_err(|e| e.to_string())?;
     Ok(value)
 }
 
@@ -76,9 +88,11 @@ pub(crate) fn run(args: &Args, out: &mut impl Write) -> anyhow::Result<ExitCode>
             line,
             message,
         })?;
+        // With a record already in, adding one makes an aggregate, sent with its
+        // own partition key: Kinesis counts both.
         let full = !builder.is_empty()
             && (builder.len() as u64 >= args.max_count
-                || builder.size_with(&record) > args.max_size);
+                || builder.size_with(&record) + AGGREGATED_PARTITION_KEY.len() > args.max_size);
         if full {
             emit(&mut builder, out)?;
         }
@@ -112,15 +126,15 @@ fn parse(text: &str, limits: &RecordLimits) -> Result<UserRecord, String> {
 
 fn emit(builder: &mut AggregateBuilder, out: &mut impl Write) -> anyhow::Result<()> {
     if let Some(record) = builder.encode() {
-        serde_json::to_writer(
-            &mut *out,
-            &Output {
-                partition_key: record.partition_key,
-                explicit_hash_key: record.explicit_hash_key.map(|k: HashKey| k.to_string()),
-                data: BASE64.encode(&record.data),
-            },
-        )?;
-        out.write_all(b"\n")?;
+        // Made whole before it is written, so that a failed write is the output's
+        // own error (a reader gone is told from the rest).
+        let mut line = serde_json::to_vec(&Output {
+            partition_key: record.partition_key,
+            explicit_hash_key: record.explicit_hash_key.map(|k: HashKey| k.to_string()),
+            data: BASE64.encode(&record.data),
+        })?;
+        line.push(b'\n');
+        out.write_all(&line)?;
     }
     builder.clear();
     Ok(())

@@ -2,7 +2,9 @@
 
 mod common;
 
-use std::process::Output;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Output, Stdio};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -142,13 +144,39 @@ fn damaged_aggregate() -> String {
     json!({"Data": STANDARD.encode(&data), "PartitionKey": "a"}).to_string()
 }
 
+/// Kinesis record data in the aggregated format around `body`, with a matching MD5
+/// (a body that is no valid `AggregatedRecord` message makes an aggregate the KCL
+/// reads as a plain record).
+fn framed(body: &[u8]) -> Vec<u8> {
+    let digest = kpl::codec::HashKey::from_partition_key(std::str::from_utf8(body).unwrap())
+        .get()
+        .to_be_bytes();
+    [&kpl::codec::MAGIC[..], body, &digest].concat()
+}
+
+fn record(pk: &str, data: &[u8]) -> Value {
+    json!({"Data": STANDARD.encode(data), "PartitionKey": pk})
+}
+
+fn out_record(pk: &str, data: &[u8], seq: Option<u64>, aggregated: bool) -> Value {
+    json!({"PartitionKey": pk, "ExplicitHashKey": null, "Data": STANDARD.encode(data), "SequenceNumber": null, "SubSequenceNumber": seq, "Aggregated": aggregated})
+}
+
 #[test]
 fn deagg_stops_at_a_malformed_line_with_exit_2() {
-    let input = [user("ok", b"1"), damaged_aggregate(), user("after", b"2")].join("\n");
+    let input = [
+        user("ok", b"1"),
+        json!({"Data": "!!", "PartitionKey": "p"}).to_string(),
+        user("after", b"2"),
+    ]
+    .join("\n");
     let out = kpl(&["deagg"], &input);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("<stdin>:2:") && err.contains("MD5"), "{err}");
+    assert!(
+        err.contains("<stdin>:2:") && err.contains("base64"),
+        "{err}"
+    );
     assert_eq!(
         lines(&out).len(),
         1,
@@ -169,15 +197,115 @@ fn deagg_skip_invalid_reports_and_goes_on() {
     let out = kpl(&["deagg", "--skip-invalid"], &input);
     assert_eq!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
-    for line in [":2:", ":3:", ":4:"] {
-        assert!(err.contains(line), "{line} in {err}");
+    for line in [":3:", ":4:"] {
+        assert!(
+            err.contains(&format!("skipped <stdin>{line}")),
+            "{line} in {err}"
+        );
     }
-    assert!(err.contains("skipped 3"), "{err}");
+    assert!(
+        err.contains("1 record and 1 line skipped as invalid"),
+        "{err}"
+    );
     let keys: Vec<Value> = lines(&out)
         .iter()
         .map(|u| u["PartitionKey"].clone())
         .collect();
-    assert_eq!(keys, vec![json!("ok"), json!("after")]);
+    assert_eq!(keys, vec![json!("ok"), json!("a"), json!("after")]);
+}
+
+/// The KCL (`AggregatorUtil.deaggregate`) and aws-kinesis-agg read a record whose
+/// digest does not match, or whose body is no `AggregatedRecord` message, as a
+/// plain record: so does `kpl deagg`, record by record, with or without
+/// --skip-invalid.
+#[test]
+fn deagg_reads_a_damaged_aggregate_as_a_plain_record_as_the_kcl_does() {
+    let agg = kpl(
+        &["agg"],
+        &[user("k1", b"one"), user("k2", b"two")].join("\n"),
+    );
+    let good = b64(&lines(&agg)[0]["Data"]);
+    let mut bad_digest = good.clone();
+    *bad_digest.last_mut().unwrap() ^= 0xff;
+    // partition_key_table entry of 5 bytes holding 2: the message is cut.
+    let bad_protobuf = framed(b"\x0a\x05ab");
+    let page = json!({"Records": [
+        record("a", &good),
+        record("d1", &bad_digest),
+        record("d2", &bad_protobuf),
+        record("p", b"plain"),
+    ]});
+    let expected = vec![
+        out_record("k1", b"one", Some(0), true),
+        out_record("k2", b"two", Some(1), true),
+        out_record("d1", &bad_digest, None, false),
+        out_record("d2", &bad_protobuf, None, false),
+        out_record("p", b"plain", None, false),
+    ];
+    for args in [&["deagg"][..], &["deagg", "--skip-invalid"]] {
+        let out = kpl(args, &page.to_string());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert_eq!(lines(&out), expected, "{args:?}");
+        assert!(
+            err.contains("record 1: starts with the aggregation magic bytes"),
+            "{err}"
+        );
+        assert!(
+            err.contains("record 2: starts with the aggregation magic bytes"),
+            "{err}"
+        );
+        assert!(err.contains("2 records with the aggregation magic bytes but no valid aggregate written as plain records"), "{err}");
+    }
+    // Alone on a line too.
+    let out = kpl(&["deagg"], &record("d1", &bad_digest).to_string());
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        lines(&out),
+        vec![out_record("d1", &bad_digest, None, false)]
+    );
+}
+
+#[test]
+fn deagg_skip_invalid_skips_one_record_of_a_page_never_the_page() {
+    // A valid message whose key index points past its table: the KCL stops on it
+    // too (an error, its user records lost); it is invalid, not plain.
+    let bad_index = framed(b"\x1a\x05\x08\x03\x1a\x01x");
+    let page = json!({"Records": [
+        record("p1", b"one"),
+        {"Data": "!!", "PartitionKey": "p"},
+        {"NotARecord": 1},
+        record("a", &bad_index),
+        record("p2", b"two"),
+    ]});
+    let out = kpl(&["deagg", "--skip-invalid"], &page.to_string());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(
+        lines(&out),
+        vec![
+            out_record("p1", b"one", None, false),
+            out_record("p2", b"two", None, false)
+        ]
+    );
+    for needle in [
+        "skipped <stdin>:1: record 1: Data is not valid base64",
+        "skipped <stdin>:1: record 2: not a Kinesis record",
+        "skipped <stdin>:1: record 3: ",
+        "3 records and 0 lines skipped as invalid",
+    ] {
+        assert!(err.contains(needle), "{needle} in {err}");
+    }
+    // Without it, the run stops at the first bad record of the page, with the
+    // records before it written.
+    let out = kpl(&["deagg"], &page.to_string());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("<stdin>:1: record 1: Data is not valid base64"),
+        "{err}"
+    );
+    assert_eq!(lines(&out), vec![out_record("p1", b"one", None, false)]);
 }
 
 #[test]
@@ -254,4 +382,165 @@ fn help_describes_both_commands() {
     }
     let out = kpl(&["agg", "--help"], "");
     assert!(String::from_utf8_lossy(&out.stdout).contains("does not group records by shard"));
+}
+
+/// Runs `kpl` with `args` and `stdin`, standard error on `stderr` (standard output
+/// piped and returned).
+fn kpl_with_stderr(args: &[&str], stdin: &str, stderr: Stdio) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_owned();
+    let writer = std::thread::spawn(move || pipe.write_all(input.as_bytes()));
+    let output = child.wait_with_output().unwrap();
+    let _ = writer.join().unwrap();
+    output
+}
+
+#[test]
+fn agg_and_deagg_survive_standard_error_on_a_full_device() {
+    let cases = [
+        (
+            vec!["deagg", "--skip-invalid"],
+            [
+                user("ok", b"1"),
+                "{not json".to_owned(),
+                user("after", b"2"),
+            ]
+            .join("\n"),
+        ),
+        (
+            vec!["deagg"],
+            [
+                user("ok", b"1"),
+                "{not json".to_owned(),
+                user("after", b"2"),
+            ]
+            .join("\n"),
+        ),
+        (
+            vec!["agg", "--max-count", "1"],
+            [user("ok", b"1"), user("ok", b"2"), "{oops".to_owned()].join("\n"),
+        ),
+    ];
+    for (args, input) in cases {
+        let full = kpl_with_stderr(
+            &args,
+            &input,
+            Stdio::from(File::create("/dev/full").unwrap()),
+        );
+        let seen = kpl(&args, &input);
+        assert!(!seen.stderr.is_empty(), "{args:?} prints a message");
+        assert_ne!(full.status.code(), Some(101), "{args:?} panicked");
+        assert!(!full.status.success(), "{args:?}: {:?}", full.status);
+        assert_eq!(
+            String::from_utf8_lossy(&full.stdout),
+            String::from_utf8_lossy(&seen.stdout),
+            "{args:?}: standard output is complete"
+        );
+    }
+}
+
+/// Runs `kpl` with `args` on `lines` lines of input, reads one line of its output
+/// and closes the pipe: returns the exit status and standard error.
+fn kpl_reader_gone(args: &[&str], input: Vec<u8>) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    // The child stops early: a failed write here is expected.
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    drop(reader);
+    let status = child.wait().unwrap();
+    writer.join().unwrap();
+    (status, errors.join().unwrap())
+}
+
+#[test]
+fn agg_and_deagg_stop_quietly_with_141_when_the_reader_goes_away() {
+    let mut input = Vec::new();
+    for i in 0..100_000u32 {
+        input.extend_from_slice(user(&format!("key-{i}"), &[b'x'; 100]).as_bytes());
+        input.push(b'\n');
+    }
+    for args in [&["deagg"][..], &["agg"], &["agg", "--max-count", "1"]] {
+        let (status, stderr) = kpl_reader_gone(args, input.clone());
+        assert_eq!(status.code(), Some(141), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}");
+    }
+}
+
+/// Kinesis counts data and partition key against the record limit: an aggregate
+/// of `--max-size` bytes of data with its key "a" would be one byte over.
+#[test]
+fn agg_max_size_bounds_data_and_partition_key() {
+    let records = [
+        ("k1", vec![1u8; 1500]),
+        ("k2", vec![2u8; 1500]),
+        ("k3", vec![3u8; 700]),
+    ];
+    let mut builder: kpl::codec::AggregateBuilder = kpl::codec::AggregateBuilder::new();
+    for (pk, data) in &records[..2] {
+        builder.add(kpl::codec::UserRecord::new(pk.to_string(), data.clone()));
+    }
+    // The first two records make an aggregate of exactly this much data.
+    let data_of_two = builder.size();
+    let input: Vec<String> = records.iter().map(|(pk, d)| user(pk, d)).collect();
+    for max in [data_of_two, data_of_two + 1] {
+        let out = kpl(&["agg", "--max-size", &max.to_string()], &input.join("\n"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let written = lines(&out);
+        for r in &written {
+            let size = b64(&r["Data"]).len() + r["PartitionKey"].as_str().unwrap().len();
+            assert!(size <= max, "a record of {size} B with --max-size {max}");
+        }
+        let first = b64(&written[0]["Data"]);
+        if max == data_of_two {
+            assert_eq!(first, records[0].1, "the first record alone");
+        } else {
+            assert_eq!(first.len(), data_of_two, "the first two aggregated");
+        }
+    }
+}
+
+#[test]
+fn agg_max_size_is_bounded_by_the_largest_record_a_stream_takes() {
+    let ceiling = kpl::codec::MAX_RECORD_SIZE_CEILING;
+    let out = kpl(&["agg", "--max-size", &(ceiling + 1).to_string()], "");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&ceiling.to_string()),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        kpl(&["agg", "--max-size", &ceiling.to_string()], "")
+            .status
+            .success()
+    );
 }
