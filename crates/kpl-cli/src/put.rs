@@ -1070,6 +1070,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             "reading_finished": reading_finished,
             "signal": first_signal,
             "exit_code": code,
+            "peak_resident_bytes": crate::settings::cpu_and_peak_memory().1,
         });
         if let Err(e) = std::fs::write(path, format!("{summary}\n")) {
             crate::say!("kpl put: cannot write {}: {e}", path.display());

@@ -1,0 +1,557 @@
+//! `kpl put` under everyday events (issue H): signals after the input was read,
+//! SIGHUP, standard error closed or full, a failed file that exists or is another
+//! input, a file-size limit, a line longer than any record, empty arguments. No
+//! network: loopback ports of the test's own, where nothing listens (every request
+//! fails to connect and is retried, so records stay outstanding).
+//!
+//! `KPL_TEST_BIN=/path/to/kpl` runs these against another build (to show that they
+//! fail on the code before a fix).
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn kpl_bin() -> String {
+    std::env::var("KPL_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kpl").to_owned())
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kpl-everyday-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A loopback port nothing listens on.
+fn dead_endpoint() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}")
+}
+
+fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(kpl_bin());
+    c.args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("RUST_LOG");
+    c
+}
+
+fn put_args(endpoint: &str, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "put",
+        "--stream",
+        "s",
+        "--endpoint",
+        endpoint,
+        "--region",
+        "us-east-1",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    v.extend(extra.iter().map(|s| (*s).to_owned()));
+    v
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Every line of the failed file, each a whole JSON object.
+fn failed_lines(path: &Path) -> Vec<Value> {
+    let text = std::fs::read(path).unwrap();
+    assert!(
+        text.is_empty() || text.ends_with(b"\n"),
+        "the failed file ends with a torn line"
+    );
+    String::from_utf8(text)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn line {l:?}: {e}")))
+        .collect()
+}
+
+fn line_numbers(lines: &[Value]) -> Vec<u64> {
+    let mut numbers: Vec<u64> = lines.iter().map(|l| l["Line"].as_u64().unwrap()).collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_with_stderr(mut child: Child) -> (Option<i32>, String) {
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_string(&mut err).unwrap();
+    }
+    (child.wait().unwrap().code(), err)
+}
+
+fn input_file(dir: &Path, lines: usize) -> PathBuf {
+    let path = dir.join("input.txt");
+    let text: String = (1..=lines).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The first signal after the whole input was read (records still outstanding)
+/// settles within the grace period and exits 128 + signal; every line is in the
+/// failed file once; the summary says reading had finished.
+fn first_signal_after_reading(name: &str, code: i32, number: u64) {
+    let dir = temp_dir(&format!("after-{name}"));
+    let input = input_file(&dir, 300);
+    let failed = dir.join("failed.jsonl");
+    let summary = dir.join("summary.json");
+    let endpoint = dead_endpoint();
+    let args = put_args(
+        &endpoint,
+        &[
+            "--failed",
+            failed.to_str().unwrap(),
+            "--summary-json",
+            summary.to_str().unwrap(),
+            "--signal-grace",
+            "1000",
+            "--quiet",
+            input.to_str().unwrap(),
+        ],
+    );
+    let child = command(&strs(&args))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // 300 lines are read in well under a second; the records wait on the dead
+    // endpoint for their 30 s time to live.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let t0 = Instant::now();
+    signal(&child, name);
+    let (status, err) = wait_with_stderr(child);
+    let took = t0.elapsed();
+    assert_eq!(status, Some(code), "{err}");
+    assert!(!err.contains("second signal"), "{err}");
+    assert!(took < Duration::from_secs(5), "{took:?}: {err}");
+    assert_eq!(
+        line_numbers(&failed_lines(&failed)),
+        (1..=300).collect::<Vec<u64>>(),
+        "{err}"
+    );
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(s["reading_finished"], true, "{s}");
+    assert_eq!(s["signal"], number, "{s}");
+    assert_eq!(s["sent"], 300, "{s}");
+    assert_eq!(s["failed"], 300, "{s}");
+    assert_eq!(s["exit_code"], code, "{s}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sigint_after_the_input_was_read_gets_the_grace_period() {
+    first_signal_after_reading("INT", 130, 2);
+}
+
+#[test]
+fn sigterm_after_the_input_was_read_gets_the_grace_period() {
+    first_signal_after_reading("TERM", 143, 15);
+}
+
+#[test]
+fn sighup_after_the_input_was_read_gets_the_grace_period() {
+    first_signal_after_reading("HUP", 129, 1);
+}
+
+/// A closing terminal while reading: SIGHUP is handled like SIGTERM.
+#[test]
+fn sighup_while_reading_settles_every_line_read() {
+    let dir = temp_dir("hup-reading");
+    let failed = dir.join("failed.jsonl");
+    let endpoint = dead_endpoint();
+    let args = put_args(
+        &endpoint,
+        &[
+            "--failed",
+            failed.to_str().unwrap(),
+            "--signal-grace",
+            "500",
+            "--quiet",
+        ],
+    );
+    let mut child = command(&strs(&args))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input: String = (1..=1_000).map(|i| format!("line {i}\n")).collect();
+    stdin.write_all(input.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(1_000));
+    signal(&child, "HUP");
+    let (status, err) = wait_with_stderr(child);
+    drop(stdin);
+    assert_eq!(status, Some(129), "{err}");
+    assert!(err.contains("stopped by SIGHUP"), "{err}");
+    assert_eq!(
+        line_numbers(&failed_lines(&failed)),
+        (1..=1_000).collect::<Vec<u64>>(),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Records that fail within a short time to live, with logs and progress on.
+fn put_with_stderr(stderr: Stdio, name: &str) -> (Option<i32>, Vec<Value>) {
+    let dir = temp_dir(name);
+    let input = input_file(&dir, 2_000);
+    let failed = dir.join("failed.jsonl");
+    let endpoint = dead_endpoint();
+    let args = put_args(
+        &endpoint,
+        &[
+            "-v",
+            "--progress",
+            "--record-ttl",
+            "1500",
+            "--failed",
+            failed.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ],
+    );
+    let child = command(&strs(&args))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let status = child.wait_with_output().unwrap().status.code();
+    let lines = failed_lines(&failed);
+    std::fs::remove_dir_all(&dir).unwrap();
+    (status, lines)
+}
+
+#[test]
+fn stderr_on_a_full_device_loses_no_record() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let (status, lines) = put_with_stderr(Stdio::from(full), "stderr-full");
+    assert_ne!(status, Some(101), "panicked");
+    assert_ne!(status, Some(0));
+    assert!(status.is_some(), "killed by a signal");
+    assert_eq!(line_numbers(&lines), (1..=2_000).collect::<Vec<u64>>());
+}
+
+#[test]
+fn stderr_closed_loses_no_record() {
+    // A pipe whose reader is gone before anything is written.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let (status, lines) = put_with_stderr(Stdio::from(writer), "stderr-closed");
+    assert_ne!(status, Some(101), "panicked");
+    assert_ne!(status, Some(0));
+    assert!(status.is_some(), "killed by a signal");
+    assert_eq!(line_numbers(&lines), (1..=2_000).collect::<Vec<u64>>());
+}
+
+fn quick_put(args: &[String]) -> Output {
+    command(&strs(args))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// A run whose records all fail within a second.
+fn failing_run(endpoint: &str, failed: &Path, input: &Path, extra: &[&str]) -> Output {
+    let mut more = vec![
+        "--quiet",
+        "--record-ttl",
+        "500",
+        "--failed",
+        failed.to_str().unwrap(),
+    ];
+    more.extend_from_slice(extra);
+    more.push(input.to_str().unwrap());
+    quick_put(&put_args(endpoint, &more))
+}
+
+#[test]
+fn an_existing_failed_file_is_refused_unless_appending_or_overwriting() {
+    let dir = temp_dir("existing");
+    let input = input_file(&dir, 10);
+    let failed = dir.join("failed.jsonl");
+    let endpoint = dead_endpoint();
+    std::fs::write(&failed, "{\"earlier\":1}\n").unwrap();
+    let out = failing_run(&endpoint, &failed, &input, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--append-failed"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&failed).unwrap(),
+        "{\"earlier\":1}\n"
+    );
+
+    let out = failing_run(&endpoint, &failed, &input, &["--append-failed"]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines = failed_lines(&failed);
+    assert_eq!(lines.len(), 11);
+    assert_eq!(lines[0]["earlier"], 1);
+
+    let out = failing_run(&endpoint, &failed, &input, &["--overwrite-failed"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        line_numbers(&failed_lines(&failed)),
+        (1..=10).collect::<Vec<u64>>()
+    );
+    // An empty file is no one's data: it is used as it is.
+    std::fs::write(&failed, "").unwrap();
+    let out = failing_run(&endpoint, &failed, &input, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(failed_lines(&failed).len(), 10);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_failed_file_that_is_another_input_of_the_run_is_refused() {
+    let dir = temp_dir("inputs");
+    let input = input_file(&dir, 10);
+    let endpoint = dead_endpoint();
+    let properties = dir.join("kpl.properties");
+    let properties_text = "RecordTtl = 500\n";
+    std::fs::write(&properties, properties_text).unwrap();
+    let ca = dir.join("ca.pem");
+    let ca_text = rcgen::generate_simple_self_signed(vec!["localhost".into()])
+        .unwrap()
+        .cert
+        .pem();
+    std::fs::write(&ca, &ca_text).unwrap();
+    let hard = dir.join("hard-link.txt");
+    std::fs::hard_link(&input, &hard).unwrap();
+    let soft = dir.join("symlink.txt");
+    std::os::unix::fs::symlink(&input, &soft).unwrap();
+    let input_text = std::fs::read_to_string(&input).unwrap();
+    let cases: Vec<(&Path, Vec<&str>, &str)> = vec![
+        (
+            &properties,
+            vec!["--kpl-properties", properties.to_str().unwrap()],
+            "--kpl-properties",
+        ),
+        (&ca, vec!["--ca-file", ca.to_str().unwrap()], "--ca-file"),
+        (&hard, vec![], "an input"),
+        (&soft, vec![], "an input"),
+    ];
+    for (failed, extra, what) in cases {
+        for mode in [
+            &[][..],
+            &["--overwrite-failed"][..],
+            &["--append-failed"][..],
+        ] {
+            let mut all = extra.clone();
+            all.extend_from_slice(mode);
+            let out = failing_run(&endpoint, failed, &input, &all);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{failed:?} {mode:?}");
+            assert!(err.contains(what), "{failed:?} {mode:?}: {err}");
+        }
+        assert_eq!(std::fs::read_to_string(&input).unwrap(), input_text);
+        assert_eq!(
+            std::fs::read_to_string(&properties).unwrap(),
+            properties_text
+        );
+        assert_eq!(std::fs::read_to_string(&ca).unwrap(), ca_text);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Two runs appending to one failed file at the same time: whole lines only.
+#[test]
+fn two_runs_appending_to_one_failed_file_tear_no_line() {
+    let dir = temp_dir("two-writers");
+    let input = input_file(&dir, 5_000);
+    let failed = dir.join("failed.jsonl");
+    let endpoint = dead_endpoint();
+    let spawn = || {
+        let args = put_args(
+            &endpoint,
+            &[
+                "--quiet",
+                "--record-ttl",
+                "800",
+                "--append-failed",
+                "--failed",
+                failed.to_str().unwrap(),
+                input.to_str().unwrap(),
+            ],
+        );
+        command(&strs(&args))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn(), spawn());
+    assert_eq!(a.wait().unwrap().code(), Some(1));
+    assert_eq!(b.wait().unwrap().code(), Some(1));
+    let lines = failed_lines(&failed);
+    assert_eq!(lines.len(), 10_000);
+    let mut numbers = line_numbers(&lines);
+    numbers.dedup();
+    assert_eq!(numbers, (1..=5_000).collect::<Vec<u64>>());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A file-size limit reached while writing the failed file: it holds whole lines,
+/// and the records that did not fit go to standard error.
+#[test]
+fn a_file_size_limit_leaves_only_whole_lines() {
+    let dir = temp_dir("fsize");
+    let input = input_file(&dir, 2_000);
+    let failed = dir.join("failed.jsonl");
+    let endpoint = dead_endpoint();
+    let args = put_args(
+        &endpoint,
+        &[
+            "--quiet",
+            "--record-ttl",
+            "500",
+            "--failed",
+            failed.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ],
+    );
+    // `ulimit -f` counts blocks of 512 bytes in sh and bash alike (POSIX).
+    let script = format!(
+        "ulimit -f 64; exec \"$0\" {}",
+        args.iter()
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let out = Command::new("sh")
+        .args(["-c", &script, &kpl_bin()])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let in_file = failed_lines(&failed);
+    assert!(
+        !in_file.is_empty() && in_file.len() < 2_000,
+        "{}",
+        in_file.len()
+    );
+    // The rest are on standard error, as whole JSON lines.
+    let on_stderr: Vec<Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut all = in_file;
+    all.extend(on_stderr);
+    assert_eq!(line_numbers(&all), (1..=2_000).collect::<Vec<u64>>());
+    assert!(err.contains("cannot write"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A 200 MB line with no newline, then a short one: the long one is reported by
+/// its length (not held whole, not written), the short one is sent, and memory
+/// stays far under the documented bound.
+#[test]
+fn a_line_longer_than_any_record_is_reported_without_being_held() {
+    let dir = temp_dir("long-line");
+    let failed = dir.join("failed.jsonl");
+    let summary = dir.join("summary.json");
+    let endpoint = dead_endpoint();
+    let args = put_args(
+        &endpoint,
+        &[
+            "--quiet",
+            "--record-ttl",
+            "500",
+            "--failed",
+            failed.to_str().unwrap(),
+            "--summary-json",
+            summary.to_str().unwrap(),
+        ],
+    );
+    let mut child = command(&strs(&args))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let block = vec![b'x'; 1 << 20];
+        for _ in 0..200 {
+            stdin.write_all(&block)?;
+        }
+        stdin.write_all(b"\nshort line\n")
+    });
+    let (status, err) = wait_with_stderr(child);
+    feeder.join().unwrap().unwrap();
+    assert_eq!(status, Some(1), "{err}");
+    let lines = failed_lines(&failed);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let long = lines.iter().find(|l| l["Line"] == 1).unwrap();
+    assert_eq!(long["Error"], "LineTooLong");
+    assert_eq!(long["Length"], 200u64 << 20);
+    assert!(long.get("Data").is_none());
+    assert!(std::fs::metadata(&failed).unwrap().len() < 2_048);
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(s["invalid"], 1, "{s}");
+    assert_eq!(s["sent"], 1, "{s}");
+    let peak = s["peak_resident_bytes"]
+        .as_u64()
+        .expect("peak memory known");
+    assert!(peak < 256 << 20, "peak resident {peak} bytes");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_empty_partition_key_is_refused_at_start() {
+    let endpoint = dead_endpoint();
+    let t0 = Instant::now();
+    let out = quick_put(&put_args(&endpoint, &["--partition-key", ""]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--partition-key"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn the_summary_says_what_a_zero_shutdown_timeout_did() {
+    let dir = temp_dir("zero");
+    let input = input_file(&dir, 50);
+    let failed = dir.join("failed.jsonl");
+    let endpoint = dead_endpoint();
+    let out = failing_run(&endpoint, &failed, &input, &["--shutdown-timeout", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--shutdown-timeout 0"), "{err}");
+    assert_eq!(failed_lines(&failed).len(), 50);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
