@@ -183,12 +183,13 @@ impl Config {
         /// open on demand and idle ones are kept up to `MaxConnections`.
         min_connections: usize;
         /// `VerifyCertificate` (default true): whether the endpoint's certificate
-        /// is checked.
+        /// is checked (`false`, for test endpoints only, is logged as a warning
+        /// when the transport is built, on either HTTP client).
         verify_certificate: bool;
         /// `ProxyHost` and the other `Proxy*` keys: an HTTP proxy for requests.
         proxy: Option<ProxySettings>;
-        /// `CaCertFile` (or `CaCertPath`): PEM CA certificates trusted beside the
-        /// system's.
+        /// `CaCertFile` (or `CaCertPath`): CA certificates trusted beside the
+        /// system's, a PEM file or bundle, or a directory of them.
         ca_cert_file: Option<PathBuf>;
         /// `MetricsLevel` (default none here; the KPL's is detailed): which of the
         /// KPL's metrics [`Producer::metrics`](crate::Producer::metrics) keeps.
@@ -469,9 +470,10 @@ impl Config {
     /// An AWS transport builder with this config's settings for it: `Region`,
     /// `KinesisEndpoint`, `ConnectTimeout`, `RequestTimeout`, `MaxConnections`,
     /// `VerifyCertificate`, the `Proxy*` keys (else the environment's
-    /// `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`) and `CaCertFile` (read here: an
-    /// unreadable file is a [`BuildError::HttpClient`](kpl_transport::BuildError)
-    /// naming it). What [`Producer::from_config`](crate::Producer::from_config)
+    /// `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`) and `CaCertFile` or `CaCertPath`
+    /// (a PEM file or bundle, or a directory of them, read here: one that cannot
+    /// be read or holds no certificate is a
+    /// [`BuildError::HttpClient`](kpl_transport::BuildError) naming it). What [`Producer::from_config`](crate::Producer::from_config)
     /// builds its transport with; settings may be changed before `build`.
     pub fn aws_transport_builder(
         &self,
@@ -496,13 +498,8 @@ impl Config {
             builder = builder.proxy(proxy);
         }
         if let Some(path) = config.ca_cert_file() {
-            let pem = std::fs::read(&path).map_err(|e| {
-                kpl_transport::BuildError::HttpClient(format!(
-                    "CaCertFile {}: cannot read it: {e}",
-                    path.display()
-                ))
-            })?;
-            builder = builder.ca_certificates_pem(pem);
+            // A PEM file or bundle, or a directory of them (the KPL's CaCertPath).
+            builder = builder.ca_certificates_path(&path)?;
         }
         Ok(builder)
     }
@@ -714,7 +711,8 @@ impl ConfigBuilder {
     }
 
     /// `VerifyCertificate`: `false` trusts any certificate (test endpoints only; the
-    /// transport warns, and only the async-io HTTP client supports it).
+    /// transport warns when it is built). Both HTTP clients support it; the tokio
+    /// one needs kpl-transport's `async-io` feature too (kpl's `smol`).
     pub fn verify_certificate(mut self, verify: bool) -> Self {
         self.config.verify_certificate = verify;
         self
@@ -726,7 +724,9 @@ impl ConfigBuilder {
         self
     }
 
-    /// `CaCertFile`: a PEM file of CA certificates trusted beside the system's.
+    /// `CaCertFile` or `CaCertPath`: CA certificates trusted beside the system's,
+    /// a PEM file (one certificate or a bundle) or a directory of them (every file
+    /// in it holding a PEM certificate).
     pub fn ca_cert_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.config.ca_cert_file = Some(path.into());
         self
@@ -824,6 +824,15 @@ impl ConfigBuilder {
             "64 to 10485760",
         )?;
         check("MinConnections", c.min_connections, 1, 16, "1 to 16")?;
+        let namespace = &c.metrics_namespace;
+        if namespace.is_empty() || namespace.chars().count() > 255 || namespace.starts_with("AWS/")
+        {
+            return Err(ConfigError::OutOfRange {
+                key: "MetricsNamespace".into(),
+                value: namespace.clone(),
+                allowed: "1 to 255 characters, not starting with AWS/",
+            });
+        }
         check(
             "max_outstanding_records",
             c.max_outstanding_records,
@@ -886,6 +895,12 @@ mod tests {
             (Config::builder().rate_limit(0), "RateLimit"),
             (Config::builder().max_connections(0), "MaxConnections"),
             (Config::builder().max_connections(257), "MaxConnections"),
+            (Config::builder().metrics_namespace(""), "MetricsNamespace"),
+            (Config::builder().metrics_namespace("AWS/Kinesis"), "MetricsNamespace"),
+            (
+                Config::builder().metrics_namespace("n".repeat(256)),
+                "MetricsNamespace",
+            ),
             (
                 Config::builder().request_timeout(Duration::from_secs(601)),
                 "RequestTimeout",
@@ -1072,5 +1087,30 @@ SomethingElse = 3
         assert_eq!(ignored[0].key, "MinConnections");
         let err = Config::from_kpl_properties("MinConnections = 17").unwrap_err();
         assert!(matches!(err, ConfigError::OutOfRange { key, .. } if key == "MinConnections"));
+    }
+
+    /// `CaCertPath` names a directory of CA certificates in the KPL (kpl-transport's
+    /// tests show the certificates in it trusted on both HTTP clients).
+    #[cfg(feature = "aws")]
+    #[test]
+    fn ca_cert_path_may_be_a_directory() {
+        let dir = std::env::temp_dir().join(format!("kpl-config-ca-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (c, _) =
+            Config::from_kpl_properties(&format!("CaCertPath = {}\n", dir.display())).unwrap();
+        let err = c.aws_transport_builder().unwrap_err();
+        assert!(
+            err.to_string().contains(&dir.display().to_string())
+                && err.to_string().contains("no PEM certificate"),
+            "{err}"
+        );
+        std::fs::write(
+            dir.join("ca.pem"),
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        c.aws_transport_builder().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
