@@ -124,6 +124,12 @@ pub(crate) struct Accounting {
     pub(crate) bytes: usize,
     pub(crate) space_waiters: VecDeque<oneshot::Sender<()>>,
     pub(crate) flush_waiters: Vec<(Option<StreamId>, u64, oneshot::Sender<()>)>,
+    /// A put waits for room under the outstanding caps, and the pipelines were
+    /// told to send what they buffer: records they take in until room is freed go
+    /// at once too. Cleared when records are released (a put that still finds no
+    /// room then tells them again), so a long wait is one message per release, not
+    /// one per waiter.
+    pub(crate) room_wanted: bool,
 }
 
 impl Accounting {
@@ -178,21 +184,25 @@ impl Shared {
 
     /// The pipeline of `stream` took in `n` records handed to it (or they were
     /// dropped with it): callers waiting for it to catch up go on at half the limit.
-    pub(crate) fn ingested(&self, stream: &StreamId, n: usize) {
-        let space: Vec<_> = {
+    /// Returns whether a put waits for room under the outstanding caps (the records
+    /// are then sent without waiting for their buffered time).
+    pub(crate) fn ingested(&self, stream: &StreamId, n: usize) -> bool {
+        let (space, room_wanted): (Vec<_>, bool) = {
             let mut acc = self.lock();
+            let room_wanted = acc.room_wanted;
             let Some(m) = acc.outstanding.get_mut(stream) else {
-                return;
+                return room_wanted;
             };
             m.ingesting = m.ingesting.saturating_sub(n);
             if m.ingesting > INGEST_LIMIT / 2 {
-                return;
+                return room_wanted;
             }
-            acc.space_waiters.drain(..).collect()
+            (acc.space_waiters.drain(..).collect(), room_wanted)
         };
         for w in space {
             let _ = w.send(());
         }
+        room_wanted
     }
 
     /// Records resolved: release their space and wake whoever waits on it.
@@ -210,6 +220,7 @@ impl Shared {
             }
             acc.records -= resolved.len();
             acc.bytes -= resolved.iter().map(|(_, b)| b).sum::<usize>();
+            acc.room_wanted = false;
             let space: Vec<_> = acc.space_waiters.drain(..).collect();
             let done = if acc.flush_waiters.is_empty() {
                 Vec::new()

@@ -25,6 +25,8 @@ type QueueBatch = (Arc<Queue>, Vec<(RecordId, RecordResult)>);
 pub(crate) enum Command {
     Put(Vec<Rec>),
     Flush,
+    /// A put waits for room under the outstanding caps: send what is buffered now.
+    RoomWanted,
     /// Fail whatever is not in flight as shut down; report how many.
     Shutdown(mpsc::UnboundedSender<usize>),
     /// Nothing is left: stop once idle.
@@ -155,9 +157,13 @@ impl Worker {
             Command::Put(recs) => {
                 let n = recs.len();
                 self.pipeline.handle_put(recs, now);
-                self.shared.ingested(&self.stream, n);
+                // Records taken in while a put waits for room go at once too.
+                if self.shared.ingested(&self.stream, n) {
+                    self.pipeline.handle_room_wanted();
+                }
             }
             Command::Flush => self.pipeline.handle_flush(),
+            Command::RoomWanted => self.pipeline.handle_room_wanted(),
             Command::Shutdown(report) => {
                 let failed = self.pipeline.handle_shutdown(now);
                 // Outcomes before the report: whoever waits for it finds them settled.

@@ -299,7 +299,8 @@ impl Producer {
     /// Puts one record into `stream` (a name, or an ARN starting with `arn:`).
     ///
     /// Invalid records are refused at once; nothing is enqueued. When the outstanding
-    /// caps are reached, this waits for room. The returned future resolves with the
+    /// caps are reached, this waits for room, and what is buffered is sent at once
+    /// (see [`wait_for_room`](Self::wait_for_room)). The returned future resolves with the
     /// record's outcome; it never fails, and never stays pending past the record's
     /// time to live (plus one request timeout).
     pub async fn put_record(
@@ -422,9 +423,16 @@ impl Producer {
     /// Waits until a record of `bytes` (data and partition key) would be let into
     /// `stream`: the outstanding caps and the stream's backlog have room, or the
     /// producer shuts down. Admits nothing, so dropping it loses nothing.
+    ///
+    /// When the outstanding caps are what is full, the records buffered for their
+    /// `RecordMaxBufferedTime` are sent now (as [`flush`](Self::flush) does, without
+    /// waiting for them), and so are records put while the caps stay full: a low
+    /// cap then costs round trips, not a buffered time per record. When the stream
+    /// itself holds records back (its shards' limits, or the congestion window),
+    /// nothing is sent early, and the records stay aggregated.
     pub async fn wait_for_room(&self, stream: &str, bytes: usize) {
         let (tx, rx) = oneshot::channel();
-        {
+        let tell = {
             let mut acc = self.inner.shared.lock();
             let (backlog, ingesting) = acc
                 .outstanding
@@ -432,10 +440,16 @@ impl Producer {
                 .map_or((false, false), |m| {
                     (m.over(bytes), m.ingesting > INGEST_LIMIT / 2)
                 });
-            if acc.records == 0 || (!self.is_full(&acc, 1, bytes) && !backlog && !ingesting) {
+            let full = self.is_full(&acc, 1, bytes);
+            if acc.records == 0 || (!full && !backlog && !ingesting) {
                 return;
             }
             acc.space_waiters.push_back(tx);
+            // Once until records are released, however many wait.
+            full && !std::mem::replace(&mut acc.room_wanted, true)
+        };
+        if tell {
+            self.send_all(|| Command::RoomWanted);
         }
         let _ = rx.await;
     }

@@ -114,7 +114,8 @@ impl SyncProducer {
         self.runtime.as_ref().expect("present until drop")
     }
 
-    /// Puts a record; blocks while the outstanding caps are reached.
+    /// Puts a record; blocks while the outstanding caps are reached (what is
+    /// buffered is then sent at once, as [`Producer::wait_for_room`] says).
     pub fn put_record(&self, stream: &str, record: PutRecord) -> Result<RecordFuture, PutError> {
         futures::executor::block_on(self.producer().put_record(stream, record))
     }

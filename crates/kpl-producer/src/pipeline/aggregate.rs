@@ -78,9 +78,10 @@ impl StreamPipeline {
     }
 
     /// Closes the aggregators whose deadline passed (all of them when flushing or
-    /// stopping), and lets records whose shard is unknown go alone at theirs.
-    pub(super) fn poll_aggregators(&mut self, now: Instant) {
-        if self.flushing || self.stopping {
+    /// stopping, or when `all`), and lets records whose shard is unknown go alone at
+    /// theirs.
+    pub(super) fn poll_aggregators(&mut self, now: Instant, all: bool) {
+        if all || self.flushing || self.stopping {
             let shards: Vec<ShardId> = self.aggregators.keys().cloned().collect();
             for shard in shards {
                 let batches = self

@@ -198,6 +198,9 @@ pub(crate) struct StreamPipeline {
     /// Backoff jitter.
     rng: SplitMix64,
     flushing: bool,
+    /// A put waits for room under the outstanding caps: what is buffered goes at
+    /// the next drive (see [`handle_room_wanted`](Self::handle_room_wanted)).
+    room_wanted: bool,
     stopping: bool,
     /// User bytes stored since `drain_since`, for the drain rate.
     drained: u64,
@@ -269,6 +272,7 @@ impl StreamPipeline {
             driven_at: None,
             rng: SplitMix64::new(seed),
             flushing: false,
+            room_wanted: false,
             stopping: false,
             drained: 0,
             drain_since: None,
@@ -308,6 +312,16 @@ impl StreamPipeline {
     pub(crate) fn handle_flush(&mut self) {
         self.dirty = true;
         self.flushing = true;
+    }
+
+    /// A put waits for room under the producer's outstanding caps: the records
+    /// buffered now are sent without waiting for their deadlines, once (records
+    /// whose shard is not known yet go when the map comes). Nothing goes early
+    /// while the stream holds records back (the limiter or the congestion window
+    /// has some): there the caps wait for the stream, and batching is worth more.
+    pub(crate) fn handle_room_wanted(&mut self) {
+        self.dirty = true;
+        self.room_wanted = true;
     }
 
     /// Nothing more comes in: send what is held, then be idle.
@@ -486,8 +500,15 @@ impl StreamPipeline {
             rec.attempt_sent(self.epoch, now, now, Some((codes::WRONG_SHARD, "stored on a shard whose range could not be verified before the record's time to live passed: a KCL consumer may drop it")), Some(&landed.shard_id), true);
             self.fail(rec.m);
         }
+        // A put waiting for room: everything buffered goes now, unless the stream
+        // is what holds records back.
+        let room_wanted = std::mem::take(&mut self.room_wanted)
+            && self.limiter.is_empty()
+            && self.ready.is_empty();
+        // Records waiting for the shard map go when it comes.
+        self.room_wanted = room_wanted && !self.unknown.is_empty();
         // Aggregators whose deadline passed (or all, when flushing).
-        self.poll_aggregators(now);
+        self.poll_aggregators(now, room_wanted);
         // The limiter.
         for release in self.limiter.poll(now) {
             match release {
@@ -499,7 +520,8 @@ impl StreamPipeline {
             }
         }
         // The collector.
-        let batches = if (self.flushing || self.stopping) && self.limiter.is_empty() {
+        let batches = if (self.flushing || self.stopping || room_wanted) && self.limiter.is_empty()
+        {
             self.collector.flush()
         } else {
             self.collector.poll_expired(now)
