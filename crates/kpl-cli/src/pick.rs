@@ -1,7 +1,8 @@
 //! Reading the one or two fields `kpl put --format json` needs from a line, without
 //! building the line's JSON tree: the line is checked to be one JSON value all the
-//! same, the other fields are skipped, and a wanted string borrows from the line
-//! unless it holds escapes.
+//! same, the other fields are skipped, a wanted string borrows from the line
+//! unless it holds escapes, and a wanted number is the text it was written with
+//! (never read through `f64`: 30 digits stay 30 digits, `-0` stays `-0`).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,8 +15,8 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 pub(crate) enum Field<'a> {
     /// A string, unescaped (borrowed from the line when it had no escapes).
     Str(Cow<'a, str>),
-    /// A number, as `serde_json` writes it.
-    Number(serde_json::Number),
+    /// A number, as written in the line (borrowed from it).
+    Number(Cow<'a, str>),
     /// Anything else (`null`, a boolean, an array, an object).
     Other,
 }
@@ -37,12 +38,13 @@ pub(crate) fn pick<'a>(
     data: Option<&str>,
 ) -> Result<Picked<'a>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(line);
-    let picked = de.deserialize_any(LineVisitor { key, data })?;
+    let picked = de.deserialize_any(LineVisitor { line, key, data })?;
     de.end()?;
     Ok(picked)
 }
 
-struct LineVisitor<'n> {
+struct LineVisitor<'l, 'n> {
+    line: &'l str,
     key: Option<&'n str>,
     data: Option<&'n str>,
 }
@@ -53,7 +55,7 @@ struct Which {
     data: bool,
 }
 
-impl<'de> Visitor<'de> for LineVisitor<'_> {
+impl<'de> Visitor<'de> for LineVisitor<'de, '_> {
     type Value = Picked<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -62,10 +64,12 @@ impl<'de> Visitor<'de> for LineVisitor<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut picked = Picked::default();
+        let mut member = 0;
         while let Some(which) = map.next_key_seed(KeySeed {
             key: self.key,
             data: self.data,
         })? {
+            member += 1;
             match which {
                 Which {
                     key: false,
@@ -74,7 +78,11 @@ impl<'de> Visitor<'de> for LineVisitor<'_> {
                     map.next_value::<IgnoredAny>()?;
                 }
                 Which { key, data } => {
-                    let value = map.next_value_seed(FieldSeed)?;
+                    let mut value = map.next_value_seed(FieldSeed)?;
+                    if let Field::Number(text) = &mut value {
+                        // Valid JSON by now (the deserializer read the value).
+                        *text = Cow::Borrowed(member_value(self.line, member - 1));
+                    }
                     match (key, data) {
                         (true, true) => {
                             picked.data = Some(value.clone_field());
@@ -180,15 +188,17 @@ impl<'de> Visitor<'de> for FieldSeed {
     fn visit_string<E: de::Error>(self, v: String) -> Result<Field<'de>, E> {
         Ok(Field::Str(Cow::Owned(v)))
     }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Field<'de>, E> {
-        Ok(Field::Number(v.into()))
+    // A number's text is taken from the line by the map's visitor, which knows
+    // where the value is; the deserializer has checked it (a number out of `f64`'s
+    // range is refused as `serde_json::Value` refuses it).
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Field<'de>, E> {
+        Ok(Field::Number(Cow::Borrowed("")))
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Field<'de>, E> {
-        Ok(Field::Number(v.into()))
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Field<'de>, E> {
+        Ok(Field::Number(Cow::Borrowed("")))
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Field<'de>, E> {
-        // As `serde_json::Value` reads it: a number it cannot hold is null.
-        Ok(serde_json::Number::from_f64(v).map_or(Field::Other, Field::Number))
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Field<'de>, E> {
+        Ok(Field::Number(Cow::Borrowed("")))
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Field<'de>, E> {
         Ok(Field::Other)
@@ -206,6 +216,42 @@ impl<'de> Visitor<'de> for FieldSeed {
     }
 }
 
+/// The text of the value of member `index` (from 0) of the JSON object that is
+/// `line`, without the whitespace around it. `line` must be valid JSON: the scan
+/// only skips strings and counts brackets.
+fn member_value(line: &str, index: usize) -> &str {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let (mut member, mut start) = (0, None);
+    for (i, b) in line.bytes().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b':' if depth == 1 && member == index && start.is_none() => start = Some(i + 1),
+            b',' | b'}' if depth == 1 => {
+                if let Some(start) = start {
+                    return line[start..i].trim();
+                }
+                member += 1;
+                if b == b'}' {
+                    depth -= 1;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    ""
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::Value;
@@ -217,8 +263,21 @@ mod tests {
         let value: Value = serde_json::from_str(line).ok()?;
         Some(match value.get(name)? {
             Value::String(s) => Field::Str(Cow::Owned(s.clone())),
-            Value::Number(n) => Field::Number(n.clone()),
+            Value::Number(n) => Field::Number(Cow::Owned(n.to_string())),
             _ => Field::Other,
+        })
+    }
+
+    /// A picked number as the parsed tree writes it (`1e5` is `100000.0` there).
+    fn as_the_tree_writes(field: Option<Field<'_>>) -> Option<Field<'static>> {
+        Some(match field? {
+            Field::Number(text) => Field::Number(Cow::Owned(
+                serde_json::from_str::<serde_json::Number>(&text)
+                    .unwrap()
+                    .to_string(),
+            )),
+            Field::Str(s) => Field::Str(Cow::Owned(s.into_owned())),
+            Field::Other => Field::Other,
         })
     }
 
@@ -240,8 +299,16 @@ mod tests {
         ];
         for line in lines {
             let picked = pick(line, Some("id"), Some("pad")).expect(line);
-            assert_eq!(picked.key, by_tree(line, "id"), "{line}");
-            assert_eq!(picked.data, by_tree(line, "pad"), "{line}");
+            assert_eq!(
+                as_the_tree_writes(picked.key),
+                by_tree(line, "id"),
+                "{line}"
+            );
+            assert_eq!(
+                as_the_tree_writes(picked.data),
+                by_tree(line, "pad"),
+                "{line}"
+            );
         }
     }
 
@@ -258,6 +325,38 @@ mod tests {
             Some(Field::Str(Cow::Borrowed("plain")))
         ));
         assert!(matches!(picked.data, Some(Field::Str(Cow::Owned(ref s))) if s == "es\"caped"));
+    }
+
+    #[test]
+    fn a_number_keeps_the_text_it_was_written_with() {
+        for (line, text) in [
+            (
+                r#"{"k":123456789012345678901234567890}"#,
+                "123456789012345678901234567890",
+            ),
+            (
+                r#"{"k":123456789012345678901234567891}"#,
+                "123456789012345678901234567891",
+            ),
+            (r#"{"k":-0}"#, "-0"),
+            (r#"{"k":1.50}"#, "1.50"),
+            (r#"{"k":1E5}"#, "1E5"),
+            (r#"{"k" : 7 ,"pad":"p"}"#, "7"),
+            (
+                r#"{"a":{"k":1},"b":[1,"]",{"c":"}"}],"k\u0022":2,"k":-12.5e-3}"#,
+                "-12.5e-3",
+            ),
+            (r#"{"k":1,"x":"\"","k":42}"#, "42"),
+        ] {
+            let picked = pick(line, Some("k"), Some("k")).expect(line);
+            // As `kpl put` makes a partition key of it.
+            for field in [picked.key, picked.data] {
+                match field {
+                    Some(Field::Number(n)) => assert_eq!(n.to_string(), text, "{line}"),
+                    other => panic!("{line}: {other:?}"),
+                }
+            }
+        }
     }
 
     #[test]
