@@ -242,9 +242,68 @@ impl AwsTransportBuilder {
         self
     }
 
+    /// Trusts the CA certificates at `path`, as well as the system's: a PEM file
+    /// (one certificate or a bundle), or a directory of them as the KPL's
+    /// `CaCertPath` is (every file in it that holds a PEM certificate: `*.pem`,
+    /// `*.crt`, OpenSSL's hashed names; other files and subdirectories are
+    /// skipped). A path that cannot be read, or that holds no certificate, is a
+    /// [`BuildError::HttpClient`] naming it.
+    pub fn ca_certificates_path(
+        mut self,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Self, BuildError> {
+        let path = path.as_ref();
+        let unreadable = |e: std::io::Error| {
+            BuildError::HttpClient(format!(
+                "CA certificates {}: cannot read them: {e}",
+                path.display()
+            ))
+        };
+        let holds_certificate =
+            |pem: &[u8]| pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----");
+        let mut found = 0;
+        if path.is_dir() {
+            let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(path)
+                .map_err(unreadable)?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            for file in files {
+                let pem = std::fs::read(&file).map_err(|e| {
+                    BuildError::HttpClient(format!(
+                        "CA certificates {}: cannot read them: {e}",
+                        file.display()
+                    ))
+                })?;
+                if holds_certificate(&pem) {
+                    self.trust.extra_pem.push(pem);
+                    found += 1;
+                }
+            }
+        } else {
+            let pem = std::fs::read(path).map_err(unreadable)?;
+            if holds_certificate(&pem) {
+                self.trust.extra_pem.push(pem);
+                found += 1;
+            }
+        }
+        if found == 0 {
+            return Err(BuildError::HttpClient(format!(
+                "CA certificates {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+                path.display()
+            )));
+        }
+        debug!(path = %path.display(), files = found, "CA certificates trusted");
+        Ok(self)
+    }
+
     /// Whether the endpoint's certificate is checked (default true). `false` is for
     /// test endpoints only: anyone on the path can then read and change requests.
-    /// Only the async-io client supports it; the transport warns when it is built.
+    /// The transport warns when it is built. On the tokio client it needs the
+    /// `async-io` feature too: the SDK's client cannot accept any certificate, so
+    /// the requests go through this crate's connections (on async-io's reactor
+    /// thread) with tokio's timers.
     pub fn verify_certificate(mut self, verify: bool) -> Self {
         self.trust.verify = verify;
         self
@@ -340,6 +399,7 @@ impl AwsTransportBuilder {
             .unwrap_or_else(HttpRuntime::default_for_features);
         if !self.trust.verify {
             warn!(
+                http_client = ?runtime,
                 "certificate verification is OFF (VerifyCertificate = false): anyone on the \
                  network path can read and change what is sent; use it with test endpoints only"
             );
@@ -434,6 +494,15 @@ fn http_client(
 ) -> Result<(SharedHttpClient, Option<SharedAsyncSleep>), BuildError> {
     let _ = (connections, proxy, trust);
     match runtime {
+        // The SDK's client cannot be told to accept any certificate: on tokio, such
+        // requests go through our client's connections (async-io runs its own
+        // reactor thread, under tokio as under any executor), with tokio's sleep.
+        #[cfg(all(feature = "tokio", feature = "async-io"))]
+        HttpRuntime::Tokio if !trust.verify => {
+            let client = crate::async_io_http::AsyncIoHttpClient::new(connections, proxy, trust)
+                .map_err(BuildError::HttpClient)?;
+            Ok((SharedHttpClient::new(client), None))
+        }
         #[cfg(feature = "tokio")]
         HttpRuntime::Tokio => Ok((tokio_client(connections, proxy, trust)?, None)),
         #[cfg(feature = "async-io")]
@@ -461,8 +530,9 @@ fn tokio_client(
     use aws_smithy_http_client::tls::{TlsContext, TrustStore};
     if !trust.verify {
         return Err(BuildError::HttpClient(
-            "VerifyCertificate = false is not supported by the tokio HTTP client: trust the \
-             endpoint's CA instead (ca_certificates_pem, CaCertFile), or use the async-io client"
+            "VerifyCertificate = false on the tokio HTTP client needs kpl-transport's feature \
+             async-io (kpl's smol), whose connections it then sends through; or trust the \
+             endpoint's CA instead (ca_certificates_path, CaCertFile)"
                 .into(),
         ));
     }
@@ -685,67 +755,68 @@ pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// The certificate problem a TLS failure names, in words, if it is one.
 fn tls_problem(detail: &str) -> Option<&'static str> {
-    // rustls's `CertificateError` variants, by the names its errors print.
-    const PROBLEMS: [(&str, &str); 12] = [
+    // rustls's `CertificateError` variants, by the names (or, for some, the
+    // sentences) its errors print.
+    const PROBLEMS: [(&[&str], &str); 12] = [
         (
-            "CaUsedAsEndEntity",
+            &["CaUsedAsEndEntity"],
             "TLS: the server's certificate is a CA certificate used as the server's own \
              (CaUsedAsEndEntity): give the CA that signed it, or have the server present a \
              certificate signed by that CA",
         ),
         (
-            "UnknownIssuer",
+            &["UnknownIssuer"],
             "TLS: the server's certificate is signed by a CA that is not trusted \
              (UnknownIssuer): give that CA's certificate (--ca-file, CaCertFile)",
         ),
         (
-            "NotValidForName",
+            &["NotValidForName", "not valid for name"],
             "TLS: the server's certificate is not valid for the endpoint's host name \
              (NotValidForName): use the name the certificate was issued for",
         ),
         (
-            "NotValidYet",
+            &["NotValidYet", "certificate not valid yet"],
             "TLS: the server's certificate is not valid yet (NotValidYet): check the clocks",
         ),
         (
-            "Expired",
+            &["Expired", "certificate expired"],
             "TLS: the server's certificate has expired (Expired): renew it, or check the clocks",
         ),
         (
-            "BadSignature",
+            &["BadSignature"],
             "TLS: the server's certificate has a bad signature (BadSignature): it was not \
              signed by the CA it names",
         ),
         (
-            "Revoked",
+            &["Revoked"],
             "TLS: the server's certificate was revoked (Revoked)",
         ),
         (
-            "BadEncoding",
+            &["BadEncoding"],
             "TLS: the server's certificate cannot be read (BadEncoding)",
         ),
         (
-            "InvalidPurpose",
+            &["InvalidPurpose", "does not allow extended key usage"],
             "TLS: the server's certificate is not for TLS servers (InvalidPurpose)",
         ),
         (
-            "UnsupportedSignatureAlgorithm",
+            &["UnsupportedSignatureAlgorithm"],
             "TLS: the server's certificate is signed with an algorithm not supported \
              (UnsupportedSignatureAlgorithm)",
         ),
         (
-            "invalid peer certificate",
+            &["invalid peer certificate", "InvalidCertificate"],
             "TLS: the server's certificate was refused",
         ),
         (
-            "InvalidContentType",
+            &["InvalidContentType", "corrupt message"],
             "TLS: the endpoint does not speak TLS (an https:// URL to a plain HTTP port?): \
              check the endpoint's scheme",
         ),
     ];
     PROBLEMS
         .iter()
-        .find(|(name, _)| detail.contains(name))
+        .find(|(needles, _)| needles.iter().any(|n| detail.contains(n)))
         .map(|(_, words)| *words)
 }
 
