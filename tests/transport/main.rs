@@ -6,6 +6,7 @@
 //! Where kinesis-mock differs from AWS (it never throttles, accepts 501-record and
 //! over-5 MiB requests), the cases run against kpl-sim alone; see `sim_only`.
 
+mod answers;
 mod cloudwatch;
 mod peers;
 mod sim_only;

@@ -163,12 +163,13 @@ impl StreamPipeline {
             warn!(stream = %self.stream, "{message}");
             for k in batch {
                 for mut m in k.into_members() {
-                    m.attempt(
+                    m.attempt_sent(
                         self.epoch,
                         started,
                         now,
                         Some((codes::RECORD_COUNT_MISMATCH, &message)),
                         None,
+                        true,
                     );
                     self.fail(m);
                 }
