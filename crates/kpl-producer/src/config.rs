@@ -79,7 +79,8 @@ impl fmt::Debug for ProxySettings {
     }
 }
 
-/// A key of a KPL `.properties` file that was not applied, and why. Returned by
+/// A key of a KPL `.properties` file that was not applied, and why (or
+/// `MetricsLevel` not given, whose default here is not the KPL's). Returned by
 /// [`Config::from_kpl_properties`] (and logged there once, as a warning).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IgnoredKey {
@@ -217,7 +218,9 @@ impl Config {
     /// and `!` comments), starting from the defaults. Keys are spelled as the KPL
     /// spells them. Every key is applied or returned as an [`IgnoredKey`] saying
     /// why it changes nothing here (each logged once as a warning); a bad value is a
-    /// [`ConfigError`] naming its key.
+    /// [`ConfigError`] naming its key. A file without `MetricsLevel` gets an
+    /// [`IgnoredKey`] for it too: the default here is `none`, the KPL's `detailed`
+    /// (no metrics are kept or uploaded until it is set).
     ///
     /// `KinesisEndpoint` and `KinesisPort` make an `https://` URL, as the KPL
     /// connects (give the endpoint as a URL, `http://…`, for plain HTTP).
@@ -230,8 +233,9 @@ impl Config {
     /// )?;
     /// assert_eq!(config.rate_limit(), 90);
     /// assert!(!config.aggregation_enabled());
-    /// assert_eq!(ignored.len(), 1);
-    /// assert_eq!(ignored[0].key, "Foo");
+    /// let keys: Vec<&str> = ignored.iter().map(|i| i.key.as_str()).collect();
+    /// // Foo is unknown; MetricsLevel was not given (none here, detailed in the KPL).
+    /// assert_eq!(keys, ["Foo", "MetricsLevel"]);
     /// # Ok::<(), kpl_producer::ConfigError>(())
     /// ```
     pub fn from_kpl_properties(text: &str) -> Result<(Self, Vec<IgnoredKey>), ConfigError> {
@@ -245,6 +249,7 @@ impl Config {
         let mut proxy_port: u16 = 443;
         let mut proxy_user: Option<String> = None;
         let mut proxy_password: Option<String> = None;
+        let mut metrics_level_given = false;
         for line in text.lines() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
@@ -350,6 +355,7 @@ impl Config {
                     None
                 }
                 "MetricsLevel" => {
+                    metrics_level_given = true;
                     c.metrics_level = MetricsLevel::parse(value).ok_or(ConfigError::Invalid {
                         key: key.into(),
                         value: value.into(),
@@ -436,6 +442,15 @@ impl Config {
                 key: "MinConnections".into(),
                 reason: "connections open on demand and idle ones stay open up to MaxConnections: \
                          no connection is opened ahead",
+            });
+        }
+        // The one default of ours that is not the KPL's: say so, or a migrating
+        // user's dashboards stay empty with no word why.
+        if !metrics_level_given {
+            ignored.push(IgnoredKey {
+                key: "MetricsLevel".into(),
+                reason: "not given: kpl-rs defaults to none (the KPL's default is detailed); \
+                         set MetricsLevel to upload metrics",
             });
         }
         for i in &ignored {
@@ -1067,6 +1082,28 @@ SomethingElse = 3
         assert!(err.to_string().contains("/nonexistent/kpl.properties"));
     }
 
+    /// A migrating user whose file leaves `MetricsLevel` out learns that metrics
+    /// are off here (the KPL uploads detailed metrics by default).
+    #[test]
+    fn a_file_without_metrics_level_says_metrics_are_off() {
+        let (c, ignored) = Config::from_kpl_properties("RateLimit = 90\n").unwrap();
+        assert_eq!(c.metrics_level(), MetricsLevel::None);
+        let note = ignored
+            .iter()
+            .find(|i| i.key == "MetricsLevel")
+            .expect("a note that MetricsLevel was not given");
+        assert_eq!(
+            note.to_string(),
+            "MetricsLevel: not given: kpl-rs defaults to none (the KPL's default is \
+             detailed); set MetricsLevel to upload metrics"
+        );
+        for level in ["none", "summary", "detailed"] {
+            let (_, ignored) =
+                Config::from_kpl_properties(&format!("MetricsLevel = {level}\n")).unwrap();
+            assert!(ignored.is_empty(), "{level}: {ignored:?}");
+        }
+    }
+
     #[test]
     fn proxy_keys_and_min_connections() {
         let (c, ignored) = Config::from_kpl_properties(
@@ -1083,8 +1120,8 @@ SomethingElse = 3
         );
         assert_eq!(c.ca_cert_file(), Some(PathBuf::from("/etc/ca.pem")));
         assert_eq!(c.min_connections(), 4);
-        assert_eq!(ignored.len(), 1);
-        assert_eq!(ignored[0].key, "MinConnections");
+        let keys: Vec<&str> = ignored.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["MinConnections", "MetricsLevel"]);
         let err = Config::from_kpl_properties("MinConnections = 17").unwrap_err();
         assert!(matches!(err, ConfigError::OutOfRange { key, .. } if key == "MinConnections"));
     }
