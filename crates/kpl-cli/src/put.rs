@@ -1236,9 +1236,19 @@ fn put_lines(
             // Waits while the producer is full; a signal ends the wait.
             let bytes = first.size();
             let signaled = runtime.block_on(async {
-                tokio::select! {
-                    () = producer.wait_for_room(stream, bytes) => false,
-                    _ = next_signal(signals) => true,
+                let mut room = std::pin::pin!(producer.wait_for_room(stream, bytes));
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        () = &mut room => return false,
+                        _ = next_signal(signals) => return true,
+                        // Outcomes reported and progress shown during a long wait.
+                        _ = tick.tick() => {
+                            run.settle(None);
+                            run.progress();
+                        }
+                    }
                 }
             });
             if signaled {
