@@ -54,6 +54,8 @@ use crate::{
 pub struct AwsTransport {
     client: aws_sdk_kinesis::Client,
     connect_timeout: Duration,
+    credentials: Option<SharedCredentialsProvider>,
+    sleep: Option<SharedAsyncSleep>,
 }
 
 /// Settings of an [`AwsTransport`].
@@ -133,6 +135,10 @@ pub enum BuildError {
     NoHttpClient(HttpRuntime),
     /// The HTTP client could not be set up (its TLS settings).
     HttpClient(String),
+    /// The AWS credential chain has no source of credentials at all (no
+    /// environment variables, no profile, no role): what
+    /// [`AwsTransport::check_credentials`] says before anything is sent.
+    NoCredentials(String),
     /// The endpoint URL cannot be sent to: no `http://` or `https://` scheme, no
     /// host, a port that is not one.
     InvalidEndpoint {
@@ -163,6 +169,12 @@ impl fmt::Display for BuildError {
                 }
             ),
             Self::HttpClient(why) => write!(f, "the HTTP client could not be set up: {why}"),
+            Self::NoCredentials(why) => write!(
+                f,
+                "no AWS credentials ({why}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                 or AWS_PROFILE naming a profile of ~/.aws/config, or run where a role is \
+                 given (instance, container, web identity)"
+            ),
             Self::InvalidEndpoint { url, reason } => write!(
                 f,
                 "endpoint {url:?} {reason}: give a URL such as http://127.0.0.1:4567 or \
@@ -383,6 +395,8 @@ impl AwsTransportBuilder {
             config = config.endpoint_url(url);
         }
         Ok(AwsTransport {
+            credentials: shared.sdk.credentials_provider(),
+            sleep: shared.sdk.sleep_impl(),
             client: aws_sdk_kinesis::Client::from_conf(config.build()),
             connect_timeout: shared.connect_timeout,
         })
@@ -579,6 +593,58 @@ impl AwsTransport {
     /// A builder, with the KPL's defaults.
     pub fn builder() -> AwsTransportBuilder {
         AwsTransportBuilder::default()
+    }
+
+    /// Resolves credentials once, waiting at most `timeout`, to say before anything
+    /// is sent that there are none: [`BuildError::NoCredentials`] when the chain
+    /// has no source at all or its configuration is wrong (a profile that names a
+    /// missing one). A provider that fails for a while (instance metadata, STS,
+    /// SSO not answering) or takes longer than `timeout` is not an error here: the
+    /// producer retries such failures within each record's time to live, and the
+    /// credentials are cached for the requests. Static credentials always pass.
+    pub async fn check_credentials(&self, timeout: Duration) -> Result<(), BuildError> {
+        use aws_credential_types::provider::ProvideCredentials;
+        use aws_credential_types::provider::error::CredentialsError;
+        let Some(provider) = &self.credentials else {
+            return Err(BuildError::NoCredentials(
+                "no credentials provider is configured".into(),
+            ));
+        };
+        let resolve = provider.provide_credentials();
+        let result = match &self.sleep {
+            Some(sleep) => {
+                match aws_smithy_async::future::timeout::Timeout::new(
+                    resolve,
+                    aws_smithy_async::rt::sleep::AsyncSleep::sleep(sleep, timeout),
+                )
+                .await
+                {
+                    Ok(result) => result,
+                    Err(_) => {
+                        debug!(
+                            timeout_ms = timeout.as_millis() as u64,
+                            "credentials not resolved in time; requests will try again"
+                        );
+                        return Ok(());
+                    }
+                }
+            }
+            None => resolve.await,
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e @ CredentialsError::CredentialsNotLoaded(_))
+            | Err(e @ CredentialsError::InvalidConfiguration(_)) => {
+                Err(BuildError::NoCredentials(error_chain(&e)))
+            }
+            Err(e) => {
+                debug!(
+                    "credentials not resolved now (requests will try again): {}",
+                    error_chain(&e)
+                );
+                Ok(())
+            }
+        }
     }
 }
 

@@ -261,3 +261,97 @@ async fn put_one(transport: &AwsTransport) -> kpl_transport::TransportError {
         .await
         .unwrap_err()
 }
+
+/// A credential chain with no source at all, as the default chain is with no
+/// environment variables, no profile and no role.
+#[derive(Debug)]
+struct Nothing;
+
+impl aws_credential_types::provider::ProvideCredentials for Nothing {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+            aws_credential_types::provider::error::CredentialsError::not_loaded(
+                "no providers in chain provided credentials",
+            ),
+        ))
+    }
+}
+
+async fn with_provider(
+    provider: impl aws_credential_types::provider::ProvideCredentials + 'static,
+) -> AwsTransport {
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+        )
+        .build();
+    AwsTransport::builder()
+        .sdk_config(sdk)
+        .endpoint_url("http://127.0.0.1:9")
+        .region("us-east-1")
+        .build()
+        .await
+        .unwrap()
+}
+
+#[test]
+fn no_credentials_at_all_are_said_before_sending_a_blip_is_not() {
+    runtime().block_on(async {
+        let started = std::time::Instant::now();
+        let err = with_provider(Nothing)
+            .await
+            .check_credentials(Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(matches!(err, BuildError::NoCredentials(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("AWS_ACCESS_KEY_ID") && text.contains("no providers in chain"),
+            "{text}"
+        );
+        with_provider(Blip)
+            .await
+            .check_credentials(Duration::from_secs(5))
+            .await
+            .unwrap();
+        AwsTransport::builder()
+            .region("us-east-1")
+            .static_credentials("test", "test")
+            .build()
+            .await
+            .unwrap()
+            .check_credentials(Duration::from_secs(5))
+            .await
+            .unwrap();
+    });
+}
+
+/// An attempt that failed for want of credentials says why, in short, so that a
+/// summary can name it.
+#[test]
+fn a_credential_failure_s_message_carries_its_reason_in_short() {
+    runtime().block_on(async {
+        for (transport, reason) in [
+            (
+                with_provider(Nothing).await,
+                "no providers in chain provided credentials",
+            ),
+            (
+                with_provider(Blip).await,
+                "the instance metadata service did not answer",
+            ),
+        ] {
+            let err = put_one(&transport).await;
+            assert_eq!(err.code(), Some("CredentialsError"), "{err}");
+            assert!(err.message().contains(reason), "{err}");
+            assert!(err.message().len() <= 512, "{err}");
+        }
+    });
+}
