@@ -153,7 +153,12 @@ impl ProducerArgs {
                 let (config, ignored) = Config::from_kpl_properties(&text)
                     .with_context(|| format!("in {}", path.display()))?;
                 for key in ignored {
-                    crate::say!("kpl: {}: {key} (not applied)", path.display());
+                    // The note that MetricsLevel was not given is moot when the
+                    // command line gives it.
+                    if key.key == "MetricsLevel" && self.metrics_level.is_some() {
+                        continue;
+                    }
+                    crate::say!("kpl: {}: {key}", path.display());
                 }
                 config
             }

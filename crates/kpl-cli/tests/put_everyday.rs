@@ -555,3 +555,33 @@ fn the_summary_says_what_a_zero_shutdown_timeout_did() {
     assert_eq!(failed_lines(&failed).len(), 50);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A KPL user's file without MetricsLevel is told that metrics are off here (the
+/// KPL's default uploads detailed metrics); not when the command line sets it.
+#[test]
+fn a_properties_file_without_metrics_level_says_metrics_are_off() {
+    let dir = temp_dir("metrics-level");
+    let input = input_file(&dir, 5);
+    let failed = dir.join("failed.jsonl");
+    let properties = dir.join("kpl.properties");
+    std::fs::write(&properties, "RecordTtl = 500\n").unwrap();
+    let endpoint = dead_endpoint();
+    let p = properties.to_str().unwrap();
+    let out = failing_run(&endpoint, &failed, &input, &["--kpl-properties", p]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kpl.properties: MetricsLevel: not given"),
+        "{err}"
+    );
+    assert!(err.contains("the KPL's default is detailed"), "{err}");
+    std::fs::remove_file(&failed).unwrap();
+    let out = failing_run(
+        &endpoint,
+        &failed,
+        &input,
+        &["--kpl-properties", p, "--metrics-level", "none"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("kpl.properties: MetricsLevel"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
