@@ -585,3 +585,39 @@ fn a_properties_file_without_metrics_level_says_metrics_are_off() {
     assert!(!err.contains("kpl.properties: MetricsLevel"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// With `--progress`, a line each second also while records drain after the input
+/// was read, until the last one settles.
+#[test]
+fn progress_goes_on_while_records_drain() {
+    let dir = temp_dir("progress");
+    let input = input_file(&dir, 20);
+    let failed = dir.join("failed.jsonl");
+    let endpoint = dead_endpoint();
+    let args = put_args(
+        &endpoint,
+        &[
+            "--progress",
+            "--record-ttl",
+            "3500",
+            "--failed",
+            failed.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ],
+    );
+    let out = command(&strs(&args))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    // 20 lines are read at once; the records wait 3.5 s for their time to live.
+    let waiting = err
+        .lines()
+        .filter(|l| l.starts_with("kpl put: 20 sent, 0 acknowledged, 0 failed, 20 waiting"))
+        .count();
+    assert!(waiting >= 2, "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
