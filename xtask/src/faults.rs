@@ -167,7 +167,7 @@ fn storm(
 }
 
 /// One awsJson 1.1 call straight to the peer (not through the proxy).
-fn call(endpoint: &str, target: &str, body: &Value) -> Result<Value> {
+pub(crate) fn call(endpoint: &str, target: &str, body: &Value) -> Result<Value> {
     let addr = endpoint.trim_start_matches("http://");
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -238,6 +238,29 @@ fn key(v: &Value) -> Result<HashKey> {
 /// read; plus how many copies lay outside their shard's range (dropped).
 fn read_back(endpoint: &str, stream: &str) -> Result<(HashMap<u64, u32>, u64)> {
     let mut seen: HashMap<u64, u32> = HashMap::new();
+    let outside = read_user_records(endpoint, stream, |data| {
+        let text = String::from_utf8_lossy(data);
+        let number = text
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.rsplit('-').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .with_context(|| format!("a record not of this run: {text:?}"))?;
+        *seen.entry(number).or_default() += 1;
+        Ok(())
+    })?;
+    Ok((seen, outside))
+}
+
+/// Reads the stream as a KCL consumer does (GetRecords from every shard from its
+/// start, de-aggregated, user records outside their shard's range dropped) and hands
+/// each user record's data to `each`; returns how many copies lay outside their
+/// shard's range.
+pub(crate) fn read_user_records(
+    endpoint: &str,
+    stream: &str,
+    mut each: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
     let mut outside = 0u64;
     for shard in shards(endpoint, stream)? {
         let id = shard["ShardId"].as_str().unwrap_or_default().to_owned();
@@ -269,14 +292,7 @@ fn read_back(endpoint: &str, stream: &str) -> Result<(HashMap<u64, u32>, u64)> {
                         outside += 1;
                         continue;
                     }
-                    let text = String::from_utf8_lossy(u.data);
-                    let number = text
-                        .split_whitespace()
-                        .next()
-                        .and_then(|w| w.rsplit('-').next())
-                        .and_then(|n| n.parse::<u64>().ok())
-                        .with_context(|| format!("a record not of this run: {text:?}"))?;
-                    *seen.entry(number).or_default() += 1;
+                    each(u.data)?;
                 }
             }
             iterator = if records.is_empty() {
@@ -286,11 +302,11 @@ fn read_back(endpoint: &str, stream: &str) -> Result<(HashMap<u64, u32>, u64)> {
             };
         }
     }
-    Ok((seen, outside))
+    Ok(outside)
 }
 
 /// The numbers in `kpl put`'s summary line: "N sent, N acknowledged, ...".
-fn summary_numbers(stderr: &str) -> HashMap<String, u64> {
+pub(crate) fn summary_numbers(stderr: &str) -> HashMap<String, u64> {
     let mut out = HashMap::new();
     let Some(line) = stderr
         .lines()
@@ -300,7 +316,11 @@ fn summary_numbers(stderr: &str) -> HashMap<String, u64> {
         return out;
     };
     let line = line.trim_start_matches("kpl put: ");
-    let line = line.split(" in ").next().unwrap_or(line);
+    let line = line
+        .split(" in ")
+        .next()
+        .unwrap_or(line)
+        .trim_end_matches(',');
     for part in line.split(", ") {
         if let Some((Ok(n), what)) = part.split_once(' ').map(|(n, w)| (n.parse(), w)) {
             out.insert(what.to_owned(), n);
@@ -554,6 +574,20 @@ fn run_scenario(
     })
 }
 
+/// Builds the `kpl` command (release, or debug as the gate's short set uses) and
+/// returns its path.
+pub(crate) fn build_kpl(release: bool) -> Result<std::path::PathBuf> {
+    if release {
+        step("building kpl (release)");
+        run(cargo().args(["build", "--locked", "--release", "-p", "kpl-cli"]))?;
+        Ok(target_dir().join("release/kpl"))
+    } else {
+        step("building kpl (debug)");
+        run(cargo().args(["build", "--locked", "-p", "kpl-cli"]))?;
+        Ok(target_dir().join("debug/kpl"))
+    }
+}
+
 /// Runs the scenario set (`short`: the gate's smaller set) and prints a table; fails
 /// if any scenario broke its expectations.
 pub(crate) fn run_all(
@@ -564,15 +598,7 @@ pub(crate) fn run_all(
 ) -> Result<()> {
     let dir = target_dir().join("faults");
     std::fs::create_dir_all(&dir)?;
-    let kpl = if short {
-        step("building kpl (debug)");
-        run(cargo().args(["build", "--locked", "-p", "kpl-cli"]))?;
-        target_dir().join("debug/kpl")
-    } else {
-        step("building kpl (release)");
-        run(cargo().args(["build", "--locked", "--release", "-p", "kpl-cli"]))?;
-        target_dir().join("release/kpl")
-    };
+    let kpl = build_kpl(!short)?;
     let all: Vec<Scenario> = scenarios(short)
         .into_iter()
         .filter(|s| only.is_none_or(|o| s.name == o))

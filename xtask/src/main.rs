@@ -7,10 +7,13 @@
 //! - `chaos [--seeds N] [--from S]`: the chaos runner (the gate runs 200 seeds).
 //! - `faults [--short] [--scenario NAME]`: fault scenarios over real HTTP (the gate
 //!   runs the short set).
+//! - `signals [--seed S] [--runs-per-cell N] [--cell NAME] [--kpl PATH]`: the signal
+//!   and output matrix for `kpl put` (the gate runs it once, on the debug build).
 
 mod conformance;
 mod faults;
 mod gate;
+mod matrix;
 mod peer;
 mod proxy;
 mod util;
@@ -25,7 +28,8 @@ usage: cargo xtask <command>
 commands:
   ci                               the whole gate: fmt, clippy, docs, tests (chaos sample
                                    included; the facade's contract on tokio, smol and
-                                   async-std), fault scenarios (short), every crate with
+                                   async-std), fault scenarios (short), the signal and
+                                   output matrix, every crate with
                                    each feature alone, MSRV and license audit, fuzz build,
                                    conformance
   features                         cargo check of every crate with no features and with
@@ -40,6 +44,13 @@ commands:
                                    kpl put over real HTTP through a fault-injecting proxy
                                    into kinesis-mock and kinesalite; each stream read back
                                    as a consumer reads it (--short: the gate's sample)
+  signals [--seed S] [--runs-per-cell N] [--cell NAME] [--kpl PATH]
+                                   the signal and output matrix for kpl put: SIGINT,
+                                   SIGTERM, SIGHUP while reading and while draining, on
+                                   kinesalite and kinesis-mock; stderr closed, stdout
+                                   closed, stderr on /dev/full; every line accounted for
+                                   (seed from the clock unless given; release build
+                                   unless --kpl names a binary)
   chaos [--seeds N] [--from S]     the chaos runner over kpl-sim on virtual time, N seeds
                                    from S (default 10,000 from 0), release build; a failing
                                    seed prints the line that reproduces it
@@ -73,6 +84,12 @@ fn main() -> Result<()> {
             let client: Option<String> = util::flag(rest, "--http-client")?;
             faults::run_all(short, only.as_deref(), repeat, client.as_deref())
         }
+        "signals" => matrix::run(&matrix::Options {
+            seed: util::flag(rest, "--seed")?,
+            runs_per_cell: util::flag(rest, "--runs-per-cell")?.unwrap_or(1),
+            cell: util::flag(rest, "--cell")?,
+            kpl: util::flag(rest, "--kpl")?,
+        }),
         "chaos" => {
             let seeds: u64 = util::flag(rest, "--seeds")?.unwrap_or(10_000);
             let from: u64 = util::flag(rest, "--from")?.unwrap_or(0);
@@ -189,6 +206,13 @@ fn ci() -> Result<()> {
     faults::run_all(true, None, 1, None)?;
     util::step("fault scenario with resets and 500s over the async-io HTTP client");
     faults::run_all(true, Some("resets-and-500s"), 1, Some("async-io"))?;
+    util::step("the signal and output matrix for kpl put (debug build, as above)");
+    matrix::run(&matrix::Options {
+        seed: None,
+        runs_per_cell: 1,
+        cell: None,
+        kpl: Some(faults::build_kpl(false)?),
+    })?;
     util::step("fuzz target builds");
     run(cargo().args([
         "check",
@@ -206,11 +230,11 @@ fn ci() -> Result<()> {
         "\nxtask ci: every step passed in {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    // The closing line CI reads: tests run by cargo test, plus the fault scenarios
-    // and the conformance run.
+    // The closing line CI reads: tests run by cargo test, plus the fault scenarios,
+    // the signal matrix and the conformance run.
     println!(
         "{} passed, {} failed",
-        tests.passed + contract.passed + 2,
+        tests.passed + contract.passed + 3,
         tests.failed + contract.failed
     );
     Ok(())
