@@ -911,7 +911,10 @@ mod tests {
             (Config::builder().max_connections(0), "MaxConnections"),
             (Config::builder().max_connections(257), "MaxConnections"),
             (Config::builder().metrics_namespace(""), "MetricsNamespace"),
-            (Config::builder().metrics_namespace("AWS/Kinesis"), "MetricsNamespace"),
+            (
+                Config::builder().metrics_namespace("AWS/Kinesis"),
+                "MetricsNamespace",
+            ),
             (
                 Config::builder().metrics_namespace("n".repeat(256)),
                 "MetricsNamespace",
