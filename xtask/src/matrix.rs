@@ -323,6 +323,8 @@ impl Summary {
 /// One run of a cell.
 struct Run {
     cell: String,
+    /// Which run of the cell (of --runs-per-cell), and which attempt at its phase.
+    run: u32,
     attempt: u32,
     /// Seconds after the start the signal was sent.
     moment: Option<f64>,
@@ -852,6 +854,7 @@ fn run_cell(
     }
     Ok(Run {
         cell: name,
+        run,
         attempt,
         moment,
         landed,
@@ -999,9 +1002,14 @@ pub(crate) fn run(options: &Options) -> Result<()> {
             .as_ref()
             .map_or_else(String::new, |p| format!(" --kpl {}", p.display()));
         for r in &bad {
+            let runs = if r.run > 0 {
+                format!(" --runs-per-cell {}", r.run + 1)
+            } else {
+                String::new()
+            };
             println!(
-                "\nFAILED {} (attempt {}, seed {seed}): reproduce with `cargo xtask signals --seed {seed} --cell {}{binary}`",
-                r.cell, r.attempt, r.cell
+                "\nFAILED {} (run {}, attempt {}, seed {seed}): reproduce with `cargo xtask signals --seed {seed} --cell {}{runs}{binary}`",
+                r.cell, r.run, r.attempt, r.cell
             );
             for p in &r.problems {
                 println!("  - {p}");
