@@ -1,6 +1,7 @@
 //! `kpl bench`: synthetic records through the whole producer.
 
 use std::collections::HashMap;
+use std::io::{self, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,9 +27,11 @@ pub(crate) struct Args {
     /// Shards of the embedded stream.
     #[arg(long, default_value_t = 4)]
     shards: usize,
-    /// Offered load, records per second ("unlimited" for as fast as it takes them).
-    #[arg(long, default_value = "unlimited")]
-    rate: String,
+    /// Offered load, records per second (a positive number: record n is put no
+    /// earlier than n / R seconds after the start), or "unlimited" for as fast as
+    /// the producer takes them.
+    #[arg(long, default_value = "unlimited", value_parser = parse_rate, allow_hyphen_values = true)]
+    rate: Rate,
     /// Distinct partition keys (default: one per record).
     #[arg(long)]
     key_space: Option<u64>,
@@ -68,6 +71,120 @@ pub(crate) struct Args {
     producer: ProducerArgs,
 }
 
+/// Offered load in records per second; `None` for unlimited.
+#[derive(Clone, Copy, Debug)]
+struct Rate(Option<f64>);
+
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    if text == "unlimited" {
+        return Ok(Rate(None));
+    }
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(Rate(Some(rate))),
+        _ => Err(format!(
+            "{text:?} is not a rate: give records per second (a positive number) or \"unlimited\""
+        )),
+    }
+}
+
+/// When record `n` is due at `rate` records per second after `started` (far in the
+/// future, never a panic, for a rate too low to say).
+fn due(started: Instant, n: usize, rate: f64) -> Instant {
+    let far = started + Duration::from_secs(100 * 365 * 86_400);
+    Duration::try_from_secs_f64(n as f64 / rate)
+        .ok()
+        .and_then(|wait| started.checked_add(wait))
+        .map_or(far, |due| due.min(far))
+}
+
+/// Put-to-outcome latencies in a fixed number of log-linear buckets (as HDR
+/// histograms keep them): memory does not grow with the records, and a percentile is
+/// within 0.4 % of the exact one (each bucket spans at most 1/128 of its lower
+/// bound, and its middle is reported).
+struct Latencies {
+    buckets: Vec<u64>,
+    count: u64,
+}
+
+impl Latencies {
+    /// Below this many nanoseconds every value has a bucket of its own.
+    const EXACT: u64 = 256;
+    /// Buckets per power of two above [`Self::EXACT`].
+    const PER_OCTAVE: u64 = 128;
+    /// Buckets for every `u64` value.
+    const BUCKETS: usize = (Self::EXACT + 56 * Self::PER_OCTAVE) as usize;
+
+    fn new() -> Self {
+        Self {
+            buckets: vec![0; Self::BUCKETS],
+            count: 0,
+        }
+    }
+
+    fn index(nanos: u64) -> usize {
+        if nanos < Self::EXACT {
+            return nanos as usize;
+        }
+        // The value's top 8 bits: 128 to 255, shifted by 1 to 56.
+        let shift = u64::from(63 - nanos.leading_zeros()) - 7;
+        let mantissa = nanos >> shift;
+        (Self::EXACT + (shift - 1) * Self::PER_OCTAVE + (mantissa - Self::PER_OCTAVE)) as usize
+    }
+
+    /// The middle of bucket `index`.
+    fn value(index: usize) -> u64 {
+        let index = index as u64;
+        if index < Self::EXACT {
+            return index;
+        }
+        let shift = (index - Self::EXACT) / Self::PER_OCTAVE + 1;
+        let mantissa = (index - Self::EXACT) % Self::PER_OCTAVE + Self::PER_OCTAVE;
+        (mantissa << shift) + ((1u64 << shift) - 1) / 2
+    }
+
+    fn record(&mut self, latency: Duration) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.buckets[Self::index(nanos)] += 1;
+        self.count += 1;
+    }
+
+    /// The latency at `p` (0 to 1) of the records, as the sorted list's element
+    /// `round((n - 1) × p)`; zero when there is none.
+    fn percentile(&self, p: f64) -> Duration {
+        if self.count == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((self.count - 1) as f64 * p).round() as u64;
+        let mut seen = 0;
+        for (index, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen > rank {
+                return Duration::from_nanos(Self::value(index));
+            }
+        }
+        Duration::from_nanos(Self::value(Self::BUCKETS - 1))
+    }
+}
+
+/// CPU time under which a per-CPU-second figure says nothing: the kernel counts it
+/// in ticks of 10 ms.
+const SHORTEST_CPU_TIME: f64 = 0.1;
+
+/// An error's message followed by those of its causes that it does not already
+/// hold (a `Display` that repeats its cause would print it twice).
+fn without_repeats(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = e.source();
+    }
+    text
+}
+
 /// The shares of the shards' byte and record limits that `stored` used between its
 /// first and last store.
 fn capacity_used(stored: &[kpl::sim::StoredRecord], shards: usize) -> Option<[f64; 2]> {
@@ -88,14 +205,6 @@ fn capacity_used(stored: &[kpl::sim::StoredRecord], shards: usize) -> Option<[f6
     ])
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let mut config = args.producer.config()?;
     if (args.no_limits || args.acknowledge_only) && args.endpoint.is_none() {
@@ -103,12 +212,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         // bound either.
         config = crate::settings::with_rate_limit(&config, 1_000_000)?;
     }
-    let rate: Option<f64> = match args.rate.as_str() {
-        "unlimited" => None,
-        r => Some(r.parse().map_err(|_| {
-            anyhow::anyhow!("--rate {r:?}: give records per second or \"unlimited\"")
-        })?),
-    };
+    let Rate(rate) = args.rate;
     anyhow::ensure!(args.records > 0, "--records must be at least 1");
     anyhow::ensure!(args.shards > 0, "--shards must be at least 1");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -176,30 +280,39 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         (0..args.records).step_by(CHUNK).map(make_chunk).collect()
     };
+    let checking = sim.is_some() && !args.no_check && !args.acknowledge_only;
     let (cpu0, _) = cpu_and_peak_memory();
     let started = Instant::now();
     // Outcomes are read as they come (the bench holds no more records than the
-    // producer does): per record, whether it succeeded and its put-to-outcome latency.
-    let mut succeeded = vec![false; args.records];
-    let mut latencies: Vec<Duration> = Vec::with_capacity(args.records);
+    // producer does): counted, their put-to-outcome latencies in a histogram of fixed
+    // size, and, when the records are checked, each record's outcome (a byte).
+    let mut outcome = vec![Outcome::None; if checking { args.records } else { 0 }];
+    let mut latencies = Latencies::new();
     let (mut failures, mut retries) = (0usize, 0usize);
     // Outcomes that say an attempt without an answer may have stored the record.
     let (mut possibly_twice, mut failed_possibly_stored) = (0usize, 0usize);
     let mut take = |id: usize, r: kpl::RecordResult| {
         retries += r.attempts.len().saturating_sub(1);
-        if r.success {
-            succeeded[id] = true;
+        let this = if r.success {
             possibly_twice += usize::from(r.may_be_duplicated());
+            Outcome::Succeeded
+        } else if r.may_have_been_stored() {
+            failures += 1;
+            failed_possibly_stored += 1;
+            Outcome::FailedPossiblyStored
         } else {
             failures += 1;
-            failed_possibly_stored += usize::from(r.may_have_been_stored());
+            Outcome::Failed
+        };
+        if let Some(o) = outcome.get_mut(id) {
+            *o = this;
         }
         if let (Some(first), Some(last)) = (r.attempts.first(), r.attempts.last()) {
             let arrival = first
                 .started
                 .checked_sub(first.delay)
                 .unwrap_or(first.started);
-            latencies.push((last.started + last.duration).saturating_duration_since(arrival));
+            latencies.record((last.started + last.duration).saturating_duration_since(arrival));
         }
     };
     let held = runtime.block_on(async {
@@ -209,39 +322,55 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         // this loop puts: record number = id − the first id.
         let mut first_id: Option<u64> = None;
         let number = |first: Option<u64>, id: RecordId| (id.0 - first.unwrap_or(id.0)) as usize;
+        // Records put so far (record i is the next).
         let mut i = 0;
         for from in (0..args.records).step_by(CHUNK) {
             let mut chunk = made.pop_front().unwrap_or_else(|| make_chunk(from));
-            if let Some(rate) = rate {
-                let due = started + Duration::from_secs_f64(i as f64 / rate);
-                tokio::time::sleep_until(due.into()).await;
-            }
-            if args.futures {
-                for r in producer.put_records(&stream, chunk).await? {
-                    pending.push_back((i, r?));
-                    i += 1;
-                }
-                while pending.front().is_some_and(|(_, f)| f.is_resolved()) {
-                    let (id, f) = pending.pop_front().expect("front exists");
-                    take(id, f.await);
-                }
-                continue;
-            }
             while !chunk.is_empty() {
-                let (ids, rest) = producer.try_put_records_to(&stream, chunk, &outcomes)?;
-                for id in ids {
-                    let id = id?;
-                    let first = *first_id.get_or_insert(id.0);
-                    anyhow::ensure!(number(Some(first), id) == i, "record ids not contiguous");
-                    i += 1;
+                // At a rate: the records due by now, at least the next one (waited
+                // for), so the offered load follows the rate however low it is.
+                let mut batch = match rate {
+                    Some(rate) => {
+                        tokio::time::sleep_until(due(started, i, rate).into()).await;
+                        let due_now = (started.elapsed().as_secs_f64() * rate) as usize + 1;
+                        let rest = chunk.split_off(due_now.saturating_sub(i).clamp(1, chunk.len()));
+                        std::mem::replace(&mut chunk, rest)
+                    }
+                    None => std::mem::take(&mut chunk),
+                };
+                if args.futures {
+                    for r in producer
+                        .put_records(&stream, batch)
+                        .await
+                        .map_err(one_line)?
+                    {
+                        pending.push_back((i, r.map_err(one_line)?));
+                        i += 1;
+                    }
+                    while pending.front().is_some_and(|(_, f)| f.is_resolved()) {
+                        let (id, f) = pending.pop_front().expect("front exists");
+                        take(id, f.await);
+                    }
+                    continue;
                 }
-                for (id, r) in outcomes.take() {
-                    take(number(first_id, id), r);
+                while !batch.is_empty() {
+                    let (ids, rest) = producer
+                        .try_put_records_to(&stream, batch, &outcomes)
+                        .map_err(one_line)?;
+                    for id in ids {
+                        let id = id.map_err(one_line)?;
+                        let first = *first_id.get_or_insert(id.0);
+                        anyhow::ensure!(number(Some(first), id) == i, "record ids not contiguous");
+                        i += 1;
+                    }
+                    for (id, r) in outcomes.take() {
+                        take(number(first_id, id), r);
+                    }
+                    if let Some(first) = rest.first() {
+                        producer.wait_for_room(&stream, first.size()).await;
+                    }
+                    batch = rest;
                 }
-                if let Some(first) = rest.first() {
-                    producer.wait_for_room(&stream, first.size()).await;
-                }
-                chunk = rest;
             }
         }
         // Memory while the records are still outstanding (before any is read back).
@@ -264,20 +393,18 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
-    latencies.sort_unstable();
     let user_records = args.records as f64;
     let secs = elapsed.as_secs_f64().max(1e-9);
 
     // Embedded: every record exactly once, as a consumer sees it.
     let mut verdict = None;
+    // Failed records that arrived all the same (their outcomes said they might).
+    let mut failed_arrived = 0usize;
     let (mut kinesis_records, mut requests) = (0usize, 0u64);
     // With limits on: how much of the stream's capacity the run used, from the first
     // store to the last ([bytes, records] as shares of the shards' limits).
     let mut capacity: Option<[f64; 2]> = None;
-    if let Some(sim) = sim
-        .as_ref()
-        .filter(|_| !args.no_check && !args.acknowledge_only)
-    {
+    if let Some(sim) = sim.as_ref().filter(|_| checking) {
         let stored = sim.records("bench")?;
         kinesis_records = stored.len();
         requests = sim.put_requests();
@@ -304,14 +431,24 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 seen[id] += 1;
             }
         }
-        let ok = seen
-            .iter()
-            .zip(&succeeded)
-            .all(|(&n, &s)| n == u32::from(s));
+        // Acknowledged: exactly once. Failed: never, or at most once where the
+        // outcome said it may have been stored.
+        let mut ok = true;
+        for (&n, &o) in seen.iter().zip(&outcome) {
+            ok &= match o {
+                Outcome::Succeeded => n == 1,
+                Outcome::FailedPossiblyStored => n <= 1,
+                Outcome::Failed | Outcome::None => n == 0,
+            };
+            failed_arrived += usize::from(o == Outcome::FailedPossiblyStored && n == 1);
+        }
         verdict = Some(ok);
     }
 
+    // A per-record CPU figure only where the CPU time says something.
+    let measured_cpu = cpu.filter(|&c| c >= SHORTEST_CPU_TIME);
     let metric_lines = crate::settings::metrics_summary(&producer);
+    let mut out = io::stdout().lock();
     let report = json!({
         "mode": match (&sim, args.acknowledge_only) { (Some(_), true) => "embedded kpl-sim, acknowledge only", (Some(_), false) => "embedded kpl-sim", (None, _) => "endpoint" },
         "records": args.records,
@@ -323,12 +460,12 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         "records_per_second": user_records / secs,
         "mb_per_second": user_records * args.size as f64 / secs / 1e6,
         "cpu_seconds": cpu,
-        "cpu_seconds_per_million": cpu.map(|c| c / user_records * 1e6),
-        "records_per_cpu_second": cpu.map(|c| user_records / c.max(1e-9)),
+        "cpu_seconds_per_million": measured_cpu.map(|c| c / user_records * 1e6),
+        "records_per_cpu_second": measured_cpu.map(|c| user_records / c),
         "latency_ms": {
-            "p50": percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-            "p99": percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-            "p99.9": percentile(&latencies, 0.999).as_secs_f64() * 1e3,
+            "p50": latencies.percentile(0.5).as_secs_f64() * 1e3,
+            "p99": latencies.percentile(0.99).as_secs_f64() * 1e3,
+            "p99.9": latencies.percentile(0.999).as_secs_f64() * 1e3,
         },
         "user_records_per_kinesis_record": (sim.is_some() && kinesis_records > 0).then(|| user_records / kinesis_records as f64),
         "user_records_per_request": (requests > 0).then(|| user_records / requests as f64),
@@ -340,13 +477,15 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         "outstanding_after_puts": held_records,
         "resident_bytes_after_puts": held_memory,
         "exactly_once": verdict,
+        "failed_arrived": verdict.map(|_| failed_arrived),
         "capacity_used": capacity.map(|[bytes, records]| json!({"bytes": bytes, "records": records})),
         "metrics": metric_lines,
     });
     if args.json {
-        println!("{report}");
+        writeln!(out, "{report}")?;
     } else {
-        println!(
+        writeln!(
+            out,
             "kpl bench: {} records of {} B, {} shards, {}, aggregation {}",
             args.records,
             args.size,
@@ -367,84 +506,232 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             } else {
                 "off"
             }
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "  throughput   {:.0} records/s, {:.1} MB/s ({:.2} s)",
             user_records / secs,
             user_records * args.size as f64 / secs / 1e6,
             secs
-        );
-        if let Some(c) = cpu {
-            println!(
+        )?;
+        match (cpu, measured_cpu) {
+            (_, Some(c)) => writeln!(
+                out,
                 "  cpu          {:.2} s per million records ({:.0} records per CPU second{})",
                 c / user_records * 1e6,
-                user_records / c.max(1e-9),
+                user_records / c,
                 if sim.is_some() {
                     "; includes the embedded simulator"
                 } else {
                     ""
                 }
-            );
+            )?,
+            (Some(c), None) => writeln!(
+                out,
+                "  cpu          {c:.2} s; per record n/a (run too short: under {SHORTEST_CPU_TIME} CPU s)"
+            )?,
+            (None, None) => {}
         }
-        println!(
+        writeln!(
+            out,
             "  latency      p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms (put to outcome)",
-            percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-            percentile(&latencies, 0.999).as_secs_f64() * 1e3
-        );
+            latencies.percentile(0.5).as_secs_f64() * 1e3,
+            latencies.percentile(0.99).as_secs_f64() * 1e3,
+            latencies.percentile(0.999).as_secs_f64() * 1e3
+        )?;
         if let Some(sim) = sim
             .as_ref()
             .filter(|_| args.acknowledge_only || args.no_check)
         {
-            println!(
+            writeln!(
+                out,
                 "  batching     {:.1} user records per request (Kinesis records not counted)",
                 user_records / sim.put_requests().max(1) as f64
-            );
+            )?;
         } else if sim.is_some() {
-            println!(
+            writeln!(
+                out,
                 "  batching     {:.1} user records per Kinesis record, {:.1} per request",
                 user_records / kinesis_records.max(1) as f64,
                 user_records / requests.max(1) as f64
-            );
+            )?;
         }
-        println!(
+        writeln!(
+            out,
             "  retries      {retries} ({:.2} % of records), failures {failures}; {possibly_twice} possibly stored twice, {failed_possibly_stored} failed but possibly stored",
             retries as f64 * 100.0 / user_records
-        );
+        )?;
         if let Some([bytes, records]) = capacity {
-            println!(
+            writeln!(
+                out,
                 "  capacity     {:.1} % of the shards' byte limit, {:.1} % of their record limit (first store to last)",
                 bytes * 100.0,
                 records * 100.0
-            );
+            )?;
         }
         if let Some(p) = peak {
-            println!("  peak memory  {:.1} MB", p as f64 / 1e6);
+            writeln!(out, "  peak memory  {:.1} MB", p as f64 / 1e6)?;
         }
         if let Some(m) = held_memory {
-            println!(
+            writeln!(
+                out,
                 "  memory       {:.1} MB resident with {held_records} records outstanding, after the last put",
                 m as f64 / 1e6
-            );
+            )?;
         }
         for line in &metric_lines {
-            println!("  metric       {line}");
+            writeln!(out, "  metric       {line}")?;
         }
         match verdict {
-            Some(true) => println!(
+            Some(true) if failures == 0 => writeln!(
+                out,
                 "  verified     every record arrived exactly once (as a KCL consumer reads it)"
-            ),
-            Some(false) => println!("  VERIFY FAILED: some record is missing or duplicated"),
+            )?,
+            Some(true) => writeln!(
+                out,
+                "  verified     every acknowledged record arrived exactly once; {failures} failed, {} (as a KCL consumer reads it)",
+                match failed_arrived {
+                    0 => "none of them arrived".to_owned(),
+                    n => format!(
+                        "{n} of them arrived all the same (possibly stored, as their outcomes say)"
+                    ),
+                }
+            )?,
+            Some(false) => writeln!(
+                out,
+                "  VERIFY FAILED: an acknowledged record is missing or duplicated, or a failed one arrived"
+            )?,
             None => {}
         }
     }
     runtime.block_on(producer.shutdown(Duration::from_secs(5)));
     if let Some(line) = crate::settings::upload_summary(&producer) {
-        println!("  metrics      {line}");
+        writeln!(out, "  metrics      {line}")?;
     }
     Ok(if verdict == Some(false) || failures > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What became of one record, for the exactly-once check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// No outcome yet.
+    None,
+    /// Acknowledged.
+    Succeeded,
+    /// Failed, and no attempt may have stored it.
+    Failed,
+    /// Failed after an attempt that may have stored it.
+    FailedPossiblyStored,
+}
+
+/// An error as one line of its own, its causes said once
+/// ([`without_repeats`]).
+fn one_line<E: std::error::Error>(err: E) -> anyhow::Error {
+    anyhow::anyhow!(without_repeats(&err))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+
+    use kpl::runtime::SplitMix64;
+
+    use super::*;
+
+    #[test]
+    fn every_value_has_a_bucket_whose_middle_is_within_a_quarter_percent() {
+        let mut values = vec![
+            0,
+            1,
+            255,
+            256,
+            257,
+            511,
+            512,
+            1_000_000,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        let mut rng = SplitMix64::new(7);
+        values.extend((0..100_000).map(|_| rng.next_u64() >> (rng.next_u64() % 64)));
+        values.sort_unstable();
+        let mut last = 0;
+        for v in values {
+            let index = Latencies::index(v);
+            assert!(index < Latencies::BUCKETS, "{v}");
+            assert!(index >= last, "buckets follow the values ({v})");
+            last = index;
+            let middle = Latencies::value(index);
+            let error = middle.abs_diff(v) as f64 / v.max(1) as f64;
+            assert!(error <= 1.0 / 256.0, "{v} read as {middle}");
+        }
+    }
+
+    #[test]
+    fn percentiles_are_within_one_percent_of_the_exact_ones() {
+        let mut rng = SplitMix64::new(11);
+        let mut latencies = Latencies::new();
+        // From a microsecond to about 17 seconds, log-uniform, plus a few equal ones.
+        let mut exact: Vec<Duration> = (0..200_000)
+            .map(|_| {
+                Duration::from_nanos((1_000 << (rng.next_u64() % 24)) | (rng.next_u64() % 1_000))
+            })
+            .chain(std::iter::repeat_n(Duration::from_millis(3), 1_000))
+            .collect();
+        for &l in &exact {
+            latencies.record(l);
+        }
+        exact.sort_unstable();
+        for p in [0.0, 0.001, 0.1, 0.5, 0.9, 0.99, 0.999, 1.0] {
+            let want = exact[((exact.len() - 1) as f64 * p).round() as usize].as_secs_f64();
+            let got = latencies.percentile(p).as_secs_f64();
+            assert!((got - want).abs() <= want * 0.01, "p{p}: {got} for {want}");
+        }
+        assert_eq!(latencies.buckets.len(), Latencies::BUCKETS, "fixed size");
+        assert_eq!(Latencies::new().percentile(0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_message_says_each_cause_once() {
+        #[derive(Debug)]
+        struct Outer(Inner);
+        #[derive(Debug)]
+        struct Inner;
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "record refused: {}", self.0)
+            }
+        }
+        impl fmt::Display for Inner {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("too big")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        impl std::error::Error for Inner {}
+        assert_eq!(without_repeats(&Outer(Inner)), "record refused: too big");
+        let io = io::Error::other(Outer(Inner));
+        assert_eq!(without_repeats(&io), "record refused: too big");
+    }
+
+    #[test]
+    fn a_rate_is_a_positive_finite_number_or_unlimited() {
+        assert!(matches!(parse_rate("unlimited"), Ok(Rate(None))));
+        assert!(matches!(parse_rate("0.5"), Ok(Rate(Some(r))) if r == 0.5));
+        for bad in ["0", "-0", "-3", "NaN", "inf", "1e999", "", "fast"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+        let start = Instant::now();
+        assert_eq!(due(start, 3, 2.0), start + Duration::from_millis(1500));
+        // A rate too low to say is far in the future, not a panic.
+        assert!(due(start, usize::MAX, f64::MIN_POSITIVE) > start + Duration::from_secs(86_400));
+    }
 }

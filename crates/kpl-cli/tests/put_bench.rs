@@ -118,3 +118,116 @@ fn put_needs_a_stream_and_json_fields_need_json() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--format json"));
 }
+
+fn bench_json(args: &[&str]) -> Value {
+    let mut all = vec!["bench", "--json"];
+    all.extend_from_slice(args);
+    let out = kpl(&all, "");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bench_refuses_a_rate_that_is_not_a_positive_finite_number() {
+    for rate in ["0", "-1", "-0", "NaN", "inf", "-inf", "fast"] {
+        let out = kpl(&["bench", "--records", "3000", "--rate", rate], "");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--rate {rate}: {err}");
+        assert!(err.contains("--rate"), "--rate {rate}: {err}");
+        assert!(!err.contains("panicked"), "--rate {rate}: {err}");
+    }
+}
+
+/// Record n is offered no earlier than n / rate seconds after the start, whether
+/// the records are made before or while putting.
+#[test]
+fn bench_offers_records_at_the_rate_asked() {
+    for extra in [&[][..], &["--generate-while-putting"]] {
+        let mut args = vec!["--records", "5", "--rate", "20", "--acknowledge-only"];
+        args.extend_from_slice(extra);
+        let report = bench_json(&args);
+        let seconds = report["seconds"].as_f64().unwrap();
+        assert!(
+            seconds >= 4.0 / 20.0,
+            "{extra:?}: 5 records at 20/s in {seconds} s"
+        );
+    }
+}
+
+#[test]
+fn bench_says_exactly_once_only_of_the_acknowledged_records_when_some_failed() {
+    // Ten times the shard's limit, failing what is throttled.
+    let out = kpl(
+        &[
+            "bench",
+            "--records",
+            "3000",
+            "--shards",
+            "1",
+            "--no-aggregation",
+            "--rate-limit",
+            "1000",
+            "--fail-if-throttled",
+        ],
+        "",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let failures: u64 = text
+        .split("failures ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(failures > 0, "{text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(!text.contains("every record arrived"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "every acknowledged record arrived exactly once; {failures} failed"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn bench_gives_no_per_cpu_figure_for_a_run_too_short_to_measure() {
+    let report = bench_json(&["--records", "1", "--acknowledge-only"]);
+    let cpu = report["cpu_seconds"].as_f64().unwrap();
+    if cpu < 0.1 {
+        assert!(report["records_per_cpu_second"].is_null(), "{report}");
+        assert!(report["cpu_seconds_per_million"].is_null(), "{report}");
+        let out = kpl(&["bench", "--records", "1", "--acknowledge-only"], "");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("n/a (run too short"), "{text}");
+        assert!(!text.contains("records per CPU second"), "{text}");
+    }
+}
+
+#[test]
+fn bench_says_why_a_record_is_refused_once() {
+    let out = kpl(&["bench", "--records", "10", "--size", "2000000"], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("record refused").count(), 1, "{err}");
+    assert_eq!(err.matches("over the").count(), 1, "{err}");
+}
+
+#[test]
+fn bench_stops_quietly_with_141_when_standard_output_is_closed() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kpl"))
+        .args(["bench", "--records", "2000", "--acknowledge-only"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert_eq!(err, "");
+}
