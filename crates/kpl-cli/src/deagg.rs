@@ -224,7 +224,9 @@ fn write_record(
             Ok(())
         }
         Err(e) if not_an_aggregate(&e) => {
-            passed_through(format!("starts with the aggregation magic bytes but {e}"));
+            passed_through(format!(
+                "starts with the aggregation magic bytes but is no valid aggregate ({e})"
+            ));
             write(&record.partition_key, explicit_hash_key, &data, None)
         }
         Err(e) => Err(e.to_string()),
