@@ -81,7 +81,7 @@ impl StreamPipeline {
     /// stopping, or when `all`), and lets records whose shard is unknown go alone at
     /// theirs.
     pub(super) fn poll_aggregators(&mut self, now: Instant, all: bool) {
-        if all || self.flushing || self.stopping {
+        if all || self.lifecycle.sends_at_once() {
             let shards: Vec<ShardId> = self.aggregators.keys().cloned().collect();
             for shard in shards {
                 let batches = self

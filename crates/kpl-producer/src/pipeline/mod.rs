@@ -14,6 +14,8 @@
 //! outcomes).
 
 mod aggregate;
+mod drain;
+mod lifecycle;
 mod record;
 mod send;
 mod settle;
@@ -41,6 +43,8 @@ use crate::events::{Event, EventSink, Summary};
 use crate::fasthash::{FastMap, FastSet};
 use crate::result::{Completer, RecordId, RecordResult, codes};
 
+use drain::DrainMeter;
+use lifecycle::{Lifecycle, Stages};
 use record::KRec;
 pub(crate) use record::{Epoch, Rec};
 use send::{InFlight, ShardBytes, window_config};
@@ -191,25 +195,16 @@ pub(crate) struct StreamPipeline {
     transmits: VecDeque<Transmit>,
     /// Records with their outcome, not drained yet.
     settled: Settled,
-    /// Whether something came in since the stages were last moved on, and when
-    /// that was.
-    dirty: bool,
-    driven_at: Option<Instant>,
+    /// Whether the stages owe a move before what is due can be told.
+    stages: Stages,
     /// Backoff jitter.
     rng: SplitMix64,
-    flushing: bool,
+    lifecycle: Lifecycle,
     /// A put waits for room under the outstanding caps: what is buffered goes at
     /// the next drive (see [`handle_room_wanted`](Self::handle_room_wanted)).
     room_wanted: bool,
-    stopping: bool,
-    /// User bytes stored since `drain_since`, for the drain rate.
-    drained: u64,
-    drain_since: Option<Instant>,
-    /// Smoothed user bytes per second stored while records waited.
-    drain_rate: Option<f64>,
-    drain_limit: Option<usize>,
-    /// A new admission limit not taken by the driver yet.
-    admission: Option<usize>,
+    /// How fast the stream drains, and the admission limit from it.
+    drain: DrainMeter,
 }
 
 impl StreamPipeline {
@@ -268,17 +263,11 @@ impl StreamPipeline {
             builder: AggregateBuilder::new(),
             transmits: VecDeque::new(),
             settled: Settled::default(),
-            dirty: true,
-            driven_at: None,
+            stages: Stages::Owed,
             rng: SplitMix64::new(seed),
-            flushing: false,
+            lifecycle: Lifecycle::Running,
             room_wanted: false,
-            stopping: false,
-            drained: 0,
-            drain_since: None,
-            drain_rate: None,
-            drain_limit: None,
-            admission: None,
+            drain: DrainMeter::default(),
             stream,
             config,
             events,
@@ -298,7 +287,7 @@ impl StreamPipeline {
     /// Takes records in: each gets its deadlines from its arrival and is buffered
     /// for the shard its hash key predicts.
     pub(crate) fn handle_put(&mut self, recs: Vec<Rec>, now: Instant) {
-        self.dirty = true;
+        self.stages.owe();
         let n = recs.len();
         self.emit(|stream| Event::Received { stream, records: n });
         for mut rec in recs {
@@ -310,8 +299,8 @@ impl StreamPipeline {
     /// Sends everything buffered without waiting for deadlines (records whose
     /// shard is not known yet still wait for the map, bounded by their deadline).
     pub(crate) fn handle_flush(&mut self) {
-        self.dirty = true;
-        self.flushing = true;
+        self.stages.owe();
+        self.lifecycle.flush();
     }
 
     /// A put waits for room under the producer's outstanding caps: the records
@@ -320,21 +309,21 @@ impl StreamPipeline {
     /// while the stream holds records back (the limiter or the congestion window
     /// has some): there the caps wait for the stream, and batching is worth more.
     pub(crate) fn handle_room_wanted(&mut self) {
-        self.dirty = true;
+        self.stages.owe();
         self.room_wanted = true;
     }
 
     /// Nothing more comes in: send what is held, then be idle.
     pub(crate) fn handle_stop(&mut self) {
-        self.dirty = true;
-        self.stopping = true;
+        self.stages.owe();
+        self.lifecycle.stop();
     }
 
     /// Shuts down: every record not in flight fails as shut down (drained with
     /// [`take_settled`](Self::take_settled)); returns how many.
     pub(crate) fn handle_shutdown(&mut self, now: Instant) -> usize {
-        self.dirty = true;
-        self.stopping = true;
+        self.stages.owe();
+        self.lifecycle.stop();
         self.fail_all_held(now)
     }
 
@@ -346,7 +335,7 @@ impl StreamPipeline {
         result: Result<Vec<(ShardInfo, bool)>, TransportError>,
         now: Instant,
     ) {
-        self.dirty = true;
+        self.stages.owe();
         self.shards_listed(refresh, result, now);
     }
 
@@ -357,7 +346,7 @@ impl StreamPipeline {
         result: Result<PutRecordsResponse, TransportError>,
         now: Instant,
     ) {
-        self.dirty = true;
+        self.stages.owe();
         self.put_answered(id, result, now);
     }
 
@@ -368,7 +357,7 @@ impl StreamPipeline {
         // Moving the stages on can make more due at once (a record taken out of an
         // expired aggregate goes round again): drive while anything is due now.
         if self.transmits.is_empty()
-            && (self.driven_at != Some(now) || self.poll_timeout(now).is_some_and(|t| t <= now))
+            && (!self.stages.moved_at(now) || self.poll_timeout(now).is_some_and(|t| t <= now))
         {
             self.drive(now);
         }
@@ -378,7 +367,7 @@ impl StreamPipeline {
     /// When something is next due (a deadline, a backoff, a timeout, a refresh), if
     /// anything is; `now` when a request could go at once.
     pub(crate) fn poll_timeout(&self, now: Instant) -> Option<Instant> {
-        if self.dirty || !self.transmits.is_empty() || self.can_send() {
+        if self.stages.owed() || !self.transmits.is_empty() || self.can_send() {
             return Some(now);
         }
         [
@@ -438,7 +427,7 @@ impl StreamPipeline {
 
     /// A new admission limit for the stream's outstanding bytes, once per change.
     pub(crate) fn poll_admission(&mut self) -> Option<usize> {
-        self.admission.take()
+        self.drain.poll_admission()
     }
 
     /// Whether it holds no record and waits for no listing: a stopped stream's
@@ -467,8 +456,7 @@ impl StreamPipeline {
     /// Moves everything that is due at `now` one stage on, and queues what can be
     /// sent.
     fn drive(&mut self, now: Instant) {
-        self.dirty = false;
-        self.driven_at = Some(now);
+        self.stages.moved(now);
         // The shard map.
         if !self.refreshing
             && let Some(refresh) = self.map.poll_refresh(now)
@@ -520,7 +508,7 @@ impl StreamPipeline {
             }
         }
         // The collector.
-        let batches = if (self.flushing || self.stopping || room_wanted) && self.limiter.is_empty()
+        let batches = if (self.lifecycle.sends_at_once() || room_wanted) && self.limiter.is_empty()
         {
             self.collector.flush()
         } else {
@@ -529,8 +517,8 @@ impl StreamPipeline {
         self.ready.extend(batches);
         // The sender: as much as the congestion window has room for.
         self.send_ready(now);
-        if self.flushing && !self.holds_buffered() {
-            self.flushing = false;
+        if self.lifecycle == Lifecycle::Flushing && !self.holds_buffered() {
+            self.lifecycle.flushed();
         }
         self.update_drain_limit(now);
     }
@@ -542,30 +530,11 @@ impl StreamPipeline {
     /// a slow stream then waits, instead of expiring records that never had an
     /// attempt.
     fn update_drain_limit(&mut self, now: Instant) {
-        let since = *self.drain_since.get_or_insert(now);
-        let elapsed = now.saturating_duration_since(since);
-        if elapsed >= Duration::from_secs(1) {
-            if self.holds_buffered() {
-                // Backlogged: what was stored is what the stream can take.
-                let sample = self.drained as f64 / elapsed.as_secs_f64();
-                self.drain_rate = Some(self.drain_rate.map_or(sample, |r| 0.5 * r + 0.5 * sample));
-            }
-            self.drained = 0;
-            self.drain_since = Some(now);
-        }
+        // Whether records waited is asked only when a sample ends.
+        let backlogged = self.drain.sample_due(now) && self.holds_buffered();
         let shards = self.map.shards().len();
-        if shards == 0 {
-            return;
-        }
-        let limit = drain_limit(&self.config, shards, self.drain_rate);
-        // Publish only real changes (a lock and maybe wake-ups).
-        let changed = self
-            .drain_limit
-            .is_none_or(|old| limit.abs_diff(old) > old / 8);
-        if changed {
-            self.drain_limit = Some(limit);
+        if let Some(limit) = self.drain.measure(&self.config, now, backlogged, shards) {
             debug!(stream = %self.stream, limit, "admission limit");
-            self.admission = Some(limit);
         }
     }
 

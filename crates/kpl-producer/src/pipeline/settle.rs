@@ -410,7 +410,7 @@ impl StreamPipeline {
                 twice,
             );
         }
-        self.drained += rec.bytes() as u64;
+        self.drain.stored(rec.bytes());
         let size = rec.bytes();
         self.settled.push(
             size,
