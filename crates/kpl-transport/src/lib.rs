@@ -11,7 +11,10 @@
 //!   number, or [`EntryResult::Failed`] with the service's code and message.
 //! - A request that fails as a whole is a [`TransportError`] whose [`ErrorKind`] says
 //!   what a retrier should do (throttled, transient, not found, access denied,
-//!   invalid request, other), keeping the service's code and message.
+//!   invalid request, not a Kinesis endpoint, TLS, other), keeping the service's
+//!   code and message; [`TransportError::may_have_been_stored`] says whether the
+//!   records may have been stored all the same. `AwsTransport`'s messages are the
+//!   errors' own words, at most 512 bytes: never a dump of the request or response.
 //!
 //! # Example: a transport of your own
 //!
