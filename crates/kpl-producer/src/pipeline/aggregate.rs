@@ -7,13 +7,14 @@ use std::time::Instant;
 
 use kpl_codec::{AGGREGATED_PARTITION_KEY, UserRecord};
 use kpl_reducer::{Item, Reducer};
-use kpl_shardmap::{LookupError, ShardId};
+use kpl_shardmap::ShardId;
 use tracing::debug;
 
 use super::record::{
     Contents, KRec, Payload, Rec, add_capped, aggregator_deadline, collector_share, take_out,
 };
-use super::{RESHARD_MEMORY, SUSPECT_WAIT, StreamPipeline};
+use super::shards::Place;
+use super::{SUSPECT_WAIT, StreamPipeline};
 
 impl StreamPipeline {
     /// Predicts a record's shard and buffers it there (or with the unknowns).
@@ -22,21 +23,8 @@ impl StreamPipeline {
             self.expire(rec.m, now);
             return;
         }
-        let lookup = self.map.lookup(rec.hash_key);
-        let first_map = matches!(lookup, Err(LookupError::NotReady)) && self.refreshing;
-        let found = lookup.ok();
-        if first_map || found.is_some_and(|s| self.suspects.contains(s.id())) {
-            // The first map is loading, or the record's shard was found split: wait
-            // a little longer for the map, so the record is aggregated with its
-            // shard's instead of going raw (raw records cost a slow peer dearly).
-            rec.deadline = rec
-                .deadline
-                .max(add_capped(now, SUSPECT_WAIT))
-                .min(rec.expiration);
-        }
-        match found.filter(|s| !self.suspects.contains(s.id())) {
-            Some(shard) => {
-                let shard = shard.id();
+        match self.shards.place(rec.hash_key) {
+            Place::Shard(shard) => {
                 // Deadlines are left to `drive`: a backlog of late records then closes
                 // full aggregates instead of one per record. One look-up when the
                 // shard has its aggregator (the usual case).
@@ -65,7 +53,17 @@ impl StreamPipeline {
                     self.aggregate(batch, Some(shard.clone()), now);
                 }
             }
-            None => {
+            Place::Unknown { wait_for_map } => {
+                if wait_for_map {
+                    // The first map is loading, or the record's shard was found
+                    // split: wait a little longer for the map, so the record is
+                    // aggregated with its shard's instead of going raw (raw records
+                    // cost a slow peer dearly).
+                    rec.deadline = rec
+                        .deadline
+                        .max(add_capped(now, SUSPECT_WAIT))
+                        .min(rec.expiration);
+                }
                 // Unknown shard (or one found split): never aggregated with others;
                 // waits for the map until its deadline, then goes alone.
                 for batch in self.unknown.add_deferred(rec) {
@@ -154,7 +152,7 @@ impl StreamPipeline {
     /// Reshards come in runs (`UpdateShardCount` is a series of splits or merges; an
     /// autoscaler or on-demand capacity reacts again and again), so this starts once
     /// the stream is seen resharding (a shard found split or merged, or a refresh
-    /// that changed the open shards) and lasts [`RESHARD_MEMORY`]; the first split of
+    /// that changed the open shards) and lasts [`RESHARD_MEMORY`](super::shards::RESHARD_MEMORY); the first split of
     /// a run is not foreseen. Outside of runs the aggregates stay whole: twice as many
     /// Kinesis records slow a peer that pays per record (kinesalite).
     ///
@@ -169,14 +167,14 @@ impl StreamPipeline {
         now: Instant,
     ) -> Option<Vec<Rec>> {
         let shard = shard?;
-        if batch.len() < 2 || !self.resharding(now) {
+        if batch.len() < 2 || !self.shards.resharding(now) {
             return None;
         }
         let size: usize = batch.iter().map(Item::size).sum();
         if size < self.aggregate_policy.max_size() / 2 {
             return None;
         }
-        let (lo, hi) = self.map.range_of(shard, now)?;
+        let (lo, hi) = self.shards.map().range_of(shard, now)?;
         let (lo, hi) = (lo.get(), hi.get());
         // The upper half starts where a split at the midpoint starts its second child.
         let mid = lo + (hi - lo) / 2;
@@ -278,12 +276,10 @@ impl StreamPipeline {
     /// A new map: records that waited for it go to their shards, landings the old
     /// map could not place are decided.
     pub(super) fn after_map_update(&mut self, now: Instant) {
-        if self.map.version() == self.map_version_seen {
+        // The new map knows the children of whatever was found split.
+        if !self.shards.take_new_map() {
             return;
         }
-        self.map_version_seen = self.map.version();
-        // The new map knows the children of whatever was found split.
-        self.suspects.clear();
         // Records that waited for the map go to their shards now, with the deadline
         // their buffering time gives them (the wait for the map is over; due at once
         // if that passed): later records then keep the aggregators' queues in
@@ -297,7 +293,7 @@ impl StreamPipeline {
             }
         }
         // Landings the old map could not place.
-        for landed in std::mem::take(&mut self.awaiting_map) {
+        for landed in self.shards.take_awaiting() {
             self.settle_landing(landed, now);
         }
     }
@@ -309,7 +305,7 @@ impl StreamPipeline {
     /// range.
     pub(super) fn suspect(&mut self, shard: ShardId, now: Instant) {
         self.reshard_seen(now);
-        if !self.suspects.insert(shard.clone()) {
+        if !self.shards.suspect(&shard) {
             return;
         }
         debug!(stream = %self.stream, shard = %shard.as_str(), "shard found split or merged: not aggregating for it until the map is refreshed");
@@ -325,14 +321,12 @@ impl StreamPipeline {
     }
 
     /// The stream was seen resharding (a shard found split or merged, a refresh that
-    /// changed the open shards): for [`RESHARD_MEMORY`] big aggregates are cut at
+    /// changed the open shards): for [`RESHARD_MEMORY`](super::shards::RESHARD_MEMORY) big aggregates are cut at
     /// their shard's midpoint (see [`cut_at_midpoint`](Self::cut_at_midpoint)), and
     /// the big aggregates made before and not sent yet are taken apart to be made
     /// again that way.
     pub(super) fn reshard_seen(&mut self, now: Instant) {
-        let active = self.resharding(now);
-        self.resharded_at = Some(now);
-        if active {
+        if self.shards.reshard_seen(now) {
             return;
         }
         debug!(stream = %self.stream, "stream resharding: cutting big aggregates at their shards' midpoints");
@@ -341,11 +335,6 @@ impl StreamPipeline {
         for rec in self.take_apart_queued(None, &big, now) {
             self.route(rec, now);
         }
-    }
-
-    pub(super) fn resharding(&self, now: Instant) -> bool {
-        self.resharded_at
-            .is_some_and(|at| now.saturating_duration_since(at) < RESHARD_MEMORY)
     }
 
     /// Takes the aggregates not sent yet that `pick` chooses (of one shard, or of all)

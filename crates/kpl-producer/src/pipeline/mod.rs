@@ -19,6 +19,7 @@ mod lifecycle;
 mod record;
 mod send;
 mod settle;
+mod shards;
 #[cfg(test)]
 mod tests;
 
@@ -34,13 +35,13 @@ use kpl_codec::{
 use kpl_limiter::{CongestionWindow, Limiter, LimiterConfig, Release};
 use kpl_reducer::{Policy, Reducer};
 use kpl_runtime::SplitMix64;
-use kpl_shardmap::{Refresh, ShardId, ShardInfo, ShardMap};
+use kpl_shardmap::{Refresh, ShardId, ShardInfo};
 use kpl_transport::{PutRecordsRequest, PutRecordsResponse, StreamId, TransportError};
 use tracing::debug;
 
 use crate::config::Config;
 use crate::events::{Event, EventSink, Summary};
-use crate::fasthash::{FastMap, FastSet};
+use crate::fasthash::FastMap;
 use crate::result::{Completer, RecordId, RecordResult, codes};
 
 use drain::DrainMeter;
@@ -48,7 +49,7 @@ use lifecycle::{Lifecycle, Stages};
 use record::KRec;
 pub(crate) use record::{Epoch, Rec};
 use send::{InFlight, ShardBytes, window_config};
-use settle::Landed;
+use shards::{Listed, ShardTracker};
 
 /// How long, at most, records wait for the stream's first map, or for a new map
 /// after their shard was found split (they go out raw, unaggregated, after that).
@@ -59,9 +60,6 @@ const DRAIN_LIMIT_FLOOR: usize = 4 << 20;
 const WARN_AFTER_ATTEMPTS: usize = 5;
 /// At most one warning of a kind per stream in this time.
 const WARN_INTERVAL: Duration = Duration::from_secs(5);
-/// How long after the stream was last seen resharding its big aggregates are cut
-/// at their shard's midpoint (see `StreamPipeline::cut_at_midpoint`).
-const RESHARD_MEMORY: Duration = Duration::from_secs(3_600);
 
 /// Records counted for a warning of one kind, said at most once per
 /// [`WARN_INTERVAL`] with how many there were since the last one.
@@ -158,9 +156,8 @@ pub(crate) struct StreamPipeline {
     /// Buffering times and retries of records just stored on one shard, summarised
     /// into one event (sent when the shard changes or the round ends).
     stored_summary: Option<(Arc<str>, Summary, Summary, u64)>,
-    map: ShardMap,
-    refreshing: bool,
-    map_version_seen: u64,
+    /// The shard map, its listing, and what waits for it.
+    shards: ShardTracker,
     aggregators: FastMap<ShardId, Reducer<Rec>>,
     agg_schedule: BinaryHeap<Reverse<(Instant, ShardId)>>,
     aggregate_policy: Policy,
@@ -175,15 +172,6 @@ pub(crate) struct StreamPipeline {
     next_request: u64,
     retries: BinaryHeap<Reverse<(Instant, u64)>>,
     retry_recs: FastMap<u64, Rec>,
-    awaiting_map: Vec<Landed>,
-    /// When the stream was last seen resharding (see [`RESHARD_MEMORY`]).
-    resharded_at: Option<Instant>,
-    /// Shards found split or merged (an aggregate for one landed elsewhere): their
-    /// records are not aggregated until the map is refreshed, so that few copies are
-    /// stored outside a shard's range.
-    suspects: FastSet<ShardId>,
-    /// The next refresh lists closed shards too.
-    want_history: bool,
     /// Records that reached [`WARN_AFTER_ATTEMPTS`], and records of requests that
     /// failed for good: one line per stream every few seconds, not one per record or
     /// request.
@@ -231,9 +219,7 @@ impl StreamPipeline {
                 .bytes()
                 .fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
         Self {
-            map: ShardMap::new(seed),
-            refreshing: false,
-            map_version_seen: 0,
+            shards: ShardTracker::new(seed),
             aggregators: FastMap::default(),
             agg_schedule: BinaryHeap::new(),
             aggregate_policy,
@@ -253,10 +239,6 @@ impl StreamPipeline {
             next_request: 0,
             retries: BinaryHeap::new(),
             retry_recs: FastMap::default(),
-            awaiting_map: Vec::new(),
-            resharded_at: None,
-            suspects: FastSet::default(),
-            want_history: false,
             persisting: Warned::default(),
             fatal: Warned::default(),
             request_failures: 0,
@@ -377,12 +359,7 @@ impl StreamPipeline {
             self.collector.next_deadline(),
             self.retries.peek().map(|Reverse((t, _))| *t),
             self.timeouts.peek().map(|Reverse((t, _))| *t),
-            if self.refreshing {
-                None
-            } else {
-                self.map.next_refresh_at(now)
-            },
-            self.awaiting_map.iter().map(|l| l.rec.expiration).min(),
+            self.shards.next_due(now),
         ]
         .into_iter()
         .flatten()
@@ -433,13 +410,13 @@ impl StreamPipeline {
     /// Whether it holds no record and waits for no listing: a stopped stream's
     /// driver can end.
     pub(crate) fn is_idle(&self) -> bool {
-        !self.holds_records() && !self.refreshing
+        !self.holds_records() && !self.shards.is_listing()
     }
 
     fn holds_records(&self) -> bool {
         self.holds_buffered()
             || self.in_flight.values().any(|f| f.batch.is_some())
-            || !self.awaiting_map.is_empty()
+            || self.shards.has_awaiting()
     }
 
     /// Whether any record waits to be sent: in a stage or in backoff (not in
@@ -458,15 +435,8 @@ impl StreamPipeline {
     fn drive(&mut self, now: Instant) {
         self.stages.moved(now);
         // The shard map.
-        if !self.refreshing
-            && let Some(refresh) = self.map.poll_refresh(now)
-        {
-            self.refreshing = true;
-            let history = std::mem::take(&mut self.want_history);
-            self.transmits.push_back(Transmit::ListShards {
-                refresh,
-                open_only: !history,
-            });
+        if let Some(listing) = self.shards.poll_listing(now) {
+            self.transmits.push_back(listing);
         }
         // Requests past their timeout.
         self.poll_timeouts(now);
@@ -481,7 +451,7 @@ impl StreamPipeline {
             }
         }
         // Records stored on shards the map could not place, past their time.
-        let late = record::take_out(&mut self.awaiting_map, |l| l.rec.expiration <= now);
+        let late = self.shards.take_late(now);
         for landed in late {
             // Stored, but where the map cannot tell: a KCL consumer may drop it.
             let mut rec = landed.rec;
@@ -532,7 +502,7 @@ impl StreamPipeline {
     fn update_drain_limit(&mut self, now: Instant) {
         // Whether records waited is asked only when a sample ends.
         let backlogged = self.drain.sample_due(now) && self.holds_buffered();
-        let shards = self.map.shards().len();
+        let shards = self.shards.map().shards().len();
         if let Some(limit) = self.drain.measure(&self.config, now, backlogged, shards) {
             debug!(stream = %self.stream, limit, "admission limit");
         }
@@ -544,33 +514,24 @@ impl StreamPipeline {
         result: Result<Vec<(ShardInfo, bool)>, TransportError>,
         now: Instant,
     ) {
-        self.refreshing = false;
-        match result {
-            Ok(shards) => {
-                let (closed, open): (Vec<_>, Vec<_>) = shards.into_iter().partition(|(_, c)| *c);
-                debug!(stream = %self.stream, shards = open.len(), closed = closed.len(), "shard map refreshed");
-                let changed = self.map.is_ready() && {
-                    let mut was: Vec<&ShardId> =
-                        self.map.shards().iter().map(ShardInfo::id).collect();
-                    let mut now_open: Vec<&ShardId> = open.iter().map(|(s, _)| s.id()).collect();
-                    was.sort_unstable();
-                    now_open.sort_unstable();
-                    was != now_open
-                };
-                self.map.on_refresh_succeeded(
-                    refresh,
-                    open.into_iter().map(|(s, _)| s).collect(),
-                    now,
-                );
-                self.map
-                    .remember_closed(closed.into_iter().map(|(s, _)| s).collect(), now);
+        let (shards, error) = match result {
+            Ok(shards) => (Some(shards), None),
+            Err(e) => (None, Some(e)),
+        };
+        match self.shards.listed(refresh, shards, now) {
+            Listed::Map {
+                open,
+                closed,
+                resharded,
+            } => {
+                debug!(stream = %self.stream, shards = open, closed, "shard map refreshed");
                 self.after_map_update(now);
-                if changed {
+                if resharded {
                     self.reshard_seen(now);
                 }
             }
-            Err(e) => {
-                if !self.map.is_ready() {
+            Listed::Failed { no_map, retry_at } => {
+                if no_map {
                     // No first map yet: what waited for it goes out raw, as the KPL
                     // sends records while its map is not ready.
                     for batch in self.unknown.flush() {
@@ -579,8 +540,8 @@ impl StreamPipeline {
                         }
                     }
                 }
-                let retry_at = self.map.on_refresh_failed(refresh, now);
-                tracing::warn!(stream = %self.stream, error = %e, retry_in_ms = retry_at.saturating_duration_since(now).as_millis() as u64, "ListShards failed");
+                let error = error.map(|e| e.to_string()).unwrap_or_default();
+                tracing::warn!(stream = %self.stream, %error, retry_in_ms = retry_at.saturating_duration_since(now).as_millis() as u64, "ListShards failed");
             }
         }
     }

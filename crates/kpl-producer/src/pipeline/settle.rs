@@ -11,6 +11,7 @@ use kpl_transport::{EntryResult, ErrorKind, PutRecordsResponse, TransportError};
 use tracing::{debug, warn};
 
 use super::record::{Contents, KRec, Member, Rec, RequestClock, Unreadable, aggregator_deadline};
+use super::shards::Landed;
 use super::{StreamPipeline, WARN_AFTER_ATTEMPTS};
 use crate::events::Event;
 use crate::result::{Attempt, RecordResult, codes};
@@ -30,20 +31,10 @@ struct Failed<'a> {
     stored: bool,
 }
 
-/// A record stored on a shard the map cannot place yet: decided after the refresh.
-pub(super) struct Landed {
-    pub(super) rec: Rec,
-    pub(super) shard_id: Arc<str>,
-    sequence_number: Arc<str>,
-    /// Refreshes asked for on its behalf: one of the open shards, then one of the
-    /// stream's history (the shard may have closed before the first listed it).
-    asked: u8,
-}
-
 impl StreamPipeline {
     pub(super) fn settle_landing(&mut self, landed: Landed, now: Instant) {
         let shard = ShardId::from(&*landed.shard_id);
-        match self.map.classify(landed.rec.hash_key, &shard, now) {
+        match self.shards.map().classify(landed.rec.hash_key, &shard, now) {
             Landing::InRange => self.succeed(
                 landed.rec.m,
                 None,
@@ -65,25 +56,8 @@ impl StreamPipeline {
                 }
                 self.retry(rec, now, Duration::ZERO);
             }
-            Landing::UnknownShard => {
-                // Ask for a refresh of the open shards, then, if that one did not
-                // list the shard (it closed in between), one of the stream's history;
-                // after that, wait for the record's time to live (no refresh loop).
-                let mut landed = landed;
-                match landed.asked {
-                    0 => {
-                        self.map.invalidate(now, Some(&shard));
-                        landed.asked = 1;
-                    }
-                    1 if !self.refreshing => {
-                        self.want_history = true;
-                        self.map.invalidate(now, Some(&shard));
-                        landed.asked = 2;
-                    }
-                    _ => {}
-                }
-                self.awaiting_map.push(landed);
-            }
+            // Waits for a map that knows the shard (one is asked for).
+            Landing::UnknownShard => self.shards.await_map(landed, &shard, now),
         }
     }
 
@@ -202,15 +176,16 @@ impl StreamPipeline {
                     if !predicted_right {
                         // A raw record sent without a prediction says something only
                         // when it landed on a shard the map does not have.
-                        if k.shard.is_some() || !self.map.is_open(&actual) {
+                        if k.shard.is_some() || !self.shards.map().is_open(&actual) {
                             invalidate = Some(actual.clone());
                         }
                         // Evidence about the current map only: a request sent before
                         // the map's refresh started is already accounted for.
-                        let current = self.map.as_of().is_none_or(|as_of| started >= as_of);
+                        let map = self.shards.map();
+                        let current = map.as_of().is_none_or(|as_of| started >= as_of);
                         if let (Some(p), true) = (&k.shard, k.aggregated)
                             && current
-                            && self.map.is_open(p)
+                            && map.is_open(p)
                         {
                             split.push(p.clone());
                         }
@@ -227,15 +202,9 @@ impl StreamPipeline {
                         for mut rec in self.unseal(k, now) {
                             let attempt = rec.new_attempt(&clock, None, Some(&shard_arc), false);
                             rec.attempts.push(attempt);
-                            self.settle_landing(
-                                Landed {
-                                    rec,
-                                    shard_id: shard_arc.clone(),
-                                    sequence_number: sequence_number.clone(),
-                                    asked: 0,
-                                },
-                                now,
-                            );
+                            let landed =
+                                Landed::new(rec, shard_arc.clone(), sequence_number.clone());
+                            self.settle_landing(landed, now);
                         }
                     }
                 }
@@ -267,7 +236,7 @@ impl StreamPipeline {
             }
         }
         if let Some(actual) = invalidate {
-            self.map.invalidate(started, Some(&actual));
+            self.shards.invalidate(started, Some(&actual));
         }
         for shard in split {
             self.suspect(shard, now);
@@ -464,7 +433,7 @@ impl StreamPipeline {
         held.extend(self.retry_recs.drain().map(|(_, r)| r.m));
         // Stored, on a shard whose range is not verified yet: not "before it was
         // stored".
-        let landed: Vec<Landed> = self.awaiting_map.drain(..).collect();
+        let landed: Vec<Landed> = self.shards.take_awaiting();
         let mut n = landed.len();
         for l in landed {
             let mut rec = l.rec;
