@@ -241,3 +241,32 @@ fn a_200_without_the_results_may_have_stored_the_records() {
         }
     }
 }
+
+/// The metrics endpoint is checked as the Kinesis one is.
+#[cfg(feature = "cloudwatch")]
+#[test]
+fn a_mistyped_cloudwatch_endpoint_is_refused_at_build() {
+    runtime().block_on(async {
+        let err = kpl_transport::CloudWatch::builder()
+            .endpoint_url("monitoring.local:443")
+            .region("us-east-1")
+            .static_credentials("test", "test")
+            .build()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, BuildError::InvalidEndpoint { url, .. } if url == "monitoring.local:443"),
+            "{err:?}"
+        );
+        // The Kinesis endpoint of the same settings is not the metrics one.
+        kpl_transport::CloudWatchBuilder::from_transport_settings(
+            AwsTransport::builder()
+                .endpoint_url("http://127.0.0.1:4567")
+                .region("us-east-1")
+                .static_credentials("test", "test"),
+        )
+        .build()
+        .await
+        .unwrap();
+    });
+}
