@@ -76,9 +76,11 @@ impl ErrorKind {
                 | "KMSInvalidStateException"
                 | "KMSNotFoundException"
                 | "KMSOptInRequired" => Self::AccessDenied,
-                "ValidationException" | "InvalidArgumentException" | "SerializationException" => {
-                    Self::InvalidRequest
-                }
+                "ValidationException"
+                | "InvalidArgumentException"
+                | "SerializationException"
+                // Our own: a request that could not be made (nothing was sent).
+                | "ConstructionFailure" => Self::InvalidRequest,
                 // Our own codes for answers that are not the service's.
                 "NotKinesis" | "EndpointError" => Self::Endpoint,
                 "TlsError" => Self::Tls,
@@ -296,6 +298,9 @@ mod tests {
                 Some(400),
                 ErrorKind::InvalidRequest,
             ),
+            (Some("ConstructionFailure"), None, ErrorKind::InvalidRequest),
+            (Some("TlsError"), None, ErrorKind::Tls),
+            (Some("NotKinesis"), Some(200), ErrorKind::Endpoint),
             (Some("SomethingNew"), Some(503), ErrorKind::Transient),
             (None, Some(502), ErrorKind::Transient),
             (None, Some(429), ErrorKind::Throttled),
@@ -311,6 +316,7 @@ mod tests {
         assert!(!ErrorKind::NotFound.is_retryable());
         assert!(!ErrorKind::AccessDenied.is_retryable());
         assert!(!ErrorKind::InvalidRequest.is_retryable());
+        assert!(!ErrorKind::Tls.is_retryable());
         assert!(ErrorKind::Throttled.is_retryable());
     }
 
