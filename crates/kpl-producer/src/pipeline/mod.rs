@@ -17,6 +17,7 @@ mod aggregate;
 mod drain;
 mod lifecycle;
 mod record;
+mod retry;
 mod send;
 mod settle;
 mod shards;
@@ -34,7 +35,6 @@ use kpl_codec::{
 };
 use kpl_limiter::{CongestionWindow, Limiter, LimiterConfig, Release};
 use kpl_reducer::{Policy, Reducer};
-use kpl_runtime::SplitMix64;
 use kpl_shardmap::{Refresh, ShardId, ShardInfo};
 use kpl_transport::{PutRecordsRequest, PutRecordsResponse, StreamId, TransportError};
 use tracing::debug;
@@ -48,6 +48,7 @@ use drain::DrainMeter;
 use lifecycle::{Lifecycle, Stages};
 use record::KRec;
 pub(crate) use record::{Epoch, Rec};
+use retry::RetryQueue;
 use send::{InFlight, ShardBytes, window_config};
 use shards::{Listed, ShardTracker};
 
@@ -56,33 +57,6 @@ use shards::{Listed, ShardTracker};
 const SUSPECT_WAIT: Duration = Duration::from_secs(1);
 /// The admission limit of a stream never goes below this many bytes outstanding.
 const DRAIN_LIMIT_FLOOR: usize = 4 << 20;
-/// Attempts after which a still-retried record is logged at warn.
-const WARN_AFTER_ATTEMPTS: usize = 5;
-/// At most one warning of a kind per stream in this time.
-const WARN_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Records counted for a warning of one kind, said at most once per
-/// [`WARN_INTERVAL`] with how many there were since the last one.
-#[derive(Default)]
-struct Warned {
-    records: usize,
-    at: Option<Instant>,
-}
-
-impl Warned {
-    /// Counts `records`; returns how many to report when a warning is due now.
-    fn due(&mut self, records: usize, now: Instant) -> Option<usize> {
-        self.records += records;
-        if self
-            .at
-            .is_some_and(|at| now.saturating_duration_since(at) < WARN_INTERVAL)
-        {
-            return None;
-        }
-        self.at = Some(now);
-        Some(std::mem::take(&mut self.records))
-    }
-}
 
 /// What a stream of `shards` shards can store in a quarter of the records' time to
 /// live (a margin for throttling and retries), at the lower of its shards' byte
@@ -170,14 +144,8 @@ pub(crate) struct StreamPipeline {
     /// (timeout, request number) of the requests in flight.
     timeouts: BinaryHeap<Reverse<(Instant, u64)>>,
     next_request: u64,
-    retries: BinaryHeap<Reverse<(Instant, u64)>>,
-    retry_recs: FastMap<u64, Rec>,
-    /// Records that reached [`WARN_AFTER_ATTEMPTS`], and records of requests that
-    /// failed for good: one line per stream every few seconds, not one per record or
-    /// request.
-    persisting: Warned,
-    fatal: Warned,
-    request_failures: u32,
+    /// Records in backoff.
+    retries: RetryQueue,
     builder: AggregateBuilder<Bytes>,
     /// Requests to send, oldest first.
     transmits: VecDeque<Transmit>,
@@ -185,8 +153,6 @@ pub(crate) struct StreamPipeline {
     settled: Settled,
     /// Whether the stages owe a move before what is due can be told.
     stages: Stages,
-    /// Backoff jitter.
-    rng: SplitMix64,
     lifecycle: Lifecycle,
     /// A put waits for room under the outstanding caps: what is buffered goes at
     /// the next drive (see [`handle_room_wanted`](Self::handle_room_wanted)).
@@ -237,16 +203,11 @@ impl StreamPipeline {
             in_flight: FastMap::default(),
             timeouts: BinaryHeap::new(),
             next_request: 0,
-            retries: BinaryHeap::new(),
-            retry_recs: FastMap::default(),
-            persisting: Warned::default(),
-            fatal: Warned::default(),
-            request_failures: 0,
+            retries: RetryQueue::new(seed),
             builder: AggregateBuilder::new(),
             transmits: VecDeque::new(),
             settled: Settled::default(),
             stages: Stages::Owed,
-            rng: SplitMix64::new(seed),
             lifecycle: Lifecycle::Running,
             room_wanted: false,
             drain: DrainMeter::default(),
@@ -357,7 +318,7 @@ impl StreamPipeline {
             self.unknown.next_deadline(),
             self.limiter.next_ready_at(now),
             self.collector.next_deadline(),
-            self.retries.peek().map(|Reverse((t, _))| *t),
+            self.retries.next_at(),
             self.timeouts.peek().map(|Reverse((t, _))| *t),
             self.shards.next_due(now),
         ]
@@ -427,7 +388,7 @@ impl StreamPipeline {
             || !self.limiter.is_empty()
             || !self.collector.is_empty()
             || !self.ready.is_empty()
-            || !self.retry_recs.is_empty()
+            || !self.retries.is_empty()
     }
 
     /// Moves everything that is due at `now` one stage on, and queues what can be
@@ -441,14 +402,8 @@ impl StreamPipeline {
         // Requests past their timeout.
         self.poll_timeouts(now);
         // Retries whose backoff has passed.
-        while let Some(&Reverse((at, id))) = self.retries.peek() {
-            if at > now {
-                break;
-            }
-            self.retries.pop();
-            if let Some(rec) = self.retry_recs.remove(&id) {
-                self.route(rec, now);
-            }
+        while let Some(rec) = self.retries.pop_due(now) {
+            self.route(rec, now);
         }
         // Records stored on shards the map could not place, past their time.
         let late = self.shards.take_late(now);
@@ -544,21 +499,5 @@ impl StreamPipeline {
                 tracing::warn!(stream = %self.stream, %error, retry_in_ms = retry_at.saturating_duration_since(now).as_millis() as u64, "ListShards failed");
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod warned_tests {
-    use super::*;
-
-    #[test]
-    fn a_warning_is_due_once_per_interval_with_the_count_since_the_last() {
-        let t0 = Instant::now();
-        let mut w = Warned::default();
-        assert_eq!(w.due(500, t0), Some(500));
-        assert_eq!(w.due(500, t0 + Duration::from_secs(1)), None);
-        assert_eq!(w.due(20, t0 + Duration::from_secs(4)), None);
-        assert_eq!(w.due(1, t0 + WARN_INTERVAL), Some(521));
-        assert_eq!(w.due(1, t0 + WARN_INTERVAL), None);
     }
 }

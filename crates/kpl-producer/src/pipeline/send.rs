@@ -313,7 +313,7 @@ impl StreamPipeline {
             }
             let mut records: Vec<Rec> = Vec::new();
             for id in ids {
-                if let Some(mut rec) = self.retry_recs.remove(&id) {
+                if let Some(mut rec) = self.retries.take(id) {
                     if rec.attempts.last().is_some_and(|a| a.started == started) {
                         rec.attempts.pop();
                     }

@@ -2,7 +2,6 @@
 //! user record: stored (where a consumer finds it), retried after a backoff, or
 //! failed with every attempt; each record settles exactly once.
 
-use std::cmp::Reverse;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,16 +9,12 @@ use kpl_shardmap::{Landing, ShardId};
 use kpl_transport::{EntryResult, ErrorKind, PutRecordsResponse, TransportError};
 use tracing::{debug, warn};
 
+use super::StreamPipeline;
 use super::record::{Contents, KRec, Member, Rec, RequestClock, Unreadable, aggregator_deadline};
+use super::retry::WARN_AFTER_ATTEMPTS;
 use super::shards::Landed;
-use super::{StreamPipeline, WARN_AFTER_ATTEMPTS};
 use crate::events::Event;
 use crate::result::{Attempt, RecordResult, codes};
-
-/// First backoff after a request-level failure; doubles per consecutive failure.
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-/// Longest backoff after request-level failures.
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// A failed attempt shared by the user records of one Kinesis record.
 struct Failed<'a> {
@@ -90,15 +85,10 @@ impl StreamPipeline {
         let backoff = if fail_now {
             Duration::ZERO
         } else {
-            self.request_failures = self.request_failures.saturating_add(1);
-            let exp = BACKOFF_BASE
-                .saturating_mul(1u32 << self.request_failures.min(10).saturating_sub(1));
-            exp.min(BACKOFF_MAX)
-                .mul_f64(0.5 + 0.5 * self.rng.unit())
-                .max(min_backoff)
+            self.retries.request_failed(min_backoff)
         };
         if fail_now {
-            if let Some(records) = self.fatal.due(users, now) {
+            if let Some(records) = self.retries.fatal(users, now) {
                 warn!(stream = %self.stream, error = %e, records, "requests failed; retrying cannot help");
             } else {
                 debug!(stream = %self.stream, error = %e, records = users, "request failed; retrying cannot help");
@@ -127,7 +117,7 @@ impl StreamPipeline {
         now: Instant,
         response: PutRecordsResponse,
     ) {
-        self.request_failures = 0;
+        self.retries.request_answered();
         if response.results.len() != batch.len() {
             let message = format!(
                 "PutRecords answered {} results for {} records; some may have been stored",
@@ -274,9 +264,7 @@ impl StreamPipeline {
     }
 
     pub(super) fn retry(&mut self, mut rec: Rec, now: Instant, backoff: Duration) {
-        if rec.attempts.len() == WARN_AFTER_ATTEMPTS
-            && let Some(records) = self.persisting.due(1, now)
-        {
+        if let Some(records) = self.retries.persisting(rec.attempts.len(), now) {
             warn!(stream = %self.stream, records, attempts = WARN_AFTER_ATTEMPTS, last_error = rec.attempts.last().and_then(|a| a.error_code.as_deref()).unwrap_or(""), "records still failing; retrying until their time to live");
         }
         self.emit(|stream| Event::Retry {
@@ -290,8 +278,7 @@ impl StreamPipeline {
             self.route(rec, now);
         } else {
             let at = (now + backoff).min(rec.expiration);
-            self.retries.push(Reverse((at, rec.id())));
-            self.retry_recs.insert(rec.id(), rec);
+            self.retries.hold(rec, at);
         }
     }
 
@@ -429,8 +416,7 @@ impl StreamPipeline {
                 held.extend(k.into_members());
             }
         }
-        self.retries.clear();
-        held.extend(self.retry_recs.drain().map(|(_, r)| r.m));
+        held.extend(self.retries.drain().map(|r| r.m));
         // Stored, on a shard whose range is not verified yet: not "before it was
         // stored".
         let landed: Vec<Landed> = self.shards.take_awaiting();
