@@ -69,6 +69,7 @@ fn a_mistyped_endpoint_fails_at_start_naming_it() {
         assert!(!f.contains("\"MayHaveBeenStored\":true"), "{endpoint}: {f}");
         eprintln!("{endpoint:?}: exit {:?} in {took:?}", out.status.code());
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A loopback Kinesis whose ListShards lists one shard and whose PutRecords are
@@ -251,4 +252,5 @@ fn the_failed_file_grows_with_the_input_not_with_error_bodies() {
             err.len()
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -203,6 +203,9 @@ fn a_private_ca_is_trusted_from_a_file_a_bundle_or_a_directory() {
         .ca_certificates_path(&missing)
         .unwrap_err();
     assert!(err.to_string().contains("missing.pem"), "{err}");
+    for d in [&dir, &empty, &bundle.parent().unwrap().to_path_buf()] {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
 
 #[test]
