@@ -15,6 +15,7 @@
 
 mod aggregate;
 mod drain;
+mod flights;
 mod lifecycle;
 mod record;
 mod retry;
@@ -33,7 +34,7 @@ use bytes::Bytes;
 use kpl_codec::{
     AGGREGATE_OVERHEAD, AggregateBuilder, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND,
 };
-use kpl_limiter::{CongestionWindow, Limiter, LimiterConfig, Release};
+use kpl_limiter::{Limiter, LimiterConfig, Release};
 use kpl_reducer::{Policy, Reducer};
 use kpl_shardmap::{Refresh, ShardId, ShardInfo};
 use kpl_transport::{PutRecordsRequest, PutRecordsResponse, StreamId, TransportError};
@@ -45,11 +46,12 @@ use crate::fasthash::FastMap;
 use crate::result::{Completer, RecordId, RecordResult, codes};
 
 use drain::DrainMeter;
+use flights::Flights;
 use lifecycle::{Lifecycle, Stages};
 use record::KRec;
 pub(crate) use record::{Epoch, Rec};
 use retry::RetryQueue;
-use send::{InFlight, ShardBytes, window_config};
+use send::ShardBytes;
 use shards::{Listed, ShardTracker};
 
 /// How long, at most, records wait for the stream's first map, or for a new map
@@ -139,11 +141,8 @@ pub(crate) struct StreamPipeline {
     limiter: Limiter<ShardId, KRec>,
     collector: Reducer<KRec, ShardBytes>,
     ready: VecDeque<Vec<KRec>>,
-    window: CongestionWindow,
-    in_flight: FastMap<u64, InFlight>,
-    /// (timeout, request number) of the requests in flight.
-    timeouts: BinaryHeap<Reverse<(Instant, u64)>>,
-    next_request: u64,
+    /// Requests in flight and the congestion window.
+    flights: Flights,
     /// Records in backoff.
     retries: RetryQueue,
     builder: AggregateBuilder<Bytes>,
@@ -199,10 +198,7 @@ impl StreamPipeline {
                 ShardBytes::default(),
             ),
             ready: VecDeque::new(),
-            window: CongestionWindow::new(window_config(c)),
-            in_flight: FastMap::default(),
-            timeouts: BinaryHeap::new(),
-            next_request: 0,
+            flights: Flights::new(c),
             retries: RetryQueue::new(seed),
             builder: AggregateBuilder::new(),
             transmits: VecDeque::new(),
@@ -319,7 +315,7 @@ impl StreamPipeline {
             self.limiter.next_ready_at(now),
             self.collector.next_deadline(),
             self.retries.next_at(),
-            self.timeouts.peek().map(|Reverse((t, _))| *t),
+            self.flights.next_timeout(),
             self.shards.next_due(now),
         ]
         .into_iter()
@@ -375,9 +371,7 @@ impl StreamPipeline {
     }
 
     fn holds_records(&self) -> bool {
-        self.holds_buffered()
-            || self.in_flight.values().any(|f| f.batch.is_some())
-            || self.shards.has_awaiting()
+        self.holds_buffered() || self.flights.holds_records() || self.shards.has_awaiting()
     }
 
     /// Whether any record waits to be sent: in a stage or in backoff (not in

@@ -3,29 +3,25 @@
 //! request past its timeout is resent later, and its answer, if it still comes,
 //! settles what was not resent yet.
 
-use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kpl_limiter::{Answer, Ticket, WindowConfig};
+use kpl_limiter::Answer;
 use kpl_reducer::Predicate;
 use kpl_shardmap::ShardId;
 use kpl_transport::{
-    EntryResult, ErrorKind, PutRecordsEntry, PutRecordsRequest, PutRecordsResponse, TransportError,
+    EntryResult, PutRecordsEntry, PutRecordsRequest, PutRecordsResponse, TransportError,
 };
 use tracing::debug;
 
-use super::record::{Contents, KRec, Payload, Rec, add_capped, finish_payloads, take_out};
+use super::flights::{Answered, LateRecord, TimedOut, congestion_signal, late_answer_limit};
+use super::record::{Contents, KRec, Payload, Rec, finish_payloads, take_out};
 use super::{StreamPipeline, Transmit};
-use crate::config::Config;
 use crate::events::Event;
 use crate::fasthash::FastMap;
 
 /// Bytes buffered for one shard that close a PutRecords batch early (the KPL's rule).
 const SHARD_BYTES_CLOSE: usize = 256 * 1024;
-/// Bytes each request of the congestion window may carry: with a window of one, a
-/// request of at most this much; what one lost answer can duplicate stays small.
-const WINDOW_UNIT_BYTES: u64 = 256 * 1024;
 /// Bytes one PutRecords request carries at most (a single larger Kinesis record
 /// still goes alone): a lost answer duplicates at most this much, and requests on a
 /// slow path stay short.
@@ -64,53 +60,10 @@ impl Predicate<KRec> for ShardBytes {
     }
 }
 
-/// The congestion window of a stream's pipeline: `max_connections` is its ceiling,
-/// `request_timeout` its base timeout.
-pub(super) fn window_config(c: &Config) -> WindowConfig {
-    WindowConfig::new(c.max_connections)
-        .unit_bytes(WINDOW_UNIT_BYTES)
-        .base_timeout(c.request_timeout)
-        .max_timeout(
-            c.request_timeout
-                .saturating_mul(10)
-                .min(Duration::from_secs(600))
-                .max(c.request_timeout),
-        )
-}
-
-/// How long the transport waits for an answer the pipeline stopped waiting for at
-/// `timeout`: a late answer settles the records not resent yet.
-pub(super) fn late_answer_limit(timeout: Duration) -> Duration {
-    timeout.saturating_mul(3).min(Duration::from_secs(600))
-}
-
-/// What a failed request says of the path, for the congestion window: timeouts,
-/// broken connections and 5xx are congestion; throttling is per shard (the rate
-/// limiter's business) and a refused request says nothing of the load.
-fn congestion_signal(e: &TransportError) -> Answer {
-    match e.kind() {
-        ErrorKind::Transient => Answer::Congested,
-        _ if e.is_timeout() || e.may_have_been_stored() => Answer::Congested,
-        _ => Answer::Neutral,
-    }
-}
-
-/// A PutRecords request in flight.
-pub(super) struct InFlight {
-    /// Its Kinesis records, until its answer or its timeout.
-    pub(super) batch: Option<Vec<KRec>>,
-    pub(super) ticket: Ticket,
-    /// After its timeout, per Kinesis record: the predicted shard, whether it is an
-    /// aggregate, and its user records' ids. The transport waits longer than the
-    /// pipeline (three timeouts): an answer that comes late still settles the
-    /// records not yet resent, so a brownout does not turn into duplicates.
-    late: Vec<(Option<ShardId>, bool, Vec<u64>)>,
-}
-
 impl StreamPipeline {
     /// Sends as much as the congestion window has room for.
     pub(super) fn send_ready(&mut self, now: Instant) {
-        while let Some(window_room) = self.window.room() {
+        while let Some(window_room) = self.flights.room() {
             let room = window_room.min(MAX_REQUEST_BYTES);
             let Some(mut batch) = self.ready.pop_front() else {
                 break;
@@ -122,7 +75,7 @@ impl StreamPipeline {
             if batch.is_empty() {
                 continue;
             }
-            if self.window.in_flight() > 0 && batch[0].size() as u64 > window_room {
+            if !self.flights.admits(batch[0].size() as u64) {
                 self.ready.push_front(batch);
                 break;
             }
@@ -163,13 +116,10 @@ impl StreamPipeline {
 
     /// Whether the first ready batch can be sent now.
     pub(super) fn can_send(&self) -> bool {
-        let (Some(room), Some(first)) = (
-            self.window.room(),
-            self.ready.front().and_then(|b| b.first()),
-        ) else {
-            return false;
-        };
-        self.window.in_flight() == 0 || first.size() as u64 <= room
+        self.ready
+            .front()
+            .and_then(|b| b.first())
+            .is_some_and(|first| self.flights.admits(first.size() as u64))
     }
 
     /// Queues a PutRecords request of `batch`.
@@ -180,19 +130,6 @@ impl StreamPipeline {
             }
         }
         let bytes: u64 = batch.iter().map(|k| k.size() as u64).sum();
-        let ticket = self.window.on_send(bytes, now);
-        let id = self.next_request;
-        self.next_request += 1;
-        debug!(
-            stream = %self.stream,
-            request = id,
-            records = batch.len(),
-            bytes,
-            timeout_ms = ticket.timeout().as_millis() as u64,
-            in_flight = self.window.in_flight(),
-            window = self.window.requests(),
-            "PutRecords sent"
-        );
         finish_payloads(&mut batch);
         let entries = batch
             .iter_mut()
@@ -200,20 +137,22 @@ impl StreamPipeline {
                 PutRecordsEntry::new(k.partition_key.clone(), k.explicit_hash_key, k.data.ready())
             })
             .collect();
+        let records = batch.len();
+        let (id, ticket) = self.flights.send(batch, bytes, now);
+        debug!(
+            stream = %self.stream,
+            request = id,
+            records,
+            bytes,
+            timeout_ms = ticket.timeout().as_millis() as u64,
+            in_flight = self.flights.in_flight(),
+            window = self.flights.window(),
+            "PutRecords sent"
+        );
         // The transport waits three timeouts: a late answer still settles the records
         // not resent yet.
         let request = PutRecordsRequest::new(self.stream.clone(), entries)
             .with_timeout(late_answer_limit(ticket.timeout()));
-        self.timeouts
-            .push(Reverse((add_capped(now, ticket.timeout()), id)));
-        self.in_flight.insert(
-            id,
-            InFlight {
-                batch: Some(batch),
-                ticket,
-                late: Vec::new(),
-            },
-        );
         self.transmits
             .push_back(Transmit::PutRecords { id, request });
     }
@@ -221,25 +160,9 @@ impl StreamPipeline {
     /// Requests past their timeout: their records wait half a timeout (or the usual
     /// backoff, if longer) to be resent, while the answer may still come.
     pub(super) fn poll_timeouts(&mut self, now: Instant) {
-        while let Some(&Reverse((at, id))) = self.timeouts.peek() {
-            if at > now {
-                break;
-            }
-            self.timeouts.pop();
-            let Some(flight) = self.in_flight.get_mut(&id) else {
-                continue;
-            };
-            let Some(batch) = flight.batch.take() else {
-                continue;
-            };
-            let ticket = flight.ticket;
-            flight.late = batch
-                .iter()
-                .map(|k| (k.shard.clone(), k.aggregated, k.ids()))
-                .collect();
-            self.window.on_answer(ticket, now, Answer::Congested);
+        while let Some(TimedOut { id, batch, ticket }) = self.flights.poll_timeout(now) {
             let timeout = ticket.timeout();
-            debug!(stream = %self.stream, request = id, timeout_ms = timeout.as_millis() as u64, window = self.window.requests(), "PutRecords timed out; its answer is still awaited");
+            debug!(stream = %self.stream, request = id, timeout_ms = timeout.as_millis() as u64, window = self.flights.window(), "PutRecords timed out; its answer is still awaited");
             let e = TransportError::timeout(format!(
                 "no answer within {} ms (the request may have been stored)",
                 timeout.as_millis()
@@ -255,24 +178,24 @@ impl StreamPipeline {
         result: Result<PutRecordsResponse, TransportError>,
         now: Instant,
     ) {
-        let Some(flight) = self.in_flight.remove(&id) else {
-            return;
-        };
-        let Some(batch) = flight.batch else {
-            if let Ok(response) = result {
-                self.late_answer(flight.ticket.sent_at(), flight.late, response, now);
-            }
-            return;
-        };
-        let ticket = flight.ticket;
-        let started = ticket.sent_at();
         let answer = match &result {
             Ok(_) => Answer::Delivered,
             Err(e) => congestion_signal(e),
         };
-        let before = self.window.requests();
-        self.window.on_answer(ticket, now, answer);
-        let after = self.window.requests();
+        let (batch, started, (before, after)) = match self.flights.answered(id, answer, now) {
+            Answered::Unknown => return,
+            Answered::Late { sent_at, late } => {
+                if let Ok(response) = result {
+                    self.late_answer(sent_at, late, response, now);
+                }
+                return;
+            }
+            Answered::InTime {
+                batch,
+                sent_at,
+                window,
+            } => (batch, sent_at, window),
+        };
         if after != before {
             debug!(stream = %self.stream, from = before, to = after, rtt_ms = now.saturating_duration_since(started).as_millis() as u64, "congestion window changed");
         }
@@ -298,7 +221,7 @@ impl StreamPipeline {
     fn late_answer(
         &mut self,
         started: Instant,
-        late: Vec<(Option<ShardId>, bool, Vec<u64>)>,
+        late: Vec<LateRecord>,
         response: PutRecordsResponse,
         now: Instant,
     ) {
