@@ -269,8 +269,7 @@ impl StreamPipeline {
     /// Hands a Kinesis record to the collector.
     pub(super) fn collect(&mut self, krec: KRec) {
         // Deadlines are polled in `drive`, after every release of this round.
-        let batches = self.collector.add_deferred(krec);
-        self.ready.extend(batches);
+        self.assembler.add(krec);
     }
 
     /// A new map: records that waited for it go to their shards, landings the old
@@ -363,20 +362,7 @@ impl StreamPipeline {
                 self.limiter.add(shard, k, now);
             }
         }
-        if !self.collector.is_empty() {
-            for k in self.collector.flush().into_iter().flatten() {
-                if pick(&k) {
-                    loose.extend(self.unseal(k, now));
-                } else {
-                    self.ready.extend(self.collector.add_deferred(k));
-                }
-            }
-        }
-        let mut taken = Vec::new();
-        for batch in self.ready.iter_mut() {
-            taken.extend(take_out(batch, pick));
-        }
-        self.ready.retain(|b| !b.is_empty());
+        let taken = self.assembler.take_out(pick);
         for k in taken {
             loose.extend(self.unseal(k, now));
         }

@@ -14,6 +14,7 @@
 //! outcomes).
 
 mod aggregate;
+mod assemble;
 mod drain;
 mod flights;
 mod lifecycle;
@@ -45,13 +46,13 @@ use crate::events::{Event, EventSink, Summary};
 use crate::fasthash::FastMap;
 use crate::result::{Completer, RecordId, RecordResult, codes};
 
+use assemble::Assembler;
 use drain::DrainMeter;
 use flights::Flights;
 use lifecycle::{Lifecycle, Stages};
 use record::KRec;
 pub(crate) use record::{Epoch, Rec};
 use retry::RetryQueue;
-use send::ShardBytes;
 use shards::{Listed, ShardTracker};
 
 /// How long, at most, records wait for the stream's first map, or for a new map
@@ -139,8 +140,8 @@ pub(crate) struct StreamPipeline {
     aggregate_policy: Policy,
     unknown: Reducer<Rec>,
     limiter: Limiter<ShardId, KRec>,
-    collector: Reducer<KRec, ShardBytes>,
-    ready: VecDeque<Vec<KRec>>,
+    /// Kinesis records on their way into requests.
+    assembler: Assembler,
     /// Requests in flight and the congestion window.
     flights: Flights,
     /// Records in backoff.
@@ -193,11 +194,7 @@ impl StreamPipeline {
                 c.rate_limit,
                 [SHARD_RECORDS_PER_SECOND, SHARD_BYTES_PER_SECOND],
             )),
-            collector: Reducer::with_predicate(
-                Policy::new(c.collection_max_count, c.collection_max_size),
-                ShardBytes::default(),
-            ),
-            ready: VecDeque::new(),
+            assembler: Assembler::new(c),
             flights: Flights::new(c),
             retries: RetryQueue::new(seed),
             builder: AggregateBuilder::new(),
@@ -313,7 +310,7 @@ impl StreamPipeline {
             self.agg_schedule.peek().map(|Reverse((t, _))| *t),
             self.unknown.next_deadline(),
             self.limiter.next_ready_at(now),
-            self.collector.next_deadline(),
+            self.assembler.next_deadline(),
             self.retries.next_at(),
             self.flights.next_timeout(),
             self.shards.next_due(now),
@@ -380,8 +377,7 @@ impl StreamPipeline {
         !self.aggregators.values().all(Reducer::is_empty)
             || !self.unknown.is_empty()
             || !self.limiter.is_empty()
-            || !self.collector.is_empty()
-            || !self.ready.is_empty()
+            || !self.assembler.is_empty()
             || !self.retries.is_empty()
     }
 
@@ -411,7 +407,7 @@ impl StreamPipeline {
         // is what holds records back.
         let room_wanted = std::mem::take(&mut self.room_wanted)
             && self.limiter.is_empty()
-            && self.ready.is_empty();
+            && !self.assembler.has_ready();
         // Records waiting for the shard map go when it comes.
         self.room_wanted = room_wanted && !self.unknown.is_empty();
         // Aggregators whose deadline passed (or all, when flushing).
@@ -427,13 +423,8 @@ impl StreamPipeline {
             }
         }
         // The collector.
-        let batches = if (self.lifecycle.sends_at_once() || room_wanted) && self.limiter.is_empty()
-        {
-            self.collector.flush()
-        } else {
-            self.collector.poll_expired(now)
-        };
-        self.ready.extend(batches);
+        let at_once = (self.lifecycle.sends_at_once() || room_wanted) && self.limiter.is_empty();
+        self.assembler.poll(now, at_once);
         // The sender: as much as the congestion window has room for.
         self.send_ready(now);
         if self.lifecycle == Lifecycle::Flushing && !self.holds_buffered() {

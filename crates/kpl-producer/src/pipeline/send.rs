@@ -1,14 +1,11 @@
-//! Collection and sending: Kinesis records are packed into PutRecords requests, sent
-//! as the stream's congestion window allows, each with a timeout that fits it; a
-//! request past its timeout is resent later, and its answer, if it still comes,
-//! settles what was not resent yet.
+//! Sending and answers: requests the assembler made go as the congestion window
+//! allows, each with a timeout that fits it; a request past its timeout is resent
+//! later, and its answer, if it still comes, settles what was not resent yet.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kpl_limiter::Answer;
-use kpl_reducer::Predicate;
-use kpl_shardmap::ShardId;
 use kpl_transport::{
     EntryResult, PutRecordsEntry, PutRecordsRequest, PutRecordsResponse, TransportError,
 };
@@ -18,54 +15,12 @@ use super::flights::{Answered, LateRecord, TimedOut, congestion_signal, late_ans
 use super::record::{Contents, KRec, Payload, Rec, finish_payloads, take_out};
 use super::{StreamPipeline, Transmit};
 use crate::events::Event;
-use crate::fasthash::FastMap;
-
-/// Bytes buffered for one shard that close a PutRecords batch early (the KPL's rule).
-const SHARD_BYTES_CLOSE: usize = 256 * 1024;
-/// Bytes one PutRecords request carries at most (a single larger Kinesis record
-/// still goes alone): a lost answer duplicates at most this much, and requests on a
-/// slow path stay short.
-pub(super) const MAX_REQUEST_BYTES: u64 = 512 * 1024;
-
-/// The collector's early close: one shard has 256 KiB buffered.
-#[derive(Default)]
-pub(super) struct ShardBytes {
-    bytes: FastMap<Option<ShardId>, usize>,
-    over: usize,
-}
-
-impl Predicate<KRec> for ShardBytes {
-    fn added(&mut self, item: &KRec) {
-        let b = self.bytes.entry(item.shard.clone()).or_default();
-        let was = *b >= SHARD_BYTES_CLOSE;
-        *b += item.size();
-        if !was && *b >= SHARD_BYTES_CLOSE {
-            self.over += 1;
-        }
-    }
-    fn removed(&mut self, item: &KRec) {
-        if let Some(b) = self.bytes.get_mut(&item.shard) {
-            let was = *b >= SHARD_BYTES_CLOSE;
-            *b -= item.size();
-            if was && *b < SHARD_BYTES_CLOSE {
-                self.over -= 1;
-            }
-            if *b == 0 {
-                self.bytes.remove(&item.shard);
-            }
-        }
-    }
-    fn should_close(&self) -> bool {
-        self.over > 0
-    }
-}
 
 impl StreamPipeline {
     /// Sends as much as the congestion window has room for.
     pub(super) fn send_ready(&mut self, now: Instant) {
         while let Some(window_room) = self.flights.room() {
-            let room = window_room.min(MAX_REQUEST_BYTES);
-            let Some(mut batch) = self.ready.pop_front() else {
+            let Some(mut batch) = self.assembler.pop_ready() else {
                 break;
             };
             let expired: Vec<KRec> = take_out(&mut batch, |k| k.expiration <= now);
@@ -76,49 +31,19 @@ impl StreamPipeline {
                 continue;
             }
             if !self.flights.admits(batch[0].size() as u64) {
-                self.ready.push_front(batch);
+                self.assembler.push_front(batch);
                 break;
             }
             // Only what fits the window goes; the rest is sent next.
-            let mut total = 0u64;
-            let cut = batch
-                .iter()
-                .position(|k| {
-                    total += k.size() as u64;
-                    total > room
-                })
-                .unwrap_or(batch.len())
-                .max(1);
-            if cut < batch.len() {
-                let rest = batch.split_off(cut);
-                self.ready.push_front(rest);
-            } else {
-                // Batches that waited for the window (a long round trip holds
-                // requests back) go out in full requests, not one request each.
-                let max_count = self.collector.policy().max_count();
-                while let Some(next) = self.ready.front() {
-                    let bytes: u64 = next.iter().map(|k| k.size() as u64).sum();
-                    if batch.len() + next.len() > max_count
-                        || total + bytes > room
-                        || next.iter().any(|k| k.expiration <= now)
-                    {
-                        break;
-                    }
-                    total += bytes;
-                    if let Some(next) = self.ready.pop_front() {
-                        batch.extend(next);
-                    }
-                }
-            }
+            let batch = self.assembler.fill(batch, window_room, now);
             self.transmit_put(batch, now);
         }
     }
 
     /// Whether the first ready batch can be sent now.
     pub(super) fn can_send(&self) -> bool {
-        self.ready
-            .front()
-            .and_then(|b| b.first())
+        self.assembler
+            .first_ready()
             .is_some_and(|first| self.flights.admits(first.size() as u64))
     }
 

@@ -406,16 +406,7 @@ impl StreamPipeline {
         for (_, k) in self.limiter.drain() {
             held.extend(k.into_members());
         }
-        for batch in self
-            .collector
-            .flush()
-            .into_iter()
-            .chain(self.ready.drain(..))
-        {
-            for k in batch {
-                held.extend(k.into_members());
-            }
-        }
+        held.extend(self.assembler.drain().flat_map(KRec::into_members));
         held.extend(self.retries.drain().map(|r| r.m));
         // Stored, on a shard whose range is not verified yet: not "before it was
         // stored".
