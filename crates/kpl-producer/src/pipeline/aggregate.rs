@@ -1,12 +1,17 @@
-//! Per-shard aggregation: a record's shard is predicted from the map, records of
-//! one shard are batched by deadline and packed into one Kinesis record; while the
-//! stream reshards, big aggregates are cut at their shard's midpoint.
+//! Per-shard aggregation: records of one shard are batched by deadline and packed
+//! into one Kinesis record ([`Aggregation`]); the pipeline routes each record by the
+//! map, and while the stream reshards, big aggregates are cut at their shard's
+//! midpoint.
 
 use std::cmp::Reverse;
-use std::time::Instant;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
 
-use kpl_codec::{AGGREGATED_PARTITION_KEY, UserRecord};
-use kpl_reducer::{Item, Reducer};
+use bytes::Bytes;
+use kpl_codec::{
+    AGGREGATE_OVERHEAD, AGGREGATED_PARTITION_KEY, AggregateBuilder, HashKey, UserRecord,
+};
+use kpl_reducer::{Item, Policy, Reducer};
 use kpl_shardmap::ShardId;
 use tracing::debug;
 
@@ -15,6 +20,279 @@ use super::record::{
 };
 use super::shards::Place;
 use super::{SUSPECT_WAIT, StreamPipeline};
+use crate::config::Config;
+use crate::fasthash::FastMap;
+
+/// The user records waiting to be aggregated, per shard, and the making of
+/// Kinesis records of them.
+///
+/// Rules: a shard's batch closes at `aggregation_max_count` records, at
+/// `aggregation_max_size` bytes of aggregate, or at its first record's deadline
+/// (each shard's next deadline is scheduled, so polling costs what is due, not
+/// what is held); records whose shard is unknown are never aggregated with others;
+/// a batch of one record goes raw, under its own key; an aggregate goes under
+/// [`AGGREGATED_PARTITION_KEY`] routed by its first record's hash key, with the
+/// earliest deadline of its records plus the collector's share of the buffering
+/// time, never past the earliest expiration.
+pub(super) struct Aggregation {
+    by_shard: FastMap<ShardId, Reducer<Rec>>,
+    /// (deadline, shard) of the shards' batches (an entry may be stale: the shard's
+    /// batch closed earlier).
+    schedule: BinaryHeap<Reverse<(Instant, ShardId)>>,
+    policy: Policy,
+    /// Records whose shard is not known (or was found split): each goes alone.
+    unknown: Reducer<Rec>,
+    builder: AggregateBuilder<Bytes>,
+    /// What a Kinesis record's deadline gains over its records' (the collector's share).
+    extension: Duration,
+}
+
+impl Aggregation {
+    /// Batches by `config`'s aggregation limits (one record each when aggregation
+    /// is off).
+    pub(super) fn new(config: &Config) -> Self {
+        let policy = if config.aggregation_enabled {
+            Policy::new(
+                usize::try_from(config.aggregation_max_count).unwrap_or(usize::MAX),
+                config
+                    .aggregation_max_size
+                    .saturating_sub(AGGREGATE_OVERHEAD),
+            )
+        } else {
+            Policy::new(1, usize::MAX)
+        };
+        Self {
+            by_shard: FastMap::default(),
+            schedule: BinaryHeap::new(),
+            policy,
+            unknown: Reducer::new(Policy::new(usize::MAX, usize::MAX)),
+            builder: AggregateBuilder::new(),
+            extension: collector_share(config.record_max_buffered_time),
+        }
+    }
+
+    /// Adds a record of `shard`: the batches it closed (usually none). Deadlines
+    /// are left to [`pop_due`](Self::pop_due): a backlog of late records then
+    /// closes full aggregates instead of one per record.
+    #[inline]
+    pub(super) fn add(&mut self, shard: &ShardId, rec: Rec) -> Vec<Vec<Rec>> {
+        // One look-up when the shard has its aggregator (the usual case).
+        let reducer = match self.by_shard.get_mut(shard) {
+            Some(reducer) => reducer,
+            None => self
+                .by_shard
+                .entry(shard.clone())
+                .or_insert_with(|| Reducer::new(self.policy)),
+        };
+        let before = reducer.next_deadline();
+        // The record moves once, into the reducer's queue.
+        let batches = reducer.add_deferred(rec);
+        let after = reducer.next_deadline();
+        if after != before
+            && let Some(at) = after
+        {
+            self.schedule.push(Reverse((at, shard.clone())));
+        }
+        batches
+    }
+
+    /// Adds a record whose shard is unknown: those due go alone (usually none).
+    pub(super) fn add_unknown(&mut self, rec: Rec) -> Vec<Vec<Rec>> {
+        self.unknown.add_deferred(rec)
+    }
+
+    /// The next shard whose batch is due at `now`, with its batches.
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(ShardId, Vec<Vec<Rec>>)> {
+        while let Some(Reverse((at, shard))) = self.schedule.peek().cloned() {
+            if at > now {
+                return None;
+            }
+            self.schedule.pop();
+            let Some(reducer) = self.by_shard.get_mut(&shard) else {
+                continue;
+            };
+            let batches = reducer.poll_expired(now);
+            if let Some(next) = reducer.next_deadline() {
+                self.schedule.push(Reverse((next, shard.clone())));
+            }
+            return Some((shard, batches));
+        }
+        None
+    }
+
+    /// Closes every shard's batch, deadline or not.
+    pub(super) fn flush(&mut self) -> Vec<(ShardId, Vec<Vec<Rec>>)> {
+        self.schedule.clear();
+        self.by_shard
+            .iter_mut()
+            .map(|(shard, r)| (shard.clone(), r.flush()))
+            .collect()
+    }
+
+    /// The records of unknown shards due at `now`, each alone.
+    pub(super) fn poll_unknown(&mut self, now: Instant) -> impl Iterator<Item = Rec> + use<> {
+        self.unknown.poll_expired(now).into_iter().flatten()
+    }
+
+    /// Every record of an unknown shard, deadline or not.
+    pub(super) fn flush_unknown(&mut self) -> impl Iterator<Item = Rec> + use<> {
+        self.unknown.flush().into_iter().flatten()
+    }
+
+    /// Whether a record of an unknown shard waits.
+    pub(super) fn has_unknown(&self) -> bool {
+        !self.unknown.is_empty()
+    }
+
+    /// Takes `shard`'s aggregator away with its records (the shard was found split
+    /// or merged).
+    pub(super) fn remove(&mut self, shard: &ShardId) -> Vec<Rec> {
+        self.by_shard
+            .remove(shard)
+            .map(|mut r| r.flush().into_iter().flatten().collect())
+            .unwrap_or_default()
+    }
+
+    /// Takes every record out, of every shard and of unknown ones.
+    pub(super) fn drain(&mut self) -> Vec<Rec> {
+        self.schedule.clear();
+        let mut held: Vec<Rec> = Vec::new();
+        for (_, mut r) in self.by_shard.drain() {
+            held.extend(r.flush().into_iter().flatten());
+        }
+        held.extend(self.unknown.flush().into_iter().flatten());
+        held
+    }
+
+    /// When the next batch is due.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let shard = self.schedule.peek().map(|Reverse((t, _))| *t);
+        shard.into_iter().chain(self.unknown.next_deadline()).min()
+    }
+
+    /// Whether it holds no record.
+    pub(super) fn is_empty(&self) -> bool {
+        self.by_shard.values().all(Reducer::is_empty) && self.unknown.is_empty()
+    }
+
+    /// The largest aggregate's size (of its records' bounds).
+    pub(super) fn max_size(&self) -> usize {
+        self.policy.max_size()
+    }
+
+    /// Gives `shard`'s aggregator an emptied batch to make its next one in.
+    pub(super) fn recycle(&mut self, shard: &ShardId, emptied: Vec<Rec>) {
+        if let Some(reducer) = self.by_shard.get_mut(shard) {
+            reducer.recycle(emptied);
+        }
+    }
+
+    /// Cuts a batch of at least half the size limit in two at the midpoint of its
+    /// shard's range `lo..=hi`; returns the upper half, if both halves have records.
+    pub(super) fn cut_at_midpoint(
+        &self,
+        batch: &mut Vec<Rec>,
+        (lo, hi): (HashKey, HashKey),
+    ) -> Option<Vec<Rec>> {
+        if batch.len() < 2 {
+            return None;
+        }
+        let size: usize = batch.iter().map(Item::size).sum();
+        if size < self.policy.max_size() / 2 {
+            return None;
+        }
+        let (lo, hi) = (lo.get(), hi.get());
+        // The upper half starts where a split at the midpoint starts its second child.
+        let mid = lo + (hi - lo) / 2;
+        let is_upper = |r: &Rec| r.hash_key.get() > mid;
+        let uppers = batch.iter().filter(|r| is_upper(r)).count();
+        if uppers == 0 || uppers == batch.len() {
+            return None;
+        }
+        // Each part in a vector of its exact size (the batch would be shrunk anyway).
+        let mut upper = Vec::with_capacity(uppers);
+        let mut lower = Vec::with_capacity(batch.len() - uppers);
+        for r in batch.drain(..) {
+            if is_upper(&r) {
+                upper.push(r);
+            } else {
+                lower.push(r);
+            }
+        }
+        *batch = lower;
+        Some(upper)
+    }
+
+    /// Makes one Kinesis record of a batch of live records (not empty) predicted
+    /// for `shard`; returns it with the batch, emptied.
+    pub(super) fn seal(
+        &mut self,
+        mut batch: Vec<Rec>,
+        shard: Option<ShardId>,
+        now: Instant,
+    ) -> (KRec, Vec<Rec>) {
+        // The batch is taken apart here: what waits is the members' vector, of its
+        // exact size, and the encoded aggregate.
+        let deadline = batch.iter().map(|r| r.deadline).min().unwrap_or(now);
+        let expiration = batch.iter().map(|r| r.expiration).min().unwrap_or(now);
+        // The KPL gives aggregates a little more time before the collector.
+        let deadline = add_capped(deadline, self.extension).min(expiration);
+        if batch.len() == 1
+            && let Some(r) = batch.pop()
+        {
+            let explicit_hash_key = r.explicit_hash_key();
+            let krec = KRec {
+                partition_key: String::from(r.partition_key),
+                explicit_hash_key,
+                data: Payload::Ready(r.data),
+                records: Contents::Sealed(vec![r.m]),
+                shard,
+                deadline,
+                expiration,
+                aggregated: false,
+                released: None,
+            };
+            return (krec, batch);
+        }
+        self.builder.clear();
+        let first = batch[0].hash_key;
+        // A record routed by its key's MD5 brings the hash the builder's key table
+        // needs; a batch with an explicit hash key in it is hashed by the builder.
+        let hashed = batch.iter().all(|r| !r.explicit);
+        // Keys and data move into the builder; what stays of each record is its
+        // member (the rest is read back from the aggregate if it is ever needed).
+        let mut members = Vec::with_capacity(batch.len());
+        for r in batch.drain(..) {
+            let explicit = r.explicit_hash_key();
+            let hash = r.hash_key.get() as u64;
+            let mut user = UserRecord::new(String::from(r.partition_key), r.data);
+            user.explicit_hash_key = explicit;
+            if hashed {
+                self.builder.add_with_key_hash(user, hash);
+            } else {
+                self.builder.add(user);
+            }
+            members.push(r.m);
+        }
+        // Its checksum is written with the others of its request (four at a time).
+        let data = self.builder.encode_unfinished_aggregate(Vec::new());
+        // The keys and data of the user records are freed here (or by whoever
+        // holds the last reference to a record's data).
+        self.builder.clear();
+        let krec = KRec {
+            records: Contents::Sealed(members),
+            partition_key: AGGREGATED_PARTITION_KEY.to_owned(),
+            explicit_hash_key: Some(first),
+            data: Payload::Unfinished(data),
+            shard,
+            deadline,
+            expiration,
+            aggregated: true,
+            released: None,
+        };
+        (krec, batch)
+    }
+}
 
 impl StreamPipeline {
     /// Predicts a record's shard and buffers it there (or with the unknowns).
@@ -25,30 +303,11 @@ impl StreamPipeline {
         }
         match self.shards.place(rec.hash_key) {
             Place::Shard(shard) => {
-                // Deadlines are left to `drive`: a backlog of late records then closes
-                // full aggregates instead of one per record. One look-up when the
-                // shard has its aggregator (the usual case).
-                let reducer = match self.aggregators.get_mut(shard) {
-                    Some(reducer) => reducer,
-                    None => self
-                        .aggregators
-                        .entry(shard.clone())
-                        .or_insert_with(|| Reducer::new(self.aggregate_policy)),
-                };
-                let before = reducer.next_deadline();
-                // The record moves once, into the reducer's queue.
-                let batches = reducer.add_deferred(rec);
-                let after = reducer.next_deadline();
-                if batches.is_empty() && after == before {
+                let batches = self.aggregation.add(shard, rec);
+                if batches.is_empty() {
                     return; // the usual case: nothing else to do
                 }
                 let shard = shard.clone();
-                if after.is_some()
-                    && after != before
-                    && let Some(at) = after
-                {
-                    self.agg_schedule.push(Reverse((at, shard.clone())));
-                }
                 for batch in batches {
                     self.aggregate(batch, Some(shard.clone()), now);
                 }
@@ -66,7 +325,7 @@ impl StreamPipeline {
                 }
                 // Unknown shard (or one found split): never aggregated with others;
                 // waits for the map until its deadline, then goes alone.
-                for batch in self.unknown.add_deferred(rec) {
+                for batch in self.aggregation.add_unknown(rec) {
                     for rec in batch {
                         self.aggregate(vec![rec], None, now);
                     }
@@ -80,31 +339,13 @@ impl StreamPipeline {
     /// theirs.
     pub(super) fn poll_aggregators(&mut self, now: Instant, all: bool) {
         if all || self.lifecycle.sends_at_once() {
-            let shards: Vec<ShardId> = self.aggregators.keys().cloned().collect();
-            for shard in shards {
-                let batches = self
-                    .aggregators
-                    .get_mut(&shard)
-                    .map(Reducer::flush)
-                    .unwrap_or_default();
+            for (shard, batches) in self.aggregation.flush() {
                 for batch in batches {
                     self.aggregate(batch, Some(shard.clone()), now);
                 }
             }
-            self.agg_schedule.clear();
         } else {
-            while let Some(Reverse((at, shard))) = self.agg_schedule.peek().cloned() {
-                if at > now {
-                    break;
-                }
-                self.agg_schedule.pop();
-                let Some(reducer) = self.aggregators.get_mut(&shard) else {
-                    continue;
-                };
-                let batches = reducer.poll_expired(now);
-                if let Some(next) = reducer.next_deadline() {
-                    self.agg_schedule.push(Reverse((next, shard.clone())));
-                }
+            while let Some((shard, batches)) = self.aggregation.pop_due(now) {
                 for batch in batches {
                     self.aggregate(batch, Some(shard.clone()), now);
                 }
@@ -113,10 +354,8 @@ impl StreamPipeline {
         // Records whose shard is unknown (the first map loading, a shard found
         // split) wait for the map rather than go out unaggregated, even in a flush;
         // their deadlines bound the wait.
-        for batch in self.unknown.poll_expired(now) {
-            for rec in batch {
-                self.aggregate(vec![rec], None, now);
-            }
+        for rec in self.aggregation.poll_unknown(now) {
+            self.aggregate(vec![rec], None, now);
         }
     }
 
@@ -134,8 +373,8 @@ impl StreamPipeline {
         }
         let emptied = self.build(batch, shard.clone(), now);
         // The shard's aggregator makes its next batch in this one's allocation.
-        if let Some(reducer) = shard.and_then(|s| self.aggregators.get_mut(&s)) {
-            reducer.recycle(emptied);
+        if let Some(shard) = &shard {
+            self.aggregation.recycle(shard, emptied);
         }
     }
 
@@ -170,100 +409,20 @@ impl StreamPipeline {
         if batch.len() < 2 || !self.shards.resharding(now) {
             return None;
         }
-        let size: usize = batch.iter().map(Item::size).sum();
-        if size < self.aggregate_policy.max_size() / 2 {
-            return None;
-        }
-        let (lo, hi) = self.shards.map().range_of(shard, now)?;
-        let (lo, hi) = (lo.get(), hi.get());
-        // The upper half starts where a split at the midpoint starts its second child.
-        let mid = lo + (hi - lo) / 2;
-        let is_upper = |r: &Rec| r.hash_key.get() > mid;
-        let uppers = batch.iter().filter(|r| is_upper(r)).count();
-        if uppers == 0 || uppers == batch.len() {
-            return None;
-        }
-        // Each part in a vector of its exact size (the batch would be shrunk anyway).
-        let mut upper = Vec::with_capacity(uppers);
-        let mut lower = Vec::with_capacity(batch.len() - uppers);
-        for r in batch.drain(..) {
-            if is_upper(&r) {
-                upper.push(r);
-            } else {
-                lower.push(r);
-            }
-        }
-        *batch = lower;
-        Some(upper)
+        let range = self.shards.map().range_of(shard, now)?;
+        self.aggregation.cut_at_midpoint(batch, range)
     }
 
-    /// Makes one Kinesis record of a batch of live records.
-    /// Returns the batch, emptied.
-    fn build(&mut self, mut batch: Vec<Rec>, shard: Option<ShardId>, now: Instant) -> Vec<Rec> {
-        // The batch is taken apart here: what waits is the members' vector, of its
-        // exact size, and the encoded aggregate.
-        let deadline = batch.iter().map(|r| r.deadline).min().unwrap_or(now);
-        let expiration = batch.iter().map(|r| r.expiration).min().unwrap_or(now);
-        // The KPL gives aggregates a little more time before the collector.
-        let extension = collector_share(self.config.record_max_buffered_time);
-        let deadline = add_capped(deadline, extension).min(expiration);
-        let krec = if batch.len() == 1 {
-            let Some(r) = batch.pop() else { return batch };
-            let explicit_hash_key = r.explicit_hash_key();
-            KRec {
-                partition_key: String::from(r.partition_key),
-                explicit_hash_key,
-                data: Payload::Ready(r.data),
-                records: Contents::Sealed(vec![r.m]),
-                shard,
-                deadline,
-                expiration,
-                aggregated: false,
-                released: None,
-            }
-        } else {
-            self.builder.clear();
-            let first = batch[0].hash_key;
-            // A record routed by its key's MD5 brings the hash the builder's key table
-            // needs; a batch with an explicit hash key in it is hashed by the builder.
-            let hashed = batch.iter().all(|r| !r.explicit);
-            // Keys and data move into the builder; what stays of each record is its
-            // member (the rest is read back from the aggregate if it is ever needed).
-            let mut members = Vec::with_capacity(batch.len());
-            for r in batch.drain(..) {
-                let explicit = r.explicit_hash_key();
-                let hash = r.hash_key.get() as u64;
-                let mut user = UserRecord::new(String::from(r.partition_key), r.data);
-                user.explicit_hash_key = explicit;
-                if hashed {
-                    self.builder.add_with_key_hash(user, hash);
-                } else {
-                    self.builder.add(user);
-                }
-                members.push(r.m);
-            }
-            // Its checksum is written with the others of its request (four at a time).
-            let data = self.builder.encode_unfinished_aggregate(Vec::new());
-            // The keys and data of the user records are freed here (or by whoever
-            // holds the last reference to a record's data).
-            self.builder.clear();
-            KRec {
-                records: Contents::Sealed(members),
-                partition_key: AGGREGATED_PARTITION_KEY.to_owned(),
-                explicit_hash_key: Some(first),
-                data: Payload::Unfinished(data),
-                shard,
-                deadline,
-                expiration,
-                aggregated: true,
-                released: None,
-            }
-        };
+    /// Makes one Kinesis record of a batch of live records and hands it on (to the
+    /// limiter, or to the assembler when its shard is unknown). Returns the batch,
+    /// emptied.
+    fn build(&mut self, batch: Vec<Rec>, shard: Option<ShardId>, now: Instant) -> Vec<Rec> {
+        let (krec, emptied) = self.aggregation.seal(batch, shard, now);
         match krec.shard.clone() {
             Some(shard) => self.limiter.add(shard, krec, now),
             None => self.collect(krec),
         }
-        batch
+        emptied
     }
 
     /// Hands a Kinesis record to the collector.
@@ -284,12 +443,10 @@ impl StreamPipeline {
         // if that passed): later records then keep the aggregators' queues in
         // deadline order.
         let budget = self.config.record_max_buffered_time;
-        for batch in self.unknown.flush() {
-            for mut rec in batch {
-                let natural = aggregator_deadline(rec.arrival(self.epoch), budget);
-                rec.deadline = rec.deadline.min(natural.max(now));
-                self.route(rec, now);
-            }
+        for mut rec in self.aggregation.flush_unknown() {
+            let natural = aggregator_deadline(rec.arrival(self.epoch), budget);
+            rec.deadline = rec.deadline.min(natural.max(now));
+            self.route(rec, now);
         }
         // Landings the old map could not place.
         for landed in self.shards.take_awaiting() {
@@ -308,10 +465,7 @@ impl StreamPipeline {
             return;
         }
         debug!(stream = %self.stream, shard = %shard.as_str(), "shard found split or merged: not aggregating for it until the map is refreshed");
-        let mut loose: Vec<Rec> = Vec::new();
-        if let Some(mut reducer) = self.aggregators.remove(&shard) {
-            loose.extend(reducer.flush().into_iter().flatten());
-        }
+        let mut loose: Vec<Rec> = self.aggregation.remove(&shard);
         let of_shard = |k: &KRec| k.aggregated && k.shard.as_ref() == Some(&shard);
         loose.extend(self.take_apart_queued(Some(&shard), &of_shard, now));
         for rec in loose {
@@ -329,7 +483,7 @@ impl StreamPipeline {
             return;
         }
         debug!(stream = %self.stream, "stream resharding: cutting big aggregates at their shards' midpoints");
-        let half = self.aggregate_policy.max_size() / 2;
+        let half = self.aggregation.max_size() / 2;
         let big = |k: &KRec| k.aggregated && k.size() >= half;
         for rec in self.take_apart_queued(None, &big, now) {
             self.route(rec, now);
@@ -367,5 +521,188 @@ impl StreamPipeline {
             loose.extend(self.unseal(k, now));
         }
         loose
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kpl_codec::deaggregate;
+    use kpl_runtime::{Timer, VirtualClock};
+
+    use super::*;
+    use crate::pipeline::Epoch;
+    use crate::pipeline::record::finish_payloads;
+    use crate::result::pair;
+
+    fn config(max_count: u64) -> Config {
+        Config::builder()
+            .aggregation_max_count(max_count)
+            .record_max_buffered_time(Duration::from_millis(100))
+            .build()
+            .expect("config")
+    }
+
+    /// A record put at `t0` with key `key`, admitted by `config`.
+    fn rec(id: u64, key: &str, hash: Option<u128>, t0: Instant, config: &Config) -> Rec {
+        let epoch = Epoch::new(t0);
+        let (completer, _) = pair(id, t0);
+        let explicit = hash.map(HashKey::new);
+        let mut r = Rec::new(
+            key.to_owned(),
+            explicit,
+            explicit.unwrap_or_else(|| HashKey::from_partition_key(key)),
+            Bytes::from(format!("data-{id}")),
+            t0,
+            epoch,
+            completer,
+        );
+        r.admit(config, epoch);
+        r
+    }
+
+    fn ids(batch: &[Rec]) -> Vec<u64> {
+        batch.iter().map(|r| r.id()).collect()
+    }
+
+    #[test]
+    fn a_shards_batch_closes_at_its_first_deadline_and_only_due_shards_are_polled() {
+        let c = config(100);
+        let t0 = VirtualClock::new().now();
+        let mut a = Aggregation::new(&c);
+        let (s1, s2) = (ShardId::from("s1"), ShardId::from("s2"));
+        assert!(a.add(&s1, rec(0, "a", None, t0, &c)).is_empty());
+        let later = t0 + Duration::from_millis(30);
+        assert!(a.add(&s2, rec(1, "b", None, later, &c)).is_empty());
+        assert!(a.add(&s1, rec(2, "c", None, later, &c)).is_empty());
+        assert!(!a.is_empty());
+        let first = a.next_deadline().expect("a deadline");
+        assert_eq!(first, rec(9, "x", None, t0, &c).deadline);
+        assert!(a.pop_due(first - Duration::from_millis(1)).is_none());
+        let (shard, batches) = a.pop_due(first).expect("s1 is due");
+        assert_eq!(shard, s1);
+        assert_eq!(
+            batches.iter().map(|b| ids(b)).collect::<Vec<_>>(),
+            [vec![0, 2]]
+        );
+        assert!(a.pop_due(first).is_none(), "s2 is not due yet");
+        let (shard, _) = a.pop_due(a.next_deadline().expect("s2")).expect("s2");
+        assert_eq!(shard, s2);
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn a_full_batch_closes_at_once_and_a_flush_closes_every_shard() {
+        let c = config(2);
+        let t0 = VirtualClock::new().now();
+        let mut a = Aggregation::new(&c);
+        let s = ShardId::from("s");
+        assert!(a.add(&s, rec(0, "a", None, t0, &c)).is_empty());
+        let closed = a.add(&s, rec(1, "b", None, t0, &c));
+        assert_eq!(
+            closed.iter().map(|b| ids(b)).collect::<Vec<_>>(),
+            [vec![0, 1]]
+        );
+        a.add(&s, rec(2, "c", None, t0, &c));
+        a.add(&ShardId::from("t"), rec(3, "d", None, t0, &c));
+        let mut flushed: Vec<u64> = a
+            .flush()
+            .into_iter()
+            .flat_map(|(_, b)| b.into_iter().flatten().map(|r| r.id()))
+            .collect();
+        flushed.sort_unstable();
+        assert_eq!(flushed, [2, 3]);
+        assert!(a.is_empty());
+        assert_eq!(a.next_deadline(), None);
+    }
+
+    #[test]
+    fn records_of_unknown_shards_wait_alone_for_their_deadline() {
+        let c = config(100);
+        let t0 = VirtualClock::new().now();
+        let mut a = Aggregation::new(&c);
+        assert!(a.add_unknown(rec(0, "a", None, t0, &c)).is_empty());
+        assert!(a.add_unknown(rec(1, "b", None, t0, &c)).is_empty());
+        assert!(a.has_unknown());
+        let due = a.next_deadline().expect("a deadline");
+        assert_eq!(a.poll_unknown(due - Duration::from_millis(1)).count(), 0);
+        let alone: Vec<u64> = a.poll_unknown(due).map(|r| r.id()).collect();
+        assert_eq!(alone, [0, 1]);
+        assert!(!a.has_unknown());
+    }
+
+    #[test]
+    fn one_record_goes_raw_and_several_go_as_one_aggregate_that_reads_back() {
+        let c = config(100);
+        let t0 = VirtualClock::new().now();
+        let mut a = Aggregation::new(&c);
+        let one = rec(0, "solo", None, t0, &c);
+        let deadline = one.deadline;
+        let (k, emptied) = a.seal(vec![one], None, t0);
+        assert!(emptied.is_empty());
+        assert!(!k.aggregated);
+        assert_eq!(k.partition_key, "solo");
+        assert_eq!(
+            k.deadline,
+            deadline + collector_share(c.record_max_buffered_time)
+        );
+        let shard = ShardId::from("s");
+        let batch = vec![
+            rec(1, "a", None, t0, &c),
+            rec(2, "b", Some(7), t0, &c),
+            rec(3, "c", None, t0, &c),
+        ];
+        let first = batch[0].hash_key;
+        let (k, emptied) = a.seal(batch, Some(shard.clone()), t0);
+        assert!(
+            emptied.is_empty() && emptied.capacity() > 0,
+            "the allocation comes back"
+        );
+        assert!(k.aggregated);
+        assert_eq!(k.partition_key, AGGREGATED_PARTITION_KEY);
+        assert_eq!(
+            k.explicit_hash_key,
+            Some(first),
+            "routed by its first record"
+        );
+        assert_eq!(k.shard, Some(shard));
+        let mut batch = vec![k];
+        finish_payloads(&mut batch);
+        let data = batch[0].data.ready();
+        let users = deaggregate(&batch[0].partition_key, None, &data).expect("decodes");
+        let keys: Vec<&str> = users.iter().map(|u| u.partition_key).collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        assert_eq!(users[1].explicit_hash_key, Some("7"));
+        assert_eq!(users[2].data, b"data-3");
+    }
+
+    #[test]
+    fn only_a_big_batch_is_cut_at_its_shards_midpoint() {
+        let c = config(10_000);
+        let t0 = VirtualClock::new().now();
+        let a = Aggregation::new(&c);
+        let range = (HashKey::new(0), HashKey::new(1000));
+        let small = |a: &Aggregation| {
+            let mut b = vec![
+                rec(0, "a", Some(10), t0, &c),
+                rec(1, "b", Some(900), t0, &c),
+            ];
+            a.cut_at_midpoint(&mut b, range)
+        };
+        assert!(small(&a).is_none(), "under half the size limit");
+        // Enough records to pass half the size limit, on both sides of 500.
+        let per = rec(0, "k", Some(1), t0, &c).size();
+        let n = a.max_size() / 2 / per + 2;
+        let mut batch: Vec<Rec> = (0..n as u64)
+            .map(|i| rec(i, "k", Some(if i % 2 == 0 { 100 } else { 700 }), t0, &c))
+            .collect();
+        let upper = a.cut_at_midpoint(&mut batch, range).expect("cut");
+        assert!(upper.iter().all(|r| r.hash_key.get() > 500));
+        assert!(batch.iter().all(|r| r.hash_key.get() <= 500));
+        assert_eq!(upper.len() + batch.len(), n);
+        // All on one side: nothing to cut.
+        let mut one_side: Vec<Rec> = (0..n as u64)
+            .map(|i| rec(i, "k", Some(100), t0, &c))
+            .collect();
+        assert!(a.cut_at_midpoint(&mut one_side, range).is_none());
     }
 }

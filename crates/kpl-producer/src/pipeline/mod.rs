@@ -26,26 +26,21 @@ mod shards;
 #[cfg(test)]
 mod tests;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use kpl_codec::{
-    AGGREGATE_OVERHEAD, AggregateBuilder, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND,
-};
+use kpl_codec::{SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND};
 use kpl_limiter::{Limiter, LimiterConfig, Release};
-use kpl_reducer::{Policy, Reducer};
 use kpl_shardmap::{Refresh, ShardId, ShardInfo};
 use kpl_transport::{PutRecordsRequest, PutRecordsResponse, StreamId, TransportError};
 use tracing::debug;
 
 use crate::config::Config;
 use crate::events::{Event, EventSink, Summary};
-use crate::fasthash::FastMap;
 use crate::result::{Completer, RecordId, RecordResult, codes};
 
+use aggregate::Aggregation;
 use assemble::Assembler;
 use drain::DrainMeter;
 use flights::Flights;
@@ -135,10 +130,8 @@ pub(crate) struct StreamPipeline {
     stored_summary: Option<(Arc<str>, Summary, Summary, u64)>,
     /// The shard map, its listing, and what waits for it.
     shards: ShardTracker,
-    aggregators: FastMap<ShardId, Reducer<Rec>>,
-    agg_schedule: BinaryHeap<Reverse<(Instant, ShardId)>>,
-    aggregate_policy: Policy,
-    unknown: Reducer<Rec>,
+    /// User records waiting to be aggregated, per shard.
+    aggregation: Aggregation,
     limiter: Limiter<ShardId, KRec>,
     /// Kinesis records on their way into requests.
     assembler: Assembler,
@@ -146,7 +139,6 @@ pub(crate) struct StreamPipeline {
     flights: Flights,
     /// Records in backoff.
     retries: RetryQueue,
-    builder: AggregateBuilder<Bytes>,
     /// Requests to send, oldest first.
     transmits: VecDeque<Transmit>,
     /// Records with their outcome, not drained yet.
@@ -171,14 +163,6 @@ impl StreamPipeline {
         epoch: Epoch,
     ) -> Self {
         let c = &config;
-        let aggregate_policy = if c.aggregation_enabled {
-            Policy::new(
-                usize::try_from(c.aggregation_max_count).unwrap_or(usize::MAX),
-                c.aggregation_max_size.saturating_sub(AGGREGATE_OVERHEAD),
-            )
-        } else {
-            Policy::new(1, usize::MAX)
-        };
         let seed = c.seed
             ^ stream
                 .name()
@@ -186,10 +170,7 @@ impl StreamPipeline {
                 .fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
         Self {
             shards: ShardTracker::new(seed),
-            aggregators: FastMap::default(),
-            agg_schedule: BinaryHeap::new(),
-            aggregate_policy,
-            unknown: Reducer::new(Policy::new(usize::MAX, usize::MAX)),
+            aggregation: Aggregation::new(c),
             limiter: Limiter::new(LimiterConfig::new(
                 c.rate_limit,
                 [SHARD_RECORDS_PER_SECOND, SHARD_BYTES_PER_SECOND],
@@ -197,7 +178,6 @@ impl StreamPipeline {
             assembler: Assembler::new(c),
             flights: Flights::new(c),
             retries: RetryQueue::new(seed),
-            builder: AggregateBuilder::new(),
             transmits: VecDeque::new(),
             settled: Settled::default(),
             stages: Stages::Owed,
@@ -307,8 +287,7 @@ impl StreamPipeline {
             return Some(now);
         }
         [
-            self.agg_schedule.peek().map(|Reverse((t, _))| *t),
-            self.unknown.next_deadline(),
+            self.aggregation.next_deadline(),
             self.limiter.next_ready_at(now),
             self.assembler.next_deadline(),
             self.retries.next_at(),
@@ -374,8 +353,7 @@ impl StreamPipeline {
     /// Whether any record waits to be sent: in a stage or in backoff (not in
     /// flight, not stored and waiting for the map).
     fn holds_buffered(&self) -> bool {
-        !self.aggregators.values().all(Reducer::is_empty)
-            || !self.unknown.is_empty()
+        !self.aggregation.is_empty()
             || !self.limiter.is_empty()
             || !self.assembler.is_empty()
             || !self.retries.is_empty()
@@ -409,7 +387,7 @@ impl StreamPipeline {
             && self.limiter.is_empty()
             && !self.assembler.has_ready();
         // Records waiting for the shard map go when it comes.
-        self.room_wanted = room_wanted && !self.unknown.is_empty();
+        self.room_wanted = room_wanted && self.aggregation.has_unknown();
         // Aggregators whose deadline passed (or all, when flushing).
         self.poll_aggregators(now, room_wanted);
         // The limiter.
@@ -474,10 +452,8 @@ impl StreamPipeline {
                 if no_map {
                     // No first map yet: what waited for it goes out raw, as the KPL
                     // sends records while its map is not ready.
-                    for batch in self.unknown.flush() {
-                        for rec in batch {
-                            self.aggregate(vec![rec], None, now);
-                        }
+                    for rec in self.aggregation.flush_unknown() {
+                        self.aggregate(vec![rec], None, now);
                     }
                 }
                 let error = error.map(|e| e.to_string()).unwrap_or_default();

@@ -398,11 +398,7 @@ impl StreamPipeline {
     /// Fails every record not in flight as shut down; returns how many.
     pub(super) fn fail_all_held(&mut self, now: Instant) -> usize {
         let mut held: Vec<Member> = Vec::new();
-        for (_, mut r) in self.aggregators.drain() {
-            held.extend(r.flush().into_iter().flatten().map(|r| r.m));
-        }
-        self.agg_schedule.clear();
-        held.extend(self.unknown.flush().into_iter().flatten().map(|r| r.m));
+        held.extend(self.aggregation.drain().into_iter().map(|r| r.m));
         for (_, k) in self.limiter.drain() {
             held.extend(k.into_members());
         }
