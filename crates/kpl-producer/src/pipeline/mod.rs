@@ -19,6 +19,7 @@ mod drain;
 mod flights;
 mod lifecycle;
 mod record;
+mod report;
 mod retry;
 mod send;
 mod settle;
@@ -37,8 +38,8 @@ use kpl_transport::{PutRecordsRequest, PutRecordsResponse, StreamId, TransportEr
 use tracing::debug;
 
 use crate::config::Config;
-use crate::events::{Event, EventSink, Summary};
-use crate::result::{Completer, RecordId, RecordResult, codes};
+use crate::events::{Event, EventSink};
+use crate::result::codes;
 
 use aggregate::Aggregation;
 use assemble::Assembler;
@@ -47,6 +48,8 @@ use flights::Flights;
 use lifecycle::{Lifecycle, Stages};
 use record::KRec;
 pub(crate) use record::{Epoch, Rec};
+use report::Report;
+pub(crate) use report::Settled;
 use retry::RetryQueue;
 use shards::{Listed, ShardTracker};
 
@@ -90,44 +93,14 @@ pub(crate) enum Transmit {
     },
 }
 
-/// The user records settled since the last look, to be handed to whoever awaits
-/// them: their outcomes, and beside them (same order) where each goes.
-///
-/// The outcomes are in the layout an [`Outcomes`](crate::Outcomes) queue takes: when
-/// they all go to one queue (the usual case), the vector is handed over whole,
-/// without moving an outcome.
-#[derive(Default)]
-pub(crate) struct Settled {
-    /// (record id, outcome) of each.
-    pub(crate) outcomes: Vec<(RecordId, RecordResult)>,
-    /// (bytes it counted for the outstanding caps, where its outcome goes) of each.
-    pub(crate) completers: Vec<(usize, Completer)>,
-}
-
-impl Settled {
-    fn push(&mut self, size: usize, completer: Completer, result: RecordResult) {
-        self.outcomes.push((RecordId(completer.id()), result));
-        self.completers.push((size, completer));
-    }
-
-    /// Room for `n` more (a request's records, settled by its answer), so the
-    /// outcomes are not moved by growing.
-    fn reserve(&mut self, n: usize) {
-        self.outcomes.reserve(n);
-        self.completers.reserve(n);
-    }
-}
-
 /// One stream's pipeline: aggregator → limiter → collector → sender → retrier.
 pub(crate) struct StreamPipeline {
     stream: StreamId,
     config: Config,
     /// What records' arrivals count from (the producer's).
     epoch: Epoch,
-    events: Option<Arc<dyn EventSink>>,
-    /// Buffering times and retries of records just stored on one shard, summarised
-    /// into one event (sent when the shard changes or the round ends).
-    stored_summary: Option<(Arc<str>, Summary, Summary, u64)>,
+    /// Outcomes not taken yet, and events.
+    report: Report,
     /// The shard map, its listing, and what waits for it.
     shards: ShardTracker,
     /// User records waiting to be aggregated, per shard.
@@ -141,8 +114,6 @@ pub(crate) struct StreamPipeline {
     retries: RetryQueue,
     /// Requests to send, oldest first.
     transmits: VecDeque<Transmit>,
-    /// Records with their outcome, not drained yet.
-    settled: Settled,
     /// Whether the stages owe a move before what is due can be told.
     stages: Stages,
     lifecycle: Lifecycle,
@@ -179,23 +150,20 @@ impl StreamPipeline {
             flights: Flights::new(c),
             retries: RetryQueue::new(seed),
             transmits: VecDeque::new(),
-            settled: Settled::default(),
             stages: Stages::Owed,
             lifecycle: Lifecycle::Running,
             room_wanted: false,
             drain: DrainMeter::default(),
             stream,
             config,
-            events,
-            stored_summary: None,
+            report: Report::new(events),
             epoch,
         }
     }
 
+    #[inline]
     fn emit<'a>(&'a self, event: impl FnOnce(&'a str) -> Event<'a>) {
-        if let Some(sink) = &self.events {
-            sink.on_event(&event(self.stream.name()));
-        }
+        self.report.emit(self.stream.name(), event);
     }
 
     // ----- what comes in -----
@@ -301,38 +269,7 @@ impl StreamPipeline {
 
     /// Records that have their outcome since the last call.
     pub(crate) fn take_settled(&mut self) -> Settled {
-        self.flush_stored_summary();
-        std::mem::take(&mut self.settled)
-    }
-
-    /// Counts a record stored on `shard_id` into the summary of its shard.
-    fn note_stored(&mut self, shard_id: &Arc<str>, time_ms: f64, retries: usize, twice: bool) {
-        if !self
-            .stored_summary
-            .as_ref()
-            .is_some_and(|(s, ..)| Arc::ptr_eq(s, shard_id) || **s == **shard_id)
-        {
-            self.flush_stored_summary();
-            self.stored_summary =
-                Some((shard_id.clone(), Summary::default(), Summary::default(), 0));
-        }
-        if let Some((_, time, tries, duplicated)) = &mut self.stored_summary {
-            time.add(time_ms);
-            tries.add(retries as f64);
-            *duplicated += u64::from(twice);
-        }
-    }
-
-    fn flush_stored_summary(&mut self) {
-        if let Some((shard, time_ms, retries, possibly_duplicated)) = self.stored_summary.take() {
-            self.emit(|stream| Event::BufferingTime {
-                stream,
-                shard_id: &shard,
-                time_ms,
-                retries,
-                possibly_duplicated,
-            });
-        }
+        self.report.take(self.stream.name())
     }
 
     /// A new admission limit for the stream's outstanding bytes, once per change.

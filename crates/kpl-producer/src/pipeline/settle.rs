@@ -143,7 +143,7 @@ impl StreamPipeline {
         let mut invalidate: Option<ShardId> = None;
         let mut split: Vec<ShardId> = Vec::new();
         // Most of the batch settles now: room for all of it at once.
-        self.settled.reserve(batch.iter().map(KRec::len).sum());
+        self.report.reserve(batch.iter().map(KRec::len).sum());
         for (k, result) in batch.into_iter().zip(response.results) {
             match result {
                 EntryResult::Ok {
@@ -351,7 +351,7 @@ impl StreamPipeline {
         shard_id: &Arc<str>,
         sequence_number: &Arc<str>,
     ) {
-        if self.events.is_some() {
+        if self.report.listens() {
             let buffering = last
                 .as_ref()
                 .or(rec.attempts.last())
@@ -359,7 +359,8 @@ impl StreamPipeline {
                     a.started.saturating_duration_since(rec.arrival(self.epoch))
                 });
             let twice = rec.attempts.iter().any(|a| a.may_have_been_stored);
-            self.note_stored(
+            self.report.stored(
+                self.stream.name(),
                 shard_id,
                 buffering.as_secs_f64() * 1e3,
                 rec.attempts.len(),
@@ -368,7 +369,7 @@ impl StreamPipeline {
         }
         self.drain.stored(rec.bytes());
         let size = rec.bytes();
-        self.settled.push(
+        self.report.settle(
             size,
             rec.completer,
             RecordResult {
@@ -383,7 +384,7 @@ impl StreamPipeline {
 
     pub(super) fn fail(&mut self, rec: Member) {
         let size = rec.bytes();
-        self.settled.push(
+        self.report.settle(
             size,
             rec.completer,
             RecordResult {
