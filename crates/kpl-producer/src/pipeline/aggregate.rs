@@ -391,7 +391,7 @@ impl StreamPipeline {
     /// Reshards come in runs (`UpdateShardCount` is a series of splits or merges; an
     /// autoscaler or on-demand capacity reacts again and again), so this starts once
     /// the stream is seen resharding (a shard found split or merged, or a refresh
-    /// that changed the open shards) and lasts [`RESHARD_MEMORY`](super::shards::RESHARD_MEMORY); the first split of
+    /// that changed the open shards) and lasts [`RESHARD_MEMORY`]; the first split of
     /// a run is not foreseen. Outside of runs the aggregates stay whole: twice as many
     /// Kinesis records slow a peer that pays per record (kinesalite).
     ///
@@ -399,6 +399,8 @@ impl StreamPipeline {
     /// fills most of the 25 KiB a PUT payload unit bills, and the records stay
     /// together until they close (cutting them on arrival into two aggregators would
     /// keep twice as many partial aggregates in memory).
+    ///
+    /// [`RESHARD_MEMORY`]: super::shards::RESHARD_MEMORY
     fn cut_at_midpoint(
         &self,
         batch: &mut Vec<Rec>,
@@ -474,10 +476,12 @@ impl StreamPipeline {
     }
 
     /// The stream was seen resharding (a shard found split or merged, a refresh that
-    /// changed the open shards): for [`RESHARD_MEMORY`](super::shards::RESHARD_MEMORY) big aggregates are cut at
+    /// changed the open shards): for [`RESHARD_MEMORY`] big aggregates are cut at
     /// their shard's midpoint (see [`cut_at_midpoint`](Self::cut_at_midpoint)), and
     /// the big aggregates made before and not sent yet are taken apart to be made
     /// again that way.
+    ///
+    /// [`RESHARD_MEMORY`]: super::shards::RESHARD_MEMORY
     pub(super) fn reshard_seen(&mut self, now: Instant) {
         if self.shards.reshard_seen(now) {
             return;

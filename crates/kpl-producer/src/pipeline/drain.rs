@@ -4,8 +4,26 @@
 
 use std::time::{Duration, Instant};
 
-use super::drain_limit;
+use kpl_codec::SHARD_BYTES_PER_SECOND;
+
 use crate::config::Config;
+
+/// The admission limit of a stream never goes below this many bytes outstanding.
+const DRAIN_LIMIT_FLOOR: usize = 4 << 20;
+
+/// What a stream of `shards` shards can store in a quarter of the records' time to
+/// live (a margin for throttling and retries), at the lower of its shards' byte
+/// limit (times `rate_limit`, at most 100 %) and the measured `rate` (user bytes per
+/// second), never under [`DRAIN_LIMIT_FLOOR`]: the admission limit of its pipeline.
+/// Before the shard map is known, a stream counts as one shard.
+pub(crate) fn drain_limit(c: &Config, shards: usize, rate: Option<f64>) -> usize {
+    let horizon = c.record_ttl.as_secs_f64() / 4.0;
+    // A shard stores at most its limit, whatever the rate limit lets out.
+    let percent = c.rate_limit.min(100) as f64;
+    let capacity = shards.max(1) as f64 * SHARD_BYTES_PER_SECOND as f64 * percent / 100.0;
+    let rate = rate.map_or(capacity, |r| r.min(capacity));
+    ((rate * horizon) as usize).max(DRAIN_LIMIT_FLOOR)
+}
 
 /// How long one sample of the drain rate lasts.
 const SAMPLE: Duration = Duration::from_secs(1);
@@ -98,7 +116,6 @@ mod tests {
     use kpl_runtime::{Timer, VirtualClock};
 
     use super::*;
-    use crate::pipeline::DRAIN_LIMIT_FLOOR;
 
     fn config() -> Config {
         Config::builder()

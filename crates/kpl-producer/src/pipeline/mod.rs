@@ -8,10 +8,26 @@
 //! here reads a clock, sleeps, spawns or does I/O. The driver (`driver.rs`) owns the
 //! task, the transport and the accounting.
 //!
-//! The rules live in submodules: [`record`] (records and deadlines), [`aggregate`]
-//! (per-shard aggregation, resharding), [`send`] (collection, the congestion window,
-//! timeouts and late answers) and [`settle`] (answers, retries and backoff,
-//! outcomes).
+//! As quinn-proto's connection delegates to its streams, congestion controller and
+//! timers, the pipeline is made of parts, each a type with its own rules and tests:
+//!
+//! - [`ShardTracker`] (`shards`): the shard map, its listing, where a record goes,
+//!   shards found split, the reshard memory, stored records waiting for a map;
+//! - [`Aggregation`] (`aggregate`): the shards' batches by deadline, and the making
+//!   of Kinesis records of them;
+//! - the per-shard [`Limiter`] (kpl-limiter);
+//! - [`Assembler`] (`assemble`): requests collected and cut to the window's room;
+//! - [`Flights`] (`flights`): requests in flight, the congestion window, timeouts;
+//! - [`RetryQueue`] (`retry`): records in backoff, the backoff, warnings;
+//! - [`DrainMeter`] (`drain`): the drain rate and the admission limit;
+//! - [`Report`] (`report`): outcomes to take and events;
+//! - [`Lifecycle`] and [`Stages`] (`lifecycle`): running, flushing or stopping, and
+//!   whether a move is owed.
+//!
+//! `StreamPipeline` keeps what ties them together: routing a record through them
+//! (`aggregate.rs`), sending and reading answers (`send.rs`), and what an answer
+//! means for each user record (`settle.rs`). Records and deadlines are in
+//! [`record`].
 
 mod aggregate;
 mod assemble;
@@ -44,6 +60,7 @@ use crate::result::codes;
 use aggregate::Aggregation;
 use assemble::Assembler;
 use drain::DrainMeter;
+pub(crate) use drain::drain_limit;
 use flights::Flights;
 use lifecycle::{Lifecycle, Stages};
 use record::KRec;
@@ -56,22 +73,6 @@ use shards::{Listed, ShardTracker};
 /// How long, at most, records wait for the stream's first map, or for a new map
 /// after their shard was found split (they go out raw, unaggregated, after that).
 const SUSPECT_WAIT: Duration = Duration::from_secs(1);
-/// The admission limit of a stream never goes below this many bytes outstanding.
-const DRAIN_LIMIT_FLOOR: usize = 4 << 20;
-
-/// What a stream of `shards` shards can store in a quarter of the records' time to
-/// live (a margin for throttling and retries), at the lower of its shards' byte
-/// limit (times `rate_limit`, at most 100 %) and the measured `rate` (user bytes per
-/// second), never under [`DRAIN_LIMIT_FLOOR`]: the admission limit of its pipeline.
-/// Before the shard map is known, a stream counts as one shard.
-pub(crate) fn drain_limit(c: &Config, shards: usize, rate: Option<f64>) -> usize {
-    let horizon = c.record_ttl.as_secs_f64() / 4.0;
-    // A shard stores at most its limit, whatever the rate limit lets out.
-    let percent = c.rate_limit.min(100) as f64;
-    let capacity = shards.max(1) as f64 * SHARD_BYTES_PER_SECOND as f64 * percent / 100.0;
-    let rate = rate.map_or(capacity, |r| r.min(capacity));
-    ((rate * horizon) as usize).max(DRAIN_LIMIT_FLOOR)
-}
 
 /// A request the pipeline wants sent.
 pub(crate) enum Transmit {
@@ -93,7 +94,8 @@ pub(crate) enum Transmit {
     },
 }
 
-/// One stream's pipeline: aggregator → limiter → collector → sender → retrier.
+/// One stream's pipeline: tracker → aggregation → limiter → assembler → flights,
+/// with the retry queue feeding back into routing.
 pub(crate) struct StreamPipeline {
     stream: StreamId,
     config: Config,
@@ -105,6 +107,7 @@ pub(crate) struct StreamPipeline {
     shards: ShardTracker,
     /// User records waiting to be aggregated, per shard.
     aggregation: Aggregation,
+    /// The per-shard rate limiter.
     limiter: Limiter<ShardId, KRec>,
     /// Kinesis records on their way into requests.
     assembler: Assembler,
@@ -116,6 +119,7 @@ pub(crate) struct StreamPipeline {
     transmits: VecDeque<Transmit>,
     /// Whether the stages owe a move before what is due can be told.
     stages: Stages,
+    /// Running, flushing or stopping.
     lifecycle: Lifecycle,
     /// A put waits for room under the outstanding caps: what is buffered goes at
     /// the next drive (see [`handle_room_wanted`](Self::handle_room_wanted)).
@@ -351,9 +355,9 @@ impl StreamPipeline {
     /// Measures how fast the stream drains, and sets the admission limit from it:
     /// what the stream can store in a quarter of the records' time to live, at the
     /// lower of its shards' rate limit and the rate measured while records waited (a
-    /// slow path, throttling), never under [`DRAIN_LIMIT_FLOOR`]. A fast reader into
-    /// a slow stream then waits, instead of expiring records that never had an
-    /// attempt.
+    /// slow path, throttling), never under a floor (see [`drain_limit`]). A fast
+    /// reader into a slow stream then waits, instead of expiring records that never
+    /// had an attempt.
     fn update_drain_limit(&mut self, now: Instant) {
         // Whether records waited is asked only when a sample ends.
         let backlogged = self.drain.sample_due(now) && self.holds_buffered();
