@@ -37,6 +37,8 @@ const DEFAULT_MAX_OUTSTANDING_BYTES: usize = 64 << 20;
 const EXIT_SIGINT: u8 = 130;
 /// Exit code after SIGTERM (128 + 15).
 const EXIT_SIGTERM: u8 = 143;
+/// How long the credentials chain is given at start to say it has no source.
+const CREDENTIALS_CHECK_WAIT: Duration = Duration::from_secs(5);
 /// Exit code after SIGHUP (128 + 1).
 const EXIT_SIGHUP: u8 = 129;
 /// Default of `--signal-grace`: with the second that failing what is left takes, a
@@ -290,23 +292,77 @@ fn write_whole_line(file: &mut File, line: &[u8]) -> std::io::Result<()> {
     result
 }
 
-fn attempts_json(r: &RecordResult) -> Value {
-    Value::Array(
-        r.attempts
-            .iter()
-            .map(|a| {
-                json!({
-                    "DelayMs": a.delay.as_secs_f64() * 1e3,
-                    "DurationMs": a.duration.as_secs_f64() * 1e3,
-                    "Success": a.success,
-                    "ErrorCode": a.error_code,
-                    "ErrorMessage": a.error_message,
-                    "ShardId": a.shard_id.as_deref(),
-                    "MayHaveBeenStored": a.may_have_been_stored,
-                })
+/// Attempts written in full for a failed record: the first and the last few (the
+/// failed file grows with the input, not with retries).
+const ATTEMPTS_KEPT_LAST: usize = 3;
+
+/// A failed record's attempts as written to the failed file: the first and the last
+/// [`ATTEMPTS_KEPT_LAST`], with the number left out between them; an error message
+/// that repeats the one before it is written as null.
+fn attempts_json(r: &RecordResult) -> (Value, usize) {
+    let n = r.attempts.len();
+    let omitted = n.saturating_sub(1 + ATTEMPTS_KEPT_LAST);
+    let mut previous: Option<&str> = None;
+    let kept = r
+        .attempts
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || *i + ATTEMPTS_KEPT_LAST >= n)
+        .map(|(_, a)| {
+            let message = a.error_message.as_deref();
+            let repeated = message.is_some() && message == previous;
+            previous = message;
+            json!({
+                "DelayMs": a.delay.as_secs_f64() * 1e3,
+                "DurationMs": a.duration.as_secs_f64() * 1e3,
+                "Success": a.success,
+                "ErrorCode": a.error_code,
+                "ErrorMessage": if repeated { None } else { message },
+                "ShardId": a.shard_id.as_deref(),
+                "MayHaveBeenStored": a.may_have_been_stored,
             })
-            .collect(),
-    )
+        })
+        .collect();
+    (Value::Array(kept), omitted)
+}
+
+/// Bytes a failed file's line may take beside its record's data and key: the file
+/// grows with the input, never with retries or error text.
+const LINE_OVERHEAD_MAX: usize = 1000;
+
+/// Leaves attempts out of a failed record's line (oldest first, keeping the last
+/// one), then their messages, then shortens its message, until the line takes at
+/// most [`LINE_OVERHEAD_MAX`] bytes beside its data and key.
+fn within_line_budget(mut value: Value) -> Value {
+    let own = |v: &Value| {
+        let field = |k: &str| v[k].as_str().map_or(0, str::len);
+        v.to_string().len() - field("Data") - field("PartitionKey")
+    };
+    while own(&value) > LINE_OVERHEAD_MAX {
+        let attempts = value["Attempts"].as_array_mut();
+        match attempts {
+            Some(a) if a.len() > 1 => {
+                a.remove(0);
+                let omitted = value["AttemptsOmitted"].as_u64().unwrap_or(0);
+                value["AttemptsOmitted"] = json!(omitted + 1);
+            }
+            Some(a) if a.first().is_some_and(|x| !x["ErrorMessage"].is_null()) => {
+                a[0]["ErrorMessage"] = Value::Null;
+            }
+            _ => {
+                let message = value["Message"].as_str().unwrap_or_default();
+                if message.len() <= 200 {
+                    break;
+                }
+                let mut cut = 200;
+                while !message.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                value["Message"] = json!(format!("{}…", &message[..cut]));
+            }
+        }
+    }
+    value
 }
 
 impl Args {
@@ -707,6 +763,7 @@ impl Run<'_> {
                 crate::say!("kpl put: retrying cannot help; stopping");
                 self.fatal = Some(format!("{code}: {message}"));
             }
+            let (attempts, omitted) = attempts_json(&result);
             let value = json!({
                 "Source": self.sources[p.source as usize],
                 "Line": p.line,
@@ -715,8 +772,10 @@ impl Run<'_> {
                 "Error": code,
                 "Message": message,
                 "MayHaveBeenStored": maybe,
-                "Attempts": attempts_json(&result),
+                "Attempts": attempts,
+                "AttemptsOmitted": omitted,
             });
+            let value = within_line_budget(value);
             self.failed.write(&value);
         }
     }
@@ -1054,6 +1113,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             signal_exit(n)
         }
         (None, None) if t.failed + t.invalid + t.not_sent > 0 || run.failed.broken => 1,
+        // Messages that could not be written fail a run that had nothing else wrong.
+        (None, None) if crate::out::stderr_lost() => 1,
         (None, None) => 0,
     };
     if let Some(path) = &args.summary_json {
@@ -1098,8 +1159,8 @@ fn build_producer(
         builder = builder.proxy(proxy_from_url(url)?);
     }
     if let Some(path) = &args.ca_file {
-        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        builder = builder.ca_certificates_pem(pem);
+        // A PEM file or bundle, or a directory of them.
+        builder = builder.ca_certificates_path(path)?;
     }
     builder = builder.http_runtime(match args.http_client {
         HttpClient::Tokio => kpl::HttpRuntime::Tokio,
@@ -1110,6 +1171,8 @@ fn build_producer(
         builder.clone(),
     ))?;
     let transport = runtime.block_on(builder.build())?;
+    // No credential source at all is said now, not after every record's time to live.
+    runtime.block_on(transport.check_credentials(CREDENTIALS_CHECK_WAIT))?;
     let _guard = runtime.enter();
     let mut producer = Producer::builder(config.clone(), Arc::new(transport));
     if let Some(uploader) = uploader {
@@ -1378,4 +1441,70 @@ enum HttpClient {
     Tokio,
     /// kpl-rs's hyper client on async-io.
     AsyncIo,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_line_takes_at_most_its_budget_beside_data_and_key() {
+        let attempt = |m: &str| {
+            json!({"DelayMs": 1.0, "DurationMs": 2.0, "Success": false,
+                "ErrorCode": "InternalFailure", "ErrorMessage": m,
+                "ShardId": "shardId-000000000000", "MayHaveBeenStored": true})
+        };
+        let long = "x".repeat(512);
+        let value = json!({
+            "Source": "in.txt", "Line": 7, "PartitionKey": "k".repeat(256),
+            "Data": "d".repeat(100_000), "Error": "InternalFailure",
+            "Message": long, "MayHaveBeenStored": true,
+            "Attempts": [attempt(&long), attempt("a"), attempt("b"), attempt(&long)],
+            "AttemptsOmitted": 5,
+        });
+        let fitted = within_line_budget(value);
+        let own = fitted.to_string().len() - 100_000 - 256;
+        assert!(own <= LINE_OVERHEAD_MAX, "{own}: {fitted}");
+        // The last attempt is kept, and what was left out is counted.
+        let attempts = fitted["Attempts"].as_array().unwrap();
+        assert!(!attempts.is_empty());
+        assert_eq!(
+            fitted["AttemptsOmitted"].as_u64().unwrap() + attempts.len() as u64,
+            9
+        );
+        assert_eq!(fitted["Data"].as_str().unwrap().len(), 100_000);
+    }
+
+    #[test]
+    fn a_line_within_its_budget_is_written_whole() {
+        let value = json!({"Source": "s", "Line": 1, "Data": "AA==", "Error": "E",
+            "Message": "m", "Attempts": [], "AttemptsOmitted": 0});
+        assert_eq!(within_line_budget(value.clone()), value);
+    }
+
+    #[test]
+    fn bounded_lines_are_read_whole_or_by_length() {
+        let input = b"short\n0123456789abc\nend";
+        let mut reader = std::io::BufReader::with_capacity(4, &input[..]);
+        let mut buffer = Vec::new();
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut buffer, 8).unwrap(),
+            LineRead::Line
+        );
+        assert_eq!(buffer, b"short");
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut buffer, 8).unwrap(),
+            LineRead::TooLong(13)
+        );
+        assert_eq!(buffer, b"short", "nothing of a long line is kept");
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut buffer, 8).unwrap(),
+            LineRead::Line
+        );
+        assert_eq!(buffer, b"shortend");
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut buffer, 8).unwrap(),
+            LineRead::End
+        );
+    }
 }

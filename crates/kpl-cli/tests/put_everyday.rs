@@ -248,7 +248,20 @@ fn put_with_stderr(stderr: Stdio, name: &str) -> (Option<i32>, Vec<Value>) {
         .stderr(stderr)
         .spawn()
         .unwrap();
-    let status = child.wait_with_output().unwrap().status.code();
+    // A run that hangs (a logger that panicked inside a runtime worker) is killed.
+    let mut child = child;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kpl put still running after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let lines = failed_lines(&failed);
     std::fs::remove_dir_all(&dir).unwrap();
     (status, lines)
