@@ -657,3 +657,33 @@ fn progress_goes_on_while_records_drain() {
     assert!(waiting >= 2, "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// No credential source at all (no AWS variables, an empty home): said at start,
+/// not after every record's time to live.
+#[test]
+fn no_credentials_at_all_are_said_at_start() {
+    let dir = temp_dir("no-credentials");
+    let input = input_file(&dir, 10);
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let endpoint = dead_endpoint();
+    let args = put_args(&endpoint, &["--quiet", input.to_str().unwrap()]);
+    let t0 = Instant::now();
+    let out = Command::new(kpl_bin())
+        .args(&args)
+        .env_clear()
+        .env("HOME", &home)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        // Never the instance metadata service: nothing leaves loopback.
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(err.to_lowercase().contains("credentials"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
