@@ -68,10 +68,11 @@ enum Command {
     /// Reads standard input or files: lines (`--format lines`, the default; a record's
     /// data is the line without its newline) or JSON lines (`--format json`, with
     /// `--pk-field` and optionally `--data-field`). Region and credentials come from
-    /// the standard AWS chain. A progress line goes to standard error every second,
-    /// a summary at the end. Nothing is lost: every record that finally fails, and
-    /// every invalid input line, is reported and written to `--failed FILE` (JSON
-    /// lines with the attempts); the exit code is 1 if any record failed.
+    /// the standard AWS chain. A progress line goes to standard error every second
+    /// (on a terminal, or with --progress), a summary at the end. Nothing is lost:
+    /// every record that finally fails, and every invalid input line, is reported
+    /// and written to `--failed FILE` (JSON lines with the attempts); the exit code
+    /// is 1 if any record failed, 128 + signal after SIGINT, SIGTERM or SIGHUP.
     Put(put::Args),
     /// Benchmark the whole producer with synthetic records.
     ///
@@ -79,8 +80,8 @@ enum Command {
     /// with its shard limits on; `--no-limits` measures the producer alone;
     /// `--endpoint URL --stream NAME` targets a real peer. Reports records/s, MB/s,
     /// CPU seconds per million records, put-to-outcome latency, batching, retries,
-    /// failures and peak memory; in embedded mode it checks that every record
-    /// arrived exactly once.
+    /// failures and peak memory; in embedded mode it checks that every acknowledged
+    /// record arrived exactly once.
     Bench(bench::Args),
     /// De-aggregate Kinesis records into user records.
     ///
@@ -93,8 +94,11 @@ enum Command {
     /// "ExplicitHashKey" (or null), "Data" (base64), "SequenceNumber" (or null),
     /// "SubSequenceNumber" (null for a record that was not aggregated), "Aggregated"}.
     ///
-    /// A malformed line stops the run with exit code 2 and a message naming the line
-    /// and the defect, unless --skip-invalid is given.
+    /// A record whose data starts with the aggregation magic bytes but is no valid
+    /// aggregate (bad checksum or protobuf) is written as a plain record, as the KCL
+    /// reads it. A malformed line or record stops the run with exit code 2 and a
+    /// message naming the line and the defect, unless --skip-invalid is given (then
+    /// it is skipped, record by record, and counted at the end).
     Deagg(deagg::Args),
     /// Aggregate user records into Kinesis records.
     ///

@@ -79,6 +79,11 @@ pub(crate) fn is_broken_pipe(err: &anyhow::Error) -> bool {
         cause
             .downcast_ref::<io::Error>()
             .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            // serde_json keeps the io error inside, with its kind.
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                == Some(io::ErrorKind::BrokenPipe)
     })
 }
 
@@ -93,5 +98,7 @@ mod tests {
         assert!(is_broken_pipe(&err));
         let other = anyhow::Error::new(io::Error::other("disk full")).context("writing");
         assert!(!is_broken_pipe(&other));
+        let json = serde_json::Error::io(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(is_broken_pipe(&anyhow::Error::new(json).context("writing")));
     }
 }
