@@ -66,6 +66,7 @@ mod hash;
 mod limits;
 mod md5_lanes;
 mod record;
+mod rng;
 
 pub use decode::{DecodeError, KeyTable, deaggregate, decode_aggregated, is_aggregated};
 pub use encode::{
@@ -80,3 +81,4 @@ pub use limits::{
     validate_partition_key,
 };
 pub use record::{Tag, TagRef, UserRecord, UserRecordRef};
+pub use rng::SplitMix64;

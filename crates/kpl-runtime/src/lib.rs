@@ -41,7 +41,6 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-mod rng;
 mod sim;
 #[cfg(feature = "smol")]
 mod smol_rt;
@@ -54,7 +53,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use rng::SplitMix64;
+/// The project's seeded generator, kept in `kpl-codec` so that the sans-IO cores share
+/// it without depending on this crate.
+pub use kpl_codec::SplitMix64;
 pub use sim::{Simulation, VirtualClock};
 #[cfg(feature = "smol")]
 pub use smol_rt::{SmolExecutor, SmolTimer};

@@ -65,7 +65,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kpl_codec::HashKey;
+use kpl_codec::{HashKey, SplitMix64};
 
 /// How long the ranges of closed shards are kept after a refresh drops them.
 pub const CLOSED_SHARD_RETENTION: Duration = Duration::from_secs(60);
@@ -220,27 +220,6 @@ impl Refresh {
     }
 }
 
-/// SplitMix64: small, seeded, good enough for jitter. The project's generator is
-/// `kpl_runtime::SplitMix64`; this sans-IO core depends on `kpl-codec` alone, so it
-/// keeps its own copy (same constants, same sequence).
-#[derive(Clone, Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// The shard map and its refresh state machine. See the [crate docs](crate).
 #[derive(Debug)]
 pub struct ShardMap {
@@ -258,7 +237,7 @@ pub struct ShardMap {
     wanted: Option<Instant>,
     failures: u32,
     retry_at: Option<Instant>,
-    rng: Rng,
+    rng: SplitMix64,
 }
 
 impl ShardMap {
@@ -274,7 +253,7 @@ impl ShardMap {
             wanted: None,
             failures: 0,
             retry_at: None,
-            rng: Rng(seed),
+            rng: SplitMix64::new(seed),
         }
     }
 
@@ -403,7 +382,7 @@ impl ShardMap {
         );
         let base = BACKOFF_MIN.as_secs_f64() * BACKOFF_FACTOR.powi(self.failures.min(20) as i32);
         self.failures = self.failures.saturating_add(1);
-        let jittered = base * (0.8 + 0.4 * self.rng.next_f64());
+        let jittered = base * (0.8 + 0.4 * self.rng.unit());
         let delay = Duration::from_secs_f64(
             jittered.clamp(BACKOFF_MIN.as_secs_f64(), BACKOFF_MAX.as_secs_f64()),
         );

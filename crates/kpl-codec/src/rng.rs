@@ -1,4 +1,6 @@
-//! The one seeded generator of the project.
+//! The one seeded generator of the project. It lives here, in the lowest crate, so
+//! the sans-IO cores (which depend on this crate alone) and `kpl-runtime` (which
+//! re-exports it) share one copy.
 
 /// SplitMix64: a small, fast, seeded generator of 64-bit values (Vigna's
 /// constants), for jitter, fault injection and test data. The same seed gives the
@@ -6,7 +8,7 @@
 /// seed. Not for secrets. `Default` starts from seed 0.
 ///
 /// ```
-/// use kpl_runtime::SplitMix64;
+/// use kpl_codec::SplitMix64;
 ///
 /// let mut a = SplitMix64::new(7);
 /// let mut b = SplitMix64::new(7);
@@ -47,5 +49,20 @@ impl SplitMix64 {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SplitMix64;
+
+    /// The sequence is the reference SplitMix64's (Vigna's splitmix64.c, seed 0):
+    /// runs on virtual time are reproduced by their seed on every platform.
+    #[test]
+    fn the_sequence_is_the_reference_one() {
+        let mut rng = SplitMix64::new(0);
+        assert_eq!(rng.next_u64(), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(rng.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+        assert_eq!(rng.next_u64(), 0x06C4_5D18_8009_454F);
     }
 }
