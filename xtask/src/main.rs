@@ -1,14 +1,22 @@
-//! The project's tasks: `cargo xtask <command>`.
+//! The project's tasks: `cargo xtask <command>` (`cargo xtask --help` for the
+//! flags; an unknown command or flag is a usage error).
 //!
-//! - `ci`: the whole gate (format, lints, docs, tests, fuzz target build,
-//!   conformance against the Python reference aggregator).
+//! - `ci`: the whole gate (format, lints, docs, tests with the suites against
+//!   kinesis-mock, the facade's contract on smol and async-std, its examples, every
+//!   crate with each feature alone, MSRV, licenses and yanked versions, fault
+//!   scenarios (short), the signal matrix, fuzz target build, conformance).
+//! - `features`: every crate checked with no features and with each feature alone.
+//! - `audit`: declared minimum Rust versions, dependency licenses, no yanked version.
 //! - `conformance [--cases N] [--seed S]`: kpl-codec against aws-kinesis-agg.
 //! - `fuzz [--seconds N]`: runs the decoder's fuzz target (not part of the gate).
-//! - `chaos [--seeds N] [--from S]`: the chaos runner (the gate runs 200 seeds).
-//! - `faults [--short] [--scenario NAME]`: fault scenarios over real HTTP (the gate
-//!   runs the short set).
+//! - `faults [--short] [--scenario NAME] [--repeat N] [--http-client C]`: fault
+//!   scenarios over real HTTP (the gate runs the short set).
 //! - `signals [--seed S] [--runs-per-cell N] [--cell NAME] [--kpl PATH]`: the signal
 //!   and output matrix for `kpl put` (the gate runs it once, on the debug build).
+//! - `chaos [--seeds N] [--from S]`: the chaos runner (the gate runs 200 seeds).
+//! - `kinesis-mock -- COMMAND...`: COMMAND with kinesis-mock up on loopback.
+//! - `kinesalite [--shards K] -- COMMAND...`: COMMAND with kinesalite up on loopback
+//!   and a stream `bench` of K shards.
 
 mod conformance;
 mod faults;
@@ -18,81 +26,163 @@ mod peer;
 mod proxy;
 mod util;
 
+use std::ffi::OsString;
+use std::path::PathBuf;
+
 use anyhow::{Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::util::{cargo, project_root, run};
 
-const USAGE: &str = "\
-usage: cargo xtask <command>
+/// The project's tasks.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
 
-commands:
-  ci                               the whole gate: fmt, clippy, docs, tests (chaos sample
-                                   included; the facade's contract on tokio, smol and
-                                   async-std), fault scenarios (short), the signal and
-                                   output matrix, every crate with
-                                   each feature alone, MSRV and license audit, fuzz build,
-                                   conformance
-  features                         cargo check of every crate with no features and with
-                                   each feature alone
-  audit                            declared rust-version against the dependencies', every
-                                   dependency's license against the allowed list, and no
-                                   locked version yanked from crates.io
-  conformance [--cases N] [--seed S]
-                                   check kpl-codec byte for byte against the Python aws-kinesis-agg
-  fuzz [--seconds N]               fuzz the decoder with cargo-fuzz (default 60 s)
-  faults [--short] [--scenario NAME] [--repeat N] [--http-client tokio|async-io]
-                                   kpl put over real HTTP through a fault-injecting proxy
-                                   into kinesis-mock and kinesalite; each stream read back
-                                   as a consumer reads it (--short: the gate's sample)
-  signals [--seed S] [--runs-per-cell N] [--cell NAME] [--kpl PATH]
-                                   the signal and output matrix for kpl put: SIGINT,
-                                   SIGTERM, SIGHUP while reading and while draining, on
-                                   kinesalite and kinesis-mock; stderr closed, stdout
-                                   closed, stderr on /dev/full; every line accounted for
-                                   (seed from the clock unless given; release build
-                                   unless --kpl names a binary)
-  chaos [--seeds N] [--from S]     the chaos runner over kpl-sim on virtual time, N seeds
-                                   from S (default 10,000 from 0), release build; a failing
-                                   seed prints the line that reproduces it
-  kinesis-mock -- COMMAND...       run COMMAND with kinesis-mock up on loopback and its
-                                   endpoint in KPL_KINESIS_MOCK_ENDPOINT (and test
-                                   credentials in AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)
-  kinesalite [--shards K] -- COMMAND...
-                                   run COMMAND with kinesalite up on loopback, a stream
-                                   `bench` of K shards, endpoint in KPL_KINESALITE_ENDPOINT
-";
+/// One task.
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// The whole gate: fmt, clippy, docs, tests (chaos sample, the suites against
+    /// kinesis-mock, the facade's contract on tokio, smol and async-std), features,
+    /// MSRV, licenses, fault scenarios (short), the signal matrix, fuzz build,
+    /// conformance
+    Ci,
+    /// cargo check of every crate with no features and with each feature alone
+    Features,
+    /// Declared rust-version against the dependencies', licenses, no yanked version
+    Audit,
+    /// Check kpl-codec byte for byte against the Python aws-kinesis-agg
+    Conformance {
+        /// Random cases to compare.
+        #[arg(long, default_value_t = conformance::DEFAULT_CASES)]
+        cases: u64,
+        /// Seed of the cases.
+        #[arg(long, default_value_t = conformance::DEFAULT_SEED)]
+        seed: u64,
+    },
+    /// Fuzz the decoder with cargo-fuzz (not part of the gate)
+    Fuzz {
+        /// How long to fuzz.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// kpl put over real HTTP through a fault-injecting proxy into kinesis-mock and
+    /// kinesalite; each stream read back as a consumer reads it
+    Faults {
+        /// The gate's smaller set, on the debug build.
+        #[arg(long)]
+        short: bool,
+        /// One scenario only, by name.
+        #[arg(long, value_name = "NAME")]
+        scenario: Option<String>,
+        /// Run each scenario this many times.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        repeat: usize,
+        /// The HTTP client kpl put sends with.
+        #[arg(long, value_enum, value_name = "CLIENT")]
+        http_client: Option<HttpClient>,
+    },
+    /// The signal and output matrix for kpl put: SIGINT, SIGTERM, SIGHUP while
+    /// reading and while draining, stderr and stdout closed or full; every line
+    /// accounted for
+    Signals {
+        /// The seed of every moment (from the clock unless given).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Runs of each cell.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        runs_per_cell: u32,
+        /// One cell only, by name.
+        #[arg(long, value_name = "NAME")]
+        cell: Option<String>,
+        /// The kpl binary to run (a release build is made unless given).
+        #[arg(long, value_name = "PATH")]
+        kpl: Option<PathBuf>,
+    },
+    /// The chaos runner over kpl-sim on virtual time (release build); a failing seed
+    /// prints the line that reproduces it
+    Chaos {
+        /// How many seeds.
+        #[arg(long, default_value_t = 10_000, value_name = "N")]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 0, value_name = "S")]
+        from: u64,
+    },
+    /// Run COMMAND with kinesis-mock up on loopback, its endpoint in
+    /// KPL_KINESIS_MOCK_ENDPOINT and test credentials in the environment
+    #[command(name = "kinesis-mock")]
+    KinesisMock {
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
+    },
+    /// Run COMMAND with kinesalite up on loopback, a stream `bench` of K shards, its
+    /// endpoint in KPL_KINESALITE_ENDPOINT
+    Kinesalite {
+        /// Shards of the stream `bench`.
+        #[arg(long, default_value_t = 4, value_name = "K")]
+        shards: u32,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
+    },
+}
+
+/// The HTTP clients `kpl put` can send with.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum HttpClient {
+    Tokio,
+    AsyncIo,
+}
+
+impl HttpClient {
+    /// The value of `kpl put --http-client`.
+    fn as_str(self) -> &'static str {
+        match self {
+            HttpClient::Tokio => "tokio",
+            HttpClient::AsyncIo => "async-io",
+        }
+    }
+}
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(command) = args.first() else {
-        eprint!("{USAGE}");
-        bail!("no command given");
-    };
-    let rest = &args[1..];
-    match command.as_str() {
-        "ci" => ci(),
-        "conformance" => {
-            let cases = util::flag(rest, "--cases")?.unwrap_or(conformance::DEFAULT_CASES);
-            let seed = util::flag(rest, "--seed")?.unwrap_or(conformance::DEFAULT_SEED);
-            conformance::verify(cases, seed)
+    match Cli::parse().command {
+        Task::Ci => ci(),
+        Task::Features => gate::features(),
+        Task::Audit => {
+            gate::msrv()?;
+            gate::licenses()?;
+            gate::yanked()
         }
-        "fuzz" => fuzz(util::flag(rest, "--seconds")?.unwrap_or(60)),
-        "faults" => {
-            let short = rest.iter().any(|a| a == "--short");
-            let only: Option<String> = util::flag(rest, "--scenario")?;
-            let repeat: usize = util::flag(rest, "--repeat")?.unwrap_or(1);
-            let client: Option<String> = util::flag(rest, "--http-client")?;
-            faults::run_all(short, only.as_deref(), repeat, client.as_deref())
-        }
-        "signals" => matrix::run(&matrix::Options {
-            seed: util::flag(rest, "--seed")?,
-            runs_per_cell: util::flag(rest, "--runs-per-cell")?.unwrap_or(1),
-            cell: util::flag(rest, "--cell")?,
-            kpl: util::flag(rest, "--kpl")?,
+        Task::Conformance { cases, seed } => conformance::verify(cases, seed),
+        Task::Fuzz { seconds } => fuzz(seconds),
+        Task::Faults {
+            short,
+            scenario,
+            repeat,
+            http_client,
+        } => faults::run_all(
+            short,
+            scenario.as_deref(),
+            repeat,
+            http_client.map(HttpClient::as_str),
+        ),
+        Task::Signals {
+            seed,
+            runs_per_cell,
+            cell,
+            kpl,
+        } => matrix::run(&matrix::Options {
+            seed,
+            runs_per_cell,
+            cell,
+            kpl,
         }),
-        "chaos" => {
-            let seeds: u64 = util::flag(rest, "--seeds")?.unwrap_or(10_000);
-            let from: u64 = util::flag(rest, "--from")?.unwrap_or(0);
+        Task::Chaos { seeds, from } => {
             util::step(&format!("chaos: seeds {from}..{}", from + seeds));
             run(cargo()
                 .args(["test", "--release", "--locked", "-p", "kpl-producer"])
@@ -100,45 +190,24 @@ fn main() -> Result<()> {
                 .env("KPL_CHAOS_SEEDS", seeds.to_string())
                 .env("KPL_CHAOS_FROM", from.to_string()))
         }
-        "kinesalite" => {
-            let shards: u32 = util::flag(rest, "--shards")?.unwrap_or(4);
-            let command: Vec<&String> = rest.iter().skip_while(|a| *a != "--").skip(1).collect();
+        Task::Kinesalite { shards, command } => {
             let Some((program, args)) = command.split_first() else {
-                bail!(
-                    "kinesalite needs a command to run, e.g. `cargo xtask kinesalite --shards 4 -- kpl bench ...`"
-                );
+                bail!("kinesalite needs a command to run after `--`");
             };
             let peer = peer::start_kinesalite("bench", shards)?;
             run(std::process::Command::new(program)
                 .args(args)
                 .env("KPL_KINESALITE_ENDPOINT", &peer.endpoint))
         }
-        "kinesis-mock" => {
-            let command: Vec<&String> = rest.iter().skip_while(|a| *a == "--").collect();
+        Task::KinesisMock { command } => {
             let Some((program, args)) = command.split_first() else {
-                bail!(
-                    "kinesis-mock needs a command to run, e.g. `cargo xtask kinesis-mock -- cargo test`"
-                );
+                bail!("kinesis-mock needs a command to run after `--`");
             };
             let mock = peer::start_kinesis_mock()?;
             run(std::process::Command::new(program)
                 .args(args)
                 .env(peer::ENDPOINT_VAR, &mock.endpoint)
                 .envs(peer::MOCK_CREDENTIALS))
-        }
-        "features" => gate::features(),
-        "audit" => {
-            gate::msrv()?;
-            gate::licenses()?;
-            gate::yanked()
-        }
-        "help" | "--help" | "-h" => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        other => {
-            eprint!("{USAGE}");
-            bail!("unknown command {other:?}")
         }
     }
 }
@@ -263,4 +332,57 @@ fn fuzz(seconds: u64) -> Result<()> {
             "--",
             &format!("-max_total_time={seconds}"),
         ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse_as_before() {
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "faults",
+            "--short",
+            "--scenario",
+            "baseline",
+            "--http-client",
+            "async-io",
+        ])
+        .unwrap();
+        let Task::Faults {
+            short: true,
+            scenario: Some(name),
+            repeat: 1,
+            http_client: Some(HttpClient::AsyncIo),
+        } = cli.command
+        else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(name, "baseline");
+        let cli =
+            Cli::try_parse_from(["xtask", "kinesis-mock", "--", "cargo", "test", "--x"]).unwrap();
+        let Task::KinesisMock { command } = cli.command else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(command, ["cargo", "test", "--x"]);
+    }
+
+    #[test]
+    fn unknown_flags_are_refused() {
+        for args in [
+            &["xtask", "faults", "--shrot"][..],
+            &["xtask", "conformance", "--case", "3"],
+            &["xtask", "kinesalite", "--shard", "2", "--", "true"],
+            &["xtask", "faults", "--http-client", "curl"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+    }
 }

@@ -44,25 +44,6 @@ pub(crate) fn step(name: &str) {
     println!("\n==> {name}");
 }
 
-/// Reads `--name VALUE` from the arguments.
-pub(crate) fn flag<T: std::str::FromStr>(args: &[String], name: &str) -> Result<Option<T>>
-where
-    T::Err: std::fmt::Display,
-{
-    match args.iter().position(|a| a == name) {
-        None => Ok(None),
-        Some(i) => {
-            let Some(value) = args.get(i + 1) else {
-                bail!("{name} needs a value");
-            };
-            value
-                .parse()
-                .map(Some)
-                .map_err(|e| anyhow::anyhow!("{name} {value:?}: {e}"))
-        }
-    }
-}
-
 /// Totals of the `test result:` lines of a `cargo test` run.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct TestTotals {
