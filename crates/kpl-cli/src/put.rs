@@ -1485,7 +1485,7 @@ mod tests {
     #[test]
     fn bounded_lines_are_read_whole_or_by_length() {
         let input = b"short\n0123456789abc\nend";
-        let mut reader = std::io::BufReader::with_capacity(4, &input[..]);
+        let mut reader = BufReader::with_capacity(4, &input[..]);
         let mut buffer = Vec::new();
         assert_eq!(
             read_line_bounded(&mut reader, &mut buffer, 8).unwrap(),
