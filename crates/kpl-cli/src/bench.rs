@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kpl::codec::deaggregate;
+use kpl::codec::{
+    AGGREGATE_OVERHEAD, AggregateBuilder, HashKey, UnfinishedAggregate, UserRecord, deaggregate,
+};
 use kpl::runtime::{Runtime, SplitMix64, Timer, TokioTimer};
 use kpl::sim::Simulator;
 use kpl::transport::{AwsTransport, Transport};
@@ -170,6 +172,153 @@ impl Latencies {
 /// in ticks of 10 ms.
 const SHORTEST_CPU_TIME: f64 = 0.1;
 
+/// Bytes of each block the MD5 floor hashes, as `openssl speed -bytes 16384 md5`
+/// hashes them.
+const FLOOR_BLOCK: usize = 16 * 1024;
+
+/// Seconds of the clock (the thread's CPU time where there is one) the MD5 floor is
+/// measured for.
+const FLOOR_SECONDS: f64 = 0.5;
+
+/// Wall time after which the MD5 floor's measurement stops even if it has not had
+/// its [`FLOOR_SECONDS`] of CPU (a machine too busy to give them).
+const FLOOR_WALL_LIMIT: Duration = Duration::from_secs(5);
+
+/// Blocks hashed between two readings of the clock: copied before, dropped after,
+/// neither counted.
+const FLOOR_BATCH: usize = 128;
+
+/// The run's first records, encoded to find the bytes per record: this many at
+/// most, and no more than [`SAMPLE_BYTES`] of data.
+const SIZE_SAMPLE: usize = 20_000;
+
+/// Bytes of data of the run's first records encoded to find the bytes per record
+/// (the first record however large).
+const SAMPLE_BYTES: usize = 16 << 20;
+
+/// This machine's MD5 rate, measured before the timed part: kpl-codec's MD5 of an
+/// aggregate (what the producer computes for each one it sends), one 16 KiB block
+/// after another.
+#[derive(Clone, Copy, Debug)]
+struct Md5Floor {
+    /// Bytes hashed per second of the clock.
+    bytes_per_second: f64,
+    /// Seconds of the clock the hashing took (what the rate is of).
+    measured: f64,
+    /// Seconds of the clock the whole measurement took, copies of the blocks
+    /// included: what a whole-process CPU figure should leave out.
+    whole: f64,
+    /// Whether the clock was the thread's CPU time (else wall time).
+    thread_cpu: bool,
+}
+
+/// CPU time the calling thread has used, to the nanosecond, from
+/// /proc/thread-self/schedstat (Linux); `None` elsewhere. The kernel brings a
+/// running thread's figure up to date when it yields, so the thread yields first.
+fn thread_cpu_time() -> Option<Duration> {
+    std::thread::yield_now();
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
+}
+
+/// An aggregate whose protobuf body, what its MD5 is of, is [`FLOOR_BLOCK`] bytes.
+fn floor_block() -> UnfinishedAggregate {
+    let with = |data_len: usize| {
+        let mut builder = AggregateBuilder::new();
+        builder.add(UserRecord::new("k", vec![b'.'; data_len]));
+        builder.encode_unfinished_aggregate(Vec::new())
+    };
+    // The fields around the data (their lengths' varints as wide as at the block's
+    // size).
+    let around = with(FLOOR_BLOCK - 64).len() - AGGREGATE_OVERHEAD - (FLOOR_BLOCK - 64);
+    with(FLOOR_BLOCK - around)
+}
+
+/// Measures kpl-codec's MD5 over [`FLOOR_BLOCK`]-byte aggregate bodies for
+/// [`FLOOR_SECONDS`] of the thread's CPU time (wall time where that is not known).
+fn measure_md5_floor() -> Md5Floor {
+    let block = floor_block();
+    let wall = Instant::now();
+    let thread_cpu = thread_cpu_time().is_some();
+    let clock = || {
+        thread_cpu
+            .then(thread_cpu_time)
+            .flatten()
+            .unwrap_or_else(|| wall.elapsed())
+    };
+    let start = clock();
+    let (mut blocks, mut measured) = (0usize, Duration::ZERO);
+    while measured.as_secs_f64() < FLOOR_SECONDS && wall.elapsed() < FLOOR_WALL_LIMIT {
+        let batch = vec![block.clone(); FLOOR_BATCH];
+        let before = clock();
+        let finished: Vec<Vec<u8>> = batch.into_iter().map(UnfinishedAggregate::finish).collect();
+        measured += clock().saturating_sub(before);
+        blocks += std::hint::black_box(finished).len();
+    }
+    let measured = measured.as_secs_f64().max(1e-9);
+    Md5Floor {
+        bytes_per_second: (blocks * FLOOR_BLOCK) as f64 / measured,
+        measured,
+        whole: clock().saturating_sub(start).as_secs_f64(),
+        thread_cpu,
+    }
+}
+
+/// Bytes of Kinesis record data per user record in `records` (the run's first
+/// ones): without aggregation (`None`) the data alone; with it, as the producer
+/// makes aggregates of them: one per shard at a time (shards given by their
+/// hash-key ranges; one when none are given), each closed at its size limit or
+/// record count (`Some((max_size, max_count))`), one record alone sent raw.
+/// Aggregates closed earlier by their deadline carry a little more: 20 B each.
+fn encoded_bytes_per_record(
+    records: &[PutRecord],
+    ranges: &[(HashKey, HashKey)],
+    aggregation: Option<(usize, usize)>,
+) -> f64 {
+    let count = records.len().max(1) as f64;
+    let Some((max_size, max_count)) = aggregation else {
+        return records.iter().map(|r| r.data.len()).sum::<usize>() as f64 / count;
+    };
+    let size = |b: &AggregateBuilder<Bytes>| match b.len() {
+        0 => 0,
+        1 => b.records().map(|r| r.data.len()).sum(),
+        _ => b.size(),
+    };
+    let mut open: Vec<AggregateBuilder<Bytes>> = (0..ranges.len().max(1))
+        .map(|_| AggregateBuilder::new())
+        .collect();
+    let mut bytes = 0;
+    for r in records {
+        let key = HashKey::from_partition_key(&r.partition_key);
+        let shard = ranges
+            .iter()
+            .position(|&(start, end)| start <= key && key <= end)
+            .unwrap_or(0);
+        let record = UserRecord::new(r.partition_key.clone(), r.data.clone());
+        let builder = &mut open[shard];
+        if !builder.is_empty()
+            && (builder.len() >= max_count || builder.size_with(&record) > max_size)
+        {
+            bytes += size(builder);
+            builder.clear();
+        }
+        builder.add(record);
+    }
+    bytes += open.iter().map(size).sum::<usize>();
+    bytes as f64 / count
+}
+
+/// Records per CPU second as a share of the MD5 floor, the records per second
+/// MD5 alone would take: `md5_bytes_per_second ÷ bytes_per_record`.
+fn share_of_floor(
+    records_per_cpu_second: f64,
+    md5_bytes_per_second: f64,
+    bytes_per_record: f64,
+) -> f64 {
+    records_per_cpu_second / (md5_bytes_per_second / bytes_per_record)
+}
+
 /// An error's message followed by those of its causes that it does not already
 /// hold (a `Display` that repeats its cause would print it twice).
 fn without_repeats(err: &dyn std::error::Error) -> String {
@@ -215,6 +364,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let Rate(rate) = args.rate;
     anyhow::ensure!(args.records > 0, "--records must be at least 1");
     anyhow::ensure!(args.shards > 0, "--shards must be at least 1");
+    // Before anything else runs: no other thread of ours is busy yet.
+    let floor = measure_md5_floor();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -264,17 +415,40 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     // The records are made before the clock starts, so the figures are the
     // producer's (and the embedded simulator's), not the generator's.
     const CHUNK: usize = 1_000;
+    let make_record = |j: usize| {
+        let mut data = Vec::with_capacity(args.size.max(8));
+        data.extend_from_slice(&(j as u64).to_le_bytes());
+        data.extend_from_slice(&filler);
+        let key = SplitMix64::new(j as u64 % key_space).next_u64();
+        PutRecord::new(format!("{key:016x}"), Bytes::from(data))
+    };
     let make_chunk = |from: usize| -> Vec<PutRecord> {
         (from..(from + CHUNK).min(args.records))
-            .map(|j| {
-                let mut data = Vec::with_capacity(args.size.max(8));
-                data.extend_from_slice(&(j as u64).to_le_bytes());
-                data.extend_from_slice(&filler);
-                let key = SplitMix64::new(j as u64 % key_space).next_u64();
-                PutRecord::new(format!("{key:016x}"), Bytes::from(data))
-            })
+            .map(make_record)
             .collect()
     };
+    let per_record = {
+        let sample: Vec<PutRecord> = (0..args.records.min(SIZE_SAMPLE))
+            .take_while(|&j| j * args.size < SAMPLE_BYTES)
+            .map(make_record)
+            .collect();
+        let ranges: Vec<(HashKey, HashKey)> = match &sim {
+            Some(sim) => sim
+                .shards("bench")?
+                .into_iter()
+                .map(|s| (s.starting_hash_key, s.ending_hash_key))
+                .collect(),
+            None => Vec::new(),
+        };
+        let limits = config.aggregation_enabled().then(|| {
+            (
+                config.aggregation_max_size(),
+                usize::try_from(config.aggregation_max_count()).unwrap_or(usize::MAX),
+            )
+        });
+        encoded_bytes_per_record(&sample, &ranges, limits)
+    };
+    let floor_records = floor.bytes_per_second / per_record;
     let mut made: std::collections::VecDeque<Vec<PutRecord>> = if args.generate_while_putting {
         Default::default()
     } else {
@@ -447,6 +621,8 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
     // A per-record CPU figure only where the CPU time says something.
     let measured_cpu = cpu.filter(|&c| c >= SHORTEST_CPU_TIME);
+    let share =
+        measured_cpu.map(|c| share_of_floor(user_records / c, floor.bytes_per_second, per_record));
     let metric_lines = crate::settings::metrics_summary(&producer);
     let mut out = io::stdout().lock();
     let report = json!({
@@ -462,6 +638,16 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         "cpu_seconds": cpu,
         "cpu_seconds_per_million": measured_cpu.map(|c| c / user_records * 1e6),
         "records_per_cpu_second": measured_cpu.map(|c| user_records / c),
+        "records_per_cpu_second_of_md5_floor": share,
+        "encoded_bytes_per_record": per_record,
+        "md5_floor": {
+            "block_bytes": FLOOR_BLOCK,
+            "md5_bytes_per_second": floor.bytes_per_second,
+            "records_per_second": floor_records,
+            "measured_seconds": floor.measured,
+            "cpu_seconds": floor.whole,
+            "clock": if floor.thread_cpu { "thread CPU" } else { "wall" },
+        },
         "latency_ms": {
             "p50": latencies.percentile(0.5).as_secs_f64() * 1e3,
             "p99": latencies.percentile(0.99).as_secs_f64() * 1e3,
@@ -517,9 +703,10 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         match (cpu, measured_cpu) {
             (_, Some(c)) => writeln!(
                 out,
-                "  cpu          {:.2} s per million records ({:.0} records per CPU second{})",
+                "  cpu          {:.2} s per million records ({:.0} records per CPU second, {:.3} of the MD5 floor{})",
                 c / user_records * 1e6,
                 user_records / c,
+                share.unwrap_or_default(),
                 if sim.is_some() {
                     "; includes the embedded simulator"
                 } else {
@@ -532,6 +719,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             )?,
             (None, None) => {}
         }
+        writeln!(
+            out,
+            "  md5 floor    {floor_records:.0} records/s: kpl-codec's MD5 at {:.1} MB/s over 16 KiB blocks ÷ {per_record:.1} B per encoded record ({:.2} {} s before the timed part, not in it)",
+            floor.bytes_per_second / 1e6,
+            floor.whole,
+            if floor.thread_cpu { "CPU" } else { "wall" },
+        )?;
         writeln!(
             out,
             "  latency      p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms (put to outcome)",
@@ -720,6 +914,79 @@ mod tests {
         assert_eq!(without_repeats(&Outer(Inner)), "record refused: too big");
         let io = io::Error::other(Outer(Inner));
         assert_eq!(without_repeats(&io), "record refused: too big");
+    }
+
+    #[test]
+    fn the_share_of_the_floor_is_records_per_cpu_second_over_md5_bytes_per_record() {
+        // 592.5 MB/s of MD5 over 125 B per record: 4.74 M records/s.
+        let share = share_of_floor(700_000.0, 592_500_000.0, 125.0);
+        assert!((share - 700_000.0 / 4_740_000.0).abs() < 1e-12, "{share}");
+        assert!((share_of_floor(4_740_000.0, 592_500_000.0, 125.0) - 1.0).abs() < 1e-12);
+        // Twice the bytes per record halve the floor's records: twice the share.
+        assert!((share_of_floor(700_000.0, 592_500_000.0, 250.0) - 2.0 * share).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_floor_hashes_aggregates_of_16_kib() {
+        let block = floor_block().finish();
+        assert_eq!(block.len(), AGGREGATE_OVERHEAD + FLOOR_BLOCK);
+        // A whole aggregate, its checksum right: one user record, not the block
+        // read as a plain record.
+        let records = deaggregate("k", None, &block).unwrap();
+        assert_eq!(records.len(), 1);
+        assert!(records[0].sub_sequence_number.is_some());
+        assert!(records[0].data.len() < FLOOR_BLOCK);
+    }
+
+    #[test]
+    fn encoded_bytes_are_those_of_the_aggregates_the_producer_makes() {
+        let records: Vec<PutRecord> = (0..999u32)
+            .map(|i| PutRecord::new(format!("{i:016x}"), vec![b'x'; 100 + i as usize % 3]))
+            .collect();
+        let aggregate = |records: &[&PutRecord]| {
+            let mut builder = AggregateBuilder::new();
+            for r in records {
+                builder.add(UserRecord::new(r.partition_key.clone(), r.data.clone()));
+            }
+            builder.size()
+        };
+        let all: Vec<&PutRecord> = records.iter().collect();
+        // Not aggregated, or one record per aggregate (sent raw): the data, 100 to
+        // 102 B.
+        assert_eq!(encoded_bytes_per_record(&records, &[], None), 101.0);
+        assert_eq!(
+            encoded_bytes_per_record(&records, &[], Some((51_200, 1))),
+            101.0
+        );
+        // All in one aggregate.
+        let one = encoded_bytes_per_record(&records, &[], Some((1 << 20, usize::MAX)));
+        assert_eq!(one, aggregate(&all) as f64 / 999.0);
+        // Closed at the size limit: aggregates of at most 10,000 B.
+        let cut = encoded_bytes_per_record(&records, &[], Some((10_000, usize::MAX)));
+        let (mut expected, mut from) = (0, 0);
+        while from < all.len() {
+            let mut to = from + 1;
+            while to < all.len() && aggregate(&all[from..=to]) <= 10_000 {
+                to += 1;
+            }
+            expected += aggregate(&all[from..to]);
+            from = to;
+        }
+        assert_eq!(cut, expected as f64 / 999.0);
+        // Two shards: an aggregate for each.
+        let middle = HashKey::new(u128::MAX / 2);
+        let ranges = [
+            (HashKey::new(0), middle),
+            (HashKey::new(u128::MAX / 2 + 1), HashKey::new(u128::MAX)),
+        ];
+        let (low, high): (Vec<&PutRecord>, Vec<&PutRecord>) = all
+            .iter()
+            .partition(|r| HashKey::from_partition_key(&r.partition_key) <= middle);
+        assert!(!low.is_empty() && !high.is_empty());
+        assert_eq!(
+            encoded_bytes_per_record(&records, &ranges, Some((1 << 20, usize::MAX))),
+            (aggregate(&low) + aggregate(&high)) as f64 / 999.0
+        );
     }
 
     #[test]

@@ -53,6 +53,55 @@ fn bench_without_aggregation() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["exactly_once"], true);
     assert_eq!(report["user_records_per_kinesis_record"], 1.0);
+    // Not aggregated, a Kinesis record is the user record's data alone.
+    assert_eq!(report["encoded_bytes_per_record"], 100.0);
+}
+
+/// The bench measures this machine's MD5 rate over 16 KiB blocks before its timed
+/// part and gives its CPU figure also as a share of that floor: records per CPU
+/// second ÷ (MD5 bytes per second ÷ the run's encoded bytes per record).
+#[test]
+fn bench_gives_its_cpu_figure_as_a_share_of_the_md5_floor() {
+    let report = bench_json(&["--records", "50000", "--acknowledge-only"]);
+    let floor = &report["md5_floor"];
+    assert_eq!(floor["block_bytes"], 16_384, "{report}");
+    let md5 = floor["md5_bytes_per_second"].as_f64().unwrap();
+    assert!(md5 > 0.0, "{report}");
+    assert!(
+        floor["measured_seconds"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    // The whole measurement, copies of the blocks included, for a whole-process
+    // figure to take off.
+    assert!(
+        floor["cpu_seconds"].as_f64().unwrap() >= floor["measured_seconds"].as_f64().unwrap(),
+        "{report}"
+    );
+    // 100 B of data, a 16-character key of its own, and the protobuf fields around
+    // them: more than the data, less than data, key and 20 B of framing.
+    let per_record = report["encoded_bytes_per_record"].as_f64().unwrap();
+    assert!(per_record > 100.0 && per_record < 136.0, "{report}");
+    let floor_records = floor["records_per_second"].as_f64().unwrap();
+    assert!(
+        (floor_records - md5 / per_record).abs() <= floor_records * 1e-9,
+        "{report}"
+    );
+    // 50,000 records take well over the 0.1 CPU s a per-record figure needs.
+    let per_cpu_second = report["records_per_cpu_second"].as_f64().unwrap();
+    let share = report["records_per_cpu_second_of_md5_floor"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (share - per_cpu_second / floor_records).abs() <= share * 1e-9,
+        "{report}"
+    );
+
+    let out = kpl(&["bench", "--records", "50000", "--acknowledge-only"], "");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(" of the MD5 floor"), "{text}");
+    assert!(text.contains("md5 floor"), "{text}");
+    assert!(text.contains("B per encoded record"), "{text}");
 }
 
 #[test]
@@ -200,10 +249,15 @@ fn bench_gives_no_per_cpu_figure_for_a_run_too_short_to_measure() {
     if cpu < 0.1 {
         assert!(report["records_per_cpu_second"].is_null(), "{report}");
         assert!(report["cpu_seconds_per_million"].is_null(), "{report}");
+        assert!(
+            report["records_per_cpu_second_of_md5_floor"].is_null(),
+            "{report}"
+        );
         let out = kpl(&["bench", "--records", "1", "--acknowledge-only"], "");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("n/a (run too short"), "{text}");
         assert!(!text.contains("records per CPU second"), "{text}");
+        assert!(!text.contains("of the MD5 floor"), "{text}");
     }
 }
 
