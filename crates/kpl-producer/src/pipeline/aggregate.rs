@@ -23,22 +23,35 @@ use super::{SUSPECT_WAIT, StreamPipeline};
 use crate::config::Config;
 use crate::fasthash::FastMap;
 
+/// One shard's records waiting to be aggregated.
+struct Batch {
+    shard: ShardId,
+    reducer: Reducer<Rec>,
+    /// The deadline it is scheduled at (its reducer's next deadline).
+    scheduled: Option<Instant>,
+}
+
 /// The user records waiting to be aggregated, per shard, and the making of
 /// Kinesis records of them.
 ///
-/// Rules: a shard's batch closes at `aggregation_max_count` records, at
-/// `aggregation_max_size` bytes of aggregate, or at its first record's deadline
-/// (each shard's next deadline is scheduled, so polling costs what is due, not
-/// what is held); records whose shard is unknown are never aggregated with others;
+/// Rules: a shard keeps its slot while the aggregation lives; a record is added
+/// straight into its slot's queue ([`queue`](Self::queue): it moves once, the hot
+/// path), then the slot is rescheduled ([`reschedule`](Self::reschedule)), so each
+/// batch is scheduled at its next deadline; a shard's batch closes at `aggregation_max_count` records, at `aggregation_max_size` bytes
+/// of aggregate, or at its first record's deadline (each shard's next deadline is
+/// scheduled, so polling costs what is due, not what is held); records whose shard is unknown are never aggregated with others;
 /// a batch of one record goes raw, under its own key; an aggregate goes under
 /// [`AGGREGATED_PARTITION_KEY`] routed by its first record's hash key, with the
 /// earliest deadline of its records plus the collector's share of the buffering
 /// time, never past the earliest expiration.
 pub(super) struct Aggregation {
-    by_shard: FastMap<ShardId, Reducer<Rec>>,
-    /// (deadline, shard) of the shards' batches (an entry may be stale: the shard's
+    /// Each shard's slot in `batches`.
+    slots: FastMap<ShardId, usize>,
+    /// Each shard's batch, by slot.
+    batches: Vec<Batch>,
+    /// (deadline, slot) of the shards' batches (an entry may be stale: the shard's
     /// batch closed earlier).
-    schedule: BinaryHeap<Reverse<(Instant, ShardId)>>,
+    schedule: BinaryHeap<Reverse<(Instant, usize)>>,
     policy: Policy,
     /// Records whose shard is not known (or was found split): each goes alone.
     unknown: Reducer<Rec>,
@@ -62,7 +75,8 @@ impl Aggregation {
             Policy::new(1, usize::MAX)
         };
         Self {
-            by_shard: FastMap::default(),
+            slots: FastMap::default(),
+            batches: Vec::new(),
             schedule: BinaryHeap::new(),
             policy,
             unknown: Reducer::new(Policy::new(usize::MAX, usize::MAX)),
@@ -71,29 +85,42 @@ impl Aggregation {
         }
     }
 
-    /// Adds a record of `shard`: the batches it closed (usually none). Deadlines
-    /// are left to [`pop_due`](Self::pop_due): a backlog of late records then
-    /// closes full aggregates instead of one per record.
-    #[inline]
-    pub(super) fn add(&mut self, shard: &ShardId, rec: Rec) -> Vec<Vec<Rec>> {
-        // One look-up when the shard has its aggregator (the usual case).
-        let reducer = match self.by_shard.get_mut(shard) {
-            Some(reducer) => reducer,
-            None => self
-                .by_shard
-                .entry(shard.clone())
-                .or_insert_with(|| Reducer::new(self.policy)),
-        };
-        let before = reducer.next_deadline();
-        // The record moves once, into the reducer's queue.
-        let batches = reducer.add_deferred(rec);
-        let after = reducer.next_deadline();
-        if after != before
-            && let Some(at) = after
-        {
-            self.schedule.push(Reverse((at, shard.clone())));
+    /// The slot of `shard`'s batch (made on its first record).
+    pub(super) fn slot(&mut self, shard: &ShardId) -> usize {
+        if let Some(&slot) = self.slots.get(shard) {
+            return slot;
         }
-        batches
+        let slot = self.batches.len();
+        self.batches.push(Batch {
+            shard: shard.clone(),
+            reducer: Reducer::new(self.policy),
+            scheduled: None,
+        });
+        self.slots.insert(shard.clone(), slot);
+        slot
+    }
+
+    /// The queue of the batch in `slot`, to add a record to with
+    /// `Reducer::add_deferred` (the record moves once, straight into it); then
+    /// [`reschedule`](Self::reschedule) the slot. Deadlines are left to
+    /// [`pop_due`](Self::pop_due): a backlog of late records then closes full
+    /// aggregates instead of one per record.
+    #[inline]
+    pub(super) fn queue(&mut self, slot: usize) -> &mut Reducer<Rec> {
+        &mut self.batches[slot].reducer
+    }
+
+    /// Schedules the batch in `slot` at its next deadline, if that moved.
+    #[inline]
+    pub(super) fn reschedule(&mut self, slot: usize) {
+        let batch = &mut self.batches[slot];
+        let next = batch.reducer.next_deadline();
+        if next != batch.scheduled {
+            batch.scheduled = next;
+            if let Some(at) = next {
+                self.schedule.push(Reverse((at, slot)));
+            }
+        }
     }
 
     /// Adds a record whose shard is unknown: those due go alone (usually none).
@@ -103,19 +130,20 @@ impl Aggregation {
 
     /// The next shard whose batch is due at `now`, with its batches.
     pub(super) fn pop_due(&mut self, now: Instant) -> Option<(ShardId, Vec<Vec<Rec>>)> {
-        while let Some(Reverse((at, shard))) = self.schedule.peek().cloned() {
+        while let Some(&Reverse((at, slot))) = self.schedule.peek() {
             if at > now {
                 return None;
             }
             self.schedule.pop();
-            let Some(reducer) = self.by_shard.get_mut(&shard) else {
+            let Some(batch) = self.batches.get_mut(slot) else {
                 continue;
             };
-            let batches = reducer.poll_expired(now);
-            if let Some(next) = reducer.next_deadline() {
-                self.schedule.push(Reverse((next, shard.clone())));
+            let batches = batch.reducer.poll_expired(now);
+            batch.scheduled = batch.reducer.next_deadline();
+            if let Some(next) = batch.scheduled {
+                self.schedule.push(Reverse((next, slot)));
             }
-            return Some((shard, batches));
+            return Some((batch.shard.clone(), batches));
         }
         None
     }
@@ -123,9 +151,12 @@ impl Aggregation {
     /// Closes every shard's batch, deadline or not.
     pub(super) fn flush(&mut self) -> Vec<(ShardId, Vec<Vec<Rec>>)> {
         self.schedule.clear();
-        self.by_shard
+        self.batches
             .iter_mut()
-            .map(|(shard, r)| (shard.clone(), r.flush()))
+            .map(|b| {
+                b.scheduled = None;
+                (b.shard.clone(), b.reducer.flush())
+            })
             .collect()
     }
 
@@ -144,21 +175,26 @@ impl Aggregation {
         !self.unknown.is_empty()
     }
 
-    /// Takes `shard`'s aggregator away with its records (the shard was found split
-    /// or merged).
+    /// Takes `shard`'s records out (the shard was found split or merged); its slot
+    /// stays, empty.
     pub(super) fn remove(&mut self, shard: &ShardId) -> Vec<Rec> {
-        self.by_shard
-            .remove(shard)
-            .map(|mut r| r.flush().into_iter().flatten().collect())
-            .unwrap_or_default()
+        match self.slots.get(shard) {
+            Some(&slot) => {
+                let batch = &mut self.batches[slot];
+                batch.scheduled = None;
+                batch.reducer.flush().into_iter().flatten().collect()
+            }
+            None => Vec::new(),
+        }
     }
 
     /// Takes every record out, of every shard and of unknown ones.
     pub(super) fn drain(&mut self) -> Vec<Rec> {
         self.schedule.clear();
+        self.slots.clear();
         let mut held: Vec<Rec> = Vec::new();
-        for (_, mut r) in self.by_shard.drain() {
-            held.extend(r.flush().into_iter().flatten());
+        for mut b in self.batches.drain(..) {
+            held.extend(b.reducer.flush().into_iter().flatten());
         }
         held.extend(self.unknown.flush().into_iter().flatten());
         held
@@ -172,7 +208,7 @@ impl Aggregation {
 
     /// Whether it holds no record.
     pub(super) fn is_empty(&self) -> bool {
-        self.by_shard.values().all(Reducer::is_empty) && self.unknown.is_empty()
+        self.batches.iter().all(|b| b.reducer.is_empty()) && self.unknown.is_empty()
     }
 
     /// The largest aggregate's size (of its records' bounds).
@@ -182,8 +218,8 @@ impl Aggregation {
 
     /// Gives `shard`'s aggregator an emptied batch to make its next one in.
     pub(super) fn recycle(&mut self, shard: &ShardId, emptied: Vec<Rec>) {
-        if let Some(reducer) = self.by_shard.get_mut(shard) {
-            reducer.recycle(emptied);
+        if let Some(&slot) = self.slots.get(shard) {
+            self.batches[slot].reducer.recycle(emptied);
         }
     }
 
@@ -303,7 +339,9 @@ impl StreamPipeline {
         }
         match self.shards.place(rec.hash_key) {
             Place::Shard(shard) => {
-                let batches = self.aggregation.add(shard, rec);
+                let slot = self.aggregation.slot(shard);
+                let batches = self.aggregation.queue(slot).add_deferred(rec);
+                self.aggregation.reschedule(slot);
                 if batches.is_empty() {
                     return; // the usual case: nothing else to do
                 }
@@ -564,6 +602,13 @@ mod tests {
         r
     }
 
+    fn add(a: &mut Aggregation, shard: &ShardId, rec: Rec) -> Vec<Vec<Rec>> {
+        let slot = a.slot(shard);
+        let batches = a.queue(slot).add_deferred(rec);
+        a.reschedule(slot);
+        batches
+    }
+
     fn ids(batch: &[Rec]) -> Vec<u64> {
         batch.iter().map(|r| r.id()).collect()
     }
@@ -574,10 +619,10 @@ mod tests {
         let t0 = VirtualClock::new().now();
         let mut a = Aggregation::new(&c);
         let (s1, s2) = (ShardId::from("s1"), ShardId::from("s2"));
-        assert!(a.add(&s1, rec(0, "a", None, t0, &c)).is_empty());
+        assert!(add(&mut a, &s1, rec(0, "a", None, t0, &c)).is_empty());
         let later = t0 + Duration::from_millis(30);
-        assert!(a.add(&s2, rec(1, "b", None, later, &c)).is_empty());
-        assert!(a.add(&s1, rec(2, "c", None, later, &c)).is_empty());
+        assert!(add(&mut a, &s2, rec(1, "b", None, later, &c)).is_empty());
+        assert!(add(&mut a, &s1, rec(2, "c", None, later, &c)).is_empty());
         assert!(!a.is_empty());
         let first = a.next_deadline().expect("a deadline");
         assert_eq!(first, rec(9, "x", None, t0, &c).deadline);
@@ -600,14 +645,14 @@ mod tests {
         let t0 = VirtualClock::new().now();
         let mut a = Aggregation::new(&c);
         let s = ShardId::from("s");
-        assert!(a.add(&s, rec(0, "a", None, t0, &c)).is_empty());
-        let closed = a.add(&s, rec(1, "b", None, t0, &c));
+        assert!(add(&mut a, &s, rec(0, "a", None, t0, &c)).is_empty());
+        let closed = add(&mut a, &s, rec(1, "b", None, t0, &c));
         assert_eq!(
             closed.iter().map(|b| ids(b)).collect::<Vec<_>>(),
             [vec![0, 1]]
         );
-        a.add(&s, rec(2, "c", None, t0, &c));
-        a.add(&ShardId::from("t"), rec(3, "d", None, t0, &c));
+        add(&mut a, &s, rec(2, "c", None, t0, &c));
+        add(&mut a, &ShardId::from("t"), rec(3, "d", None, t0, &c));
         let mut flushed: Vec<u64> = a
             .flush()
             .into_iter()
@@ -617,6 +662,38 @@ mod tests {
         assert_eq!(flushed, [2, 3]);
         assert!(a.is_empty());
         assert_eq!(a.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_shard_keeps_its_slot_and_a_batch_taken_away_yields_nothing() {
+        let c = config(100);
+        let t0 = VirtualClock::new().now();
+        let mut a = Aggregation::new(&c);
+        let (s1, s2) = (ShardId::from("s1"), ShardId::from("s2"));
+        let (one, two) = (a.slot(&s1), a.slot(&s2));
+        assert_ne!(one, two);
+        assert_eq!(a.slot(&s1), one, "a shard keeps its slot");
+        add(&mut a, &s1, rec(0, "a", None, t0, &c));
+        add(&mut a, &s2, rec(1, "b", None, t0, &c));
+        assert_eq!(
+            ids(&a.remove(&s1)),
+            [0],
+            "found split: its records come out"
+        );
+        assert_eq!(a.remove(&ShardId::from("s9")).len(), 0);
+        let due = a.next_deadline().expect("a deadline");
+        let mut polled: Vec<(ShardId, usize)> = std::iter::from_fn(|| a.pop_due(due))
+            .map(|(shard, batches)| (shard, batches.len()))
+            .collect();
+        polled.sort_unstable();
+        // s1's entry is stale: no batch comes of it.
+        assert_eq!(polled, [(s1.clone(), 0), (s2, 1)]);
+        // The slot takes records again, and its batch is scheduled anew.
+        add(&mut a, &s1, rec(2, "c", None, due, &c));
+        let (shard, _) = a.pop_due(a.next_deadline().expect("s1")).expect("s1");
+        assert_eq!(shard, s1);
+        assert!(a.is_empty());
+        assert_eq!(a.drain().len(), 0);
     }
 
     #[test]
