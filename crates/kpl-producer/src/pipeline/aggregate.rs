@@ -37,10 +37,11 @@ struct Batch {
 /// Rules: a shard keeps its slot while the aggregation lives; a record is added
 /// straight into its slot's queue ([`queue`](Self::queue): it moves once, the hot
 /// path), then the slot is rescheduled ([`reschedule`](Self::reschedule)), so each
-/// batch is scheduled at its next deadline; a shard's batch closes at `aggregation_max_count` records, at `aggregation_max_size` bytes
-/// of aggregate, or at its first record's deadline (each shard's next deadline is
-/// scheduled, so polling costs what is due, not what is held); records whose shard is unknown are never aggregated with others;
-/// a batch of one record goes raw, under its own key; an aggregate goes under
+/// batch is scheduled at its next deadline and polling costs what is due, not what
+/// is held; a shard's batch closes at `aggregation_max_count` records, at
+/// `aggregation_max_size` bytes of aggregate, or at its first record's deadline;
+/// records whose shard is unknown are never aggregated with others; a batch of one
+/// record goes raw, under its own key; an aggregate goes under
 /// [`AGGREGATED_PARTITION_KEY`] routed by its first record's hash key, with the
 /// earliest deadline of its records plus the collector's share of the buffering
 /// time, never past the earliest expiration.
