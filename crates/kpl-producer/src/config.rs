@@ -1,57 +1,717 @@
 //! The producer's settings: the KPL's keys, defaults and bounds.
+//!
+//! Every setting is declared once, in the table of the `settings!` invocation
+//! below: its key as the KPL spells it, field, type, default, bounds, unit, one
+//! line of doc and whether the KPL has it. The [`Config`] field, its default, the
+//! getter and setter, the bounds check in [`ConfigBuilder::build`], the
+//! `.properties` reading, the `kpl` command's flags ([`Config::settings`]) and the
+//! table in docs/configuration.md (checked by a test) all come from it.
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use kpl_codec::{
+    DEFAULT_MAX_RECORD_SIZE, DEFAULT_MAX_REQUEST_SIZE, MAX_RECORD_SIZE_CEILING,
+    MAX_RECORDS_PER_REQUEST,
+};
 
 use crate::metrics::{MetricsGranularity, MetricsLevel};
 
-/// The producer's settings, with the KPL's defaults and bounds.
-///
-/// Build one with [`Config::builder`] (every setter is checked at
-/// [`ConfigBuilder::build`]) or read a Java KPL `.properties` file with
-/// [`Config::from_kpl_properties`].
-///
-/// ```
-/// use std::time::Duration;
-/// use kpl_producer::Config;
-///
-/// let config = Config::builder()
-///     .record_max_buffered_time(Duration::from_millis(50))
-///     .rate_limit(100)
-///     .build()?;
-/// assert_eq!(config.aggregation_max_size(), 51_200);
-/// # Ok::<(), kpl_producer::ConfigError>(())
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
-    pub(crate) aggregation_enabled: bool,
-    pub(crate) aggregation_max_count: u64,
-    pub(crate) aggregation_max_size: usize,
-    pub(crate) collection_max_count: usize,
-    pub(crate) collection_max_size: usize,
-    pub(crate) record_max_buffered_time: Duration,
-    pub(crate) record_ttl: Duration,
-    pub(crate) rate_limit: u64,
-    pub(crate) fail_if_throttled: bool,
-    pub(crate) max_connections: usize,
-    pub(crate) request_timeout: Duration,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) max_user_record_size: usize,
-    pub(crate) max_outstanding_records: usize,
-    pub(crate) max_outstanding_bytes: usize,
-    pub(crate) region: Option<String>,
-    pub(crate) kinesis_endpoint: Option<String>,
-    pub(crate) min_connections: usize,
-    pub(crate) verify_certificate: bool,
-    pub(crate) proxy: Option<ProxySettings>,
-    pub(crate) ca_cert_file: Option<PathBuf>,
-    pub(crate) metrics_level: MetricsLevel,
-    pub(crate) metrics_granularity: MetricsGranularity,
-    pub(crate) metrics_namespace: String,
-    pub(crate) metrics_upload_delay: Duration,
-    pub(crate) cloudwatch_endpoint: Option<String>,
-    pub(crate) seed: u64,
+/// The port of an endpoint or proxy given without one (https, as the KPL connects).
+const HTTPS_PORT: u16 = 443;
+
+/// What kind of value a setting holds, which says how it is read and checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// `true` or `false`; a `kpl` flag sets the opposite of the default.
+    Bool,
+    /// A whole number within bounds.
+    Count { min: u64, max: u64 },
+    /// A duration in milliseconds within bounds.
+    Millis { min: u64, max: u64 },
+    /// Read by hand (text, URLs, names); its bounds are said in words.
+    Custom(&'static str),
+}
+
+/// One setting of [`Config`], as the settings table declares it (see
+/// [`Config::settings`]).
+#[derive(Debug)]
+pub struct Setting {
+    id: Id,
+    key: &'static str,
+    aliases: &'static [&'static str],
+    field: Option<&'static str>,
+    kind: Kind,
+    unit: &'static str,
+    flag: Option<&'static str>,
+    kpl: bool,
+    doc: &'static str,
+}
+
+impl Setting {
+    /// The key, as the KPL spells it (settings of ours that no file gives are
+    /// spelled as their field).
+    pub fn key(&self) -> &'static str {
+        self.key
+    }
+
+    /// Other spellings a `.properties` file may use (the older KPL's names).
+    pub fn aliases(&self) -> &'static [&'static str] {
+        self.aliases
+    }
+
+    /// The name of the [`Config`] getter and [`ConfigBuilder`] setter, or `None` for
+    /// a key that qualifies another (a port, the proxy's user).
+    pub fn field(&self) -> Option<&'static str> {
+        self.field
+    }
+
+    /// What it does, in one line.
+    pub fn doc(&self) -> &'static str {
+        self.doc
+    }
+
+    /// The unit of its values: `ms`, `bytes`, `percent`, or empty.
+    pub fn unit(&self) -> &'static str {
+        self.unit
+    }
+
+    /// Whether the Java KPL has this key too.
+    pub fn in_kpl(&self) -> bool {
+        self.kpl
+    }
+
+    /// The long flag of the `kpl` command that sets it (without `--`), if any.
+    pub fn flag(&self) -> Option<&'static str> {
+        self.flag
+    }
+
+    /// Whether it holds `true` or `false` (its `kpl` flag then takes no value and
+    /// sets [`switched`](Self::switched)).
+    pub fn is_bool(&self) -> bool {
+        self.kind == Kind::Bool
+    }
+
+    /// The value a bool setting's flag sets: the opposite of its default.
+    pub fn switched(&self) -> &'static str {
+        if self.default_value() == "true" {
+            "false"
+        } else {
+            "true"
+        }
+    }
+
+    /// Its default, as a `.properties` file would give it (`none` when unset).
+    pub fn default_value(&self) -> String {
+        default_of(self.id)
+    }
+
+    /// What values are accepted, in words (`64 to 10485760`, `100 ms or more`).
+    pub fn allowed(&self) -> &'static str {
+        static ALLOWED: OnceLock<Vec<String>> = OnceLock::new();
+        let texts = ALLOWED.get_or_init(|| {
+            SETTINGS
+                .iter()
+                .map(|s| {
+                    let unit = if s.unit == "ms" { " ms" } else { "" };
+                    match s.kind {
+                        Kind::Bool => "true or false".to_owned(),
+                        Kind::Count { min, max } | Kind::Millis { min, max } => {
+                            if max == u64::MAX || max == usize::MAX as u64 {
+                                format!("{min}{unit} or more")
+                            } else {
+                                format!("{min} to {max}{unit}")
+                            }
+                        }
+                        Kind::Custom(text) => text.to_owned(),
+                    }
+                })
+                .collect()
+        });
+        let i = SETTINGS
+            .iter()
+            .position(|s| s.id == self.id)
+            .expect("a setting of the table");
+        &texts[i]
+    }
+
+    /// Sets this setting on `builder` from a value as a `.properties` file gives it
+    /// (bounds are checked at [`ConfigBuilder::build`]). A key that only
+    /// qualifies another (a port, the proxy's user) applies with it in
+    /// [`Config::from_kpl_properties`], and is refused here.
+    pub fn apply(
+        &self,
+        mut builder: ConfigBuilder,
+        value: &str,
+    ) -> Result<ConfigBuilder, ConfigError> {
+        apply_to(self, &mut builder.config, self.key, value)?;
+        Ok(builder)
+    }
+
+    /// A value checked against the bounds: `Err` names the key and what is allowed.
+    fn check(&self, c: &Config) -> Result<(), ConfigError> {
+        let (Kind::Count { min, max } | Kind::Millis { min, max }) = self.kind else {
+            return Ok(());
+        };
+        let value = number_of(self.id, c).expect("a number");
+        if value < min || value > max {
+            return Err(ConfigError::OutOfRange {
+                key: self.key.into(),
+                value: value.to_string(),
+                allowed: self.allowed(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The setting of `id`.
+fn setting(id: Id) -> &'static Setting {
+    SETTINGS
+        .iter()
+        .find(|s| s.id == id)
+        .expect("every id is in the table")
+}
+
+/// The setting a `.properties` key names (or one of its older names).
+fn lookup(key: &str) -> Option<&'static Setting> {
+    SETTINGS
+        .iter()
+        .find(|s| s.key == key || s.aliases.contains(&key))
+}
+
+/// A value as the table shows it: milliseconds for durations, `none` when unset.
+trait Shown {
+    fn shown(&self) -> String;
+}
+
+impl Shown for bool {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Shown for u64 {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Shown for usize {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Shown for u16 {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Shown for Duration {
+    fn shown(&self) -> String {
+        millis(*self).to_string()
+    }
+}
+
+impl Shown for String {
+    fn shown(&self) -> String {
+        self.clone()
+    }
+}
+
+impl Shown for PathBuf {
+    fn shown(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+impl Shown for ProxySettings {
+    fn shown(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+impl Shown for MetricsLevel {
+    fn shown(&self) -> String {
+        format!("{self:?}").to_ascii_lowercase()
+    }
+}
+
+impl Shown for MetricsGranularity {
+    fn shown(&self) -> String {
+        format!("{self:?}").to_ascii_lowercase()
+    }
+}
+
+impl<T: Shown> Shown for Option<T> {
+    fn shown(&self) -> String {
+        self.as_ref()
+            .map_or_else(|| "none".to_owned(), Shown::shown)
+    }
+}
+
+/// A number of the table's bounds.
+trait Number {
+    fn number(&self) -> u64;
+}
+
+impl Number for u64 {
+    fn number(&self) -> u64 {
+        *self
+    }
+}
+
+impl Number for usize {
+    fn number(&self) -> u64 {
+        u64::try_from(*self).unwrap_or(u64::MAX)
+    }
+}
+
+impl Number for Duration {
+    fn number(&self) -> u64 {
+        millis(*self)
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The table: see the module's doc. Each line of `fields` is
+/// `Key [older names] => field: Type = default, kind (min, max), set form, flag,
+/// kpl, unit, (allowed,) doc`; `keys` are keys that qualify another field.
+macro_rules! settings {
+    (
+        $(#[$cmeta:meta])*
+        fields {
+            $(
+                $key:literal $([$($alias:literal),+])? => $field:ident: $ty:ty = $default:expr,
+                $kind:ident $(($min:expr, $max:expr))?, $set:ident $(($inner:ty))?,
+                flag $flag:expr, kpl $kpl:literal, unit $unit:tt,
+                $(allowed $allowed:tt,)?
+                $doc:literal;
+            )*
+        }
+        keys {
+            $(
+                $xkey:literal $([$($xalias:literal),+])? => $xid:ident, default $xdefault:expr,
+                kpl $xkpl:literal, allowed $xallowed:literal, $xdoc:literal;
+            )*
+        }
+        other {
+            $( $(#[$ometa:meta])* $ofield:ident: $oty:ty = $odefault:expr; )*
+        }
+    ) => {
+        $(#[$cmeta])*
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub struct Config {
+            $( pub(crate) $field: $ty, )*
+            $( $(#[$ometa])* pub(crate) $ofield: $oty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Self {
+                    $( $field: settings!(@default $kind $default), )*
+                    $( $ofield: $odefault, )*
+                }
+            }
+        }
+
+        /// A setting of the table, by its field (or its key, for the keys that
+        /// qualify another field).
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        enum Id {
+            $( $field, )*
+            $( $xid, )*
+        }
+
+        static SETTINGS: &[Setting] = &[
+            $(
+                Setting {
+                    id: Id::$field,
+                    key: $key,
+                    aliases: &[$($($alias),+)?],
+                    field: Some(stringify!($field)),
+                    kind: settings!(@kind $kind $(($min, $max))? $($allowed)?),
+                    unit: $unit,
+                    flag: $flag,
+                    kpl: $kpl,
+                    doc: $doc,
+                },
+            )*
+            $(
+                Setting {
+                    id: Id::$xid,
+                    key: $xkey,
+                    aliases: &[$($($xalias),+)?],
+                    field: None,
+                    kind: Kind::Custom($xallowed),
+                    unit: "",
+                    flag: None,
+                    kpl: $xkpl,
+                    doc: $xdoc,
+                },
+            )*
+        ];
+
+        fn default_of(id: Id) -> String {
+            match id {
+                $( Id::$field => Config::default().$field.shown(), )*
+                $( Id::$xid => $xdefault.shown(), )*
+            }
+        }
+
+        /// The value of a counted or timed setting, as a number of its unit.
+        fn number_of(id: Id, c: &Config) -> Option<u64> {
+            match id {
+                $( Id::$field => settings!(@number $kind c.$field), )*
+                _ => None,
+            }
+        }
+
+        /// Sets a bool, counted or timed setting from its text; `false` for the
+        /// others (read by hand).
+        fn apply_simple(id: Id, c: &mut Config, key: &str, value: &str) -> Result<bool, ConfigError> {
+            match id {
+                $( Id::$field => settings!(@parse $kind c.$field, key, value), )*
+                _ => Ok(false),
+            }
+        }
+
+        impl Config {
+            $(
+                #[doc = concat!("`", $key, "`: ", $doc)]
+                #[doc = ""]
+                #[doc = concat!("Default: `", stringify!($default), "`", settings!(@unit $kind $unit),
+                    settings!(@bounds $kind $(($min, $max))?), " (see [`Config::settings`]).")]
+                pub fn $field(&self) -> $ty {
+                    self.$field.clone()
+                }
+            )*
+        }
+
+        impl ConfigBuilder {
+            $(
+                settings!(@setter $key, $field, $ty, $set $(($inner))?);
+            )*
+        }
+    };
+
+    (@default Millis $default:expr) => { Duration::from_millis($default) };
+    (@default $kind:ident $default:expr) => { $default };
+
+    (@kind Bool) => { Kind::Bool };
+    (@kind Count ($min:expr, $max:expr)) => { Kind::Count { min: $min as u64, max: $max as u64 } };
+    (@kind Millis ($min:expr, $max:expr)) => { Kind::Millis { min: $min, max: $max } };
+    (@kind Custom $allowed:tt) => { Kind::Custom($allowed) };
+
+    (@unit Millis $unit:tt) => { " ms" };
+    (@unit $kind:ident "") => { "" };
+    (@unit $kind:ident $unit:tt) => { concat!(" ", $unit) };
+
+    (@bounds $kind:ident ($min:expr, $max:expr)) => {
+        concat!("; allowed: `", stringify!($min), "` to `", stringify!($max), "`")
+    };
+    (@bounds $kind:ident) => { "" };
+
+    (@number Bool $e:expr) => { None };
+    (@number Custom $e:expr) => { None };
+    (@number $kind:ident $e:expr) => { Some($e.number()) };
+
+    (@parse Bool $e:expr, $key:expr, $value:expr) => {{ $e = parse_bool($key, $value)?; Ok(true) }};
+    (@parse Count $e:expr, $key:expr, $value:expr) => {{ $e = parse_num($key, $value)?; Ok(true) }};
+    (@parse Millis $e:expr, $key:expr, $value:expr) => {{ $e = parse_ms($key, $value)?; Ok(true) }};
+    (@parse Custom $e:expr, $key:expr, $value:expr) => { Ok(false) };
+
+    (@setter $key:literal, $field:ident, $ty:ty, plain) => {
+        #[doc = concat!("Sets `", $key, "` (see [`Config::", stringify!($field), "`]); checked at [`build`](Self::build).")]
+        pub fn $field(mut self, value: $ty) -> Self {
+            self.config.$field = value;
+            self
+        }
+    };
+    (@setter $key:literal, $field:ident, $ty:ty, some($inner:ty)) => {
+        #[doc = concat!("Sets `", $key, "` (see [`Config::", stringify!($field), "`]).")]
+        pub fn $field(mut self, value: $inner) -> Self {
+            self.config.$field = Some(value);
+            self
+        }
+    };
+    (@setter $key:literal, $field:ident, $ty:ty, into) => {
+        #[doc = concat!("Sets `", $key, "` (see [`Config::", stringify!($field), "`]); checked at [`build`](Self::build).")]
+        pub fn $field(mut self, value: impl Into<$ty>) -> Self {
+            self.config.$field = value.into();
+            self
+        }
+    };
+    (@setter $key:literal, $field:ident, $ty:ty, into_some($inner:ty)) => {
+        #[doc = concat!("Sets `", $key, "` (see [`Config::", stringify!($field), "`]).")]
+        pub fn $field(mut self, value: impl Into<$inner>) -> Self {
+            self.config.$field = Some(value.into());
+            self
+        }
+    };
+}
+
+settings! {
+    /// The producer's settings, with the KPL's defaults and bounds.
+    ///
+    /// Build one with [`Config::builder`] (every setter is checked at
+    /// [`ConfigBuilder::build`]) or read a Java KPL `.properties` file with
+    /// [`Config::from_kpl_properties`]. Every setting, with its key, default and
+    /// bounds, is listed by [`Config::settings`] (and in docs/configuration.md).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kpl_producer::Config;
+    ///
+    /// let config = Config::builder()
+    ///     .record_max_buffered_time(Duration::from_millis(50))
+    ///     .rate_limit(100)
+    ///     .build()?;
+    /// assert_eq!(config.rate_limit(), 100);
+    /// # Ok::<(), kpl_producer::ConfigError>(())
+    /// ```
+    fields {
+        "AggregationEnabled" => aggregation_enabled: bool = true,
+            Bool, plain, flag Some("no-aggregation"), kpl true, unit "",
+            "Whether user records are aggregated into Kinesis records.";
+        "AggregationMaxCount" => aggregation_max_count: u64 = u64::from(u32::MAX),
+            Count (1, u64::MAX), plain, flag Some("aggregation-max-count"), kpl true, unit "",
+            "Most user records in one aggregated record (the KPL's bound: 1 to 2^63 - 1).";
+        "AggregationMaxSize" => aggregation_max_size: usize = 51_200,
+            Count (64, MAX_RECORD_SIZE_CEILING), plain, flag Some("aggregation-max-size"),
+            kpl true, unit "bytes",
+            "Most bytes of one aggregated record (the KPL's bound: 64 to 1048576; \
+             Kinesis records may be 10 MiB since 2025).";
+        "CollectionMaxCount" => collection_max_count: usize = MAX_RECORDS_PER_REQUEST,
+            Count (1, MAX_RECORDS_PER_REQUEST), plain, flag Some("collection-max-count"),
+            kpl true, unit "",
+            "Most records in one PutRecords request.";
+        "CollectionMaxSize" => collection_max_size: usize = DEFAULT_MAX_REQUEST_SIZE,
+            Count (52_224, MAX_RECORD_SIZE_CEILING), plain, flag Some("collection-max-size"),
+            kpl true, unit "bytes",
+            "Most bytes of one PutRecords request; the pipeline cuts every request at \
+             512 KiB (shorter requests retry cheaper and keep the congestion window \
+             fine-grained), so a larger value changes nothing (the KPL's bound: 52224 \
+             to 2^63 - 1).";
+        "RecordMaxBufferedTime" => record_max_buffered_time: Duration = 100,
+            Millis (0, 3_600_000), plain, flag Some("record-max-buffered-time"), kpl true,
+            unit "ms",
+            "Longest a record waits for its batch to fill before it is sent (the KPL's \
+             bound: 100 ms or more; less is ours, for latency-bound users and tests; an \
+             hour is the most a record can usefully wait).";
+        "RecordTtl" => record_ttl: Duration = 30_000,
+            Millis (100, u64::MAX), plain, flag Some("record-ttl"), kpl true, unit "ms",
+            "Time a record has to be stored before it fails as expired (huge values are \
+             capped, never overflow).";
+        "RateLimit" => rate_limit: u64 = 150,
+            Count (1, u64::MAX), plain, flag Some("rate-limit"), kpl true, unit "percent",
+            "What the per-shard limiter admits, as a share of the shard's limits.";
+        "FailIfThrottled" => fail_if_throttled: bool = false,
+            Bool, plain, flag Some("fail-if-throttled"), kpl true, unit "",
+            "Whether a throttled record fails at once instead of being retried.";
+        "MaxConnections" => max_connections: usize = 24,
+            Count (1, 256), plain, flag Some("max-connections"), kpl true, unit "",
+            "Most requests in flight (the congestion window's ceiling), and idle \
+             connections kept.";
+        "MinConnections" => min_connections: usize = 1,
+            Count (1, 16), plain, flag None, kpl true, unit "",
+            "Accepted for the KPL's files, with nothing to do: connections open on demand \
+             and idle ones stay open up to MaxConnections (a value above 1 is returned as \
+             not applied).";
+        "RequestTimeout" => request_timeout: Duration = 6_000,
+            Millis (100, 600_000), plain, flag Some("request-timeout"), kpl true, unit "ms",
+            "The timeout of a request to a path with no measured rate yet; a request is \
+             given more time for its size once the path's rate is known.";
+        "ConnectTimeout" => connect_timeout: Duration = 6_000,
+            Millis (100, 300_000), plain, flag Some("connect-timeout"), kpl true, unit "ms",
+            "The timeout of opening a connection.";
+        "MaxUserRecordSize" => max_user_record_size: usize = DEFAULT_MAX_RECORD_SIZE,
+            Count (64, MAX_RECORD_SIZE_CEILING), plain, flag Some("max-user-record-size"),
+            kpl false, unit "bytes",
+            "Most bytes (data plus partition key) of one user record: raise it for a \
+             stream whose record limit was raised.";
+        "max_outstanding_records" => max_outstanding_records: usize = 1_000_000,
+            Count (1, usize::MAX), plain, flag Some("max-outstanding-records"), kpl false,
+            unit "",
+            "Records accepted and not yet resolved before `put_record` waits (and `kpl \
+             put` pauses reading).";
+        "max_outstanding_bytes" => max_outstanding_bytes: usize = 512 * 1024 * 1024,
+            Count (1, usize::MAX), plain, flag Some("max-outstanding-bytes"), kpl false,
+            unit "bytes",
+            "Bytes (data plus partition keys) accepted and not yet resolved before \
+             `put_record` waits (and `kpl put` pauses reading).";
+        "Region" => region: Option<String> = None,
+            Custom, into_some(String), flag None, kpl true, unit "",
+            allowed "a region name",
+            "The AWS region, for building a transport.";
+        "KinesisEndpoint" ["CustomEndpoint"] => kinesis_endpoint: Option<String> = None,
+            Custom, into_some(String), flag None, kpl true, unit "",
+            allowed "a host name or a URL",
+            "Where requests go instead of the region's endpoint: a host name (then \
+             `https://HOST:KinesisPort`, as the KPL always uses TLS) or a URL \
+             (`http://127.0.0.1:4567` for a local peer; the KPL takes a host name only); \
+             a URL without `http://` or `https://`, without a host, or with a port that \
+             is not one stops the transport's build, naming it.";
+        "VerifyCertificate" => verify_certificate: bool = true,
+            Bool, plain, flag None, kpl true, unit "",
+            "Whether the endpoint's certificate is checked: `false` trusts any \
+             certificate (test endpoints only), with a warning when the transport is \
+             built; on both HTTP clients (the tokio one needs kpl-transport's `async-io` \
+             feature, kpl's `smol`).";
+        "ProxyHost" => proxy: Option<ProxySettings> = None,
+            Custom, some(ProxySettings), flag None, kpl true, unit "",
+            allowed "a host name",
+            "An HTTP proxy for requests (CONNECT for https endpoints, absolute-form for \
+             http; basic authentication); without one, `HTTPS_PROXY`, `HTTP_PROXY` and \
+             `NO_PROXY` apply.";
+        "CaCertFile" ["CaCertPath"] => ca_cert_file: Option<PathBuf> = None,
+            Custom, into_some(PathBuf), flag None, kpl true, unit "",
+            allowed "a file or a directory",
+            "CA certificates trusted beside the system's: a PEM file (one certificate or \
+             a bundle), or a directory of them as the KPL's `CaCertPath` is (every file in \
+             it holding a PEM certificate); a path that cannot be read or holds no \
+             certificate stops the transport's build, naming it.";
+        "MetricsLevel" => metrics_level: MetricsLevel = MetricsLevel::None,
+            Custom, plain, flag Some("metrics-level"), kpl true, unit "",
+            allowed "none, summary or detailed",
+            "Which of the KPL's metrics are kept (the KPL's default is detailed: a file \
+             without MetricsLevel gets it returned as not applied, saying so).";
+        "MetricsGranularity" => metrics_granularity: MetricsGranularity = MetricsGranularity::Shard,
+            Custom, plain, flag Some("metrics-granularity"), kpl true, unit "",
+            allowed "global, stream or shard",
+            "The finest dimensions metrics are kept at.";
+        "MetricsNamespace" => metrics_namespace: String = "KinesisProducerLibrary".into(),
+            Custom, into, flag Some("metrics-namespace"), kpl true, unit "",
+            allowed "1 to 255 characters, not starting with AWS/",
+            "The CloudWatch namespace of uploaded metrics.";
+        "MetricsUploadDelay" => metrics_upload_delay: Duration = 60_000,
+            Millis (0, u64::MAX), plain, flag Some("metrics-upload-delay"), kpl true,
+            unit "ms",
+            "How often metrics are uploaded (and once more at shutdown; the KPL's bound: \
+             1 to 60000 ms).";
+        "CloudwatchEndpoint" => cloudwatch_endpoint: Option<String> = None,
+            Custom, into_some(String), flag Some("metrics-endpoint"), kpl true, unit "",
+            allowed "a host name or a URL",
+            "Where metrics are uploaded instead of the region's CloudWatch: a host name \
+             (then `https://HOST:CloudwatchPort`) or a URL (`http://...` for a plain-HTTP \
+             stand-in); the Kinesis endpoint never applies to CloudWatch.";
+    }
+    keys {
+        "KinesisPort" ["Port"] => kinesis_port, default HTTPS_PORT, kpl true,
+            allowed "1 to 65535",
+            "The port of a KinesisEndpoint given as a host name.";
+        "CloudwatchPort" => cloudwatch_port, default HTTPS_PORT, kpl true,
+            allowed "1 to 65535",
+            "The port of a CloudwatchEndpoint given as a host name.";
+        "ProxyPort" => proxy_port, default HTTPS_PORT, kpl true,
+            allowed "1 to 65535",
+            "The ProxyHost's port.";
+        "ProxyUserName" => proxy_user_name, default None::<String>, kpl true,
+            allowed "any",
+            "The user of the proxy's basic authentication.";
+        "ProxyPassword" => proxy_password, default None::<String>, kpl true,
+            allowed "any",
+            "The password of the proxy's basic authentication (never printed).";
+    }
+    other {
+        /// Seed of the producer's randomness (backoff jitter).
+        seed: u64 = 0x6b70_6c2d_7273;
+    }
+}
+
+/// Keys of the KPL that change nothing here, with the reason each says.
+const NOT_APPLIED: &[(&[&str], &str)] = &[
+    (
+        &["LogLevel"],
+        "logs go through `tracing`: set the level with RUST_LOG or your subscriber's filter",
+    ),
+    (
+        &["NativeExecutable", "TempDirectory", "EnableCoreDumps"],
+        "kpl-rs runs no native daemon: nothing to apply",
+    ),
+    (
+        &["ThreadingModel", "ThreadPoolSize"],
+        "the pipeline runs as tasks on your async runtime: size its threads there",
+    ),
+    (
+        &["CredentialsRefreshDelay"],
+        "the AWS SDK refreshes credentials before they expire",
+    ),
+    (
+        &["UserRecordTimeoutInMillis"],
+        "use RecordTtl: every record's outcome comes within RecordTtl plus one RequestTimeout",
+    ),
+    (
+        &["StsEndpoint", "StsPort"],
+        "set AWS_ENDPOINT_URL_STS for the AWS chain's STS calls",
+    ),
+    (
+        &["AwsAccessKeyId", "AwsSecretKey"],
+        "credentials come from the AWS chain (environment, profile, role), not from this file",
+    ),
+];
+
+/// The reason of a key any other: not one of the KPL's.
+const UNKNOWN_KEY: &str = "unknown key";
+
+/// Sets one setting from its text (`key` as the file spells it, for errors).
+fn apply_to(s: &Setting, c: &mut Config, key: &str, value: &str) -> Result<(), ConfigError> {
+    if apply_simple(s.id, c, key, value)? {
+        return Ok(());
+    }
+    let text = || Some(value.to_owned()).filter(|v| !v.is_empty());
+    let invalid = || ConfigError::Invalid {
+        key: key.into(),
+        value: value.into(),
+        expected: s.allowed(),
+    };
+    match s.id {
+        Id::region => c.region = text(),
+        Id::kinesis_endpoint => c.kinesis_endpoint = text().map(|h| endpoint_url(h, None)),
+        Id::cloudwatch_endpoint => c.cloudwatch_endpoint = text().map(|h| endpoint_url(h, None)),
+        Id::ca_cert_file => c.ca_cert_file = text().map(PathBuf::from),
+        Id::metrics_level => c.metrics_level = MetricsLevel::parse(value).ok_or_else(invalid)?,
+        Id::metrics_granularity => {
+            c.metrics_granularity = MetricsGranularity::parse(value).ok_or_else(invalid)?;
+        }
+        Id::metrics_namespace => c.metrics_namespace = value.to_owned(),
+        Id::proxy => {
+            c.proxy = text().map(|host| ProxySettings {
+                host,
+                port: HTTPS_PORT,
+                user_name: None,
+                password: None,
+            });
+        }
+        _ => {
+            return Err(ConfigError::Invalid {
+                key: key.into(),
+                value: value.into(),
+                expected: "the key it qualifies beside it, in a .properties file",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// An endpoint as a URL: a host name connects with TLS, as the KPL always does.
+fn endpoint_url(host: String, port: Option<String>) -> String {
+    if host.contains("://") {
+        host
+    } else {
+        format!(
+            "https://{host}:{}",
+            port.unwrap_or_else(|| HTTPS_PORT.to_string())
+        )
+    }
 }
 
 /// An HTTP proxy of the KPL's `ProxyHost`, `ProxyPort`, `ProxyUserName` and
@@ -96,46 +756,6 @@ impl fmt::Display for IgnoredKey {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            aggregation_enabled: true,
-            aggregation_max_count: u64::from(u32::MAX),
-            aggregation_max_size: 51_200,
-            collection_max_count: 500,
-            collection_max_size: 5 * 1024 * 1024,
-            record_max_buffered_time: Duration::from_millis(100),
-            record_ttl: Duration::from_secs(30),
-            rate_limit: 150,
-            fail_if_throttled: false,
-            max_connections: 24,
-            request_timeout: Duration::from_secs(6),
-            connect_timeout: Duration::from_secs(6),
-            max_user_record_size: 1024 * 1024,
-            max_outstanding_records: 1_000_000,
-            max_outstanding_bytes: 512 * 1024 * 1024,
-            region: None,
-            kinesis_endpoint: None,
-            min_connections: 1,
-            verify_certificate: true,
-            proxy: None,
-            ca_cert_file: None,
-            metrics_level: MetricsLevel::None,
-            metrics_granularity: MetricsGranularity::Shard,
-            metrics_namespace: "KinesisProducerLibrary".into(),
-            metrics_upload_delay: Duration::from_secs(60),
-            cloudwatch_endpoint: None,
-            seed: 0x6b70_6c2d_7273,
-        }
-    }
-}
-
-macro_rules! getters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
-        $($(#[$doc])* pub fn $name(&self) -> $ty { self.$name.clone() })*
-    };
-}
-
 impl Config {
     /// A builder starting from the defaults.
     pub fn builder() -> ConfigBuilder {
@@ -144,67 +764,19 @@ impl Config {
         }
     }
 
-    getters! {
-        /// `AggregationEnabled` (default true).
-        aggregation_enabled: bool;
-        /// `AggregationMaxCount` (default 4294967295).
-        aggregation_max_count: u64;
-        /// `AggregationMaxSize` in bytes (default 51200).
-        aggregation_max_size: usize;
-        /// `CollectionMaxCount` (default 500).
-        collection_max_count: usize;
-        /// `CollectionMaxSize` in bytes (default 5242880).
-        collection_max_size: usize;
-        /// `RecordMaxBufferedTime` (default 100 ms).
-        record_max_buffered_time: Duration;
-        /// `RecordTtl` (default 30 s).
-        record_ttl: Duration;
-        /// `RateLimit`, percent of the shard limits (default 150).
-        rate_limit: u64;
-        /// `FailIfThrottled` (default false).
-        fail_if_throttled: bool;
-        /// `MaxConnections`: requests in flight (default 24).
-        max_connections: usize;
-        /// `RequestTimeout` (default 6 s).
-        request_timeout: Duration;
-        /// `ConnectTimeout` (default 6 s).
-        connect_timeout: Duration;
-        /// `MaxUserRecordSize`: data plus partition key bytes (default 1 MiB).
-        max_user_record_size: usize;
-        /// Records accepted and not yet resolved before `put_record` waits.
-        max_outstanding_records: usize;
-        /// Bytes (data plus partition keys) accepted and not yet resolved before
-        /// `put_record` waits.
-        max_outstanding_bytes: usize;
-        /// `Region`, for building a transport.
-        region: Option<String>;
-        /// `KinesisEndpoint` (with `KinesisPort`), for building a transport.
-        kinesis_endpoint: Option<String>;
-        /// `MinConnections` (default 1): accepted for the KPL's files; connections
-        /// open on demand and idle ones are kept up to `MaxConnections`.
-        min_connections: usize;
-        /// `VerifyCertificate` (default true): whether the endpoint's certificate
-        /// is checked (`false`, for test endpoints only, is logged as a warning
-        /// when the transport is built, on either HTTP client).
-        verify_certificate: bool;
-        /// `ProxyHost` and the other `Proxy*` keys: an HTTP proxy for requests.
-        proxy: Option<ProxySettings>;
-        /// `CaCertFile` (or `CaCertPath`): CA certificates trusted beside the
-        /// system's, a PEM file or bundle, or a directory of them.
-        ca_cert_file: Option<PathBuf>;
-        /// `MetricsLevel` (default none here; the KPL's is detailed): which of the
-        /// KPL's metrics [`Producer::metrics`](crate::Producer::metrics) keeps.
-        metrics_level: MetricsLevel;
-        /// `MetricsGranularity` (default shard).
-        metrics_granularity: MetricsGranularity;
-        /// `MetricsNamespace` (default `KinesisProducerLibrary`): the namespace of
-        /// uploaded batches.
-        metrics_namespace: String;
-        /// `MetricsUploadDelay` (default 60 s): how often metrics are uploaded.
-        metrics_upload_delay: Duration;
-        /// `CloudwatchEndpoint` (with `CloudwatchPort`), as a URL: where metrics
-        /// are uploaded instead of the region's CloudWatch endpoint.
-        cloudwatch_endpoint: Option<String>;
+    /// Every setting, in the table's order: key, field, default, bounds, unit, doc,
+    /// whether the KPL has it, and the `kpl` command's flag.
+    ///
+    /// ```
+    /// use kpl_producer::Config;
+    ///
+    /// let rate = Config::settings().iter().find(|s| s.key() == "RateLimit").unwrap();
+    /// assert_eq!(rate.field(), Some("rate_limit"));
+    /// assert_eq!(rate.default_value(), "150");
+    /// assert_eq!(rate.allowed(), "1 or more");
+    /// ```
+    pub fn settings() -> &'static [Setting] {
+        SETTINGS
     }
 
     /// A builder holding every value of this config.
@@ -246,7 +818,7 @@ impl Config {
         let mut cw_endpoint: Option<String> = None;
         let mut cw_port: Option<String> = None;
         let mut proxy_host: Option<String> = None;
-        let mut proxy_port: u16 = 443;
+        let mut proxy_port: u16 = HTTPS_PORT;
         let mut proxy_user: Option<String> = None;
         let mut proxy_password: Option<String> = None;
         let mut metrics_level_given = false;
@@ -258,177 +830,41 @@ impl Config {
             let (key, value) = line
                 .split_once(['=', ':'])
                 .map_or((line, ""), |(k, v)| (k.trim(), v.trim()));
-            let c = &mut b.config;
-            let not_applied = match key {
-                "AggregationEnabled" => {
-                    c.aggregation_enabled = parse_bool(key, value)?;
-                    None
-                }
-                "AggregationMaxCount" => {
-                    c.aggregation_max_count = parse_num(key, value)?;
-                    None
-                }
-                "AggregationMaxSize" => {
-                    c.aggregation_max_size = parse_num(key, value)?;
-                    None
-                }
-                "CollectionMaxCount" => {
-                    c.collection_max_count = parse_num(key, value)?;
-                    None
-                }
-                "CollectionMaxSize" => {
-                    c.collection_max_size = parse_num(key, value)?;
-                    None
-                }
-                "RecordMaxBufferedTime" => {
-                    c.record_max_buffered_time = parse_ms(key, value)?;
-                    None
-                }
-                "RecordTtl" => {
-                    c.record_ttl = parse_ms(key, value)?;
-                    None
-                }
-                "RateLimit" => {
-                    c.rate_limit = parse_num(key, value)?;
-                    None
-                }
-                "FailIfThrottled" => {
-                    c.fail_if_throttled = parse_bool(key, value)?;
-                    None
-                }
-                "MaxConnections" => {
-                    c.max_connections = parse_num(key, value)?;
-                    None
-                }
-                "RequestTimeout" => {
-                    c.request_timeout = parse_ms(key, value)?;
-                    None
-                }
-                "ConnectTimeout" => {
-                    c.connect_timeout = parse_ms(key, value)?;
-                    None
-                }
-                "MaxUserRecordSize" => {
-                    c.max_user_record_size = parse_num(key, value)?;
-                    None
-                }
-                "MinConnections" => {
-                    c.min_connections = parse_num(key, value)?;
-                    None
-                }
-                "VerifyCertificate" => {
-                    c.verify_certificate = parse_bool(key, value)?;
-                    None
-                }
-                "Region" => {
-                    c.region = Some(value.to_owned()).filter(|v| !v.is_empty());
-                    None
-                }
-                // `CustomEndpoint` and `Port` are the older KPL's names.
-                "KinesisEndpoint" | "CustomEndpoint" => {
-                    endpoint = Some(value.to_owned()).filter(|v| !v.is_empty());
-                    None
-                }
-                "KinesisPort" | "Port" => {
-                    parse_num::<u16>(key, value)?;
-                    port = Some(value.to_owned());
-                    None
-                }
-                "ProxyHost" => {
-                    proxy_host = Some(value.to_owned()).filter(|v| !v.is_empty());
-                    None
-                }
-                "ProxyPort" => {
-                    proxy_port = parse_num(key, value)?;
-                    None
-                }
-                "ProxyUserName" => {
-                    proxy_user = Some(value.to_owned()).filter(|v| !v.is_empty());
-                    None
-                }
-                "ProxyPassword" => {
-                    proxy_password = Some(value.to_owned()).filter(|v| !v.is_empty());
-                    None
-                }
-                "CaCertFile" | "CaCertPath" => {
-                    c.ca_cert_file = Some(PathBuf::from(value)).filter(|_| !value.is_empty());
-                    None
-                }
-                "MetricsLevel" => {
-                    metrics_level_given = true;
-                    c.metrics_level = MetricsLevel::parse(value).ok_or(ConfigError::Invalid {
-                        key: key.into(),
-                        value: value.into(),
-                        expected: "none, summary or detailed",
-                    })?;
-                    None
-                }
-                "MetricsGranularity" => {
-                    c.metrics_granularity =
-                        MetricsGranularity::parse(value).ok_or(ConfigError::Invalid {
-                            key: key.into(),
-                            value: value.into(),
-                            expected: "global, stream or shard",
-                        })?;
-                    None
-                }
-                "MetricsNamespace" => {
-                    c.metrics_namespace = value.to_owned();
-                    None
-                }
-                "MetricsUploadDelay" => {
-                    c.metrics_upload_delay = parse_ms(key, value)?;
-                    None
-                }
-                "CloudwatchEndpoint" => {
-                    cw_endpoint = Some(value.to_owned()).filter(|v| !v.is_empty());
-                    None
-                }
-                "CloudwatchPort" => {
-                    parse_num::<u16>(key, value)?;
-                    cw_port = Some(value.to_owned());
-                    None
-                }
-                "LogLevel" => Some(
-                    "logs go through `tracing`: set the level with RUST_LOG or your subscriber's filter",
-                ),
-                "NativeExecutable" | "TempDirectory" | "EnableCoreDumps" => {
-                    Some("kpl-rs runs no native daemon: nothing to apply")
-                }
-                "ThreadingModel" | "ThreadPoolSize" => {
-                    Some("the pipeline runs as tasks on your async runtime: size its threads there")
-                }
-                "CredentialsRefreshDelay" => {
-                    Some("the AWS SDK refreshes credentials before they expire")
-                }
-                "UserRecordTimeoutInMillis" => Some(
-                    "use RecordTtl: every record's outcome comes within RecordTtl plus one RequestTimeout",
-                ),
-                "StsEndpoint" | "StsPort" => {
-                    Some("set AWS_ENDPOINT_URL_STS for the AWS chain's STS calls")
-                }
-                "AwsAccessKeyId" | "AwsSecretKey" => Some(
-                    "credentials come from the AWS chain (environment, profile, role), not from this file",
-                ),
-                _ => Some("unknown key"),
-            };
-            if let Some(reason) = not_applied {
+            let Some(s) = lookup(key) else {
+                let reason = NOT_APPLIED
+                    .iter()
+                    .find(|(keys, _)| keys.contains(&key))
+                    .map_or(UNKNOWN_KEY, |(_, reason)| reason);
                 ignored.push(IgnoredKey {
                     key: key.to_owned(),
                     reason,
                 });
+                continue;
+            };
+            let text = || Some(value.to_owned()).filter(|v| !v.is_empty());
+            match s.id {
+                Id::kinesis_endpoint => endpoint = text(),
+                Id::kinesis_port => {
+                    parse_num::<u16>(key, value)?;
+                    port = Some(value.to_owned());
+                }
+                Id::cloudwatch_endpoint => cw_endpoint = text(),
+                Id::cloudwatch_port => {
+                    parse_num::<u16>(key, value)?;
+                    cw_port = Some(value.to_owned());
+                }
+                Id::proxy => proxy_host = text(),
+                Id::proxy_port => proxy_port = parse_num(key, value)?,
+                Id::proxy_user_name => proxy_user = text(),
+                Id::proxy_password => proxy_password = text(),
+                id => {
+                    metrics_level_given |= id == Id::metrics_level;
+                    apply_to(s, &mut b.config, key, value)?;
+                }
             }
         }
-        // The KPL always connects with TLS, whatever the port.
-        let url = |host: String, port: Option<String>| {
-            if host.contains("://") {
-                host
-            } else {
-                format!("https://{host}:{}", port.as_deref().unwrap_or("443"))
-            }
-        };
-        b.config.kinesis_endpoint = endpoint.map(|host| url(host, port));
-        b.config.cloudwatch_endpoint = cw_endpoint.map(|host| url(host, cw_port));
+        b.config.kinesis_endpoint = endpoint.map(|host| endpoint_url(host, port));
+        b.config.cloudwatch_endpoint = cw_endpoint.map(|host| endpoint_url(host, cw_port));
         if let Some(host) = proxy_host {
             b.config.proxy = Some(ProxySettings {
                 host,
@@ -439,7 +875,7 @@ impl Config {
         }
         if b.config.min_connections > 1 {
             ignored.push(IgnoredKey {
-                key: "MinConnections".into(),
+                key: setting(Id::min_connections).key.into(),
                 reason: "connections open on demand and idle ones stay open up to MaxConnections: \
                          no connection is opened ahead",
             });
@@ -448,7 +884,7 @@ impl Config {
         // user's dashboards stay empty with no word why.
         if !metrics_level_given {
             ignored.push(IgnoredKey {
-                key: "MetricsLevel".into(),
+                key: setting(Id::metrics_level).key.into(),
                 reason: "not given: kpl-rs defaults to none (the KPL's default is detailed); \
                          set MetricsLevel to upload metrics",
             });
@@ -636,117 +1072,7 @@ pub struct ConfigBuilder {
     config: Config,
 }
 
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
-        $($(#[$doc])* pub fn $name(mut self, value: $ty) -> Self { self.config.$name = value; self })*
-    };
-}
-
 impl ConfigBuilder {
-    setters! {
-        /// `AggregationEnabled`.
-        aggregation_enabled: bool;
-        /// `AggregationMaxCount`, at least 1.
-        aggregation_max_count: u64;
-        /// `AggregationMaxSize`, 64 to 10485760 bytes.
-        aggregation_max_size: usize;
-        /// `CollectionMaxCount`, 1 to 500.
-        collection_max_count: usize;
-        /// `CollectionMaxSize`, 52224 to 10485760 bytes.
-        collection_max_size: usize;
-        /// `RecordMaxBufferedTime`, at most 1 hour.
-        record_max_buffered_time: Duration;
-        /// `RecordTtl`, at least 100 ms (huge values are capped, never overflow).
-        record_ttl: Duration;
-        /// `RateLimit`, at least 1 percent.
-        rate_limit: u64;
-        /// `FailIfThrottled`.
-        fail_if_throttled: bool;
-        /// `MaxConnections`, 1 to 256.
-        max_connections: usize;
-        /// `RequestTimeout`, 100 ms to 600 s.
-        request_timeout: Duration;
-        /// `ConnectTimeout`, 100 ms to 300 s.
-        connect_timeout: Duration;
-        /// `MaxUserRecordSize`, 64 to 10485760 bytes.
-        max_user_record_size: usize;
-        /// Outstanding records before `put_record` waits, at least 1.
-        max_outstanding_records: usize;
-        /// Outstanding bytes before `put_record` waits, at least 1.
-        max_outstanding_bytes: usize;
-    }
-
-    /// `Region`.
-    pub fn region(mut self, region: impl Into<String>) -> Self {
-        self.config.region = Some(region.into());
-        self
-    }
-
-    /// `CloudwatchEndpoint`, as a URL: where metrics are uploaded (a VPC endpoint,
-    /// a stand-in) instead of the region's CloudWatch.
-    pub fn cloudwatch_endpoint(mut self, url: impl Into<String>) -> Self {
-        self.config.cloudwatch_endpoint = Some(url.into());
-        self
-    }
-
-    /// `KinesisEndpoint`, as a URL.
-    pub fn kinesis_endpoint(mut self, url: impl Into<String>) -> Self {
-        self.config.kinesis_endpoint = Some(url.into());
-        self
-    }
-
-    /// `MetricsLevel`.
-    pub fn metrics_level(mut self, level: MetricsLevel) -> Self {
-        self.config.metrics_level = level;
-        self
-    }
-
-    /// `MetricsGranularity`.
-    pub fn metrics_granularity(mut self, granularity: MetricsGranularity) -> Self {
-        self.config.metrics_granularity = granularity;
-        self
-    }
-
-    /// `MetricsNamespace`, 1 to 255 characters, not starting with `AWS/`.
-    pub fn metrics_namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.config.metrics_namespace = namespace.into();
-        self
-    }
-
-    /// `MetricsUploadDelay`, 1 to 60 s.
-    pub fn metrics_upload_delay(mut self, delay: Duration) -> Self {
-        self.config.metrics_upload_delay = delay;
-        self
-    }
-
-    /// `MinConnections`, 1 to 16 (no effect: connections open on demand).
-    pub fn min_connections(mut self, value: usize) -> Self {
-        self.config.min_connections = value;
-        self
-    }
-
-    /// `VerifyCertificate`: `false` trusts any certificate (test endpoints only; the
-    /// transport warns when it is built). Both HTTP clients support it; the tokio
-    /// one needs kpl-transport's `async-io` feature too (kpl's `smol`).
-    pub fn verify_certificate(mut self, verify: bool) -> Self {
-        self.config.verify_certificate = verify;
-        self
-    }
-
-    /// An HTTP proxy (`ProxyHost` and the other `Proxy*` keys).
-    pub fn proxy(mut self, proxy: ProxySettings) -> Self {
-        self.config.proxy = Some(proxy);
-        self
-    }
-
-    /// `CaCertFile` or `CaCertPath`: CA certificates trusted beside the system's,
-    /// a PEM file (one certificate or a bundle) or a directory of them (every file
-    /// in it holding a PEM certificate).
-    pub fn ca_cert_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.config.ca_cert_file = Some(path.into());
-        self
-    }
-
     /// Seed of the producer's randomness (backoff jitter), for reproducible runs.
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = seed;
@@ -756,112 +1082,19 @@ impl ConfigBuilder {
     /// Checks every bound.
     pub fn build(self) -> Result<Config, ConfigError> {
         let c = self.config;
-        fn check<T: PartialOrd + fmt::Display>(
-            key: &str,
-            value: T,
-            min: T,
-            max: T,
-            allowed: &'static str,
-        ) -> Result<(), ConfigError> {
-            if value < min || value > max {
-                return Err(ConfigError::OutOfRange {
-                    key: key.into(),
-                    value: value.to_string(),
-                    allowed,
-                });
-            }
-            Ok(())
+        for s in SETTINGS {
+            s.check(&c)?;
         }
-        let ms = |d: Duration| d.as_millis() as u64;
-        check(
-            "AggregationMaxCount",
-            c.aggregation_max_count,
-            1,
-            u64::MAX,
-            "1 or more",
-        )?;
-        check(
-            "AggregationMaxSize",
-            c.aggregation_max_size,
-            64,
-            10_485_760,
-            "64 to 10485760",
-        )?;
-        check(
-            "CollectionMaxCount",
-            c.collection_max_count,
-            1,
-            500,
-            "1 to 500",
-        )?;
-        check(
-            "CollectionMaxSize",
-            c.collection_max_size,
-            52_224,
-            10_485_760,
-            "52224 to 10485760",
-        )?;
-        check(
-            "RecordMaxBufferedTime",
-            ms(c.record_max_buffered_time),
-            0,
-            3_600_000,
-            "0 to 3600000 ms",
-        )?;
-        check(
-            "RecordTtl",
-            ms(c.record_ttl),
-            100,
-            u64::MAX,
-            "100 ms or more",
-        )?;
-        check("RateLimit", c.rate_limit, 1, u64::MAX, "1 or more")?;
-        check("MaxConnections", c.max_connections, 1, 256, "1 to 256")?;
-        check(
-            "RequestTimeout",
-            ms(c.request_timeout),
-            100,
-            600_000,
-            "100 to 600000 ms",
-        )?;
-        check(
-            "ConnectTimeout",
-            ms(c.connect_timeout),
-            100,
-            300_000,
-            "100 to 300000 ms",
-        )?;
-        check(
-            "MaxUserRecordSize",
-            c.max_user_record_size,
-            64,
-            10_485_760,
-            "64 to 10485760",
-        )?;
-        check("MinConnections", c.min_connections, 1, 16, "1 to 16")?;
         let namespace = &c.metrics_namespace;
         if namespace.is_empty() || namespace.chars().count() > 255 || namespace.starts_with("AWS/")
         {
+            let s = setting(Id::metrics_namespace);
             return Err(ConfigError::OutOfRange {
-                key: "MetricsNamespace".into(),
+                key: s.key.into(),
                 value: namespace.clone(),
-                allowed: "1 to 255 characters, not starting with AWS/",
+                allowed: s.allowed(),
             });
         }
-        check(
-            "max_outstanding_records",
-            c.max_outstanding_records,
-            1,
-            usize::MAX,
-            "1 or more",
-        )?;
-        check(
-            "max_outstanding_bytes",
-            c.max_outstanding_bytes,
-            1,
-            usize::MAX,
-            "1 or more",
-        )?;
         Ok(c)
     }
 }
@@ -1152,5 +1385,168 @@ SomethingElse = 3
         .unwrap();
         c.aws_transport_builder().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The tables of docs/configuration.md, as the settings table makes them.
+    fn settings_markdown() -> String {
+        let mut out = String::from(
+            "| key | getter and setter | `kpl` flag | default | accepted here | in the KPL | what it does |\n\
+             |---|---|---|---|---|---|---|\n",
+        );
+        for s in Config::settings() {
+            let mut key = format!("`{}`", s.key());
+            if !s.aliases().is_empty() {
+                let older: Vec<String> = s.aliases().iter().map(|a| format!("`{a}`")).collect();
+                key += &format!(" (older {})", older.join(", "));
+            }
+            let field = s.field().map_or("—".to_owned(), |f| format!("`{f}`"));
+            let flag = s.flag().map_or("—".to_owned(), |f| format!("`--{f}`"));
+            let default = s.default_value();
+            let default = if s.unit().is_empty() || default == "none" {
+                default
+            } else {
+                format!("{default} {}", s.unit())
+            };
+            let kpl = if s.in_kpl() { "yes" } else { "no (ours)" };
+            out += &format!(
+                "| {key} | {field} | {flag} | {default} | {} | {kpl} | {} |\n",
+                s.allowed(),
+                s.doc()
+            );
+        }
+        out += "\n## Recognised, not applied\n\n| key | why |\n|---|---|\n";
+        for (keys, reason) in NOT_APPLIED {
+            let keys: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+            out += &format!("| {} | {reason} |\n", keys.join(", "));
+        }
+        out += &format!("\nAny other key is returned as `{UNKNOWN_KEY}`.\n");
+        out
+    }
+
+    /// docs/configuration.md holds the tables the settings table makes (rewritten
+    /// with `KPL_WRITE_DOCS=1`).
+    #[test]
+    fn the_docs_tables_are_the_settings_table() {
+        const BEGIN: &str = "<!-- generated from the settings table (crates/kpl-producer/src/config.rs): \
+                             KPL_WRITE_DOCS=1 cargo test -p kpl-producer --lib config -->\n";
+        const END: &str = "<!-- end of the generated tables -->\n";
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expected = settings_markdown();
+        let (before, rest) = text.split_once(BEGIN).unwrap_or((&text, ""));
+        let (actual, after) = rest.split_once(END).unwrap_or(("", rest));
+        if actual == expected {
+            return;
+        }
+        if std::env::var_os("KPL_WRITE_DOCS").is_some() {
+            std::fs::write(&path, format!("{before}{BEGIN}{expected}{END}{after}")).unwrap();
+            return;
+        }
+        panic!(
+            "docs/configuration.md disagrees with the settings table; between\n{BEGIN}and\n{END}\
+             it should read:\n\n{expected}"
+        );
+    }
+
+    /// Every setting reads its own default back, and its bounds are exactly the
+    /// table's: the last value inside passes, the first outside is refused.
+    #[test]
+    fn every_setting_reads_its_default_and_keeps_its_bounds() {
+        for s in Config::settings() {
+            assert_eq!(lookup(s.key).map(|l| l.id), Some(s.id), "{}", s.key);
+            for alias in s.aliases {
+                assert_eq!(lookup(alias).map(|l| l.id), Some(s.id), "{alias}");
+            }
+            if s.field.is_none() {
+                assert!(s.apply(Config::builder(), "1").is_err(), "{}", s.key);
+                continue;
+            }
+            if s.default_value() != "none" {
+                let b = s.apply(Config::builder(), &s.default_value()).unwrap();
+                assert_eq!(b.build(), Ok(Config::default()), "{}", s.key);
+            }
+            let (Kind::Count { min, max } | Kind::Millis { min, max }) = s.kind else {
+                continue;
+            };
+            let at = |v: u64| s.apply(Config::builder(), &v.to_string()).unwrap().build();
+            assert!(at(min).is_ok(), "{} = {min}", s.key);
+            assert!(at(max).is_ok(), "{} = {max}", s.key);
+            if let Some(below) = min.checked_sub(1) {
+                let err = at(below).unwrap_err();
+                assert_eq!(
+                    err,
+                    ConfigError::OutOfRange {
+                        key: s.key.into(),
+                        value: below.to_string(),
+                        allowed: s.allowed()
+                    }
+                );
+            }
+            if let Some(above) = max.checked_add(1).filter(|_| max != usize::MAX as u64) {
+                assert!(at(above).is_err(), "{} = {above}", s.key);
+            }
+        }
+    }
+
+    /// The lower crates' defaults (kpl-transport's, kpl-limiter's window) are the
+    /// table's: they cannot depend on kpl-producer, so this test ties them.
+    #[test]
+    fn the_lower_crates_defaults_are_the_tables() {
+        let c = Config::default();
+        assert_eq!(kpl_transport::DEFAULT_TIMEOUT, c.request_timeout());
+        assert_eq!(kpl_transport::DEFAULT_TIMEOUT, c.connect_timeout());
+        assert_eq!(kpl_transport::DEFAULT_MAX_CONNECTIONS, c.max_connections());
+        let Kind::Millis { max, .. } = setting(Id::request_timeout).kind else {
+            panic!("RequestTimeout is a duration");
+        };
+        let window = kpl_limiter::WindowConfig::new(c.max_connections());
+        assert_eq!(
+            window,
+            window
+                .base_timeout(c.request_timeout())
+                .max_timeout(Duration::from_millis(max)),
+            "the window's base timeout is RequestTimeout's default, its longest its bound"
+        );
+    }
+
+    /// kpl-transport checks MaxConnections, ConnectTimeout and RequestTimeout itself
+    /// (an `AwsTransport` may be built without a `Config`): with the table's bounds.
+    #[cfg(feature = "aws")]
+    #[tokio::test]
+    async fn the_transport_bounds_are_the_tables() {
+        use kpl_transport::{AwsTransport, AwsTransportBuilder, BuildError};
+        fn bounds(id: Id) -> (u64, u64) {
+            match setting(id).kind {
+                Kind::Count { min, max } | Kind::Millis { min, max } => (min, max),
+                _ => panic!("{id:?} has bounds"),
+            }
+        }
+        let builder = || {
+            AwsTransport::builder()
+                .region("us-east-1")
+                .endpoint_url("http://127.0.0.1:9")
+        };
+        let refused = |b: AwsTransportBuilder| async move {
+            matches!(b.build().await, Err(BuildError::OutOfRange { .. }))
+        };
+        let (min, max) = bounds(Id::max_connections);
+        for (n, out) in [(min - 1, true), (min, false), (max, false), (max + 1, true)] {
+            let b = builder().max_connections(n as usize);
+            assert_eq!(refused(b).await, out, "MaxConnections = {n}");
+        }
+        for (id, set) in [
+            (
+                Id::connect_timeout,
+                AwsTransportBuilder::connect_timeout as fn(_, _) -> _,
+            ),
+            (Id::request_timeout, AwsTransportBuilder::request_timeout),
+        ] {
+            let (min, max) = bounds(id);
+            for (ms, out) in [(min - 1, true), (min, false), (max, false), (max + 1, true)] {
+                let b = set(builder(), Duration::from_millis(ms));
+                assert_eq!(refused(b).await, out, "{id:?} = {ms} ms");
+            }
+        }
     }
 }
