@@ -23,7 +23,6 @@ mod faults;
 mod gate;
 mod matrix;
 mod peer;
-mod proxy;
 mod util;
 
 use std::ffi::OsString;

@@ -30,12 +30,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use kpl_runtime::SplitMix64;
+use kpl_codec::SplitMix64;
+use kpl_tests::kinesis::Kinesis;
+use kpl_tests::proxy::{Faults, Proxy};
 use serde_json::Value;
 
-use crate::faults;
 use crate::peer::{self, KinesisMock};
-use crate::proxy::{Faults, Proxy};
 use crate::util::{step, target_dir};
 
 /// Bytes of each input line (without its newline).
@@ -247,7 +247,7 @@ fn line_number(data: &[u8], seed: u64) -> Option<u64> {
 /// The numbers of a run's summary.
 #[derive(Debug, Default, Clone)]
 struct Summary {
-    /// Where they came from: "summary-json", "stderr" (an older kpl), or "none".
+    /// Where they came from: "summary-json", or "none" (no whole summary).
     source: &'static str,
     sent: u64,
     acknowledged: u64,
@@ -267,55 +267,19 @@ impl Summary {
     }
 
     fn from_json(v: &Value) -> Result<Summary> {
-        let n = |k: &str| {
-            v[k].as_u64()
-                .with_context(|| format!("summary-json has no number {k:?}: {v}"))
-        };
+        let s = kpl_tests::kpl::Summary::from_json(v)?;
         Ok(Summary {
             source: "summary-json",
-            sent: n("sent")?,
-            acknowledged: n("acknowledged")?,
-            failed: n("failed")?,
-            invalid: n("invalid")?,
-            not_sent: n("not_sent")?,
-            possibly_stored_twice: n("possibly_stored_twice")?,
-            failed_but_possibly_stored: n("failed_but_possibly_stored")?,
-            reading_finished: Some(
-                v["reading_finished"]
-                    .as_bool()
-                    .context("summary-json has no reading_finished")?,
-            ),
-            signal: v["signal"].as_i64(),
-            exit_code: Some(
-                v["exit_code"]
-                    .as_i64()
-                    .context("summary-json has no exit_code")?,
-            ),
-        })
-    }
-
-    fn from_stderr(text: &str) -> Option<Summary> {
-        // The closing summary only, not a progress line.
-        let closing: String = text
-            .lines()
-            .filter(|l| l.contains(" not sent, "))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let numbers = faults::summary_numbers(&closing);
-        if numbers.is_empty() {
-            return None;
-        }
-        let get = |k: &str| numbers.get(k).copied().unwrap_or(0);
-        Some(Summary {
-            source: "stderr",
-            sent: get("sent"),
-            acknowledged: get("acknowledged"),
-            failed: get("failed"),
-            invalid: get("invalid lines"),
-            not_sent: get("not sent"),
-            possibly_stored_twice: get("possibly stored twice"),
-            failed_but_possibly_stored: get("failed but possibly stored"),
-            ..Summary::default()
+            sent: s.sent,
+            acknowledged: s.acknowledged,
+            failed: s.failed,
+            invalid: s.invalid,
+            not_sent: s.not_sent,
+            possibly_stored_twice: s.possibly_stored_twice,
+            failed_but_possibly_stored: s.failed_but_possibly_stored,
+            reading_finished: Some(s.reading_finished),
+            signal: s.signal,
+            exit_code: Some(s.exit_code),
         })
     }
 }
@@ -425,11 +389,10 @@ fn run_cell(
         }
         f.flush()?;
     }
-    let mut cmd = Command::new(ctx.kpl);
+    let mut cmd = kpl_tests::kpl::command(ctx.kpl);
     cmd.args(["put", "--stream", &stream, "--endpoint", &proxy.endpoint])
         .args(["--region", "us-east-1", "--failed"])
-        .arg(&failed)
-        .envs(peer::MOCK_CREDENTIALS);
+        .arg(&failed);
     if ctx.offers.summary_json {
         cmd.arg("--summary-json").arg(&summary_path);
     }
@@ -599,10 +562,10 @@ fn run_cell(
         }
     } else {
         problems.push("this kpl put has no --summary-json".into());
-        Summary::from_stderr(&stderr).unwrap_or(Summary {
+        Summary {
             source: "none",
             ..Summary::default()
-        })
+        }
     };
 
     // The phase the signal landed in (none: the run ended before it).
@@ -731,13 +694,12 @@ fn run_cell(
     // The stream, as a consumer reads it.
     let mut copies: HashMap<u64, u32> = HashMap::new();
     let mut foreign = 0u64;
-    faults::read_user_records(&peer.endpoint, &stream, |data| {
-        match line_number(data, ctx.seed) {
+    for data in Kinesis::new(&peer.endpoint).read_back(&stream)?.records {
+        match line_number(&data, ctx.seed) {
             Some(n) => *copies.entry(n).or_default() += 1,
             None => foreign += 1,
         }
-        Ok(())
-    })?;
+    }
     if foreign > 0 {
         problems.push(format!(
             "{foreign} records in the stream are no line of this run"
@@ -897,7 +859,7 @@ pub(crate) fn run(options: &Options) -> Result<()> {
     }
     let kpl = match &options.kpl {
         Some(p) => p.clone(),
-        None => faults::build_kpl(true)?,
+        None => crate::faults::build_kpl(true)?,
     };
     let offers = offers(&kpl)?;
     if !(offers.summary_json && offers.signal_grace.is_some() && offers.progress) {
@@ -1069,24 +1031,6 @@ mod tests {
         assert_eq!(line_number(text.as_bytes(), 8), None);
         assert_eq!(line_number(&text.as_bytes()[..50], 7), None);
         assert_eq!(line_number(b"faults-00000042 ....", 7), None);
-    }
-
-    #[test]
-    fn an_older_summary_is_read_from_the_closing_line_not_a_progress_line() {
-        let stderr = "kpl put: 2200 sent, 2000 acknowledged, 0 failed, 900 records/s\n";
-        assert!(Summary::from_stderr(stderr).is_none());
-        let closing = format!(
-            "{stderr}kpl put: 3000 sent, 2990 acknowledged, 10 failed, 0 invalid lines, 2 not sent, 1 possibly stored twice, 4 failed but possibly stored, in 2.4 s (1200 records/s)\n"
-        );
-        let s = Summary::from_stderr(&closing).expect("a summary");
-        assert_eq!(
-            (s.sent, s.acknowledged, s.failed, s.not_sent, s.read()),
-            (3000, 2990, 10, 2, 3002)
-        );
-        assert_eq!(
-            (s.possibly_stored_twice, s.failed_but_possibly_stored),
-            (1, 4)
-        );
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! kinesis-mock (npm `kinesis-local`), installed under `target/` and run on loopback
 //! for the integration tests.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use kpl_tests::kinesis::Kinesis;
 
 use crate::util::{run, step, target_dir};
 
@@ -17,15 +17,11 @@ const KINESIS_MOCK_VERSION: &str = "0.6.2";
 const KINESALITE_VERSION: &str = "3.3.3";
 
 /// The environment variable the integration tests read the endpoint from.
-pub(crate) const ENDPOINT_VAR: &str = "KPL_KINESIS_MOCK_ENDPOINT";
+pub(crate) const ENDPOINT_VAR: &str = kpl_tests::peers::KINESIS_MOCK_ENDPOINT_VAR;
 
 /// Credentials for the AWS chain of tests against a peer (which takes any), and
 /// no instance-metadata lookups.
-pub(crate) const MOCK_CREDENTIALS: [(&str, &str); 3] = [
-    ("AWS_ACCESS_KEY_ID", "kpl-test"),
-    ("AWS_SECRET_ACCESS_KEY", "kpl-test"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
+pub(crate) const MOCK_CREDENTIALS: [(&str, &str); 3] = kpl_tests::peers::TEST_CREDENTIALS;
 
 /// A running kinesis-mock; stopped when dropped.
 pub(crate) struct KinesisMock {
@@ -126,7 +122,7 @@ pub(crate) fn start_kinesis_mock() -> Result<KinesisMock> {
                 dir.join("kinesis-mock.log").display()
             );
         }
-        if answers(plain) {
+        if Kinesis::new(&mock.endpoint).answers() {
             println!(
                 "kinesis-mock ready at {} after {} ms",
                 mock.endpoint,
@@ -168,17 +164,13 @@ pub(crate) fn start_kinesalite(name: &str, shards: u32) -> Result<KinesisMock> {
         endpoint: format!("http://127.0.0.1:{port}"),
     };
     let started = Instant::now();
-    while !answers(port) {
+    while !Kinesis::new(&peer.endpoint).answers() {
         if started.elapsed() > Duration::from_secs(30) {
             bail!("kinesalite did not answer within 30 s");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let body = format!("{{\"StreamName\":\"{name}\",\"ShardCount\":{shards}}}");
-    if !call(port, "CreateStream", &body) {
-        bail!("kinesalite refused CreateStream for {name}");
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    peer.create_stream(name, shards)?;
     println!(
         "kinesalite ready at {} with stream {name} of {shards} shards",
         peer.endpoint
@@ -187,41 +179,10 @@ pub(crate) fn start_kinesalite(name: &str, shards: u32) -> Result<KinesisMock> {
 }
 
 impl KinesisMock {
-    /// Creates a stream of `shards` shards on this peer.
+    /// Creates a stream of `shards` shards on this peer and waits until it is active.
     pub(crate) fn create_stream(&self, name: &str, shards: u32) -> Result<()> {
-        let port: u16 = self
-            .endpoint
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .context("the peer's endpoint has no port")?;
-        let body = format!("{{\"StreamName\":\"{name}\",\"ShardCount\":{shards}}}");
-        if !call(port, "CreateStream", &body) {
-            bail!("the peer refused CreateStream for {name}");
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        Ok(())
+        Kinesis::new(&self.endpoint)
+            .create_stream(name, shards)
+            .with_context(|| format!("the peer refused CreateStream for {name}"))
     }
-}
-
-/// The readiness probe: a signed-looking ListStreams that gets an HTTP 200.
-fn answers(port: u16) -> bool {
-    call(port, "ListStreams", "{}")
-}
-
-/// One awsJson 1.1 call with a signed-looking header; whether it got an HTTP 200.
-fn call(port: u16, target: &str, body: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: Kinesis_20131202.{target}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=probe/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=00\r\nX-Amz-Date: 20260101T000000Z\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut response = [0u8; 12];
-    stream.read_exact(&mut response).is_ok() && response.starts_with(b"HTTP/1.1 200")
 }

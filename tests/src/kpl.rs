@@ -1,0 +1,152 @@
+//! Running the `kpl` command as a user runs it, with the test environment. The
+//! binary's path is given (`env!("CARGO_BIN_EXE_kpl")` in kpl-cli's tests, a built
+//! binary in xtask).
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use crate::peers::TEST_CREDENTIALS;
+
+/// Variables of the caller's environment a test run must not inherit: proxies (only
+/// loopback, only what the test names), profiles, other credentials and logging.
+const NOT_INHERITED: [&str; 9] = [
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "AWS_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "RUST_LOG",
+];
+
+/// `bin` as a command with the test environment: test credentials, no instance
+/// metadata, none of the caller's proxies, profile or `RUST_LOG`; standard input
+/// empty, standard output and error piped (each can be set again).
+pub fn command(bin: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(bin);
+    for name in NOT_INHERITED {
+        cmd.env_remove(name);
+    }
+    cmd.envs(TEST_CREDENTIALS)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs `cmd` to its end with `stdin` as its standard input, fed from another
+/// thread (so a child that writes much while it reads cannot block on a full pipe,
+/// and one that stops reading early is no error).
+pub fn run(cmd: &mut Command, stdin: impl Into<Vec<u8>>) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let input = stdin.into();
+    let writer = child.stdin.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        })
+    });
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {cmd:?}: {e}"));
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
+    output
+}
+
+/// A fresh directory of the test's own under the system's temporary directory
+/// (emptied first if a run before left it), named by `name` and the process.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kpl-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+/// What `kpl put --summary-json FILE` wrote: the run's numbers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Summary {
+    /// Records handed to the producer.
+    pub sent: u64,
+    /// Records the stream acknowledged.
+    pub acknowledged: u64,
+    /// Records that failed for good.
+    pub failed: u64,
+    /// Lines that were no valid record.
+    pub invalid: u64,
+    /// Lines read but not sent (a signal cut the run short).
+    pub not_sent: u64,
+    /// Acknowledged records that may have been stored twice.
+    pub possibly_stored_twice: u64,
+    /// Failed records that may have been stored.
+    pub failed_but_possibly_stored: u64,
+    /// Failures by error code.
+    pub failures_by_code: Vec<(String, u64)>,
+    /// Seconds the run took.
+    pub seconds: f64,
+    /// Whether the input was read to its end.
+    pub reading_finished: bool,
+    /// The signal that stopped the run, if one did.
+    pub signal: Option<i64>,
+    /// The exit code the run chose.
+    pub exit_code: i64,
+    /// Peak resident memory, where the platform tells it.
+    pub peak_resident_bytes: Option<u64>,
+}
+
+impl Summary {
+    /// Reads the summary file `path`.
+    pub fn read(path: &std::path::Path) -> Result<Summary, crate::Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| crate::Error::caused(format!("no summary at {}", path.display()), e))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            crate::Error::caused(format!("the summary {} is not JSON", path.display()), e)
+        })?;
+        Summary::from_json(&v)
+    }
+
+    /// The summary in `v`; an error names the first key missing.
+    pub fn from_json(v: &serde_json::Value) -> Result<Summary, crate::Error> {
+        let missing = |k: &str| crate::Error::new(format!("the summary has no {k}: {v}"));
+        let n = |k: &str| v[k].as_u64().ok_or_else(|| missing(k));
+        Ok(Summary {
+            sent: n("sent")?,
+            acknowledged: n("acknowledged")?,
+            failed: n("failed")?,
+            invalid: n("invalid")?,
+            not_sent: n("not_sent")?,
+            possibly_stored_twice: n("possibly_stored_twice")?,
+            failed_but_possibly_stored: n("failed_but_possibly_stored")?,
+            failures_by_code: v["failures_by_code"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            seconds: v["seconds"].as_f64().ok_or_else(|| missing("seconds"))?,
+            reading_finished: v["reading_finished"]
+                .as_bool()
+                .ok_or_else(|| missing("reading_finished"))?,
+            signal: v["signal"].as_i64(),
+            exit_code: v["exit_code"]
+                .as_i64()
+                .ok_or_else(|| missing("exit_code"))?,
+            peak_resident_bytes: v["peak_resident_bytes"].as_u64(),
+        })
+    }
+
+    /// Lines read: sent, invalid or not sent.
+    pub fn read_lines(&self) -> u64 {
+        self.sent + self.invalid + self.not_sent
+    }
+}

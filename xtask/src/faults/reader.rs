@@ -1,0 +1,76 @@
+//! What a scenario's run left: the stream as a consumer reads it, the failed file
+//! and `kpl put`'s summary (`--summary-json`).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use kpl_tests::kinesis::Kinesis;
+use kpl_tests::kpl::Summary;
+use serde_json::Value;
+
+/// What a run left behind.
+pub(crate) struct Outcome {
+    /// Line number → copies read from the stream.
+    pub(crate) seen: HashMap<u64, u32>,
+    /// Copies outside their shard's range (dropped, as the KCL drops them).
+    pub(crate) outside: u64,
+    /// Line numbers in the failed file.
+    pub(crate) failed_lines: HashSet<u64>,
+    /// What `kpl put` said of its run (an error if it said nothing whole).
+    pub(crate) summary: Result<Summary, String>,
+}
+
+/// Reads `stream` on `endpoint`, the failed file and the summary file.
+pub(crate) fn read(endpoint: &str, stream: &str, failed: &Path, summary: &Path) -> Result<Outcome> {
+    let (seen, outside) = read_back(endpoint, stream)?;
+    Ok(Outcome {
+        seen,
+        outside,
+        failed_lines: failed_lines(failed),
+        summary: Summary::read(summary).map_err(|e| format!("{e:#}")),
+    })
+}
+
+/// Every line of the stream as a KCL consumer reads it: line number → copies read;
+/// plus how many copies lay outside their shard's range.
+fn read_back(endpoint: &str, stream: &str) -> Result<(HashMap<u64, u32>, u64)> {
+    let back = Kinesis::new(endpoint).read_back(stream)?;
+    let mut seen: HashMap<u64, u32> = HashMap::new();
+    for data in &back.records {
+        *seen.entry(line_number(data)?).or_default() += 1;
+    }
+    Ok((seen, back.outside))
+}
+
+/// The number of a line `NAME-NNNNNNNN ....` the runner wrote.
+fn line_number(data: &[u8]) -> Result<u64> {
+    let text = String::from_utf8_lossy(data);
+    text.split_whitespace()
+        .next()
+        .and_then(|w| w.rsplit('-').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .with_context(|| format!("a record not of this run: {text:?}"))
+}
+
+/// The line numbers in the failed file (none if it is not there).
+fn failed_lines(path: &Path) -> HashSet<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["Line"].as_u64())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_known_by_its_number() {
+        assert_eq!(line_number(b"baseline-00000042 ....").unwrap(), 42);
+        assert_eq!(line_number(b"reshard-storm-dense-00000007 ..").unwrap(), 7);
+        assert!(line_number(b"hello").is_err());
+    }
+}
