@@ -110,10 +110,7 @@ impl MockPeer {
     /// The kinesis-mock that `cargo xtask ci` (or `cargo xtask kinesis-mock -- …`)
     /// started.
     pub(crate) async fn connect() -> Self {
-        let endpoint = std::env::var("KPL_KINESIS_MOCK_ENDPOINT").expect(
-            "KPL_KINESIS_MOCK_ENDPOINT is not set: run these tests through `cargo xtask ci` or \
-             `cargo xtask kinesis-mock -- cargo test -p kpl-tests -- --include-ignored`",
-        );
+        let endpoint = kpl_tests::peers::kinesis_mock_endpoint();
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .build_https();
