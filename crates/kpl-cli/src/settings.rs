@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use kpl::{Config, ConfigBuilder, MetricsGranularity, MetricsLevel};
+use kpl::{Config, ConfigBuilder, MetricsLevel};
 
 /// Producer settings; each overrides the `.properties` file's, which override the
 /// KPL defaults.
@@ -14,79 +14,109 @@ pub(crate) struct ProducerArgs {
     /// A Java KPL `.properties` file to start from (keys as the KPL spells them).
     #[arg(long, value_name = "FILE")]
     kpl_properties: Option<PathBuf>,
-    /// Turn aggregation off (AggregationEnabled = false).
-    #[arg(long)]
-    no_aggregation: bool,
-    /// AggregationMaxCount.
-    #[arg(long)]
-    aggregation_max_count: Option<u64>,
-    /// AggregationMaxSize, bytes.
-    #[arg(long)]
-    aggregation_max_size: Option<usize>,
-    /// CollectionMaxCount.
-    #[arg(long)]
-    collection_max_count: Option<usize>,
-    /// CollectionMaxSize, bytes.
-    #[arg(long)]
-    collection_max_size: Option<usize>,
-    /// RecordMaxBufferedTime, milliseconds.
-    #[arg(long, value_name = "MS")]
-    record_max_buffered_time: Option<u64>,
-    /// RecordTtl, milliseconds.
-    #[arg(long, value_name = "MS")]
-    record_ttl: Option<u64>,
-    /// RateLimit, percent of the shard limits.
-    #[arg(long)]
-    rate_limit: Option<u64>,
-    /// FailIfThrottled.
-    #[arg(long)]
-    fail_if_throttled: bool,
-    /// MaxConnections.
-    #[arg(long)]
-    max_connections: Option<usize>,
-    /// RequestTimeout, milliseconds.
-    #[arg(long, value_name = "MS")]
-    request_timeout: Option<u64>,
-    /// ConnectTimeout, milliseconds.
-    #[arg(long, value_name = "MS")]
-    connect_timeout: Option<u64>,
-    /// MaxUserRecordSize, bytes (data plus partition key).
-    #[arg(long)]
-    max_user_record_size: Option<usize>,
-    /// Records accepted but unresolved before reading input pauses.
-    #[arg(long)]
-    max_outstanding_records: Option<usize>,
-    /// Bytes accepted but unresolved before reading input pauses.
-    #[arg(long)]
-    max_outstanding_bytes: Option<usize>,
-    /// MetricsLevel: none, summary or detailed (the KPL's metrics, summarised at
-    /// the end of the run; `kpl put` uploads them to CloudWatch, `kpl bench` only
-    /// to --metrics-endpoint).
-    #[arg(long, value_name = "LEVEL", value_parser = parse_level)]
-    metrics_level: Option<MetricsLevel>,
-    /// MetricsGranularity: global, stream or shard.
-    #[arg(long, value_name = "GRANULARITY", value_parser = parse_granularity)]
-    metrics_granularity: Option<MetricsGranularity>,
-    /// MetricsNamespace: the CloudWatch namespace of uploaded metrics.
-    #[arg(long, value_name = "NAMESPACE")]
-    metrics_namespace: Option<String>,
-    /// MetricsUploadDelay, milliseconds: how often metrics are uploaded (and once
-    /// more at the end of the run).
-    #[arg(long, value_name = "MS")]
-    metrics_upload_delay: Option<u64>,
-    /// CloudwatchEndpoint, as a URL: where metrics are uploaded instead of the
-    /// region's CloudWatch.
-    #[arg(long, value_name = "URL")]
-    metrics_endpoint: Option<String>,
+    #[command(flatten)]
+    settings: SettingFlags,
 }
 
-fn parse_level(value: &str) -> Result<MetricsLevel, String> {
-    MetricsLevel::parse(value).ok_or_else(|| format!("{value:?}: give none, summary or detailed"))
+/// One flag per setting of the settings table that has one
+/// ([`Config::settings`]): its name, help and value are the table's, so a setting
+/// is never spelled here.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SettingFlags {
+    /// The settings given, by their place in the table, with their values as a
+    /// `.properties` file gives them, in the table's order.
+    given: Vec<(usize, String)>,
 }
 
-fn parse_granularity(value: &str) -> Result<MetricsGranularity, String> {
-    MetricsGranularity::parse(value)
-        .ok_or_else(|| format!("{value:?}: give global, stream or shard"))
+impl SettingFlags {
+    /// Whether a flag sets `key` (as a `.properties` file spells it).
+    fn gives(&self, key: &str) -> bool {
+        let settings = Config::settings();
+        self.given
+            .iter()
+            .any(|&(i, _)| settings[i].key() == key || settings[i].aliases().contains(&key))
+    }
+
+    /// `builder` with every setting given applied.
+    fn apply(&self, mut builder: ConfigBuilder) -> anyhow::Result<ConfigBuilder> {
+        let settings = Config::settings();
+        for (i, value) in &self.given {
+            builder = settings[*i].apply(builder, value)?;
+        }
+        Ok(builder)
+    }
+}
+
+impl clap::FromArgMatches for SettingFlags {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = Self::default();
+        flags.update_from_arg_matches(matches)?;
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        for (i, s) in Config::settings().iter().enumerate() {
+            let Some(flag) = s.flag() else { continue };
+            let value = if s.is_bool() {
+                matches.get_flag(flag).then(|| s.switched().to_owned())
+            } else {
+                matches.get_one::<String>(flag).cloned()
+            };
+            if let Some(value) = value {
+                self.given.retain(|(j, _)| *j != i);
+                self.given.push((i, value));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl clap::Args for SettingFlags {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        for s in Config::settings() {
+            let Some(flag) = s.flag() else { continue };
+            let unit = match s.unit() {
+                "" => String::new(),
+                unit => format!(", {unit}"),
+            };
+            let arg = clap::Arg::new(flag).long(flag);
+            cmd = cmd.arg(if s.is_bool() {
+                arg.action(clap::ArgAction::SetTrue).help(format!(
+                    "{} = {}: {}",
+                    s.key(),
+                    s.switched(),
+                    s.doc()
+                ))
+            } else {
+                // A value that does not read as the setting's is a usage error;
+                // bounds are checked with the others, when the config is built.
+                let check = move |value: &str| {
+                    s.apply(Config::builder(), value)
+                        .map(|_| value.to_owned())
+                        .map_err(|e| e.to_string())
+                };
+                arg.value_name(match s.unit() {
+                    "ms" => "MS",
+                    "bytes" => "BYTES",
+                    "percent" => "PERCENT",
+                    _ => "VALUE",
+                })
+                .value_parser(check)
+                .help(format!(
+                    "{}{unit} (default {}; {}): {}",
+                    s.key(),
+                    s.default_value(),
+                    s.allowed(),
+                    s.doc()
+                ))
+            });
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 /// One line per metric for all streams together (sum, count, mean, min, max), for
@@ -134,28 +164,38 @@ impl ProducerArgs {
     /// The settings, with caps on outstanding records and bytes where none were
     /// given (a command reading unbounded input keeps its memory bounded).
     pub(crate) fn config_with_caps(&self, records: usize, bytes: usize) -> anyhow::Result<Config> {
-        let c = self.config()?;
-        let mut b = c.to_builder();
-        if self.max_outstanding_records.is_none() {
-            b = b.max_outstanding_records(records);
-        }
-        if self.max_outstanding_bytes.is_none() {
-            b = b.max_outstanding_bytes(bytes);
-        }
-        Ok(b.build()?)
+        self.config_from(|file, mut b| {
+            let default = Config::default();
+            if file.max_outstanding_records() == default.max_outstanding_records() {
+                b = b.max_outstanding_records(records);
+            }
+            if file.max_outstanding_bytes() == default.max_outstanding_bytes() {
+                b = b.max_outstanding_bytes(bytes);
+            }
+            b
+        })
     }
 
     pub(crate) fn config(&self) -> anyhow::Result<Config> {
-        let base = match &self.kpl_properties {
+        self.config_from(|_, b| b)
+    }
+
+    /// The `.properties` file's settings (or the defaults), then what `base` makes
+    /// of them, then the flags.
+    fn config_from(
+        &self,
+        base: impl FnOnce(&Config, ConfigBuilder) -> ConfigBuilder,
+    ) -> anyhow::Result<Config> {
+        let file = match &self.kpl_properties {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
                 let (config, ignored) = Config::from_kpl_properties(&text)
                     .with_context(|| format!("in {}", path.display()))?;
                 for key in ignored {
-                    // The note that MetricsLevel was not given is moot when the
-                    // command line gives it.
-                    if key.key == "MetricsLevel" && self.metrics_level.is_some() {
+                    // A note on a key the command line sets (that MetricsLevel
+                    // was not given) is moot.
+                    if self.settings.gives(&key.key) {
                         continue;
                     }
                     crate::say!("kpl: {}: {key}", path.display());
@@ -164,52 +204,10 @@ impl ProducerArgs {
             }
             None => Config::default(),
         };
-        let mut b: ConfigBuilder = base.to_builder();
-        if self.no_aggregation {
-            b = b.aggregation_enabled(false);
-        }
-        macro_rules! set {
-            ($($field:ident),*) => {$(if let Some(v) = self.$field { b = b.$field(v); })*};
-        }
-        set!(
-            aggregation_max_count,
-            aggregation_max_size,
-            collection_max_count,
-            collection_max_size,
-            rate_limit,
-            max_connections,
-            max_user_record_size,
-            max_outstanding_records,
-            max_outstanding_bytes
-        );
-        macro_rules! set_ms {
-            ($($field:ident),*) => {$(if let Some(v) = self.$field { b = b.$field(Duration::from_millis(v)); })*};
-        }
-        set_ms!(
-            record_max_buffered_time,
-            record_ttl,
-            request_timeout,
-            connect_timeout
-        );
-        if self.fail_if_throttled {
-            b = b.fail_if_throttled(true);
-        }
-        if let Some(level) = self.metrics_level {
-            b = b.metrics_level(level);
-        }
-        if let Some(granularity) = self.metrics_granularity {
-            b = b.metrics_granularity(granularity);
-        }
-        if let Some(namespace) = &self.metrics_namespace {
-            b = b.metrics_namespace(namespace);
-        }
-        if let Some(ms) = self.metrics_upload_delay {
-            b = b.metrics_upload_delay(Duration::from_millis(ms));
-        }
-        if let Some(url) = &self.metrics_endpoint {
-            b = b.cloudwatch_endpoint(url);
-        }
-        Ok(b.build()?)
+        Ok(self
+            .settings
+            .apply(base(&file, file.to_builder()))?
+            .build()?)
     }
 }
 
@@ -276,4 +274,90 @@ pub(crate) fn resident_memory() -> Option<u64> {
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        producer: ProducerArgs,
+    }
+
+    /// The flags are the settings table's: each with its key and doc in its help,
+    /// and no other flag but `--kpl-properties`.
+    #[test]
+    fn every_flag_is_a_setting_of_the_table() {
+        let cmd = Cli::command();
+        let mut flags: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
+        let mut expected: Vec<&str> = Config::settings().iter().filter_map(|s| s.flag()).collect();
+        expected.push("kpl-properties");
+        flags.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(flags, expected);
+        for s in Config::settings() {
+            let Some(flag) = s.flag() else { continue };
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(flag))
+                .unwrap();
+            let help = arg.get_help().unwrap().to_string();
+            assert!(
+                help.starts_with(s.key()) && help.ends_with(s.doc()),
+                "{help}"
+            );
+        }
+    }
+
+    #[test]
+    fn flags_override_the_defaults_and_values_are_checked() {
+        let cli = Cli::try_parse_from([
+            "kpl",
+            "--no-aggregation",
+            "--fail-if-throttled",
+            "--rate-limit",
+            "90",
+            "--record-ttl",
+            "1500",
+            "--metrics-level",
+            "summary",
+            "--metrics-endpoint",
+            "http://127.0.0.1:9",
+        ])
+        .unwrap();
+        let c = cli.producer.config().unwrap();
+        assert!(!c.aggregation_enabled());
+        assert!(c.fail_if_throttled());
+        assert_eq!(c.rate_limit(), 90);
+        assert_eq!(c.record_ttl(), Duration::from_millis(1500));
+        assert_eq!(c.metrics_level(), MetricsLevel::Summary);
+        assert_eq!(
+            c.cloudwatch_endpoint().as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+        let capped = cli.producer.config_with_caps(7, 70).unwrap();
+        assert_eq!(capped.max_outstanding_records(), 7);
+        let cli = Cli::try_parse_from(["kpl", "--max-outstanding-records", "5"]).unwrap();
+        let capped = cli.producer.config_with_caps(7, 70).unwrap();
+        assert_eq!(
+            (
+                capped.max_outstanding_records(),
+                capped.max_outstanding_bytes()
+            ),
+            (5, 70),
+            "a flag given wins over the cap"
+        );
+        for bad in [
+            ["kpl", "--rate-limit", "fast"],
+            ["kpl", "--metrics-level", "loud"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        let cli = Cli::try_parse_from(["kpl", "--max-connections", "1000"]).unwrap();
+        let err = cli.producer.config().unwrap_err().to_string();
+        assert!(err.contains("MaxConnections"), "{err}");
+    }
 }
