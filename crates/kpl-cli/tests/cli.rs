@@ -4,7 +4,7 @@ mod common;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -387,19 +387,12 @@ fn help_describes_both_commands() {
 /// Runs `kpl` with `args` and `stdin`, standard error on `stderr` (standard output
 /// piped and returned).
 fn kpl_with_stderr(args: &[&str], stdin: &str, stderr: Stdio) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    let input = stdin.to_owned();
-    let writer = std::thread::spawn(move || pipe.write_all(input.as_bytes()));
-    let output = child.wait_with_output().unwrap();
-    let _ = writer.join().unwrap();
-    output
+    kpl_tests::kpl::run(
+        kpl_tests::kpl::command(env!("CARGO_BIN_EXE_kpl"))
+            .args(args)
+            .stderr(stderr),
+        stdin,
+    )
 }
 
 #[test]
@@ -449,11 +442,9 @@ fn agg_and_deagg_survive_standard_error_on_a_full_device() {
 /// Runs `kpl` with `args` on `lines` lines of input, reads one line of its output
 /// and closes the pipe: returns the exit status and standard error.
 fn kpl_reader_gone(args: &[&str], input: Vec<u8>) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
+    let mut child = kpl_tests::kpl::command(env!("CARGO_BIN_EXE_kpl"))
         .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut pipe = child.stdin.take().unwrap();

@@ -106,15 +106,9 @@ fn bench_gives_its_cpu_figure_as_a_share_of_the_md5_floor() {
 
 #[test]
 fn put_loses_nothing_when_the_service_is_unreachable() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("kpl-put-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = kpl_tests::kpl::temp_dir("put-unreachable");
     let failed = dir.join("failed.jsonl");
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let endpoint = kpl_tests::peers::dead_endpoint();
     let big = "x".repeat(2_000);
     let input = format!("first\nsecond\n{big}\nthird\n");
     let out = kpl(
@@ -272,11 +266,8 @@ fn bench_says_why_a_record_is_refused_once() {
 
 #[test]
 fn bench_stops_quietly_with_141_when_standard_output_is_closed() {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kpl"))
+    let mut child = kpl_tests::kpl::command(env!("CARGO_BIN_EXE_kpl"))
         .args(["bench", "--records", "2000", "--acknowledge-only"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     drop(child.stdout.take());

@@ -13,12 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::kpl;
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("kpl-errors-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use kpl_tests::kpl::temp_dir;
 
 #[test]
 fn a_mistyped_endpoint_fails_at_start_naming_it() {

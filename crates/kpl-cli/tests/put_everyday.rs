@@ -8,7 +8,6 @@
 //! fail on the code before a fix).
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -19,30 +18,13 @@ fn kpl_bin() -> String {
     std::env::var("KPL_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kpl").to_owned())
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kpl-everyday-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use kpl_tests::kpl::temp_dir;
+use kpl_tests::peers::dead_endpoint;
 
-/// A loopback port nothing listens on.
-fn dead_endpoint() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("http://127.0.0.1:{port}")
-}
-
+/// `kpl` (or `KPL_TEST_BIN`) with `args` and the test environment.
 fn command(args: &[&str]) -> Command {
-    let mut c = Command::new(kpl_bin());
-    c.args(args)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("RUST_LOG");
+    let mut c = kpl_tests::kpl::command(kpl_bin());
+    c.args(args);
     c
 }
 
@@ -468,12 +450,8 @@ fn a_file_size_limit_leaves_only_whole_lines() {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let out = Command::new("sh")
+    let out = kpl_tests::kpl::command("sh")
         .args(["-c", &script, &kpl_bin()])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

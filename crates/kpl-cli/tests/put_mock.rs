@@ -2,72 +2,26 @@
 //!
 //! `#[ignore]`d in a plain `cargo test`; `cargo xtask ci` runs it with kinesis-mock up.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use serde_json::{Value, json};
-
-/// One awsJson 1.1 call to the mock (signatures are not checked).
-fn call(endpoint: &str, target: &str, body: Value) -> Value {
-    let addr = endpoint.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let body = body.to_string();
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: Kinesis_20131202.{target}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=00\r\nX-Amz-Date: 20260101T000000Z\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{target}: {head}\n{body}");
-    if body.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or(Value::Null)
-    }
-}
+use kpl_tests::kinesis::Kinesis;
+use serde_json::json;
 
 /// Creates `stream` (two shards) in kinesis-mock and runs `kpl put` of `input`
-/// into it with `args`; returns the mock's endpoint and what `kpl` wrote to
-/// standard error, after checking that it succeeded.
-fn put_into_mock(stream: &str, input: &str, args: &[&str]) -> (String, String) {
-    let endpoint = std::env::var("KPL_KINESIS_MOCK_ENDPOINT")
-        .expect("KPL_KINESIS_MOCK_ENDPOINT: run through `cargo xtask ci`");
-    call(
-        &endpoint,
-        "CreateStream",
-        json!({"StreamName": stream, "ShardCount": 2}),
+/// into it with `args`; returns the mock and what `kpl` wrote to standard error,
+/// after checking that it succeeded.
+fn put_into_mock(stream: &str, input: &str, args: &[&str]) -> (Kinesis, String) {
+    let endpoint = kpl_tests::peers::kinesis_mock_endpoint();
+    let mock = Kinesis::new(&endpoint);
+    mock.create_stream(stream, 2).unwrap();
+    let out = kpl_tests::kpl::run(
+        kpl_tests::kpl::command(env!("CARGO_BIN_EXE_kpl"))
+            .args(["put", "--stream", stream, "--endpoint", &endpoint])
+            .args(["--region", "us-east-1", "--quiet"])
+            .args(args),
+        input,
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
-        .args(["put", "--stream", stream, "--endpoint", &endpoint])
-        .args(["--region", "us-east-1", "--quiet"])
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{err}");
-    (endpoint, err)
+    (mock, err)
 }
 
 #[test]
@@ -82,7 +36,7 @@ fn put_json_lines_into_kinesis_mock() {
             )
         })
         .collect();
-    let (endpoint, err) = put_into_mock(
+    let (mock, err) = put_into_mock(
         &stream,
         &input,
         &[
@@ -99,29 +53,7 @@ fn put_json_lines_into_kinesis_mock() {
         "{err}"
     );
 
-    let mut seen = Vec::new();
-    let shards = call(&endpoint, "ListShards", json!({"StreamName": stream}));
-    for shard in shards["Shards"].as_array().unwrap() {
-        let it = call(
-            &endpoint,
-            "GetShardIterator",
-            json!({"StreamName": stream, "ShardId": shard["ShardId"], "ShardIteratorType": "TRIM_HORIZON"}),
-        );
-        let records = call(
-            &endpoint,
-            "GetRecords",
-            json!({"ShardIterator": it["ShardIterator"], "Limit": 10000}),
-        );
-        for r in records["Records"].as_array().unwrap() {
-            let data = STANDARD.decode(r["Data"].as_str().unwrap()).unwrap();
-            for u in
-                kpl::codec::deaggregate(r["PartitionKey"].as_str().unwrap(), None, &data).unwrap()
-            {
-                seen.push(String::from_utf8(u.data.to_vec()).unwrap());
-            }
-        }
-    }
-    seen.sort();
+    let seen = mock.stored_lines(&stream).unwrap();
     let mut expected: Vec<String> = (0..300).map(|i| format!("hello {i}")).collect();
     expected.sort();
     assert_eq!(
@@ -140,7 +72,7 @@ fn put_uploads_the_kpl_metrics_at_shutdown() {
     let cloudwatch = kpl_tests::cloudwatch::CloudWatchStandIn::start();
     let stream = format!("cli-metrics-{}", std::process::id());
     let input: String = (0..500).map(|i| format!("line {i}\n")).collect();
-    let (endpoint, err) = put_into_mock(
+    let (mock, err) = put_into_mock(
         &stream,
         &input,
         &[
@@ -194,10 +126,8 @@ fn put_uploads_the_kpl_metrics_at_shutdown() {
     assert_eq!(unit("UserRecordsDataPut"), "Bytes");
     assert_eq!(unit("BufferingTime"), "Milliseconds");
     // Dimensions: all streams together, the stream, and each of its shards.
-    let shards = call(&endpoint, "ListShards", json!({"StreamName": stream}));
-    let shard_ids: Vec<&str> = shards["Shards"]
-        .as_array()
-        .unwrap()
+    let shards = mock.shards(&stream).unwrap();
+    let shard_ids: Vec<&str> = shards
         .iter()
         .map(|s| s["ShardId"].as_str().unwrap())
         .collect();

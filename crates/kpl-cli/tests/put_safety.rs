@@ -7,28 +7,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::kpl;
 use serde_json::Value;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kpl-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A loopback port nothing listens on.
-fn dead_endpoint() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("http://127.0.0.1:{port}")
-}
+use kpl_tests::kpl::temp_dir;
+use kpl_tests::peers::dead_endpoint;
 
 fn failed_lines(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -171,11 +157,8 @@ fn a_failed_file_that_cannot_be_written_names_itself_and_loses_nothing() {
 
 /// `kpl put` reading from a pipe the test keeps open.
 fn spawn_put(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_kpl"))
+    kpl_tests::kpl::command(env!("CARGO_BIN_EXE_kpl"))
         .args(args)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
