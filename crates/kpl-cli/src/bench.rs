@@ -429,7 +429,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let per_record = {
         let sample: Vec<PutRecord> = (0..args.records.min(SIZE_SAMPLE))
-            .take_while(|&j| j * args.size < SAMPLE_BYTES)
+            .take_while(|&j| j.saturating_mul(args.size) < SAMPLE_BYTES)
             .map(make_record)
             .collect();
         let ranges: Vec<(HashKey, HashKey)> = match &sim {
