@@ -261,3 +261,34 @@ pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: &[u8], to_end: bool) -> Option<(String, Vec<u8>)> {
+        read_message(&mut BufReader::new(bytes), to_end).unwrap()
+    }
+
+    #[test]
+    fn a_message_is_read_by_its_length_its_chunks_or_to_the_end() {
+        let (head, body) =
+            read(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef", true).unwrap();
+        assert_eq!(
+            (head.lines().next(), &body[..]),
+            (Some("HTTP/1.1 200 OK"), &b"abc"[..])
+        );
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        assert_eq!(read(chunked, false).unwrap().1, b"abcde");
+        assert_eq!(
+            read(b"HTTP/1.1 200 OK\r\n\r\nto the end", true).unwrap().1,
+            b"to the end"
+        );
+        assert_eq!(read(b"POST / HTTP/1.1\r\n\r\n", false).unwrap().1, b"");
+        assert!(read(b"", false).is_none());
+        assert_eq!(
+            header("POST / HTTP/1.1\r\nX-A: 1\r\nx-b:  two \r\n\r\n", "X-B"),
+            Some("two")
+        );
+    }
+}

@@ -150,3 +150,27 @@ impl Summary {
         self.sent + self.invalid + self.not_sent
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_is_read_whole_or_not_at_all() {
+        let v = serde_json::json!({
+            "sent": 10, "acknowledged": 8, "failed": 1, "invalid": 2, "not_sent": 3,
+            "possibly_stored_twice": 1, "failed_but_possibly_stored": 0,
+            "failures_by_code": {"InternalFailure": 1}, "seconds": 1.5,
+            "reading_finished": true, "signal": null, "exit_code": 1,
+            "peak_resident_bytes": 1000,
+        });
+        let s = Summary::from_json(&v).unwrap();
+        assert_eq!((s.acknowledged, s.read_lines(), s.exit_code), (8, 15, 1));
+        assert_eq!(s.failures_by_code, [("InternalFailure".to_owned(), 1)]);
+        assert_eq!(s.signal, None);
+        let mut torn = v.clone();
+        torn.as_object_mut().unwrap().remove("not_sent");
+        let e = Summary::from_json(&torn).unwrap_err();
+        assert!(e.to_string().contains("not_sent"), "{e}");
+    }
+}

@@ -420,3 +420,92 @@ pub fn forward_once(
     out.extend_from_slice(&answer);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// An upstream that answers every request with its request line.
+    fn echo() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut conn = conn;
+                    while let Ok(Some((head, _))) = read_message(&mut reader, false) {
+                        let line = head.lines().next().unwrap_or_default().to_owned();
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{line}",
+                            line.len()
+                        );
+                    }
+                });
+            }
+        });
+        endpoint
+    }
+
+    fn ask(proxy: &Proxy, request: &str) -> (String, Vec<u8>) {
+        let mut conn = TcpStream::connect(proxy.endpoint.trim_start_matches("http://")).unwrap();
+        conn.write_all(request.as_bytes()).unwrap();
+        read_message(&mut BufReader::new(conn), true)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn requests_go_upstream_or_where_they_say_and_are_recorded() {
+        let upstream = echo();
+        let other = echo();
+        let proxy = Proxy::start(&upstream, 1).unwrap();
+        let (_, body) = ask(
+            &proxy,
+            "POST /a HTTP/1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        );
+        assert_eq!(body, b"POST /a HTTP/1.1");
+        let absolute = format!(
+            "POST {other}/b HTTP/1.1\r\nProxy-Authorization: Basic eA==\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let (_, body) = ask(&proxy, &absolute);
+        assert_eq!(body, b"POST /b HTTP/1.1", "origin form, to the host named");
+        assert_eq!(proxy.counts.request_lines().len(), 2);
+        assert_eq!(proxy.counts.proxy_authorizations(), ["Basic eA=="]);
+    }
+
+    #[test]
+    fn a_burst_of_errors_is_answered_by_the_proxy() {
+        let proxy = Proxy::start(&echo(), 1).unwrap();
+        proxy.set(Faults {
+            errors_until: Some(Instant::now() + Duration::from_secs(60)),
+            ..Faults::default()
+        });
+        let (head, body) = ask(&proxy, "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 500"), "{head}");
+        assert!(String::from_utf8_lossy(&body).contains("InternalFailure"));
+        assert_eq!(Counts::get(&proxy.counts.errors), 1);
+    }
+
+    #[test]
+    fn connect_opens_a_tunnel() {
+        let target = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = target.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut conn, _) = target.accept().unwrap();
+            let mut buf = [0u8; 4];
+            conn.read_exact(&mut buf).unwrap();
+            conn.write_all(&buf).unwrap();
+        });
+        let proxy = Proxy::start(&echo(), 1).unwrap();
+        let mut conn = TcpStream::connect(proxy.endpoint.trim_start_matches("http://")).unwrap();
+        write!(conn, "CONNECT {addr} HTTP/1.1\r\n\r\nping").unwrap();
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).unwrap();
+        assert_eq!(answer, b"HTTP/1.1 200 Connection established\r\n\r\nping");
+        assert_eq!(Counts::get(&proxy.counts.tunnels), 1);
+    }
+}
