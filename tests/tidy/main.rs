@@ -1,5 +1,7 @@
 //! The house rules, checked on every crate of the workspace.
 
+mod settings;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

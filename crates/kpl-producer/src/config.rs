@@ -488,7 +488,7 @@ settings! {
         "AggregationMaxSize" => aggregation_max_size: usize = 51_200,
             Count (64, MAX_RECORD_SIZE_CEILING), plain, flag Some("aggregation-max-size"),
             kpl true, unit "bytes",
-            "Most bytes of one aggregated record (the KPL's bound: 64 to 1048576; \
+            "Most bytes of one aggregated record (the KPL's bound: 64 bytes to 1 MiB; \
              Kinesis records may be 10 MiB since 2025).";
         "CollectionMaxCount" => collection_max_count: usize = MAX_RECORDS_PER_REQUEST,
             Count (1, MAX_RECORDS_PER_REQUEST), plain, flag Some("collection-max-count"),
