@@ -4,7 +4,7 @@
 //! shard, de-aggregated, user records outside their shard's range dropped as the KCL
 //! drops them) and compared with what `kpl put` reported in its `--summary-json`.
 //!
-//! [`scenarios`] says what each scenario does and allows, [`runner`] runs one and
+//! [`mod@scenarios`] says what each scenario does and allows, [`runner`] runs one and
 //! judges it, [`reader`] reads what a run left.
 
 mod reader;
