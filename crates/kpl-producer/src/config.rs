@@ -389,7 +389,7 @@ macro_rules! settings {
                 #[doc = concat!("`", $key, "`: ", $doc)]
                 #[doc = ""]
                 #[doc = concat!("Default: `", stringify!($default), "`", settings!(@unit $kind $unit),
-                    settings!(@bounds $kind $(($min, $max))?), " (see [`Config::settings`]).")]
+                    settings!(@bounds $kind $unit $(($min, $max))?), " (see [`Config::settings`]).")]
                 pub fn $field(&self) -> $ty {
                     self.$field.clone()
                 }
@@ -415,10 +415,13 @@ macro_rules! settings {
     (@unit $kind:ident "") => { "" };
     (@unit $kind:ident $unit:tt) => { concat!(" ", $unit) };
 
-    (@bounds $kind:ident ($min:expr, $max:expr)) => {
-        concat!("; allowed: `", stringify!($min), "` to `", stringify!($max), "`")
+    (@bounds $kind:ident $unit:tt ($min:expr, $max:expr)) => {
+        concat!(
+            "; allowed: `", stringify!($min), "` to `", stringify!($max), "`",
+            settings!(@unit $kind $unit)
+        )
     };
-    (@bounds $kind:ident) => { "" };
+    (@bounds $kind:ident $unit:tt) => { "" };
 
     (@number Bool $e:expr) => { None };
     (@number Custom $e:expr) => { None };
