@@ -567,8 +567,9 @@ settings! {
             Bool, plain, flag None, kpl true, unit "",
             "Whether the endpoint's certificate is checked: `false` trusts any \
              certificate (test endpoints only), with a warning when the transport is \
-             built; on both HTTP clients (the tokio one needs kpl-transport's `async-io` \
-             feature, kpl's `smol`).";
+             built; on both HTTP clients (on tokio such requests go through kpl-rs's \
+             own connections, as the SDK's client cannot be told to accept any \
+             certificate).";
         "ProxyHost" => proxy: Option<ProxySettings> = None,
             Custom, some(ProxySettings), flag None, kpl true, unit "",
             allowed "a host name",
