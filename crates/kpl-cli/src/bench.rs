@@ -177,8 +177,9 @@ const SHORTEST_CPU_TIME: f64 = 0.1;
 const FLOOR_BLOCK: usize = 16 * 1024;
 
 /// Seconds of the clock (the thread's CPU time where there is one) the MD5 floor is
-/// measured for.
-const FLOOR_SECONDS: f64 = 0.5;
+/// measured for: long enough for a rate within a few percent, short enough to add
+/// little to a whole-process CPU figure.
+const FLOOR_SECONDS: f64 = 0.2;
 
 /// Wall time after which the MD5 floor's measurement stops even if it has not had
 /// its [`FLOOR_SECONDS`] of CPU (a machine too busy to give them).
