@@ -16,16 +16,16 @@ use crate::input::{BASE64, InvalidInput, for_each_line};
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// Largest aggregated record, in bytes, counting its Data and its partition
-    /// key as Kinesis counts them against the record limit (the KPL's
-    /// AggregationMaxSize: 64 bytes up to 10 MiB, the largest record a stream
-    /// takes). A record bigger than this goes out alone.
+    /// key as Kinesis counts them against the record limit (bounded as the KPL's
+    /// AggregationMaxSize, up to the largest record a stream takes). A record
+    /// bigger than this goes out alone.
     #[arg(long, default_value_t = default_max_size(), value_parser = parse_max_size)]
     max_size: usize,
     /// Most user records in one aggregate (at least 1; the KPL's AggregationMaxCount).
     #[arg(long, default_value_t = u32::MAX as u64, value_parser = clap::value_parser!(u64).range(1..))]
     max_count: u64,
-    /// Largest user record accepted (data plus partition key bytes), up to 10 MiB,
-    /// as the stream's max record size.
+    /// Largest user record accepted (data plus partition key bytes), up to the
+    /// largest record a stream takes, as the stream's max record size.
     #[arg(long, default_value_t = kpl::codec::DEFAULT_MAX_RECORD_SIZE, value_parser = parse_record_size)]
     max_record_size: usize,
     /// Files of JSON lines; standard input when none.
@@ -118,7 +118,7 @@ fn parse(text: &str, limits: &RecordLimits) -> Result<UserRecord, String> {
             input.explicit_hash_key.as_deref(),
             data.len(),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::bench::without_repeats(&e))?;
     let mut record = UserRecord::new(input.partition_key, data);
     record.explicit_hash_key = explicit;
     Ok(record)
