@@ -93,7 +93,7 @@ pub use result::{
 #[cfg(all(feature = "tokio", feature = "aws"))]
 pub use sync::SyncBuildError;
 #[cfg(feature = "tokio")]
-pub use sync::SyncProducer;
+pub use sync::{SyncProducer, SyncProducerBuilder};
 #[cfg(feature = "cloudwatch")]
 pub use upload::CloudWatchUploader;
 pub use upload::{MetricsBatch, MetricsUploader, UploadError, UploadFuture, UploadStats};

@@ -7,15 +7,28 @@ use kpl_runtime::{Runtime, TokioExecutor, TokioTimer};
 use kpl_transport::Transport;
 
 use crate::config::Config;
+use crate::events::EventSink;
+use crate::metrics::{Metric, MetricName};
 use crate::producer::{Producer, PutError, PutRecord};
-use crate::result::RecordFuture;
+use crate::result::{Outcomes, RecordFuture, RecordId};
+use crate::upload::{MetricsUploader, UploadStats};
 
 /// A producer for code without an async runtime: the async [`Producer`] runs on a
 /// background thread with a tokio runtime of its own.
 ///
+/// It has [`Producer`]'s methods under the same names, blocking where those are
+/// `async`: [`put_record`](Self::put_record), [`put_records`](Self::put_records),
+/// [`try_put_record`](Self::try_put_record), [`try_put_records`](Self::try_put_records),
+/// [`try_put_records_to`](Self::try_put_records_to), [`wait_for_room`](Self::wait_for_room),
+/// [`flush`](Self::flush), [`flush_stream`](Self::flush_stream),
+/// [`shutdown`](Self::shutdown), [`metrics`](Self::metrics),
+/// [`metrics_upload_stats`](Self::metrics_upload_stats) and the rest; the flushes
+/// also come with a timeout ([`flush_timeout`](Self::flush_timeout),
+/// [`flush_stream_timeout`](Self::flush_stream_timeout)).
+///
 /// `put_record` is thread-safe and returns a [`RecordFuture`] whose
 /// [`wait`](RecordFuture::wait) blocks up to a timeout. Dropping it (or
-/// [`close`](Self::close)) shuts the producer down as [`Producer::shutdown`] does.
+/// [`shutdown`](Self::shutdown)) shuts the producer down as [`Producer::shutdown`] does.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -29,10 +42,10 @@ use crate::result::RecordFuture;
 /// # kinesis.create_stream("events", 1).unwrap();
 /// let producer = SyncProducer::new(Config::default(), Arc::new(kinesis.clone()))?;
 /// let pending = producer.put_record("events", PutRecord::new("k", Bytes::from_static(b"v")))?;
-/// producer.flush(Duration::from_secs(5));
+/// assert!(producer.flush_timeout(Duration::from_secs(5)));
 /// let result = pending.wait(Duration::from_secs(5)).expect("resolved by the flush");
-/// assert!(result.success);
-/// producer.close(Duration::from_secs(5));
+/// assert!(result.is_success());
+/// producer.shutdown(Duration::from_secs(5));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct SyncProducer {
@@ -46,26 +59,73 @@ impl std::fmt::Debug for SyncProducer {
     }
 }
 
+/// Builds a [`SyncProducer`], as [`ProducerBuilder`](crate::ProducerBuilder) builds a
+/// [`Producer`].
+pub struct SyncProducerBuilder {
+    config: Config,
+    transport: Arc<dyn Transport>,
+    events: Option<Arc<dyn EventSink>>,
+    uploader: Option<Arc<dyn MetricsUploader>>,
+}
+
+impl std::fmt::Debug for SyncProducerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncProducerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncProducerBuilder {
+    /// Receives the pipeline's events, as
+    /// [`ProducerBuilder::event_sink`](crate::ProducerBuilder::event_sink).
+    pub fn event_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.events = Some(sink);
+        self
+    }
+
+    /// Uploads the KPL's metrics to `uploader`, as
+    /// [`ProducerBuilder::metrics_uploader`](crate::ProducerBuilder::metrics_uploader).
+    pub fn metrics_uploader(mut self, uploader: Arc<dyn MetricsUploader>) -> Self {
+        self.uploader = Some(uploader);
+        self
+    }
+
+    /// Starts the background runtime and the producer.
+    pub fn build(self) -> std::io::Result<SyncProducer> {
+        Ok(SyncProducer::start(background_runtime()?, self))
+    }
+}
+
 impl SyncProducer {
     /// Starts the background runtime and the producer.
     pub fn new(config: Config, transport: Arc<dyn Transport>) -> std::io::Result<Self> {
-        Ok(Self::start(background_runtime()?, config, transport, None))
+        Self::builder(config, transport).build()
     }
 
-    fn start(
-        runtime: tokio::runtime::Runtime,
-        config: Config,
-        transport: Arc<dyn Transport>,
-        uploader: Option<Arc<dyn crate::MetricsUploader>>,
-    ) -> Self {
+    /// A builder for a producer with these settings, sending through `transport`
+    /// (with an event sink or a metrics uploader).
+    pub fn builder(config: Config, transport: Arc<dyn Transport>) -> SyncProducerBuilder {
+        SyncProducerBuilder {
+            config,
+            transport,
+            events: None,
+            uploader: None,
+        }
+    }
+
+    fn start(runtime: tokio::runtime::Runtime, b: SyncProducerBuilder) -> Self {
         let rt = Runtime::new(
             Arc::new(TokioExecutor::new(runtime.handle().clone())),
             Arc::new(TokioTimer),
         );
         let producer = {
             let _guard = runtime.enter();
-            let mut builder = Producer::builder(config, transport);
-            if let Some(uploader) = uploader {
+            let mut builder = Producer::builder(b.config, b.transport);
+            if let Some(sink) = b.events {
+                builder = builder.event_sink(sink);
+            }
+            if let Some(uploader) = b.uploader {
                 builder = builder.metrics_uploader(uploader);
             }
             builder.build(rt)
@@ -88,7 +148,7 @@ impl SyncProducer {
     /// let producer = SyncProducer::from_config(config)?;
     /// let pending = producer.put_record("my-stream", PutRecord::new("pk", b"data".to_vec()))?;
     /// let outcome = pending.wait(Duration::from_secs(30));
-    /// producer.close(Duration::from_secs(30));
+    /// producer.shutdown(Duration::from_secs(30));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[cfg(feature = "aws")]
@@ -103,7 +163,9 @@ impl SyncProducer {
                 Ok((transport, crate::upload::from_config(&config).await?))
             })
             .map_err(SyncBuildError::Transport)?;
-        Ok(Self::start(runtime, config, Arc::new(transport), uploader))
+        let mut builder = Self::builder(config, Arc::new(transport));
+        builder.uploader = uploader;
+        Ok(Self::start(runtime, builder))
     }
 
     fn producer(&self) -> &Producer {
@@ -112,6 +174,11 @@ impl SyncProducer {
 
     fn runtime(&self) -> &tokio::runtime::Runtime {
         self.runtime.as_ref().expect("present until drop")
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        self.producer().config()
     }
 
     /// Puts a record; blocks while the outstanding caps are reached (what is
@@ -140,9 +207,50 @@ impl SyncProducer {
         futures::executor::block_on(self.producer().put_records(stream, records))
     }
 
-    /// Sends everything and blocks until every record put before has its outcome, or
-    /// `timeout` passes; returns whether everything resolved.
-    pub fn flush(&self, timeout: Duration) -> bool {
+    /// Puts as many of `records` as there is room for now, never blocking, as
+    /// [`Producer::try_put_records`] does: their results, and the records from the
+    /// first that did not fit on (with [`wait_for_room`](Self::wait_for_room), a
+    /// [`put_records`](Self::put_records) in steps).
+    #[allow(clippy::type_complexity)]
+    pub fn try_put_records(
+        &self,
+        stream: &str,
+        records: Vec<PutRecord>,
+    ) -> Result<(Vec<Result<RecordFuture, PutError>>, Vec<PutRecord>), PutError> {
+        self.producer().try_put_records(stream, records)
+    }
+
+    /// Like [`try_put_records`](Self::try_put_records), with the outcomes going to
+    /// `outcomes` (wait for them with [`Outcomes::wait`]), as
+    /// [`Producer::try_put_records_to`] does.
+    #[allow(clippy::type_complexity)]
+    pub fn try_put_records_to(
+        &self,
+        stream: &str,
+        records: Vec<PutRecord>,
+        outcomes: &Outcomes,
+    ) -> Result<(Vec<Result<RecordId, PutError>>, Vec<PutRecord>), PutError> {
+        self.producer()
+            .try_put_records_to(stream, records, outcomes)
+    }
+
+    /// Blocks until a record of `bytes` (data and partition key) would be let into
+    /// `stream`, as [`Producer::wait_for_room`] waits.
+    pub fn wait_for_room(&self, stream: &str, bytes: usize) {
+        futures::executor::block_on(self.producer().wait_for_room(stream, bytes));
+    }
+
+    /// Sends everything buffered now and blocks until every record put before the
+    /// call has its outcome, as [`Producer::flush`] does.
+    pub fn flush(&self) {
+        let producer = self.producer().clone();
+        self.runtime()
+            .block_on(async move { producer.flush().await });
+    }
+
+    /// Like [`flush`](Self::flush), blocking at most `timeout`; returns whether every
+    /// record put before the call has its outcome.
+    pub fn flush_timeout(&self, timeout: Duration) -> bool {
         let producer = self.producer().clone();
         self.runtime().block_on(async move {
             tokio::time::timeout(timeout, producer.flush())
@@ -152,7 +260,14 @@ impl SyncProducer {
     }
 
     /// Like [`flush`](Self::flush), for one stream.
-    pub fn flush_stream(&self, stream: &str, timeout: Duration) -> bool {
+    pub fn flush_stream(&self, stream: &str) {
+        let producer = self.producer().clone();
+        self.runtime()
+            .block_on(async move { producer.flush_stream(stream).await });
+    }
+
+    /// Like [`flush_timeout`](Self::flush_timeout), for one stream.
+    pub fn flush_stream_timeout(&self, stream: &str, timeout: Duration) -> bool {
         let producer = self.producer().clone();
         self.runtime().block_on(async move {
             tokio::time::timeout(timeout, producer.flush_stream(stream))
@@ -171,13 +286,23 @@ impl SyncProducer {
         self.producer().outstanding_records()
     }
 
-    /// Shuts down as [`Producer::shutdown`] does; returns how many records were
-    /// failed as shut down.
-    pub fn close(mut self, timeout: Duration) -> usize {
-        self.shutdown(timeout)
+    /// The KPL's metrics, as [`Producer::metrics`] gives them.
+    pub fn metrics(&self, name: Option<MetricName>, window: Duration) -> Vec<Metric> {
+        self.producer().metrics(name, window)
     }
 
-    fn shutdown(&mut self, timeout: Duration) -> usize {
+    /// What the metrics upload task did, as [`Producer::metrics_upload_stats`] says.
+    pub fn metrics_upload_stats(&self) -> UploadStats {
+        self.producer().metrics_upload_stats()
+    }
+
+    /// Shuts down as [`Producer::shutdown`] does, then stops the background runtime;
+    /// returns how many records were failed as shut down.
+    pub fn shutdown(mut self, timeout: Duration) -> usize {
+        self.stop(timeout)
+    }
+
+    fn stop(&mut self, timeout: Duration) -> usize {
         let (Some(producer), Some(runtime)) = (self.producer.take(), self.runtime.take()) else {
             return 0;
         };
@@ -193,7 +318,7 @@ impl Drop for SyncProducer {
             .producer
             .as_ref()
             .map_or(Duration::ZERO, |p| p.config().request_timeout());
-        self.shutdown(timeout);
+        self.stop(timeout);
     }
 }
 
@@ -221,8 +346,9 @@ pub enum SyncBuildError {
 impl std::fmt::Display for SyncBuildError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Runtime(e) => write!(f, "the producer's background runtime did not start: {e}"),
-            Self::Transport(e) => write!(f, "{e}"),
+            // What went wrong is the cause (`source()`): a chain prints it once.
+            Self::Runtime(_) => f.write_str("the producer's background runtime did not start"),
+            Self::Transport(_) => f.write_str("the AWS transport could not be built"),
         }
     }
 }

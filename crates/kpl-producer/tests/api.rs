@@ -237,14 +237,14 @@ fn sync_producer_from_many_threads() {
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
-    assert!(producer.flush(Duration::from_secs(10)));
+    assert!(producer.flush_timeout(Duration::from_secs(10)));
     for f in &futures {
         assert!(f.wait(Duration::from_secs(1)).unwrap().success);
     }
     let count = user_records(&kinesis, "a");
     assert_eq!(count, 1_000);
     let producer = Arc::try_unwrap(producer).unwrap();
-    assert_eq!(producer.close(Duration::from_secs(1)), 0);
+    assert_eq!(producer.shutdown(Duration::from_secs(1)), 0);
 }
 
 #[test]
@@ -274,17 +274,17 @@ fn sync_producer_puts_many_flushes_one_stream_and_tells_the_oldest_age() {
     let b = producer.put_record("b", PutRecord::new("k", "b")).unwrap();
     std::thread::sleep(Duration::from_millis(20));
     assert!(producer.oldest_record_age().unwrap() >= Duration::from_millis(20));
-    assert!(producer.flush_stream("a", Duration::from_secs(10)));
+    assert!(producer.flush_stream_timeout("a", Duration::from_secs(10)));
     for f in &a {
         assert!(f.wait(Duration::ZERO).expect("flushed").is_success());
     }
     assert_eq!(user_records(&kinesis, "a"), 100);
     assert!(b.wait(Duration::ZERO).is_none(), "stream b was not flushed");
     assert_eq!(producer.outstanding_records(), 1);
-    assert!(producer.flush(Duration::from_secs(10)));
+    assert!(producer.flush_timeout(Duration::from_secs(10)));
     assert!(b.wait(Duration::ZERO).unwrap().is_success());
     assert_eq!(producer.oldest_record_age(), None);
-    assert_eq!(producer.close(Duration::from_secs(1)), 0);
+    assert_eq!(producer.shutdown(Duration::from_secs(1)), 0);
 }
 
 #[test]

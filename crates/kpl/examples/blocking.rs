@@ -20,12 +20,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pending: Vec<_> = (0..10)
         .map(|i| producer.put_record(&stream, PutRecord::new(format!("k{i}"), format!("v{i}"))))
         .collect::<Result<_, _>>()?;
-    producer.flush(Duration::from_secs(30));
+    producer.flush_timeout(Duration::from_secs(30));
     let stored = pending
         .iter()
         .filter(|p| p.wait(Duration::ZERO).is_some_and(|r| r.is_success()))
         .count();
     println!("{stored} of 10 records stored");
-    producer.close(Duration::from_secs(30));
+    producer.shutdown(Duration::from_secs(30));
     Ok(())
 }

@@ -1,0 +1,194 @@
+//! `SyncProducer` has `Producer`'s names and capabilities, blocking: shutdown,
+//! flush with and without a timeout, the non-blocking batch puts, waiting for room,
+//! metrics and upload stats (kpl-sim on the producer's own tokio runtime).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kpl_producer::{
+    Config, MetricName, MetricsBatch, MetricsLevel, MetricsUploader, Outcomes, PutRecord,
+    SyncProducer, UploadFuture, UploadStats,
+};
+use kpl_runtime::{Timer, TokioTimer};
+use kpl_sim::{Faults, Simulator};
+
+fn kinesis() -> Simulator {
+    let timer: Arc<dyn Timer> = Arc::new(TokioTimer);
+    let kinesis = Simulator::new(timer, 21);
+    kinesis.create_stream("a", 2).unwrap();
+    kinesis.create_stream("b", 1).unwrap();
+    kinesis
+}
+
+/// Records wait up to a minute in their aggregates: only a flush sends them.
+fn holding() -> Config {
+    Config::builder()
+        .record_max_buffered_time(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+fn records(prefix: &str, n: usize) -> Vec<PutRecord> {
+    (0..n)
+        .map(|i| PutRecord::new(format!("{prefix}{i}"), format!("{prefix}/{i}")))
+        .collect()
+}
+
+#[test]
+fn flush_blocks_until_every_record_has_its_outcome() {
+    let kinesis = kinesis();
+    let producer = SyncProducer::new(holding(), Arc::new(kinesis.clone())).unwrap();
+    let a = producer.put_record("a", PutRecord::new("k", "v")).unwrap();
+    let b = producer.put_record("b", PutRecord::new("k", "w")).unwrap();
+    producer.flush_stream("a");
+    assert!(a.wait(Duration::ZERO).expect("flushed").is_success());
+    assert!(b.wait(Duration::ZERO).is_none(), "stream b was not flushed");
+    producer.flush();
+    assert!(b.wait(Duration::ZERO).expect("flushed").is_success());
+    assert_eq!(producer.outstanding_records(), 0);
+    assert_eq!(producer.shutdown(Duration::from_secs(1)), 0);
+}
+
+#[test]
+fn flush_timeout_says_whether_everything_resolved() {
+    let kinesis = kinesis();
+    // Every request is held longer than the flush waits.
+    let mut faults = Faults::none();
+    faults.latency = Duration::from_millis(500);
+    kinesis.set_faults(faults);
+    let producer = SyncProducer::new(holding(), Arc::new(kinesis.clone())).unwrap();
+    let f = producer.put_record("a", PutRecord::new("k", "v")).unwrap();
+    assert!(!producer.flush_timeout(Duration::from_millis(10)));
+    assert!(!producer.flush_stream_timeout("a", Duration::from_millis(10)));
+    assert!(producer.flush_timeout(Duration::from_secs(10)));
+    assert!(f.wait(Duration::ZERO).unwrap().is_success());
+    assert!(producer.flush_stream_timeout("b", Duration::ZERO));
+}
+
+#[test]
+fn shutdown_fails_what_it_could_not_store_and_counts_it() {
+    let kinesis = kinesis();
+    // Every request fails and is retried: only the shutdown ends the record.
+    let mut faults = Faults::none();
+    faults.request_500_rate = 1.0;
+    kinesis.set_faults(faults);
+    let config = Config::builder()
+        .record_ttl(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let producer = SyncProducer::new(config, Arc::new(kinesis.clone())).unwrap();
+    let lost = producer.put_record("a", PutRecord::new("k", "v")).unwrap();
+    assert_eq!(producer.shutdown(Duration::from_millis(300)), 1);
+    let lost = lost.wait(Duration::ZERO).unwrap();
+    assert!(!lost.is_success());
+    assert_eq!(lost.error_code(), Some(kpl_producer::codes::SHUTDOWN));
+}
+
+#[test]
+fn try_put_records_admits_what_fits_and_hands_back_the_rest() {
+    let kinesis = kinesis();
+    let config = Config::builder()
+        .record_max_buffered_time(Duration::from_secs(60))
+        .max_outstanding_records(10)
+        .build()
+        .unwrap();
+    let producer = SyncProducer::new(config, Arc::new(kinesis.clone())).unwrap();
+    let (admitted, rest) = producer.try_put_records("a", records("k", 25)).unwrap();
+    assert_eq!(admitted.len(), 10);
+    assert_eq!(rest.len(), 15);
+    assert_eq!(rest[0].partition_key, "k10", "the rest untouched, in order");
+    let mut futures: Vec<_> = admitted.into_iter().map(Result::unwrap).collect();
+    // Waiting for room sends what is buffered: the rest goes in, in steps.
+    let mut rest = rest;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rest.is_empty() && Instant::now() < deadline {
+        producer.wait_for_room("a", rest[0].size());
+        let (more, left) = producer.try_put_records("a", rest).unwrap();
+        futures.extend(more.into_iter().map(Result::unwrap));
+        rest = left;
+    }
+    assert!(rest.is_empty());
+    producer.flush();
+    assert_eq!(futures.len(), 25);
+    for f in &futures {
+        assert!(f.wait(Duration::ZERO).unwrap().is_success());
+    }
+    assert!(!kinesis.records("a").unwrap().is_empty());
+}
+
+#[test]
+fn try_put_records_to_delivers_outcomes_to_the_queue() {
+    let kinesis = kinesis();
+    let producer = SyncProducer::new(Config::default(), Arc::new(kinesis.clone())).unwrap();
+    let outcomes = Outcomes::new();
+    let (ids, rest) = producer
+        .try_put_records_to("a", records("k", 100), &outcomes)
+        .unwrap();
+    assert!(rest.is_empty());
+    let mut ids: Vec<_> = ids.into_iter().map(Result::unwrap).collect();
+    let mut settled = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while outcomes.pending() > 0 && Instant::now() < deadline {
+        for (id, result) in outcomes.wait(Duration::from_secs(1)) {
+            assert!(result.is_success());
+            settled.push(id);
+        }
+    }
+    ids.sort();
+    settled.sort();
+    assert_eq!(settled, ids);
+}
+
+#[test]
+fn metrics_are_kept_as_the_async_producers() {
+    let kinesis = kinesis();
+    let config = Config::builder()
+        .metrics_level(MetricsLevel::Detailed)
+        .build()
+        .unwrap();
+    let producer = SyncProducer::new(config, Arc::new(kinesis.clone())).unwrap();
+    let results = producer.put_records("a", records("k", 7)).unwrap();
+    assert_eq!(results.len(), 7);
+    producer.flush();
+    let put = producer.metrics(Some(MetricName::UserRecordsPut), Duration::ZERO);
+    assert_eq!(put[0].sum, 7.0);
+    assert!(!producer.metrics(None, Duration::ZERO).is_empty());
+    // No uploader: zeros.
+    assert_eq!(producer.metrics_upload_stats(), UploadStats::default());
+}
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<MetricsBatch>>);
+
+impl MetricsUploader for Collect {
+    fn upload(&self, batch: MetricsBatch) -> UploadFuture {
+        self.0.lock().unwrap().push(batch);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[test]
+fn the_builder_takes_an_uploader_whose_uploads_are_counted() {
+    let kinesis = kinesis();
+    let config = Config::builder()
+        .metrics_level(MetricsLevel::Summary)
+        .metrics_upload_delay(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let sink = Arc::new(Collect::default());
+    let producer = SyncProducer::builder(config, Arc::new(kinesis.clone()))
+        .metrics_uploader(sink.clone())
+        .build()
+        .unwrap();
+    assert_eq!(producer.config().metrics_level(), MetricsLevel::Summary);
+    drop(producer.put_record("a", PutRecord::new("k", "v")).unwrap());
+    producer.flush();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while producer.metrics_upload_stats().uploaded == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = producer.metrics_upload_stats();
+    assert!(stats.uploaded >= 1);
+    assert_eq!(stats.uploaded as usize, sink.0.lock().unwrap().len());
+    assert_eq!(producer.shutdown(Duration::from_secs(1)), 0);
+}
