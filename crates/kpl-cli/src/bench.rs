@@ -322,7 +322,7 @@ fn share_of_floor(
 
 /// An error's message followed by those of its causes that it does not already
 /// hold (a `Display` that repeats its cause would print it twice).
-fn without_repeats(err: &dyn std::error::Error) -> String {
+pub(crate) fn without_repeats(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(e) = cause {

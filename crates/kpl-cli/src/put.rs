@@ -1268,7 +1268,7 @@ fn put_lines(
             Ok(r) => r,
             Err(e) => {
                 // The whole hand-off refused (the producer shuts down).
-                let message = e.to_string();
+                let message = crate::bench::without_repeats(&e);
                 for (line, _, _) in std::mem::take(&mut queue) {
                     run.invalid(&line, &message);
                 }
@@ -1291,7 +1291,7 @@ fn put_lines(
                         result: None,
                     });
                 }
-                Err(e) => run.invalid(&line, &e.to_string()),
+                Err(e) => run.invalid(&line, &crate::bench::without_repeats(&e)),
             }
         }
         records = rest;

@@ -179,8 +179,9 @@ pub enum RecordError {
 impl fmt::Display for RecordError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::PartitionKey(e) => e.fmt(f),
-            Self::ExplicitHashKey(e) => e.fmt(f),
+            // The cause says what is wrong (`source()`): a chain prints it once.
+            Self::PartitionKey(_) => f.write_str("invalid partition key"),
+            Self::ExplicitHashKey(_) => f.write_str("invalid explicit hash key"),
             Self::TooLarge { size, max } => write!(
                 f,
                 "record is {size} bytes (data plus partition key), over the {max}-byte limit: split it, or raise the stream's and the producer's max record size"

@@ -53,7 +53,8 @@ pub enum PutError {
 impl fmt::Display for PutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Invalid(e) => write!(f, "record refused: {e}"),
+            // Why is the cause (`source()`): a chain prints it once.
+            Self::Invalid(_) => f.write_str("record refused"),
             Self::Full { records, bytes } => write!(
                 f,
                 "producer full ({records} records, {bytes} bytes outstanding): wait, or raise max_outstanding_records / max_outstanding_bytes"

@@ -1,0 +1,32 @@
+//! Every error of the producer that has a cause returns it from `source()` and
+//! does not print it in its own Display (an error chain would print it twice).
+
+use std::error::Error;
+
+use kpl_codec::{PartitionKeyError, RecordError};
+use kpl_producer::PutError;
+
+/// `err` returns a cause from `source()` whose text its Display does not hold.
+fn says_only_its_own_level(err: &(dyn Error + 'static)) {
+    let cause = err.source().unwrap_or_else(|| panic!("{err:?}: no source"));
+    let own = err.to_string();
+    let cause = cause.to_string();
+    assert!(!own.is_empty(), "{err:?}: empty Display");
+    assert!(
+        !own.contains(&cause),
+        "{err:?}: Display {own:?} repeats its cause {cause:?}"
+    );
+}
+
+#[test]
+fn a_refused_record_keeps_why_and_says_only_its_level() {
+    let err = PutError::Invalid(RecordError::PartitionKey(PartitionKeyError::Empty));
+    says_only_its_own_level(&err);
+}
+
+#[cfg(feature = "aws")]
+#[test]
+fn a_producer_that_did_not_start_keeps_why_and_says_only_its_level() {
+    let io = std::io::Error::other("no more threads");
+    says_only_its_own_level(&kpl_producer::SyncBuildError::Runtime(io));
+}
