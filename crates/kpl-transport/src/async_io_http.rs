@@ -38,6 +38,7 @@ use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject;
 use tracing::debug;
 
+use crate::BuildError;
 use crate::proxy::{ProxySetting, Trust, basic_credentials, bypassed, env_first};
 
 /// Idle connections older than this are closed rather than reused (servers and load
@@ -206,11 +207,11 @@ impl AsyncIoHttpClient {
         max_idle: usize,
         proxy: &ProxySetting,
         trust: &Trust,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BuildError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS settings: {e}"))?;
+            .map_err(|e| BuildError::http_client("TLS settings", e))?;
         let mut tls = if trust.verify {
             let mut roots = rustls::RootCertStore::empty();
             let found = rustls_native_certs::load_native_certs();
@@ -222,15 +223,18 @@ impl AsyncIoHttpClient {
             for pem in &trust.extra_pem {
                 let mut any = false;
                 for cert in CertificateDer::pem_slice_iter(pem) {
-                    let cert =
-                        cert.map_err(|e| format!("a CA certificate is not valid PEM: {e}"))?;
+                    let cert = cert.map_err(|e| {
+                        BuildError::http_client("a CA certificate (not valid PEM)", e)
+                    })?;
                     roots
                         .add(cert)
-                        .map_err(|e| format!("a CA certificate was refused: {e}"))?;
+                        .map_err(|e| BuildError::http_client("a CA certificate (refused)", e))?;
                     any = true;
                 }
                 if !any {
-                    return Err("a CA file holds no PEM certificate".into());
+                    return Err(BuildError::http_client_setting(
+                        "a CA file holds no PEM certificate",
+                    ));
                 }
             }
             if roots.is_empty() {
@@ -249,7 +253,7 @@ impl AsyncIoHttpClient {
                 tls: Arc::new(tls),
                 max_idle: max_idle.max(1),
                 idle: Mutex::new(HashMap::new()),
-                proxies: Proxies::from_setting(proxy)?,
+                proxies: Proxies::from_setting(proxy).map_err(BuildError::http_client_setting)?,
             }),
         })
     }

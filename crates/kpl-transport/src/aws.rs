@@ -115,8 +115,10 @@ impl fmt::Debug for AwsTransportBuilder {
     }
 }
 
-/// A setting of [`AwsTransportBuilder`] out of bounds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A setting of [`AwsTransportBuilder`] out of bounds, or a client that cannot be
+/// set up. Display says what could not be done; the error behind it, if any, is
+/// its [`source`](std::error::Error::source).
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum BuildError {
     /// A value out of its allowed range.
@@ -133,12 +135,22 @@ pub enum BuildError {
     /// The HTTP client asked for is not built in: enable kpl-transport's feature
     /// `tokio` or `async-io` (kpl's `tokio` or `smol`).
     NoHttpClient(HttpRuntime),
-    /// The HTTP client could not be set up (its TLS settings).
-    HttpClient(String),
+    /// The HTTP client could not be set up (its proxy, its TLS settings, its CA
+    /// certificates).
+    HttpClient {
+        /// What could not be set up (`CA certificates /etc/ca.pem`, `TLS
+        /// settings`), and, when no error value is behind it, what is wrong.
+        what: String,
+        /// The error behind it (the system's, the TLS library's), if any.
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The AWS credential chain has no source of credentials at all (no
     /// environment variables, no profile, no role): what
     /// [`AwsTransport::check_credentials`] says before anything is sent.
-    NoCredentials(String),
+    NoCredentials {
+        /// What the credential chain said, if it said anything.
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The endpoint URL cannot be sent to: no `http://` or `https://` scheme, no
     /// host, a port that is not one.
     InvalidEndpoint {
@@ -168,12 +180,13 @@ impl fmt::Display for BuildError {
                     HttpRuntime::AsyncIo => "async-io",
                 }
             ),
-            Self::HttpClient(why) => write!(f, "the HTTP client could not be set up: {why}"),
-            Self::NoCredentials(why) => write!(
-                f,
-                "no AWS credentials ({why}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+            Self::HttpClient { what, .. } => {
+                write!(f, "the HTTP client could not be set up: {what}")
+            }
+            Self::NoCredentials { .. } => f.write_str(
+                "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
                  or AWS_PROFILE naming a profile of ~/.aws/config, or run where a role is \
-                 given (instance, container, web identity)"
+                 given (instance, container, web identity)",
             ),
             Self::InvalidEndpoint { url, reason } => write!(
                 f,
@@ -184,7 +197,38 @@ impl fmt::Display for BuildError {
     }
 }
 
-impl std::error::Error for BuildError {}
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::HttpClient { source, .. } | Self::NoCredentials { source } => source
+                .as_deref()
+                .map(|e| e as &(dyn std::error::Error + 'static)),
+            _ => None,
+        }
+    }
+}
+
+impl BuildError {
+    /// The HTTP client could not set up `what`, for the reason `source` gives.
+    pub(crate) fn http_client(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::HttpClient {
+            what: what.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The HTTP client could not set up `what`, which says why (no error value
+    /// is behind it).
+    pub(crate) fn http_client_setting(what: impl Into<String>) -> Self {
+        Self::HttpClient {
+            what: what.into(),
+            source: None,
+        }
+    }
+}
 
 impl AwsTransportBuilder {
     /// Sends to this endpoint instead of the region's (kinesis-mock, a VPC endpoint).
@@ -266,10 +310,7 @@ impl AwsTransportBuilder {
     ) -> Result<Self, BuildError> {
         let path = path.as_ref();
         let unreadable = |e: std::io::Error| {
-            BuildError::HttpClient(format!(
-                "CA certificates {}: cannot read them: {e}",
-                path.display()
-            ))
+            BuildError::http_client(format!("CA certificates {}", path.display()), e)
         };
         let holds_certificate =
             |pem: &[u8]| pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----");
@@ -283,10 +324,7 @@ impl AwsTransportBuilder {
             files.sort();
             for file in files {
                 let pem = std::fs::read(&file).map_err(|e| {
-                    BuildError::HttpClient(format!(
-                        "CA certificates {}: cannot read them: {e}",
-                        file.display()
-                    ))
+                    BuildError::http_client(format!("CA certificates {}", file.display()), e)
                 })?;
                 if holds_certificate(&pem) {
                     self.trust.extra_pem.push(pem);
@@ -301,7 +339,7 @@ impl AwsTransportBuilder {
             }
         }
         if found == 0 {
-            return Err(BuildError::HttpClient(format!(
+            return Err(BuildError::http_client_setting(format!(
                 "CA certificates {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
                 path.display()
             )));
@@ -513,16 +551,14 @@ fn http_client(
         // reactor thread, under tokio as under any executor), with tokio's sleep.
         #[cfg(all(feature = "tokio", feature = "async-io"))]
         HttpRuntime::Tokio if !trust.verify => {
-            let client = crate::async_io_http::AsyncIoHttpClient::new(connections, proxy, trust)
-                .map_err(BuildError::HttpClient)?;
+            let client = crate::async_io_http::AsyncIoHttpClient::new(connections, proxy, trust)?;
             Ok((SharedHttpClient::new(client), None))
         }
         #[cfg(feature = "tokio")]
         HttpRuntime::Tokio => Ok((tokio_client(connections, proxy, trust)?, None)),
         #[cfg(feature = "async-io")]
         HttpRuntime::AsyncIo => {
-            let client = crate::async_io_http::AsyncIoHttpClient::new(connections, proxy, trust)
-                .map_err(BuildError::HttpClient)?;
+            let client = crate::async_io_http::AsyncIoHttpClient::new(connections, proxy, trust)?;
             Ok((
                 SharedHttpClient::new(client),
                 Some(SharedAsyncSleep::new(crate::async_io_http::AsyncIoSleep)),
@@ -543,11 +579,10 @@ fn tokio_client(
     use aws_smithy_http_client::proxy::ProxyConfig;
     use aws_smithy_http_client::tls::{TlsContext, TrustStore};
     if !trust.verify {
-        return Err(BuildError::HttpClient(
+        return Err(BuildError::http_client_setting(
             "VerifyCertificate = false on the tokio HTTP client needs kpl-transport's feature \
              async-io (kpl's smol), whose connections it then sends through; or trust the \
-             endpoint's CA instead (ca_certificates_path, CaCertFile)"
-                .into(),
+             endpoint's CA instead (ca_certificates_path, CaCertFile)",
         ));
     }
     let proxy = match proxy {
@@ -555,7 +590,7 @@ fn tokio_client(
         ProxySetting::Disabled => ProxyConfig::disabled(),
         ProxySetting::Fixed(p) => {
             let mut config = ProxyConfig::all(p.url())
-                .map_err(|e| BuildError::HttpClient(format!("proxy {}: {e}", p.url())))?;
+                .map_err(|e| BuildError::http_client(format!("proxy {}", p.url()), e))?;
             if let Some((user, password)) = p.auth() {
                 config = config.with_basic_auth(user, password);
             }
@@ -572,7 +607,7 @@ fn tokio_client(
     let tls = TlsContext::builder()
         .with_trust_store(store)
         .build()
-        .map_err(|e| BuildError::HttpClient(format!("TLS settings: {e}")))?;
+        .map_err(|e| BuildError::http_client("TLS settings", e))?;
     Ok(aws_smithy_http_client::Builder::new()
         .pool_max_idle_per_host(connections)
         .build_with_connector_fn(move |settings, components| {
@@ -606,9 +641,7 @@ impl AwsTransport {
         use aws_credential_types::provider::ProvideCredentials;
         use aws_credential_types::provider::error::CredentialsError;
         let Some(provider) = &self.credentials else {
-            return Err(BuildError::NoCredentials(
-                "no credentials provider is configured".into(),
-            ));
+            return Err(BuildError::NoCredentials { source: None });
         };
         let resolve = provider.provide_credentials();
         let result = match &self.sleep {
@@ -635,7 +668,9 @@ impl AwsTransport {
             Ok(_) => Ok(()),
             Err(e @ CredentialsError::CredentialsNotLoaded(_))
             | Err(e @ CredentialsError::InvalidConfiguration(_)) => {
-                Err(BuildError::NoCredentials(error_chain(&e)))
+                Err(BuildError::NoCredentials {
+                    source: Some(Box::new(e)),
+                })
             }
             Err(e) => {
                 debug!(

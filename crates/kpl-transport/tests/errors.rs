@@ -1,0 +1,39 @@
+//! Every error of the transport that has a cause returns it from `source()` and
+//! does not print it in its own Display (an error chain would print it twice).
+
+#![cfg(feature = "aws")]
+
+use std::error::Error;
+
+use kpl_transport::{AwsTransport, BuildError};
+
+/// `err` returns a cause from `source()` whose text its Display does not hold.
+fn says_only_its_own_level(err: &(dyn Error + 'static)) {
+    let cause = err.source().unwrap_or_else(|| panic!("{err:?}: no source"));
+    let own = err.to_string();
+    let cause = cause.to_string();
+    assert!(!own.is_empty(), "{err:?}: empty Display");
+    assert!(
+        !own.contains(&cause),
+        "{err:?}: Display {own:?} repeats its cause {cause:?}"
+    );
+}
+
+#[test]
+fn an_unreadable_ca_file_keeps_the_system_error_and_names_the_file() {
+    let path = std::env::temp_dir().join("kpl-transport-errors-no-such-ca.pem");
+    let err = AwsTransport::builder()
+        .ca_certificates_path(&path)
+        .unwrap_err();
+    assert!(matches!(err, BuildError::HttpClient { .. }), "{err:?}");
+    says_only_its_own_level(&err);
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    let io = err
+        .source()
+        .and_then(|e| e.downcast_ref::<std::io::Error>())
+        .expect("the system's error");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+}
