@@ -912,9 +912,9 @@ impl Config {
         path: impl AsRef<std::path::Path>,
     ) -> Result<(Self, Vec<IgnoredKey>), ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
             path: path.to_owned(),
-            reason: e.to_string(),
+            source,
         })?;
         Self::from_kpl_properties(&text)
     }
@@ -1013,8 +1013,9 @@ fn parse_ms(key: &str, value: &str) -> Result<Duration, ConfigError> {
     parse_num::<u64>(key, value).map(Duration::from_millis)
 }
 
-/// A setting the producer refuses.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A setting the producer refuses, or a settings file that cannot be read (the
+/// system's error is its [`source`](std::error::Error::source)).
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// A value outside its bounds.
@@ -1031,7 +1032,7 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// What the system said.
-        reason: String,
+        source: std::io::Error,
     },
     /// A value that does not parse.
     Invalid {
@@ -1057,18 +1058,60 @@ impl fmt::Display for ConfigError {
                 value,
                 expected,
             } => write!(f, "{key} = {value:?} is not valid: expected {expected}"),
-            Self::File { path, reason } => {
-                write!(
-                    f,
-                    "cannot read the KPL settings file {}: {reason}",
-                    path.display()
-                )
+            Self::File { path, .. } => {
+                write!(f, "cannot read the KPL settings file {}", path.display())
             }
         }
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::File { source, .. } => Some(source),
+            Self::OutOfRange { .. } | Self::Invalid { .. } => None,
+        }
+    }
+}
+
+/// Equal when they say the same: the same setting and value, or the same file
+/// with the same kind of system error.
+impl PartialEq for ConfigError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                Self::OutOfRange {
+                    key,
+                    value,
+                    allowed,
+                },
+                Self::OutOfRange {
+                    key: k,
+                    value: v,
+                    allowed: a,
+                },
+            ) => key == k && value == v && allowed == a,
+            (
+                Self::Invalid {
+                    key,
+                    value,
+                    expected,
+                },
+                Self::Invalid {
+                    key: k,
+                    value: v,
+                    expected: e,
+                },
+            ) => key == k && value == v && expected == e,
+            (Self::File { path, source }, Self::File { path: p, source: s }) => {
+                path == p && source.kind() == s.kind()
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ConfigError {}
 
 /// Builds a [`Config`]; [`build`](Self::build) checks every bound.
 #[derive(Clone, Debug)]
@@ -1320,6 +1363,12 @@ SomethingElse = 3
             "{err}"
         );
         assert!(err.to_string().contains("/nonexistent/kpl.properties"));
+        // The system's error is the cause, kept as an error and said once.
+        let io = std::error::Error::source(&err)
+            .and_then(|e| e.downcast_ref::<std::io::Error>())
+            .expect("the io::Error as the source");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+        assert!(!err.to_string().contains(&io.to_string()), "{err}");
     }
 
     /// A migrating user whose file leaves `MetricsLevel` out learns that metrics
