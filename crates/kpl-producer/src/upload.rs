@@ -30,38 +30,83 @@ pub struct MetricsBatch {
     pub timestamp: SystemTime,
 }
 
-/// Why an upload failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why an upload failed: [`is_retryable`](Self::is_retryable) says whether the
+/// batch is tried again, [`uploaded`](Self::uploaded) how much of it was stored,
+/// and [`source`](std::error::Error::source) what the destination said.
+///
+/// ```
+/// use kpl_producer::UploadError;
+///
+/// let e = UploadError::retryable("throttled").with_uploaded(10);
+/// assert!(e.is_retryable());
+/// assert_eq!(e.uploaded(), 10);
+/// assert!(!UploadError::refused("access denied").is_retryable());
+/// ```
+#[derive(Debug)]
 pub struct UploadError {
-    /// What the destination said.
-    pub message: String,
-    /// Whether trying again later may succeed (a throttle, a timeout, a 5xx); a
-    /// batch refused otherwise is dropped (and counted).
-    pub retryable: bool,
-    /// How many of the batch's first metrics were stored before the failure (a
-    /// destination that sends a batch in several requests): they are not sent
-    /// again.
-    pub uploaded: usize,
+    retryable: bool,
+    uploaded: usize,
+    source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 impl UploadError {
-    /// A failure that stored nothing.
-    pub fn new(message: impl Into<String>, retryable: bool) -> Self {
+    /// A failure that trying again later may get past (a throttle, a timeout, a
+    /// 5xx), for the reason `cause` says; nothing stored.
+    pub fn retryable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self {
-            message: message.into(),
-            retryable,
+            retryable: true,
             uploaded: 0,
+            source: cause.into(),
         }
+    }
+
+    /// A batch the destination refuses and would refuse again, for the reason
+    /// `cause` says: it is dropped (and counted); nothing stored.
+    pub fn refused(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            retryable: false,
+            uploaded: 0,
+            source: cause.into(),
+        }
+    }
+
+    /// The same failure after the batch's first `uploaded` metrics were stored (a
+    /// destination that sends a batch in several requests): they are not sent
+    /// again.
+    #[must_use]
+    pub fn with_uploaded(mut self, uploaded: usize) -> Self {
+        self.uploaded = uploaded;
+        self
+    }
+
+    /// Whether trying again later may succeed; a batch refused otherwise is
+    /// dropped (and counted).
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+
+    /// How many of the batch's first metrics were stored before the failure.
+    pub fn uploaded(&self) -> usize {
+        self.uploaded
     }
 }
 
 impl fmt::Display for UploadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        // What the destination said is the source: a chain prints it once.
+        f.write_str(if self.retryable {
+            "the metrics upload failed"
+        } else {
+            "the metrics batch was refused"
+        })
     }
 }
 
-impl std::error::Error for UploadError {}
+impl std::error::Error for UploadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
 
 /// The future of one upload.
 pub type UploadFuture = Pin<Box<dyn Future<Output = Result<(), UploadError>> + Send>>;
@@ -252,16 +297,23 @@ impl Task {
                         .fetch_add(1, Ordering::Relaxed);
                     // What was stored is not sent again.
                     if let Some(front) = self.queue.front_mut() {
-                        let stored = e.uploaded.min(front.metrics.len());
+                        let stored = e.uploaded().min(front.metrics.len());
                         front.metrics.drain(..stored);
                     }
-                    if !e.retryable {
-                        warn!(error = %e, "metrics batch refused; dropped");
+                    if !e.is_retryable() {
+                        warn!(
+                            error = &e as &dyn std::error::Error,
+                            "metrics batch refused; dropped"
+                        );
                         self.queue.pop_front();
                         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    warn!(error = %e, queued = self.queue.len(), "metrics upload failed; retried later");
+                    warn!(
+                        error = &e as &dyn std::error::Error,
+                        queued = self.queue.len(),
+                        "metrics upload failed; retried later"
+                    );
                     if last {
                         // At shutdown each batch gets one more try, no waiting.
                         self.queue.pop_front();
@@ -343,10 +395,14 @@ impl MetricsUploader for CloudWatchUploader {
             client
                 .put_metric_data(&batch.namespace, &data)
                 .await
-                .map_err(|e| UploadError {
-                    message: e.to_string(),
-                    retryable: e.is_retryable(),
-                    uploaded: e.sent(),
+                .map_err(|e| {
+                    let sent = e.sent();
+                    if e.is_retryable() {
+                        UploadError::retryable(e)
+                    } else {
+                        UploadError::refused(e)
+                    }
+                    .with_uploaded(sent)
                 })
         })
     }

@@ -622,10 +622,9 @@ impl kpl_producer::MetricsUploader for Collect {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if failing {
-            return Box::pin(std::future::ready(Err(kpl_producer::UploadError::new(
-                "throttled",
-                true,
-            ))));
+            return Box::pin(std::future::ready(Err(
+                kpl_producer::UploadError::retryable("throttled"),
+            )));
         }
         self.batches.lock().unwrap().push(batch);
         Box::pin(std::future::ready(Ok(())))
@@ -787,8 +786,8 @@ impl kpl_producer::MetricsUploader for Halves {
         if partial && batch.metrics.len() > 1 {
             let half = batch.metrics.len() / 2;
             stored.extend_from_slice(&batch.metrics[..half]);
-            let mut e = kpl_producer::UploadError::new("the second request failed", true);
-            e.uploaded = half;
+            let e = kpl_producer::UploadError::retryable("the second request failed")
+                .with_uploaded(half);
             return Box::pin(std::future::ready(Err(e)));
         }
         stored.extend(batch.metrics);

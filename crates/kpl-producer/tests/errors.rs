@@ -30,3 +30,16 @@ fn a_producer_that_did_not_start_keeps_why_and_says_only_its_level() {
     let io = std::io::Error::other("no more threads");
     says_only_its_own_level(&kpl_producer::SyncBuildError::Runtime(io));
 }
+
+#[test]
+fn a_failed_upload_keeps_what_the_destination_said_and_says_only_its_level() {
+    let io = std::io::Error::other("connection reset by the destination");
+    let err = kpl_producer::UploadError::retryable(io).with_uploaded(3);
+    assert!(err.is_retryable());
+    assert_eq!(err.uploaded(), 3);
+    says_only_its_own_level(&err);
+    let refused = kpl_producer::UploadError::refused("AccessDenied: not allowed");
+    assert!(!refused.is_retryable());
+    assert_eq!(refused.uploaded(), 0);
+    says_only_its_own_level(&refused);
+}
