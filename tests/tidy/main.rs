@@ -1,5 +1,6 @@
 //! The house rules, checked on every crate of the workspace.
 
+mod errors;
 mod graph;
 mod settings;
 
