@@ -23,7 +23,8 @@
 //!
 //! # Delivery on a slow or failing path
 //!
-//! `put_record` waits (and `try_put_record` refuses with [`PutError::Backlog`]) when
+//! `put_record` waits (and `try_put_record` refuses with a [`PutError`] that
+//! [`is_backlog`](PutError::is_backlog)) when
 //! a stream holds more than it can store in a quarter of the time to live. A request
 //! that timed out may have been stored: the outcome says so
 //! ([`RecordResult::may_be_duplicated`], [`RecordResult::may_have_been_stored`]), and
@@ -86,7 +87,7 @@ pub use kpl_transport as transport;
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsExporter;
 pub use metrics::{Metric, MetricName, MetricsGranularity, MetricsLevel, MetricsRecorder};
-pub use producer::{Producer, ProducerBuilder, PutError, PutRecord};
+pub use producer::{Producer, ProducerBuilder, PutError, PutErrorKind, PutRecord};
 pub use result::{
     Attempt, Attempts, OutcomeBatch, Outcomes, RecordFuture, RecordId, RecordResult, codes,
 };

@@ -22,48 +22,149 @@ use crate::result::{Completer, Outcomes, RecordFuture, RecordId, pair};
 use crate::upload::{MetricsUploader, UploadHandle, UploadStats};
 
 /// Why a record was not accepted. Nothing was enqueued.
+///
+/// Ask it with [`kind`](Self::kind) or the `is_*` methods; the values that go with
+/// it through [`outstanding_records`](Self::outstanding_records),
+/// [`outstanding_bytes`](Self::outstanding_bytes) and
+/// [`drain_limit`](Self::drain_limit); why an invalid record is invalid is its
+/// [`source`](std::error::Error::source) (also [`record_error`](Self::record_error)).
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutError {
+    kind: Refusal,
+}
+
+/// What kind of [`PutError`] it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum PutError {
+pub enum PutErrorKind {
     /// The record breaks a Kinesis rule: empty or over-long partition key, explicit
     /// hash key out of range, data plus key over `max_user_record_size`.
-    Invalid(RecordError),
+    Invalid,
     /// `try_put_record` only: the outstanding caps are reached; try again later (or
     /// use `put_record`, which waits).
-    Full {
-        /// Records outstanding.
-        records: usize,
-        /// Bytes outstanding.
-        bytes: usize,
-    },
+    Full,
     /// `try_put_record` only: the stream cannot take more within the records' time
     /// to live (what waits for it would expire before it drains); try again later,
     /// or use `put_record`, which waits.
-    Backlog {
-        /// Bytes outstanding for the stream.
-        bytes: usize,
-        /// What the stream drains within a quarter of the time to live, at its
-        /// measured rate.
-        limit: usize,
-    },
+    Backlog,
     /// The producer is shutting down and accepts nothing more.
     ShuttingDown,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Refusal {
+    Invalid(RecordError),
+    Full { records: usize, bytes: usize },
+    Backlog { bytes: usize, limit: usize },
+    ShuttingDown,
+}
+
+impl PutError {
+    pub(crate) fn invalid(e: RecordError) -> Self {
+        Self {
+            kind: Refusal::Invalid(e),
+        }
+    }
+
+    pub(crate) fn full(records: usize, bytes: usize) -> Self {
+        Self {
+            kind: Refusal::Full { records, bytes },
+        }
+    }
+
+    pub(crate) fn backlog(bytes: usize, limit: usize) -> Self {
+        Self {
+            kind: Refusal::Backlog { bytes, limit },
+        }
+    }
+
+    pub(crate) fn shutting_down() -> Self {
+        Self {
+            kind: Refusal::ShuttingDown,
+        }
+    }
+
+    /// What kind of refusal it is.
+    pub fn kind(&self) -> PutErrorKind {
+        match self.kind {
+            Refusal::Invalid(_) => PutErrorKind::Invalid,
+            Refusal::Full { .. } => PutErrorKind::Full,
+            Refusal::Backlog { .. } => PutErrorKind::Backlog,
+            Refusal::ShuttingDown => PutErrorKind::ShuttingDown,
+        }
+    }
+
+    /// The record breaks a Kinesis rule ([`record_error`](Self::record_error) says
+    /// which).
+    pub fn is_invalid(&self) -> bool {
+        self.kind() == PutErrorKind::Invalid
+    }
+
+    /// `try_put_record` only: the outstanding caps are reached.
+    pub fn is_full(&self) -> bool {
+        self.kind() == PutErrorKind::Full
+    }
+
+    /// `try_put_record` only: the stream cannot take more within the records'
+    /// time to live.
+    pub fn is_backlog(&self) -> bool {
+        self.kind() == PutErrorKind::Backlog
+    }
+
+    /// The producer is shutting down and accepts nothing more.
+    pub fn is_shutting_down(&self) -> bool {
+        self.kind() == PutErrorKind::ShuttingDown
+    }
+
+    /// Why the record is invalid, for an invalid record.
+    pub fn record_error(&self) -> Option<&RecordError> {
+        match &self.kind {
+            Refusal::Invalid(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Records outstanding in the producer, when it is full.
+    pub fn outstanding_records(&self) -> Option<usize> {
+        match self.kind {
+            Refusal::Full { records, .. } => Some(records),
+            _ => None,
+        }
+    }
+
+    /// Bytes outstanding: in the producer when it is full, for the stream when it
+    /// has a backlog.
+    pub fn outstanding_bytes(&self) -> Option<usize> {
+        match self.kind {
+            Refusal::Full { bytes, .. } | Refusal::Backlog { bytes, .. } => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// For a backlog: what the stream drains within a quarter of the records' time
+    /// to live, at its measured rate, in bytes.
+    pub fn drain_limit(&self) -> Option<usize> {
+        match self.kind {
+            Refusal::Backlog { limit, .. } => Some(limit),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for PutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        match &self.kind {
             // Why is the cause (`source()`): a chain prints it once.
-            Self::Invalid(_) => f.write_str("record refused"),
-            Self::Full { records, bytes } => write!(
+            Refusal::Invalid(_) => f.write_str("record refused"),
+            Refusal::Full { records, bytes } => write!(
                 f,
                 "producer full ({records} records, {bytes} bytes outstanding): wait, or raise max_outstanding_records / max_outstanding_bytes"
             ),
-            Self::Backlog { bytes, limit } => write!(
+            Refusal::Backlog { bytes, limit } => write!(
                 f,
                 "the stream has {bytes} bytes waiting, and drains about {limit} bytes in a quarter of the records' time to live: wait (put_record waits), or add shards"
             ),
-            Self::ShuttingDown => {
+            Refusal::ShuttingDown => {
                 f.write_str("the producer is shutting down and accepts no more records")
             }
         }
@@ -72,10 +173,8 @@ impl fmt::Display for PutError {
 
 impl std::error::Error for PutError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Invalid(e) => Some(e),
-            _ => None,
-        }
+        self.record_error()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -310,18 +409,19 @@ impl Producer {
         record: PutRecord,
     ) -> Result<RecordFuture, PutError> {
         let mut out = self.put_many(stream, vec![record], true).await?;
-        out.pop().unwrap_or(Err(PutError::ShuttingDown))
+        out.pop().unwrap_or(Err(PutError::shutting_down()))
     }
 
-    /// Like [`put_record`](Self::put_record), but returns [`PutError::Full`] instead of
-    /// waiting when the outstanding caps are reached.
+    /// Like [`put_record`](Self::put_record), but returns a [`PutError`] that
+    /// [`is_full`](PutError::is_full) instead of waiting
+    /// when the outstanding caps are reached.
     pub fn try_put_record(
         &self,
         stream: &str,
         record: PutRecord,
     ) -> Result<RecordFuture, PutError> {
         let (mut ready, _) = self.prepare(stream, vec![record], false)?;
-        ready.pop().unwrap_or(Err(PutError::ShuttingDown))
+        ready.pop().unwrap_or(Err(PutError::shutting_down()))
     }
 
     /// Puts many records into one stream at once: one validation pass and one hand-off
@@ -501,7 +601,7 @@ impl Producer {
         PutError,
     > {
         if self.inner.closed.load(Ordering::Acquire) {
-            return Err(PutError::ShuttingDown);
+            return Err(PutError::shutting_down());
         }
         let stream_id = StreamId::parse(stream);
         let shared = &self.inner.shared;
@@ -564,7 +664,7 @@ impl Producer {
                 let (explicit, hash_key) = match keys {
                     Ok(keys) => keys,
                     Err(e) => {
-                        results.push(Err(PutError::Invalid(e)));
+                        results.push(Err(PutError::invalid(e)));
                         continue;
                     }
                 };
@@ -581,15 +681,9 @@ impl Producer {
                         break;
                     }
                     results.push(Err(if backlog && !full {
-                        PutError::Backlog {
-                            bytes: m.bytes,
-                            limit: m.limit.unwrap_or_default(),
-                        }
+                        PutError::backlog(m.bytes, m.limit.unwrap_or_default())
                     } else {
-                        PutError::Full {
-                            records: *total_records,
-                            bytes: *total_bytes,
-                        }
+                        PutError::full(*total_records, *total_bytes)
                     }));
                     continue;
                 }

@@ -187,7 +187,8 @@ impl SyncProducer {
         futures::executor::block_on(self.producer().put_record(stream, record))
     }
 
-    /// Puts a record, or returns [`PutError::Full`] at once.
+    /// Puts a record, or returns at once a [`PutError`] that
+    /// [`is_full`](PutError::is_full).
     pub fn try_put_record(
         &self,
         stream: &str,

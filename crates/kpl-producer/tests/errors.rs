@@ -3,8 +3,12 @@
 
 use std::error::Error;
 
+use std::sync::Arc;
+
 use kpl_codec::{PartitionKeyError, RecordError};
-use kpl_producer::PutError;
+use kpl_producer::{Config, Producer, PutErrorKind, PutRecord};
+use kpl_runtime::Simulation;
+use kpl_sim::Simulator;
 
 /// `err` returns a cause from `source()` whose text its Display does not hold.
 fn says_only_its_own_level(err: &(dyn Error + 'static)) {
@@ -20,7 +24,21 @@ fn says_only_its_own_level(err: &(dyn Error + 'static)) {
 
 #[test]
 fn a_refused_record_keeps_why_and_says_only_its_level() {
-    let err = PutError::Invalid(RecordError::PartitionKey(PartitionKeyError::Empty));
+    let sim = Simulation::new();
+    let kinesis = Simulator::new(sim.runtime().timer().clone(), 5);
+    kinesis.create_stream("a", 1).unwrap();
+    let producer =
+        Producer::builder(Config::default(), Arc::new(kinesis.clone())).build(sim.runtime());
+    let err = producer
+        .try_put_record("a", PutRecord::new("", b"x".to_vec()))
+        .map(drop)
+        .unwrap_err();
+    assert!(err.is_invalid(), "{err:?}");
+    assert_eq!(err.kind(), PutErrorKind::Invalid);
+    assert_eq!(
+        err.record_error(),
+        Some(&RecordError::PartitionKey(PartitionKeyError::Empty))
+    );
     says_only_its_own_level(&err);
 }
 

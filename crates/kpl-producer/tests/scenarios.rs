@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use kpl_producer::{Config, PutError, PutRecord, codes};
+use kpl_producer::{Config, PutErrorKind, PutRecord, codes};
 use kpl_sim::Faults;
 
 #[test]
@@ -181,7 +181,10 @@ fn shutdown_with_records_pending() {
             .await
             .map(drop)
     });
-    assert_eq!(after, Some(Err(PutError::ShuttingDown)));
+    assert_eq!(
+        after.map(|r| r.map_err(|e| e.kind())),
+        Some(Err(PutErrorKind::ShuttingDown))
+    );
 }
 
 #[test]
@@ -205,7 +208,7 @@ fn backpressure_caps_are_never_exceeded() {
             let data = Bytes::from(format!("record {i:08}"));
             if matches!(
                 producer.try_put_record(STREAM, PutRecord::new(format!("k{i}"), Bytes::new())),
-                Err(PutError::Full { .. })
+                Err(e) if e.is_full()
             ) {
                 *full2.lock().unwrap() = true;
             }
@@ -260,9 +263,7 @@ fn invalid_records_are_refused_and_nothing_is_enqueued() {
         })
         .unwrap();
     assert!(
-        errors
-            .iter()
-            .all(|e| matches!(e, Err(PutError::Invalid(_)))),
+        errors.iter().all(|e| matches!(e, Err(e) if e.is_invalid())),
         "{errors:?}"
     );
     assert_eq!(h.producer.outstanding_records(), 0);
@@ -328,7 +329,8 @@ fn try_put_record_refuses_what_the_stream_cannot_drain_in_time() {
     }
     let refused = refused.expect("refused within 100 ms");
     assert!(
-        matches!(refused, PutError::Backlog { bytes, limit } if bytes + 1_001 > limit),
+        refused.is_backlog()
+            && refused.outstanding_bytes().unwrap() + 1_001 > refused.drain_limit().unwrap(),
         "{refused:?}"
     );
     assert!(refused.to_string().contains("bytes waiting"), "{refused}");

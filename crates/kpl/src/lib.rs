@@ -73,8 +73,9 @@
 pub use kpl_producer::{
     Attempt, Attempts, Config, ConfigBuilder, ConfigError, Event, EventSink, IgnoredKey, Metric,
     MetricName, MetricsBatch, MetricsGranularity, MetricsLevel, MetricsRecorder, MetricsUploader,
-    OutcomeBatch, Outcomes, Producer, ProducerBuilder, ProxySettings, PutError, PutRecord,
-    RecordFuture, RecordId, RecordResult, Summary, UploadError, UploadFuture, UploadStats, codes,
+    OutcomeBatch, Outcomes, Producer, ProducerBuilder, ProxySettings, PutError, PutErrorKind,
+    PutRecord, RecordFuture, RecordId, RecordResult, Summary, UploadError, UploadFuture,
+    UploadStats, codes,
 };
 
 #[cfg(feature = "tokio")]

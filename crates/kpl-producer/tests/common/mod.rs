@@ -185,7 +185,7 @@ fn load(
                     data,
                     source,
                 }),
-                Err(PutError::ShuttingDown) if until_shutdown => break,
+                Err(e) if until_shutdown && e.is_shutting_down() => break,
                 Err(e) => panic!("put {i} refused: {e}"),
             }
         }
