@@ -147,12 +147,12 @@ impl PutMetricDataError {
                 let status = service.raw().status().as_u16();
                 match service.err().code() {
                     Some(code) => (
-                        status >= 500 || status == 429 || code.starts_with("Throttl"),
+                        may_succeed_later(Some(code), status),
                         code.to_owned(),
                         service.err().message().unwrap_or(&text).to_owned(),
                     ),
                     None => (
-                        status >= 500 || status == 429,
+                        may_succeed_later(None, status),
                         "NotCloudWatch".to_owned(),
                         format!(
                             "the endpoint answered HTTP {status} with something that is not a \
@@ -164,7 +164,7 @@ impl PutMetricDataError {
             SdkError::ResponseError(response) => {
                 let status = response.raw().status().as_u16();
                 (
-                    status >= 500 || status == 429,
+                    may_succeed_later(None, status),
                     "NotCloudWatch".to_owned(),
                     format!(
                         "the endpoint answered HTTP {status} with something that is not a \
@@ -193,6 +193,18 @@ impl PutMetricDataError {
             }
         }
     }
+}
+
+/// Whether an HTTP answer with this status (and error code, if any) may succeed
+/// later: by the classification Kinesis's answers get
+/// ([`ErrorKind::classify`](crate::ErrorKind::classify)), throttled or transient.
+/// What it cannot tell (`Other`) Kinesis tries again within the records' time to
+/// live; a metrics batch is dropped instead, not retried at every interval.
+fn may_succeed_later(code: Option<&str>, status: u16) -> bool {
+    matches!(
+        crate::ErrorKind::classify(code, Some(status)),
+        crate::ErrorKind::Throttled | crate::ErrorKind::Transient
+    )
 }
 
 impl fmt::Display for PutMetricDataError {
@@ -432,6 +444,43 @@ mod tests {
             min: 1.0,
             max: 1.0,
         }
+    }
+
+    /// CloudWatch's answers are classified as Kinesis's are: what
+    /// `ErrorKind::classify` calls throttled or transient is tried again; the
+    /// rest (an unknown 4xx too: CloudWatch drops the batch rather than retry it)
+    /// is refused.
+    #[test]
+    fn http_failures_are_classified_as_kinesis_classifies_them() {
+        use crate::ErrorKind;
+        let codes = [
+            None,
+            Some("Throttling"),
+            Some("ThrottlingException"),
+            Some("LimitExceededException"),
+            Some("InternalFailure"),
+            Some("InternalServiceError"),
+            Some("ServiceUnavailable"),
+            Some("RequestTimeout"),
+            Some("InvalidParameterValue"),
+            Some("InvalidParameterCombination"),
+            Some("MissingParameter"),
+            Some("AccessDenied"),
+            Some("InvalidClientTokenId"),
+            Some("ExpiredToken"),
+        ];
+        for code in codes {
+            for status in [400, 403, 404, 408, 413, 429, 500, 502, 503] {
+                let kind = ErrorKind::classify(code, Some(status));
+                assert_eq!(
+                    may_succeed_later(code, status),
+                    matches!(kind, ErrorKind::Throttled | ErrorKind::Transient),
+                    "{code:?} {status}: {kind:?}"
+                );
+            }
+        }
+        assert!(may_succeed_later(Some("RequestTimeout"), 408));
+        assert!(!may_succeed_later(Some("InvalidParameterValue"), 400));
     }
 
     #[test]
