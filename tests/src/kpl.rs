@@ -61,6 +61,22 @@ pub fn run(cmd: &mut Command, stdin: impl Into<Vec<u8>>) -> Output {
     output
 }
 
+/// The arguments of `kpl put` of the stream `s` at `endpoint`, in us-east-1, then
+/// `extra`.
+pub fn put_args<'a>(endpoint: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "put",
+        "--stream",
+        "s",
+        "--endpoint",
+        endpoint,
+        "--region",
+        "us-east-1",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
 /// A fresh directory of the test's own under the system's temporary directory
 /// (emptied first if a run before left it), named by `name` and the process.
 pub fn temp_dir(name: &str) -> PathBuf {

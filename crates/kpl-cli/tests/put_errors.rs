@@ -34,19 +34,15 @@ fn a_mistyped_endpoint_fails_at_start_naming_it() {
         let t0 = Instant::now();
         // A time to live of a minute: a run that retried would take it all.
         let out = kpl(
-            &[
-                "put",
-                "--stream",
-                "s",
-                "--endpoint",
+            &kpl_tests::kpl::put_args(
                 endpoint,
-                "--region",
-                "us-east-1",
-                "--record-ttl",
-                "60000",
-                "--failed",
-                failed.to_str().unwrap(),
-            ],
+                &[
+                    "--record-ttl",
+                    "60000",
+                    "--failed",
+                    failed.to_str().unwrap(),
+                ],
+            ),
             &input,
         );
         let took = t0.elapsed();
@@ -183,20 +179,16 @@ fn the_failed_file_grows_with_the_input_not_with_error_bodies() {
         let _ = std::fs::remove_file(&failed);
         let endpoint = format!("http://127.0.0.1:{port}");
         let out = kpl(
-            &[
-                "put",
-                "--stream",
-                "s",
-                "--endpoint",
+            &kpl_tests::kpl::put_args(
                 &endpoint,
-                "--region",
-                "us-east-1",
-                "--quiet",
-                "--record-ttl",
-                "3000",
-                "--failed",
-                failed.to_str().unwrap(),
-            ],
+                &[
+                    "--quiet",
+                    "--record-ttl",
+                    "3000",
+                    "--failed",
+                    failed.to_str().unwrap(),
+                ],
+            ),
             &input,
         );
         let err = String::from_utf8_lossy(&out.stderr);

@@ -29,20 +29,10 @@ fn command(args: &[&str]) -> Command {
 }
 
 fn put_args(endpoint: &str, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "put",
-        "--stream",
-        "s",
-        "--endpoint",
-        endpoint,
-        "--region",
-        "us-east-1",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    v.extend(extra.iter().map(|s| (*s).to_owned()));
-    v
+    kpl_tests::kpl::put_args(endpoint, extra)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn strs(v: &[String]) -> Vec<&str> {

@@ -25,16 +25,7 @@ fn failed_lines(path: &std::path::Path) -> Vec<Value> {
 }
 
 fn put_args<'a>(endpoint: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec![
-        "put",
-        "--stream",
-        "s",
-        "--endpoint",
-        endpoint,
-        "--region",
-        "us-east-1",
-        "--quiet",
-    ];
+    let mut v = kpl_tests::kpl::put_args(endpoint, &["--quiet"]);
     v.extend_from_slice(extra);
     v
 }
