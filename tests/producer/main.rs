@@ -352,7 +352,7 @@ fn a_credential_provider_blip_delays_records_and_loses_none() {
             retried += usize::from(
                 r.attempts
                     .iter()
-                    .any(|a| a.error_code.as_deref() == Some("CredentialsError")),
+                    .any(|a| a.error_code().is_some_and(|c| c == "CredentialsError")),
             );
             assert_eq!(seen.get(&s.data).map(Vec::len), Some(1));
         }

@@ -468,7 +468,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (mut possibly_twice, mut failed_possibly_stored) = (0usize, 0usize);
     let mut take = |id: usize, r: kpl::RecordResult| {
         retries += r.attempts.len().saturating_sub(1);
-        let this = if r.success {
+        let this = if r.is_success() {
             possibly_twice += usize::from(r.may_be_duplicated());
             Outcome::Succeeded
         } else if r.may_have_been_stored() {

@@ -309,17 +309,18 @@ fn attempts_json(r: &RecordResult) -> (Value, usize) {
         .enumerate()
         .filter(|(i, _)| *i == 0 || *i + ATTEMPTS_KEPT_LAST >= n)
         .map(|(_, a)| {
-            let message = a.error_message.as_deref();
+            let error = a.error();
+            let message = error.map(|e| e.message.as_str());
             let repeated = message.is_some() && message == previous;
             previous = message;
             json!({
                 "DelayMs": a.delay.as_secs_f64() * 1e3,
                 "DurationMs": a.duration.as_secs_f64() * 1e3,
-                "Success": a.success,
-                "ErrorCode": a.error_code,
+                "Success": a.is_success(),
+                "ErrorCode": error.map(|e| e.code.as_str()),
                 "ErrorMessage": if repeated { None } else { message },
                 "ShardId": a.shard_id.as_deref(),
-                "MayHaveBeenStored": a.may_have_been_stored,
+                "MayHaveBeenStored": a.may_have_been_stored(),
             })
         })
         .collect();
@@ -748,12 +749,11 @@ impl Run<'_> {
             if maybe {
                 self.tally.maybe_stored += 1;
             }
-            let code = result.error_code().unwrap_or("Unknown").to_owned();
-            let message = result
-                .attempts
-                .last()
-                .and_then(|a| a.error_message.clone())
-                .unwrap_or_default();
+            let code = result
+                .error_code()
+                .map_or("Unknown", kpl::ErrorCode::as_str)
+                .to_owned();
+            let message = result.error_message().unwrap_or_default().to_owned();
             *self.tally.by_code.entry(code.clone()).or_default() += 1;
             self.tally
                 .last_message

@@ -58,7 +58,7 @@
 //!     producer.flush().await;
 //!     futures::future::join_all(pending).await
 //! }).unwrap();
-//! assert!(results.iter().all(|r| r.success));
+//! assert!(results.iter().all(|r| r.is_success()));
 //! assert_eq!(kinesis.records("events").unwrap().len() < 1000, true); // aggregated
 //! ```
 
@@ -89,7 +89,8 @@ pub use metrics::MetricsExporter;
 pub use metrics::{Metric, MetricName, MetricsGranularity, MetricsLevel, MetricsRecorder};
 pub use producer::{Producer, ProducerBuilder, PutError, PutErrorKind, PutRecord};
 pub use result::{
-    Attempt, Attempts, OutcomeBatch, Outcomes, RecordFuture, RecordId, RecordResult, codes,
+    Attempt, AttemptError, Attempts, ErrorCode, OutcomeBatch, Outcomes, RecordFuture, RecordId,
+    RecordResult, codes,
 };
 #[cfg(all(feature = "tokio", feature = "aws"))]
 pub use sync::SyncBuildError;

@@ -262,7 +262,7 @@ struct Inner {
 ///         .expect("a valid record");
 ///     pending.await
 /// }).unwrap();
-/// assert!(result.success);
+/// assert!(result.is_success());
 /// assert_eq!(result.attempts.len(), 1);
 /// ```
 #[derive(Clone)]

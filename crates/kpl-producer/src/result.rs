@@ -6,8 +6,9 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// Codes the producer itself gives attempts (the service's codes are used as they
-/// come).
+/// The codes of the producer's own failures, as strings (the
+/// [`as_str`](ErrorCode::as_str) of [`ErrorCode::Expired`], [`ErrorCode::WrongShard`],
+/// [`ErrorCode::RecordCountMismatch`], [`ErrorCode::Shutdown`] and [`ErrorCode::Internal`]).
 pub mod codes {
     /// The record's time to live passed before it was stored.
     pub const EXPIRED: &str = "Expired";
@@ -23,6 +24,140 @@ pub mod codes {
     pub const INTERNAL: &str = "Internal Error";
 }
 
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident => $text:expr,)*) => {
+        /// Why an attempt failed: the service's error codes (per record or for the
+        /// whole request), the transport's kinds of failure where the service gave
+        /// no code, and the producer's own; any other code as [`Other`](Self::Other).
+        ///
+        /// ```
+        /// use kpl_producer::ErrorCode;
+        ///
+        /// let code = ErrorCode::from("ProvisionedThroughputExceededException");
+        /// assert_eq!(code, ErrorCode::ProvisionedThroughputExceeded);
+        /// assert_eq!(code.to_string(), "ProvisionedThroughputExceededException");
+        /// assert_eq!(ErrorCode::from("Teapot"), ErrorCode::Other("Teapot".into()));
+        /// assert_eq!("Shutdown".parse::<ErrorCode>(), Ok(ErrorCode::Shutdown));
+        /// ```
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+            /// Any other code, as it came.
+            Other(String),
+        }
+
+        impl ErrorCode {
+            /// The code as the service (or the producer) spells it.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $text,)*
+                    Self::Other(code) => code,
+                }
+            }
+        }
+
+        impl From<&str> for ErrorCode {
+            fn from(code: &str) -> Self {
+                match code {
+                    $($text => Self::$variant,)*
+                    other => Self::Other(other.to_owned()),
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The shard's (or the stream's) write limit was exceeded: retried.
+    ProvisionedThroughputExceeded => "ProvisionedThroughputExceededException",
+    /// The service failed to store the record: retried.
+    InternalFailure => "InternalFailure",
+    /// The service was unavailable (HTTP 503).
+    ServiceUnavailable => "ServiceUnavailable",
+    /// The request was throttled (by the service's API limits).
+    Throttling => "ThrottlingException",
+    /// The stream's KMS key is disabled.
+    KmsDisabled => "KMSDisabledException",
+    /// The stream's KMS key is not in a state that allows its use.
+    KmsInvalidState => "KMSInvalidStateException",
+    /// The caller may not use the stream's KMS key.
+    KmsAccessDenied => "KMSAccessDeniedException",
+    /// The stream's KMS key was not found.
+    KmsNotFound => "KMSNotFoundException",
+    /// The account is not subscribed to KMS.
+    KmsOptInRequired => "KMSOptInRequired",
+    /// KMS throttled the request.
+    KmsThrottling => "KMSThrottlingException",
+    /// The stream does not exist (or is not active).
+    ResourceNotFound => "ResourceNotFoundException",
+    /// The caller may not write to the stream.
+    AccessDenied => "AccessDeniedException",
+    /// The credentials have expired.
+    ExpiredToken => "ExpiredTokenException",
+    /// The request was invalid.
+    InvalidArgument => "InvalidArgumentException",
+    /// The request did not validate.
+    Validation => "ValidationException",
+    /// An account or stream limit was exceeded.
+    LimitExceeded => "LimitExceededException",
+    /// The transport's kind, with no code from the service: throttled.
+    Throttled => "Throttled",
+    /// The transport's kind, with no code from the service: a transient failure
+    /// (a timeout, a broken connection, a 5xx).
+    Transient => "TransientError",
+    /// The transport's kind, with no code from the service: not found.
+    NotFound => "NotFound",
+    /// The transport's kind, with no code from the service: access denied.
+    AccessDeniedKind => "AccessDenied",
+    /// The transport's kind, with no code from the service: an invalid request.
+    InvalidRequest => "InvalidRequest",
+    /// The transport's kind: the endpoint could not be resolved or reached.
+    Endpoint => "EndpointError",
+    /// The transport's kind: TLS failed.
+    Tls => "TlsError",
+    /// The transport's kind: any other failure.
+    Error => "Error",
+    /// The record's time to live passed before it was stored.
+    Expired => "Expired",
+    /// It was stored on a shard whose range does not hold its hash key (a KCL
+    /// consumer would drop it from the aggregate); it was sent again.
+    WrongShard => "Wrong Shard",
+    /// The response did not have one result per entry; the record may have been
+    /// stored.
+    RecordCountMismatch => "Record Count Mismatch",
+    /// The producer shut down before the record had an outcome.
+    Shutdown => "Shutdown",
+    /// The producer could not read the record back from an aggregate it made, to
+    /// send it again (a bug: please report it). The record may have been stored.
+    Internal => "Internal Error",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ErrorCode {
+    type Err = std::convert::Infallible;
+    fn from_str(code: &str) -> Result<Self, Self::Err> {
+        Ok(Self::from(code))
+    }
+}
+
+impl PartialEq<str> for ErrorCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// One try at storing a record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -34,14 +169,21 @@ pub struct Attempt {
     pub delay: Duration,
     /// How long the request took.
     pub duration: Duration,
-    /// Whether the record was stored by this attempt.
-    pub success: bool,
-    /// The error code, for a failed attempt.
-    pub error_code: Option<String>,
-    /// The error message, for a failed attempt.
-    pub error_message: Option<String>,
     /// The shard the record landed on or was refused by, if known.
     pub shard_id: Option<Arc<str>>,
+    /// Stored by this attempt, or why not (boxed: an attempt that stored its record
+    /// stays small).
+    pub outcome: Result<(), Box<AttemptError>>,
+}
+
+/// Why an attempt did not store its record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AttemptError {
+    /// The error code.
+    pub code: ErrorCode,
+    /// The error message.
+    pub message: String,
     /// Whether this failed attempt may have stored the record all the same: its
     /// request was sent and no answer came (a timeout, a connection broken
     /// mid-way). Kinesis has no idempotency key, so a later attempt may store it
@@ -49,15 +191,61 @@ pub struct Attempt {
     pub may_have_been_stored: bool,
 }
 
+impl AttemptError {
+    /// An error with this code and message.
+    pub(crate) fn new(
+        code: ErrorCode,
+        message: impl Into<String>,
+        may_have_been_stored: bool,
+    ) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            may_have_been_stored,
+        }
+    }
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for AttemptError {}
+
+impl Attempt {
+    /// Whether the record was stored by this attempt.
+    pub fn is_success(&self) -> bool {
+        self.outcome.is_ok()
+    }
+
+    /// Why the attempt failed, for a failed attempt.
+    pub fn error(&self) -> Option<&AttemptError> {
+        self.outcome.as_ref().err().map(|e| &**e)
+    }
+
+    /// The error code, for a failed attempt.
+    pub fn error_code(&self) -> Option<&ErrorCode> {
+        self.error().map(|e| &e.code)
+    }
+
+    /// Whether this attempt failed in a way that may have stored the record all the
+    /// same (see [`AttemptError::may_have_been_stored`]).
+    pub fn may_have_been_stored(&self) -> bool {
+        self.error().is_some_and(|e| e.may_have_been_stored)
+    }
+}
+
 /// The outcome of one user record, with every attempt.
 ///
 /// Failures are data: a record that could not be stored resolves with
-/// `success == false` and its attempts say why.
+/// [`is_success`](Self::is_success) false and its attempts say why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RecordResult {
-    /// Whether the record was stored.
-    pub success: bool,
+    /// Whether the record was stored ([`is_success`](Self::is_success)).
+    pub(crate) success: bool,
     /// The shard it was stored on (shared by the user records of one aggregate).
     pub shard_id: Option<Arc<str>>,
     /// Its sequence number there (an aggregate's user records share the aggregate's).
@@ -151,16 +339,19 @@ impl RecordResult {
         self.success
     }
 
+    /// The last attempt's error, for a failed record.
+    pub fn error(&self) -> Option<&AttemptError> {
+        self.attempts.last().and_then(Attempt::error)
+    }
+
     /// The last attempt's error code, for a failed record.
-    pub fn error_code(&self) -> Option<&str> {
-        self.attempts.last().and_then(|a| a.error_code.as_deref())
+    pub fn error_code(&self) -> Option<&ErrorCode> {
+        self.error().map(|e| &e.code)
     }
 
     /// The last attempt's error message, for a failed record.
     pub fn error_message(&self) -> Option<&str> {
-        self.attempts
-            .last()
-            .and_then(|a| a.error_message.as_deref())
+        self.error().map(|e| e.message.as_str())
     }
 
     /// For a stored record: whether an earlier attempt may have stored it too, so
@@ -168,14 +359,14 @@ impl RecordResult {
     /// deduplicates it, by its data). Always false for a failed record: see
     /// [`may_have_been_stored`](Self::may_have_been_stored).
     pub fn may_be_duplicated(&self) -> bool {
-        self.success && self.attempts.iter().any(|a| a.may_have_been_stored)
+        self.success && self.attempts.iter().any(Attempt::may_have_been_stored)
     }
 
     /// For a failed record: whether it may have been stored all the same (an
     /// attempt timed out, or its connection broke, after the request was sent).
     /// Always false for a stored record.
     pub fn may_have_been_stored(&self) -> bool {
-        !self.success && self.attempts.iter().any(|a| a.may_have_been_stored)
+        !self.success && self.attempts.iter().any(Attempt::may_have_been_stored)
     }
 }
 
@@ -199,7 +390,7 @@ struct Slot {
 
 /// The producer's side of a record's outcome. Completing it twice is impossible;
 /// dropping it uncompleted resolves the record as failed with a
-/// [`codes::SHUTDOWN`] attempt, so no future is ever left hanging and no
+/// [`ErrorCode::Shutdown`] attempt, so no future is ever left hanging and no
 /// [`Outcomes`] queue waits for ever.
 ///
 /// It carries the record's id: the pipeline keeps no other copy of it.
@@ -314,7 +505,7 @@ pub struct RecordId(pub u64);
 /// while outcomes.pending() > 0 {
 ///     for (done, result) in outcomes.next().await {
 ///         assert_eq!(done, id);
-///         println!("{}", result.success);
+///         println!("{}", result.is_success());
 ///     }
 /// }
 /// # Ok(())
@@ -491,13 +682,12 @@ impl Drop for Completer {
                 started: now,
                 delay: Duration::ZERO,
                 duration: Duration::ZERO,
-                success: false,
-                error_code: Some(codes::SHUTDOWN.into()),
-                error_message: Some(
-                    "the producer stopped before this record had an outcome".into(),
-                ),
                 shard_id: None,
-                may_have_been_stored: false,
+                outcome: Err(Box::new(AttemptError::new(
+                    ErrorCode::Shutdown,
+                    "the producer stopped before this record had an outcome",
+                    false,
+                ))),
             }),
         };
         match target {
@@ -614,12 +804,71 @@ mod tests {
             started: Instant::now(),
             delay: Duration::ZERO,
             duration: Duration::from_millis(5),
-            success: code.is_none(),
-            error_code: code.map(str::to_owned),
-            error_message: None,
             shard_id: None,
-            may_have_been_stored: false,
+            outcome: match code {
+                None => Ok(()),
+                Some(c) => Err(Box::new(AttemptError::new(c.into(), "", false))),
+            },
         }
+    }
+
+    #[test]
+    fn error_codes_read_back_as_they_are_spelt() {
+        for code in [
+            "ProvisionedThroughputExceededException",
+            "InternalFailure",
+            "KMSThrottlingException",
+            "KMSOptInRequired",
+            "ResourceNotFoundException",
+            "TransientError",
+            codes::EXPIRED,
+            codes::WRONG_SHARD,
+            codes::RECORD_COUNT_MISMATCH,
+            codes::SHUTDOWN,
+            codes::INTERNAL,
+            "Teapot",
+        ] {
+            let c = ErrorCode::from(code);
+            assert_eq!(c.as_str(), code);
+            assert_eq!(c.to_string(), code);
+            assert_eq!(code.parse::<ErrorCode>(), Ok(c.clone()));
+            assert_eq!(c, code);
+        }
+        assert_eq!(ErrorCode::from(codes::SHUTDOWN), ErrorCode::Shutdown);
+        assert_eq!(ErrorCode::from(codes::WRONG_SHARD), ErrorCode::WrongShard);
+        assert_eq!(
+            ErrorCode::from("ProvisionedThroughputExceededException"),
+            ErrorCode::ProvisionedThroughputExceeded
+        );
+        assert_eq!(
+            ErrorCode::from("Teapot"),
+            ErrorCode::Other("Teapot".to_owned())
+        );
+    }
+
+    #[test]
+    fn an_attempt_is_stored_or_says_why_not() {
+        let ok = attempt(None);
+        assert!(ok.is_success());
+        assert_eq!(ok.error(), None);
+        assert!(!ok.may_have_been_stored());
+        let mut failed = attempt(Some("InternalFailure"));
+        assert!(!failed.is_success());
+        assert_eq!(failed.error_code(), Some(&ErrorCode::InternalFailure));
+        assert!(!failed.may_have_been_stored());
+        failed.outcome = Err(Box::new(AttemptError::new(
+            ErrorCode::Transient,
+            "timed out",
+            true,
+        )));
+        assert!(failed.may_have_been_stored());
+        assert_eq!(
+            failed.error().unwrap().to_string(),
+            "TransientError: timed out"
+        );
+        // A stored attempt carries no error: it stays as small as before the error
+        // moved into its outcome.
+        assert!(size_of::<Attempt>() <= 72, "{}", size_of::<Attempt>());
     }
 
     #[test]
@@ -633,7 +882,7 @@ mod tests {
         assert_eq!(one.clone().into_vec(), vec![a.clone()]);
         let many = Attempts::from(vec![attempt(Some("InternalFailure")), a.clone()]);
         assert_eq!(many.len(), 2);
-        assert_eq!((&many).into_iter().filter(|x| x.success).count(), 1);
+        assert_eq!((&many).into_iter().filter(|x| x.is_success()).count(), 1);
         assert_ne!(one, many);
     }
 
@@ -650,7 +899,7 @@ mod tests {
         });
         assert!(future.is_resolved());
         let copy = future.wait(Duration::ZERO).expect("resolved");
-        assert!(copy.success);
+        assert!(copy.is_success());
         assert_eq!(future.wait(Duration::ZERO), Some(copy.clone()));
         let moved = futures::executor::block_on(future);
         assert_eq!(moved, copy);
@@ -691,7 +940,7 @@ mod tests {
         let rest: Vec<_> = outcomes.wait(Duration::from_secs(1)).collect();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].0, RecordId(3));
-        assert_eq!(rest[0].1.error_code(), Some(codes::SHUTDOWN));
+        assert_eq!(rest[0].1.error_code(), Some(&ErrorCode::Shutdown));
         assert_eq!(outcomes.pending(), 1);
     }
 
@@ -700,8 +949,8 @@ mod tests {
         let (completer, future) = pair(1, Instant::now());
         drop(completer);
         let r = futures::executor::block_on(future);
-        assert!(!r.success);
-        assert_eq!(r.error_code(), Some(codes::SHUTDOWN));
+        assert!(!r.is_success());
+        assert_eq!(r.error_code(), Some(&ErrorCode::Shutdown));
         assert_eq!(r.attempts.len(), 1);
     }
 }

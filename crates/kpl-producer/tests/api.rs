@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kpl_producer::{
-    Config, Event, EventSink, Outcomes, Producer, PutRecord, RecordId, SyncProducer, codes,
+    Config, ErrorCode, Event, EventSink, Outcomes, Producer, PutRecord, RecordId, SyncProducer,
 };
 use kpl_runtime::{Simulation, Timer};
 use kpl_sim::Simulator;
@@ -112,7 +112,7 @@ fn put_records_reports_each_record() {
             let mut done = Vec::new();
             for r in out {
                 match r {
-                    Ok(f) => done.push(Some(f.await.success)),
+                    Ok(f) => done.push(Some(f.await.is_success())),
                     Err(_) => done.push(None),
                 }
             }
@@ -185,8 +185,8 @@ fn dropping_the_producer_never_leaves_a_future_unresolved() {
     let result = future
         .wait(Duration::from_secs(1))
         .expect("resolved on drop");
-    assert!(!result.success);
-    assert_eq!(result.error_code(), Some(codes::SHUTDOWN));
+    assert!(!result.is_success());
+    assert_eq!(result.error_code(), Some(&ErrorCode::Shutdown));
 }
 
 #[test]
@@ -202,7 +202,7 @@ fn dropping_the_producer_finishes_what_it_holds() {
         .unwrap();
     drop(p);
     sim.run_for(Duration::from_secs(1));
-    assert!(future.wait(Duration::ZERO).unwrap().success);
+    assert!(future.wait(Duration::ZERO).unwrap().is_success());
     assert_eq!(kinesis.records("a").unwrap().len(), 1);
 }
 
@@ -239,7 +239,7 @@ fn sync_producer_from_many_threads() {
         .collect();
     assert!(producer.flush_timeout(Duration::from_secs(10)));
     for f in &futures {
-        assert!(f.wait(Duration::from_secs(1)).unwrap().success);
+        assert!(f.wait(Duration::from_secs(1)).unwrap().is_success());
     }
     let count = user_records(&kinesis, "a");
     assert_eq!(count, 1_000);
@@ -323,7 +323,7 @@ fn outcomes_in_batches_settle_each_record_once() {
     assert!(
         results
             .iter()
-            .all(|(_, r)| r.success && r.attempts.len() == 1)
+            .all(|(_, r)| r.is_success() && r.attempts.len() == 1)
     );
     let stored = user_records(&kinesis, "a");
     assert_eq!(stored, 1_000);
@@ -351,7 +351,7 @@ fn outcomes_of_records_held_at_shutdown_or_drop_still_come() {
     assert!(
         results
             .iter()
-            .all(|(_, r)| r.error_code() == Some(codes::SHUTDOWN))
+            .all(|(_, r)| r.error_code() == Some(&ErrorCode::Shutdown))
     );
     assert_eq!(outcomes.pending(), 0);
     // The runtime goes away with records still held: their outcomes come anyway.
@@ -369,7 +369,7 @@ fn outcomes_of_records_held_at_shutdown_or_drop_still_come() {
     drop(sim);
     let results: Vec<_> = later.wait(Duration::from_secs(1)).collect();
     assert_eq!(results.len(), 1);
-    assert_eq!(results[0].1.error_code(), Some(codes::SHUTDOWN));
+    assert_eq!(results[0].1.error_code(), Some(&ErrorCode::Shutdown));
 }
 
 #[test]
@@ -409,7 +409,7 @@ fn a_caller_that_can_wait_waits_while_the_pipeline_takes_records_in() {
     assert_eq!(admitted, 20_000 - 16_384);
     let results: Vec<_> = outcomes.take().collect();
     assert_eq!(results.len(), 20_001);
-    assert!(results.iter().all(|(_, r)| r.success));
+    assert!(results.iter().all(|(_, r)| r.is_success()));
     let stored = user_records(&kinesis, "a");
     assert_eq!(stored, 20_000);
     assert_eq!(p.outstanding_records(), 0);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use common::STREAM;
-use kpl_producer::{Config, Producer, PutRecord, RecordResult, codes};
+use kpl_producer::{Config, ErrorCode, Producer, PutRecord, RecordResult, codes};
 use kpl_runtime::Simulation;
 use kpl_sim::{Faults, Simulator};
 use kpl_transport::{
@@ -101,7 +101,10 @@ fn put_prefixed(
 }
 
 fn codes_of(r: &RecordResult) -> Vec<Option<&str>> {
-    r.attempts.iter().map(|a| a.error_code.as_deref()).collect()
+    r.attempts
+        .iter()
+        .map(|a| a.error_code().map(ErrorCode::as_str))
+        .collect()
 }
 
 #[test]
@@ -128,7 +131,7 @@ fn per_record_throttles_are_retried() {
             futures::future::join_all(pending).await
         })
         .unwrap();
-    assert!(results.iter().all(|r| r.success));
+    assert!(results.iter().all(|r| r.is_success()));
     assert!(
         results
             .iter()
@@ -153,9 +156,13 @@ fn throttles_fail_at_once_with_fail_if_throttled() {
         ))],
     );
     let results = put_all(&sim, &p, 10);
-    assert!(results.iter().all(|r| !r.success && r.attempts.len() == 1));
+    assert!(
+        results
+            .iter()
+            .all(|r| !r.is_success() && r.attempts.len() == 1)
+    );
     assert_eq!(
-        results[0].error_code(),
+        results[0].error_code().map(ErrorCode::as_str),
         Some("ProvisionedThroughputExceededException")
     );
 }
@@ -167,7 +174,7 @@ fn per_record_internal_failures_are_retried() {
     faults.record_internal_failure_rate = 0.5;
     s.sim.set_faults(faults);
     let results = put_all(&sim, &p, 200);
-    assert!(results.iter().all(|r| r.success));
+    assert!(results.iter().all(|r| r.is_success()));
     assert!(
         results
             .iter()
@@ -196,7 +203,7 @@ fn transient_request_errors_are_retried_with_backoff() {
     );
     let results = put_all(&sim, &p, 5);
     for r in &results {
-        assert!(r.success);
+        assert!(r.is_success());
         assert_eq!(
             codes_of(r),
             vec![
@@ -235,7 +242,7 @@ fn errors_retrying_cannot_fix_fail_at_once() {
         );
         let results = put_all(&sim, &p, 20);
         for r in &results {
-            assert!(!r.success, "{code}");
+            assert!(!r.is_success(), "{code}");
             assert_eq!(
                 codes_of(r),
                 vec![Some(code)],
@@ -250,7 +257,7 @@ fn errors_retrying_cannot_fix_fail_at_once() {
 fn a_success_on_a_child_shard_is_accepted_and_a_wrong_shard_is_retried() {
     let (sim, s, p) = setup(Config::default(), 1, vec![]);
     // The producer learns the one-shard map.
-    assert!(put_prefixed(&sim, &p, 1, "primer")[0].success);
+    assert!(put_prefixed(&sim, &p, 1, "primer")[0].is_success());
     let parent = s.sim.shards(STREAM).unwrap()[0].shard_id.clone();
     s.sim
         .split_shard(STREAM, &parent, kpl_codec::HashKey::new(u128::MAX / 2 + 1))
@@ -258,7 +265,7 @@ fn a_success_on_a_child_shard_is_accepted_and_a_wrong_shard_is_retried() {
     // Aggregates predicted for the parent land on one child; user records of the
     // other child's range are retried, re-predicted, and land right.
     let results = put_all(&sim, &p, 400);
-    assert!(results.iter().all(|r| r.success));
+    assert!(results.iter().all(|r| r.is_success()));
     let wrong: Vec<_> = results
         .iter()
         .filter(|r| codes_of(r).contains(&Some(codes::WRONG_SHARD)))
@@ -296,13 +303,13 @@ fn a_response_count_mismatch_fails_the_request_s_records() {
     let (sim, _, p) = setup(Config::default(), 1, vec![Step::DropLastResult]);
     let results = put_all(&sim, &p, 3);
     for r in &results {
-        assert!(!r.success);
-        assert_eq!(r.error_code(), Some(codes::RECORD_COUNT_MISMATCH));
+        assert!(!r.is_success());
+        assert_eq!(r.error_code(), Some(&ErrorCode::RecordCountMismatch));
         assert!(
             r.attempts[0]
-                .error_message
-                .as_deref()
+                .error()
                 .unwrap()
+                .message
                 .contains("may have been stored")
         );
     }
@@ -323,8 +330,8 @@ fn the_ttl_bounds_retries() {
     s.sim.set_faults(faults);
     let results = put_all(&sim, &p, 5);
     for r in &results {
-        assert!(!r.success);
-        assert_eq!(r.error_code(), Some(codes::EXPIRED));
+        assert!(!r.is_success());
+        assert_eq!(r.error_code(), Some(&ErrorCode::Expired));
         assert!(
             r.attempts.len() > 3,
             "retried until the TTL: {:?}",

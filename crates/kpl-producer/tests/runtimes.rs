@@ -50,7 +50,7 @@ fn check(kinesis: &Simulator, results: &[(String, Bytes, RecordResult)]) {
         }
     }
     for (pk, data, r) in results {
-        assert!(r.success, "{pk}: {:?}", r.attempts);
+        assert!(r.is_success(), "{pk}: {:?}", r.attempts);
         assert_eq!(seen.get(data.as_ref()), Some(&1), "{pk}");
     }
 }

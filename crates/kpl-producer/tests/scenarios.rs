@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use kpl_producer::{Config, PutErrorKind, PutRecord, codes};
+use kpl_producer::{Config, ErrorCode, PutErrorKind, PutRecord, codes};
 use kpl_sim::Faults;
 
 #[test]
@@ -63,7 +63,7 @@ fn fail_if_throttled_fails_at_once() {
         outcome
             .results
             .iter()
-            .filter(|(_, _, r)| !r.success)
+            .filter(|(_, _, r)| !r.is_success())
             .all(|(_, _, r)| r.attempts.len() == 1)
     );
 }
@@ -132,7 +132,7 @@ fn stream_deleted_mid_run_fails_fast() {
     assert!(not_found > 1_000, "{not_found}");
     assert_eq!(outcome.successes() + not_found, 3_000);
     // Failed at once, not after the 30 s TTL.
-    for (_, _, r) in outcome.results.iter().filter(|(_, _, r)| !r.success) {
+    for (_, _, r) in outcome.results.iter().filter(|(_, _, r)| !r.is_success()) {
         assert_eq!(r.attempts.len(), 1);
     }
 }
@@ -151,9 +151,13 @@ fn records_expire_where_they_wait() {
     let outcome = check_invariants(&h, &puts);
     let expired = outcome.failures_with(codes::EXPIRED);
     assert!(expired > 400, "{expired}");
-    for (_, _, r) in outcome.results.iter().filter(|(_, _, r)| !r.success) {
+    for (_, _, r) in outcome.results.iter().filter(|(_, _, r)| !r.is_success()) {
         assert_eq!(
-            r.attempts.last().unwrap().error_code.as_deref(),
+            r.attempts
+                .last()
+                .unwrap()
+                .error_code()
+                .map(ErrorCode::as_str),
             Some(codes::EXPIRED)
         );
     }
@@ -287,7 +291,7 @@ fn a_fast_reader_into_a_slow_stream_waits_instead_of_expiring() {
     let never_tried = outcome
         .results
         .iter()
-        .filter(|(_, _, r)| !r.success && r.attempts.len() == 1)
+        .filter(|(_, _, r)| !r.is_success() && r.attempts.len() == 1)
         .count();
     assert_eq!(never_tried, 0, "records expired without an attempt");
     // What fails was throttled first: the limiter's overshoot of the shard's

@@ -147,7 +147,7 @@ fn a_record_that_expires_after_a_timeout_says_it_may_have_been_stored() {
     {
         assert!(r.may_have_been_stored(), "{:?}", r.attempts);
         let last = r.attempts.last().unwrap();
-        let message = last.error_message.as_deref().unwrap_or_default();
+        let message = last.error().map(|e| e.message.as_str()).unwrap_or_default();
         assert!(
             !message.contains("before it was stored"),
             "a record that may be stored must not say it was not: {message}"

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kpl_producer::{
-    Config, MetricName, MetricsBatch, MetricsLevel, MetricsUploader, Outcomes, PutRecord,
-    SyncProducer, UploadFuture, UploadStats,
+    Config, ErrorCode, MetricName, MetricsBatch, MetricsLevel, MetricsUploader, Outcomes,
+    PutRecord, SyncProducer, UploadFuture, UploadStats,
 };
 use kpl_runtime::{Timer, TokioTimer};
 use kpl_sim::{Faults, Simulator};
@@ -81,7 +81,7 @@ fn shutdown_fails_what_it_could_not_store_and_counts_it() {
     assert_eq!(producer.shutdown(Duration::from_millis(300)), 1);
     let lost = lost.wait(Duration::ZERO).unwrap();
     assert!(!lost.is_success());
-    assert_eq!(lost.error_code(), Some(kpl_producer::codes::SHUTDOWN));
+    assert_eq!(lost.error_code(), Some(&ErrorCode::Shutdown));
 }
 
 #[test]

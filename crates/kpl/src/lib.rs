@@ -71,15 +71,15 @@
 #![warn(missing_docs)]
 
 pub use kpl_producer::{
-    Attempt, Attempts, Config, ConfigBuilder, ConfigError, Event, EventSink, IgnoredKey, Metric,
-    MetricName, MetricsBatch, MetricsGranularity, MetricsLevel, MetricsRecorder, MetricsUploader,
-    OutcomeBatch, Outcomes, Producer, ProducerBuilder, ProxySettings, PutError, PutErrorKind,
-    PutRecord, RecordFuture, RecordId, RecordResult, Summary, UploadError, UploadFuture,
-    UploadStats, codes,
+    Attempt, AttemptError, Attempts, Config, ConfigBuilder, ConfigError, ErrorCode, Event,
+    EventSink, IgnoredKey, Metric, MetricName, MetricsBatch, MetricsGranularity, MetricsLevel,
+    MetricsRecorder, MetricsUploader, OutcomeBatch, Outcomes, Producer, ProducerBuilder,
+    ProxySettings, PutError, PutErrorKind, PutRecord, RecordFuture, RecordId, RecordResult,
+    Summary, UploadError, UploadFuture, UploadStats, codes,
 };
 
 #[cfg(feature = "tokio")]
-pub use kpl_producer::SyncProducer;
+pub use kpl_producer::{SyncProducer, SyncProducerBuilder};
 
 #[cfg(feature = "metrics")]
 pub use kpl_producer::MetricsExporter;

@@ -13,7 +13,7 @@ use kpl_reducer::Item;
 use kpl_shardmap::ShardId;
 
 use crate::config::Config;
-use crate::result::{Attempt, Completer};
+use crate::result::{Attempt, AttemptError, Completer, ErrorCode};
 
 /// The fixed instant a record's arrival counts from, in nanoseconds (a `u64` of
 /// them spans five centuries): a waiting record keeps 8 bytes of time, not 16.
@@ -292,17 +292,21 @@ impl Member {
             started: clock.started,
             delay,
             duration: clock.duration,
-            success: error.is_none(),
-            error_code: error.map(|(c, _)| c.to_owned()),
-            error_message: error.map(|(_, m)| m.to_owned()),
             shard_id: shard.cloned(),
-            may_have_been_stored,
+            outcome: match error {
+                None => Ok(()),
+                Some((code, message)) => Err(Box::new(AttemptError::new(
+                    ErrorCode::from(code),
+                    message,
+                    may_have_been_stored,
+                ))),
+            },
         }
     }
 
     /// Whether an attempt may have stored it already.
     pub(super) fn may_have_been_stored(&self) -> bool {
-        self.attempts.iter().any(|a| a.may_have_been_stored)
+        self.attempts.iter().any(Attempt::may_have_been_stored)
     }
 }
 

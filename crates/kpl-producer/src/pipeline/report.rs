@@ -194,7 +194,7 @@ mod tests {
         } = r.take("s");
         let ids: Vec<u64> = outcomes.iter().map(|(id, _)| id.0).collect();
         assert_eq!(ids, [3, 1, 2]);
-        assert!(!outcomes[1].1.success);
+        assert!(!outcomes[1].1.is_success());
         let sizes: Vec<usize> = completers.iter().map(|(size, _)| *size).collect();
         assert_eq!(sizes, [30, 10, 20]);
         assert!(r.take("s").outcomes.is_empty(), "taken once");

@@ -14,7 +14,7 @@ use super::record::{Contents, KRec, Member, Rec, RequestClock, Unreadable, aggre
 use super::retry::WARN_AFTER_ATTEMPTS;
 use super::shards::Landed;
 use crate::events::Event;
-use crate::result::{Attempt, RecordResult, codes};
+use crate::result::{Attempt, AttemptError, ErrorCode, RecordResult, codes};
 
 /// A failed attempt shared by the user records of one Kinesis record.
 struct Failed<'a> {
@@ -41,13 +41,14 @@ impl StreamPipeline {
                 if let Some(a) = rec.attempts.last_mut() {
                     // Stored, where a KCL consumer drops it; other consumers read a
                     // copy.
-                    a.success = false;
-                    a.may_have_been_stored = true;
-                    a.error_code = Some(codes::WRONG_SHARD.into());
-                    a.error_message = Some(format!(
-                        "stored on {} whose range does not hold the record's hash key; sent again",
-                        landed.shard_id
-                    ));
+                    a.outcome = Err(Box::new(AttemptError::new(
+                        ErrorCode::WrongShard,
+                        format!(
+                            "stored on {} whose range does not hold the record's hash key; sent again",
+                            landed.shard_id
+                        ),
+                        true,
+                    )));
                 }
                 self.retry(rec, now, Duration::ZERO);
             }
@@ -265,7 +266,7 @@ impl StreamPipeline {
 
     pub(super) fn retry(&mut self, mut rec: Rec, now: Instant, backoff: Duration) {
         if let Some(records) = self.retries.persisting(rec.attempts.len(), now) {
-            warn!(stream = %self.stream, records, attempts = WARN_AFTER_ATTEMPTS, last_error = rec.attempts.last().and_then(|a| a.error_code.as_deref()).unwrap_or(""), "records still failing; retrying until their time to live");
+            warn!(stream = %self.stream, records, attempts = WARN_AFTER_ATTEMPTS, last_error = rec.attempts.last().and_then(Attempt::error_code).map_or("", ErrorCode::as_str), "records still failing; retrying until their time to live");
         }
         self.emit(|stream| Event::Retry {
             stream,
@@ -358,7 +359,7 @@ impl StreamPipeline {
                 .map_or(Duration::ZERO, |a| {
                     a.started.saturating_duration_since(rec.arrival(self.epoch))
                 });
-            let twice = rec.attempts.iter().any(|a| a.may_have_been_stored);
+            let twice = rec.attempts.iter().any(Attempt::may_have_been_stored);
             self.report.stored(
                 self.stream.name(),
                 shard_id,

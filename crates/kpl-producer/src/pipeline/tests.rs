@@ -20,7 +20,7 @@ use kpl_transport::{
 
 use super::{Epoch, Rec, StreamPipeline, Transmit};
 use crate::config::{Config, ConfigBuilder};
-use crate::result::{RecordResult, codes, pair};
+use crate::result::{ErrorCode, RecordResult, pair};
 
 const THROTTLED: &str = "ProvisionedThroughputExceededException";
 
@@ -272,7 +272,7 @@ fn records_wait_for_the_first_map_and_leave_aggregated_per_shard_by_their_deadli
     b.settle();
     for id in ids {
         let r = &b.outcomes[&id];
-        assert!(r.success);
+        assert!(r.is_success());
         assert_eq!(r.attempts.len(), 1);
     }
     assert!(b.p.is_idle());
@@ -306,10 +306,13 @@ fn a_throttled_record_is_retried_and_keeps_both_attempts() {
     b.p.handle_answer(req, Ok(all_ok(&request, 1)), b.now);
     b.settle();
     let r = &b.outcomes[&id];
-    assert!(r.success);
+    assert!(r.is_success());
     assert_eq!(r.attempts.len(), 2);
-    assert_eq!(r.attempts[0].error_code.as_deref(), Some(THROTTLED));
-    assert!(!r.attempts[0].may_have_been_stored);
+    assert_eq!(
+        r.attempts[0].error_code().map(ErrorCode::as_str),
+        Some(THROTTLED)
+    );
+    assert!(!r.attempts[0].may_have_been_stored());
     assert!(!r.may_be_duplicated());
 }
 
@@ -330,9 +333,12 @@ fn a_request_refused_for_good_fails_its_records_at_once() {
     b.settle();
     for id in ids {
         let r = &b.outcomes[&id];
-        assert!(!r.success);
+        assert!(!r.is_success());
         assert_eq!(r.attempts.len(), 1);
-        assert_eq!(r.error_code(), Some("AccessDeniedException"));
+        assert_eq!(
+            r.error_code().map(ErrorCode::as_str),
+            Some("AccessDeniedException")
+        );
     }
     assert!(b.transmits().is_empty(), "nothing is resent");
 }
@@ -355,7 +361,7 @@ fn a_late_answer_settles_what_was_not_resent_yet() {
     b.p.handle_answer(req, Ok(all_ok(&request, 1)), b.now);
     b.settle();
     let r = &b.outcomes[&id];
-    assert!(r.success);
+    assert!(r.is_success());
     assert_eq!(r.attempts.len(), 1);
     assert!(!r.may_be_duplicated());
     // Nothing is left to send.
@@ -388,9 +394,9 @@ fn a_record_resent_after_a_timeout_says_it_may_be_duplicated() {
     b.p.handle_answer(second, Ok(all_ok(&request, 1)), b.now);
     b.settle();
     let r = &b.outcomes[&id];
-    assert!(r.success);
+    assert!(r.is_success());
     assert_eq!(r.attempts.len(), 2);
-    assert!(r.attempts[0].may_have_been_stored);
+    assert!(r.attempts[0].may_have_been_stored());
     assert!(r.may_be_duplicated());
     // The first answer, coming later still, settles nothing again.
     b.p.handle_answer(first, Ok(all_ok(&request, 1)), b.now);
@@ -424,8 +430,8 @@ fn a_record_that_never_gets_through_expires_once_at_its_time_to_live() {
         assert!(b.now <= arrival + ttl, "settled by its time to live");
     }
     let r = &b.outcomes[&id];
-    assert!(!r.success);
-    assert_eq!(r.error_code(), Some(codes::EXPIRED));
+    assert!(!r.is_success());
+    assert_eq!(r.error_code(), Some(&ErrorCode::Expired));
     assert_eq!(r.attempts.len(), attempts + 1);
     assert!(attempts >= 2, "retried while it lived: {attempts}");
     assert!(!r.may_have_been_stored());
@@ -478,7 +484,7 @@ fn the_congestion_window_starts_with_one_request_in_flight() {
     );
     // Answer everything from here on; every record settles once, stored.
     b.answer_until_settled(next, &ids, |request| all_ok(request, 4));
-    assert!(ids.iter().all(|id| b.outcomes[id].success));
+    assert!(ids.iter().all(|id| b.outcomes[id].is_success()));
 }
 
 #[test]
@@ -521,7 +527,7 @@ fn an_aggregate_landing_on_an_unknown_shard_waits_for_the_map_and_resends_what_i
     assert!(!in_range.is_empty() && in_range.len() < ids.len());
     for id in &in_range {
         let r = &b.outcomes[id];
-        assert!(r.success);
+        assert!(r.is_success());
         assert_eq!(r.shard_id.as_deref(), Some(child(landed).as_str()));
     }
     // The others are resent, raw or aggregated, to their own child.
@@ -537,13 +543,10 @@ fn an_aggregate_landing_on_an_unknown_shard_waits_for_the_map_and_resends_what_i
     });
     for id in ids.iter().filter(|id| !in_range.contains(id)) {
         let r = &b.outcomes[id];
-        assert!(r.success);
+        assert!(r.is_success());
         assert_eq!(r.attempts.len(), 2);
-        assert_eq!(
-            r.attempts[0].error_code.as_deref(),
-            Some(codes::WRONG_SHARD)
-        );
-        assert!(r.attempts[0].may_have_been_stored);
+        assert_eq!(r.attempts[0].error_code(), Some(&ErrorCode::WrongShard));
+        assert!(r.attempts[0].may_have_been_stored());
         assert_ne!(r.shard_id.as_deref(), Some(child(landed).as_str()));
     }
 }
@@ -558,12 +561,12 @@ fn shutdown_fails_what_is_held_and_leaves_what_is_in_flight_to_its_answer() {
     let held = b.put("held", b"y");
     assert_eq!(b.p.handle_shutdown(b.now), 1);
     b.settle();
-    assert_eq!(b.outcomes[&held].error_code(), Some(codes::SHUTDOWN));
+    assert_eq!(b.outcomes[&held].error_code(), Some(&ErrorCode::Shutdown));
     assert!(!b.outcomes.contains_key(&sent));
     assert!(!b.p.is_idle(), "a request is in flight");
     b.p.handle_answer(req, Ok(all_ok(&request, 1)), b.now);
     b.settle();
-    assert!(b.outcomes[&sent].success);
+    assert!(b.outcomes[&sent].is_success());
     assert!(b.p.is_idle());
 }
 
@@ -642,7 +645,7 @@ fn stepped_against_kpl_sim_every_record_is_stored_once() {
         };
         clock.advance_to(b.now);
     }
-    assert!(ids.iter().all(|id| b.outcomes[id].success));
+    assert!(ids.iter().all(|id| b.outcomes[id].is_success()));
     // What the service holds: each user record once, on the shard its key says.
     let stored = sim.records("s").expect("records");
     let shards = sim.shards("s").expect("shards");

@@ -10,7 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use kpl_codec::{HashKey, deaggregate};
 use kpl_producer::{
-    ConfigBuilder, Outcomes, Producer, PutError, PutRecord, RecordFuture, RecordId, RecordResult,
+    ConfigBuilder, ErrorCode, Outcomes, Producer, PutError, PutRecord, RecordFuture, RecordId,
+    RecordResult,
 };
 use kpl_runtime::{Runtime, Simulation, Timer};
 use kpl_sim::Simulator;
@@ -255,19 +256,24 @@ impl Outcome {
             .count()
     }
     pub fn successes(&self) -> usize {
-        self.results.iter().filter(|(_, _, r)| r.success).count()
+        self.results
+            .iter()
+            .filter(|(_, _, r)| r.is_success())
+            .count()
     }
     pub fn failures_with(&self, code: &str) -> usize {
         self.results
             .iter()
-            .filter(|(_, _, r)| !r.success && r.error_code() == Some(code))
+            .filter(|(_, _, r)| {
+                !r.is_success() && r.error_code().map(ErrorCode::as_str) == Some(code)
+            })
             .count()
     }
     pub fn attempts_with(&self, code: &str) -> usize {
         self.results
             .iter()
             .flat_map(|(_, _, r)| &r.attempts)
-            .filter(|a| a.error_code.as_deref() == Some(code))
+            .filter(|a| a.error_code().map(ErrorCode::as_str) == Some(code))
             .count()
     }
 }
@@ -364,7 +370,7 @@ pub fn check_invariants_against(
     let (mut duplicated, mut failed_but_stored) = (0, 0);
     for (pk, data, r) in &results {
         let seen = consumed.get(data).map_or(0, Vec::len);
-        if r.success {
+        if r.is_success() {
             assert!(seen >= 1, "a success must reach a consumer ({pk})");
             if seen > 1 {
                 assert!(
@@ -389,7 +395,7 @@ pub fn check_invariants_against(
             let (start, end) = ranges[shard];
             let key = HashKey::from_partition_key(pk);
             assert!(start <= key && key <= end);
-            assert!(r.attempts.last().unwrap().success);
+            assert!(r.attempts.last().unwrap().is_success());
         } else if seen > 0 {
             assert!(
                 r.may_have_been_stored(),
