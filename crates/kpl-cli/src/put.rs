@@ -1015,30 +1015,72 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         &mut signals,
     );
     let reading_finished = stop.is_none();
-    if stop.is_some() {
-        // Lines the reader had read and not handed over: not sent, and reported.
+    if let Some(stop) = &stop {
         stop_reading.store(true, Ordering::Relaxed);
-        drain_reader(&rx, &mut reading.leftover);
-        let why = match &stop {
-            Some(Stop::Signal(_)) => "kpl put was interrupted before this line was sent",
-            _ => "kpl put stopped before this line was sent",
-        };
-        let leftover = std::mem::take(&mut reading.leftover);
-        for line in &leftover {
-            run.tally.not_sent += 1;
-            run.not_sent(line, "NotSent", why);
-        }
-        // Reading stopped after the last line drained: every line up to it is
-        // accounted for (acknowledged, failed, or not sent in --failed).
-        if let Some(last) = leftover.last() {
-            reading.position = Some((last.source, last.number));
-        }
+        account_for_unread(&mut run, &mut reading, &rx, stop);
     }
     let ending = settle_all(&mut run, &producer, &runtime, &mut signals);
     let first_signal = {
         let s = *signals.borrow();
         (s.count > 0).then_some(s.first)
     };
+    let code = report(
+        &run,
+        &producer,
+        &reading,
+        stop.as_ref(),
+        Finish {
+            ending,
+            first_signal,
+            reading_finished,
+        },
+    );
+    // The reader may be blocked on input that never ends: leave without it.
+    drop(rx);
+    Ok(ExitCode::from(code))
+}
+
+/// After reading stopped early: the lines the reader had read and not handed over
+/// are not sent, and each is written to the failed file; the position becomes the
+/// last of them (every line up to it is accounted for: acknowledged, failed, or not
+/// sent in --failed).
+fn account_for_unread(run: &mut Run<'_>, reading: &mut Reading, rx: &Receiver<Chunk>, stop: &Stop) {
+    drain_reader(rx, &mut reading.leftover);
+    let why = match stop {
+        Stop::Signal(_) => "kpl put was interrupted before this line was sent",
+        _ => "kpl put stopped before this line was sent",
+    };
+    let leftover = std::mem::take(&mut reading.leftover);
+    for line in &leftover {
+        run.tally.not_sent += 1;
+        run.not_sent(line, "NotSent", why);
+    }
+    if let Some(last) = leftover.last() {
+        reading.position = Some((last.source, last.number));
+    }
+}
+
+/// How the run ended, for its summary.
+struct Finish {
+    ending: Ending,
+    first_signal: Option<i32>,
+    reading_finished: bool,
+}
+
+/// Prints the summary (and writes `--summary-json`); returns the exit code.
+fn report(
+    run: &Run<'_>,
+    producer: &Producer,
+    reading: &Reading,
+    stop: Option<&Stop>,
+    finish: Finish,
+) -> u8 {
+    let Finish {
+        ending,
+        first_signal,
+        reading_finished,
+    } = finish;
+    let args = run.args;
     let t = &run.tally;
     let secs = run.progress.started.elapsed().as_secs_f64();
     crate::say!(
@@ -1079,17 +1121,17 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             "kpl put: second signal: what was not stored was failed at once (it is in the failed file)"
         ),
     }
-    for line in crate::settings::metrics_summary(&producer) {
+    for line in crate::settings::metrics_summary(producer) {
         crate::say!("kpl put: metric {line}");
     }
-    if let Some(line) = crate::settings::upload_summary(&producer) {
+    if let Some(line) = crate::settings::upload_summary(producer) {
         crate::say!("kpl put: metrics {line}");
     }
     let at = reading.position.map_or_else(
         || "before the first line".to_owned(),
         |(s, n)| format!("at {}:{n}", run.sources[s as usize]),
     );
-    let code: u8 = match (&stop, first_signal) {
+    let code: u8 = match (stop, first_signal) {
         (Some(Stop::Signal(n)), _) => {
             crate::say!(
                 "kpl put: stopped by {}; reading stopped {at}",
@@ -1137,9 +1179,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             crate::say!("kpl put: cannot write {}: {e}", path.display());
         }
     }
-    // The reader may be blocked on input that never ends: leave without it.
-    drop(rx);
-    Ok(ExitCode::from(code))
+    code
 }
 
 /// The transport and the producer the settings and flags describe.
