@@ -1304,17 +1304,18 @@ fn put_lines(
         .map(|(_, pk, data)| PutRecord::new(pk.clone(), data.clone()))
         .collect();
     while !records.is_empty() {
-        let (results, rest) = match producer.try_put_records_to(stream, records, &run.outcomes) {
-            Ok(r) => r,
-            Err(e) => {
-                // The whole hand-off refused (the producer shuts down).
-                let message = crate::bench::without_repeats(&e);
-                for (line, _, _) in std::mem::take(&mut queue) {
-                    run.invalid(&line, &message);
+        let kpl::Admitted { results, rest } =
+            match producer.try_put_records_to(stream, records, &run.outcomes) {
+                Ok(r) => r,
+                Err(e) => {
+                    // The whole hand-off refused (the producer shuts down).
+                    let message = crate::bench::without_repeats(&e);
+                    for (line, _, _) in std::mem::take(&mut queue) {
+                        run.invalid(&line, &message);
+                    }
+                    break;
                 }
-                break;
-            }
-        };
+            };
         for result in results {
             let Some((line, pk, data)) = queue.pop_front() else {
                 break;

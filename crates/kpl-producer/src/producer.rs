@@ -231,6 +231,33 @@ struct Inner {
     closed: AtomicBool,
 }
 
+/// What a put of many records that does not wait let in
+/// ([`Producer::try_put_records`], [`Producer::try_put_records_to`], and the same on
+/// [`SyncProducer`](crate::SyncProducer)).
+#[derive(Debug)]
+pub struct Admitted<T> {
+    /// One per record taken, in order: its handle (a [`RecordFuture`] or a
+    /// [`RecordId`]), or why that record was refused.
+    pub results: Vec<Result<T, PutError>>,
+    /// The records from the first that did not fit on, untouched (empty when every
+    /// record was taken): put them again once there is room
+    /// ([`Producer::wait_for_room`]).
+    pub rest: Vec<PutRecord>,
+}
+
+/// What [`Producer::prepare`] gives: each record's result, and the rest when it was
+/// not to wait and room ran out.
+type Prepared = (Vec<Result<RecordFuture, PutError>>, Option<Vec<PutRecord>>);
+
+/// What [`Producer::admit`] took in: the stream, each record's result, the rest
+/// when room ran out, and the records admitted (not handed to the pipeline yet).
+struct Admission<T> {
+    stream_id: StreamId,
+    results: Vec<Result<T, PutError>>,
+    rest: Option<Vec<PutRecord>>,
+    recs: Vec<Rec>,
+}
+
 /// The producer: put user records, get each one's outcome.
 ///
 /// Records are aggregated per predicted shard, rate-limited per shard, collected into
@@ -468,14 +495,14 @@ impl Producer {
     ///
     /// ```
     /// # use std::sync::Arc;
-    /// # use kpl_producer::{Config, Producer, PutRecord};
+    /// # use kpl_producer::{Admitted, Config, Producer, PutRecord};
     /// # async fn example(producer: Producer) -> Result<(), kpl_producer::PutError> {
     /// let mut records: Vec<PutRecord> = (0..10_000)
     ///     .map(|i| PutRecord::new(format!("key-{i}"), vec![0u8; 100]))
     ///     .collect();
     /// while !records.is_empty() {
-    ///     let (admitted, rest) = producer.try_put_records("my-stream", records)?;
-    ///     for result in admitted {
+    ///     let Admitted { results, rest } = producer.try_put_records("my-stream", records)?;
+    ///     for result in results {
     ///         let _future = result?; // keep it to learn the outcome
     ///     }
     ///     if let Some(first) = rest.first() {
@@ -486,14 +513,16 @@ impl Producer {
     /// # Ok(())
     /// # }
     /// ```
-    #[allow(clippy::type_complexity)]
     pub fn try_put_records(
         &self,
         stream: &str,
         records: Vec<PutRecord>,
-    ) -> Result<(Vec<Result<RecordFuture, PutError>>, Vec<PutRecord>), PutError> {
-        let (ready, rest) = self.prepare(stream, records, true)?;
-        Ok((ready, rest.unwrap_or_default()))
+    ) -> Result<Admitted<RecordFuture>, PutError> {
+        let (results, rest) = self.prepare(stream, records, true)?;
+        Ok(Admitted {
+            results,
+            rest: rest.unwrap_or_default(),
+        })
     }
 
     /// Like [`try_put_records`](Self::try_put_records), but the outcomes go to
@@ -503,22 +532,24 @@ impl Producer {
     /// the records from the first that did not fit on, untouched.
     ///
     /// See [`Outcomes`] for an example.
-    #[allow(clippy::type_complexity)]
     pub fn try_put_records_to(
         &self,
         stream: &str,
         records: Vec<PutRecord>,
         outcomes: &Outcomes,
-    ) -> Result<(Vec<Result<RecordId, PutError>>, Vec<PutRecord>), PutError> {
-        let (stream_id, ids, rest, recs) = self.admit(stream, records, true, |id, _| {
+    ) -> Result<Admitted<RecordId>, PutError> {
+        let admission = self.admit(stream, records, true, |id, _| {
             (outcomes.completer(id), RecordId(id))
         })?;
-        if !recs.is_empty() {
+        if !admission.recs.is_empty() {
             // Counted before any of them can settle.
-            outcomes.admitted(recs.len());
-            self.send(&stream_id, Command::Put(recs));
+            outcomes.admitted(admission.recs.len());
+            self.send(&admission.stream_id, Command::Put(admission.recs));
         }
-        Ok((ids, rest.unwrap_or_default()))
+        Ok(Admitted {
+            results: admission.results,
+            rest: admission.rest.unwrap_or_default(),
+        })
     }
 
     /// Waits until a record of `bytes` (data and partition key) would be let into
@@ -567,39 +598,29 @@ impl Producer {
 
     /// Validates and admits as many records as there is room for; returns the results
     /// of those, and the rest when `wait` and room ran out.
-    #[allow(clippy::type_complexity)]
     fn prepare(
         &self,
         stream: &str,
         records: Vec<PutRecord>,
         wait: bool,
-    ) -> Result<(Vec<Result<RecordFuture, PutError>>, Option<Vec<PutRecord>>), PutError> {
-        let (stream_id, results, rest, recs) = self.admit(stream, records, wait, pair)?;
-        if !recs.is_empty() {
-            self.send(&stream_id, Command::Put(recs));
+    ) -> Result<Prepared, PutError> {
+        let admission = self.admit(stream, records, wait, pair)?;
+        if !admission.recs.is_empty() {
+            self.send(&admission.stream_id, Command::Put(admission.recs));
         }
-        Ok((results, rest))
+        Ok((admission.results, admission.rest))
     }
 
     /// Validates and admits as many records as there is room for, each with the
     /// completer and handle `issue` makes of its id; returns their results, the rest
     /// when `wait` and room ran out, and the admitted records, not sent yet.
-    #[allow(clippy::type_complexity)]
     fn admit<T>(
         &self,
         stream: &str,
         records: Vec<PutRecord>,
         wait: bool,
         mut issue: impl FnMut(u64, Instant) -> (Completer, T),
-    ) -> Result<
-        (
-            StreamId,
-            Vec<Result<T, PutError>>,
-            Option<Vec<PutRecord>>,
-            Vec<Rec>,
-        ),
-        PutError,
-    > {
+    ) -> Result<Admission<T>, PutError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(PutError::shutting_down());
         }
@@ -708,7 +729,12 @@ impl Producer {
             // Handed to the pipeline by the caller right after this.
             m.ingesting += recs.len();
         }
-        Ok((stream_id, results, rest, recs))
+        Ok(Admission {
+            stream_id,
+            results,
+            rest,
+            recs,
+        })
     }
 
     fn send(&self, stream: &StreamId, command: Command) {

@@ -499,9 +499,9 @@ pub struct RecordId(pub u64);
 ///
 /// let outcomes = Outcomes::new();
 /// let records = vec![PutRecord::new("key", b"data".to_vec())];
-/// let (ids, rest) = producer.try_put_records_to("my-stream", records, &outcomes)?;
-/// assert!(rest.is_empty());
-/// let id = ids[0].clone()?;
+/// let admitted = producer.try_put_records_to("my-stream", records, &outcomes)?;
+/// assert!(admitted.rest.is_empty());
+/// let id = admitted.results[0].clone()?;
 /// while outcomes.pending() > 0 {
 ///     for (done, result) in outcomes.next().await {
 ///         assert_eq!(done, id);

@@ -9,7 +9,7 @@ use kpl_transport::Transport;
 use crate::config::Config;
 use crate::events::EventSink;
 use crate::metrics::{Metric, MetricName};
-use crate::producer::{Producer, PutError, PutRecord};
+use crate::producer::{Admitted, Producer, PutError, PutRecord};
 use crate::result::{Outcomes, RecordFuture, RecordId};
 use crate::upload::{MetricsUploader, UploadStats};
 
@@ -212,25 +212,23 @@ impl SyncProducer {
     /// [`Producer::try_put_records`] does: their results, and the records from the
     /// first that did not fit on (with [`wait_for_room`](Self::wait_for_room), a
     /// [`put_records`](Self::put_records) in steps).
-    #[allow(clippy::type_complexity)]
     pub fn try_put_records(
         &self,
         stream: &str,
         records: Vec<PutRecord>,
-    ) -> Result<(Vec<Result<RecordFuture, PutError>>, Vec<PutRecord>), PutError> {
+    ) -> Result<Admitted<RecordFuture>, PutError> {
         self.producer().try_put_records(stream, records)
     }
 
     /// Like [`try_put_records`](Self::try_put_records), with the outcomes going to
     /// `outcomes` (wait for them with [`Outcomes::wait`]), as
     /// [`Producer::try_put_records_to`] does.
-    #[allow(clippy::type_complexity)]
     pub fn try_put_records_to(
         &self,
         stream: &str,
         records: Vec<PutRecord>,
         outcomes: &Outcomes,
-    ) -> Result<(Vec<Result<RecordId, PutError>>, Vec<PutRecord>), PutError> {
+    ) -> Result<Admitted<RecordId>, PutError> {
         self.producer()
             .try_put_records_to(stream, records, outcomes)
     }

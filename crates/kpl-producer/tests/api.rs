@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kpl_producer::{
-    Config, ErrorCode, Event, EventSink, Outcomes, Producer, PutRecord, RecordId, SyncProducer,
+    Admitted, Config, ErrorCode, Event, EventSink, Outcomes, Producer, PutRecord, RecordId,
+    SyncProducer,
 };
 use kpl_runtime::{Simulation, Timer};
 use kpl_sim::Simulator;
@@ -300,7 +301,7 @@ fn outcomes_in_batches_settle_each_record_once() {
                 .collect();
             // One invalid record: an error for it, the others go on.
             records.push(PutRecord::new("", vec![1u8]));
-            let (ids, rest) = p2.try_put_records_to("a", records, &o2).unwrap();
+            let Admitted { results: ids, rest } = p2.try_put_records_to("a", records, &o2).unwrap();
             assert!(rest.is_empty());
             assert!(ids[1_000].is_err());
             let ids: Vec<RecordId> = ids.into_iter().take(1_000).map(Result::unwrap).collect();
@@ -340,7 +341,7 @@ fn outcomes_of_records_held_at_shutdown_or_drop_still_come() {
         let records = (0..10)
             .map(|i| PutRecord::new(format!("k{i}"), vec![1u8]))
             .collect();
-        let (ids, _) = p2.try_put_records_to("a", records, &o2).unwrap();
+        let Admitted { results: ids, .. } = p2.try_put_records_to("a", records, &o2).unwrap();
         assert_eq!(ids.len(), 10);
         // Shut down: what is held fails as shut down, through the queue.
         assert_eq!(p2.shutdown(Duration::ZERO).await, 10);
@@ -359,7 +360,7 @@ fn outcomes_of_records_held_at_shutdown_or_drop_still_come() {
     let (sim, p) = holding_producer();
     let (l2, p2) = (later.clone(), p.clone());
     sim.block_on(async move {
-        let (ids, _) = p2
+        let Admitted { results: ids, .. } = p2
             .try_put_records_to("a", vec![PutRecord::new("k", vec![1u8])], &l2)
             .unwrap();
         assert_eq!(ids.len(), 1);
@@ -382,7 +383,7 @@ fn a_caller_that_can_wait_waits_while_the_pipeline_takes_records_in() {
     let records: Vec<PutRecord> = (0..20_000)
         .map(|i| PutRecord::new(format!("key-{i}"), vec![7u8; 20]))
         .collect();
-    let (ids, rest) = p.try_put_records_to("a", records, &outcomes).unwrap();
+    let Admitted { results: ids, rest } = p.try_put_records_to("a", records, &outcomes).unwrap();
     assert_eq!(ids.len(), 16_384, "at most 16,384 not taken in");
     assert_eq!(
         rest.len(),
@@ -391,7 +392,10 @@ fn a_caller_that_can_wait_waits_while_the_pipeline_takes_records_in() {
     );
     assert_eq!(rest[0].partition_key, "key-16384");
     // Another stream is not held up by this one's pipeline.
-    let (other, none) = p
+    let Admitted {
+        results: other,
+        rest: none,
+    } = p
         .try_put_records_to("b", vec![PutRecord::new("k", vec![1u8])], &outcomes)
         .unwrap();
     assert_eq!((other.len(), none.len()), (1, 0));
@@ -400,7 +404,7 @@ fn a_caller_that_can_wait_waits_while_the_pipeline_takes_records_in() {
         .block_on(async move {
             // Room comes back once the pipeline took records in.
             p2.wait_for_room("a", rest[0].size()).await;
-            let (ids, rest) = p2.try_put_records_to("a", rest, &o2).unwrap();
+            let Admitted { results: ids, rest } = p2.try_put_records_to("a", rest, &o2).unwrap();
             assert!(rest.is_empty());
             p2.flush().await;
             ids.len()

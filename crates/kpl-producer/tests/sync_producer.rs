@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kpl_producer::{
-    Config, ErrorCode, MetricName, MetricsBatch, MetricsLevel, MetricsUploader, Outcomes,
+    Admitted, Config, ErrorCode, MetricName, MetricsBatch, MetricsLevel, MetricsUploader, Outcomes,
     PutRecord, SyncProducer, UploadFuture, UploadStats,
 };
 use kpl_runtime::{Timer, TokioTimer};
@@ -93,7 +93,10 @@ fn try_put_records_admits_what_fits_and_hands_back_the_rest() {
         .build()
         .unwrap();
     let producer = SyncProducer::new(config, Arc::new(kinesis.clone())).unwrap();
-    let (admitted, rest) = producer.try_put_records("a", records("k", 25)).unwrap();
+    let Admitted {
+        results: admitted,
+        rest,
+    } = producer.try_put_records("a", records("k", 25)).unwrap();
     assert_eq!(admitted.len(), 10);
     assert_eq!(rest.len(), 15);
     assert_eq!(rest[0].partition_key, "k10", "the rest untouched, in order");
@@ -103,7 +106,10 @@ fn try_put_records_admits_what_fits_and_hands_back_the_rest() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !rest.is_empty() && Instant::now() < deadline {
         producer.wait_for_room("a", rest[0].size());
-        let (more, left) = producer.try_put_records("a", rest).unwrap();
+        let Admitted {
+            results: more,
+            rest: left,
+        } = producer.try_put_records("a", rest).unwrap();
         futures.extend(more.into_iter().map(Result::unwrap));
         rest = left;
     }
@@ -121,7 +127,7 @@ fn try_put_records_to_delivers_outcomes_to_the_queue() {
     let kinesis = kinesis();
     let producer = SyncProducer::new(Config::default(), Arc::new(kinesis.clone())).unwrap();
     let outcomes = Outcomes::new();
-    let (ids, rest) = producer
+    let Admitted { results: ids, rest } = producer
         .try_put_records_to("a", records("k", 100), &outcomes)
         .unwrap();
     assert!(rest.is_empty());

@@ -71,11 +71,11 @@
 #![warn(missing_docs)]
 
 pub use kpl_producer::{
-    Attempt, AttemptError, Attempts, Config, ConfigBuilder, ConfigError, ErrorCode, Event,
-    EventSink, IgnoredKey, Metric, MetricName, MetricsBatch, MetricsGranularity, MetricsLevel,
-    MetricsRecorder, MetricsUploader, OutcomeBatch, Outcomes, Producer, ProducerBuilder,
-    ProxySettings, PutError, PutErrorKind, PutRecord, RecordFuture, RecordId, RecordResult,
-    Summary, UploadError, UploadFuture, UploadStats, codes,
+    Admitted, Attempt, AttemptError, Attempts, Config, ConfigBuilder, ConfigError, ErrorCode,
+    Event, EventSink, IgnoredKey, Metric, MetricName, MetricsBatch, MetricsGranularity,
+    MetricsLevel, MetricsRecorder, MetricsUploader, OutcomeBatch, Outcomes, Producer,
+    ProducerBuilder, ProxySettings, PutError, PutErrorKind, PutRecord, RecordFuture, RecordId,
+    RecordResult, Summary, UploadError, UploadFuture, UploadStats, codes,
 };
 
 #[cfg(feature = "tokio")]

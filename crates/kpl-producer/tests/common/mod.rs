@@ -164,7 +164,10 @@ fn load(
                 let mut records = vec![PutRecord::new(partition_key.clone(), data.clone())];
                 loop {
                     match producer.try_put_records_to(STREAM, records, &queued.outcomes) {
-                        Ok((mut ids, rest)) => {
+                        Ok(kpl_producer::Admitted {
+                            results: mut ids,
+                            rest,
+                        }) => {
                             if let Some(id) = ids.pop() {
                                 break ids_source(id, &queued, i);
                             }
