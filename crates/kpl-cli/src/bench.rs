@@ -1,6 +1,6 @@
 //! `kpl bench`: synthetic records through the whole producer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -355,85 +355,214 @@ fn capacity_used(stored: &[kpl::sim::StoredRecord], shards: usize) -> Option<[f6
     ])
 }
 
+/// Runs the bench: settings and the MD5 floor, the producer and its peer, the
+/// records, the timed put loop, the exactly-once check, then the report.
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let config = settings(args)?;
+    // Before anything else runs: no other thread of ours is busy yet.
+    let floor = measure_md5_floor();
+    let bench = Harness::build(args, &config)?;
+    let records = Records::new(args);
+    let per_record = records.encoded_bytes_per_record(bench.sim.as_ref(), &config)?;
+    let made = records.made_before_the_clock(args.generate_while_putting);
+    let checking = bench.sim.is_some() && !args.no_check && !args.acknowledge_only;
+    let (cpu0, _) = cpu_and_peak_memory();
+    let started = Instant::now();
+    let mut tally = Tally::new(if checking { args.records } else { 0 });
+    let (held_records, held_memory) = bench
+        .runtime
+        .block_on(put_all(args, &bench, &records, made, started, &mut tally))?;
+    let elapsed = started.elapsed();
+    let (cpu1, peak) = cpu_and_peak_memory();
+    let cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let check = match bench.sim.as_ref().filter(|_| checking) {
+        Some(sim) => check_exactly_once(args, sim, &tally.outcome)?,
+        None => Check::default(),
+    };
+    let report = Report {
+        args,
+        config: &config,
+        sim: bench.sim.as_ref(),
+        floor,
+        per_record,
+        secs: elapsed.as_secs_f64().max(1e-9),
+        cpu,
+        peak,
+        held_records,
+        held_memory,
+        tally: &tally,
+        check: &check,
+        metric_lines: crate::settings::metrics_summary(&bench.producer),
+    };
+    let mut out = io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", report.json())?;
+    } else {
+        report.text(&mut out)?;
+    }
+    bench
+        .runtime
+        .block_on(bench.producer.shutdown(Duration::from_secs(5)));
+    if let Some(line) = crate::settings::upload_summary(&bench.producer) {
+        writeln!(out, "  metrics      {line}")?;
+    }
+    Ok(if check.verdict == Some(false) || tally.failures > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The producer's settings from the flags, with its own per-shard limiter out of
+/// the way when the producer is measured alone; refuses zero records or shards.
+fn settings(args: &Args) -> anyhow::Result<kpl::Config> {
     let mut config = args.producer.config()?;
     if (args.no_limits || args.acknowledge_only) && args.endpoint.is_none() {
         // Measuring the producer alone: its own per-shard limiter must not be the
         // bound either.
         config = crate::settings::with_rate_limit(&config, 1_000_000)?;
     }
-    let Rate(rate) = args.rate;
     anyhow::ensure!(args.records > 0, "--records must be at least 1");
     anyhow::ensure!(args.shards > 0, "--shards must be at least 1");
-    // Before anything else runs: no other thread of ours is busy yet.
-    let floor = measure_md5_floor();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    let (transport, sim, stream): (Arc<dyn Transport>, Option<Simulator>, String) =
-        match &args.endpoint {
-            Some(url) => {
-                let t = runtime.block_on(
-                    AwsTransport::builder()
-                        .endpoint_url(url)
-                        .region(config.region().unwrap_or_else(|| "us-east-1".into()))
-                        .static_credentials("bench", "bench")
-                        .max_connections(config.max_connections())
-                        .build(),
-                )?;
-                (Arc::new(t), None, args.stream.clone().unwrap_or_default())
+    Ok(config)
+}
+
+/// What the records are put through: a runtime, the producer, its stream, and
+/// the embedded simulator when there is no endpoint.
+struct Harness {
+    runtime: tokio::runtime::Runtime,
+    sim: Option<Simulator>,
+    stream: String,
+    producer: Producer,
+}
+
+impl Harness {
+    /// Builds the runtime (one worker), the transport to the endpoint or an
+    /// embedded simulator with the bench's stream, the CloudWatch uploader when
+    /// asked for, and the producer over them.
+    fn build(args: &Args, config: &kpl::Config) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let (transport, sim, stream): (Arc<dyn Transport>, Option<Simulator>, String) =
+            match &args.endpoint {
+                Some(url) => {
+                    let t = runtime.block_on(
+                        AwsTransport::builder()
+                            .endpoint_url(url)
+                            .region(config.region().unwrap_or_else(|| "us-east-1".into()))
+                            .static_credentials("bench", "bench")
+                            .max_connections(config.max_connections())
+                            .build(),
+                    )?;
+                    (Arc::new(t), None, args.stream.clone().unwrap_or_default())
+                }
+                None => {
+                    let timer: Arc<dyn Timer> = Arc::new(TokioTimer);
+                    let sim = Simulator::new(timer, 1);
+                    sim.create_stream("bench", args.shards)?;
+                    sim.set_limits(!args.no_limits);
+                    sim.set_acknowledge_only(args.acknowledge_only);
+                    (Arc::new(sim.clone()), Some(sim), "bench".into())
+                }
+            };
+        // Metrics go to CloudWatch only when asked (--metrics-endpoint): a bench's
+        // figures are not an account's by default.
+        let uploader = match config.cloudwatch_endpoint() {
+            Some(_) => {
+                let settings = AwsTransport::builder()
+                    .region(config.region().unwrap_or_else(|| "us-east-1".into()));
+                runtime.block_on(crate::settings::cloudwatch_uploader(config, settings))?
             }
-            None => {
-                let timer: Arc<dyn Timer> = Arc::new(TokioTimer);
-                let sim = Simulator::new(timer, 1);
-                sim.create_stream("bench", args.shards)?;
-                sim.set_limits(!args.no_limits);
-                sim.set_acknowledge_only(args.acknowledge_only);
-                (Arc::new(sim.clone()), Some(sim), "bench".into())
-            }
+            None => None,
         };
-    // Metrics go to CloudWatch only when asked (--metrics-endpoint): a bench's
-    // figures are not an account's by default.
-    let uploader = match config.cloudwatch_endpoint() {
-        Some(_) => {
-            let settings = AwsTransport::builder()
-                .region(config.region().unwrap_or_else(|| "us-east-1".into()));
-            runtime.block_on(crate::settings::cloudwatch_uploader(&config, settings))?
+        let producer = {
+            let _guard = runtime.enter();
+            let mut producer = Producer::builder(config.clone(), transport);
+            if let Some(uploader) = uploader {
+                producer = producer.metrics_uploader(uploader);
+            }
+            producer.build(Runtime::tokio())
+        };
+        Ok(Self {
+            runtime,
+            sim,
+            stream,
+            producer,
+        })
+    }
+}
+
+/// Records made in chunks of this many, and put a chunk at a time.
+const CHUNK: usize = 1_000;
+
+/// The bench's synthetic records: record `j` is its number (8 bytes, little
+/// endian) then dots up to `--size`, under a partition key drawn from
+/// `j % --key-space`.
+struct Records {
+    records: usize,
+    size: usize,
+    key_space: u64,
+    filler: Vec<u8>,
+}
+
+impl Records {
+    /// The records `args` asks for.
+    fn new(args: &Args) -> Self {
+        Self {
+            records: args.records,
+            size: args.size,
+            key_space: args.key_space.unwrap_or(args.records as u64).max(1),
+            filler: vec![b'.'; args.size.saturating_sub(8)],
         }
-        None => None,
-    };
-    let producer = {
-        let _guard = runtime.enter();
-        let mut producer = Producer::builder(config.clone(), transport);
-        if let Some(uploader) = uploader {
-            producer = producer.metrics_uploader(uploader);
-        }
-        producer.build(Runtime::tokio())
-    };
-    let key_space = args.key_space.unwrap_or(args.records as u64).max(1);
-    let filler = vec![b'.'; args.size.saturating_sub(8)];
-    // The records are made before the clock starts, so the figures are the
-    // producer's (and the embedded simulator's), not the generator's.
-    const CHUNK: usize = 1_000;
-    let make_record = |j: usize| {
-        let mut data = Vec::with_capacity(args.size.max(8));
+    }
+
+    /// Record number `j`.
+    fn record(&self, j: usize) -> PutRecord {
+        let mut data = Vec::with_capacity(self.size.max(8));
         data.extend_from_slice(&(j as u64).to_le_bytes());
-        data.extend_from_slice(&filler);
-        let key = SplitMix64::new(j as u64 % key_space).next_u64();
+        data.extend_from_slice(&self.filler);
+        let key = SplitMix64::new(j as u64 % self.key_space).next_u64();
         PutRecord::new(format!("{key:016x}"), Bytes::from(data))
-    };
-    let make_chunk = |from: usize| -> Vec<PutRecord> {
-        (from..(from + CHUNK).min(args.records))
-            .map(make_record)
+    }
+
+    /// The chunk of records from number `from`.
+    fn chunk(&self, from: usize) -> Vec<PutRecord> {
+        (from..(from + CHUNK).min(self.records))
+            .map(|j| self.record(j))
             .collect()
-    };
-    let per_record = {
-        let sample: Vec<PutRecord> = (0..args.records.min(SIZE_SAMPLE))
-            .take_while(|&j| j.saturating_mul(args.size) < SAMPLE_BYTES)
-            .map(make_record)
+    }
+
+    /// Every chunk, made before the clock starts so the figures are the
+    /// producer's (and the embedded simulator's), not the generator's; none when
+    /// they are made while putting.
+    fn made_before_the_clock(&self, while_putting: bool) -> VecDeque<Vec<PutRecord>> {
+        if while_putting {
+            Default::default()
+        } else {
+            (0..self.records)
+                .step_by(CHUNK)
+                .map(|from| self.chunk(from))
+                .collect()
+        }
+    }
+
+    /// Encoded bytes per record of the run's first records, aggregated over the
+    /// embedded stream's shards as the producer would (what the MD5 floor divides).
+    fn encoded_bytes_per_record(
+        &self,
+        sim: Option<&Simulator>,
+        config: &kpl::Config,
+    ) -> anyhow::Result<f64> {
+        let sample: Vec<PutRecord> = (0..self.records.min(SIZE_SAMPLE))
+            .take_while(|&j| j.saturating_mul(self.size) < SAMPLE_BYTES)
+            .map(|j| self.record(j))
             .collect();
-        let ranges: Vec<(HashKey, HashKey)> = match &sim {
+        let ranges: Vec<(HashKey, HashKey)> = match sim {
             Some(sim) => sim
                 .shards("bench")?
                 .into_iter()
@@ -447,39 +576,52 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 usize::try_from(config.aggregation_max_count()).unwrap_or(usize::MAX),
             )
         });
-        encoded_bytes_per_record(&sample, &ranges, limits)
-    };
-    let floor_records = floor.bytes_per_second / per_record;
-    let mut made: std::collections::VecDeque<Vec<PutRecord>> = if args.generate_while_putting {
-        Default::default()
-    } else {
-        (0..args.records).step_by(CHUNK).map(make_chunk).collect()
-    };
-    let checking = sim.is_some() && !args.no_check && !args.acknowledge_only;
-    let (cpu0, _) = cpu_and_peak_memory();
-    let started = Instant::now();
-    // Outcomes are read as they come (the bench holds no more records than the
-    // producer does): counted, their put-to-outcome latencies in a histogram of fixed
-    // size, and, when the records are checked, each record's outcome (a byte).
-    let mut outcome = vec![Outcome::None; if checking { args.records } else { 0 }];
-    let mut latencies = Latencies::new();
-    let (mut failures, mut retries) = (0usize, 0usize);
-    // Outcomes that say an attempt without an answer may have stored the record.
-    let (mut possibly_twice, mut failed_possibly_stored) = (0usize, 0usize);
-    let mut take = |id: usize, r: kpl::RecordResult| {
-        retries += r.attempts.len().saturating_sub(1);
+        Ok(encoded_bytes_per_record(&sample, &ranges, limits))
+    }
+}
+
+/// The outcomes, read as they come (the bench holds no more records than the
+/// producer does): counted, their put-to-outcome latencies in a histogram of fixed
+/// size, and, when the records are checked, each record's outcome (a byte).
+struct Tally {
+    outcome: Vec<Outcome>,
+    latencies: Latencies,
+    failures: usize,
+    retries: usize,
+    /// Acknowledged after an attempt without an answer that may have stored it.
+    possibly_twice: usize,
+    /// Failed after an attempt without an answer that may have stored it.
+    failed_possibly_stored: usize,
+}
+
+impl Tally {
+    /// A tally keeping the outcomes of `checked` records.
+    fn new(checked: usize) -> Self {
+        Self {
+            outcome: vec![Outcome::None; checked],
+            latencies: Latencies::new(),
+            failures: 0,
+            retries: 0,
+            possibly_twice: 0,
+            failed_possibly_stored: 0,
+        }
+    }
+
+    /// Counts the outcome of record number `id`.
+    fn take(&mut self, id: usize, r: kpl::RecordResult) {
+        self.retries += r.attempts.len().saturating_sub(1);
         let this = if r.is_success() {
-            possibly_twice += usize::from(r.may_be_duplicated());
+            self.possibly_twice += usize::from(r.may_be_duplicated());
             Outcome::Succeeded
         } else if r.may_have_been_stored() {
-            failures += 1;
-            failed_possibly_stored += 1;
+            self.failures += 1;
+            self.failed_possibly_stored += 1;
             Outcome::FailedPossiblyStored
         } else {
-            failures += 1;
+            self.failures += 1;
             Outcome::Failed
         };
-        if let Some(o) = outcome.get_mut(id) {
+        if let Some(o) = self.outcome.get_mut(id) {
             *o = this;
         }
         if let (Some(first), Some(last)) = (r.attempts.first(), r.attempts.last()) {
@@ -487,197 +629,286 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 .started
                 .checked_sub(first.delay)
                 .unwrap_or(first.started);
-            latencies.record((last.started + last.duration).saturating_duration_since(arrival));
+            self.latencies
+                .record((last.started + last.duration).saturating_duration_since(arrival));
         }
-    };
-    let held = runtime.block_on(async {
-        let mut pending: std::collections::VecDeque<(usize, RecordFuture)> = Default::default();
-        let outcomes = Outcomes::new();
-        // The producer numbers the records it admits one after another, and only
-        // this loop puts: record number = id − the first id.
-        let mut first_id: Option<u64> = None;
-        let number = |first: Option<u64>, id: RecordId| (id.0 - first.unwrap_or(id.0)) as usize;
-        // Records put so far (record i is the next).
-        let mut i = 0;
-        for from in (0..args.records).step_by(CHUNK) {
-            let mut chunk = made.pop_front().unwrap_or_else(|| make_chunk(from));
-            while !chunk.is_empty() {
-                // At a rate: the records due by now, at least the next one (waited
-                // for), so the offered load follows the rate however low it is.
-                let mut batch = match rate {
-                    Some(rate) => {
-                        tokio::time::sleep_until(due(started, i, rate).into()).await;
-                        let due_now = (started.elapsed().as_secs_f64() * rate) as usize + 1;
-                        let rest = chunk.split_off(due_now.saturating_sub(i).clamp(1, chunk.len()));
-                        std::mem::replace(&mut chunk, rest)
-                    }
-                    None => std::mem::take(&mut chunk),
-                };
-                if args.futures {
-                    for r in producer
-                        .put_records(&stream, batch)
-                        .await
-                        .map_err(one_line)?
-                    {
-                        pending.push_back((i, r.map_err(one_line)?));
-                        i += 1;
-                    }
-                    while pending.front().is_some_and(|(_, f)| f.is_resolved()) {
-                        let (id, f) = pending.pop_front().expect("front exists");
-                        take(id, f.await);
-                    }
-                    continue;
-                }
-                while !batch.is_empty() {
-                    let (ids, rest) = producer
-                        .try_put_records_to(&stream, batch, &outcomes)
-                        .map_err(one_line)?;
-                    for id in ids {
-                        let id = id.map_err(one_line)?;
-                        let first = *first_id.get_or_insert(id.0);
-                        anyhow::ensure!(number(Some(first), id) == i, "record ids not contiguous");
-                        i += 1;
-                    }
-                    for (id, r) in outcomes.take() {
-                        take(number(first_id, id), r);
-                    }
-                    if let Some(first) = rest.first() {
-                        producer.wait_for_room(&stream, first.size()).await;
-                    }
-                    batch = rest;
-                }
-            }
-        }
-        // Memory while the records are still outstanding (before any is read back).
-        let held = (producer.outstanding_records(), resident_memory());
-        producer.flush().await;
-        for (id, f) in pending {
-            take(id, f.await);
-        }
-        while outcomes.pending() > 0 {
-            for (id, r) in outcomes.next().await {
-                take(number(first_id, id), r);
-            }
-        }
-        Ok::<_, anyhow::Error>(held)
-    })?;
-    let (held_records, held_memory) = held;
-    let elapsed = started.elapsed();
-    let (cpu1, peak) = cpu_and_peak_memory();
-    let cpu = match (cpu0, cpu1) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
-    let user_records = args.records as f64;
-    let secs = elapsed.as_secs_f64().max(1e-9);
+    }
+}
 
-    // Embedded: every record exactly once, as a consumer sees it.
-    let mut verdict = None;
-    // Failed records that arrived all the same (their outcomes said they might).
-    let mut failed_arrived = 0usize;
-    let (mut kinesis_records, mut requests) = (0usize, 0u64);
-    // With limits on: how much of the stream's capacity the run used, from the first
-    // store to the last ([bytes, records] as shares of the shards' limits).
-    let mut capacity: Option<[f64; 2]> = None;
-    if let Some(sim) = sim.as_ref().filter(|_| checking) {
-        let stored = sim.records("bench")?;
-        kinesis_records = stored.len();
-        requests = sim.put_requests();
-        if !args.no_limits {
-            capacity = capacity_used(&stored, args.shards);
-        }
-        let ranges: HashMap<String, _> = sim
-            .shards("bench")?
-            .into_iter()
-            .map(|s| (s.shard_id, (s.starting_hash_key, s.ending_hash_key)))
-            .collect();
-        let mut seen = vec![0u32; args.records];
-        for rec in &stored {
-            let ehk = rec.explicit_hash_key.map(|k| k.to_string());
-            let (start, end) = ranges[&rec.shard_id];
-            for u in deaggregate(&rec.partition_key, ehk.as_deref(), &rec.data)? {
-                let k = u.hash_key()?;
-                if k < start || k > end {
-                    continue;
+/// The timed part: puts every record (made chunks first, else each chunk just
+/// before it is put), at `--rate` when one is given, taking outcomes as they come;
+/// then flushes and waits for every outcome. Returns the records outstanding and
+/// the resident memory after the last put.
+async fn put_all(
+    args: &Args,
+    bench: &Harness,
+    records: &Records,
+    mut made: VecDeque<Vec<PutRecord>>,
+    started: Instant,
+    tally: &mut Tally,
+) -> anyhow::Result<(usize, Option<u64>)> {
+    let Rate(rate) = args.rate;
+    let (producer, stream) = (&bench.producer, bench.stream.as_str());
+    let mut pending: VecDeque<(usize, RecordFuture)> = Default::default();
+    let outcomes = Outcomes::new();
+    // The producer numbers the records it admits one after another, and only
+    // this loop puts: record number = id − the first id.
+    let mut first_id: Option<u64> = None;
+    let number = |first: Option<u64>, id: RecordId| (id.0 - first.unwrap_or(id.0)) as usize;
+    // Records put so far (record i is the next).
+    let mut i = 0;
+    for from in (0..args.records).step_by(CHUNK) {
+        let mut chunk = made.pop_front().unwrap_or_else(|| records.chunk(from));
+        while !chunk.is_empty() {
+            // At a rate: the records due by now, at least the next one (waited
+            // for), so the offered load follows the rate however low it is.
+            let mut batch = match rate {
+                Some(rate) => {
+                    tokio::time::sleep_until(due(started, i, rate).into()).await;
+                    let due_now = (started.elapsed().as_secs_f64() * rate) as usize + 1;
+                    let rest = chunk.split_off(due_now.saturating_sub(i).clamp(1, chunk.len()));
+                    std::mem::replace(&mut chunk, rest)
                 }
-                let mut id = [0u8; 8];
-                id.copy_from_slice(&u.data[..8]);
-                let id = u64::from_le_bytes(id) as usize;
-                seen[id] += 1;
+                None => std::mem::take(&mut chunk),
+            };
+            if args.futures {
+                for r in producer
+                    .put_records(stream, batch)
+                    .await
+                    .map_err(one_line)?
+                {
+                    pending.push_back((i, r.map_err(one_line)?));
+                    i += 1;
+                }
+                while pending.front().is_some_and(|(_, f)| f.is_resolved()) {
+                    let (id, f) = pending.pop_front().expect("front exists");
+                    tally.take(id, f.await);
+                }
+                continue;
+            }
+            while !batch.is_empty() {
+                let kpl::Admitted { results: ids, rest } = producer
+                    .try_put_records_to(stream, batch, &outcomes)
+                    .map_err(one_line)?;
+                for id in ids {
+                    let id = id.map_err(one_line)?;
+                    let first = *first_id.get_or_insert(id.0);
+                    anyhow::ensure!(number(Some(first), id) == i, "record ids not contiguous");
+                    i += 1;
+                }
+                for (id, r) in outcomes.take() {
+                    tally.take(number(first_id, id), r);
+                }
+                if let Some(first) = rest.first() {
+                    producer.wait_for_room(stream, first.size()).await;
+                }
+                batch = rest;
             }
         }
-        // Acknowledged: exactly once. Failed: never, or at most once where the
-        // outcome said it may have been stored.
-        let mut ok = true;
-        for (&n, &o) in seen.iter().zip(&outcome) {
-            ok &= match o {
-                Outcome::Succeeded => n == 1,
-                Outcome::FailedPossiblyStored => n <= 1,
-                Outcome::Failed | Outcome::None => n == 0,
-            };
-            failed_arrived += usize::from(o == Outcome::FailedPossiblyStored && n == 1);
+    }
+    // Memory while the records are still outstanding (before any is read back).
+    let held = (producer.outstanding_records(), resident_memory());
+    producer.flush().await;
+    for (id, f) in pending {
+        tally.take(id, f.await);
+    }
+    while outcomes.pending() > 0 {
+        for (id, r) in outcomes.next().await {
+            tally.take(number(first_id, id), r);
         }
-        verdict = Some(ok);
+    }
+    Ok(held)
+}
+
+/// What the exactly-once check found in the embedded stream.
+#[derive(Default)]
+struct Check {
+    /// Whether every record arrived as its outcome says; `None` unchecked.
+    verdict: Option<bool>,
+    /// Failed records that arrived all the same (their outcomes said they might).
+    failed_arrived: usize,
+    /// Kinesis records stored.
+    kinesis_records: usize,
+    /// PutRecords requests the simulator answered.
+    requests: u64,
+    /// With limits on: how much of the stream's capacity the run used, from the
+    /// first store to the last ([bytes, records] as shares of the shards' limits).
+    capacity: Option<[f64; 2]>,
+}
+
+/// Embedded: reads the stream back as a consumer sees it (deaggregated, each user
+/// record in its shard's range) and checks every record against its outcome:
+/// acknowledged exactly once; failed never, or at most once where the outcome said
+/// it may have been stored.
+fn check_exactly_once(args: &Args, sim: &Simulator, outcome: &[Outcome]) -> anyhow::Result<Check> {
+    let stored = sim.records("bench")?;
+    let capacity = if args.no_limits {
+        None
+    } else {
+        capacity_used(&stored, args.shards)
+    };
+    let ranges: HashMap<String, _> = sim
+        .shards("bench")?
+        .into_iter()
+        .map(|s| (s.shard_id, (s.starting_hash_key, s.ending_hash_key)))
+        .collect();
+    let mut seen = vec![0u32; args.records];
+    for rec in &stored {
+        let ehk = rec.explicit_hash_key.map(|k| k.to_string());
+        let (start, end) = ranges[&rec.shard_id];
+        for u in deaggregate(&rec.partition_key, ehk.as_deref(), &rec.data)? {
+            let k = u.hash_key()?;
+            if k < start || k > end {
+                continue;
+            }
+            let mut id = [0u8; 8];
+            id.copy_from_slice(&u.data[..8]);
+            let id = u64::from_le_bytes(id) as usize;
+            seen[id] += 1;
+        }
+    }
+    let mut ok = true;
+    let mut failed_arrived = 0usize;
+    for (&n, &o) in seen.iter().zip(outcome) {
+        ok &= match o {
+            Outcome::Succeeded => n == 1,
+            Outcome::FailedPossiblyStored => n <= 1,
+            Outcome::Failed | Outcome::None => n == 0,
+        };
+        failed_arrived += usize::from(o == Outcome::FailedPossiblyStored && n == 1);
+    }
+    Ok(Check {
+        verdict: Some(ok),
+        failed_arrived,
+        kinesis_records: stored.len(),
+        requests: sim.put_requests(),
+        capacity,
+    })
+}
+
+/// A run's figures, to print as text or as one JSON line.
+struct Report<'a> {
+    args: &'a Args,
+    config: &'a kpl::Config,
+    /// The embedded simulator, when it was the peer.
+    sim: Option<&'a Simulator>,
+    floor: Md5Floor,
+    /// Encoded bytes per record (what the MD5 floor divides).
+    per_record: f64,
+    /// Seconds of the timed part.
+    secs: f64,
+    /// CPU seconds of the timed part, where the system says.
+    cpu: Option<f64>,
+    /// Peak memory of the process, in bytes.
+    peak: Option<u64>,
+    /// Records outstanding after the last put.
+    held_records: usize,
+    /// Resident memory after the last put, in bytes.
+    held_memory: Option<u64>,
+    tally: &'a Tally,
+    check: &'a Check,
+    metric_lines: Vec<String>,
+}
+
+impl Report<'_> {
+    /// Whether the peer was the embedded simulator.
+    fn embedded(&self) -> bool {
+        self.sim.is_some()
     }
 
-    // A per-record CPU figure only where the CPU time says something.
-    let measured_cpu = cpu.filter(|&c| c >= SHORTEST_CPU_TIME);
-    let share =
-        measured_cpu.map(|c| share_of_floor(user_records / c, floor.bytes_per_second, per_record));
-    let metric_lines = crate::settings::metrics_summary(&producer);
-    let mut out = io::stdout().lock();
-    let report = json!({
-        "mode": match (&sim, args.acknowledge_only) { (Some(_), true) => "embedded kpl-sim, acknowledge only", (Some(_), false) => "embedded kpl-sim", (None, _) => "endpoint" },
-        "records": args.records,
-        "size": args.size,
-        "shards": args.shards,
-        "limits": sim.is_some() && !args.no_limits,
-        "aggregation": config.aggregation_enabled(),
-        "seconds": secs,
-        "records_per_second": user_records / secs,
-        "mb_per_second": user_records * args.size as f64 / secs / 1e6,
-        "cpu_seconds": cpu,
-        "cpu_seconds_per_million": measured_cpu.map(|c| c / user_records * 1e6),
-        "records_per_cpu_second": measured_cpu.map(|c| user_records / c),
-        "records_per_cpu_second_of_md5_floor": share,
-        "encoded_bytes_per_record": per_record,
-        "md5_floor": {
-            "block_bytes": FLOOR_BLOCK,
-            "md5_bytes_per_second": floor.bytes_per_second,
-            "records_per_second": floor_records,
-            "measured_seconds": floor.measured,
-            "cpu_seconds": floor.whole,
-            "clock": if floor.thread_cpu { "thread CPU" } else { "wall" },
-        },
-        "latency_ms": {
-            "p50": latencies.percentile(0.5).as_secs_f64() * 1e3,
-            "p99": latencies.percentile(0.99).as_secs_f64() * 1e3,
-            "p99.9": latencies.percentile(0.999).as_secs_f64() * 1e3,
-        },
-        "user_records_per_kinesis_record": (sim.is_some() && kinesis_records > 0).then(|| user_records / kinesis_records as f64),
-        "user_records_per_request": (requests > 0).then(|| user_records / requests as f64),
-        "retries": retries,
-        "failures": failures,
-        "possibly_stored_twice": possibly_twice,
-        "failed_possibly_stored": failed_possibly_stored,
-        "peak_memory_bytes": peak,
-        "outstanding_after_puts": held_records,
-        "resident_bytes_after_puts": held_memory,
-        "exactly_once": verdict,
-        "failed_arrived": verdict.map(|_| failed_arrived),
-        "capacity_used": capacity.map(|[bytes, records]| json!({"bytes": bytes, "records": records})),
-        "metrics": metric_lines,
-    });
-    if args.json {
-        writeln!(out, "{report}")?;
-    } else {
+    /// The run's user records, as a factor.
+    fn user_records(&self) -> f64 {
+        self.args.records as f64
+    }
+
+    /// The CPU time where it says something per record.
+    fn measured_cpu(&self) -> Option<f64> {
+        self.cpu.filter(|&c| c >= SHORTEST_CPU_TIME)
+    }
+
+    /// Records per CPU second as a share of the MD5 floor.
+    fn share(&self) -> Option<f64> {
+        self.measured_cpu().map(|c| {
+            share_of_floor(
+                self.user_records() / c,
+                self.floor.bytes_per_second,
+                self.per_record,
+            )
+        })
+    }
+
+    /// The MD5 floor in records per second.
+    fn floor_records(&self) -> f64 {
+        self.floor.bytes_per_second / self.per_record
+    }
+
+    /// The put-to-outcome latency at `p`, in milliseconds.
+    fn latency_ms(&self, p: f64) -> f64 {
+        self.tally.latencies.percentile(p).as_secs_f64() * 1e3
+    }
+
+    /// The report as one JSON object.
+    fn json(&self) -> serde_json::Value {
+        let (args, floor, tally, check) = (self.args, &self.floor, self.tally, self.check);
+        let user_records = self.user_records();
+        let secs = self.secs;
+        let measured_cpu = self.measured_cpu();
+        json!({
+            "mode": match (self.embedded(), args.acknowledge_only) { (true, true) => "embedded kpl-sim, acknowledge only", (true, false) => "embedded kpl-sim", (false, _) => "endpoint" },
+            "records": args.records,
+            "size": args.size,
+            "shards": args.shards,
+            "limits": self.embedded() && !args.no_limits,
+            "aggregation": self.config.aggregation_enabled(),
+            "seconds": secs,
+            "records_per_second": user_records / secs,
+            "mb_per_second": user_records * args.size as f64 / secs / 1e6,
+            "cpu_seconds": self.cpu,
+            "cpu_seconds_per_million": measured_cpu.map(|c| c / user_records * 1e6),
+            "records_per_cpu_second": measured_cpu.map(|c| user_records / c),
+            "records_per_cpu_second_of_md5_floor": self.share(),
+            "encoded_bytes_per_record": self.per_record,
+            "md5_floor": {
+                "block_bytes": FLOOR_BLOCK,
+                "md5_bytes_per_second": floor.bytes_per_second,
+                "records_per_second": self.floor_records(),
+                "measured_seconds": floor.measured,
+                "cpu_seconds": floor.whole,
+                "clock": if floor.thread_cpu { "thread CPU" } else { "wall" },
+            },
+            "latency_ms": {
+                "p50": self.latency_ms(0.5),
+                "p99": self.latency_ms(0.99),
+                "p99.9": self.latency_ms(0.999),
+            },
+            "user_records_per_kinesis_record": (self.embedded() && check.kinesis_records > 0).then(|| user_records / check.kinesis_records as f64),
+            "user_records_per_request": (check.requests > 0).then(|| user_records / check.requests as f64),
+            "retries": tally.retries,
+            "failures": tally.failures,
+            "possibly_stored_twice": tally.possibly_twice,
+            "failed_possibly_stored": tally.failed_possibly_stored,
+            "peak_memory_bytes": self.peak,
+            "outstanding_after_puts": self.held_records,
+            "resident_bytes_after_puts": self.held_memory,
+            "exactly_once": check.verdict,
+            "failed_arrived": check.verdict.map(|_| check.failed_arrived),
+            "capacity_used": check.capacity.map(|[bytes, records]| json!({"bytes": bytes, "records": records})),
+            "metrics": self.metric_lines,
+        })
+    }
+
+    /// The report as text: the run, then a line per figure.
+    fn text(&self, out: &mut impl Write) -> io::Result<()> {
+        let (args, floor) = (self.args, &self.floor);
+        let user_records = self.user_records();
+        let secs = self.secs;
         writeln!(
             out,
             "kpl bench: {} records of {} B, {} shards, {}, aggregation {}",
             args.records,
             args.size,
             args.shards,
-            if sim.is_some() {
+            if self.embedded() {
                 if args.acknowledge_only {
                     "embedded kpl-sim acknowledging only"
                 } else if args.no_limits {
@@ -688,7 +919,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             } else {
                 "endpoint"
             },
-            if config.aggregation_enabled() {
+            if self.config.aggregation_enabled() {
                 "on"
             } else {
                 "off"
@@ -701,14 +932,14 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
             user_records * args.size as f64 / secs / 1e6,
             secs
         )?;
-        match (cpu, measured_cpu) {
+        match (self.cpu, self.measured_cpu()) {
             (_, Some(c)) => writeln!(
                 out,
                 "  cpu          {:.2} s per million records ({:.0} records per CPU second, {:.3} of the MD5 floor{})",
                 c / user_records * 1e6,
                 user_records / c,
-                share.unwrap_or_default(),
-                if sim.is_some() {
+                self.share().unwrap_or_default(),
+                if self.embedded() {
                     "; includes the embedded simulator"
                 } else {
                     ""
@@ -722,41 +953,52 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
         writeln!(
             out,
-            "  md5 floor    {floor_records:.0} records/s: kpl-codec's MD5 at {:.1} MB/s over 16 KiB blocks ÷ {per_record:.1} B per encoded record ({:.2} {} s before the timed part, not in it)",
+            "  md5 floor    {:.0} records/s: kpl-codec's MD5 at {:.1} MB/s over 16 KiB blocks ÷ {:.1} B per encoded record ({:.2} {} s before the timed part, not in it)",
+            self.floor_records(),
             floor.bytes_per_second / 1e6,
+            self.per_record,
             floor.whole,
             if floor.thread_cpu { "CPU" } else { "wall" },
         )?;
         writeln!(
             out,
             "  latency      p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms (put to outcome)",
-            latencies.percentile(0.5).as_secs_f64() * 1e3,
-            latencies.percentile(0.99).as_secs_f64() * 1e3,
-            latencies.percentile(0.999).as_secs_f64() * 1e3
+            self.latency_ms(0.5),
+            self.latency_ms(0.99),
+            self.latency_ms(0.999)
         )?;
-        if let Some(sim) = sim
-            .as_ref()
-            .filter(|_| args.acknowledge_only || args.no_check)
-        {
+        self.text_tail(out)
+    }
+
+    /// The text report's lines after the latency: batching, retries, capacity,
+    /// memory, metrics and the exactly-once verdict.
+    fn text_tail(&self, out: &mut impl Write) -> io::Result<()> {
+        let (args, tally, check) = (self.args, self.tally, self.check);
+        let user_records = self.user_records();
+        if let Some(sim) = self.sim.filter(|_| args.acknowledge_only || args.no_check) {
             writeln!(
                 out,
                 "  batching     {:.1} user records per request (Kinesis records not counted)",
                 user_records / sim.put_requests().max(1) as f64
             )?;
-        } else if sim.is_some() {
+        } else if self.embedded() {
             writeln!(
                 out,
                 "  batching     {:.1} user records per Kinesis record, {:.1} per request",
-                user_records / kinesis_records.max(1) as f64,
-                user_records / requests.max(1) as f64
+                user_records / check.kinesis_records.max(1) as f64,
+                user_records / check.requests.max(1) as f64
             )?;
         }
         writeln!(
             out,
-            "  retries      {retries} ({:.2} % of records), failures {failures}; {possibly_twice} possibly stored twice, {failed_possibly_stored} failed but possibly stored",
-            retries as f64 * 100.0 / user_records
+            "  retries      {} ({:.2} % of records), failures {}; {} possibly stored twice, {} failed but possibly stored",
+            tally.retries,
+            tally.retries as f64 * 100.0 / user_records,
+            tally.failures,
+            tally.possibly_twice,
+            tally.failed_possibly_stored
         )?;
-        if let Some([bytes, records]) = capacity {
+        if let Some([bytes, records]) = check.capacity {
             writeln!(
                 out,
                 "  capacity     {:.1} % of the shards' byte limit, {:.1} % of their record limit (first store to last)",
@@ -764,50 +1006,43 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 records * 100.0
             )?;
         }
-        if let Some(p) = peak {
+        if let Some(p) = self.peak {
             writeln!(out, "  peak memory  {:.1} MB", p as f64 / 1e6)?;
         }
-        if let Some(m) = held_memory {
+        if let Some(m) = self.held_memory {
             writeln!(
                 out,
-                "  memory       {:.1} MB resident with {held_records} records outstanding, after the last put",
-                m as f64 / 1e6
+                "  memory       {:.1} MB resident with {} records outstanding, after the last put",
+                m as f64 / 1e6,
+                self.held_records
             )?;
         }
-        for line in &metric_lines {
+        for line in &self.metric_lines {
             writeln!(out, "  metric       {line}")?;
         }
-        match verdict {
+        let failures = tally.failures;
+        match check.verdict {
             Some(true) if failures == 0 => writeln!(
                 out,
                 "  verified     every record arrived exactly once (as a KCL consumer reads it)"
-            )?,
+            ),
             Some(true) => writeln!(
                 out,
                 "  verified     every acknowledged record arrived exactly once; {failures} failed, {} (as a KCL consumer reads it)",
-                match failed_arrived {
+                match check.failed_arrived {
                     0 => "none of them arrived".to_owned(),
                     n => format!(
                         "{n} of them arrived all the same (possibly stored, as their outcomes say)"
                     ),
                 }
-            )?,
+            ),
             Some(false) => writeln!(
                 out,
                 "  VERIFY FAILED: an acknowledged record is missing or duplicated, or a failed one arrived"
-            )?,
-            None => {}
+            ),
+            None => Ok(()),
         }
     }
-    runtime.block_on(producer.shutdown(Duration::from_secs(5)));
-    if let Some(line) = crate::settings::upload_summary(&producer) {
-        writeln!(out, "  metrics      {line}")?;
-    }
-    Ok(if verdict == Some(false) || failures > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
 }
 
 /// What became of one record, for the exactly-once check.
