@@ -191,6 +191,10 @@ struct Tally {
     by_code: BTreeMap<String, u64>,
     /// The last message of each error code (for the summary).
     last_message: BTreeMap<String, String>,
+    /// Of records that expired: the last error of each code their attempts met
+    /// before (a credential error, a refused connection), so the summary says why
+    /// they expired.
+    before_expiry: BTreeMap<String, String>,
 }
 
 /// The failed-records file, written a whole line at a time as records fail (no
@@ -758,6 +762,18 @@ impl Run<'_> {
             self.tally
                 .last_message
                 .insert(code.clone(), message.clone());
+            if code == kpl::ErrorCode::Expired.as_str()
+                && let Some(e) = result
+                    .attempts
+                    .iter()
+                    .rev()
+                    .filter_map(kpl::Attempt::error)
+                    .find(|e| e.code != kpl::ErrorCode::Expired)
+            {
+                self.tally
+                    .before_expiry
+                    .insert(e.code.as_str().to_owned(), e.message.clone());
+            }
             if self.fatal.is_none() && !ErrorKind::classify(Some(&code), None).is_retryable() {
                 crate::say!("kpl put: {code}: {message}");
                 crate::say!("kpl put: retrying cannot help; stopping");
@@ -1102,6 +1118,9 @@ fn report(
             if !message.is_empty() {
                 crate::say!("kpl put: last {code} error: {message}");
             }
+        }
+        for (code, message) in &t.before_expiry {
+            crate::say!("kpl put: last {code} error before records expired: {message}");
         }
     }
     match ending {

@@ -655,3 +655,24 @@ fn no_credentials_at_all_are_said_at_start() {
     assert!(err.to_lowercase().contains("credentials"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Records that expire after failed attempts: the summary names the last error
+/// they met before (here a refused connection; a credential error the same way),
+/// not only "Expired".
+#[test]
+fn the_summary_names_why_records_expired() {
+    let dir = temp_dir("why-expired");
+    let input = input_file(&dir, 20);
+    let failed = dir.join("failed.jsonl");
+    let endpoint = dead_endpoint();
+    let out = failing_run(&endpoint, &failed, &input, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("failures by error code: Expired 20"), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("error before records expired:"))
+        .unwrap_or_else(|| panic!("no reason given: {err}"));
+    assert!(!line.contains("Expired error"), "{line}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
