@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use kpl_tests::cloudwatch::CloudWatchStandIn;
-use kpl_transport::{CloudWatch, HttpRuntime, MetricDatum, PutMetricDataError};
+use kpl_transport::{CloudWatch, HttpRuntime, MetricDatum, PutMetricDataErrorKind};
 
 fn datum(i: usize) -> MetricDatum {
     MetricDatum {
@@ -126,8 +126,10 @@ async fn failures(runtime: HttpRuntime) {
     let seen = standin.seen();
     standin.fail_next(400, "InvalidParameterValue");
     let e = cw.put_metric_data("ns", &few).await.unwrap_err();
-    assert!(
-        matches!(&e, PutMetricDataError::Refused { code, sent: 0, .. } if code == "InvalidParameterValue"),
+    assert_eq!(e.kind(), PutMetricDataErrorKind::Refused, "{e:?}");
+    assert_eq!(
+        (e.code(), e.sent()),
+        (Some("InvalidParameterValue"), 0),
         "{e:?}"
     );
     assert_eq!(standin.seen(), seen + 1);
@@ -135,10 +137,8 @@ async fn failures(runtime: HttpRuntime) {
     // A namespace CloudWatch does not take: nothing sent.
     let seen = standin.seen();
     let e = cw.put_metric_data("AWS/Kinesis", &few).await.unwrap_err();
-    assert!(
-        matches!(e, PutMetricDataError::InvalidNamespace(_)),
-        "{e:?}"
-    );
+    assert!(e.is_invalid_namespace(), "{e:?}");
+    assert_eq!(e.namespace(), Some("AWS/Kinesis"));
     assert!(e.to_string().contains("MetricsNamespace"), "{e}");
     assert_eq!(standin.seen(), seen);
 }

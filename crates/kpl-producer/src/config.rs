@@ -157,11 +157,11 @@ impl Setting {
         };
         let value = number_of(self.id, c).expect("a number");
         if value < min || value > max {
-            return Err(ConfigError::OutOfRange {
-                key: self.key.into(),
-                value: value.to_string(),
-                allowed: self.allowed(),
-            });
+            return Err(ConfigError::out_of_range(
+                self.key,
+                value.to_string(),
+                self.allowed(),
+            ));
         }
         Ok(())
     }
@@ -672,11 +672,7 @@ fn apply_to(s: &Setting, c: &mut Config, key: &str, value: &str) -> Result<(), C
         return Ok(());
     }
     let text = || Some(value.to_owned()).filter(|v| !v.is_empty());
-    let invalid = || ConfigError::Invalid {
-        key: key.into(),
-        value: value.into(),
-        expected: s.allowed(),
-    };
+    let invalid = || ConfigError::invalid(key, value, s.allowed());
     match s.id {
         Id::region => c.region = text(),
         Id::kinesis_endpoint => c.kinesis_endpoint = text().map(|h| endpoint_url(h, None)),
@@ -696,11 +692,11 @@ fn apply_to(s: &Setting, c: &mut Config, key: &str, value: &str) -> Result<(), C
             });
         }
         _ => {
-            return Err(ConfigError::Invalid {
-                key: key.into(),
-                value: value.into(),
-                expected: "the key it qualifies beside it, in a .properties file",
-            });
+            return Err(ConfigError::invalid(
+                key,
+                value,
+                "the key it qualifies beside it, in a .properties file",
+            ));
         }
     }
     Ok(())
@@ -826,7 +822,10 @@ impl Config {
         let mut proxy_user: Option<String> = None;
         let mut proxy_password: Option<String> = None;
         let mut metrics_level_given = false;
-        for line in text.lines() {
+        // The line each setting was last given on, for an error found at build.
+        let mut given: Vec<(&'static str, usize)> = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let at = |e: ConfigError| e.at_line(n + 1);
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
                 continue;
@@ -846,24 +845,25 @@ impl Config {
                 continue;
             };
             let text = || Some(value.to_owned()).filter(|v| !v.is_empty());
+            given.push((s.key, n + 1));
             match s.id {
                 Id::kinesis_endpoint => endpoint = text(),
                 Id::kinesis_port => {
-                    parse_num::<u16>(key, value)?;
+                    parse_num::<u16>(key, value).map_err(at)?;
                     port = Some(value.to_owned());
                 }
                 Id::cloudwatch_endpoint => cw_endpoint = text(),
                 Id::cloudwatch_port => {
-                    parse_num::<u16>(key, value)?;
+                    parse_num::<u16>(key, value).map_err(at)?;
                     cw_port = Some(value.to_owned());
                 }
                 Id::proxy => proxy_host = text(),
-                Id::proxy_port => proxy_port = parse_num(key, value)?,
+                Id::proxy_port => proxy_port = parse_num(key, value).map_err(at)?,
                 Id::proxy_user_name => proxy_user = text(),
                 Id::proxy_password => proxy_password = text(),
                 id => {
                     metrics_level_given |= id == Id::metrics_level;
-                    apply_to(s, &mut b.config, key, value)?;
+                    apply_to(s, &mut b.config, key, value).map_err(at)?;
                 }
             }
         }
@@ -896,7 +896,18 @@ impl Config {
         for i in &ignored {
             tracing::warn!(key = %i.key, "KPL setting not applied: {}", i.reason);
         }
-        Ok((b.build()?, ignored))
+        let config = b.build().map_err(|e| {
+            let line = given
+                .iter()
+                .rev()
+                .find(|(key, _)| e.key() == Some(key))
+                .map(|(_, line)| *line);
+            match line {
+                Some(line) => e.at_line(line),
+                None => e,
+            }
+        })?;
+        Ok((config, ignored))
     }
 
     /// [`from_kpl_properties`](Self::from_kpl_properties) of a file.
@@ -912,11 +923,9 @@ impl Config {
         path: impl AsRef<std::path::Path>,
     ) -> Result<(Self, Vec<IgnoredKey>), ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_kpl_properties(&text)
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::file(path, source))?;
+        Self::from_kpl_properties(&text).map_err(|e| e.in_file(path))
     }
 }
 
@@ -928,7 +937,7 @@ impl Config {
     /// `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`) and `CaCertFile` or `CaCertPath`
     /// (a PEM file or bundle, or a directory of them, read here: one that cannot
     /// be read or holds no certificate is a
-    /// [`BuildError::HttpClient`](kpl_transport::BuildError) naming it). What [`Producer::from_config`](crate::Producer::from_config)
+    /// [`BuildErrorKind::HttpClient`](kpl_transport::BuildErrorKind) naming it). What [`Producer::from_config`](crate::Producer::from_config)
     /// builds its transport with; settings may be changed before `build`.
     pub fn aws_transport_builder(
         &self,
@@ -993,121 +1002,258 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
     match value.to_ascii_lowercase().as_str() {
         "true" => Ok(true),
         "false" => Ok(false),
-        _ => Err(ConfigError::Invalid {
-            key: key.into(),
-            value: value.into(),
-            expected: "true or false",
-        }),
+        _ => Err(ConfigError::invalid(key, value, "true or false")),
     }
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
-    value.parse().map_err(|_| ConfigError::Invalid {
-        key: key.into(),
-        value: value.into(),
-        expected: "a whole number",
-    })
+    value
+        .parse()
+        .map_err(|_| ConfigError::invalid(key, value, "a whole number"))
 }
 
 fn parse_ms(key: &str, value: &str) -> Result<Duration, ConfigError> {
     parse_num::<u64>(key, value).map(Duration::from_millis)
 }
 
-/// A setting the producer refuses, or a settings file that cannot be read (the
-/// system's error is its [`source`](std::error::Error::source)).
+/// A setting the producer refuses, or a settings file that cannot be read.
+///
+/// Ask it with [`kind`](Self::kind) or the `is_*` methods, and for what went with
+/// it with [`key`](Self::key), [`value`](Self::value), [`allowed`](Self::allowed),
+/// [`line`](Self::line) and [`path`](Self::path). Display names the setting and
+/// the value, or the file, and what is allowed; the system's error for a file
+/// that cannot be read is its [`source`](std::error::Error::source).
+///
+/// ```
+/// use kpl_producer::{Config, ConfigErrorKind};
+///
+/// let err = Config::from_kpl_properties("RateLimit = 90\nMaxConnections = 1000\n").unwrap_err();
+/// assert_eq!(err.kind(), ConfigErrorKind::OutOfRange);
+/// assert_eq!((err.key(), err.value(), err.line()), (Some("MaxConnections"), Some("1000"), Some(2)));
+/// assert_eq!(err.to_string(), "line 2: MaxConnections = 1000 is out of range: allowed 1 to 256");
+/// ```
 #[derive(Debug)]
+pub struct ConfigError {
+    repr: Refused,
+    /// The line of the `.properties` text it was given on.
+    line: Option<usize>,
+    /// The `.properties` file it was given in (the file itself, for one that
+    /// cannot be read).
+    path: Option<PathBuf>,
+}
+
+/// What kind of [`ConfigError`] it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum ConfigError {
+pub enum ConfigErrorKind {
     /// A value outside its bounds.
+    OutOfRange,
+    /// A value that does not parse.
+    Invalid,
+    /// A `.properties` file that could not be read.
+    File,
+}
+
+#[derive(Debug)]
+enum Refused {
     OutOfRange {
-        /// The setting, as the KPL spells it.
         key: String,
-        /// The value given.
         value: String,
-        /// What is allowed.
         allowed: &'static str,
     },
-    /// A `.properties` file that could not be read.
     File {
-        /// The file.
-        path: PathBuf,
-        /// What the system said.
         source: std::io::Error,
     },
-    /// A value that does not parse.
     Invalid {
-        /// The setting, as the KPL spells it.
         key: String,
-        /// The value given.
         value: String,
-        /// What was expected.
         expected: &'static str,
     },
 }
 
+impl ConfigError {
+    pub(crate) fn out_of_range(
+        key: impl Into<String>,
+        value: impl Into<String>,
+        allowed: &'static str,
+    ) -> Self {
+        Self::new(Refused::OutOfRange {
+            key: key.into(),
+            value: value.into(),
+            allowed,
+        })
+    }
+
+    pub(crate) fn invalid(
+        key: impl Into<String>,
+        value: impl Into<String>,
+        expected: &'static str,
+    ) -> Self {
+        Self::new(Refused::Invalid {
+            key: key.into(),
+            value: value.into(),
+            expected,
+        })
+    }
+
+    fn file(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::new(Refused::File { source }).in_file(path)
+    }
+
+    fn new(repr: Refused) -> Self {
+        Self {
+            repr,
+            line: None,
+            path: None,
+        }
+    }
+
+    /// The same error, given on `line` of a `.properties` text.
+    fn at_line(mut self, line: usize) -> Self {
+        self.line = Some(line);
+        self
+    }
+
+    /// The same error, given in the file at `path`.
+    fn in_file(mut self, path: &std::path::Path) -> Self {
+        self.path = Some(path.to_owned());
+        self
+    }
+
+    /// What kind of error it is.
+    pub fn kind(&self) -> ConfigErrorKind {
+        match self.repr {
+            Refused::OutOfRange { .. } => ConfigErrorKind::OutOfRange,
+            Refused::Invalid { .. } => ConfigErrorKind::Invalid,
+            Refused::File { .. } => ConfigErrorKind::File,
+        }
+    }
+
+    /// A value outside its bounds.
+    pub fn is_out_of_range(&self) -> bool {
+        self.kind() == ConfigErrorKind::OutOfRange
+    }
+
+    /// A value that does not parse.
+    pub fn is_invalid(&self) -> bool {
+        self.kind() == ConfigErrorKind::Invalid
+    }
+
+    /// A `.properties` file that could not be read ([`path`](Self::path) names
+    /// it; the system's error is the source).
+    pub fn is_file(&self) -> bool {
+        self.kind() == ConfigErrorKind::File
+    }
+
+    /// The setting refused, as the KPL spells it (or as the file spelled it),
+    /// or the builder's name for a setting the KPL does not have.
+    pub fn key(&self) -> Option<&str> {
+        match &self.repr {
+            Refused::OutOfRange { key, .. } | Refused::Invalid { key, .. } => Some(key),
+            Refused::File { .. } => None,
+        }
+    }
+
+    /// The value refused, as text.
+    pub fn value(&self) -> Option<&str> {
+        match &self.repr {
+            Refused::OutOfRange { value, .. } | Refused::Invalid { value, .. } => Some(value),
+            Refused::File { .. } => None,
+        }
+    }
+
+    /// What the setting takes (`1 to 256`, `true or false`).
+    pub fn allowed(&self) -> Option<&'static str> {
+        match self.repr {
+            Refused::OutOfRange { allowed, .. } => Some(allowed),
+            Refused::Invalid { expected, .. } => Some(expected),
+            Refused::File { .. } => None,
+        }
+    }
+
+    /// The line (from 1) of the `.properties` text the setting was given on.
+    pub fn line(&self) -> Option<usize> {
+        self.line
+    }
+
+    /// The `.properties` file: the one that cannot be read, or the one the
+    /// setting was given in.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::OutOfRange {
+        if let Refused::File { .. } = self.repr {
+            // What the system said is the cause (`source()`).
+            let path = self.path.as_deref().unwrap_or(std::path::Path::new(""));
+            return write!(f, "cannot read the KPL settings file {}", path.display());
+        }
+        match (&self.path, self.line) {
+            (Some(path), Some(line)) => write!(f, "{} line {line}: ", path.display())?,
+            (Some(path), None) => write!(f, "{}: ", path.display())?,
+            (None, Some(line)) => write!(f, "line {line}: ")?,
+            (None, None) => {}
+        }
+        match &self.repr {
+            Refused::OutOfRange {
                 key,
                 value,
                 allowed,
             } => write!(f, "{key} = {value} is out of range: allowed {allowed}"),
-            Self::Invalid {
+            Refused::Invalid {
                 key,
                 value,
                 expected,
             } => write!(f, "{key} = {value:?} is not valid: expected {expected}"),
-            Self::File { path, .. } => {
-                write!(f, "cannot read the KPL settings file {}", path.display())
-            }
+            Refused::File { .. } => Ok(()),
         }
     }
 }
 
 impl std::error::Error for ConfigError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::File { source, .. } => Some(source),
-            Self::OutOfRange { .. } | Self::Invalid { .. } => None,
+        match &self.repr {
+            Refused::File { source } => Some(source),
+            Refused::OutOfRange { .. } | Refused::Invalid { .. } => None,
         }
     }
 }
 
 /// Equal when they say the same: the same setting and value, or the same file
-/// with the same kind of system error.
+/// with the same kind of system error, at the same line of the same file.
 impl PartialEq for ConfigError {
     fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
+        let same = match (&self.repr, &other.repr) {
             (
-                Self::OutOfRange {
+                Refused::OutOfRange {
                     key,
                     value,
                     allowed,
                 },
-                Self::OutOfRange {
+                Refused::OutOfRange {
                     key: k,
                     value: v,
                     allowed: a,
                 },
             ) => key == k && value == v && allowed == a,
             (
-                Self::Invalid {
+                Refused::Invalid {
                     key,
                     value,
                     expected,
                 },
-                Self::Invalid {
+                Refused::Invalid {
                     key: k,
                     value: v,
                     expected: e,
                 },
             ) => key == k && value == v && expected == e,
-            (Self::File { path, source }, Self::File { path: p, source: s }) => {
-                path == p && source.kind() == s.kind()
-            }
+            (Refused::File { source }, Refused::File { source: s }) => source.kind() == s.kind(),
             _ => false,
-        }
+        };
+        same && self.line == other.line && self.path == other.path
     }
 }
 
@@ -1136,11 +1282,11 @@ impl ConfigBuilder {
         if namespace.is_empty() || namespace.chars().count() > 255 || namespace.starts_with("AWS/")
         {
             let s = setting(Id::metrics_namespace);
-            return Err(ConfigError::OutOfRange {
-                key: s.key.into(),
-                value: namespace.clone(),
-                allowed: s.allowed(),
-            });
+            return Err(ConfigError::out_of_range(
+                s.key,
+                namespace.clone(),
+                s.allowed(),
+            ));
         }
         Ok(c)
     }
@@ -1213,10 +1359,7 @@ mod tests {
             ),
         ] {
             let err = builder.build().unwrap_err();
-            assert!(
-                matches!(&err, ConfigError::OutOfRange { key: k, .. } if k == key),
-                "{err}"
-            );
+            assert!(err.is_out_of_range() && err.key() == Some(key), "{err}");
             assert!(err.to_string().starts_with(key));
         }
         // A huge TTL is fine: deadlines are capped, never overflow (KPL #54).
@@ -1284,14 +1427,15 @@ SomethingElse = 3
         let err = Config::from_kpl_properties("RateLimit = fast").unwrap_err();
         assert_eq!(
             err,
-            ConfigError::Invalid {
-                key: "RateLimit".into(),
-                value: "fast".into(),
-                expected: "a whole number"
-            }
+            ConfigError::invalid("RateLimit", "fast", "a whole number").at_line(1)
+        );
+        assert_eq!(err.kind(), ConfigErrorKind::Invalid);
+        assert_eq!(
+            err.to_string(),
+            "line 1: RateLimit = \"fast\" is not valid: expected a whole number"
         );
         let err = Config::from_kpl_properties("MaxConnections = 1000").unwrap_err();
-        assert!(matches!(err, ConfigError::OutOfRange { key, .. } if key == "MaxConnections"));
+        assert!(err.is_out_of_range() && err.key() == Some("MaxConnections"));
         let err = Config::from_kpl_properties("MetricsLevel = loud").unwrap_err();
         assert!(err.to_string().contains("MetricsLevel"));
     }
@@ -1359,7 +1503,7 @@ SomethingElse = 3
     fn an_unreadable_settings_file_is_named() {
         let err = Config::from_kpl_properties_file("/nonexistent/kpl.properties").unwrap_err();
         assert!(
-            matches!(&err, ConfigError::File { path, .. } if path.ends_with("kpl.properties")),
+            err.is_file() && err.path().is_some_and(|p| p.ends_with("kpl.properties")),
             "{err}"
         );
         assert!(err.to_string().contains("/nonexistent/kpl.properties"));
@@ -1369,6 +1513,52 @@ SomethingElse = 3
             .expect("the io::Error as the source");
         assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
         assert!(!err.to_string().contains(&io.to_string()), "{err}");
+    }
+
+    /// A refused setting of a file names the file, the line and the value,
+    /// with no source (nothing is behind it); one found only when every bound
+    /// is checked names the line it was given on.
+    #[test]
+    fn a_refused_setting_names_its_file_and_line() {
+        use std::error::Error as _;
+        let dir = std::env::temp_dir().join(format!("kpl-config-errors-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kpl.properties");
+        std::fs::write(&path, "# mine\nRateLimit = 90\n\nFailIfThrottled = maybe\n").unwrap();
+        let err = Config::from_kpl_properties_file(&path).unwrap_err();
+        assert_eq!(err.kind(), ConfigErrorKind::Invalid);
+        assert_eq!(
+            (err.key(), err.value(), err.allowed(), err.line()),
+            (
+                Some("FailIfThrottled"),
+                Some("maybe"),
+                Some("true or false"),
+                Some(4)
+            )
+        );
+        assert_eq!(err.path(), Some(path.as_path()));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} line 4: FailIfThrottled = \"maybe\" is not valid: expected true or false",
+                path.display()
+            )
+        );
+        assert!(err.source().is_none());
+
+        std::fs::write(&path, "MaxConnections = 1000\nRateLimit = 90\n").unwrap();
+        let err = Config::from_kpl_properties_file(&path).unwrap_err();
+        assert!(err.is_out_of_range());
+        assert_eq!((err.key(), err.line()), (Some("MaxConnections"), Some(1)));
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // Set on the builder: no line, no file.
+        let err = Config::builder().max_connections(0).build().unwrap_err();
+        assert_eq!((err.line(), err.path()), (None, None));
+        assert_eq!(
+            err.to_string(),
+            "MaxConnections = 0 is out of range: allowed 1 to 256"
+        );
     }
 
     /// A migrating user whose file leaves `MetricsLevel` out learns that metrics
@@ -1412,7 +1602,7 @@ SomethingElse = 3
         let keys: Vec<&str> = ignored.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(keys, ["MinConnections", "MetricsLevel"]);
         let err = Config::from_kpl_properties("MinConnections = 17").unwrap_err();
-        assert!(matches!(err, ConfigError::OutOfRange { key, .. } if key == "MinConnections"));
+        assert!(err.is_out_of_range() && err.key() == Some("MinConnections"));
     }
 
     /// `CaCertPath` names a directory of CA certificates in the KPL (kpl-transport's
@@ -1529,11 +1719,7 @@ SomethingElse = 3
                 let err = at(below).unwrap_err();
                 assert_eq!(
                     err,
-                    ConfigError::OutOfRange {
-                        key: s.key.into(),
-                        value: below.to_string(),
-                        allowed: s.allowed()
-                    }
+                    ConfigError::out_of_range(s.key, below.to_string(), s.allowed())
                 );
             }
             if let Some(above) = max.checked_add(1).filter(|_| max != usize::MAX as u64) {
@@ -1568,7 +1754,7 @@ SomethingElse = 3
     #[cfg(feature = "aws")]
     #[tokio::test]
     async fn the_transport_bounds_are_the_tables() {
-        use kpl_transport::{AwsTransport, AwsTransportBuilder, BuildError};
+        use kpl_transport::{AwsTransport, AwsTransportBuilder};
         fn bounds(id: Id) -> (u64, u64) {
             match setting(id).kind {
                 Kind::Count { min, max } | Kind::Millis { min, max } => (min, max),
@@ -1581,7 +1767,7 @@ SomethingElse = 3
                 .endpoint_url("http://127.0.0.1:9")
         };
         let refused = |b: AwsTransportBuilder| async move {
-            matches!(b.build().await, Err(BuildError::OutOfRange { .. }))
+            matches!(b.build().await, Err(e) if e.is_out_of_range())
         };
         let (min, max) = bounds(Id::max_connections);
         for (n, out) in [(min - 1, true), (min, false), (max, false), (max + 1, true)] {

@@ -79,7 +79,7 @@ mod result;
 mod sync;
 mod upload;
 
-pub use config::{Config, ConfigBuilder, ConfigError, IgnoredKey, ProxySettings};
+pub use config::{Config, ConfigBuilder, ConfigError, ConfigErrorKind, IgnoredKey, ProxySettings};
 pub use events::{Event, EventSink, Summary};
 /// The transport crate the producer sends through (`kpl-transport`): the
 /// `Transport` trait, its requests and typed errors.

@@ -116,63 +116,97 @@ impl fmt::Debug for AwsTransportBuilder {
 }
 
 /// A setting of [`AwsTransportBuilder`] out of bounds, or a client that cannot be
-/// set up. Display says what could not be done; the error behind it, if any, is
-/// its [`source`](std::error::Error::source).
+/// set up.
+///
+/// Ask it with [`kind`](Self::kind) or the `is_*` methods, and for the values
+/// that go with it with [`setting`](Self::setting), [`value`](Self::value),
+/// [`url`](Self::url) and [`http_runtime`](Self::http_runtime). Display says what
+/// could not be done and what to set; the error behind it, if any (the system's,
+/// the TLS library's, the credential chain's), is its
+/// [`source`](std::error::Error::source).
+///
+/// ```
+/// use kpl_transport::{AwsTransport, BuildErrorKind};
+///
+/// let err = AwsTransport::builder()
+///     .ca_certificates_path("/no/such/ca.pem")
+///     .unwrap_err();
+/// assert_eq!(err.kind(), BuildErrorKind::HttpClient);
+/// assert!(err.is_http_client());
+/// // The system's error is the cause, not part of the message.
+/// let cause = std::error::Error::source(&err).expect("the io::Error");
+/// assert!(!err.to_string().contains(&cause.to_string()));
+/// ```
 #[derive(Debug)]
+pub struct BuildError {
+    repr: Repr,
+}
+
+/// What kind of [`BuildError`] it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum BuildError {
-    /// A value out of its allowed range.
-    OutOfRange {
-        /// The setting.
-        setting: &'static str,
-        /// The value given.
-        value: String,
-        /// What is allowed.
-        allowed: &'static str,
-    },
+pub enum BuildErrorKind {
+    /// A value out of its allowed range ([`BuildError::setting`] and
+    /// [`BuildError::value`] say which).
+    OutOfRange,
     /// No region was given and the AWS chain found none.
     NoRegion,
-    /// The HTTP client asked for is not built in: enable kpl-transport's feature
-    /// `tokio` or `async-io` (kpl's `tokio` or `smol`).
-    NoHttpClient(HttpRuntime),
+    /// The HTTP client asked for ([`BuildError::http_runtime`]) is not built in:
+    /// enable kpl-transport's feature `tokio` or `async-io` (kpl's `tokio` or
+    /// `smol`).
+    NoHttpClient,
     /// The HTTP client could not be set up (its proxy, its TLS settings, its CA
-    /// certificates).
+    /// certificates); the error behind it, if any, is the source.
+    HttpClient,
+    /// The AWS credential chain has no source of credentials at all (no
+    /// environment variables, no profile, no role): what
+    /// [`AwsTransport::check_credentials`] says before anything is sent. What the
+    /// chain said, if anything, is the source.
+    NoCredentials,
+    /// The endpoint URL ([`BuildError::url`]) cannot be sent to: no `http://` or
+    /// `https://` scheme, no host, a port that is not one.
+    InvalidEndpoint,
+}
+
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug)]
+enum Repr {
+    OutOfRange {
+        setting: &'static str,
+        value: String,
+        allowed: &'static str,
+    },
+    NoRegion,
+    NoHttpClient(HttpRuntime),
     HttpClient {
         /// What could not be set up (`CA certificates /etc/ca.pem`, `TLS
         /// settings`), and, when no error value is behind it, what is wrong.
         what: String,
-        /// The error behind it (the system's, the TLS library's), if any.
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+        source: Option<Cause>,
     },
-    /// The AWS credential chain has no source of credentials at all (no
-    /// environment variables, no profile, no role): what
-    /// [`AwsTransport::check_credentials`] says before anything is sent.
     NoCredentials {
-        /// What the credential chain said, if it said anything.
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+        source: Option<Cause>,
     },
-    /// The endpoint URL cannot be sent to: no `http://` or `https://` scheme, no
-    /// host, a port that is not one.
     InvalidEndpoint {
-        /// The URL as given.
         url: String,
-        /// What is wrong with it.
+        /// What is wrong with it, in our words.
         reason: String,
     },
 }
 
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::OutOfRange {
+        match &self.repr {
+            Repr::OutOfRange {
                 setting,
                 value,
                 allowed,
             } => write!(f, "{setting} = {value} is out of range: allowed {allowed}"),
-            Self::NoRegion => f.write_str(
+            Repr::NoRegion => f.write_str(
                 "no AWS region: set one on the builder, or AWS_REGION, or a profile's region",
             ),
-            Self::NoHttpClient(runtime) => write!(
+            Repr::NoHttpClient(runtime) => write!(
                 f,
                 "the {runtime:?} HTTP client is not built in: enable kpl-transport's feature {}",
                 match runtime {
@@ -180,15 +214,15 @@ impl fmt::Display for BuildError {
                     HttpRuntime::AsyncIo => "async-io",
                 }
             ),
-            Self::HttpClient { what, .. } => {
+            Repr::HttpClient { what, .. } => {
                 write!(f, "the HTTP client could not be set up: {what}")
             }
-            Self::NoCredentials { .. } => f.write_str(
+            Repr::NoCredentials { .. } => f.write_str(
                 "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
                  or AWS_PROFILE naming a profile of ~/.aws/config, or run where a role is \
                  given (instance, container, web identity)",
             ),
-            Self::InvalidEndpoint { url, reason } => write!(
+            Repr::InvalidEndpoint { url, reason } => write!(
                 f,
                 "endpoint {url:?} {reason}: give a URL such as http://127.0.0.1:4567 or \
                  https://kinesis.us-east-1.amazonaws.com"
@@ -199,8 +233,8 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::HttpClient { source, .. } | Self::NoCredentials { source } => source
+        match &self.repr {
+            Repr::HttpClient { source, .. } | Repr::NoCredentials { source } => source
                 .as_deref()
                 .map(|e| e as &(dyn std::error::Error + 'static)),
             _ => None,
@@ -209,23 +243,150 @@ impl std::error::Error for BuildError {
 }
 
 impl BuildError {
-    /// The HTTP client could not set up `what`, for the reason `source` gives.
-    pub(crate) fn http_client(
-        what: impl Into<String>,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    /// `setting` = `value` is outside what is `allowed`.
+    pub(crate) fn out_of_range(
+        setting: &'static str,
+        value: impl Into<String>,
+        allowed: &'static str,
     ) -> Self {
-        Self::HttpClient {
-            what: what.into(),
-            source: Some(source.into()),
+        Self {
+            repr: Repr::OutOfRange {
+                setting,
+                value: value.into(),
+                allowed,
+            },
+        }
+    }
+
+    pub(crate) fn no_region() -> Self {
+        Self {
+            repr: Repr::NoRegion,
+        }
+    }
+
+    pub(crate) fn no_http_client(runtime: HttpRuntime) -> Self {
+        Self {
+            repr: Repr::NoHttpClient(runtime),
+        }
+    }
+
+    /// The HTTP client could not set up `what`, for the reason `source` gives.
+    pub(crate) fn http_client(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self {
+            repr: Repr::HttpClient {
+                what: what.into(),
+                source: Some(source.into()),
+            },
         }
     }
 
     /// The HTTP client could not set up `what`, which says why (no error value
     /// is behind it).
     pub(crate) fn http_client_setting(what: impl Into<String>) -> Self {
-        Self::HttpClient {
-            what: what.into(),
-            source: None,
+        Self {
+            repr: Repr::HttpClient {
+                what: what.into(),
+                source: None,
+            },
+        }
+    }
+
+    /// No credentials, for the reason the chain gave, if any.
+    pub(crate) fn no_credentials(source: Option<Cause>) -> Self {
+        Self {
+            repr: Repr::NoCredentials { source },
+        }
+    }
+
+    /// `url` cannot be sent to, for `reason` (in our words).
+    pub(crate) fn invalid_endpoint(url: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            repr: Repr::InvalidEndpoint {
+                url: url.into(),
+                reason: reason.into(),
+            },
+        }
+    }
+
+    /// What kind of error it is.
+    pub fn kind(&self) -> BuildErrorKind {
+        match self.repr {
+            Repr::OutOfRange { .. } => BuildErrorKind::OutOfRange,
+            Repr::NoRegion => BuildErrorKind::NoRegion,
+            Repr::NoHttpClient(_) => BuildErrorKind::NoHttpClient,
+            Repr::HttpClient { .. } => BuildErrorKind::HttpClient,
+            Repr::NoCredentials { .. } => BuildErrorKind::NoCredentials,
+            Repr::InvalidEndpoint { .. } => BuildErrorKind::InvalidEndpoint,
+        }
+    }
+
+    /// A setting is out of its range ([`setting`](Self::setting) says which).
+    pub fn is_out_of_range(&self) -> bool {
+        self.kind() == BuildErrorKind::OutOfRange
+    }
+
+    /// No region was given and the AWS chain found none.
+    pub fn is_no_region(&self) -> bool {
+        self.kind() == BuildErrorKind::NoRegion
+    }
+
+    /// The HTTP client asked for is not built in.
+    pub fn is_no_http_client(&self) -> bool {
+        self.kind() == BuildErrorKind::NoHttpClient
+    }
+
+    /// The HTTP client could not be set up.
+    pub fn is_http_client(&self) -> bool {
+        self.kind() == BuildErrorKind::HttpClient
+    }
+
+    /// The AWS credential chain has no source of credentials.
+    pub fn is_no_credentials(&self) -> bool {
+        self.kind() == BuildErrorKind::NoCredentials
+    }
+
+    /// The endpoint URL cannot be sent to ([`url`](Self::url) gives it).
+    pub fn is_invalid_endpoint(&self) -> bool {
+        self.kind() == BuildErrorKind::InvalidEndpoint
+    }
+
+    /// The setting out of range (`max_connections`, `request_timeout`, …).
+    pub fn setting(&self) -> Option<&'static str> {
+        match self.repr {
+            Repr::OutOfRange { setting, .. } => Some(setting),
+            _ => None,
+        }
+    }
+
+    /// The value given to the setting out of range, as text.
+    pub fn value(&self) -> Option<&str> {
+        match &self.repr {
+            Repr::OutOfRange { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+
+    /// What the setting out of range allows (`1 to 256`).
+    pub fn allowed(&self) -> Option<&'static str> {
+        match self.repr {
+            Repr::OutOfRange { allowed, .. } => Some(allowed),
+            _ => None,
+        }
+    }
+
+    /// The endpoint URL that cannot be sent to, as given.
+    pub fn url(&self) -> Option<&str> {
+        match &self.repr {
+            Repr::InvalidEndpoint { url, .. } => Some(url),
+            _ => None,
+        }
+    }
+
+    /// The HTTP client asked for that is not built in.
+    pub fn http_runtime(&self) -> Option<HttpRuntime> {
+        match self.repr {
+            Repr::NoHttpClient(runtime) => Some(runtime),
+            _ => None,
         }
     }
 }
@@ -303,7 +464,7 @@ impl AwsTransportBuilder {
     /// `CaCertPath` is (every file in it that holds a PEM certificate: `*.pem`,
     /// `*.crt`, OpenSSL's hashed names; other files and subdirectories are
     /// skipped). A path that cannot be read, or that holds no certificate, is a
-    /// [`BuildError::HttpClient`] naming it.
+    /// [`BuildErrorKind::HttpClient`] naming it.
     pub fn ca_certificates_path(
         mut self,
         path: impl AsRef<std::path::Path>,
@@ -385,11 +546,11 @@ impl AwsTransportBuilder {
             allowed: &'static str,
         ) -> Result<Duration, BuildError> {
             if value < min || value > max {
-                return Err(BuildError::OutOfRange {
+                return Err(BuildError::out_of_range(
                     setting,
-                    value: format!("{value:?}"),
+                    format!("{value:?}"),
                     allowed,
-                });
+                ));
             }
             Ok(value)
         }
@@ -412,11 +573,11 @@ impl AwsTransportBuilder {
         }
         let connections = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if !(1..=256).contains(&connections) {
-            return Err(BuildError::OutOfRange {
-                setting: "max_connections",
-                value: connections.to_string(),
-                allowed: "1 to 256",
-            });
+            return Err(BuildError::out_of_range(
+                "max_connections",
+                connections.to_string(),
+                "1 to 256",
+            ));
         }
         Ok((connect, request, connections))
     }
@@ -518,7 +679,7 @@ impl AwsTransportBuilder {
         }
         let config = config.build();
         if config.region().is_none() {
-            return Err(BuildError::NoRegion);
+            return Err(BuildError::no_region());
         }
         Ok(SharedConfig {
             sdk: config,
@@ -565,7 +726,7 @@ fn http_client(
             ))
         }
         #[allow(unreachable_patterns)]
-        other => Err(BuildError::NoHttpClient(other)),
+        other => Err(BuildError::no_http_client(other)),
     }
 }
 
@@ -631,7 +792,7 @@ impl AwsTransport {
     }
 
     /// Resolves credentials once, waiting at most `timeout`, to say before anything
-    /// is sent that there are none: [`BuildError::NoCredentials`] when the chain
+    /// is sent that there are none: [`BuildErrorKind::NoCredentials`] when the chain
     /// has no source at all or its configuration is wrong (a profile that names a
     /// missing one). A provider that fails for a while (instance metadata, STS,
     /// SSO not answering) or takes longer than `timeout` is not an error here: the
@@ -641,7 +802,7 @@ impl AwsTransport {
         use aws_credential_types::provider::ProvideCredentials;
         use aws_credential_types::provider::error::CredentialsError;
         let Some(provider) = &self.credentials else {
-            return Err(BuildError::NoCredentials { source: None });
+            return Err(BuildError::no_credentials(None));
         };
         let resolve = provider.provide_credentials();
         let result = match &self.sleep {
@@ -668,9 +829,7 @@ impl AwsTransport {
             Ok(_) => Ok(()),
             Err(e @ CredentialsError::CredentialsNotLoaded(_))
             | Err(e @ CredentialsError::InvalidConfiguration(_)) => {
-                Err(BuildError::NoCredentials {
-                    source: Some(Box::new(e)),
-                })
+                Err(BuildError::no_credentials(Some(Box::new(e))))
             }
             Err(e) => {
                 debug!(
@@ -924,10 +1083,7 @@ fn tls_problem(detail: &str) -> Option<&'static str> {
 /// Whether `url` can be sent to: `http://` or `https://`, a host, a port that is
 /// one. Checked when a client is built, so that a mistyped URL fails at once.
 pub(crate) fn check_endpoint_url(url: &str) -> Result<(), BuildError> {
-    let invalid = |reason: String| BuildError::InvalidEndpoint {
-        url: url.to_owned(),
-        reason,
-    };
+    let invalid = |reason: String| BuildError::invalid_endpoint(url, reason);
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid("holds spaces: it is not a URL".into()));
     }
@@ -1212,6 +1368,64 @@ mod tests {
             error_chain(&e),
             "dispatch failure: io error: connection refused"
         );
+    }
+
+    /// Each kind of `BuildError`: what it is asked, that a cause is returned
+    /// from `source()`, and that Display does not repeat it.
+    #[test]
+    fn build_errors_say_their_own_level_and_keep_their_cause() {
+        use std::error::Error as _;
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file here");
+        let e = BuildError::http_client("CA certificates /etc/ca.pem", io);
+        assert_eq!(e.kind(), BuildErrorKind::HttpClient);
+        assert!(e.is_http_client() && !e.is_out_of_range());
+        assert_eq!(
+            e.to_string(),
+            "the HTTP client could not be set up: CA certificates /etc/ca.pem"
+        );
+        let cause = e.source().expect("the io::Error");
+        assert_eq!(cause.to_string(), "no such file here");
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
+
+        let e = BuildError::no_credentials(Some("the chain found nothing".into()));
+        assert!(e.is_no_credentials());
+        assert_eq!(
+            e.source().map(|c| c.to_string()).as_deref(),
+            Some("the chain found nothing")
+        );
+        assert!(
+            e.to_string()
+                .starts_with("no AWS credentials: set AWS_ACCESS_KEY_ID")
+        );
+        assert!(!e.to_string().contains("the chain found nothing"));
+        assert!(BuildError::no_credentials(None).source().is_none());
+
+        let e = BuildError::out_of_range("max_connections", "0", "1 to 256");
+        assert_eq!(e.kind(), BuildErrorKind::OutOfRange);
+        assert_eq!(
+            (e.setting(), e.value(), e.allowed()),
+            (Some("max_connections"), Some("0"), Some("1 to 256"))
+        );
+        assert_eq!(
+            e.to_string(),
+            "max_connections = 0 is out of range: allowed 1 to 256"
+        );
+        assert!(e.source().is_none());
+
+        let e = check_endpoint_url("localhost:4567").unwrap_err();
+        assert!(e.is_invalid_endpoint());
+        assert_eq!(e.url(), Some("localhost:4567"));
+        assert!(
+            e.to_string()
+                .starts_with("endpoint \"localhost:4567\" has no scheme")
+        );
+        assert_eq!((e.setting(), e.http_runtime()), (None, None));
+
+        let e = BuildError::no_http_client(HttpRuntime::AsyncIo);
+        assert!(e.is_no_http_client());
+        assert_eq!(e.http_runtime(), Some(HttpRuntime::AsyncIo));
+        assert!(e.to_string().ends_with("feature async-io"));
+        assert!(BuildError::no_region().is_no_region());
     }
 
     #[test]

@@ -94,46 +94,102 @@ impl MetricDatum {
 }
 
 /// Why a [`CloudWatch::put_metric_data`] call failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Ask it with [`kind`](Self::kind) or [`is_retryable`](Self::is_retryable), and
+/// for what went with it with [`code`](Self::code), [`message`](Self::message),
+/// [`status`](Self::status), [`sent`](Self::sent) and
+/// [`namespace`](Self::namespace). Whether a failure may succeed later is decided
+/// by [`ErrorKind::classify`](crate::ErrorKind::classify), as for Kinesis. Display
+/// says what failed, with the code; the error behind it (the service's error, a
+/// timeout, a connection that failed) is its [`source`](std::error::Error::source).
+#[derive(Debug)]
+pub struct PutMetricDataError {
+    kind: PutMetricDataErrorKind,
+    /// The service's error code, or ours (`Timeout`, `ConnectionError`,
+    /// `NotCloudWatch`).
+    code: Option<String>,
+    /// What CloudWatch said in its answer, if it said anything.
+    message: Option<String>,
+    status: Option<u16>,
+    /// The namespace refused.
+    namespace: Option<String>,
+    sent: usize,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// What kind of [`PutMetricDataError`] it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum PutMetricDataError {
+pub enum PutMetricDataErrorKind {
     /// Throttled, a 5xx, a timeout, a connection that failed, no credentials yet:
     /// the same data may go through later.
-    Transient {
-        /// The service's error code, or ours (`Timeout`, `ConnectionError`).
-        code: String,
-        /// What went wrong.
-        message: String,
-        /// Data points stored by the requests before this one (the first `sent` of
-        /// those given; do not send them again).
-        sent: usize,
-    },
+    Transient,
     /// Refused (bad parameters, access denied, not CloudWatch at that endpoint):
     /// the same data would be refused again.
-    Refused {
-        /// The service's error code, or `NotCloudWatch`.
-        code: String,
-        /// What the service said.
-        message: String,
-        /// Data points stored by the requests before this one.
-        sent: usize,
-    },
+    Refused,
     /// The namespace is not one CloudWatch takes (1 to 255 characters, not
     /// starting with `AWS/`): nothing was sent.
-    InvalidNamespace(String),
+    InvalidNamespace,
 }
 
 impl PutMetricDataError {
-    /// Whether trying again later may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Transient { .. })
+    /// What kind of failure it is.
+    pub fn kind(&self) -> PutMetricDataErrorKind {
+        self.kind
     }
 
-    /// Data points stored before the failure (the first ones given).
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.kind == PutMetricDataErrorKind::Transient
+    }
+
+    /// Whether the data was refused and would be refused again.
+    pub fn is_refused(&self) -> bool {
+        self.kind == PutMetricDataErrorKind::Refused
+    }
+
+    /// Whether the namespace is not one CloudWatch takes (nothing was sent).
+    pub fn is_invalid_namespace(&self) -> bool {
+        self.kind == PutMetricDataErrorKind::InvalidNamespace
+    }
+
+    /// Data points stored before the failure (the first ones given; do not send
+    /// them again).
     pub fn sent(&self) -> usize {
-        match self {
-            Self::Transient { sent, .. } | Self::Refused { sent, .. } => *sent,
-            Self::InvalidNamespace(_) => 0,
+        self.sent
+    }
+
+    /// The service's error code, or ours (`Timeout`, `ConnectionError`,
+    /// `NotCloudWatch`, `ConstructionFailure`, `Other`); none for a namespace
+    /// refused before anything was sent.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    /// What CloudWatch said, when it answered with an error of its own.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+
+    /// The HTTP status, when an answer came.
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// The namespace refused, for [`PutMetricDataErrorKind::InvalidNamespace`].
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    fn invalid_namespace(namespace: &str) -> Self {
+        Self {
+            kind: PutMetricDataErrorKind::InvalidNamespace,
+            code: None,
+            message: None,
+            status: None,
+            namespace: Some(namespace.to_owned()),
+            sent: 0,
+            source: None,
         }
     }
 
@@ -141,59 +197,57 @@ impl PutMetricDataError {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let text = crate::aws::error_chain(&err);
-        let (transient, code, message) = match &err {
+        let (transient, code, message, status) = match &err {
             SdkError::ServiceError(service) => {
                 let status = service.raw().status().as_u16();
-                match service.err().code() {
-                    Some(code) => (
-                        may_succeed_later(Some(code), status),
-                        code.to_owned(),
-                        service.err().message().unwrap_or(&text).to_owned(),
-                    ),
-                    None => (
-                        may_succeed_later(None, status),
-                        "NotCloudWatch".to_owned(),
-                        format!(
-                            "the endpoint answered HTTP {status} with something that is not a \
-                             CloudWatch answer: check the metrics endpoint URL"
-                        ),
-                    ),
-                }
+                let code = service.err().code();
+                (
+                    may_succeed_later(code, status),
+                    code.unwrap_or(NOT_CLOUDWATCH),
+                    service
+                        .err()
+                        .message()
+                        .filter(|_| code.is_some())
+                        .map(|m| crate::aws::bounded(m.to_owned())),
+                    Some(status),
+                )
             }
             SdkError::ResponseError(response) => {
                 let status = response.raw().status().as_u16();
                 (
                     may_succeed_later(None, status),
-                    "NotCloudWatch".to_owned(),
-                    format!(
-                        "the endpoint answered HTTP {status} with something that is not a \
-                         CloudWatch answer: check the metrics endpoint URL ({text})"
-                    ),
+                    NOT_CLOUDWATCH,
+                    None,
+                    Some(status),
                 )
             }
-            SdkError::TimeoutError(_) => (true, crate::TIMEOUT_CODE.to_owned(), text),
-            SdkError::DispatchFailure(_) => (true, "ConnectionError".to_owned(), text),
-            SdkError::ConstructionFailure(_) => (false, "ConstructionFailure".to_owned(), text),
+            SdkError::TimeoutError(_) => (true, crate::TIMEOUT_CODE, None, None),
+            SdkError::DispatchFailure(_) => (true, "ConnectionError", None, None),
+            SdkError::ConstructionFailure(_) => (false, "ConstructionFailure", None, None),
             // Credentials that could not be had, and whatever else: try again later.
-            _ => (true, "Other".to_owned(), text),
+            _ => (true, "Other", None, None),
         };
-        let message = crate::aws::bounded(message);
-        if transient {
-            Self::Transient {
-                code,
-                message,
-                sent,
-            }
-        } else {
-            Self::Refused {
-                code,
-                message,
-                sent,
-            }
+        let code = code.to_owned();
+        Self {
+            kind: if transient {
+                PutMetricDataErrorKind::Transient
+            } else {
+                PutMetricDataErrorKind::Refused
+            },
+            code: Some(code),
+            message,
+            status,
+            namespace: None,
+            sent,
+            // The SDK's error less its wrapper: the service's error, the
+            // connector's, the timeout's (never the raw request or response).
+            source: err.into_source().ok(),
         }
     }
 }
+
+/// Our code for an answer that is not CloudWatch's.
+const NOT_CLOUDWATCH: &str = "NotCloudWatch";
 
 /// Whether an HTTP answer with this status (and error code, if any) may succeed
 /// later: by the classification Kinesis's answers get
@@ -209,33 +263,46 @@ fn may_succeed_later(code: Option<&str>, status: u16) -> bool {
 
 impl fmt::Display for PutMetricDataError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Transient {
-                code,
-                message,
-                sent,
-            } => write!(
-                f,
-                "PutMetricData failed, may succeed later: {code}: {message} ({sent} data points stored before)"
-            ),
-            Self::Refused {
-                code,
-                message,
-                sent,
-            } => write!(
-                f,
-                "PutMetricData refused: {code}: {message} ({sent} data points stored before)"
-            ),
-            Self::InvalidNamespace(ns) => write!(
-                f,
-                "metrics namespace {ns:?} is not one CloudWatch takes: 1 to 255 characters, \
-                 not starting with \"AWS/\" (set MetricsNamespace)"
-            ),
+        // What the service said, or the connection's error, is the cause
+        // (`source()`): a chain prints it once.
+        let sent = self.sent;
+        match self.kind {
+            PutMetricDataErrorKind::InvalidNamespace => {
+                return write!(
+                    f,
+                    "metrics namespace {:?} is not one CloudWatch takes: 1 to 255 characters, \
+                     not starting with \"AWS/\" (set MetricsNamespace)",
+                    self.namespace.as_deref().unwrap_or_default()
+                );
+            }
+            PutMetricDataErrorKind::Transient => {
+                f.write_str("PutMetricData failed, may succeed later")?
+            }
+            PutMetricDataErrorKind::Refused => f.write_str("PutMetricData refused")?,
         }
+        if let Some(code) = &self.code {
+            write!(f, " ({code})")?;
+        }
+        if let Some(status) = self.status {
+            write!(f, " [HTTP {status}]")?;
+        }
+        write!(f, ", {sent} data points stored before")?;
+        if self.code.as_deref() == Some(NOT_CLOUDWATCH) {
+            f.write_str(
+                ": the endpoint's answer is not CloudWatch's: check the metrics endpoint URL",
+            )?;
+        }
+        Ok(())
     }
 }
 
-impl std::error::Error for PutMetricDataError {}
+impl std::error::Error for PutMetricDataError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// CloudWatch, for PutMetricData only.
 ///
@@ -373,7 +440,7 @@ impl CloudWatch {
         data: &[MetricDatum],
     ) -> Result<(), PutMetricDataError> {
         if namespace.is_empty() || namespace.len() > 255 || namespace.starts_with("AWS/") {
-            return Err(PutMetricDataError::InvalidNamespace(namespace.to_owned()));
+            return Err(PutMetricDataError::invalid_namespace(namespace));
         }
         let mut sent = 0;
         for chunk in chunks(data) {
@@ -481,6 +548,56 @@ mod tests {
         }
         assert!(may_succeed_later(Some("RequestTimeout"), 408));
         assert!(!may_succeed_later(Some("InvalidParameterValue"), 400));
+    }
+
+    /// A failure keeps what went wrong as its source and says only its own
+    /// level: the code, the status and what was stored, not the service's words
+    /// or the connection's error again.
+    #[test]
+    fn errors_keep_their_cause_and_say_their_own_level() {
+        use aws_sdk_cloudwatch::error::ErrorMetadata;
+        use aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataError as Sdk;
+        use aws_smithy_runtime_api::http::{Response, StatusCode};
+        use aws_smithy_types::body::SdkBody;
+        use std::error::Error as _;
+
+        let service = Sdk::generic(
+            ErrorMetadata::builder()
+                .code("Throttling")
+                .message("Rate exceeded")
+                .build(),
+        );
+        let response = Response::new(StatusCode::try_from(400).unwrap(), SdkBody::empty());
+        let e = PutMetricDataError::from_sdk(SdkError::service_error(service, response), 7);
+        assert_eq!(e.kind(), PutMetricDataErrorKind::Transient);
+        assert!(e.is_retryable() && !e.is_refused());
+        assert_eq!(
+            (e.code(), e.message(), e.status(), e.sent()),
+            (Some("Throttling"), Some("Rate exceeded"), Some(400), 7)
+        );
+        assert_eq!(
+            e.to_string(),
+            "PutMetricData failed, may succeed later (Throttling) [HTTP 400], 7 data points stored before"
+        );
+        let cause = e.source().expect("the service's error");
+        assert!(cause.downcast_ref::<Sdk>().is_some(), "{cause:?}");
+
+        let timeout = SdkError::<Sdk, Response>::timeout_error("the request took too long");
+        let e = PutMetricDataError::from_sdk(timeout, 0);
+        assert!(e.is_retryable());
+        assert_eq!(e.code(), Some(crate::TIMEOUT_CODE));
+        let cause = e.source().expect("the timeout");
+        assert_eq!(cause.to_string(), "the request took too long");
+        assert!(!e.to_string().contains(&cause.to_string()), "{e}");
+
+        let e = PutMetricDataError::invalid_namespace("AWS/Kinesis");
+        assert!(e.is_invalid_namespace() && !e.is_retryable());
+        assert_eq!(
+            (e.namespace(), e.code(), e.sent()),
+            (Some("AWS/Kinesis"), None, 0)
+        );
+        assert!(e.source().is_none());
+        assert!(e.to_string().contains("\"AWS/Kinesis\""), "{e}");
     }
 
     #[test]

@@ -58,10 +58,11 @@ use bytes::Bytes;
 use kpl_codec::HashKey;
 
 #[cfg(feature = "aws")]
-pub use aws::{AwsTransport, AwsTransportBuilder, BuildError, HttpRuntime};
+pub use aws::{AwsTransport, AwsTransportBuilder, BuildError, BuildErrorKind, HttpRuntime};
 #[cfg(feature = "cloudwatch")]
 pub use cloudwatch::{
     CloudWatch, CloudWatchBuilder, MAX_DATA_PER_REQUEST, MetricDatum, PutMetricDataError,
+    PutMetricDataErrorKind,
 };
 pub use error::{ErrorKind, TIMEOUT_CODE, TransportError};
 #[cfg(feature = "aws")]

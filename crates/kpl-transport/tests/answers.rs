@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kpl_transport::{
-    AwsTransport, BuildError, HttpRuntime, PutRecordsEntry, PutRecordsRequest, StreamId, Transport,
+    AwsTransport, HttpRuntime, PutRecordsEntry, PutRecordsRequest, StreamId, Transport,
     TransportError,
 };
 
@@ -61,7 +61,7 @@ fn mistyped_endpoints_are_refused_at_build_naming_the_value() {
             };
             assert!(started.elapsed() < Duration::from_secs(1), "{url:?}");
             assert!(
-                matches!(&err, BuildError::InvalidEndpoint { url: u, .. } if u == url),
+                err.is_invalid_endpoint() && err.url() == Some(url),
                 "{url:?}: {err:?}"
             );
             let text = err.to_string();
@@ -255,7 +255,7 @@ fn a_mistyped_cloudwatch_endpoint_is_refused_at_build() {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, BuildError::InvalidEndpoint { url, .. } if url == "monitoring.local:443"),
+            err.is_invalid_endpoint() && err.url() == Some("monitoring.local:443"),
             "{err:?}"
         );
         // The Kinesis endpoint of the same settings is not the metrics one.

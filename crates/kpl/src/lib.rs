@@ -71,8 +71,8 @@
 #![warn(missing_docs)]
 
 pub use kpl_producer::{
-    Admitted, Attempt, AttemptError, Attempts, Config, ConfigBuilder, ConfigError, ErrorCode,
-    Event, EventSink, IgnoredKey, Metric, MetricName, MetricsBatch, MetricsGranularity,
+    Admitted, Attempt, AttemptError, Attempts, Config, ConfigBuilder, ConfigError, ConfigErrorKind,
+    ErrorCode, Event, EventSink, IgnoredKey, Metric, MetricName, MetricsBatch, MetricsGranularity,
     MetricsLevel, MetricsRecorder, MetricsUploader, OutcomeBatch, Outcomes, Producer,
     ProducerBuilder, ProxySettings, PutError, PutErrorKind, PutRecord, RecordFuture, RecordId,
     RecordResult, Summary, UploadError, UploadFuture, UploadStats, codes,
@@ -90,12 +90,16 @@ pub use kpl_producer::SyncBuildError;
 pub use kpl_codec::{DecodeError, deaggregate};
 
 #[cfg(feature = "aws")]
-pub use kpl_transport::{AwsTransport, AwsTransportBuilder, BuildError, HttpRuntime, Proxy};
+pub use kpl_transport::{
+    AwsTransport, AwsTransportBuilder, BuildError, BuildErrorKind, HttpRuntime, Proxy,
+};
 
 #[cfg(feature = "cloudwatch")]
 pub use kpl_producer::CloudWatchUploader;
 #[cfg(feature = "cloudwatch")]
-pub use kpl_transport::{CloudWatch, CloudWatchBuilder, MetricDatum, PutMetricDataError};
+pub use kpl_transport::{
+    CloudWatch, CloudWatchBuilder, MetricDatum, PutMetricDataError, PutMetricDataErrorKind,
+};
 
 pub use bytes::Bytes;
 pub use kpl_runtime::Runtime;
