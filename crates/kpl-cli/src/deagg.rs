@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use base64::Engine;
-use kpl::codec::DecodeError;
+use kpl::codec::{DecodeError, DecodeErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -238,12 +238,12 @@ fn write_record(
 /// message whose key index points past its table is an error for the KCL too.
 fn not_an_aggregate(e: &DecodeError) -> bool {
     matches!(
-        e,
-        DecodeError::ChecksumMismatch { .. }
-            | DecodeError::Truncated { .. }
-            | DecodeError::VarintOverflow { .. }
-            | DecodeError::InvalidTag { .. }
-            | DecodeError::InvalidUtf8 { .. }
-            | DecodeError::MissingField { .. }
+        e.kind(),
+        DecodeErrorKind::ChecksumMismatch
+            | DecodeErrorKind::Truncated
+            | DecodeErrorKind::VarintOverflow
+            | DecodeErrorKind::InvalidTag
+            | DecodeErrorKind::InvalidUtf8
+            | DecodeErrorKind::MissingField
     )
 }

@@ -49,10 +49,10 @@ pub fn deaggregate<'a>(
 /// Decodes an aggregated record (magic, protobuf, MD5) into its user records.
 ///
 /// Unlike [`deaggregate`], data without the magic is an error here
-/// ([`DecodeError::NotAggregated`]). Unknown protobuf fields are skipped.
+/// ([`DecodeErrorKind::NotAggregated`]). Unknown protobuf fields are skipped.
 pub fn decode_aggregated(data: &[u8]) -> Result<Vec<UserRecordRef<'_>>, DecodeError> {
     if !is_aggregated(data) {
-        return Err(DecodeError::NotAggregated { len: data.len() });
+        return Err(Defect::NotAggregated { len: data.len() }.into());
     }
     let body_end = data.len() - DIGEST_LEN;
     let body = &data[MAGIC.len()..body_end];
@@ -60,7 +60,7 @@ pub fn decode_aggregated(data: &[u8]) -> Result<Vec<UserRecordRef<'_>>, DecodeEr
     let mut expected = [0u8; DIGEST_LEN];
     expected.copy_from_slice(&data[body_end..]);
     if actual != expected {
-        return Err(DecodeError::ChecksumMismatch { expected, actual });
+        return Err(Defect::ChecksumMismatch { expected, actual }.into());
     }
 
     let mut partition_keys = Vec::new();
@@ -80,7 +80,7 @@ pub fn decode_aggregated(data: &[u8]) -> Result<Vec<UserRecordRef<'_>>, DecodeEr
                 let message = cursor.sub_message()?;
                 raw.push(read_record(message, raw.len())?);
             }
-            (1..=3, _) => return Err(cursor.wrong_wire_type(field, wire)),
+            (1..=3, _) => return Err(cursor.wrong_wire_type(field, wire).into()),
             _ => cursor.skip(wire)?,
         }
     }
@@ -90,25 +90,25 @@ pub fn decode_aggregated(data: &[u8]) -> Result<Vec<UserRecordRef<'_>>, DecodeEr
         .map(|(index, r)| {
             let partition_key = *partition_keys
                 .get(index_usize(r.partition_key_index))
-                .ok_or(DecodeError::IndexOutOfRange {
+                .ok_or(Defect::IndexOutOfRange {
                     record: index,
                     table: KeyTable::PartitionKey,
                     index: r.partition_key_index,
                     table_len: partition_keys.len(),
                 })?;
-            let explicit_hash_key = r
-                .explicit_hash_key_index
-                .map(|i| {
-                    explicit_hash_keys.get(index_usize(i)).copied().ok_or(
-                        DecodeError::IndexOutOfRange {
-                            record: index,
-                            table: KeyTable::ExplicitHashKey,
-                            index: i,
-                            table_len: explicit_hash_keys.len(),
-                        },
-                    )
-                })
-                .transpose()?;
+            let explicit_hash_key =
+                r.explicit_hash_key_index
+                    .map(|i| {
+                        explicit_hash_keys.get(index_usize(i)).copied().ok_or(
+                            Defect::IndexOutOfRange {
+                                record: index,
+                                table: KeyTable::ExplicitHashKey,
+                                index: i,
+                                table_len: explicit_hash_keys.len(),
+                            },
+                        )
+                    })
+                    .transpose()?;
             Ok(UserRecordRef {
                 partition_key,
                 explicit_hash_key,
@@ -131,7 +131,7 @@ struct RawRecord<'a> {
     tags: Vec<TagRef<'a>>,
 }
 
-fn read_record<'a>(mut cursor: Cursor<'a>, record: usize) -> Result<RawRecord<'a>, DecodeError> {
+fn read_record<'a>(mut cursor: Cursor<'a>, record: usize) -> Result<RawRecord<'a>, Defect> {
     let mut partition_key_index = None;
     let mut explicit_hash_key_index = None;
     let mut data = None;
@@ -147,7 +147,7 @@ fn read_record<'a>(mut cursor: Cursor<'a>, record: usize) -> Result<RawRecord<'a
             _ => cursor.skip(wire)?,
         }
     }
-    let missing = |field| DecodeError::MissingField { record, field };
+    let missing = |field| Defect::MissingField { record, field };
     Ok(RawRecord {
         partition_key_index: partition_key_index.ok_or(missing("partition_key_index"))?,
         explicit_hash_key_index,
@@ -156,7 +156,7 @@ fn read_record<'a>(mut cursor: Cursor<'a>, record: usize) -> Result<RawRecord<'a
     })
 }
 
-fn read_tag<'a>(mut cursor: Cursor<'a>, record: usize) -> Result<TagRef<'a>, DecodeError> {
+fn read_tag<'a>(mut cursor: Cursor<'a>, record: usize) -> Result<TagRef<'a>, Defect> {
     let mut key = None;
     let mut value = None;
     while !cursor.at_end() {
@@ -169,7 +169,7 @@ fn read_tag<'a>(mut cursor: Cursor<'a>, record: usize) -> Result<TagRef<'a>, Dec
         }
     }
     Ok(TagRef {
-        key: key.ok_or(DecodeError::MissingField {
+        key: key.ok_or(Defect::MissingField {
             record,
             field: "tag key",
         })?,
@@ -195,38 +195,38 @@ impl<'a> Cursor<'a> {
         self.pos >= self.end
     }
 
-    fn varint(&mut self) -> Result<u64, DecodeError> {
+    fn varint(&mut self) -> Result<u64, Defect> {
         let start = self.pos;
         let mut value: u64 = 0;
         for i in 0..10 {
             let Some(&byte) = self.data[..self.end].get(self.pos) else {
-                return Err(DecodeError::Truncated { offset: start });
+                return Err(Defect::Truncated { offset: start });
             };
             self.pos += 1;
             let bits = u64::from(byte & 0x7f);
             if i == 9 && bits > 1 {
-                return Err(DecodeError::VarintOverflow { offset: start });
+                return Err(Defect::VarintOverflow { offset: start });
             }
             value |= bits << (7 * i);
             if byte & 0x80 == 0 {
                 return Ok(value);
             }
         }
-        Err(DecodeError::VarintOverflow { offset: start })
+        Err(Defect::VarintOverflow { offset: start })
     }
 
-    fn tag(&mut self) -> Result<(u64, u8), DecodeError> {
+    fn tag(&mut self) -> Result<(u64, u8), Defect> {
         let offset = self.pos;
         let tag = self.varint()?;
         let field = tag >> 3;
         let wire = (tag & 7) as u8;
         if field == 0 || !matches!(wire, WIRE_VARINT | WIRE_FIXED64 | WIRE_LEN | WIRE_FIXED32) {
-            return Err(DecodeError::InvalidTag { offset, tag });
+            return Err(Defect::InvalidTag { offset, tag });
         }
         Ok((field, wire))
     }
 
-    fn take(&mut self, len: u64, offset: usize) -> Result<&'a [u8], DecodeError> {
+    fn take(&mut self, len: u64, offset: usize) -> Result<&'a [u8], Defect> {
         let remaining = self.end - self.pos;
         match usize::try_from(len) {
             Ok(len) if len <= remaining => {
@@ -234,23 +234,23 @@ impl<'a> Cursor<'a> {
                 self.pos += len;
                 Ok(slice)
             }
-            _ => Err(DecodeError::Truncated { offset }),
+            _ => Err(Defect::Truncated { offset }),
         }
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+    fn bytes(&mut self) -> Result<&'a [u8], Defect> {
         let offset = self.pos;
         let len = self.varint()?;
         self.take(len, offset)
     }
 
-    fn string(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
+    fn string(&mut self, field: &'static str) -> Result<&'a str, Defect> {
         let offset = self.pos;
         let bytes = self.bytes()?;
-        std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 { offset, field })
+        std::str::from_utf8(bytes).map_err(|_| Defect::InvalidUtf8 { offset, field })
     }
 
-    fn sub_message(&mut self) -> Result<Cursor<'a>, DecodeError> {
+    fn sub_message(&mut self) -> Result<Cursor<'a>, Defect> {
         let offset = self.pos;
         let len = self.varint()?;
         let start = self.pos;
@@ -262,7 +262,7 @@ impl<'a> Cursor<'a> {
         })
     }
 
-    fn skip(&mut self, wire: u8) -> Result<(), DecodeError> {
+    fn skip(&mut self, wire: u8) -> Result<(), Defect> {
         let offset = self.pos;
         match wire {
             WIRE_VARINT => self.varint().map(drop),
@@ -272,8 +272,8 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn wrong_wire_type(&self, field: u64, wire: u8) -> DecodeError {
-        DecodeError::InvalidTag {
+    fn wrong_wire_type(&self, field: u64, wire: u8) -> Defect {
+        Defect::InvalidTag {
             offset: self.pos,
             tag: field << 3 | u64::from(wire),
         }
@@ -289,11 +289,208 @@ pub enum KeyTable {
     ExplicitHashKey,
 }
 
-/// Why an aggregated record cannot be read. Offsets count bytes from the start of the
-/// Kinesis record's data (the magic is at 0).
+/// Why an aggregated record cannot be read.
+///
+/// Ask it with [`kind`](Self::kind) or the `is_*` methods, and for where and
+/// what with [`offset`](Self::offset) (bytes from the start of the Kinesis
+/// record's data: the magic is at 0), [`tag`](Self::tag),
+/// [`record`](Self::record), [`field`](Self::field), [`table`](Self::table),
+/// [`index`](Self::index), [`table_len`](Self::table_len),
+/// [`data_len`](Self::data_len) and the two digests. No error value is behind
+/// it: the bytes are what is wrong.
+///
+/// ```
+/// use kpl_codec::{DecodeErrorKind, decode_aggregated};
+///
+/// let err = decode_aggregated(b"plain").unwrap_err();
+/// assert_eq!(err.kind(), DecodeErrorKind::NotAggregated);
+/// assert_eq!(err.data_len(), Some(5));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError {
+    defect: Defect,
+}
+
+/// What kind of [`DecodeError`] it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum DecodeError {
+pub enum DecodeErrorKind {
+    /// The data does not start with the magic bytes, or is shorter than 20 bytes
+    /// (only from [`decode_aggregated`]; [`deaggregate`] passes such records through).
+    NotAggregated,
+    /// The MD5 at the end does not match the protobuf body: the record was damaged
+    /// or cut.
+    ChecksumMismatch,
+    /// A field or length runs past the end of its message.
+    Truncated,
+    /// A varint is longer than 10 bytes or does not fit in 64 bits.
+    VarintOverflow,
+    /// A tag has field number 0, a group or unknown wire type, or a known field
+    /// has the wrong wire type.
+    InvalidTag,
+    /// A record's key index points past the end of its table.
+    IndexOutOfRange,
+    /// A string field is not valid UTF-8.
+    InvalidUtf8,
+    /// A required field is absent.
+    MissingField,
+}
+
+impl From<Defect> for DecodeError {
+    fn from(defect: Defect) -> Self {
+        Self { defect }
+    }
+}
+
+impl DecodeError {
+    /// What kind of error it is.
+    pub fn kind(&self) -> DecodeErrorKind {
+        match self.defect {
+            Defect::NotAggregated { .. } => DecodeErrorKind::NotAggregated,
+            Defect::ChecksumMismatch { .. } => DecodeErrorKind::ChecksumMismatch,
+            Defect::Truncated { .. } => DecodeErrorKind::Truncated,
+            Defect::VarintOverflow { .. } => DecodeErrorKind::VarintOverflow,
+            Defect::InvalidTag { .. } => DecodeErrorKind::InvalidTag,
+            Defect::IndexOutOfRange { .. } => DecodeErrorKind::IndexOutOfRange,
+            Defect::InvalidUtf8 { .. } => DecodeErrorKind::InvalidUtf8,
+            Defect::MissingField { .. } => DecodeErrorKind::MissingField,
+        }
+    }
+
+    /// The data is not in the aggregated format.
+    pub fn is_not_aggregated(&self) -> bool {
+        self.kind() == DecodeErrorKind::NotAggregated
+    }
+
+    /// The MD5 at the end does not match the body.
+    pub fn is_checksum_mismatch(&self) -> bool {
+        self.kind() == DecodeErrorKind::ChecksumMismatch
+    }
+
+    /// A field or length runs past the end of its message.
+    pub fn is_truncated(&self) -> bool {
+        self.kind() == DecodeErrorKind::Truncated
+    }
+
+    /// A varint does not fit in 64 bits.
+    pub fn is_varint_overflow(&self) -> bool {
+        self.kind() == DecodeErrorKind::VarintOverflow
+    }
+
+    /// A tag is not one the format allows there.
+    pub fn is_invalid_tag(&self) -> bool {
+        self.kind() == DecodeErrorKind::InvalidTag
+    }
+
+    /// A record's key index points past the end of its table.
+    pub fn is_index_out_of_range(&self) -> bool {
+        self.kind() == DecodeErrorKind::IndexOutOfRange
+    }
+
+    /// A string field is not valid UTF-8.
+    pub fn is_invalid_utf8(&self) -> bool {
+        self.kind() == DecodeErrorKind::InvalidUtf8
+    }
+
+    /// A required field is absent.
+    pub fn is_missing_field(&self) -> bool {
+        self.kind() == DecodeErrorKind::MissingField
+    }
+
+    /// The length of data not in the aggregated format.
+    pub fn data_len(&self) -> Option<usize> {
+        match self.defect {
+            Defect::NotAggregated { len } => Some(len),
+            _ => None,
+        }
+    }
+
+    /// The digest stored in a record whose checksum does not match.
+    pub fn expected_digest(&self) -> Option<[u8; 16]> {
+        match self.defect {
+            Defect::ChecksumMismatch { expected, .. } => Some(expected),
+            _ => None,
+        }
+    }
+
+    /// The digest of the body as received, for a checksum that does not match.
+    pub fn actual_digest(&self) -> Option<[u8; 16]> {
+        match self.defect {
+            Defect::ChecksumMismatch { actual, .. } => Some(actual),
+            _ => None,
+        }
+    }
+
+    /// Where it is, in bytes from the start of the record's data: where the
+    /// truncated field's length (or varint) starts, where the varint that
+    /// overflows starts, where the invalid tag's field starts (or ends, for a
+    /// wrong wire type), where the length of the string that is not UTF-8 starts.
+    pub fn offset(&self) -> Option<usize> {
+        match self.defect {
+            Defect::Truncated { offset }
+            | Defect::VarintOverflow { offset }
+            | Defect::InvalidTag { offset, .. }
+            | Defect::InvalidUtf8 { offset, .. } => Some(offset),
+            _ => None,
+        }
+    }
+
+    /// The raw invalid tag.
+    pub fn tag(&self) -> Option<u64> {
+        match self.defect {
+            Defect::InvalidTag { tag, .. } => Some(tag),
+            _ => None,
+        }
+    }
+
+    /// The user record's position in the aggregate, for an index out of range
+    /// or a missing field.
+    pub fn record(&self) -> Option<usize> {
+        match self.defect {
+            Defect::IndexOutOfRange { record, .. } | Defect::MissingField { record, .. } => {
+                Some(record)
+            }
+            _ => None,
+        }
+    }
+
+    /// Which field: the string that is not UTF-8 (`partition_key_table`, …), or
+    /// the required field missing (`partition_key_index`, `data` or `tag key`).
+    pub fn field(&self) -> Option<&'static str> {
+        match self.defect {
+            Defect::InvalidUtf8 { field, .. } | Defect::MissingField { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// The table an index out of range points into.
+    pub fn table(&self) -> Option<KeyTable> {
+        match self.defect {
+            Defect::IndexOutOfRange { table, .. } => Some(table),
+            _ => None,
+        }
+    }
+
+    /// The index out of range.
+    pub fn index(&self) -> Option<u64> {
+        match self.defect {
+            Defect::IndexOutOfRange { index, .. } => Some(index),
+            _ => None,
+        }
+    }
+
+    /// The length of the table an index out of range points into.
+    pub fn table_len(&self) -> Option<usize> {
+        match self.defect {
+            Defect::IndexOutOfRange { table_len, .. } => Some(table_len),
+            _ => None,
+        }
+    }
+}
+
+/// The defects, as [`DecodeError`] holds them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Defect {
     /// The data does not start with the magic bytes, or is shorter than 20 bytes
     /// (only from [`decode_aggregated`]; [`deaggregate`] passes such records through).
     NotAggregated {
@@ -359,36 +556,36 @@ fn hex(bytes: &[u8; 16]) -> String {
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NotAggregated { len } => write!(
+        match &self.defect {
+            Defect::NotAggregated { len } => write!(
                 f,
                 "not an aggregated record ({len} bytes, no magic F3899AC2 followed by at least 16 bytes): read it as a plain record"
             ),
-            Self::ChecksumMismatch { expected, actual } => write!(
+            Defect::ChecksumMismatch { expected, actual } => write!(
                 f,
                 "aggregated record is damaged: stored MD5 {} but the body hashes to {}",
                 hex(expected),
                 hex(actual)
             ),
-            Self::Truncated { offset } => {
+            Defect::Truncated { offset } => {
                 write!(
                     f,
                     "aggregated record is truncated: the field at byte {offset} runs past its message"
                 )
             }
-            Self::VarintOverflow { offset } => {
+            Defect::VarintOverflow { offset } => {
                 write!(
                     f,
                     "aggregated record has a varint at byte {offset} that overflows 64 bits"
                 )
             }
-            Self::InvalidTag { offset, tag } => write!(
+            Defect::InvalidTag { offset, tag } => write!(
                 f,
                 "aggregated record has an invalid protobuf tag {tag} (field {}, wire type {}) at byte {offset}",
                 tag >> 3,
                 tag & 7
             ),
-            Self::IndexOutOfRange {
+            Defect::IndexOutOfRange {
                 record,
                 table,
                 index,
@@ -401,13 +598,13 @@ impl fmt::Display for DecodeError {
                     KeyTable::ExplicitHashKey => "explicit hash key",
                 }
             ),
-            Self::InvalidUtf8 { offset, field } => {
+            Defect::InvalidUtf8 { offset, field } => {
                 write!(
                     f,
                     "aggregated record has invalid UTF-8 in {field} at byte {offset}"
                 )
             }
-            Self::MissingField { record, field } => {
+            Defect::MissingField { record, field } => {
                 write!(f, "user record {record} lacks its required field {field}")
             }
         }

@@ -100,28 +100,26 @@ impl HashKey {
     pub fn from_decimal(input: &str) -> Result<Self, ParseHashKeyError> {
         let bytes = input.as_bytes();
         if bytes.is_empty() {
-            return Err(ParseHashKeyError::Empty);
+            return Err(ParseHashKeyError::new(ParseHashKeyErrorKind::Empty, input));
         }
         let mut value: u128 = 0;
         for (position, ch) in input.char_indices() {
             let Some(digit) = ch.to_digit(10).filter(|_| ch.is_ascii_digit()) else {
-                return Err(ParseHashKeyError::InvalidCharacter {
-                    input: input.to_owned(),
-                    position,
-                    found: ch,
+                return Err(ParseHashKeyError {
+                    at: Some((position, ch)),
+                    ..ParseHashKeyError::new(ParseHashKeyErrorKind::InvalidCharacter, input)
                 });
             };
             value = value
                 .checked_mul(10)
                 .and_then(|v| v.checked_add(u128::from(digit)))
-                .ok_or_else(|| ParseHashKeyError::OutOfRange {
-                    input: input.to_owned(),
-                })?;
+                .ok_or_else(|| ParseHashKeyError::new(ParseHashKeyErrorKind::OutOfRange, input))?;
         }
         if bytes.len() > 1 && bytes[0] == b'0' {
-            return Err(ParseHashKeyError::LeadingZero {
-                input: input.to_owned(),
-            });
+            return Err(ParseHashKeyError::new(
+                ParseHashKeyErrorKind::LeadingZero,
+                input,
+            ));
         }
         Ok(Self(value))
     }
@@ -163,51 +161,109 @@ impl fmt::Display for HashKey {
 }
 
 /// Why a string is not a valid explicit hash key.
+///
+/// Ask it with [`kind`](Self::kind) or the `is_*` methods; the text given is
+/// [`input`](Self::input), and a character that is not a digit is
+/// [`found`](Self::found) at byte [`position`](Self::position).
+///
+/// ```
+/// use kpl_codec::{HashKey, ParseHashKeyErrorKind};
+///
+/// let err = HashKey::from_decimal("12a").unwrap_err();
+/// assert_eq!(err.kind(), ParseHashKeyErrorKind::InvalidCharacter);
+/// assert_eq!((err.input(), err.position(), err.found()), ("12a", Some(2), Some('a')));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseHashKeyError {
+    kind: ParseHashKeyErrorKind,
+    input: String,
+    /// Where the first character that is not a digit is, and which it is.
+    at: Option<(usize, char)>,
+}
+
+/// What kind of [`ParseHashKeyError`] it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum ParseHashKeyError {
+pub enum ParseHashKeyErrorKind {
     /// The string is empty.
     Empty,
     /// The string holds something other than an ASCII digit.
-    InvalidCharacter {
-        /// The whole input.
-        input: String,
-        /// Byte offset of the first offending character.
-        position: usize,
-        /// The offending character.
-        found: char,
-    },
+    InvalidCharacter,
     /// The string starts with `0` but is not `0` itself; Kinesis refuses such keys.
-    LeadingZero {
-        /// The whole input.
-        input: String,
-    },
+    LeadingZero,
     /// The value is larger than `2^128 − 1` (340282366920938463463374607431768211455).
-    OutOfRange {
-        /// The whole input.
-        input: String,
-    },
+    OutOfRange,
+}
+
+impl ParseHashKeyError {
+    fn new(kind: ParseHashKeyErrorKind, input: &str) -> Self {
+        Self {
+            kind,
+            input: input.to_owned(),
+            at: None,
+        }
+    }
+
+    /// What kind of error it is.
+    pub fn kind(&self) -> ParseHashKeyErrorKind {
+        self.kind
+    }
+
+    /// The string is empty.
+    pub fn is_empty(&self) -> bool {
+        self.kind == ParseHashKeyErrorKind::Empty
+    }
+
+    /// The string holds something other than an ASCII digit.
+    pub fn is_invalid_character(&self) -> bool {
+        self.kind == ParseHashKeyErrorKind::InvalidCharacter
+    }
+
+    /// The string has a leading zero.
+    pub fn is_leading_zero(&self) -> bool {
+        self.kind == ParseHashKeyErrorKind::LeadingZero
+    }
+
+    /// The value is larger than `2^128 − 1`.
+    pub fn is_out_of_range(&self) -> bool {
+        self.kind == ParseHashKeyErrorKind::OutOfRange
+    }
+
+    /// The whole string given.
+    pub fn input(&self) -> &str {
+        &self.input
+    }
+
+    /// Byte offset of the first character that is not an ASCII digit.
+    pub fn position(&self) -> Option<usize> {
+        self.at.map(|(position, _)| position)
+    }
+
+    /// The first character that is not an ASCII digit.
+    pub fn found(&self) -> Option<char> {
+        self.at.map(|(_, found)| found)
+    }
 }
 
 impl fmt::Display for ParseHashKeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Empty => f.write_str(
+        let input = &self.input;
+        match self.kind {
+            ParseHashKeyErrorKind::Empty => f.write_str(
                 "explicit hash key is empty: give a decimal integer from 0 to 2^128-1, or none",
             ),
-            Self::InvalidCharacter {
-                input,
-                position,
-                found,
-            } => write!(
-                f,
-                "explicit hash key {input:?} has {found:?} at byte {position}: use only the digits 0-9"
-            ),
-            Self::LeadingZero { input } => write!(
+            ParseHashKeyErrorKind::InvalidCharacter => {
+                let (position, found) = self.at.unwrap_or_default();
+                write!(
+                    f,
+                    "explicit hash key {input:?} has {found:?} at byte {position}: use only the digits 0-9"
+                )
+            }
+            ParseHashKeyErrorKind::LeadingZero => write!(
                 f,
                 "explicit hash key {input:?} has a leading zero, which Kinesis refuses: drop the leading zeros"
             ),
-            Self::OutOfRange { input } => write!(
+            ParseHashKeyErrorKind::OutOfRange => write!(
                 f,
                 "explicit hash key {input:?} is above 2^128-1 (340282366920938463463374607431768211455)"
             ),
@@ -259,36 +315,36 @@ mod tests {
             HashKey::from_decimal("340282366920938463463374607431768211455"),
             Ok(HashKey::MAX)
         );
-        assert!(matches!(
-            HashKey::from_decimal("340282366920938463463374607431768211456"),
-            Err(ParseHashKeyError::OutOfRange { .. })
-        ));
-        assert!(matches!(
-            HashKey::from_decimal("99999999999999999999999999999999999999999999"),
-            Err(ParseHashKeyError::OutOfRange { .. })
-        ));
-        assert_eq!(HashKey::from_decimal(""), Err(ParseHashKeyError::Empty));
+        let kind = |text: &str| HashKey::from_decimal(text).unwrap_err().kind();
         assert_eq!(
-            HashKey::from_decimal("12a"),
-            Err(ParseHashKeyError::InvalidCharacter {
-                input: "12a".into(),
-                position: 2,
-                found: 'a'
-            })
+            kind("340282366920938463463374607431768211456"),
+            ParseHashKeyErrorKind::OutOfRange
+        );
+        assert_eq!(
+            kind("99999999999999999999999999999999999999999999"),
+            ParseHashKeyErrorKind::OutOfRange
+        );
+        assert_eq!(kind(""), ParseHashKeyErrorKind::Empty);
+        let err = HashKey::from_decimal("12a").unwrap_err();
+        assert!(err.is_invalid_character());
+        assert_eq!(
+            (err.input(), err.position(), err.found()),
+            ("12a", Some(2), Some('a'))
+        );
+        assert_eq!(
+            err.to_string(),
+            "explicit hash key \"12a\" has 'a' at byte 2: use only the digits 0-9"
         );
         for bad in ["-1", "+1", " 1", "1 ", "1_0", "١٢", "1.0"] {
-            assert!(
-                matches!(
-                    HashKey::from_decimal(bad),
-                    Err(ParseHashKeyError::InvalidCharacter { .. })
-                ),
+            assert_eq!(
+                kind(bad),
+                ParseHashKeyErrorKind::InvalidCharacter,
                 "{bad:?} must be refused"
             );
         }
-        assert!(matches!(
-            HashKey::from_decimal("007"),
-            Err(ParseHashKeyError::LeadingZero { .. })
-        ));
+        let err = HashKey::from_decimal("007").unwrap_err();
+        assert!(err.is_leading_zero());
+        assert_eq!((err.input(), err.position()), ("007", None));
     }
 
     #[test]

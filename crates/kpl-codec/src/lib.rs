@@ -68,17 +68,19 @@ mod md5_lanes;
 mod record;
 mod rng;
 
-pub use decode::{DecodeError, KeyTable, deaggregate, decode_aggregated, is_aggregated};
+pub use decode::{
+    DecodeError, DecodeErrorKind, KeyTable, deaggregate, decode_aggregated, is_aggregated,
+};
 pub use encode::{
     AGGREGATE_OVERHEAD, AggregateBuilder, DIGEST_LEN, KinesisRecord, MAGIC, UnfinishedAggregate,
     aggregate_growth_bound, finish_aggregates,
 };
-pub use hash::{HashKey, ParseHashKeyError};
+pub use hash::{HashKey, ParseHashKeyError, ParseHashKeyErrorKind};
 pub use limits::{
     AGGREGATED_PARTITION_KEY, DEFAULT_MAX_RECORD_SIZE, DEFAULT_MAX_REQUEST_SIZE,
     MAX_PARTITION_KEY_CHARS, MAX_RECORD_SIZE_CEILING, MAX_RECORDS_PER_REQUEST, PartitionKeyError,
-    RecordError, RecordLimitError, RecordLimits, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND,
-    validate_partition_key,
+    PartitionKeyErrorKind, RecordError, RecordErrorKind, RecordLimitError, RecordLimits,
+    SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND, validate_partition_key,
 };
 pub use record::{Tag, TagRef, UserRecord, UserRecordRef};
 pub use rng::SplitMix64;

@@ -25,22 +25,27 @@ pub const AGGREGATED_PARTITION_KEY: &str = "a";
 /// Checks a partition key: 1 to 256 Unicode characters.
 ///
 /// ```
-/// use kpl_codec::{validate_partition_key, PartitionKeyError};
+/// use kpl_codec::{validate_partition_key, PartitionKeyErrorKind};
 ///
 /// assert!(validate_partition_key("user-123").is_ok());
-/// assert_eq!(validate_partition_key(""), Err(PartitionKeyError::Empty));
+/// let err = validate_partition_key("").unwrap_err();
+/// assert_eq!(err.kind(), PartitionKeyErrorKind::Empty);
 /// ```
 pub fn validate_partition_key(partition_key: &str) -> Result<(), PartitionKeyError> {
     if partition_key.is_empty() {
-        return Err(PartitionKeyError::Empty);
+        return Err(PartitionKeyError {
+            repr: BadKey::Empty,
+        });
     }
     // Fewer bytes than the limit means fewer characters too: skip the count.
     if partition_key.len() > MAX_PARTITION_KEY_CHARS {
         let chars = partition_key.chars().count();
         if chars > MAX_PARTITION_KEY_CHARS {
-            return Err(PartitionKeyError::TooLong {
-                chars,
-                prefix: partition_key.chars().take(16).collect(),
+            return Err(PartitionKeyError {
+                repr: BadKey::TooLong {
+                    chars,
+                    prefix: partition_key.chars().take(16).collect(),
+                },
             });
         }
     }
@@ -48,25 +53,76 @@ pub fn validate_partition_key(partition_key: &str) -> Result<(), PartitionKeyErr
 }
 
 /// Why a partition key is refused.
+///
+/// Ask it with [`kind`](Self::kind) or the `is_*` methods; a key too long
+/// gives its length in [`chars`](Self::chars) and its start in
+/// [`prefix`](Self::prefix).
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionKeyError {
+    repr: BadKey,
+}
+
+/// What kind of [`PartitionKeyError`] it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum PartitionKeyError {
+pub enum PartitionKeyErrorKind {
     /// The key is empty; Kinesis needs at least one character.
     Empty,
     /// The key has more than 256 Unicode characters.
+    TooLong,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum BadKey {
+    Empty,
     TooLong {
-        /// How many characters it has.
         chars: usize,
-        /// Its first 16 characters, to find it by.
+        /// The key's first 16 characters, to find it by.
         prefix: String,
     },
 }
 
+impl PartitionKeyError {
+    /// What kind of error it is.
+    pub fn kind(&self) -> PartitionKeyErrorKind {
+        match self.repr {
+            BadKey::Empty => PartitionKeyErrorKind::Empty,
+            BadKey::TooLong { .. } => PartitionKeyErrorKind::TooLong,
+        }
+    }
+
+    /// The key is empty.
+    pub fn is_empty(&self) -> bool {
+        self.kind() == PartitionKeyErrorKind::Empty
+    }
+
+    /// The key has more than 256 Unicode characters.
+    pub fn is_too_long(&self) -> bool {
+        self.kind() == PartitionKeyErrorKind::TooLong
+    }
+
+    /// How many characters a key too long has.
+    pub fn chars(&self) -> Option<usize> {
+        match self.repr {
+            BadKey::TooLong { chars, .. } => Some(chars),
+            BadKey::Empty => None,
+        }
+    }
+
+    /// The first 16 characters of a key too long, to find it by.
+    pub fn prefix(&self) -> Option<&str> {
+        match &self.repr {
+            BadKey::TooLong { prefix, .. } => Some(prefix),
+            BadKey::Empty => None,
+        }
+    }
+}
+
 impl fmt::Display for PartitionKeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Empty => f.write_str("partition key is empty: give 1 to 256 characters"),
-            Self::TooLong { chars, prefix } => write!(
+        match &self.repr {
+            BadKey::Empty => f.write_str("partition key is empty: give 1 to 256 characters"),
+            BadKey::TooLong { chars, prefix } => write!(
                 f,
                 "partition key starting {prefix:?} has {chars} characters, more than the {MAX_PARTITION_KEY_CHARS} Kinesis allows: shorten it"
             ),
@@ -124,17 +180,18 @@ impl RecordLimits {
         explicit_hash_key: Option<&str>,
         data_len: usize,
     ) -> Result<Option<HashKey>, RecordError> {
-        validate_partition_key(partition_key).map_err(RecordError::PartitionKey)?;
+        validate_partition_key(partition_key).map_err(|e| RecordError {
+            repr: Refused::PartitionKey(e),
+        })?;
         let explicit = explicit_hash_key
             .map(HashKey::from_decimal)
             .transpose()
-            .map_err(RecordError::ExplicitHashKey)?;
+            .map_err(|e| RecordError {
+                repr: Refused::ExplicitHashKey(e),
+            })?;
         let size = data_len.saturating_add(partition_key.len());
         if size > self.max_record_size {
-            return Err(RecordError::TooLarge {
-                size,
-                max: self.max_record_size,
-            });
+            return Err(RecordError::too_large(size, self.max_record_size));
         }
         Ok(explicit)
     }
@@ -143,8 +200,14 @@ impl RecordLimits {
 /// A maximum record size outside 1 byte to 10 MiB.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordLimitError {
+    max_record_size: usize,
+}
+
+impl RecordLimitError {
     /// The refused value.
-    pub max_record_size: usize,
+    pub fn max_record_size(&self) -> usize {
+        self.max_record_size
+    }
 }
 
 impl fmt::Display for RecordLimitError {
@@ -160,29 +223,118 @@ impl fmt::Display for RecordLimitError {
 impl std::error::Error for RecordLimitError {}
 
 /// Why a user record is refused before it is sent.
+///
+/// Ask it with [`kind`](Self::kind) or the `is_*` methods; what is wrong with
+/// the partition key or the explicit hash key is its
+/// [`source`](std::error::Error::source) (also
+/// [`partition_key_error`](Self::partition_key_error) and
+/// [`hash_key_error`](Self::hash_key_error)); a record too large gives its
+/// [`size`](Self::size) and the [`max`](Self::max) in force.
+///
+/// ```
+/// use kpl_codec::{RecordErrorKind, RecordLimits};
+///
+/// let err = RecordLimits::default().validate("", None, 10).unwrap_err();
+/// assert_eq!(err.kind(), RecordErrorKind::PartitionKey);
+/// assert!(err.partition_key_error().is_some_and(|e| e.is_empty()));
+/// assert_eq!(err.to_string(), "invalid partition key");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordError {
+    repr: Refused,
+}
+
+/// What kind of [`RecordError`] it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum RecordError {
+pub enum RecordErrorKind {
     /// The partition key is empty or too long.
-    PartitionKey(PartitionKeyError),
+    PartitionKey,
     /// The explicit hash key is not a decimal integer in `[0, 2^128 − 1]`.
-    ExplicitHashKey(ParseHashKeyError),
+    ExplicitHashKey,
     /// Data plus partition key bytes exceed the maximum record size.
-    TooLarge {
-        /// Data plus partition key bytes.
-        size: usize,
-        /// The limit in force.
-        max: usize,
-    },
+    TooLarge,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Refused {
+    PartitionKey(PartitionKeyError),
+    ExplicitHashKey(ParseHashKeyError),
+    TooLarge { size: usize, max: usize },
+}
+
+impl RecordError {
+    /// A record of `size` bytes (data plus partition key) over the limit `max`.
+    fn too_large(size: usize, max: usize) -> Self {
+        Self {
+            repr: Refused::TooLarge { size, max },
+        }
+    }
+
+    /// What kind of error it is.
+    pub fn kind(&self) -> RecordErrorKind {
+        match self.repr {
+            Refused::PartitionKey(_) => RecordErrorKind::PartitionKey,
+            Refused::ExplicitHashKey(_) => RecordErrorKind::ExplicitHashKey,
+            Refused::TooLarge { .. } => RecordErrorKind::TooLarge,
+        }
+    }
+
+    /// The partition key is empty or too long.
+    pub fn is_partition_key(&self) -> bool {
+        self.kind() == RecordErrorKind::PartitionKey
+    }
+
+    /// The explicit hash key is not one.
+    pub fn is_explicit_hash_key(&self) -> bool {
+        self.kind() == RecordErrorKind::ExplicitHashKey
+    }
+
+    /// The record is over the maximum record size.
+    pub fn is_too_large(&self) -> bool {
+        self.kind() == RecordErrorKind::TooLarge
+    }
+
+    /// What is wrong with the partition key.
+    pub fn partition_key_error(&self) -> Option<&PartitionKeyError> {
+        match &self.repr {
+            Refused::PartitionKey(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// What is wrong with the explicit hash key.
+    pub fn hash_key_error(&self) -> Option<&ParseHashKeyError> {
+        match &self.repr {
+            Refused::ExplicitHashKey(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// A record too large: its data plus partition key bytes.
+    pub fn size(&self) -> Option<usize> {
+        match self.repr {
+            Refused::TooLarge { size, .. } => Some(size),
+            _ => None,
+        }
+    }
+
+    /// A record too large: the limit in force.
+    pub fn max(&self) -> Option<usize> {
+        match self.repr {
+            Refused::TooLarge { max, .. } => Some(max),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for RecordError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        match &self.repr {
             // The cause says what is wrong (`source()`): a chain prints it once.
-            Self::PartitionKey(_) => f.write_str("invalid partition key"),
-            Self::ExplicitHashKey(_) => f.write_str("invalid explicit hash key"),
-            Self::TooLarge { size, max } => write!(
+            Refused::PartitionKey(_) => f.write_str("invalid partition key"),
+            Refused::ExplicitHashKey(_) => f.write_str("invalid explicit hash key"),
+            Refused::TooLarge { size, max } => write!(
                 f,
                 "record is {size} bytes (data plus partition key), over the {max}-byte limit: split it, or raise the stream's and the producer's max record size"
             ),
@@ -192,10 +344,10 @@ impl fmt::Display for RecordError {
 
 impl std::error::Error for RecordError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::PartitionKey(e) => Some(e),
-            Self::ExplicitHashKey(e) => Some(e),
-            Self::TooLarge { .. } => None,
+        match &self.repr {
+            Refused::PartitionKey(e) => Some(e),
+            Refused::ExplicitHashKey(e) => Some(e),
+            Refused::TooLarge { .. } => None,
         }
     }
 }
@@ -210,13 +362,17 @@ mod tests {
         assert!(max_chars.len() > 256);
         assert_eq!(validate_partition_key(&max_chars), Ok(()));
         let too_long: String = "鍵".repeat(257);
-        assert!(matches!(
-            validate_partition_key(&too_long),
-            Err(PartitionKeyError::TooLong { chars: 257, .. })
-        ));
+        let err = validate_partition_key(&too_long).unwrap_err();
+        assert_eq!(err.kind(), PartitionKeyErrorKind::TooLong);
+        assert_eq!(
+            (err.chars(), err.prefix()),
+            (Some(257), Some("鍵".repeat(16).as_str()))
+        );
         assert_eq!(validate_partition_key(&"a".repeat(256)), Ok(()));
         assert!(validate_partition_key(&"a".repeat(257)).is_err());
-        assert_eq!(validate_partition_key(""), Err(PartitionKeyError::Empty));
+        let err = validate_partition_key("").unwrap_err();
+        assert!(err.is_empty() && !err.is_too_long());
+        assert_eq!((err.chars(), err.prefix()), (None, None));
     }
 
     #[test]
@@ -228,34 +384,71 @@ mod tests {
         );
         assert_eq!(
             limits.validate("ab", None, DEFAULT_MAX_RECORD_SIZE - 1),
-            Err(RecordError::TooLarge {
-                size: DEFAULT_MAX_RECORD_SIZE + 1,
-                max: DEFAULT_MAX_RECORD_SIZE
-            })
+            Err(RecordError::too_large(
+                DEFAULT_MAX_RECORD_SIZE + 1,
+                DEFAULT_MAX_RECORD_SIZE
+            ))
         );
         assert_eq!(
             limits.validate("k", Some("42"), 0),
             Ok(Some(HashKey::new(42)))
         );
-        assert!(matches!(
-            limits.validate("k", Some("x"), 0),
-            Err(RecordError::ExplicitHashKey(_))
-        ));
-        assert!(matches!(
-            limits.validate("", None, 0),
-            Err(RecordError::PartitionKey(PartitionKeyError::Empty))
-        ));
+        let err = limits.validate("k", Some("x"), 0).unwrap_err();
+        assert_eq!(err.kind(), RecordErrorKind::ExplicitHashKey);
+        assert!(err.hash_key_error().is_some() && err.partition_key_error().is_none());
+        let err = limits.validate("", None, 0).unwrap_err();
+        assert!(err.is_partition_key());
+        assert!(
+            err.partition_key_error()
+                .is_some_and(PartitionKeyError::is_empty)
+        );
+    }
+
+    /// Each kind of record error: its values, its cause from `source()`, and a
+    /// Display that says only its own level.
+    #[test]
+    fn record_errors_keep_their_cause_and_say_their_own_level() {
+        use std::error::Error as _;
+        let limits = RecordLimits::default();
+        let err = limits.validate(&"k".repeat(300), None, 0).unwrap_err();
+        assert_eq!(err.to_string(), "invalid partition key");
+        let cause = err.source().expect("the key's error");
+        assert!(
+            cause
+                .to_string()
+                .starts_with("partition key starting \"kkkkkkkkkkkkkkkk\" has 300 characters")
+        );
+        assert!(cause.downcast_ref::<PartitionKeyError>().is_some());
+
+        let err = limits.validate("k", Some("01"), 0).unwrap_err();
+        assert_eq!(err.to_string(), "invalid explicit hash key");
+        let cause = err.source().expect("the hash key's error");
+        assert!(cause.downcast_ref::<ParseHashKeyError>().is_some());
+        assert!(!err.to_string().contains(&cause.to_string()));
+
+        let err = limits
+            .validate("ab", None, DEFAULT_MAX_RECORD_SIZE)
+            .unwrap_err();
+        assert!(err.is_too_large());
+        assert_eq!(
+            (err.size(), err.max()),
+            (
+                Some(DEFAULT_MAX_RECORD_SIZE + 2),
+                Some(DEFAULT_MAX_RECORD_SIZE)
+            )
+        );
+        assert!(err.source().is_none());
+        assert!(err.to_string().starts_with(&format!(
+            "record is {} bytes (data plus partition key), over the {DEFAULT_MAX_RECORD_SIZE}-byte limit",
+            DEFAULT_MAX_RECORD_SIZE + 2
+        )));
     }
 
     #[test]
     fn record_limit_bounds() {
         assert!(RecordLimits::new(MAX_RECORD_SIZE_CEILING).is_ok());
-        assert_eq!(
-            RecordLimits::new(MAX_RECORD_SIZE_CEILING + 1),
-            Err(RecordLimitError {
-                max_record_size: MAX_RECORD_SIZE_CEILING + 1
-            })
-        );
+        let err = RecordLimits::new(MAX_RECORD_SIZE_CEILING + 1).unwrap_err();
+        assert_eq!(err.max_record_size(), MAX_RECORD_SIZE_CEILING + 1);
         assert!(RecordLimits::new(0).is_err());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::error::Error;
 
-use kpl_codec::{HashKey, PartitionKeyError, RecordError};
+use kpl_codec::RecordLimits;
 
 /// `err` returns a cause from `source()` whose text its Display does not hold.
 fn says_only_its_own_level(err: &(dyn Error + 'static)) {
@@ -19,11 +19,13 @@ fn says_only_its_own_level(err: &(dyn Error + 'static)) {
 
 #[test]
 fn a_record_error_keeps_its_cause_and_says_only_its_level() {
-    says_only_its_own_level(&RecordError::PartitionKey(PartitionKeyError::Empty));
-    says_only_its_own_level(&RecordError::PartitionKey(PartitionKeyError::TooLong {
-        chars: 300,
-        prefix: "k".repeat(16),
-    }));
-    let hash = "not a number".parse::<HashKey>().unwrap_err();
-    says_only_its_own_level(&RecordError::ExplicitHashKey(hash));
+    let limits = RecordLimits::default();
+    for (key, hash_key) in [
+        ("", None),
+        (&*"k".repeat(300), None),
+        ("k", Some("not a number")),
+    ] {
+        let err = limits.validate(key, hash_key, 0).unwrap_err();
+        says_only_its_own_level(&err);
+    }
 }

@@ -5,7 +5,7 @@ use std::error::Error;
 
 use std::sync::Arc;
 
-use kpl_codec::{PartitionKeyError, RecordError};
+use kpl_codec::RecordErrorKind;
 use kpl_producer::{Config, Producer, PutErrorKind, PutRecord};
 use kpl_runtime::Simulation;
 use kpl_sim::Simulator;
@@ -35,10 +35,9 @@ fn a_refused_record_keeps_why_and_says_only_its_level() {
         .unwrap_err();
     assert!(err.is_invalid(), "{err:?}");
     assert_eq!(err.kind(), PutErrorKind::Invalid);
-    assert_eq!(
-        err.record_error(),
-        Some(&RecordError::PartitionKey(PartitionKeyError::Empty))
-    );
+    let record = err.record_error().expect("why the record is invalid");
+    assert_eq!(record.kind(), RecordErrorKind::PartitionKey);
+    assert!(record.partition_key_error().is_some_and(|e| e.is_empty()));
     says_only_its_own_level(&err);
 }
 

@@ -125,26 +125,116 @@ pub struct StoredRecord {
 }
 
 /// A simulator operation that cannot be done.
+///
+/// Ask it with [`kind`](Self::kind) or the `is_*` methods, and for the stream or
+/// shard it names with [`stream`](Self::stream) and [`shard`](Self::shard).
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimError {
+    repr: Refusal,
+}
+
+/// What kind of [`SimError`] it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum SimError {
+pub enum SimErrorKind {
     /// No such stream.
-    StreamNotFound(String),
+    StreamNotFound,
     /// A stream of that name exists already.
-    StreamExists(String),
+    StreamExists,
     /// No such open shard in the stream.
+    ShardNotFound,
+    /// The arguments of a reshard do not make sense (Display says why).
+    InvalidReshard,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Refusal {
+    StreamNotFound(String),
+    StreamExists(String),
     ShardNotFound(String),
-    /// The arguments of a reshard do not make sense (they say why).
     InvalidReshard(String),
+}
+
+impl SimError {
+    fn stream_not_found(stream: &str) -> Self {
+        Self {
+            repr: Refusal::StreamNotFound(stream.to_owned()),
+        }
+    }
+
+    fn stream_exists(stream: &str) -> Self {
+        Self {
+            repr: Refusal::StreamExists(stream.to_owned()),
+        }
+    }
+
+    fn shard_not_found(shard: &str) -> Self {
+        Self {
+            repr: Refusal::ShardNotFound(shard.to_owned()),
+        }
+    }
+
+    fn invalid_reshard(why: impl Into<String>) -> Self {
+        Self {
+            repr: Refusal::InvalidReshard(why.into()),
+        }
+    }
+
+    /// What kind of error it is.
+    pub fn kind(&self) -> SimErrorKind {
+        match self.repr {
+            Refusal::StreamNotFound(_) => SimErrorKind::StreamNotFound,
+            Refusal::StreamExists(_) => SimErrorKind::StreamExists,
+            Refusal::ShardNotFound(_) => SimErrorKind::ShardNotFound,
+            Refusal::InvalidReshard(_) => SimErrorKind::InvalidReshard,
+        }
+    }
+
+    /// No such stream ([`stream`](Self::stream) names it).
+    pub fn is_stream_not_found(&self) -> bool {
+        self.kind() == SimErrorKind::StreamNotFound
+    }
+
+    /// A stream of that name exists already.
+    pub fn is_stream_exists(&self) -> bool {
+        self.kind() == SimErrorKind::StreamExists
+    }
+
+    /// No such open shard ([`shard`](Self::shard) names it).
+    pub fn is_shard_not_found(&self) -> bool {
+        self.kind() == SimErrorKind::ShardNotFound
+    }
+
+    /// The arguments of a reshard do not make sense.
+    pub fn is_invalid_reshard(&self) -> bool {
+        self.kind() == SimErrorKind::InvalidReshard
+    }
+
+    /// The stream not found, or that exists already.
+    pub fn stream(&self) -> Option<&str> {
+        match &self.repr {
+            Refusal::StreamNotFound(s) | Refusal::StreamExists(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The shard not found.
+    pub fn shard(&self) -> Option<&str> {
+        match &self.repr {
+            Refusal::ShardNotFound(s) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for SimError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::StreamNotFound(s) => write!(f, "stream {s} not found"),
-            Self::StreamExists(s) => write!(f, "stream {s} exists already"),
-            Self::ShardNotFound(s) => write!(f, "no open shard {s}"),
-            Self::InvalidReshard(why) => write!(f, "invalid reshard: {why}"),
+        match &self.repr {
+            Refusal::StreamNotFound(s) => write!(f, "stream {s} not found"),
+            Refusal::StreamExists(s) => write!(f, "stream {s} exists already"),
+            Refusal::ShardNotFound(s) => write!(f, "no open shard {s}"),
+            // Our own words about the arguments: no error value is behind them.
+            Refusal::InvalidReshard(why) => write!(f, "invalid reshard: {why}"),
         }
     }
 }
@@ -244,7 +334,7 @@ impl Stream {
         self.shards
             .iter()
             .position(|s| s.id == id && s.open)
-            .ok_or_else(|| SimError::ShardNotFound(id.to_owned()))
+            .ok_or_else(|| SimError::shard_not_found(id))
     }
 }
 
@@ -374,13 +464,13 @@ impl Simulator {
     /// CreateStream does; returns its ARN.
     pub fn create_stream(&self, name: &str, shards: usize) -> Result<String, SimError> {
         if shards == 0 {
-            return Err(SimError::InvalidReshard(
-                "a stream needs at least one shard".into(),
+            return Err(SimError::invalid_reshard(
+                "a stream needs at least one shard",
             ));
         }
         let mut state = self.lock();
         if state.streams.contains_key(name) {
-            return Err(SimError::StreamExists(name.to_owned()));
+            return Err(SimError::stream_exists(name));
         }
         let arn = format!("arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{name}");
         let shards = even_ranges(shards)
@@ -400,7 +490,7 @@ impl Simulator {
             .streams
             .remove(name)
             .map(drop)
-            .ok_or_else(|| SimError::StreamNotFound(name.to_owned()))
+            .ok_or_else(|| SimError::stream_not_found(name))
     }
 
     /// The ARN of a stream.
@@ -409,7 +499,7 @@ impl Simulator {
             .streams
             .get(name)
             .map(|s| s.arn.clone())
-            .ok_or_else(|| SimError::StreamNotFound(name.to_owned()))
+            .ok_or_else(|| SimError::stream_not_found(name))
     }
 
     /// Splits an open shard at `new_starting_hash_key`: the parent closes, two
@@ -424,11 +514,11 @@ impl Simulator {
         let s = state
             .streams
             .get_mut(stream)
-            .ok_or_else(|| SimError::StreamNotFound(stream.to_owned()))?;
+            .ok_or_else(|| SimError::stream_not_found(stream))?;
         let i = s.open_index(shard_id)?;
         let (start, end) = (s.shards[i].start, s.shards[i].end);
         if new_starting_hash_key <= start || new_starting_hash_key > end {
-            return Err(SimError::InvalidReshard(format!(
+            return Err(SimError::invalid_reshard(format!(
                 "{new_starting_hash_key} is not inside ({start}, {end}]"
             )));
         }
@@ -455,7 +545,7 @@ impl Simulator {
         let s = state
             .streams
             .get_mut(stream)
-            .ok_or_else(|| SimError::StreamNotFound(stream.to_owned()))?;
+            .ok_or_else(|| SimError::stream_not_found(stream))?;
         let a = s.open_index(shard_id)?;
         let b = s.open_index(adjacent_shard_id)?;
         let (lo, hi) = if s.shards[a].start < s.shards[b].start {
@@ -464,7 +554,7 @@ impl Simulator {
             (b, a)
         };
         if s.shards[lo].end.get().checked_add(1) != Some(s.shards[hi].start.get()) {
-            return Err(SimError::InvalidReshard(format!(
+            return Err(SimError::invalid_reshard(format!(
                 "{shard_id} and {adjacent_shard_id} are not adjacent"
             )));
         }
@@ -482,15 +572,15 @@ impl Simulator {
     /// new shards name as parent the old shard holding their start).
     pub fn update_shard_count(&self, stream: &str, target: usize) -> Result<Vec<String>, SimError> {
         if target == 0 {
-            return Err(SimError::InvalidReshard(
-                "target shard count must be at least 1".into(),
+            return Err(SimError::invalid_reshard(
+                "target shard count must be at least 1",
             ));
         }
         let mut state = self.lock();
         let s = state
             .streams
             .get_mut(stream)
-            .ok_or_else(|| SimError::StreamNotFound(stream.to_owned()))?;
+            .ok_or_else(|| SimError::stream_not_found(stream))?;
         let old: Vec<(String, HashKey, HashKey)> = s
             .shards
             .iter()
@@ -538,7 +628,7 @@ impl Simulator {
         let s = state
             .streams
             .get(stream)
-            .ok_or_else(|| SimError::StreamNotFound(stream.to_owned()))?;
+            .ok_or_else(|| SimError::stream_not_found(stream))?;
         Ok(s.shards
             .iter()
             .flat_map(|sh| sh.records.iter().cloned())
@@ -551,7 +641,7 @@ impl Simulator {
         let s = state
             .streams
             .get(stream)
-            .ok_or_else(|| SimError::StreamNotFound(stream.to_owned()))?;
+            .ok_or_else(|| SimError::stream_not_found(stream))?;
         Ok(s.shards.iter().map(Shard::describe).collect())
     }
 
@@ -943,6 +1033,40 @@ mod tests {
         assert_eq!(
             four[1].0.to_string(),
             "85070591730234615865843651857942052864"
+        );
+    }
+
+    /// Each refusal says what it is and names its stream or shard; none has a
+    /// cause behind it.
+    #[test]
+    fn refusals_name_their_stream_or_shard() {
+        use std::error::Error as _;
+        let clock: Arc<dyn Timer> = Arc::new(kpl_runtime::VirtualClock::new());
+        let sim = Simulator::new(clock, 1);
+        sim.create_stream("s", 1).unwrap();
+        let e = sim.create_stream("s", 1).unwrap_err();
+        assert_eq!(e.kind(), SimErrorKind::StreamExists);
+        assert!(e.is_stream_exists());
+        assert_eq!((e.stream(), e.shard()), (Some("s"), None));
+        assert_eq!(e.to_string(), "stream s exists already");
+        assert!(e.source().is_none());
+        let e = sim.records("nowhere").unwrap_err();
+        assert!(e.is_stream_not_found());
+        assert_eq!(e.to_string(), "stream nowhere not found");
+        let e = sim
+            .split_shard("s", "shardId-000000000009", HashKey::new(1))
+            .unwrap_err();
+        assert_eq!(e.kind(), SimErrorKind::ShardNotFound);
+        assert_eq!(
+            (e.stream(), e.shard()),
+            (None, Some("shardId-000000000009"))
+        );
+        assert_eq!(e.to_string(), "no open shard shardId-000000000009");
+        let e = sim.update_shard_count("s", 0).unwrap_err();
+        assert!(e.is_invalid_reshard());
+        assert_eq!(
+            e.to_string(),
+            "invalid reshard: target shard count must be at least 1"
         );
     }
 }

@@ -87,7 +87,7 @@ pub use kpl_producer::MetricsExporter;
 #[cfg(all(feature = "tokio", feature = "aws"))]
 pub use kpl_producer::SyncBuildError;
 
-pub use kpl_codec::{DecodeError, deaggregate};
+pub use kpl_codec::{DecodeError, DecodeErrorKind, deaggregate};
 
 #[cfg(feature = "aws")]
 pub use kpl_transport::{
