@@ -4,9 +4,10 @@
 //! was sent.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::http::{Loopback, Request as HttpRequest, Response};
 
 /// One data point as it arrived.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,17 +75,10 @@ pub struct CloudWatchStandIn {
 impl CloudWatchStandIn {
     /// Starts one on a free loopback port.
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let state = shared.clone();
-                std::thread::spawn(move || serve(conn, &state));
-            }
-        });
+        let port = Loopback::new(move |r| answer(r, &shared)).start();
+        let url = format!("http://127.0.0.1:{port}");
         Self { url, state }
     }
 
@@ -127,72 +121,11 @@ impl CloudWatchStandIn {
     }
 }
 
-fn serve(conn: TcpStream, state: &Mutex<State>) {
-    let mut writer = conn.try_clone().expect("clone the connection");
-    let mut reader = BufReader::new(conn);
-    while let Some((head, body)) = read_request(&mut reader) {
-        let answer = answer(&head, &body, state);
-        if writer.write_all(&answer).is_err() {
-            return;
-        }
-    }
-}
-
-/// The head's lines (lower-cased names) and the body, as sent.
-fn read_request(r: &mut impl BufRead) -> Option<(BTreeMap<String, String>, Vec<u8>)> {
-    let mut head = BTreeMap::new();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if r.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            if head.is_empty() {
-                continue;
-            }
-            break;
-        }
-        match l.split_once(':') {
-            Some((k, v)) if !head.is_empty() => {
-                head.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-            }
-            _ => {
-                head.insert(":request".into(), l.to_owned());
-            }
-        }
-    }
-    let mut body = Vec::new();
-    if head
-        .get("transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
-        loop {
-            line.clear();
-            r.read_line(&mut line).ok()?;
-            let size = usize::from_str_radix(line.trim().split(';').next()?, 16).ok()?;
-            let mut chunk = vec![0; size + 2];
-            r.read_exact(&mut chunk).ok()?;
-            if size == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..size]);
-        }
-    } else {
-        let len: usize = head
-            .get("content-length")
-            .map_or(Ok(0), |v| v.parse())
-            .ok()?;
-        body.resize(len, 0);
-        r.read_exact(&mut body).ok()?;
-    }
-    Some((head, body))
-}
-
-fn answer(head: &BTreeMap<String, String>, body: &[u8], state: &Mutex<State>) -> Vec<u8> {
-    let gzipped = head
-        .get("content-encoding")
+/// The answer to `request`, as the service would give it or as the test asked.
+fn answer(request: &HttpRequest, state: &Mutex<State>) -> Response {
+    let body = request.body();
+    let gzipped = request
+        .header("content-encoding")
         .is_some_and(|v| v.contains("gzip"));
     let body = if gzipped {
         let mut out = Vec::new();
@@ -233,8 +166,8 @@ fn answer(head: &BTreeMap<String, String>, body: &[u8], state: &Mutex<State>) ->
         namespace,
         data,
         gzipped,
-        signed: head
-            .get("authorization")
+        signed: request
+            .header("authorization")
             .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256")),
         body_len: body.len(),
     });
@@ -316,7 +249,7 @@ fn unescape(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn error(status: u16, code: &str, message: &str) -> Vec<u8> {
+fn error(status: u16, code: &str, message: &str) -> Response {
     let kind = if status >= 500 { "Receiver" } else { "Sender" };
     let xml = format!(
         "<ErrorResponse xmlns=\"http://monitoring.amazonaws.com/doc/2010-08-01/\">\
@@ -326,11 +259,7 @@ fn error(status: u16, code: &str, message: &str) -> Vec<u8> {
     http(status, &xml)
 }
 
-fn http(status: u16, body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
-        if status == 200 { "OK" } else { "Error" },
-        body.len()
-    )
-    .into_bytes()
+fn http(status: u16, body: &str) -> Response {
+    let reason = if status == 200 { "OK" } else { "Error" };
+    Response::new(&format!("{status} {reason}"), "text/xml", body)
 }

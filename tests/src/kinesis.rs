@@ -2,7 +2,7 @@
 //! so a signed-looking header does), and the stream read back as a KCL consumer
 //! reads it.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use kpl_codec::{HashKey, deaggregate};
 use serde_json::{Value, json};
 
 use crate::Error;
+use crate::http::read_message;
 
 /// A Kinesis endpoint spoken to over plain HTTP/1.1, one connection a call.
 #[derive(Clone, Debug)]
@@ -202,93 +203,30 @@ pub fn hash_key(v: &Value) -> Result<HashKey, Error> {
         .map_err(|e| Error::caused(format!("bad hash key {v}"), e))
 }
 
-/// Reads one HTTP/1.1 message: its head (up to and with the blank line, as text)
-/// and its body, de-chunked (by Content-Length, chunked, or, when `to_end`, to the
-/// end of the connection). `None` at a clean end before a message.
-pub fn read_message(
-    r: &mut impl BufRead,
-    to_end: bool,
-) -> std::io::Result<Option<(String, Vec<u8>)>> {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line)? == 0 {
-            return if head.is_empty() {
-                Ok(None)
-            } else {
-                Err(std::io::ErrorKind::UnexpectedEof.into())
-            };
-        }
-        if line == "\r\n" && head.is_empty() {
-            continue;
-        }
-        head.push_str(&line);
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let mut body = Vec::new();
-    if let Some(n) = header(&head, "content-length") {
-        let n: usize = n
-            .parse()
-            .map_err(|_| std::io::Error::other("bad content-length"))?;
-        body.resize(n, 0);
-        r.read_exact(&mut body)?;
-    } else if header(&head, "transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        loop {
-            let mut size = String::new();
-            r.read_line(&mut size)?;
-            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
-                .map_err(|_| std::io::Error::other("bad chunk size"))?;
-            let mut chunk = vec![0u8; n + 2];
-            r.read_exact(&mut chunk)?;
-            chunk.truncate(n);
-            body.extend_from_slice(&chunk);
-            if n == 0 {
-                break;
-            }
-        }
-    } else if to_end {
-        r.read_to_end(&mut body)?;
-    }
-    Ok(Some((head, body)))
-}
-
-/// The value of header `name` in a message head.
-pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
+/// ListShards' answer for a stream of one shard over every hash key, as a loopback
+/// Kinesis gives it.
+pub fn one_shard_answer() -> String {
+    format!(
+        "{{\"Shards\":[{{\"ShardId\":\"shardId-000000000000\",\"HashKeyRange\":{{\"StartingHashKey\":\"0\",\"EndingHashKey\":\"{}\"}},\"SequenceNumberRange\":{{\"StartingSequenceNumber\":\"1\"}}}}]}}",
+        HashKey::MAX
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn read(bytes: &[u8], to_end: bool) -> Option<(String, Vec<u8>)> {
-        read_message(&mut BufReader::new(bytes), to_end).unwrap()
-    }
-
     #[test]
-    fn a_message_is_read_by_its_length_its_chunks_or_to_the_end() {
-        let (head, body) =
-            read(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef", true).unwrap();
+    fn one_shard_spans_every_hash_key() {
+        let v: Value = serde_json::from_str(&one_shard_answer()).unwrap();
+        let shards = v["Shards"].as_array().unwrap();
+        assert_eq!(shards.len(), 1);
+        let range = &shards[0]["HashKeyRange"];
+        assert_eq!(hash_key(&range["StartingHashKey"]).unwrap(), HashKey::MIN);
+        assert_eq!(hash_key(&range["EndingHashKey"]).unwrap(), HashKey::MAX);
         assert_eq!(
-            (head.lines().next(), &body[..]),
-            (Some("HTTP/1.1 200 OK"), &b"abc"[..])
-        );
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        assert_eq!(read(chunked, false).unwrap().1, b"abcde");
-        assert_eq!(
-            read(b"HTTP/1.1 200 OK\r\n\r\nto the end", true).unwrap().1,
-            b"to the end"
-        );
-        assert_eq!(read(b"POST / HTTP/1.1\r\n\r\n", false).unwrap().1, b"");
-        assert!(read(b"", false).is_none());
-        assert_eq!(
-            header("POST / HTTP/1.1\r\nX-A: 1\r\nx-b:  two \r\n\r\n", "X-B"),
-            Some("two")
+            range["EndingHashKey"],
+            "340282366920938463463374607431768211455"
         );
     }
 }

@@ -4,7 +4,6 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use crate::peers::TEST_CREDENTIALS;
@@ -75,16 +74,6 @@ pub fn put_args<'a>(endpoint: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     ];
     v.extend_from_slice(extra);
     v
-}
-
-/// A fresh directory of the test's own under the system's temporary directory
-/// (emptied first if a run before left it), named by `name` and the process.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kpl-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    dir
 }
 
 /// What `kpl put --summary-json FILE` wrote: the run's numbers.

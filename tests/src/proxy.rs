@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use kpl_codec::SplitMix64;
 
 use crate::Error;
-use crate::kinesis::{header, read_message};
+use crate::http::{header, read_message};
 
 /// What the proxy does now; change it through [`Proxy::set`].
 #[derive(Clone, Debug, Default)]
@@ -424,30 +424,14 @@ pub fn forward_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::{Loopback, Response};
     use std::io::Read;
 
     /// An upstream that answers every request with its request line.
     fn echo() -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { return };
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(conn.try_clone().unwrap());
-                    let mut conn = conn;
-                    while let Ok(Some((head, _))) = read_message(&mut reader, false) {
-                        let line = head.lines().next().unwrap_or_default().to_owned();
-                        let _ = write!(
-                            conn,
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{line}",
-                            line.len()
-                        );
-                    }
-                });
-            }
-        });
-        endpoint
+        let port =
+            Loopback::new(|r| Response::new("200 OK", "text/plain", r.request_line())).start();
+        format!("http://127.0.0.1:{port}")
     }
 
     fn ask(proxy: &Proxy, request: &str) -> (String, Vec<u8>) {

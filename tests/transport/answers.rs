@@ -2,8 +2,6 @@
 //! few results): the records may have been stored, and their outcomes say so,
 //! through `AwsTransport` against a loopback server and through any transport.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +9,8 @@ use async_trait::async_trait;
 use kpl_codec::HashKey;
 use kpl_producer::{Config, Producer, PutRecord};
 use kpl_runtime::Runtime;
+use kpl_tests::http::{Loopback, Response};
+use kpl_tests::kinesis::one_shard_answer;
 use kpl_transport::{
     AwsTransport, ListShardsPage, ListShardsRequest, PutRecordsRequest, PutRecordsResponse,
     ShardDescription, Transport, TransportError,
@@ -61,59 +61,14 @@ fn outcomes(transport: Arc<dyn Transport>) -> Vec<(bool, bool, String)> {
 /// A loopback Kinesis that lists one shard and answers every PutRecords with 200
 /// and `put_answer`.
 fn loopback(put_answer: &'static str) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut writer = stream;
-                loop {
-                    let (mut length, mut target) = (0usize, String::new());
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if let Some((k, v)) = line.split_once(':') {
-                            if k.eq_ignore_ascii_case("content-length") {
-                                length = v.trim().parse().unwrap_or(0);
-                            } else if k.eq_ignore_ascii_case("x-amz-target") {
-                                target = v.trim().to_owned();
-                            }
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let answer = if target.ends_with("ListShards") {
-                        format!(
-                            "{{\"Shards\":[{{\"ShardId\":\"shardId-000000000000\",\"HashKeyRange\":{{\"StartingHashKey\":\"0\",\"EndingHashKey\":\"{}\"}},\"SequenceNumberRange\":{{\"StartingSequenceNumber\":\"1\"}}}}]}}",
-                            HashKey::MAX
-                        )
-                    } else {
-                        put_answer.to_owned()
-                    };
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n",
-                        answer.len()
-                    );
-                    if writer.write_all(head.as_bytes()).is_err()
-                        || writer.write_all(answer.as_bytes()).is_err()
-                    {
-                        return;
-                    }
-                }
-            });
+    Loopback::new(move |request| {
+        if request.operation() == "ListShards" {
+            Response::amz_json(one_shard_answer())
+        } else {
+            Response::amz_json(put_answer)
         }
-    });
-    port
+    })
+    .start()
 }
 
 #[test]

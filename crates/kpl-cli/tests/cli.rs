@@ -354,8 +354,7 @@ fn agg_refuses_records_over_the_record_limit() {
 
 #[test]
 fn files_are_read_in_order() {
-    let dir = std::env::temp_dir().join(format!("kpl-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = kpl_tests::TempDir::new("files-in-order");
     let a = dir.join("a.jsonl");
     let b = dir.join("b.jsonl");
     std::fs::write(&a, user("first", b"1")).unwrap();
@@ -369,7 +368,6 @@ fn files_are_read_in_order() {
     let missing = kpl(&["deagg", dir.join("none").to_str().unwrap()], "");
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot open"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

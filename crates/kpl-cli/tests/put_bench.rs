@@ -4,6 +4,7 @@
 mod common;
 
 use common::kpl;
+use kpl_tests::TempDir;
 use serde_json::Value;
 
 #[test]
@@ -106,7 +107,7 @@ fn bench_gives_its_cpu_figure_as_a_share_of_the_md5_floor() {
 
 #[test]
 fn put_loses_nothing_when_the_service_is_unreachable() {
-    let dir = kpl_tests::kpl::temp_dir("put-unreachable");
+    let dir = TempDir::new("put-unreachable");
     let failed = dir.join("failed.jsonl");
     let endpoint = kpl_tests::peers::dead_endpoint();
     let big = "x".repeat(2_000);
@@ -150,7 +151,6 @@ fn put_loses_nothing_when_the_service_is_unreachable() {
     for l in lines.iter().filter(|l| l["Line"] != 3) {
         assert!(!l["Attempts"].as_array().unwrap().is_empty(), "{l}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

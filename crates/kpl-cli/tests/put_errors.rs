@@ -5,19 +5,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::kpl;
 
-use kpl_tests::kpl::temp_dir;
+use kpl_tests::TempDir;
+use kpl_tests::http::{Loopback, Response};
+use kpl_tests::kinesis::one_shard_answer;
 
 #[test]
 fn a_mistyped_endpoint_fails_at_start_naming_it() {
-    let dir = temp_dir("endpoint");
+    let dir = TempDir::new("endpoint");
     for endpoint in [
         "127.0.0.1:4610",
         "not a url",
@@ -60,7 +60,6 @@ fn a_mistyped_endpoint_fails_at_start_naming_it() {
         assert!(!f.contains("\"MayHaveBeenStored\":true"), "{endpoint}: {f}");
         eprintln!("{endpoint:?}: exit {:?} in {took:?}", out.status.code());
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A loopback Kinesis whose ListShards lists one shard and whose PutRecords are
@@ -72,72 +71,19 @@ fn erring(
     content_type: &'static str,
     body: Arc<Vec<u8>>,
 ) -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let puts = Arc::new(AtomicUsize::new(0));
     let counted = puts.clone();
-    std::thread::spawn(move || {
-        for (n, stream) in listener.incoming().enumerate() {
-            let Ok(stream) = stream else { return };
-            if n >= 64 {
-                continue;
-            }
-            let body = body.clone();
-            let puts = counted.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut writer = stream;
-                loop {
-                    let (mut length, mut target) = (0usize, String::new());
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if let Some((k, v)) = line.split_once(':') {
-                            if k.eq_ignore_ascii_case("content-length") {
-                                length = v.trim().parse().unwrap_or(0);
-                            } else if k.eq_ignore_ascii_case("x-amz-target") {
-                                target = v.trim().to_owned();
-                            }
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut request = vec![0; length];
-                    if reader.read_exact(&mut request).is_err() {
-                        return;
-                    }
-                    let (status, content_type, answer): (&str, &str, &[u8]) =
-                        if target.ends_with("ListShards") {
-                            (
-                                "200 OK",
-                                "application/x-amz-json-1.1",
-                                LIST_SHARDS.as_bytes(),
-                            )
-                        } else {
-                            puts.fetch_add(1, Ordering::SeqCst);
-                            (status, content_type, &body)
-                        };
-                    let head = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-                        answer.len()
-                    );
-                    if writer.write_all(head.as_bytes()).is_err()
-                        || writer.write_all(answer).is_err()
-                    {
-                        return;
-                    }
-                }
-            });
+    let port = Loopback::new(move |request| {
+        if request.operation() == "ListShards" {
+            return Response::amz_json(one_shard_answer());
         }
-    });
+        counted.fetch_add(1, Ordering::SeqCst);
+        Response::new(status, content_type, &*body)
+    })
+    .max_connections(64)
+    .start();
     (port, puts)
 }
-
-const LIST_SHARDS: &str = "{\"Shards\":[{\"ShardId\":\"shardId-000000000000\",\"HashKeyRange\":{\"StartingHashKey\":\"0\",\"EndingHashKey\":\"340282366920938463463374607431768211455\"},\"SequenceNumberRange\":{\"StartingSequenceNumber\":\"1\"}}]}";
 
 fn megabyte(fill: &str) -> Arc<Vec<u8>> {
     Arc::new(fill.repeat((1 << 20) / fill.len()).into_bytes())
@@ -145,7 +91,7 @@ fn megabyte(fill: &str) -> Arc<Vec<u8>> {
 
 #[test]
 fn the_failed_file_grows_with_the_input_not_with_error_bodies() {
-    let dir = temp_dir("bodies");
+    let dir = TempDir::new("bodies");
     let lines = 300;
     let input: String = (1..=lines)
         .map(|i| format!("record {i} of the input\n"))
@@ -236,5 +182,4 @@ fn the_failed_file_grows_with_the_input_not_with_error_bodies() {
             err.len()
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

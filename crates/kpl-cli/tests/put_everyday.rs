@@ -18,7 +18,7 @@ fn kpl_bin() -> String {
     std::env::var("KPL_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kpl").to_owned())
 }
 
-use kpl_tests::kpl::temp_dir;
+use kpl_tests::TempDir;
 use kpl_tests::peers::dead_endpoint;
 
 /// `kpl` (or `KPL_TEST_BIN`) with `args` and the test environment.
@@ -86,7 +86,7 @@ fn input_file(dir: &Path, lines: usize) -> PathBuf {
 /// settles within the grace period and exits 128 + signal; every line is in the
 /// failed file once; the summary says reading had finished.
 fn first_signal_after_reading(name: &str, code: i32, number: u64, with_summary: bool) {
-    let dir = temp_dir(&format!("after-{name}-{with_summary}"));
+    let dir = TempDir::new(&format!("after-{name}-{with_summary}"));
     let input = input_file(&dir, 300);
     let failed = dir.join("failed.jsonl");
     let summary = dir.join("summary.json");
@@ -132,7 +132,6 @@ fn first_signal_after_reading(name: &str, code: i32, number: u64, with_summary: 
         assert_eq!(s["failed"], 300, "{s}");
         assert_eq!(s["exit_code"], code, "{s}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -159,7 +158,7 @@ fn the_summary_json_says_a_signal_came_after_reading_finished() {
 /// A closing terminal while reading: SIGHUP is handled like SIGTERM.
 #[test]
 fn sighup_while_reading_settles_every_line_read() {
-    let dir = temp_dir("hup-reading");
+    let dir = TempDir::new("hup-reading");
     let failed = dir.join("failed.jsonl");
     let endpoint = dead_endpoint();
     let args = put_args(
@@ -192,12 +191,11 @@ fn sighup_while_reading_settles_every_line_read() {
         (1..=1_000).collect::<Vec<u64>>(),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Records that fail within a short time to live, with logs and progress on.
 fn put_with_stderr(stderr: Stdio, name: &str) -> (Option<i32>, Vec<Value>) {
-    let dir = temp_dir(name);
+    let dir = TempDir::new(name);
     let input = input_file(&dir, 2_000);
     let failed = dir.join("failed.jsonl");
     let endpoint = dead_endpoint();
@@ -235,7 +233,6 @@ fn put_with_stderr(stderr: Stdio, name: &str) -> (Option<i32>, Vec<Value>) {
         std::thread::sleep(Duration::from_millis(50));
     };
     let lines = failed_lines(&failed);
-    std::fs::remove_dir_all(&dir).unwrap();
     (status, lines)
 }
 
@@ -289,7 +286,7 @@ fn failing_run(endpoint: &str, failed: &Path, input: &Path, extra: &[&str]) -> O
 
 #[test]
 fn an_existing_failed_file_is_refused_unless_appending_or_overwriting() {
-    let dir = temp_dir("existing");
+    let dir = TempDir::new("existing");
     let input = input_file(&dir, 10);
     let failed = dir.join("failed.jsonl");
     let endpoint = dead_endpoint();
@@ -320,12 +317,11 @@ fn an_existing_failed_file_is_refused_unless_appending_or_overwriting() {
     let out = failing_run(&endpoint, &failed, &input, &[]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(failed_lines(&failed).len(), 10);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_failed_file_that_is_another_input_of_the_run_is_refused() {
-    let dir = temp_dir("inputs");
+    let dir = TempDir::new("inputs");
     let input = input_file(&dir, 10);
     let endpoint = dead_endpoint();
     let properties = dir.join("kpl.properties");
@@ -372,13 +368,12 @@ fn a_failed_file_that_is_another_input_of_the_run_is_refused() {
         );
         assert_eq!(std::fs::read_to_string(&ca).unwrap(), ca_text);
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Two runs appending to one failed file at the same time: whole lines only.
 #[test]
 fn two_runs_appending_to_one_failed_file_tear_no_line() {
-    let dir = temp_dir("two-writers");
+    let dir = TempDir::new("two-writers");
     let input = input_file(&dir, 5_000);
     let failed = dir.join("failed.jsonl");
     let endpoint = dead_endpoint();
@@ -410,14 +405,13 @@ fn two_runs_appending_to_one_failed_file_tear_no_line() {
     let mut numbers = line_numbers(&lines);
     numbers.dedup();
     assert_eq!(numbers, (1..=5_000).collect::<Vec<u64>>());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A file-size limit reached while writing the failed file: it holds whole lines,
 /// and the records that did not fit go to standard error.
 #[test]
 fn a_file_size_limit_leaves_only_whole_lines() {
-    let dir = temp_dir("fsize");
+    let dir = TempDir::new("fsize");
     let input = input_file(&dir, 2_000);
     let failed = dir.join("failed.jsonl");
     let endpoint = dead_endpoint();
@@ -462,12 +456,11 @@ fn a_file_size_limit_leaves_only_whole_lines() {
     all.extend(on_stderr);
     assert_eq!(line_numbers(&all), (1..=2_000).collect::<Vec<u64>>());
     assert!(err.contains("cannot write"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Runs `kpl put` on a 200 MB line with no newline, then a short one.
 fn put_a_200_mb_line(with_summary: bool) -> (Option<i32>, String, Vec<Value>, u64, Option<Value>) {
-    let dir = temp_dir(&format!("long-line-{with_summary}"));
+    let dir = TempDir::new(&format!("long-line-{with_summary}"));
     let failed = dir.join("failed.jsonl");
     let summary = dir.join("summary.json");
     let endpoint = dead_endpoint();
@@ -503,7 +496,6 @@ fn put_a_200_mb_line(with_summary: bool) -> (Option<i32>, String, Vec<Value>, u6
     let size = std::fs::metadata(&failed).unwrap().len();
     let s = with_summary
         .then(|| serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap());
-    std::fs::remove_dir_all(&dir).unwrap();
     (status, err, lines, size, s)
 }
 
@@ -548,7 +540,7 @@ fn an_empty_partition_key_is_refused_at_start() {
 
 #[test]
 fn the_summary_says_what_a_zero_shutdown_timeout_did() {
-    let dir = temp_dir("zero");
+    let dir = TempDir::new("zero");
     let input = input_file(&dir, 50);
     let failed = dir.join("failed.jsonl");
     let endpoint = dead_endpoint();
@@ -557,14 +549,13 @@ fn the_summary_says_what_a_zero_shutdown_timeout_did() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("--shutdown-timeout 0"), "{err}");
     assert_eq!(failed_lines(&failed).len(), 50);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A KPL user's file without MetricsLevel is told that metrics are off here (the
 /// KPL's default uploads detailed metrics); not when the command line sets it.
 #[test]
 fn a_properties_file_without_metrics_level_says_metrics_are_off() {
-    let dir = temp_dir("metrics-level");
+    let dir = TempDir::new("metrics-level");
     let input = input_file(&dir, 5);
     let failed = dir.join("failed.jsonl");
     let properties = dir.join("kpl.properties");
@@ -587,14 +578,13 @@ fn a_properties_file_without_metrics_level_says_metrics_are_off() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("kpl.properties: MetricsLevel"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// With `--progress`, a line each second also while records drain after the input
 /// was read, until the last one settles.
 #[test]
 fn progress_goes_on_while_records_drain() {
-    let dir = temp_dir("progress");
+    let dir = TempDir::new("progress");
     let input = input_file(&dir, 20);
     let failed = dir.join("failed.jsonl");
     let endpoint = dead_endpoint();
@@ -623,14 +613,13 @@ fn progress_goes_on_while_records_drain() {
         .filter(|l| l.starts_with("kpl put: 20 sent, 0 acknowledged, 0 failed, 20 waiting"))
         .count();
     assert!(waiting >= 2, "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// No credential source at all (no AWS variables, an empty home): said at start,
 /// not after every record's time to live.
 #[test]
 fn no_credentials_at_all_are_said_at_start() {
-    let dir = temp_dir("no-credentials");
+    let dir = TempDir::new("no-credentials");
     let input = input_file(&dir, 10);
     let home = dir.join("home");
     std::fs::create_dir_all(&home).unwrap();
@@ -653,7 +642,6 @@ fn no_credentials_at_all_are_said_at_start() {
     assert!(!out.status.success(), "{err}");
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     assert!(err.to_lowercase().contains("credentials"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Records that expire after failed attempts: the summary names the last error
@@ -661,7 +649,7 @@ fn no_credentials_at_all_are_said_at_start() {
 /// not only "Expired".
 #[test]
 fn the_summary_names_why_records_expired() {
-    let dir = temp_dir("why-expired");
+    let dir = TempDir::new("why-expired");
     let input = input_file(&dir, 20);
     let failed = dir.join("failed.jsonl");
     let endpoint = dead_endpoint();
@@ -674,5 +662,4 @@ fn the_summary_names_why_records_expired() {
         .find(|l| l.contains("error before records expired:"))
         .unwrap_or_else(|| panic!("no reason given: {err}"));
     assert!(!line.contains("Expired error"), "{line}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

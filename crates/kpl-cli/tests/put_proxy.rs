@@ -5,14 +5,15 @@
 //!
 //! `#[ignore]`d in a plain `cargo test`; `cargo xtask ci` runs it with kinesis-mock up.
 
-use std::io::{BufReader, Write};
-use std::net::TcpListener;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kpl_tests::kinesis::{Kinesis, read_message};
+use kpl_tests::TempDir;
+use kpl_tests::http::{Loopback, Response};
+use kpl_tests::kinesis::Kinesis;
 use kpl_tests::proxy::{Counts, Faults, Proxy, forward_once};
+use kpl_tests::tls::{self, TestCa};
 use serde_json::json;
 
 fn mock() -> String {
@@ -36,81 +37,35 @@ fn proxy() -> Proxy {
 fn tls_front(names: &[&str]) -> (u16, String, Arc<AtomicUsize>) {
     let sso_calls = Arc::new(AtomicUsize::new(0));
     let sso = sso_calls.clone();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "kpl-rs test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let ca_issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    let cert = rcgen::CertificateParams::new(names)
-        .unwrap()
-        .signed_by(&key, &ca_issuer)
-        .unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![cert.der().clone()],
-        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-    )
-    .unwrap();
-    let config = Arc::new(config);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(client) = client else { return };
-            let config = config.clone();
-            let sso = sso.clone();
-            std::thread::spawn(move || {
-                let conn = rustls::ServerConnection::new(config).unwrap();
-                let tls = rustls::StreamOwned::new(conn, client);
-                let mut reader = BufReader::new(tls);
-                while let Ok(Some((head, body))) = read_message(&mut reader, false) {
-                    if head.starts_with("GET /federation/credentials") {
-                        sso.fetch_add(1, Ordering::SeqCst);
-                        let answer = json!({"roleCredentials": {
-                            "accessKeyId": "AKIDSSO",
-                            "secretAccessKey": "sso-secret",
-                            "sessionToken": "sso-session",
-                            "expiration": 4_102_444_800_000u64,
-                        }})
-                        .to_string();
-                        let tls = reader.get_mut();
-                        let _ = write!(
-                            tls,
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
-                            answer.len()
-                        );
-                        let _ = tls.flush();
-                        continue;
-                    }
-                    let endpoint = mock();
-                    let request_line = head.lines().next().unwrap_or_default();
-                    let Ok(answer) = forward_once(
-                        request_line,
-                        &head,
-                        &body,
-                        endpoint.trim_start_matches("http://"),
-                    ) else {
-                        return;
-                    };
-                    let tls = reader.get_mut();
-                    if tls.write_all(&answer).is_err() || tls.flush().is_err() {
-                        return;
-                    }
-                }
-            });
+    let ca = TestCa::new("kpl-rs test CA");
+    let (cert, key) = ca.leaf(names, false);
+    let port = Loopback::new(move |request| {
+        if request
+            .request_line()
+            .starts_with("GET /federation/credentials")
+        {
+            sso.fetch_add(1, Ordering::SeqCst);
+            let answer = json!({"roleCredentials": {
+                "accessKeyId": "AKIDSSO",
+                "secretAccessKey": "sso-secret",
+                "sessionToken": "sso-session",
+                "expiration": 4_102_444_800_000u64,
+            }});
+            return Response::new("200 OK", "application/json", answer.to_string());
         }
-    });
-    (port, ca.pem(), sso_calls)
+        let endpoint = mock();
+        match forward_once(
+            request.request_line(),
+            request.head(),
+            request.body(),
+            endpoint.trim_start_matches("http://"),
+        ) {
+            Ok(answer) => Response::raw(answer),
+            Err(_) => Response::hang_up(),
+        }
+    })
+    .start_with(tls::server(cert, &key));
+    (port, ca.pem().to_owned(), sso_calls)
 }
 
 /// Runs `kpl put` of `lines` lines into `stream` with `args` and `env`, with
@@ -179,8 +134,7 @@ fn put_through_the_proxy_of_the_kpl_keys() {
     let port = proxy.port();
     let stream = format!("cli-proxy-keys-{}", std::process::id());
     create_stream(&stream);
-    let dir = std::env::temp_dir().join(format!("kpl-proxy-keys-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("proxy-keys");
     let properties = dir.join("kpl.properties");
     std::fs::write(
         &properties,
@@ -201,7 +155,6 @@ fn put_through_the_proxy_of_the_kpl_keys() {
         "the proxy was used"
     );
     assert!(proxy.counts.proxy_authorizations().is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -211,8 +164,7 @@ fn put_over_https_through_the_environments_proxy() {
     let (tls_port, ca_pem, _) = tls_front(&["localhost"]);
     let stream = format!("cli-proxy-env-{}", std::process::id());
     create_stream(&stream);
-    let dir = std::env::temp_dir().join(format!("kpl-proxy-env-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("proxy-env");
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, ca_pem).unwrap();
     let endpoint = format!("https://localhost:{tls_port}");
@@ -231,7 +183,6 @@ fn put_over_https_through_the_environments_proxy() {
         "{requests:?}"
     );
     assert!(Counts::get(&proxy.counts.tunnels) >= 1);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -239,8 +190,7 @@ fn put_over_https_through_the_environments_proxy() {
 fn put_with_credentials_from_a_credential_process_profile() {
     let stream = format!("cli-credential-process-{}", std::process::id());
     create_stream(&stream);
-    let dir = std::env::temp_dir().join(format!("kpl-credential-process-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("credential-process");
     let marker = dir.join("asked");
     let config = dir.join("config");
     std::fs::write(
@@ -263,7 +213,6 @@ fn put_with_credentials_from_a_credential_process_profile() {
         ],
     );
     assert!(marker.exists(), "the credential process was asked");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -282,7 +231,7 @@ fn put_with_credentials_from_an_sso_profile() {
     });
     let stream = format!("cli-sso-{}", std::process::id());
     create_stream(&stream);
-    let home = std::env::temp_dir().join(format!("kpl-sso-home-{}", std::process::id()));
+    let home = TempDir::new("sso-home");
     let cache = home.join(".aws/sso/cache");
     std::fs::create_dir_all(&cache).unwrap();
     let config = home.join(".aws/config");
@@ -337,5 +286,4 @@ fn put_with_credentials_from_an_sso_profile() {
             .any(|r| r == &format!("CONNECT {PORTAL}:443 HTTP/1.1")),
         "{requests:?}"
     );
-    let _ = std::fs::remove_dir_all(&home);
 }

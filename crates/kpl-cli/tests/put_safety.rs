@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::kpl;
 use serde_json::Value;
 
-use kpl_tests::kpl::temp_dir;
+use kpl_tests::TempDir;
 use kpl_tests::peers::dead_endpoint;
 
 fn failed_lines(path: &std::path::Path) -> Vec<Value> {
@@ -32,7 +32,7 @@ fn put_args<'a>(endpoint: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 
 #[test]
 fn a_failed_file_that_is_an_input_is_refused_and_the_input_kept() {
-    let dir = temp_dir("same");
+    let dir = TempDir::new("same");
     let input = dir.join("in.txt");
     std::fs::write(&input, "one\ntwo\n").unwrap();
     let endpoint = dead_endpoint();
@@ -50,12 +50,11 @@ fn a_failed_file_that_is_an_input_is_refused_and_the_input_kept() {
         assert!(err.contains("is also an input"), "{err}");
         assert_eq!(std::fs::read_to_string(&input).unwrap(), "one\ntwo\n");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn every_input_is_opened_before_anything_is_sent() {
-    let dir = temp_dir("open");
+    let dir = TempDir::new("open");
     let good = dir.join("good.txt");
     std::fs::write(&good, "one\n").unwrap();
     let failed = dir.join("failed.jsonl");
@@ -79,12 +78,11 @@ fn every_input_is_opened_before_anything_is_sent() {
         assert!(!err.contains("sent,"), "nothing was sent: {err}");
         assert!(!failed.exists(), "the failed file is not even created");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn json_lines_that_are_not_utf8_are_reported_bad_lines() {
-    let dir = temp_dir("utf8");
+    let dir = TempDir::new("utf8");
     let input = dir.join("in.jsonl");
     std::fs::write(&input, b"{\"a\":1}\n{\"a\":\"\xff\xfe\"}\n").unwrap();
     let failed = dir.join("failed.jsonl");
@@ -111,7 +109,6 @@ fn json_lines_that_are_not_utf8_are_reported_bad_lines() {
     assert_eq!(lines.len(), 2);
     let bad = lines.iter().find(|l| l["Line"] == 2).unwrap();
     assert_eq!(bad["Error"], "InvalidLine");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -169,7 +166,7 @@ fn signal_run(
     signals: &[&str],
     shutdown_timeout: &str,
 ) -> (Option<i32>, String, Vec<Value>, Duration) {
-    let dir = temp_dir(&format!("sig-{}", signals.len()));
+    let dir = TempDir::new(&format!("sig-{}", signals.len()));
     let failed = dir.join("failed.jsonl");
     let endpoint = dead_endpoint();
     let mut child = spawn_put(&put_args(
@@ -203,7 +200,6 @@ fn signal_run(
     let took = t0.elapsed();
     drop(stdin);
     let lines = failed_lines(&failed);
-    std::fs::remove_dir_all(&dir).unwrap();
     (status.code(), err, lines, took)
 }
 
@@ -226,7 +222,7 @@ fn sigterm_settles_what_was_accepted_and_accounts_for_every_line() {
 /// the line named is the last one read, and every line up to it is accounted for.
 #[test]
 fn a_signal_names_the_last_line_read() {
-    let dir = temp_dir("sig-read-ahead");
+    let dir = TempDir::new("sig-read-ahead");
     let failed = dir.join("failed.jsonl");
     let input = dir.join("input.txt");
     let text: String = (1..=50_000).map(|i| format!("line {i}\n")).collect();
@@ -274,7 +270,6 @@ fn a_signal_names_the_last_line_read() {
         err.contains(&format!("reading stopped at {}:{last}", input.display())),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

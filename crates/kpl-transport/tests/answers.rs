@@ -4,34 +4,17 @@
 
 #![cfg(feature = "aws")]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{clients, loopback_transport, runtime};
+use kpl_tests::http::{Loopback, Response};
 use kpl_transport::{
     AwsTransport, HttpRuntime, PutRecordsEntry, PutRecordsRequest, StreamId, Transport,
     TransportError,
 };
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn clients() -> Vec<HttpRuntime> {
-    let clients: Vec<_> = [
-        cfg!(feature = "tokio").then_some(HttpRuntime::Tokio),
-        cfg!(feature = "async-io").then_some(HttpRuntime::AsyncIo),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    assert!(!clients.is_empty());
-    clients
-}
 
 #[test]
 fn mistyped_endpoints_are_refused_at_build_naming_the_value() {
@@ -89,69 +72,22 @@ fn mistyped_endpoints_are_refused_at_build_naming_the_value() {
     });
 }
 
-/// A loopback server answering every request with `status`, `content_type` and a
-/// body of `size` bytes made of `fill`, counting nothing; runs until the test ends.
+/// A loopback server answering every request with `status`, `content_type` and
+/// `body`; runs until the test ends.
 fn answering(status: &'static str, content_type: &'static str, body: Vec<u8>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let body = body.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut writer = stream;
-                loop {
-                    let mut length = 0usize;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if let Some((k, v)) = line.split_once(':')
-                            && k.eq_ignore_ascii_case("content-length")
-                        {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut request = vec![0; length];
-                    if reader.read_exact(&mut request).is_err() {
-                        return;
-                    }
-                    let head = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-                        body.len()
-                    );
-                    if writer.write_all(head.as_bytes()).is_err()
-                        || writer.write_all(&body).is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
+    Loopback::new(move |_| Response::new(status, content_type, &body)).start()
 }
 
 /// The record's data: never to be seen in an error message.
 const SECRET: &[u8] = b"record-data-never-in-messages";
 
 async fn put(port: u16, client: HttpRuntime) -> Result<usize, TransportError> {
-    let transport = AwsTransport::builder()
-        .http_runtime(client)
-        .endpoint_url(format!("http://127.0.0.1:{port}"))
-        .region("us-east-1")
-        .static_credentials("test", "test")
-        .without_proxy()
-        .request_timeout(Duration::from_secs(10))
-        .build()
-        .await
-        .unwrap();
+    let transport = loopback_transport(
+        AwsTransport::builder().http_runtime(client),
+        format!("http://127.0.0.1:{port}"),
+        Duration::from_secs(10),
+    )
+    .await;
     transport
         .put_records(PutRecordsRequest::new(
             StreamId::parse("s"),

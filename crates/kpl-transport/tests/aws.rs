@@ -2,19 +2,14 @@
 
 #![cfg(feature = "aws")]
 
+mod common;
+
 use std::time::Duration;
 
-use bytes::Bytes;
-use kpl_transport::{
-    AwsTransport, ErrorKind, PutRecordsEntry, PutRecordsRequest, StreamId, Transport,
-};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use common::{clients, loopback_transport, one_record, runtime};
+use kpl_tests::http::{Loopback, Response};
+use kpl_tests::peers::dead_endpoint;
+use kpl_transport::{AwsTransport, ErrorKind, HttpRuntime, Transport};
 
 #[test]
 fn settings_out_of_bounds_are_refused_by_name() {
@@ -181,44 +176,20 @@ fn an_sdk_config_with_its_own_http_client_keeps_it() {
     });
 }
 
-/// A server that reads one request and closes the connection without answering:
+/// A server that reads each request and closes the connection without answering:
 /// the request may have been stored.
-fn closing_server() -> u16 {
-    use std::io::Read;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut buf = [0u8; 4096];
-            // Read until the request's JSON body has come (the request is small).
-            let mut seen = Vec::new();
-            while let Ok(n) = stream.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.extend_from_slice(&buf[..n]);
-                if seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.ends_with(b"}") {
-                    break;
-                }
-            }
-            drop(stream);
-        }
-    });
-    port
+fn closing_server() -> String {
+    let port = Loopback::new(|_| Response::hang_up()).start();
+    format!("http://127.0.0.1:{port}")
 }
 
-async fn put_to(port: u16, client: kpl_transport::HttpRuntime) -> kpl_transport::TransportError {
-    let transport = AwsTransport::builder()
-        .http_runtime(client)
-        .endpoint_url(format!("http://127.0.0.1:{port}"))
-        .region("us-east-1")
-        .static_credentials("test", "test")
-        .without_proxy()
-        .request_timeout(Duration::from_secs(5))
-        .build()
-        .await
-        .unwrap();
+async fn put_to(endpoint: String, client: HttpRuntime) -> kpl_transport::TransportError {
+    let transport = loopback_transport(
+        AwsTransport::builder().http_runtime(client),
+        endpoint,
+        Duration::from_secs(5),
+    )
+    .await;
     put_one(&transport).await
 }
 
@@ -226,25 +197,12 @@ async fn put_to(port: u16, client: kpl_transport::HttpRuntime) -> kpl_transport:
 /// made did not. Both HTTP clients say so alike.
 #[test]
 fn a_lost_answer_may_have_stored_a_refused_connection_did_not() {
-    let clients: Vec<_> = [
-        cfg!(feature = "tokio").then_some(kpl_transport::HttpRuntime::Tokio),
-        cfg!(feature = "async-io").then_some(kpl_transport::HttpRuntime::AsyncIo),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    assert!(!clients.is_empty());
-    for client in clients {
+    for client in clients() {
         runtime().block_on(async {
             let err = put_to(closing_server(), client).await;
             assert_eq!(err.kind(), ErrorKind::Transient, "{client:?}: {err}");
             assert!(err.may_have_been_stored(), "{client:?}: {err}");
-            let nobody = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let err = put_to(nobody, client).await;
+            let err = put_to(dead_endpoint(), client).await;
             assert_eq!(err.kind(), ErrorKind::Transient, "{client:?}: {err}");
             assert!(!err.may_have_been_stored(), "{client:?}: {err}");
         });
@@ -253,13 +211,7 @@ fn a_lost_answer_may_have_stored_a_refused_connection_did_not() {
 
 /// One record put into stream `s`: the error it fails with.
 async fn put_one(transport: &AwsTransport) -> kpl_transport::TransportError {
-    transport
-        .put_records(PutRecordsRequest::new(
-            StreamId::parse("s"),
-            vec![PutRecordsEntry::new("k", None, Bytes::from_static(b"x"))],
-        ))
-        .await
-        .unwrap_err()
+    transport.put_records(one_record()).await.unwrap_err()
 }
 
 /// A credential chain with no source at all, as the default chain is with no

@@ -5,19 +5,8 @@
 
 use std::error::Error;
 
+use kpl_tests::chain::says_only_its_own_level;
 use kpl_transport::{AwsTransport, BuildErrorKind};
-
-/// `err` returns a cause from `source()` whose text its Display does not hold.
-fn says_only_its_own_level(err: &(dyn Error + 'static)) {
-    let cause = err.source().unwrap_or_else(|| panic!("{err:?}: no source"));
-    let own = err.to_string();
-    let cause = cause.to_string();
-    assert!(!own.is_empty(), "{err:?}: empty Display");
-    assert!(
-        !own.contains(&cause),
-        "{err:?}: Display {own:?} repeats its cause {cause:?}"
-    );
-}
 
 #[test]
 fn an_unreadable_ca_file_keeps_the_system_error_and_names_the_file() {
