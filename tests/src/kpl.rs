@@ -3,8 +3,11 @@
 //! binary in xtask).
 
 use std::ffi::OsStr;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
 
 use crate::peers::TEST_CREDENTIALS;
 
@@ -76,6 +79,68 @@ pub fn put_args<'a>(endpoint: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
+/// Sends `signal` (a name such as `TERM`, or a number) to process `pid`, with
+/// kill(1).
+pub fn signal(pid: u32, signal: &str) -> Result<(), crate::Error> {
+    let out = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| crate::Error::caused("cannot run kill", e))?;
+    if !out.status.success() {
+        return Err(crate::Error::new(format!(
+            "kill -{signal} {pid} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Waits for `child` to end, reading its piped standard error first: its exit
+/// code (`None` when a signal ended it) and what it wrote there.
+pub fn wait_with_stderr(mut child: Child) -> (Option<i32>, String) {
+    let mut err = Vec::new();
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_end(&mut err)
+            .unwrap_or_else(|e| panic!("reading the standard error of {}: {e}", child.id()));
+    }
+    let status = child
+        .wait()
+        .unwrap_or_else(|e| panic!("waiting for {}: {e}", child.id()));
+    (status.code(), String::from_utf8_lossy(&err).into_owned())
+}
+
+/// Every line of the failed file `kpl put --failed` wrote, each a whole JSON
+/// object; panics, naming the line, on a torn one (or on no file).
+pub fn failed_lines(path: &Path) -> Vec<Value> {
+    let text = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        text.is_empty() || text.ends_with(b"\n"),
+        "the failed file {} ends with a torn line",
+        path.display()
+    );
+    String::from_utf8_lossy(&text)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn line {l:?}: {e}")))
+        .collect()
+}
+
+/// The `Line` of each failed line, sorted.
+pub fn line_numbers(lines: &[Value]) -> Vec<u64> {
+    let mut numbers: Vec<u64> = lines
+        .iter()
+        .map(|l| {
+            l["Line"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no Line in {l}"))
+        })
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
 /// What `kpl put --summary-json FILE` wrote: the run's numbers.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Summary {
@@ -109,17 +174,17 @@ pub struct Summary {
 
 impl Summary {
     /// Reads the summary file `path`.
-    pub fn read(path: &std::path::Path) -> Result<Summary, crate::Error> {
+    pub fn read(path: &Path) -> Result<Summary, crate::Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| crate::Error::caused(format!("no summary at {}", path.display()), e))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        let v: Value = serde_json::from_str(&text).map_err(|e| {
             crate::Error::caused(format!("the summary {} is not JSON", path.display()), e)
         })?;
         Summary::from_json(&v)
     }
 
     /// The summary in `v`; an error names the first key missing.
-    pub fn from_json(v: &serde_json::Value) -> Result<Summary, crate::Error> {
+    pub fn from_json(v: &Value) -> Result<Summary, crate::Error> {
         let missing = |k: &str| crate::Error::new(format!("the summary has no {k}: {v}"));
         let n = |k: &str| v[k].as_u64().ok_or_else(|| missing(k));
         Ok(Summary {
@@ -159,6 +224,30 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_lines_are_read_whole_and_numbered() {
+        let dir = crate::TempDir::new("failed-lines");
+        let path = dir.join("failed.jsonl");
+        std::fs::write(&path, "{\"Line\":3}\n{\"Line\":1}\n").unwrap();
+        assert_eq!(line_numbers(&failed_lines(&path)), [1, 3]);
+        std::fs::write(&path, "{\"Line\":3}\n{\"Li").unwrap();
+        let torn = std::panic::catch_unwind(|| failed_lines(&path)).unwrap_err();
+        let why = torn.downcast::<String>().unwrap();
+        assert!(why.contains("torn"), "{why}");
+    }
+
+    #[test]
+    fn a_signal_ends_a_child_and_its_code_says_so() {
+        let child = Command::new("sleep")
+            .arg("30")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        signal(child.id(), "TERM").unwrap();
+        assert_eq!(wait_with_stderr(child), (None, String::new()));
+        assert!(signal(u32::MAX / 2, "TERM").is_err());
+    }
 
     #[test]
     fn a_summary_is_read_whole_or_not_at_all() {

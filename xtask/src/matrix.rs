@@ -323,18 +323,6 @@ fn exit_text(status: ExitStatus) -> String {
     }
 }
 
-fn send_signal(pid: u32, signal: Signal) -> Result<()> {
-    let status = Command::new("kill")
-        .arg(format!("-{}", signal.number()))
-        .arg(pid.to_string())
-        .status()
-        .context("cannot run kill")?;
-    if !status.success() {
-        bail!("kill -{} {pid} failed: {status}", signal.number());
-    }
-    Ok(())
-}
-
 /// A seeded generator for one attempt of one run of one cell.
 fn rng_for(seed: u64, cell: &str, run: u32, attempt: u32) -> SplitMix64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
@@ -500,7 +488,7 @@ fn run_cell(
             Phase::Reading
         });
         if child.try_wait()?.is_none() {
-            send_signal(child.id(), signal)?;
+            kpl_tests::kpl::signal(child.id(), &signal.number().to_string())?;
             moment = Some(started.elapsed().as_secs_f64());
         } else {
             // Too late for any phase: the run ended first.

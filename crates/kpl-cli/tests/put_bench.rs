@@ -139,15 +139,9 @@ fn put_loses_nothing_when_the_service_is_unreachable() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("<stdin>:3:") && err.contains("bytes"), "{err}");
-    let lines: Vec<Value> = std::fs::read_to_string(&failed)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = kpl_tests::kpl::failed_lines(&failed);
     assert_eq!(lines.len(), 4, "every record is in the failed file");
-    let mut numbers: Vec<u64> = lines.iter().map(|l| l["Line"].as_u64().unwrap()).collect();
-    numbers.sort_unstable();
-    assert_eq!(numbers, vec![1, 2, 3, 4]);
+    assert_eq!(kpl_tests::kpl::line_numbers(&lines), vec![1, 2, 3, 4]);
     for l in lines.iter().filter(|l| l["Line"] != 3) {
         assert!(!l["Attempts"].as_array().unwrap().is_empty(), "{l}");
     }

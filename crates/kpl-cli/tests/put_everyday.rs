@@ -7,9 +7,9 @@
 //! `KPL_TEST_BIN=/path/to/kpl` runs these against another build (to show that they
 //! fail on the code before a fix).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -19,6 +19,7 @@ fn kpl_bin() -> String {
 }
 
 use kpl_tests::TempDir;
+use kpl_tests::kpl::{failed_lines, line_numbers, signal, wait_with_stderr};
 use kpl_tests::peers::dead_endpoint;
 
 /// `kpl` (or `KPL_TEST_BIN`) with `args` and the test environment.
@@ -37,42 +38,6 @@ fn put_args(endpoint: &str, extra: &[&str]) -> Vec<String> {
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
-}
-
-/// Every line of the failed file, each a whole JSON object.
-fn failed_lines(path: &Path) -> Vec<Value> {
-    let text = std::fs::read(path).unwrap();
-    assert!(
-        text.is_empty() || text.ends_with(b"\n"),
-        "the failed file ends with a torn line"
-    );
-    String::from_utf8(text)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn line {l:?}: {e}")))
-        .collect()
-}
-
-fn line_numbers(lines: &[Value]) -> Vec<u64> {
-    let mut numbers: Vec<u64> = lines.iter().map(|l| l["Line"].as_u64().unwrap()).collect();
-    numbers.sort_unstable();
-    numbers
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn wait_with_stderr(mut child: Child) -> (Option<i32>, String) {
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        e.read_to_string(&mut err).unwrap();
-    }
-    (child.wait().unwrap().code(), err)
 }
 
 fn input_file(dir: &Path, lines: usize) -> PathBuf {
@@ -112,7 +77,7 @@ fn first_signal_after_reading(name: &str, code: i32, number: u64, with_summary: 
     // endpoint for their 30 s time to live.
     std::thread::sleep(Duration::from_millis(1_500));
     let t0 = Instant::now();
-    signal(&child, name);
+    signal(child.id(), name).unwrap();
     let (status, err) = wait_with_stderr(child);
     let took = t0.elapsed();
     assert_eq!(status, Some(code), "{err}");
@@ -181,7 +146,7 @@ fn sighup_while_reading_settles_every_line_read() {
     let input: String = (1..=1_000).map(|i| format!("line {i}\n")).collect();
     stdin.write_all(input.as_bytes()).unwrap();
     std::thread::sleep(Duration::from_millis(1_000));
-    signal(&child, "HUP");
+    signal(child.id(), "HUP").unwrap();
     let (status, err) = wait_with_stderr(child);
     drop(stdin);
     assert_eq!(status, Some(129), "{err}");

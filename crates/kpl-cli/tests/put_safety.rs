@@ -7,22 +7,15 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::kpl;
 use serde_json::Value;
 
 use kpl_tests::TempDir;
+use kpl_tests::kpl::{failed_lines, line_numbers, signal, wait_with_stderr};
 use kpl_tests::peers::dead_endpoint;
-
-fn failed_lines(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("whole JSON lines"))
-        .collect()
-}
 
 fn put_args<'a>(endpoint: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = kpl_tests::kpl::put_args(endpoint, &["--quiet"]);
@@ -154,14 +147,6 @@ fn spawn_put(args: &[&str]) -> Child {
         .unwrap()
 }
 
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 fn signal_run(
     signals: &[&str],
     shutdown_timeout: &str,
@@ -187,20 +172,13 @@ fn signal_run(
         if i > 0 {
             std::thread::sleep(Duration::from_millis(300));
         }
-        signal(&child, s);
+        signal(child.id(), s).unwrap();
     }
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let status = child.wait().unwrap();
+    let (code, err) = wait_with_stderr(child);
     let took = t0.elapsed();
     drop(stdin);
     let lines = failed_lines(&failed);
-    (status.code(), err, lines, took)
+    (code, err, lines, took)
 }
 
 #[test]
@@ -213,9 +191,11 @@ fn sigterm_settles_what_was_accepted_and_accounts_for_every_line() {
     );
     assert!(err.contains("stopped by SIGTERM"), "{err}");
 
-    let mut numbers: Vec<u64> = lines.iter().map(|l| l["Line"].as_u64().unwrap()).collect();
-    numbers.sort_unstable();
-    assert_eq!(numbers, (1..=5_000).collect::<Vec<u64>>(), "each line once");
+    assert_eq!(
+        line_numbers(&lines),
+        (1..=5_000).collect::<Vec<u64>>(),
+        "each line once"
+    );
 }
 
 /// Stopped while the producer is full, with lines read ahead and not handed over:
@@ -240,22 +220,12 @@ fn a_signal_names_the_last_line_read() {
         ],
     );
     args.push(input.to_str().unwrap());
-    let mut child = spawn_put(&args);
+    let child = spawn_put(&args);
     std::thread::sleep(Duration::from_millis(1_500));
-    signal(&child, "TERM");
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(143), "{err}");
-    let mut numbers: Vec<u64> = failed_lines(&failed)
-        .iter()
-        .map(|l| l["Line"].as_u64().unwrap())
-        .collect();
-    numbers.sort_unstable();
+    signal(child.id(), "TERM").unwrap();
+    let (code, err) = wait_with_stderr(child);
+    assert_eq!(code, Some(143), "{err}");
+    let numbers = line_numbers(&failed_lines(&failed));
     let last = *numbers.last().expect("lines failed or not sent");
     assert!(
         last > 100,
