@@ -31,12 +31,16 @@ pub fn kinesalite_endpoint() -> Option<String> {
     std::env::var(KINESALITE_ENDPOINT_VAR).ok()
 }
 
+/// A loopback port free a moment ago (bound, then let go), for a server to be
+/// started on.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// A loopback endpoint where nothing listens (a port just freed): every
 /// connection is refused.
 pub fn dead_endpoint() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(9);
-    format!("http://127.0.0.1:{port}")
+    format!("http://127.0.0.1:{}", free_port().unwrap_or(9))
 }

@@ -1,7 +1,6 @@
 //! kinesis-mock (npm `kinesis-local`), installed under `target/` and run on loopback
 //! for the integration tests.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -81,16 +80,12 @@ fn install_npm(name: &str, package: &str, version: &str, main: &str) -> Result<P
     Ok(dir)
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// Installs (once) and starts kinesis-mock, and waits until it answers.
 pub(crate) fn start_kinesis_mock() -> Result<KinesisMock> {
     let dir = install()?;
     let package = dir.join("node_modules/kinesis-local");
-    let plain = free_port()?;
-    let tls = free_port()?;
+    let plain = kpl_tests::peers::free_port()?;
+    let tls = kpl_tests::peers::free_port()?;
     step(&format!("starting kinesis-mock on 127.0.0.1:{plain}"));
     let log = std::fs::File::create(dir.join("kinesis-mock.log"))?;
     let child = Command::new("node")
@@ -140,7 +135,7 @@ pub(crate) fn start_kinesis_mock() -> Result<KinesisMock> {
 /// `shards` shards; for benchmarks.
 pub(crate) fn start_kinesalite(name: &str, shards: u32) -> Result<KinesisMock> {
     let dir = install_npm("kinesalite", "kinesalite", KINESALITE_VERSION, "cli.js")?;
-    let port = free_port()?;
+    let port = kpl_tests::peers::free_port()?;
     step(&format!("starting kinesalite on 127.0.0.1:{port}"));
     let log = std::fs::File::create(dir.join("kinesalite.log"))?;
     let child = Command::new("node")

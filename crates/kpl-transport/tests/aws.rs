@@ -46,13 +46,8 @@ fn settings_out_of_bounds_are_refused_by_name() {
 fn a_refused_connection_is_transient() {
     runtime().block_on(async {
         // Nothing listens on this loopback port.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let transport = AwsTransport::builder()
-            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .endpoint_url(dead_endpoint())
             .region("us-east-1")
             .static_credentials("test", "test")
             .connect_timeout(Duration::from_millis(500))
