@@ -142,6 +142,41 @@ impl Response {
     }
 }
 
+/// Answers no Kinesis gives, each about a megabyte long, as
+/// `(status, content type, body)`: HTML and text error pages, awsJson errors
+/// whose message is a megabyte (a 500 and a 400), a 200 that is not JSON, and a
+/// 404 page. What a client makes of them must stay short.
+pub fn oversized_answers() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let megabyte = |fill: &str| fill.repeat((1 << 20) / fill.len()).into_bytes();
+    let json_error = |kind: &str, fill: &str| {
+        format!(
+            "{{\"__type\":\"{kind}\",\"message\":\"{}\"}}",
+            fill.repeat(1 << 20)
+        )
+        .into_bytes()
+    };
+    vec![
+        (
+            "500 Internal Server Error",
+            "text/html",
+            megabyte("<p>oops</p>"),
+        ),
+        (
+            "500 Internal Server Error",
+            AMZ_JSON,
+            json_error("InternalFailure", "m"),
+        ),
+        ("400 Bad Request", "text/plain", megabyte("bad request ")),
+        (
+            "400 Bad Request",
+            AMZ_JSON,
+            json_error("ValidationException", "v"),
+        ),
+        ("200 OK", AMZ_JSON, megabyte("not json ")),
+        ("404 Not Found", "text/html", megabyte("<html>nope</html>")),
+    ]
+}
+
 /// A loopback HTTP/1.1 server that answers each request with what a function of
 /// the test makes of it; connections are kept alive, each served by a thread of
 /// its own, and it runs until the process ends.

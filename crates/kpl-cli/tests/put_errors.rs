@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::kpl;
 
 use kpl_tests::TempDir;
-use kpl_tests::http::{Loopback, Response};
+use kpl_tests::http::{Loopback, Response, oversized_answers};
 use kpl_tests::kinesis::one_shard_answer;
 
 #[test]
@@ -85,10 +85,6 @@ fn erring(
     (port, puts)
 }
 
-fn megabyte(fill: &str) -> Arc<Vec<u8>> {
-    Arc::new(fill.repeat((1 << 20) / fill.len()).into_bytes())
-}
-
 #[test]
 fn the_failed_file_grows_with_the_input_not_with_error_bodies() {
     let dir = TempDir::new("bodies");
@@ -96,31 +92,8 @@ fn the_failed_file_grows_with_the_input_not_with_error_bodies() {
     let input: String = (1..=lines)
         .map(|i| format!("record {i} of the input\n"))
         .collect();
-    for (status, content_type, body) in [
-        (
-            "500 Internal Server Error",
-            "text/html",
-            megabyte("<p>server error</p>"),
-        ),
-        (
-            "500 Internal Server Error",
-            "application/x-amz-json-1.1",
-            Arc::new(
-                format!(
-                    "{{\"__type\":\"InternalFailure\",\"message\":\"{}\"}}",
-                    "m".repeat(1 << 20)
-                )
-                .into_bytes(),
-            ),
-        ),
-        ("400 Bad Request", "text/plain", megabyte("bad request ")),
-        (
-            "200 OK",
-            "application/x-amz-json-1.1",
-            megabyte("not json "),
-        ),
-    ] {
-        let (port, puts) = erring(status, content_type, body);
+    for (status, content_type, body) in oversized_answers() {
+        let (port, puts) = erring(status, content_type, Arc::new(body));
         let failed = dir.join("failed.jsonl");
         let _ = std::fs::remove_file(&failed);
         let endpoint = format!("http://127.0.0.1:{port}");

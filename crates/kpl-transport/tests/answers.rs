@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{clients, loopback_transport, runtime};
-use kpl_tests::http::{Loopback, Response};
+use kpl_tests::http::{Loopback, Response, oversized_answers};
 use kpl_transport::{
     AwsTransport, HttpRuntime, PutRecordsEntry, PutRecordsRequest, StreamId, Transport,
     TransportError,
@@ -100,37 +100,10 @@ async fn put(port: u16, client: HttpRuntime) -> Result<usize, TransportError> {
         .map(|r| r.results.len())
 }
 
-fn big(fill: &str) -> Vec<u8> {
-    fill.repeat((1 << 20) / fill.len()).into_bytes()
-}
-
 #[test]
 fn error_messages_stay_short_whatever_the_answer() {
     for client in clients() {
-        for (status, content_type, body) in [
-            ("500 Internal Server Error", "text/html", big("<p>oops</p>")),
-            (
-                "500 Internal Server Error",
-                "application/x-amz-json-1.1",
-                format!(
-                    "{{\"__type\":\"InternalFailure\",\"message\":\"{}\"}}",
-                    "m".repeat(1 << 20)
-                )
-                .into_bytes(),
-            ),
-            ("400 Bad Request", "text/plain", big("bad request ")),
-            (
-                "400 Bad Request",
-                "application/x-amz-json-1.1",
-                format!(
-                    "{{\"__type\":\"ValidationException\",\"message\":\"{}\"}}",
-                    "v".repeat(1 << 20)
-                )
-                .into_bytes(),
-            ),
-            ("200 OK", "application/x-amz-json-1.1", big("not json ")),
-            ("404 Not Found", "text/html", big("<html>nope</html>")),
-        ] {
+        for (status, content_type, body) in oversized_answers() {
             let port = answering(status, content_type, body);
             let err = runtime()
                 .block_on(put(port, client))
