@@ -276,39 +276,6 @@ async fn split_while_flowing(env: Env) {
     assert_eq!(total, 4_000);
 }
 
-/// Credentials whose provider fails its first `failures` calls, as instance
-/// metadata or STS do in a blip.
-#[derive(Debug)]
-struct Blip {
-    failures: std::sync::atomic::AtomicUsize,
-}
-
-impl aws_credential_types::provider::ProvideCredentials for Blip {
-    fn provide_credentials<'a>(
-        &'a self,
-    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
-    where
-        Self: 'a,
-    {
-        use std::sync::atomic::Ordering;
-        let failing = self
-            .failures
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        aws_credential_types::provider::future::ProvideCredentials::ready(if failing {
-            Err(
-                aws_credential_types::provider::error::CredentialsError::provider_error(
-                    "the instance metadata service did not answer",
-                ),
-            )
-        } else {
-            Ok(aws_credential_types::Credentials::new(
-                "test", "test", None, None, "blip",
-            ))
-        })
-    }
-}
-
 #[test]
 #[ignore = "needs kinesis-mock: run by `cargo xtask ci`"]
 fn a_credential_provider_blip_delays_records_and_loses_none() {
@@ -320,9 +287,9 @@ fn a_credential_provider_blip_delays_records_and_loses_none() {
         let sdk = aws_config::SdkConfig::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
             .credentials_provider(
-                aws_credential_types::provider::SharedCredentialsProvider::new(Blip {
-                    failures: 2.into(),
-                }),
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    kpl_tests::credentials::FailingCredentials::blip(2),
+                ),
             )
             .build();
         let transport = AwsTransport::builder()

@@ -10,6 +10,7 @@
 //! - [`kpl`]: running the `kpl` command with the test environment;
 //! - [`peers`]: where the emulators the gate starts are, and what they need;
 //! - [`cloudwatch`]: a CloudWatch stand-in;
+//! - [`credentials`]: AWS credential providers that fail as a chain does;
 //! - [`TempDir`]: a test's own directory, removed when the test ends, pass or
 //!   fail (kept with `KPL_KEEP_TEST_DIRS=1`);
 //! - [`chain`]: what every crate's tests check of an error's chain.
@@ -18,6 +19,7 @@
 
 pub mod chain;
 pub mod cloudwatch;
+pub mod credentials;
 pub mod http;
 pub mod kinesis;
 pub mod kpl;

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{clients, loopback_transport, one_record, runtime};
+use kpl_tests::credentials::FailingCredentials;
 use kpl_tests::http::{Loopback, Response};
 use kpl_tests::peers::dead_endpoint;
 use kpl_transport::{AwsTransport, ErrorKind, HttpRuntime, Transport};
@@ -71,25 +72,6 @@ fn builder_debug_never_shows_credentials() {
     );
 }
 
-/// A credentials provider that fails as instance metadata or STS do in a blip.
-#[derive(Debug)]
-struct Blip;
-
-impl aws_credential_types::provider::ProvideCredentials for Blip {
-    fn provide_credentials<'a>(
-        &'a self,
-    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
-    where
-        Self: 'a,
-    {
-        aws_credential_types::provider::future::ProvideCredentials::ready(Err(
-            aws_credential_types::provider::error::CredentialsError::provider_error(
-                "the instance metadata service did not answer",
-            ),
-        ))
-    }
-}
-
 #[test]
 fn a_failing_credential_provider_is_retryable_and_nothing_was_sent() {
     runtime().block_on(async {
@@ -100,7 +82,9 @@ fn a_failing_credential_provider_is_retryable_and_nothing_was_sent() {
         let sdk = aws_config::SdkConfig::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
             .credentials_provider(
-                aws_credential_types::provider::SharedCredentialsProvider::new(Blip),
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    FailingCredentials::blip(usize::MAX),
+                ),
             )
             .build();
         let transport = AwsTransport::builder()
@@ -209,26 +193,6 @@ async fn put_one(transport: &AwsTransport) -> kpl_transport::TransportError {
     transport.put_records(one_record()).await.unwrap_err()
 }
 
-/// A credential chain with no source at all, as the default chain is with no
-/// environment variables, no profile and no role.
-#[derive(Debug)]
-struct Nothing;
-
-impl aws_credential_types::provider::ProvideCredentials for Nothing {
-    fn provide_credentials<'a>(
-        &'a self,
-    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
-    where
-        Self: 'a,
-    {
-        aws_credential_types::provider::future::ProvideCredentials::ready(Err(
-            aws_credential_types::provider::error::CredentialsError::not_loaded(
-                "no providers in chain provided credentials",
-            ),
-        ))
-    }
-}
-
 async fn with_provider(
     provider: impl aws_credential_types::provider::ProvideCredentials + 'static,
 ) -> AwsTransport {
@@ -251,7 +215,7 @@ async fn with_provider(
 fn no_credentials_at_all_are_said_before_sending_a_blip_is_not() {
     runtime().block_on(async {
         let started = std::time::Instant::now();
-        let err = with_provider(Nothing)
+        let err = with_provider(FailingCredentials::no_source())
             .await
             .check_credentials(Duration::from_secs(5))
             .await
@@ -270,7 +234,7 @@ fn no_credentials_at_all_are_said_before_sending_a_blip_is_not() {
         }
         assert!(text.contains("AWS_ACCESS_KEY_ID"), "{text}");
         assert!(causes.contains("no providers in chain"), "{causes:?}");
-        with_provider(Blip)
+        with_provider(FailingCredentials::blip(usize::MAX))
             .await
             .check_credentials(Duration::from_secs(5))
             .await
@@ -294,11 +258,11 @@ fn a_credential_failure_s_message_carries_its_reason_in_short() {
     runtime().block_on(async {
         for (transport, reason) in [
             (
-                with_provider(Nothing).await,
+                with_provider(FailingCredentials::no_source()).await,
                 "no providers in chain provided credentials",
             ),
             (
-                with_provider(Blip).await,
+                with_provider(FailingCredentials::blip(usize::MAX)).await,
                 "the instance metadata service did not answer",
             ),
         ] {
