@@ -113,22 +113,18 @@ fn put_loses_nothing_when_the_service_is_unreachable() {
     let big = "x".repeat(2_000);
     let input = format!("first\nsecond\n{big}\nthird\n");
     let out = kpl(
-        &[
-            "put",
-            "--stream",
-            "s",
-            "--endpoint",
+        &kpl_tests::kpl::put_args(
             &endpoint,
-            "--region",
-            "us-east-1",
-            "--record-ttl",
-            "300",
-            "--max-user-record-size",
-            "1000",
-            "--quiet",
-            "--failed",
-            failed.to_str().unwrap(),
-        ],
+            &[
+                "--record-ttl",
+                "300",
+                "--max-user-record-size",
+                "1000",
+                "--quiet",
+                "--failed",
+                failed.to_str().unwrap(),
+            ],
+        ),
         &input,
     );
     assert_eq!(
