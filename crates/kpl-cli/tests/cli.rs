@@ -385,12 +385,7 @@ fn help_describes_both_commands() {
 /// Runs `kpl` with `args` and `stdin`, standard error on `stderr` (standard output
 /// piped and returned).
 fn kpl_with_stderr(args: &[&str], stdin: &str, stderr: Stdio) -> Output {
-    kpl_tests::kpl::run(
-        kpl_tests::kpl::command(env!("CARGO_BIN_EXE_kpl"))
-            .args(args)
-            .stderr(stderr),
-        stdin,
-    )
+    kpl_tests::kpl::run(common::command(args).stderr(stderr), stdin)
 }
 
 #[test]
@@ -440,11 +435,7 @@ fn agg_and_deagg_survive_standard_error_on_a_full_device() {
 /// Runs `kpl` with `args` on `lines` lines of input, reads one line of its output
 /// and closes the pipe: returns the exit status and standard error.
 fn kpl_reader_gone(args: &[&str], input: Vec<u8>) -> (std::process::ExitStatus, String) {
-    let mut child = kpl_tests::kpl::command(env!("CARGO_BIN_EXE_kpl"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::command(args).stdin(Stdio::piped()).spawn().unwrap();
     let mut pipe = child.stdin.take().unwrap();
     // The child stops early: a failed write here is expected.
     let writer = std::thread::spawn(move || {

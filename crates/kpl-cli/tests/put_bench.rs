@@ -256,8 +256,7 @@ fn bench_says_why_a_record_is_refused_once() {
 
 #[test]
 fn bench_stops_quietly_with_141_when_standard_output_is_closed() {
-    let mut child = kpl_tests::kpl::command(env!("CARGO_BIN_EXE_kpl"))
-        .args(["bench", "--records", "2000", "--acknowledge-only"])
+    let mut child = common::command(&["bench", "--records", "2000", "--acknowledge-only"])
         .spawn()
         .unwrap();
     drop(child.stdout.take());

@@ -7,27 +7,18 @@
 //! `KPL_TEST_BIN=/path/to/kpl` runs these against another build (to show that they
 //! fail on the code before a fix).
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-fn kpl_bin() -> String {
-    std::env::var("KPL_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kpl").to_owned())
-}
-
+use common::{command, kpl_bin, spawn};
 use kpl_tests::TempDir;
 use kpl_tests::kpl::{failed_lines, line_numbers, signal, wait_with_stderr};
 use kpl_tests::peers::dead_endpoint;
-
-/// `kpl` (or `KPL_TEST_BIN`) with `args` and the test environment.
-fn command(args: &[&str]) -> Command {
-    let mut c = kpl_tests::kpl::command(kpl_bin());
-    c.args(args);
-    c
-}
+use serde_json::Value;
 
 fn put_args(endpoint: &str, extra: &[&str]) -> Vec<String> {
     kpl_tests::kpl::put_args(endpoint, extra)
@@ -67,12 +58,7 @@ fn first_signal_after_reading(name: &str, code: i32, number: u64, with_summary: 
         extra.extend(["--summary-json", summary.to_str().unwrap()]);
     }
     let args = put_args(&endpoint, &extra);
-    let child = command(&strs(&args))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(&strs(&args), Stdio::null(), Stdio::piped());
     // 300 lines are read in well under a second; the records wait on the dead
     // endpoint for their 30 s time to live.
     std::thread::sleep(Duration::from_millis(1_500));
@@ -136,12 +122,7 @@ fn sighup_while_reading_settles_every_line_read() {
             "--quiet",
         ],
     );
-    let mut child = command(&strs(&args))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&strs(&args), Stdio::piped(), Stdio::piped());
     let mut stdin = child.stdin.take().unwrap();
     let input: String = (1..=1_000).map(|i| format!("line {i}\n")).collect();
     stdin.write_all(input.as_bytes()).unwrap();
@@ -177,12 +158,7 @@ fn put_with_stderr(stderr: Stdio, name: &str) -> (Option<i32>, Vec<Value>) {
             input.to_str().unwrap(),
         ],
     );
-    let child = command(&strs(&args))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+    let child = spawn(&strs(&args), Stdio::null(), stderr);
     // A run that hangs (a logger that panicked inside a runtime worker) is killed.
     let mut child = child;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -355,12 +331,7 @@ fn two_runs_appending_to_one_failed_file_tear_no_line() {
                 input.to_str().unwrap(),
             ],
         );
-        command(&strs(&args))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        spawn(&strs(&args), Stdio::null(), Stdio::null())
     };
     let (mut a, mut b) = (spawn(), spawn());
     assert_eq!(a.wait().unwrap().code(), Some(1));
@@ -440,12 +411,7 @@ fn put_a_200_mb_line(with_summary: bool) -> (Option<i32>, String, Vec<Value>, u6
         extra.extend(["--summary-json", summary.to_str().unwrap()]);
     }
     let args = put_args(&endpoint, &extra);
-    let mut child = command(&strs(&args))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&strs(&args), Stdio::piped(), Stdio::piped());
     let mut stdin = child.stdin.take().unwrap();
     let feeder = std::thread::spawn(move || {
         let block = vec![b'x'; 1 << 20];

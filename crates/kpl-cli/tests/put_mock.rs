@@ -2,6 +2,8 @@
 //!
 //! `#[ignore]`d in a plain `cargo test`; `cargo xtask ci` runs it with kinesis-mock up.
 
+mod common;
+
 use kpl_tests::kinesis::Kinesis;
 use serde_json::json;
 
@@ -13,8 +15,7 @@ fn put_into_mock(stream: &str, input: &str, args: &[&str]) -> (Kinesis, String) 
     let mock = Kinesis::new(&endpoint);
     mock.create_stream(stream, 2).unwrap();
     let out = kpl_tests::kpl::run(
-        kpl_tests::kpl::command(env!("CARGO_BIN_EXE_kpl"))
-            .args(["put", "--stream", stream, "--endpoint", &endpoint])
+        common::command(&["put", "--stream", stream, "--endpoint", &endpoint])
             .args(["--region", "us-east-1", "--quiet"])
             .args(args),
         input,

@@ -5,6 +5,8 @@
 //!
 //! `#[ignore]`d in a plain `cargo test`; `cargo xtask ci` runs it with kinesis-mock up.
 
+mod common;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -72,7 +74,7 @@ fn tls_front(names: &[&str]) -> (u16, String, Arc<AtomicUsize>) {
 /// credentials in the environment unless `env` names a profile.
 fn put(stream: &str, lines: usize, args: &[&str], env: &[(&str, &str)]) {
     let input: String = (0..lines).map(|i| format!("line {i}\n")).collect();
-    let mut cmd = kpl_tests::kpl::command(env!("CARGO_BIN_EXE_kpl"));
+    let mut cmd = common::command(&[]);
     cmd.args([
         "put",
         "--stream",

@@ -138,13 +138,7 @@ fn a_failed_file_that_cannot_be_written_names_itself_and_loses_nothing() {
 
 /// `kpl put` reading from a pipe the test keeps open.
 fn spawn_put(args: &[&str]) -> Child {
-    kpl_tests::kpl::command(env!("CARGO_BIN_EXE_kpl"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    common::spawn(args, Stdio::piped(), Stdio::piped())
 }
 
 fn signal_run(
