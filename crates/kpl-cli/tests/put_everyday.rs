@@ -38,6 +38,28 @@ fn input_file(dir: &Path, lines: usize) -> PathBuf {
     path
 }
 
+/// A test's directory (named `name`) with an input of `lines` lines, where the
+/// run's failed file goes, and an endpoint where nothing listens. The directory
+/// lives as long as the value kept (`_dir`, not `_`).
+fn setup(name: &str, lines: usize) -> (TempDir, PathBuf, PathBuf, String) {
+    let dir = TempDir::new(name);
+    let input = input_file(&dir, lines);
+    let failed = dir.join("failed.jsonl");
+    (dir, input, failed, dead_endpoint())
+}
+
+/// `kpl put`'s arguments for `endpoint`: `extra`, then `--failed FILE` and the
+/// input.
+fn failing_args(endpoint: &str, failed: &Path, input: &Path, extra: &[&str]) -> Vec<String> {
+    let mut all = extra.to_vec();
+    all.extend([
+        "--failed",
+        failed.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    put_args(endpoint, &all)
+}
+
 /// The first signal after the whole input was read (records still outstanding)
 /// settles within the grace period and exits 128 + signal; every line is in the
 /// failed file once; the summary says reading had finished.
@@ -141,21 +163,17 @@ fn sighup_while_reading_settles_every_line_read() {
 
 /// Records that fail within a short time to live, with logs and progress on.
 fn put_with_stderr(stderr: Stdio, name: &str) -> (Option<i32>, Vec<Value>) {
-    let dir = TempDir::new(name);
-    let input = input_file(&dir, 2_000);
-    let failed = dir.join("failed.jsonl");
-    let endpoint = dead_endpoint();
-    let args = put_args(
+    let (_dir, input, failed, endpoint) = setup(name, 2_000);
+    let args = failing_args(
         &endpoint,
+        &failed,
+        &input,
         &[
             // Logs from the start (ListShards failing), so stderr is written to
             // before and while records settle.
             "-v",
             "--record-ttl",
             "1500",
-            "--failed",
-            failed.to_str().unwrap(),
-            input.to_str().unwrap(),
         ],
     );
     let child = spawn(&strs(&args), Stdio::null(), stderr);
@@ -213,24 +231,14 @@ fn quick_put(args: &[String]) -> Output {
 
 /// A run whose records all fail within a second.
 fn failing_run(endpoint: &str, failed: &Path, input: &Path, extra: &[&str]) -> Output {
-    let mut more = vec![
-        "--quiet",
-        "--record-ttl",
-        "500",
-        "--failed",
-        failed.to_str().unwrap(),
-    ];
+    let mut more = vec!["--quiet", "--record-ttl", "500"];
     more.extend_from_slice(extra);
-    more.push(input.to_str().unwrap());
-    quick_put(&put_args(endpoint, &more))
+    quick_put(&failing_args(endpoint, failed, input, &more))
 }
 
 #[test]
 fn an_existing_failed_file_is_refused_unless_appending_or_overwriting() {
-    let dir = TempDir::new("existing");
-    let input = input_file(&dir, 10);
-    let failed = dir.join("failed.jsonl");
-    let endpoint = dead_endpoint();
+    let (_dir, input, failed, endpoint) = setup("existing", 10);
     std::fs::write(&failed, "{\"earlier\":1}\n").unwrap();
     let out = failing_run(&endpoint, &failed, &input, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -314,22 +322,13 @@ fn a_failed_file_that_is_another_input_of_the_run_is_refused() {
 /// Two runs appending to one failed file at the same time: whole lines only.
 #[test]
 fn two_runs_appending_to_one_failed_file_tear_no_line() {
-    let dir = TempDir::new("two-writers");
-    let input = input_file(&dir, 5_000);
-    let failed = dir.join("failed.jsonl");
-    let endpoint = dead_endpoint();
+    let (_dir, input, failed, endpoint) = setup("two-writers", 5_000);
     let spawn = || {
-        let args = put_args(
+        let args = failing_args(
             &endpoint,
-            &[
-                "--quiet",
-                "--record-ttl",
-                "800",
-                "--append-failed",
-                "--failed",
-                failed.to_str().unwrap(),
-                input.to_str().unwrap(),
-            ],
+            &failed,
+            &input,
+            &["--quiet", "--record-ttl", "800", "--append-failed"],
         );
         spawn(&strs(&args), Stdio::null(), Stdio::null())
     };
@@ -347,20 +346,12 @@ fn two_runs_appending_to_one_failed_file_tear_no_line() {
 /// and the records that did not fit go to standard error.
 #[test]
 fn a_file_size_limit_leaves_only_whole_lines() {
-    let dir = TempDir::new("fsize");
-    let input = input_file(&dir, 2_000);
-    let failed = dir.join("failed.jsonl");
-    let endpoint = dead_endpoint();
-    let args = put_args(
+    let (_dir, input, failed, endpoint) = setup("fsize", 2_000);
+    let args = failing_args(
         &endpoint,
-        &[
-            "--quiet",
-            "--record-ttl",
-            "500",
-            "--failed",
-            failed.to_str().unwrap(),
-            input.to_str().unwrap(),
-        ],
+        &failed,
+        &input,
+        &["--quiet", "--record-ttl", "500"],
     );
     // `ulimit -f` counts blocks of 512 bytes in sh and bash alike (POSIX).
     let script = format!(
@@ -471,10 +462,7 @@ fn an_empty_partition_key_is_refused_at_start() {
 
 #[test]
 fn the_summary_says_what_a_zero_shutdown_timeout_did() {
-    let dir = TempDir::new("zero");
-    let input = input_file(&dir, 50);
-    let failed = dir.join("failed.jsonl");
-    let endpoint = dead_endpoint();
+    let (_dir, input, failed, endpoint) = setup("zero", 50);
     let out = failing_run(&endpoint, &failed, &input, &["--shutdown-timeout", "0"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -515,20 +503,12 @@ fn a_properties_file_without_metrics_level_says_metrics_are_off() {
 /// was read, until the last one settles.
 #[test]
 fn progress_goes_on_while_records_drain() {
-    let dir = TempDir::new("progress");
-    let input = input_file(&dir, 20);
-    let failed = dir.join("failed.jsonl");
-    let endpoint = dead_endpoint();
-    let args = put_args(
+    let (_dir, input, failed, endpoint) = setup("progress", 20);
+    let args = failing_args(
         &endpoint,
-        &[
-            "--progress",
-            "--record-ttl",
-            "3500",
-            "--failed",
-            failed.to_str().unwrap(),
-            input.to_str().unwrap(),
-        ],
+        &failed,
+        &input,
+        &["--progress", "--record-ttl", "3500"],
     );
     let out = command(&strs(&args))
         .stdin(Stdio::null())
@@ -580,10 +560,7 @@ fn no_credentials_at_all_are_said_at_start() {
 /// not only "Expired".
 #[test]
 fn the_summary_names_why_records_expired() {
-    let dir = TempDir::new("why-expired");
-    let input = input_file(&dir, 20);
-    let failed = dir.join("failed.jsonl");
-    let endpoint = dead_endpoint();
+    let (_dir, input, failed, endpoint) = setup("why-expired", 20);
     let out = failing_run(&endpoint, &failed, &input, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
