@@ -687,7 +687,9 @@ async fn put_all(
                 continue;
             }
             while !batch.is_empty() {
-                let kpl::Admitted { results: ids, rest } = producer
+                let kpl::Admitted {
+                    results: ids, rest, ..
+                } = producer
                     .try_put_records_to(stream, batch, &outcomes)
                     .map_err(one_line)?;
                 for id in ids {

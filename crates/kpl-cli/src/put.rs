@@ -1323,7 +1323,7 @@ fn put_lines(
         .map(|(_, pk, data)| PutRecord::new(pk.clone(), data.clone()))
         .collect();
     while !records.is_empty() {
-        let kpl::Admitted { results, rest } =
+        let kpl::Admitted { results, rest, .. } =
             match producer.try_put_records_to(stream, records, &run.outcomes) {
                 Ok(r) => r,
                 Err(e) => {

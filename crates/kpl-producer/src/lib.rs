@@ -1,9 +1,13 @@
 //! The kpl-rs producer: everything the AWS KPL does, as a plain library on any async
 //! runtime.
 //!
-//! - [`Producer`]: `put_record` → a future of the record's [`RecordResult`] (success,
-//!   shard, sequence number, every [`Attempt`]); `put_records`, `try_put_record`,
-//!   `flush`, `shutdown`, backpressure by outstanding records and bytes.
+//! - [`Producer`]: one put per need: `put_record` waits for room and gives a future of
+//!   the record's [`RecordResult`] (success, shard, sequence number, every
+//!   [`Attempt`]); `put_records` the same for a batch; `try_put_records` never waits
+//!   and returns what it let in as [`Admitted`] (each record's future, the rest, and
+//!   the [`Hold`] that kept them back); `try_put_records_to` the same with the
+//!   outcomes in batches on an [`Outcomes`] queue. Then `flush`, `shutdown`;
+//!   backpressure by outstanding records and bytes.
 //! - [`SyncProducer`] (feature `tokio`, on by default): the same for code without an
 //!   async runtime.
 //! - [`Config`]: the KPL's settings, defaults and bounds, or a KPL `.properties` file.
@@ -23,8 +27,8 @@
 //!
 //! # Delivery on a slow or failing path
 //!
-//! `put_record` waits (and `try_put_record` refuses with a [`PutError`] that
-//! [`is_backlog`](PutError::is_backlog)) when
+//! `put_record` waits (and `try_put_records` hands the records back, held by
+//! [`Hold::Backlog`]) when
 //! a stream holds more than it can store in a quarter of the time to live. A request
 //! that timed out may have been stored: the outcome says so
 //! ([`RecordResult::may_be_duplicated`], [`RecordResult::may_have_been_stored`]), and
@@ -87,7 +91,7 @@ pub use kpl_transport as transport;
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsExporter;
 pub use metrics::{Metric, MetricName, MetricsGranularity, MetricsLevel, MetricsRecorder};
-pub use producer::{Admitted, Producer, ProducerBuilder, PutError, PutErrorKind, PutRecord};
+pub use producer::{Admitted, Hold, Producer, ProducerBuilder, PutError, PutErrorKind, PutRecord};
 pub use result::{
     Attempt, AttemptError, Attempts, ErrorCode, OutcomeBatch, Outcomes, RecordFuture, RecordId,
     RecordResult, codes,

@@ -23,11 +23,11 @@ use crate::upload::{MetricsUploader, UploadHandle, UploadStats};
 
 /// Why a record was not accepted. Nothing was enqueued.
 ///
-/// Ask it with [`kind`](Self::kind) or the `is_*` methods; the values that go with
-/// it through [`outstanding_records`](Self::outstanding_records),
-/// [`outstanding_bytes`](Self::outstanding_bytes) and
-/// [`drain_limit`](Self::drain_limit); why an invalid record is invalid is its
-/// [`source`](std::error::Error::source) (also [`record_error`](Self::record_error)).
+/// Ask it with [`kind`](Self::kind) or the `is_*` methods; why an invalid record is
+/// invalid is its [`source`](std::error::Error::source) (also
+/// [`record_error`](Self::record_error)). A record that waits for room is not an
+/// error: the puts that do not wait hand it back in [`Admitted::rest`], with
+/// [`Admitted::held_by`] saying what held it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PutError {
     kind: Refusal,
@@ -40,13 +40,6 @@ pub enum PutErrorKind {
     /// The record breaks a Kinesis rule: empty or over-long partition key, explicit
     /// hash key out of range, data plus key over `max_user_record_size`.
     Invalid,
-    /// `try_put_record` only: the outstanding caps are reached; try again later (or
-    /// use `put_record`, which waits).
-    Full,
-    /// `try_put_record` only: the stream cannot take more within the records' time
-    /// to live (what waits for it would expire before it drains); try again later,
-    /// or use `put_record`, which waits.
-    Backlog,
     /// The producer is shutting down and accepts nothing more.
     ShuttingDown,
 }
@@ -54,8 +47,6 @@ pub enum PutErrorKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Refusal {
     Invalid(RecordError),
-    Full { records: usize, bytes: usize },
-    Backlog { bytes: usize, limit: usize },
     ShuttingDown,
 }
 
@@ -63,18 +54,6 @@ impl PutError {
     pub(crate) fn invalid(e: RecordError) -> Self {
         Self {
             kind: Refusal::Invalid(e),
-        }
-    }
-
-    pub(crate) fn full(records: usize, bytes: usize) -> Self {
-        Self {
-            kind: Refusal::Full { records, bytes },
-        }
-    }
-
-    pub(crate) fn backlog(bytes: usize, limit: usize) -> Self {
-        Self {
-            kind: Refusal::Backlog { bytes, limit },
         }
     }
 
@@ -88,8 +67,6 @@ impl PutError {
     pub fn kind(&self) -> PutErrorKind {
         match self.kind {
             Refusal::Invalid(_) => PutErrorKind::Invalid,
-            Refusal::Full { .. } => PutErrorKind::Full,
-            Refusal::Backlog { .. } => PutErrorKind::Backlog,
             Refusal::ShuttingDown => PutErrorKind::ShuttingDown,
         }
     }
@@ -98,17 +75,6 @@ impl PutError {
     /// which).
     pub fn is_invalid(&self) -> bool {
         self.kind() == PutErrorKind::Invalid
-    }
-
-    /// `try_put_record` only: the outstanding caps are reached.
-    pub fn is_full(&self) -> bool {
-        self.kind() == PutErrorKind::Full
-    }
-
-    /// `try_put_record` only: the stream cannot take more within the records'
-    /// time to live.
-    pub fn is_backlog(&self) -> bool {
-        self.kind() == PutErrorKind::Backlog
     }
 
     /// The producer is shutting down and accepts nothing more.
@@ -123,32 +89,6 @@ impl PutError {
             _ => None,
         }
     }
-
-    /// Records outstanding in the producer, when it is full.
-    pub fn outstanding_records(&self) -> Option<usize> {
-        match self.kind {
-            Refusal::Full { records, .. } => Some(records),
-            _ => None,
-        }
-    }
-
-    /// Bytes outstanding: in the producer when it is full, for the stream when it
-    /// has a backlog.
-    pub fn outstanding_bytes(&self) -> Option<usize> {
-        match self.kind {
-            Refusal::Full { bytes, .. } | Refusal::Backlog { bytes, .. } => Some(bytes),
-            _ => None,
-        }
-    }
-
-    /// For a backlog: what the stream drains within a quarter of the records' time
-    /// to live, at its measured rate, in bytes.
-    pub fn drain_limit(&self) -> Option<usize> {
-        match self.kind {
-            Refusal::Backlog { limit, .. } => Some(limit),
-            _ => None,
-        }
-    }
 }
 
 impl fmt::Display for PutError {
@@ -156,14 +96,6 @@ impl fmt::Display for PutError {
         match &self.kind {
             // Why is the cause (`source()`): a chain prints it once.
             Refusal::Invalid(_) => f.write_str("record refused"),
-            Refusal::Full { records, bytes } => write!(
-                f,
-                "producer full ({records} records, {bytes} bytes outstanding): wait, or raise max_outstanding_records / max_outstanding_bytes"
-            ),
-            Refusal::Backlog { bytes, limit } => write!(
-                f,
-                "the stream has {bytes} bytes waiting, and drains about {limit} bytes in a quarter of the records' time to live: wait (put_record waits), or add shards"
-            ),
             Refusal::ShuttingDown => {
                 f.write_str("the producer is shutting down and accepts no more records")
             }
@@ -231,30 +163,60 @@ struct Inner {
     closed: AtomicBool,
 }
 
-/// What a put of many records that does not wait let in
-/// ([`Producer::try_put_records`], [`Producer::try_put_records_to`], and the same on
+/// What a put that does not wait let in ([`Producer::try_put_records`],
+/// [`Producer::try_put_records_to`], and the same on
 /// [`SyncProducer`](crate::SyncProducer)).
 #[derive(Debug)]
 pub struct Admitted<T> {
     /// One per record taken, in order: its handle (a [`RecordFuture`] or a
-    /// [`RecordId`]), or why that record was refused.
+    /// [`RecordId`]), or why that record was refused (an invalid record: the
+    /// others still go in).
     pub results: Vec<Result<T, PutError>>,
     /// The records from the first that did not fit on, untouched (empty when every
     /// record was taken): put them again once there is room
     /// ([`Producer::wait_for_room`]).
     pub rest: Vec<PutRecord>,
+    /// What held [`rest`](Self::rest) back: `Some` exactly when it is not empty.
+    pub held_by: Option<Hold>,
 }
 
-/// What [`Producer::prepare`] gives: each record's result, and the rest when it was
-/// not to wait and room ran out.
-type Prepared = (Vec<Result<RecordFuture, PutError>>, Option<Vec<PutRecord>>);
+/// What held records back from a put that does not wait ([`Admitted::held_by`]).
+/// Each passes: [`Producer::wait_for_room`] waits for it, and the puts that wait
+/// ([`Producer::put_record`], [`Producer::put_records`]) wait through it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Hold {
+    /// The outstanding caps (`max_outstanding_records`, `max_outstanding_bytes`)
+    /// are reached: room comes as records settle. Raise the caps to hold more.
+    Caps,
+    /// The stream has more waiting than it drains, at its measured rate, within a
+    /// quarter of the records' time to live (what went in now would expire before
+    /// it is sent): room comes as the stream drains. Add shards to drain faster.
+    Backlog,
+    /// The stream's pipeline has 16,384 records handed to it that it has not taken
+    /// in yet: the caller puts faster than the pipeline takes records in, and
+    /// waits instead of piling them up.
+    Intake,
+}
 
-/// What [`Producer::admit`] took in: the stream, each record's result, the rest
-/// when room ran out, and the records admitted (not handed to the pipeline yet).
+impl fmt::Display for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Caps => "the outstanding caps are reached",
+            Self::Backlog => {
+                "the stream has more waiting than it drains in a quarter of the records' time to live"
+            }
+            Self::Intake => "the stream's pipeline has not taken in the records handed to it",
+        })
+    }
+}
+
+/// What [`Producer::admit`] took in: the stream, what was let in (each record's
+/// result, the rest and what held it), and the records admitted (not handed to the
+/// pipeline yet).
 struct Admission<T> {
     stream_id: StreamId,
-    results: Vec<Result<T, PutError>>,
-    rest: Option<Vec<PutRecord>>,
+    admitted: Admitted<T>,
     recs: Vec<Rec>,
 }
 
@@ -423,87 +385,77 @@ impl Producer {
         &self.inner.shared.config
     }
 
-    /// Puts one record into `stream` (a name, or an ARN starting with `arn:`).
+    /// Puts one record into `stream` (a name, or an ARN starting with `arn:`),
+    /// waiting for room; the returned future resolves with the record's outcome.
     ///
-    /// Invalid records are refused at once; nothing is enqueued. When the outstanding
-    /// caps are reached, this waits for room, and what is buffered is sent at once
-    /// (see [`wait_for_room`](Self::wait_for_room)). The returned future resolves with the
-    /// record's outcome; it never fails, and never stays pending past the record's
-    /// time to live (plus one request timeout).
+    /// Invalid records are refused at once; nothing is enqueued. While the
+    /// outstanding caps, the stream's backlog or its pipeline's intake hold records
+    /// back ([`Hold`]), this waits, and when the caps are what is full, what is
+    /// buffered is sent at once (see [`wait_for_room`](Self::wait_for_room)). The
+    /// returned future never fails, and never stays pending past the record's time
+    /// to live (plus one request timeout). Not to wait, put it with
+    /// [`try_put_records`](Self::try_put_records).
     pub async fn put_record(
         &self,
         stream: &str,
         record: PutRecord,
     ) -> Result<RecordFuture, PutError> {
-        let mut out = self.put_many(stream, vec![record], true).await?;
+        let mut out = self.put_records(stream, vec![record]).await?;
         out.pop().unwrap_or(Err(PutError::shutting_down()))
     }
 
-    /// Like [`put_record`](Self::put_record), but returns a [`PutError`] that
-    /// [`is_full`](PutError::is_full) instead of waiting
-    /// when the outstanding caps are reached.
-    pub fn try_put_record(
-        &self,
-        stream: &str,
-        record: PutRecord,
-    ) -> Result<RecordFuture, PutError> {
-        let (mut ready, _) = self.prepare(stream, vec![record], false)?;
-        ready.pop().unwrap_or(Err(PutError::shutting_down()))
-    }
-
-    /// Puts many records into one stream at once: one validation pass and one hand-off
-    /// to the pipeline. Each record gets its own result, in order (an invalid record's
-    /// error does not stop the others).
+    /// Puts many records into one stream, waiting for room as
+    /// [`put_record`](Self::put_record) does: one validation pass and one hand-off
+    /// to the pipeline while there is room. Each record gets its own result, in
+    /// order (an invalid record's error does not stop the others).
+    ///
+    /// It is [`try_put_records`](Self::try_put_records) and
+    /// [`wait_for_room`](Self::wait_for_room) in a loop: dropping it while it waits
+    /// loses the futures of the records it had admitted (they are still sent); use
+    /// the two to keep every future in hand.
     pub async fn put_records(
         &self,
         stream: &str,
         records: Vec<PutRecord>,
     ) -> Result<Vec<Result<RecordFuture, PutError>>, PutError> {
-        self.put_many(stream, records, true).await
-    }
-
-    async fn put_many(
-        &self,
-        stream: &str,
-        records: Vec<PutRecord>,
-        wait: bool,
-    ) -> Result<Vec<Result<RecordFuture, PutError>>, PutError> {
+        let mut out = Vec::with_capacity(records.len());
         let mut pending = records;
-        let mut out: Vec<Result<RecordFuture, PutError>> = Vec::with_capacity(pending.len());
         loop {
-            let (ready, rest) = self.prepare(stream, pending, wait)?;
-            out.extend(ready);
-            let Some(rest) = rest else {
+            let Admitted { results, rest, .. } = self.try_put_records(stream, pending)?;
+            out.extend(results);
+            let Some(first) = rest.first() else {
                 return Ok(out);
             };
-            // Wait for room, then go on with what is left.
-            self.wait_for_room(stream, rest[0].size()).await;
+            self.wait_for_room(stream, first.size()).await;
             pending = rest;
         }
     }
 
-    /// Puts as many of `records` as there is room for now, in order, and returns
-    /// their results with the records from the first that did not fit on, untouched
-    /// (empty when all went in). Room is the outstanding caps, the stream's backlog
-    /// limit, and at most 16,384 records handed to the stream's pipeline and not
-    /// taken in by it yet (a caller putting faster than the pipeline takes records
-    /// in waits instead of piling them up). Never waits: with
-    /// [`wait_for_room`](Self::wait_for_room) this is
+    /// Puts as many of `records` as there is room for now, in order, and never
+    /// waits: their results, the records from the first that did not fit on,
+    /// untouched (empty when all went in), and what held those back
+    /// ([`Hold`]: the outstanding caps, the stream's backlog limit, or at most
+    /// 16,384 records handed to the stream's pipeline and not taken in by it yet).
+    /// One record is a `vec![record]`.
+    ///
+    /// With [`wait_for_room`](Self::wait_for_room) this is
     /// [`put_records`](Self::put_records) in steps a caller can stop between, with
-    /// every admitted record's future in hand (dropping a `put_records` future while
-    /// it waits loses the futures of the records it had admitted).
+    /// every admitted record's future in hand.
     ///
     /// ```
-    /// # use std::sync::Arc;
-    /// # use kpl_producer::{Admitted, Config, Producer, PutRecord};
+    /// # use kpl_producer::{Admitted, Hold, Producer, PutRecord};
     /// # async fn example(producer: Producer) -> Result<(), kpl_producer::PutError> {
     /// let mut records: Vec<PutRecord> = (0..10_000)
     ///     .map(|i| PutRecord::new(format!("key-{i}"), vec![0u8; 100]))
     ///     .collect();
+    /// let mut held_by_the_stream = 0;
     /// while !records.is_empty() {
-    ///     let Admitted { results, rest } = producer.try_put_records("my-stream", records)?;
+    ///     let Admitted { results, rest, held_by } = producer.try_put_records("my-stream", records)?;
     ///     for result in results {
     ///         let _future = result?; // keep it to learn the outcome
+    ///     }
+    ///     if held_by == Some(Hold::Backlog) {
+    ///         held_by_the_stream += 1; // more shards would drain it faster
     ///     }
     ///     if let Some(first) = rest.first() {
     ///         producer.wait_for_room("my-stream", first.size()).await;
@@ -518,11 +470,11 @@ impl Producer {
         stream: &str,
         records: Vec<PutRecord>,
     ) -> Result<Admitted<RecordFuture>, PutError> {
-        let (results, rest) = self.prepare(stream, records, true)?;
-        Ok(Admitted {
-            results,
-            rest: rest.unwrap_or_default(),
-        })
+        let admission = self.admit(stream, records, pair)?;
+        if !admission.recs.is_empty() {
+            self.send(&admission.stream_id, Command::Put(admission.recs));
+        }
+        Ok(admission.admitted)
     }
 
     /// Like [`try_put_records`](Self::try_put_records), but the outcomes go to
@@ -538,7 +490,7 @@ impl Producer {
         records: Vec<PutRecord>,
         outcomes: &Outcomes,
     ) -> Result<Admitted<RecordId>, PutError> {
-        let admission = self.admit(stream, records, true, |id, _| {
+        let admission = self.admit(stream, records, |id, _| {
             (outcomes.completer(id), RecordId(id))
         })?;
         if !admission.recs.is_empty() {
@@ -546,10 +498,7 @@ impl Producer {
             outcomes.admitted(admission.recs.len());
             self.send(&admission.stream_id, Command::Put(admission.recs));
         }
-        Ok(Admitted {
-            results: admission.results,
-            rest: admission.rest.unwrap_or_default(),
-        })
+        Ok(admission.admitted)
     }
 
     /// Waits until a record of `bytes` (data and partition key) would be let into
@@ -596,29 +545,14 @@ impl Producer {
         )
     }
 
-    /// Validates and admits as many records as there is room for; returns the results
-    /// of those, and the rest when `wait` and room ran out.
-    fn prepare(
-        &self,
-        stream: &str,
-        records: Vec<PutRecord>,
-        wait: bool,
-    ) -> Result<Prepared, PutError> {
-        let admission = self.admit(stream, records, wait, pair)?;
-        if !admission.recs.is_empty() {
-            self.send(&admission.stream_id, Command::Put(admission.recs));
-        }
-        Ok((admission.results, admission.rest))
-    }
-
-    /// Validates and admits as many records as there is room for, each with the
+    /// Validates and admits records in order while there is room, each with the
     /// completer and handle `issue` makes of its id; returns their results, the rest
-    /// when `wait` and room ran out, and the admitted records, not sent yet.
+    /// from the first that did not fit and what held it, and the admitted records,
+    /// not sent yet.
     fn admit<T>(
         &self,
         stream: &str,
         records: Vec<PutRecord>,
-        wait: bool,
         mut issue: impl FnMut(u64, Instant) -> (Completer, T),
     ) -> Result<Admission<T>, PutError> {
         if self.inner.closed.load(Ordering::Acquire) {
@@ -665,7 +599,8 @@ impl Producer {
         }
         let mut results = Vec::with_capacity(prepared.len());
         let mut recs = Vec::with_capacity(prepared.len());
-        let mut rest = None;
+        let mut rest = Vec::new();
+        let mut held_by = None;
         {
             let mut guard = shared.lock();
             let Accounting {
@@ -690,23 +625,22 @@ impl Producer {
                     }
                 };
                 let size = record.data.len() + record.partition_key.len();
-                let full = over_caps(config, *total_records, *total_bytes, 1, size);
-                let backlog = m.over(size);
-                // A caller that can wait does while the pipeline catches up.
-                let ingesting = wait && m.ingesting + recs.len() >= INGEST_LIMIT;
-                if full || backlog || ingesting {
-                    if wait {
-                        let mut left = vec![record];
-                        left.extend(iter.map(|(r, _)| r));
-                        rest = Some(left);
-                        break;
-                    }
-                    results.push(Err(if backlog && !full {
-                        PutError::backlog(m.bytes, m.limit.unwrap_or_default())
-                    } else {
-                        PutError::full(*total_records, *total_bytes)
-                    }));
-                    continue;
+                // The caller waits while the pipeline catches up, too.
+                let hold = if over_caps(config, *total_records, *total_bytes, 1, size) {
+                    Some(Hold::Caps)
+                } else if m.over(size) {
+                    Some(Hold::Backlog)
+                } else if m.ingesting + recs.len() >= INGEST_LIMIT {
+                    Some(Hold::Intake)
+                } else {
+                    None
+                };
+                if hold.is_some() {
+                    rest.reserve_exact(iter.len() + 1);
+                    rest.push(record);
+                    rest.extend(iter.map(|(r, _)| r));
+                    held_by = hold;
+                    break;
                 }
                 let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
                 *total_records += 1;
@@ -731,8 +665,11 @@ impl Producer {
         }
         Ok(Admission {
             stream_id,
-            results,
-            rest,
+            admitted: Admitted {
+                results,
+                rest,
+                held_by,
+            },
             recs,
         })
     }

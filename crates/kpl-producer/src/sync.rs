@@ -18,7 +18,7 @@ use crate::upload::{MetricsUploader, UploadStats};
 ///
 /// It has [`Producer`]'s methods under the same names, blocking where those are
 /// `async`: [`put_record`](Self::put_record), [`put_records`](Self::put_records),
-/// [`try_put_record`](Self::try_put_record), [`try_put_records`](Self::try_put_records),
+/// [`try_put_records`](Self::try_put_records),
 /// [`try_put_records_to`](Self::try_put_records_to), [`wait_for_room`](Self::wait_for_room),
 /// [`flush`](Self::flush), [`flush_stream`](Self::flush_stream),
 /// [`shutdown`](Self::shutdown), [`metrics`](Self::metrics),
@@ -181,24 +181,15 @@ impl SyncProducer {
         self.producer().config()
     }
 
-    /// Puts a record; blocks while the outstanding caps are reached (what is
-    /// buffered is then sent at once, as [`Producer::wait_for_room`] says).
+    /// Puts a record, blocking while it is held back ([`Hold`](crate::Hold)), as
+    /// [`Producer::put_record`] waits (when the caps are what is full, what is
+    /// buffered is then sent at once).
     pub fn put_record(&self, stream: &str, record: PutRecord) -> Result<RecordFuture, PutError> {
         futures::executor::block_on(self.producer().put_record(stream, record))
     }
 
-    /// Puts a record, or returns at once a [`PutError`] that
-    /// [`is_full`](PutError::is_full).
-    pub fn try_put_record(
-        &self,
-        stream: &str,
-        record: PutRecord,
-    ) -> Result<RecordFuture, PutError> {
-        self.producer().try_put_record(stream, record)
-    }
-
-    /// Puts many records into one stream (one validation pass, one hand-off);
-    /// blocks while the outstanding caps are reached. Each record gets its own
+    /// Puts many records into one stream (one validation pass, one hand-off while
+    /// there is room), blocking while they are held back. Each record gets its own
     /// result, in order, as [`Producer::put_records`] gives them.
     pub fn put_records(
         &self,
@@ -209,9 +200,10 @@ impl SyncProducer {
     }
 
     /// Puts as many of `records` as there is room for now, never blocking, as
-    /// [`Producer::try_put_records`] does: their results, and the records from the
-    /// first that did not fit on (with [`wait_for_room`](Self::wait_for_room), a
-    /// [`put_records`](Self::put_records) in steps).
+    /// [`Producer::try_put_records`] does: their results, the records from the
+    /// first that did not fit on, and what held those back (with
+    /// [`wait_for_room`](Self::wait_for_room), a [`put_records`](Self::put_records)
+    /// in steps). One record is a `vec![record]`.
     pub fn try_put_records(
         &self,
         stream: &str,

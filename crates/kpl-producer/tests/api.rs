@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kpl_producer::{
-    Admitted, Config, ErrorCode, Event, EventSink, Outcomes, Producer, PutRecord, RecordId,
+    Admitted, Config, ErrorCode, Event, EventSink, Hold, Outcomes, Producer, PutRecord, RecordId,
     SyncProducer,
 };
 use kpl_runtime::{Simulation, Timer};
@@ -301,8 +301,13 @@ fn outcomes_in_batches_settle_each_record_once() {
                 .collect();
             // One invalid record: an error for it, the others go on.
             records.push(PutRecord::new("", vec![1u8]));
-            let Admitted { results: ids, rest } = p2.try_put_records_to("a", records, &o2).unwrap();
+            let Admitted {
+                results: ids,
+                rest,
+                held_by,
+            } = p2.try_put_records_to("a", records, &o2).unwrap();
             assert!(rest.is_empty());
+            assert_eq!(held_by, None);
             assert!(ids[1_000].is_err());
             let ids: Vec<RecordId> = ids.into_iter().take(1_000).map(Result::unwrap).collect();
             assert_eq!(o2.pending(), 1_000);
@@ -383,8 +388,13 @@ fn a_caller_that_can_wait_waits_while_the_pipeline_takes_records_in() {
     let records: Vec<PutRecord> = (0..20_000)
         .map(|i| PutRecord::new(format!("key-{i}"), vec![7u8; 20]))
         .collect();
-    let Admitted { results: ids, rest } = p.try_put_records_to("a", records, &outcomes).unwrap();
+    let Admitted {
+        results: ids,
+        rest,
+        held_by,
+    } = p.try_put_records_to("a", records, &outcomes).unwrap();
     assert_eq!(ids.len(), 16_384, "at most 16,384 not taken in");
+    assert_eq!(held_by, Some(Hold::Intake));
     assert_eq!(
         rest.len(),
         20_000 - 16_384,
@@ -395,6 +405,7 @@ fn a_caller_that_can_wait_waits_while_the_pipeline_takes_records_in() {
     let Admitted {
         results: other,
         rest: none,
+        ..
     } = p
         .try_put_records_to("b", vec![PutRecord::new("k", vec![1u8])], &outcomes)
         .unwrap();
@@ -404,7 +415,9 @@ fn a_caller_that_can_wait_waits_while_the_pipeline_takes_records_in() {
         .block_on(async move {
             // Room comes back once the pipeline took records in.
             p2.wait_for_room("a", rest[0].size()).await;
-            let Admitted { results: ids, rest } = p2.try_put_records_to("a", rest, &o2).unwrap();
+            let Admitted {
+                results: ids, rest, ..
+            } = p2.try_put_records_to("a", rest, &o2).unwrap();
             assert!(rest.is_empty());
             p2.flush().await;
             ids.len()

@@ -30,7 +30,11 @@ fn a_refused_record_keeps_why_and_says_only_its_level() {
     let producer =
         Producer::builder(Config::default(), Arc::new(kinesis.clone())).build(sim.runtime());
     let err = producer
-        .try_put_record("a", PutRecord::new("", b"x".to_vec()))
+        .try_put_records("a", vec![PutRecord::new("", b"x".to_vec())])
+        .unwrap()
+        .results
+        .pop()
+        .unwrap()
         .map(drop)
         .unwrap_err();
     assert!(err.is_invalid(), "{err:?}");

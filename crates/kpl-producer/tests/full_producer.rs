@@ -68,7 +68,9 @@ fn put_through_a_queue(h: &Harness, n: usize) -> Duration {
             let outcomes = Outcomes::new();
             let mut records: Vec<PutRecord> = (0..n).map(record).collect();
             while !records.is_empty() {
-                let kpl_producer::Admitted { results: ids, rest } = producer
+                let kpl_producer::Admitted {
+                    results: ids, rest, ..
+                } = producer
                     .try_put_records_to(STREAM, records, &outcomes)
                     .unwrap();
                 assert!(ids.iter().all(Result::is_ok));

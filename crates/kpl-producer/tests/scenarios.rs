@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use kpl_producer::{Config, ErrorCode, PutErrorKind, PutRecord, codes};
+use kpl_producer::{Config, ErrorCode, Hold, PutErrorKind, PutRecord, codes};
 use kpl_sim::Faults;
 
 #[test]
@@ -210,10 +210,11 @@ fn backpressure_caps_are_never_exceeded() {
     rt.spawn(Box::pin(async move {
         for i in 0..2_000 {
             let data = Bytes::from(format!("record {i:08}"));
-            if matches!(
-                producer.try_put_record(STREAM, PutRecord::new(format!("k{i}"), Bytes::new())),
-                Err(e) if e.is_full()
-            ) {
+            let tried = producer
+                .try_put_records(STREAM, vec![PutRecord::new(format!("k{i}"), Bytes::new())])
+                .unwrap();
+            if tried.held_by == Some(Hold::Caps) {
+                assert_eq!(tried.rest.len(), 1, "the record handed back");
                 *full2.lock().unwrap() = true;
             }
             let f = producer
@@ -237,7 +238,10 @@ fn backpressure_caps_are_never_exceeded() {
         "peak {}",
         peak.lock().unwrap()
     );
-    assert!(*full_seen.lock().unwrap(), "try_put_record saw the cap");
+    assert!(
+        *full_seen.lock().unwrap(),
+        "try_put_records saw the cap (Hold::Caps)"
+    );
 }
 
 #[test]
@@ -304,7 +308,7 @@ fn a_fast_reader_into_a_slow_stream_waits_instead_of_expiring() {
 }
 
 #[test]
-fn try_put_record_refuses_what_the_stream_cannot_drain_in_time() {
+fn try_put_records_holds_back_what_the_stream_cannot_drain_in_time() {
     let h = harness(Config::builder().record_ttl(Duration::from_secs(2)), 1, 42);
     let _puts = spawn_load(
         &h.sim.runtime(),
@@ -315,29 +319,29 @@ fn try_put_record_refuses_what_the_stream_cannot_drain_in_time() {
         43,
     );
     h.sim.run_for(Duration::from_secs(3));
-    // The reader keeps the stream at its limit: a put of the same size is refused
-    // (within a few steps: the reader may not have refilled yet).
-    let mut refused = None;
+    // The reader keeps the stream at its limit: a put of the same size is held
+    // back (within a few steps: the reader may not have refilled yet).
+    let record = PutRecord::new("k", Bytes::from(vec![b'x'; 1_000]));
+    let mut held = None;
     for _ in 0..100 {
         h.sim.run_for(Duration::from_millis(1));
-        match h
+        let tried = h
             .producer
-            .try_put_record(STREAM, PutRecord::new("k", Bytes::from(vec![b'x'; 1_000])))
-        {
-            Err(e) => {
-                refused = Some(e);
-                break;
-            }
-            Ok(f) => drop(f),
+            .try_put_records(STREAM, vec![record.clone()])
+            .unwrap();
+        if tried.held_by.is_some() {
+            held = Some(tried);
+            break;
         }
     }
-    let refused = refused.expect("refused within 100 ms");
-    assert!(
-        refused.is_backlog()
-            && refused.outstanding_bytes().unwrap() + 1_001 > refused.drain_limit().unwrap(),
-        "{refused:?}"
-    );
-    assert!(refused.to_string().contains("bytes waiting"), "{refused}");
+    let held = held.expect("held back within 100 ms");
+    assert_eq!(held.held_by, Some(Hold::Backlog), "{held:?}");
+    assert!(held.results.is_empty());
+    assert_eq!(held.rest, vec![record.clone()], "handed back untouched");
+    // The stream, not the caps (which come first): the same record is let into
+    // another stream at once.
+    let other = h.producer.try_put_records("another", vec![record]).unwrap();
+    assert_eq!((other.results.len(), other.held_by), (1, None));
 }
 
 /// The stream's open shards, by starting hash key.

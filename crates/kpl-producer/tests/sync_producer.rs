@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kpl_producer::{
-    Admitted, Config, ErrorCode, MetricName, MetricsBatch, MetricsLevel, MetricsUploader, Outcomes,
-    PutRecord, SyncProducer, UploadFuture, UploadStats,
+    Admitted, Config, ErrorCode, Hold, MetricName, MetricsBatch, MetricsLevel, MetricsUploader,
+    Outcomes, PutRecord, SyncProducer, UploadFuture, UploadStats,
 };
 use kpl_runtime::{Timer, TokioTimer};
 use kpl_sim::{Faults, Simulator};
@@ -85,6 +85,63 @@ fn shutdown_fails_what_it_could_not_store_and_counts_it() {
 }
 
 #[test]
+fn put_record_blocks_until_there_is_room_and_gives_the_records_future() {
+    let kinesis = kinesis();
+    let config = Config::builder()
+        .record_max_buffered_time(Duration::from_secs(60))
+        .max_outstanding_records(1)
+        .build()
+        .unwrap();
+    let producer = SyncProducer::new(config, Arc::new(kinesis.clone())).unwrap();
+    let first = producer
+        .put_record("a", PutRecord::new("k0", "v0"))
+        .unwrap();
+    // The cap is reached: this blocks until the first settles (sent at once, not
+    // after its minute in the buffer).
+    let second = producer
+        .put_record("a", PutRecord::new("k1", "v1"))
+        .unwrap();
+    assert!(
+        first
+            .wait(Duration::ZERO)
+            .expect("settled first")
+            .is_success(),
+        "the first settled before the second went in"
+    );
+    assert!(
+        producer
+            .put_record("a", PutRecord::new("", "v"))
+            .map(drop)
+            .unwrap_err()
+            .is_invalid()
+    );
+    producer.flush();
+    assert!(second.wait(Duration::ZERO).unwrap().is_success());
+}
+
+#[test]
+fn put_records_blocks_through_the_holds_and_gives_each_record_its_result() {
+    let kinesis = kinesis();
+    let config = Config::builder()
+        .record_max_buffered_time(Duration::from_secs(60))
+        .max_outstanding_records(10)
+        .build()
+        .unwrap();
+    let producer = SyncProducer::new(config, Arc::new(kinesis.clone())).unwrap();
+    let mut batch = records("k", 25);
+    batch.insert(5, PutRecord::new("", "invalid"));
+    let results = producer.put_records("a", batch).unwrap();
+    assert_eq!(results.len(), 26, "one result per record, in order");
+    producer.flush();
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Err(e) => assert!(i == 5 && e.is_invalid(), "{i}: {e:?}"),
+            Ok(f) => assert!(f.wait(Duration::ZERO).unwrap().is_success()),
+        }
+    }
+}
+
+#[test]
 fn try_put_records_admits_what_fits_and_hands_back_the_rest() {
     let kinesis = kinesis();
     let config = Config::builder()
@@ -96,9 +153,11 @@ fn try_put_records_admits_what_fits_and_hands_back_the_rest() {
     let Admitted {
         results: admitted,
         rest,
+        held_by,
     } = producer.try_put_records("a", records("k", 25)).unwrap();
     assert_eq!(admitted.len(), 10);
     assert_eq!(rest.len(), 15);
+    assert_eq!(held_by, Some(Hold::Caps), "the caps held the rest back");
     assert_eq!(rest[0].partition_key, "k10", "the rest untouched, in order");
     let mut futures: Vec<_> = admitted.into_iter().map(Result::unwrap).collect();
     // Waiting for room sends what is buffered: the rest goes in, in steps.
@@ -109,7 +168,9 @@ fn try_put_records_admits_what_fits_and_hands_back_the_rest() {
         let Admitted {
             results: more,
             rest: left,
+            held_by,
         } = producer.try_put_records("a", rest).unwrap();
+        assert_eq!(held_by.is_some(), !left.is_empty());
         futures.extend(more.into_iter().map(Result::unwrap));
         rest = left;
     }
@@ -123,14 +184,45 @@ fn try_put_records_admits_what_fits_and_hands_back_the_rest() {
 }
 
 #[test]
+fn try_put_records_to_hands_back_what_the_caps_hold() {
+    let kinesis = kinesis();
+    let config = Config::builder()
+        .record_max_buffered_time(Duration::from_secs(60))
+        .max_outstanding_records(10)
+        .build()
+        .unwrap();
+    let producer = SyncProducer::new(config, Arc::new(kinesis.clone())).unwrap();
+    let outcomes = Outcomes::new();
+    let Admitted {
+        results: ids,
+        rest,
+        held_by,
+    } = producer
+        .try_put_records_to("a", records("k", 25), &outcomes)
+        .unwrap();
+    assert_eq!((ids.len(), rest.len()), (10, 15));
+    assert_eq!(held_by, Some(Hold::Caps));
+    assert_eq!(rest[0].partition_key, "k10", "the rest untouched, in order");
+    producer.flush();
+    let settled: Vec<_> = outcomes.wait(Duration::from_secs(1)).collect();
+    assert_eq!(settled.len(), 10);
+    assert!(settled.iter().all(|(_, r)| r.is_success()));
+}
+
+#[test]
 fn try_put_records_to_delivers_outcomes_to_the_queue() {
     let kinesis = kinesis();
     let producer = SyncProducer::new(Config::default(), Arc::new(kinesis.clone())).unwrap();
     let outcomes = Outcomes::new();
-    let Admitted { results: ids, rest } = producer
+    let Admitted {
+        results: ids,
+        rest,
+        held_by,
+    } = producer
         .try_put_records_to("a", records("k", 100), &outcomes)
         .unwrap();
     assert!(rest.is_empty());
+    assert_eq!(held_by, None);
     let mut ids: Vec<_> = ids.into_iter().map(Result::unwrap).collect();
     let mut settled = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);

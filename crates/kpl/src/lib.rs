@@ -38,6 +38,21 @@
 //!
 //! On smol: `kpl = { version = "0.1", default-features = false, features = ["smol", "aws"] }`.
 //!
+//! # Puts
+//!
+//! One call per need, under the same names on [`Producer`] (async) and
+//! [`SyncProducer`] (blocking, feature `tokio`):
+//!
+//! | need | call | gives |
+//! |---|---|---|
+//! | one record, waiting for room | [`Producer::put_record`] | its [`RecordFuture`] |
+//! | many records, waiting for room | [`Producer::put_records`] | a [`RecordFuture`] (or the record's [`PutError`]) each, in order |
+//! | never wait | [`Producer::try_put_records`] | [`Admitted`]: a [`RecordFuture`] per record let in, the rest untouched, and the [`Hold`] that kept it back |
+//! | outcomes in bulk | [`Producer::try_put_records_to`] | [`Admitted`] with a [`RecordId`] per record; the outcomes in batches on an [`Outcomes`] queue |
+//!
+//! [`Producer::wait_for_room`] waits for what held records back; with it, the `try_`
+//! calls are the waiting ones in steps.
+//!
 //! # Outcomes
 //!
 //! Every accepted record resolves exactly once: [`RecordResult::is_success`], the
@@ -49,8 +64,9 @@
 //!
 //! # Cancel safety
 //!
-//! - [`Producer::put_record`] and [`Producer::put_records`] wait only while the
-//!   outstanding caps are reached. Dropped while waiting, they put nothing more:
+//! - [`Producer::put_record`] and [`Producer::put_records`] wait only while records
+//!   are held back ([`Hold`]: the outstanding caps, the stream's backlog, its
+//!   pipeline's intake). Dropped while waiting, they put nothing more:
 //!   records accepted before the drop go on to their outcomes (their futures are
 //!   dropped with the call, so nobody hears of them; use
 //!   [`Producer::try_put_records_to`] with an [`Outcomes`] queue to keep them in
@@ -72,10 +88,10 @@
 
 pub use kpl_producer::{
     Admitted, Attempt, AttemptError, Attempts, Config, ConfigBuilder, ConfigError, ConfigErrorKind,
-    ErrorCode, Event, EventSink, IgnoredKey, Metric, MetricName, MetricsBatch, MetricsGranularity,
-    MetricsLevel, MetricsRecorder, MetricsUploader, OutcomeBatch, Outcomes, Producer,
-    ProducerBuilder, ProxySettings, PutError, PutErrorKind, PutRecord, RecordFuture, RecordId,
-    RecordResult, Summary, UploadError, UploadFuture, UploadStats, codes,
+    ErrorCode, Event, EventSink, Hold, IgnoredKey, Metric, MetricName, MetricsBatch,
+    MetricsGranularity, MetricsLevel, MetricsRecorder, MetricsUploader, OutcomeBatch, Outcomes,
+    Producer, ProducerBuilder, ProxySettings, PutError, PutErrorKind, PutRecord, RecordFuture,
+    RecordId, RecordResult, Summary, UploadError, UploadFuture, UploadStats, codes,
 };
 
 #[cfg(feature = "tokio")]

@@ -167,6 +167,7 @@ fn load(
                         Ok(kpl_producer::Admitted {
                             results: mut ids,
                             rest,
+                            ..
                         }) => {
                             if let Some(id) = ids.pop() {
                                 break ids_source(id, &queued, i);
