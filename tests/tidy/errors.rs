@@ -3,6 +3,11 @@
 //! text; it returns the cause from `source()`; its Display says only its own
 //! level, never the cause's text (a `{:#}` chain would print it twice).
 //!
+//! Each is opaque, hyper's way: a struct with a private representation, asked
+//! through `kind()` and `is_*()` and accessors for its values, so that variants
+//! and fields can change without breaking callers; the few that stay enums, or
+//! keep public fields, are listed with why.
+//!
 //! This is a reading of the source, not of the types: each crate's unit tests
 //! build its errors with a cause and check `source()` and `to_string()`.
 
@@ -43,10 +48,21 @@ const TEXT_THAT_IS_NOT_A_CAUSE: &[(&str, &str, &str)] = &[
         "InvalidReshard",
         "what is wrong with the arguments, in our words: no error value is behind it",
     ),
+];
+
+/// Public error types that stay enums (or structs with public fields), with why.
+const NOT_OPAQUE: &[(&str, &str)] = &[
     (
-        "PutMetricDataError",
-        "InvalidNamespace",
-        "the namespace given",
+        "LookupError",
+        "a sans-IO answer of the shard map inside the pipeline (not ready, or no shard \
+         for a key), Copy, matched on where it is asked; no cause, and never given to a \
+         caller of the producer",
+    ),
+    (
+        "AttemptError",
+        "a record of what one attempt got (code, the service's message, may have been \
+         stored): a value kept in each record's history and read by its fields, not \
+         an error raised to a caller; #[non_exhaustive]",
     ),
 ];
 
@@ -89,11 +105,48 @@ fn block(text: &str, from: usize) -> Option<&str> {
 struct ErrorType {
     name: String,
     file: PathBuf,
+    /// Whether it is a `pub enum`.
+    enum_: bool,
+    /// The public definition, without docs and comments.
+    public_body: String,
+    /// The definition with its private representation's.
     body: String,
     /// The body of `impl ... Error for NAME`.
     error_impl: Option<String>,
     /// The body of `impl ... Display for NAME`.
     display_impl: Option<String>,
+}
+
+fn without_comments(body: &str) -> String {
+    body.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| w.chars().next().is_some_and(char::is_uppercase))
+}
+
+/// The body of a private `enum NAME` or `struct NAME` in `text`.
+fn private_type_body(text: &str, name: &str) -> Option<String> {
+    for keyword in ["enum ", "struct "] {
+        let needle = format!("{keyword}{name}");
+        let mut at = 0;
+        while let Some(i) = text[at..].find(&needle) {
+            let i = at + i;
+            at = i + needle.len();
+            let next = text[at..].chars().next();
+            let line_start = text[..i].rfind('\n').map_or(0, |n| n + 1);
+            let before = text[line_start..i].trim();
+            if next.is_some_and(|c| c.is_alphanumeric() || c == '_') || !before.is_empty() {
+                continue;
+            }
+            return block(text, at).map(str::to_owned);
+        }
+    }
+    None
 }
 
 fn impl_body(text: &str, trait_suffix: &str, name: &str) -> Option<String> {
@@ -140,17 +193,22 @@ fn public_error_types() -> Vec<ErrorType> {
                         continue;
                     };
                     // The definition without its docs and comments.
-                    let body: String = body
-                        .lines()
-                        .filter(|l| !l.trim_start().starts_with("//"))
+                    let body = without_comments(body);
+                    // An opaque type's representation: the private types its
+                    // fields name, in the same file.
+                    let repr: String = words(&body)
+                        .filter_map(|w| private_type_body(&text, w))
+                        .map(|b| without_comments(&b))
                         .collect::<Vec<_>>()
                         .join("\n");
                     found.push(ErrorType {
+                        public_body: body.clone(),
+                        body: format!("{body}\n{repr}"),
+                        enum_: keyword == "pub enum ",
                         error_impl: impl_body(&text, "Error", &name),
                         display_impl: impl_body(&text, "Display", &name),
                         name,
                         file: file.clone(),
-                        body,
                     });
                 }
             }
@@ -182,13 +240,14 @@ fn no_public_error_type_keeps_its_cause_as_text() {
     for e in public_error_types() {
         let body = e.body.replace(char::is_whitespace, "");
         for name in CAUSE_NAMES {
-            if body.contains(&format!("{name}:String"))
+            if (body.contains(&format!("{name}:String"))
+                || body.contains(&format!("{name}:Option<String>")))
                 && !TEXT_THAT_IS_NOT_A_CAUSE
                     .iter()
                     .any(|(t, f, _)| *t == e.name && f == name)
             {
                 faults.push(format!(
-                    "{}: {} keeps `{name}: String`: keep the cause as an error",
+                    "{}: {} keeps `{name}` as a String: keep the cause as an error",
                     e.file.display(),
                     e.name
                 ));
@@ -279,4 +338,45 @@ fn no_public_error_prints_its_cause_in_display() {
         }
     }
     assert!(faults.is_empty(), "\n{}", faults.join("\n"));
+}
+
+#[test]
+fn public_error_types_are_opaque() {
+    let mut faults = Vec::new();
+    for e in public_error_types() {
+        if NOT_OPAQUE.iter().any(|(t, _)| *t == e.name) {
+            continue;
+        }
+        if e.enum_ {
+            faults.push(format!(
+                "{}: {} is a public enum: make it a struct with a private representation, \
+                 kind() and is_*() (or list it in NOT_OPAQUE with why)",
+                e.file.display(),
+                e.name
+            ));
+        } else if e
+            .public_body
+            .lines()
+            .any(|l| l.trim_start().starts_with("pub "))
+        {
+            faults.push(format!(
+                "{}: {} has public fields: keep them private behind accessors \
+                 (or list it in NOT_OPAQUE with why)",
+                e.file.display(),
+                e.name
+            ));
+        }
+    }
+    assert!(faults.is_empty(), "\n{}", faults.join("\n"));
+}
+
+#[test]
+fn the_enums_that_stay_are_public_errors_still() {
+    let found = public_error_types();
+    for (name, why) in NOT_OPAQUE {
+        assert!(
+            found.iter().any(|e| e.name == *name),
+            "NOT_OPAQUE lists {name}, which is no longer a public error type ({why})"
+        );
+    }
 }

@@ -97,7 +97,7 @@ pub use result::{
     RecordResult, codes,
 };
 #[cfg(all(feature = "tokio", feature = "aws"))]
-pub use sync::SyncBuildError;
+pub use sync::{SyncBuildError, SyncBuildErrorKind};
 #[cfg(feature = "tokio")]
 pub use sync::{SyncProducer, SyncProducerBuilder};
 #[cfg(feature = "cloudwatch")]

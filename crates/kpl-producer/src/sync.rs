@@ -153,16 +153,16 @@ impl SyncProducer {
     /// ```
     #[cfg(feature = "aws")]
     pub fn from_config(config: Config) -> Result<Self, SyncBuildError> {
-        let runtime = background_runtime().map_err(SyncBuildError::Runtime)?;
+        let runtime = background_runtime().map_err(SyncBuildError::runtime)?;
         let transport = config
             .aws_transport_builder()
-            .map_err(SyncBuildError::Transport)?;
+            .map_err(SyncBuildError::transport)?;
         let (transport, uploader) = runtime
             .block_on(async {
                 let transport = transport.build().await?;
                 Ok((transport, crate::upload::from_config(&config).await?))
             })
-            .map_err(SyncBuildError::Transport)?;
+            .map_err(SyncBuildError::transport)?;
         let mut builder = Self::builder(config, Arc::new(transport));
         builder.uploader = uploader;
         Ok(Self::start(runtime, builder))
@@ -323,23 +323,87 @@ fn background_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Why [`SyncProducer::from_config`] could not start.
+///
+/// Ask it with [`kind`](Self::kind) or the `is_*` methods; what went wrong (the
+/// system's error, or the transport's [`BuildError`](kpl_transport::BuildError),
+/// also [`build_error`](Self::build_error)) is its
+/// [`source`](std::error::Error::source), and Display says only which part did
+/// not start.
 #[cfg(feature = "aws")]
 #[derive(Debug)]
+pub struct SyncBuildError {
+    repr: NotStarted,
+}
+
+/// What kind of [`SyncBuildError`] it is.
+#[cfg(feature = "aws")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum SyncBuildError {
+pub enum SyncBuildErrorKind {
     /// The background runtime could not start (the system refused a thread).
-    Runtime(std::io::Error),
+    Runtime,
     /// The AWS transport could not be built from the config.
+    Transport,
+}
+
+#[cfg(feature = "aws")]
+#[derive(Debug)]
+enum NotStarted {
+    Runtime(std::io::Error),
     Transport(kpl_transport::BuildError),
+}
+
+#[cfg(feature = "aws")]
+impl SyncBuildError {
+    fn runtime(e: std::io::Error) -> Self {
+        Self {
+            repr: NotStarted::Runtime(e),
+        }
+    }
+
+    fn transport(e: kpl_transport::BuildError) -> Self {
+        Self {
+            repr: NotStarted::Transport(e),
+        }
+    }
+
+    /// What kind of error it is.
+    pub fn kind(&self) -> SyncBuildErrorKind {
+        match self.repr {
+            NotStarted::Runtime(_) => SyncBuildErrorKind::Runtime,
+            NotStarted::Transport(_) => SyncBuildErrorKind::Transport,
+        }
+    }
+
+    /// The background runtime could not start.
+    pub fn is_runtime(&self) -> bool {
+        self.kind() == SyncBuildErrorKind::Runtime
+    }
+
+    /// The AWS transport could not be built ([`build_error`](Self::build_error)
+    /// says why).
+    pub fn is_transport(&self) -> bool {
+        self.kind() == SyncBuildErrorKind::Transport
+    }
+
+    /// Why the transport could not be built.
+    pub fn build_error(&self) -> Option<&kpl_transport::BuildError> {
+        match &self.repr {
+            NotStarted::Transport(e) => Some(e),
+            NotStarted::Runtime(_) => None,
+        }
+    }
 }
 
 #[cfg(feature = "aws")]
 impl std::fmt::Display for SyncBuildError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
+        match self.repr {
             // What went wrong is the cause (`source()`): a chain prints it once.
-            Self::Runtime(_) => f.write_str("the producer's background runtime did not start"),
-            Self::Transport(_) => f.write_str("the AWS transport could not be built"),
+            NotStarted::Runtime(_) => {
+                f.write_str("the producer's background runtime did not start")
+            }
+            NotStarted::Transport(_) => f.write_str("the AWS transport could not be built"),
         }
     }
 }
@@ -347,9 +411,46 @@ impl std::fmt::Display for SyncBuildError {
 #[cfg(feature = "aws")]
 impl std::error::Error for SyncBuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Runtime(e) => Some(e),
-            Self::Transport(e) => Some(e),
+        match &self.repr {
+            NotStarted::Runtime(e) => Some(e),
+            NotStarted::Transport(e) => Some(e),
         }
+    }
+}
+
+#[cfg(all(test, feature = "aws"))]
+mod build_error_tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_producer_that_did_not_start_keeps_why_and_says_only_its_level() {
+        let e = SyncBuildError::runtime(std::io::Error::other("no more threads"));
+        assert_eq!(e.kind(), SyncBuildErrorKind::Runtime);
+        assert!(e.is_runtime() && !e.is_transport() && e.build_error().is_none());
+        assert_eq!(
+            e.to_string(),
+            "the producer's background runtime did not start"
+        );
+        assert_eq!(
+            e.source().map(|c| c.to_string()).as_deref(),
+            Some("no more threads")
+        );
+
+        let config = Config::builder()
+            .region("us-east-1")
+            .ca_cert_file("/no/such/kpl-ca.pem")
+            .build()
+            .unwrap();
+        let Err(e) = SyncProducer::from_config(config) else {
+            panic!("built without its CA file");
+        };
+        assert!(e.is_transport());
+        assert!(e.build_error().is_some_and(|b| b.is_http_client()));
+        assert_eq!(e.to_string(), "the AWS transport could not be built");
+        let cause = e.source().expect("the BuildError");
+        assert!(cause.downcast_ref::<kpl_transport::BuildError>().is_some());
+        assert!(!e.to_string().contains(&cause.to_string()));
     }
 }

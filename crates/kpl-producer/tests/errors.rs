@@ -45,11 +45,35 @@ fn a_refused_record_keeps_why_and_says_only_its_level() {
     says_only_its_own_level(&err);
 }
 
-#[cfg(feature = "aws")]
+#[cfg(all(feature = "aws", feature = "tokio"))]
 #[test]
 fn a_producer_that_did_not_start_keeps_why_and_says_only_its_level() {
-    let io = std::io::Error::other("no more threads");
-    says_only_its_own_level(&kpl_producer::SyncBuildError::Runtime(io));
+    let config = Config::builder()
+        .region("us-east-1")
+        .ca_cert_file("/no/such/kpl-ca.pem")
+        .build()
+        .unwrap();
+    let Err(err) = kpl_producer::SyncProducer::from_config(config) else {
+        panic!("built without its CA file");
+    };
+    assert_eq!(err.kind(), kpl_producer::SyncBuildErrorKind::Transport);
+    says_only_its_own_level(&err);
+    // The transport's error in turn keeps the system's.
+    says_only_its_own_level(err.build_error().expect("the BuildError"));
+}
+
+#[test]
+fn a_refused_setting_says_its_key_and_value() {
+    let err = Config::builder().max_connections(0).build().unwrap_err();
+    assert_eq!(err.kind(), kpl_producer::ConfigErrorKind::OutOfRange);
+    assert_eq!(
+        (err.key(), err.value()),
+        (Some("MaxConnections"), Some("0"))
+    );
+    assert!(err.source().is_none());
+    let err = Config::from_kpl_properties_file("/no/such/kpl.properties").unwrap_err();
+    assert!(err.is_file());
+    says_only_its_own_level(&err);
 }
 
 #[test]

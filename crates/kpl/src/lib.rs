@@ -101,7 +101,7 @@ pub use kpl_producer::{SyncProducer, SyncProducerBuilder};
 pub use kpl_producer::MetricsExporter;
 
 #[cfg(all(feature = "tokio", feature = "aws"))]
-pub use kpl_producer::SyncBuildError;
+pub use kpl_producer::{SyncBuildError, SyncBuildErrorKind};
 
 pub use kpl_codec::{DecodeError, DecodeErrorKind, deaggregate};
 
