@@ -177,9 +177,11 @@ const SHORTEST_CPU_TIME: f64 = 0.1;
 const FLOOR_BLOCK: usize = 16 * 1024;
 
 /// Seconds of the clock (the thread's CPU time where there is one) the MD5 floor is
-/// measured for: long enough for a rate within a few percent, short enough to add
-/// little to a whole-process CPU figure.
-const FLOOR_SECONDS: f64 = 0.2;
+/// measured for: long enough for a rate within a few percent (0.05 s of 16 KiB
+/// blocks is about 2,000 of them; runs of 0.05 s and of 0.2 s agree within their
+/// spread, docs/performance.md), short enough to add little to a whole-process CPU
+/// figure.
+const FLOOR_SECONDS: f64 = 0.05;
 
 /// Wall time after which the MD5 floor's measurement stops even if it has not had
 /// its [`FLOOR_SECONDS`] of CPU (a machine too busy to give them).
@@ -497,6 +499,18 @@ impl Harness {
     }
 }
 
+/// `key` as 16 lowercase hex digits (what `format!("{key:016x}")` gives), written
+/// straight into a string of exactly that length: the formatting machinery cost
+/// the generator a second allocation and about 300 instructions per record.
+fn hex_key(key: u64) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(16);
+    for shift in (0..16).rev() {
+        out.push(char::from(DIGITS[((key >> (shift * 4)) & 0xf) as usize]));
+    }
+    out
+}
+
 /// Records made in chunks of this many, and put a chunk at a time.
 const CHUNK: usize = 1_000;
 
@@ -527,7 +541,7 @@ impl Records {
         data.extend_from_slice(&(j as u64).to_le_bytes());
         data.extend_from_slice(&self.filler);
         let key = SplitMix64::new(j as u64 % self.key_space).next_u64();
-        PutRecord::new(format!("{key:016x}"), Bytes::from(data))
+        PutRecord::new(hex_key(key), Bytes::from(data))
     }
 
     /// The chunk of records from number `from`.
@@ -1073,6 +1087,19 @@ mod tests {
     use kpl::runtime::SplitMix64;
 
     use super::*;
+
+    #[test]
+    fn hex_keys_are_what_format_gives() {
+        let mut rng = SplitMix64::new(7);
+        for key in [0, 1, 0xf, 0x10, u64::MAX, 0x0123_4567_89ab_cdef]
+            .into_iter()
+            .chain((0..1000).map(|_| rng.next_u64()))
+        {
+            let got = hex_key(key);
+            assert_eq!(got, format!("{key:016x}"));
+            assert_eq!(got.capacity(), 16, "{key:x}: no spare capacity");
+        }
+    }
 
     #[test]
     fn every_value_has_a_bucket_whose_middle_is_within_a_quarter_percent() {
