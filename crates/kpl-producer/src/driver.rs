@@ -15,15 +15,12 @@ use kpl_transport::{ListShardsRequest, PutRecordsResponse, StreamId, TransportEr
 use tracing::debug;
 
 use crate::accounting::Shared;
-use crate::pipeline::{Rec, Settled, StreamPipeline, Transmit};
-use crate::result::{Completer, Queue, RecordId, RecordResult};
-
-/// Outcomes for one `Outcomes` queue, gathered in a driver round.
-type QueueBatch = (Arc<Queue>, Vec<(RecordId, RecordResult)>);
+use crate::completers::{Completers, Put};
+use crate::pipeline::{StreamPipeline, Transmit};
 
 /// Messages from the producer.
 pub(crate) enum Command {
-    Put(Vec<Rec>),
+    Put(Put),
     Flush,
     /// A put waits for room under the outstanding caps: send what is buffered now.
     RoomWanted,
@@ -51,6 +48,9 @@ pub(crate) struct Worker {
     completions: mpsc::UnboundedReceiver<Completion>,
     /// (id, bytes) of the records settled in this round, released in one go.
     resolved: Vec<(u64, usize)>,
+    /// Where the outcomes of the records in the pipeline go (dropped last: what is
+    /// still filed then is answered as shut down).
+    completers: Completers,
 }
 
 impl Worker {
@@ -74,6 +74,7 @@ impl Worker {
             completions_tx,
             completions,
             resolved: Vec::new(),
+            completers: Completers::default(),
         }
     }
 
@@ -154,7 +155,8 @@ impl Worker {
 
     fn command(&mut self, command: Command, now: std::time::Instant) {
         match command {
-            Command::Put(recs) => {
+            Command::Put(put) => {
+                let recs = self.completers.file(put);
                 let n = recs.len();
                 self.pipeline.handle_put(recs, now);
                 // Records taken in while a put waits for room go at once too.
@@ -174,67 +176,13 @@ impl Worker {
         }
     }
 
-    /// Outcomes for futures and for several queues, in order: one batch per run of
-    /// a queue's records.
-    fn deliver_one_by_one(
-        &mut self,
-        outcomes: Vec<(RecordId, RecordResult)>,
-        completers: Vec<(usize, Completer)>,
-    ) {
-        let mut batch: Option<QueueBatch> = None;
-        // Room for all of this round's outcomes in the first queue's batch: the
-        // batch never grows by copies.
-        let room = outcomes.len();
-        for (outcome, (size, completer)) in outcomes.into_iter().zip(completers) {
-            self.resolved.push((completer.id(), size));
-            let Some(queue) = completer.queue() else {
-                completer.complete(outcome.1);
-                continue;
-            };
-            match &mut batch {
-                Some((q, outcomes)) if Arc::ptr_eq(q, queue) => outcomes.push(outcome),
-                _ => {
-                    let queue = queue.clone();
-                    if let Some((q, outcomes)) = batch.take() {
-                        q.push(outcomes);
-                    }
-                    let mut outcomes = Vec::with_capacity(room);
-                    outcomes.push(outcome);
-                    batch = Some((queue, outcomes));
-                }
-            }
-            completer.delivered();
-        }
-        if let Some((q, outcomes)) = batch {
-            q.push(outcomes);
-        }
-    }
-
     /// Hands settled records their outcomes, gives their space back, and passes a
     /// new admission limit on.
     fn deliver(&mut self) {
         // Outcomes for an `Outcomes` queue go in one batch per queue and round (one
         // lock, one wake-up); a future's slot is filled one by one.
-        let Settled {
-            outcomes,
-            completers,
-        } = self.pipeline.take_settled();
-        let one_queue = completers.first().and_then(|(_, c)| c.queue()).filter(|q| {
-            completers
-                .iter()
-                .all(|(_, c)| c.queue().is_some_and(|other| Arc::ptr_eq(q, other)))
-        });
-        if let Some(queue) = one_queue.cloned() {
-            // The usual case: every outcome goes to one queue, which takes the
-            // pipeline's vector as it is (no outcome moved).
-            for (size, completer) in completers {
-                self.resolved.push((completer.id(), size));
-                completer.delivered();
-            }
-            queue.push(outcomes);
-        } else {
-            self.deliver_one_by_one(outcomes, completers);
-        }
+        let settled = self.pipeline.take_settled();
+        self.completers.deliver(settled, &mut self.resolved);
         if !self.resolved.is_empty() {
             self.shared.release(&self.stream, &self.resolved);
             self.resolved.clear();

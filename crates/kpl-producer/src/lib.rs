@@ -71,6 +71,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod accounting;
+mod completers;
 mod config;
 mod driver;
 mod events;

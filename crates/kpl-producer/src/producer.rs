@@ -13,12 +13,13 @@ use kpl_runtime::Runtime;
 use kpl_transport::{StreamId, Transport};
 
 use crate::accounting::{Accounting, INGEST_LIMIT, Shared, StreamOutstanding};
+use crate::completers::{Issued, Put, Receipt};
 use crate::config::Config;
 use crate::driver::{Command, Worker};
 use crate::events::EventSink;
 use crate::metrics::{Metric, MetricName, MetricsLevel, MetricsRecorder, Tee};
 use crate::pipeline::{Epoch, Rec, drain_limit};
-use crate::result::{Completer, Outcomes, RecordFuture, RecordId, pair};
+use crate::result::{Outcomes, RecordFuture, RecordId, slot};
 use crate::upload::{MetricsUploader, UploadHandle, UploadStats};
 
 /// Why a record was not accepted. Nothing was enqueued.
@@ -470,9 +471,18 @@ impl Producer {
         stream: &str,
         records: Vec<PutRecord>,
     ) -> Result<Admitted<RecordFuture>, PutError> {
-        let admission = self.admit(stream, records, pair)?;
+        let mut slots = Vec::with_capacity(records.len());
+        let admission = self.admit(stream, records, |_, now| {
+            let (slot, future) = slot(now);
+            slots.push(slot);
+            future
+        })?;
         if !admission.recs.is_empty() {
-            self.send(&admission.stream_id, Command::Put(admission.recs));
+            let to = Issued::Futures(slots);
+            self.send(
+                &admission.stream_id,
+                Command::Put(Put::new(admission.recs, to)),
+            );
         }
         Ok(admission.admitted)
     }
@@ -490,13 +500,15 @@ impl Producer {
         records: Vec<PutRecord>,
         outcomes: &Outcomes,
     ) -> Result<Admitted<RecordId>, PutError> {
-        let admission = self.admit(stream, records, |id, _| {
-            (outcomes.completer(id), RecordId(id))
-        })?;
+        let admission = self.admit(stream, records, |id, _| RecordId(id))?;
         if !admission.recs.is_empty() {
             // Counted before any of them can settle.
             outcomes.admitted(admission.recs.len());
-            self.send(&admission.stream_id, Command::Put(admission.recs));
+            let to = Issued::Queue(outcomes.queue().clone());
+            self.send(
+                &admission.stream_id,
+                Command::Put(Put::new(admission.recs, to)),
+            );
         }
         Ok(admission.admitted)
     }
@@ -546,14 +558,14 @@ impl Producer {
     }
 
     /// Validates and admits records in order while there is room, each with the
-    /// completer and handle `issue` makes of its id; returns their results, the rest
+    /// handle `issue` makes of its id; returns their results, the rest
     /// from the first that did not fit and what held it, and the admitted records,
     /// not sent yet.
     fn admit<T>(
         &self,
         stream: &str,
         records: Vec<PutRecord>,
-        mut issue: impl FnMut(u64, Instant) -> (Completer, T),
+        mut issue: impl FnMut(u64, Instant) -> T,
     ) -> Result<Admission<T>, PutError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(PutError::shutting_down());
@@ -648,7 +660,7 @@ impl Producer {
                 m.admit(id, now, joined);
                 joined = true;
                 m.bytes += size;
-                let (completer, handle) = issue(id, now);
+                let handle = issue(id, now);
                 recs.push(Rec::new(
                     record.partition_key,
                     explicit,
@@ -656,7 +668,7 @@ impl Producer {
                     record.data,
                     now,
                     self.inner.shared.epoch,
-                    completer,
+                    Receipt::new(id),
                 ));
                 results.push(Ok(handle));
             }
@@ -689,9 +701,9 @@ impl Producer {
         if let Err(e) = sender.unbounded_send(command) {
             // The worker is gone (its runtime stopped): dropping the command resolves
             // its records as shut down.
-            if let Command::Put(recs) = e.into_inner() {
-                let n = recs.len();
-                drop(recs);
+            if let Command::Put(put) = e.into_inner() {
+                let n = put.len();
+                drop(put);
                 drop(workers);
                 self.inner.shared.ingested(stream, n);
             }

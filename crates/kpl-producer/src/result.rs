@@ -381,57 +381,12 @@ struct SlotState {
     waiting: usize,
 }
 
-struct Slot {
+pub(crate) struct Slot {
     state: Mutex<SlotState>,
     ready: Condvar,
-    /// When the record was put (for the attempt of a completer dropped unused).
-    arrival: Instant,
-}
-
-/// The producer's side of a record's outcome. Completing it twice is impossible;
-/// dropping it uncompleted resolves the record as failed with a
-/// [`ErrorCode::Shutdown`] attempt, so no future is ever left hanging and no
-/// [`Outcomes`] queue waits for ever.
-///
-/// It carries the record's id: the pipeline keeps no other copy of it.
-pub(crate) struct Completer {
-    target: Option<Target>,
-    id: u64,
-}
-
-enum Target {
-    /// A [`RecordFuture`]'s slot.
-    Slot(Arc<Slot>),
-    /// An [`Outcomes`] queue (the outcome goes under the completer's id).
-    Queue(Arc<Queue>),
-}
-
-impl Completer {
-    /// The record's id (as the producer numbered it).
-    pub(crate) fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// Where the outcome goes when it is not a future's.
-    pub(crate) fn queue(&self) -> Option<&Arc<Queue>> {
-        match &self.target {
-            Some(Target::Queue(q)) => Some(q),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn complete(mut self, result: RecordResult) {
-        match self.target.take() {
-            Some(Target::Slot(slot)) => fill(&slot, result),
-            Some(Target::Queue(queue)) => queue.push(vec![(RecordId(self.id), result)]),
-            None => {}
-        }
-    }
-
-    /// Marks it completed, its outcome having been delivered in a batch.
-    pub(crate) fn delivered(mut self) {
-        self.target = None;
-    }
+    /// When the record was put (the time of the attempt of a record the producer
+    /// stopped before it had an outcome).
+    pub(crate) arrival: Instant,
 }
 
 /// Outcomes taken from an [`Outcomes`] queue, in the order they settled: an
@@ -527,9 +482,9 @@ impl std::fmt::Debug for Outcomes {
 pub(crate) struct Queue {
     state: Mutex<QueueState>,
     ready: Condvar,
-    /// When the queue was made (the time of the attempt of a record dropped without
-    /// an outcome, which should not happen).
-    made: Instant,
+    /// When the queue was made (the time of the attempt of a record the producer
+    /// stopped before it had an outcome).
+    pub(crate) made: Instant,
 }
 
 struct QueueState {
@@ -637,16 +592,14 @@ impl Outcomes {
         self.lock().pending += n;
     }
 
-    /// The completer of the record `id`.
-    pub(crate) fn completer(&self, id: u64) -> Completer {
-        Completer {
-            target: Some(Target::Queue(self.queue.clone())),
-            id,
-        }
+    /// The queue outcomes go to.
+    pub(crate) fn queue(&self) -> &Arc<Queue> {
+        &self.queue
     }
 }
 
-fn fill(slot: &Slot, result: RecordResult) {
+/// Gives `slot` its outcome (once: a second one is ignored) and wakes whoever waits.
+pub(crate) fn fill(slot: &Slot, result: RecordResult) {
     let waker = {
         let mut state = slot.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.resolved {
@@ -661,39 +614,6 @@ fn fill(slot: &Slot, result: RecordResult) {
     };
     if let Some(w) = waker {
         w.wake();
-    }
-}
-
-impl Drop for Completer {
-    fn drop(&mut self) {
-        let Some(target) = self.target.take() else {
-            return;
-        };
-        // No clock here: the drop may come from anywhere, even after the runtime.
-        let now = match &target {
-            Target::Slot(slot) => slot.arrival,
-            Target::Queue(queue) => queue.made,
-        };
-        let result = RecordResult {
-            success: false,
-            shard_id: None,
-            sequence_number: None,
-            attempts: Attempts::one(Attempt {
-                started: now,
-                delay: Duration::ZERO,
-                duration: Duration::ZERO,
-                shard_id: None,
-                outcome: Err(Box::new(AttemptError::new(
-                    ErrorCode::Shutdown,
-                    "the producer stopped before this record had an outcome",
-                    false,
-                ))),
-            }),
-        };
-        match target {
-            Target::Slot(slot) => fill(&slot, result),
-            Target::Queue(queue) => queue.push(vec![(RecordId(self.id), result)]),
-        }
     }
 }
 
@@ -712,7 +632,8 @@ impl std::fmt::Debug for RecordFuture {
     }
 }
 
-pub(crate) fn pair(id: u64, arrival: Instant) -> (Completer, RecordFuture) {
+/// A new slot for a record put at `arrival`, and the future that reads it.
+pub(crate) fn slot(arrival: Instant) -> (Arc<Slot>, RecordFuture) {
     let slot = Arc::new(Slot {
         state: Mutex::new(SlotState {
             result: None,
@@ -723,13 +644,7 @@ pub(crate) fn pair(id: u64, arrival: Instant) -> (Completer, RecordFuture) {
         ready: Condvar::new(),
         arrival,
     });
-    (
-        Completer {
-            target: Some(Target::Slot(slot.clone())),
-            id,
-        },
-        RecordFuture { slot },
-    )
+    (slot.clone(), RecordFuture { slot })
 }
 
 impl RecordFuture {
@@ -888,15 +803,18 @@ mod tests {
 
     #[test]
     fn the_future_moves_the_outcome_out_and_wait_copies_it() {
-        let (completer, future) = pair(1, Instant::now());
+        let (slot, future) = slot(Instant::now());
         assert!(!future.is_resolved());
         assert_eq!(future.wait(Duration::from_millis(1)), None);
-        completer.complete(RecordResult {
-            success: true,
-            shard_id: Some("shardId-000000000000".into()),
-            sequence_number: Some("1".into()),
-            attempts: Attempts::one(attempt(None)),
-        });
+        fill(
+            &slot,
+            RecordResult {
+                success: true,
+                shard_id: Some("shardId-000000000000".into()),
+                sequence_number: Some("1".into()),
+                attempts: Attempts::one(attempt(None)),
+            },
+        );
         assert!(future.is_resolved());
         let copy = future.wait(Duration::ZERO).expect("resolved");
         assert!(copy.is_success());
@@ -918,16 +836,9 @@ mod tests {
     fn an_outcome_queue_hands_out_batches_in_order_and_counts_what_is_pending() {
         let outcomes = Outcomes::new();
         outcomes.admitted(5);
-        let (a, b, c) = (
-            outcomes.completer(1),
-            outcomes.completer(2),
-            outcomes.completer(3),
-        );
-        outcomes
-            .queue
-            .push(vec![(RecordId(0), ok()), (RecordId(4), ok())]);
-        a.complete(ok());
-        b.delivered(); // delivered in a batch elsewhere: no outcome from it
+        let queue = outcomes.queue();
+        queue.push(vec![(RecordId(0), ok()), (RecordId(4), ok())]);
+        queue.push(vec![(RecordId(1), ok())]);
         assert_eq!(outcomes.pending(), 5);
         let batch = outcomes.take();
         assert_eq!(batch.len(), 3);
@@ -935,22 +846,20 @@ mod tests {
         assert_eq!(ids, vec![0, 4, 1]);
         assert_eq!(outcomes.pending(), 2);
         assert!(outcomes.take().is_empty());
-        // A completer dropped unused still gives its record an outcome.
-        drop(c);
+        queue.push(vec![(RecordId(3), ok())]);
         let rest: Vec<_> = outcomes.wait(Duration::from_secs(1)).collect();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].0, RecordId(3));
-        assert_eq!(rest[0].1.error_code(), Some(&ErrorCode::Shutdown));
         assert_eq!(outcomes.pending(), 1);
     }
 
     #[test]
-    fn a_dropped_completer_resolves_as_shut_down() {
-        let (completer, future) = pair(1, Instant::now());
-        drop(completer);
-        let r = futures::executor::block_on(future);
-        assert!(!r.is_success());
-        assert_eq!(r.error_code(), Some(&ErrorCode::Shutdown));
-        assert_eq!(r.attempts.len(), 1);
+    fn a_slot_takes_its_first_outcome_only() {
+        let (slot, future) = slot(Instant::now());
+        fill(&slot, ok());
+        let mut failed = ok();
+        failed.success = false;
+        fill(&slot, failed);
+        assert!(futures::executor::block_on(future).is_success());
     }
 }

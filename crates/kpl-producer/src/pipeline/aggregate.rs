@@ -573,9 +573,9 @@ mod tests {
     use kpl_runtime::{Timer, VirtualClock};
 
     use super::*;
+    use crate::completers::Receipt;
     use crate::pipeline::Epoch;
     use crate::pipeline::record::finish_payloads;
-    use crate::result::pair;
 
     fn config(max_count: u64) -> Config {
         Config::builder()
@@ -588,7 +588,7 @@ mod tests {
     /// A record put at `t0` with key `key`, admitted by `config`.
     fn rec(id: u64, key: &str, hash: Option<u128>, t0: Instant, config: &Config) -> Rec {
         let epoch = Epoch::new(t0);
-        let (completer, _) = pair(id, t0);
+        let receipt = Receipt::new(id);
         let explicit = hash.map(HashKey::new);
         let mut r = Rec::new(
             key.to_owned(),
@@ -597,7 +597,7 @@ mod tests {
             Bytes::from(format!("data-{id}")),
             t0,
             epoch,
-            completer,
+            receipt,
         );
         r.admit(config, epoch);
         r

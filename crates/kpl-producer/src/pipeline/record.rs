@@ -12,8 +12,9 @@ use kpl_limiter::LimitItem;
 use kpl_reducer::Item;
 use kpl_shardmap::ShardId;
 
+use crate::completers::Receipt;
 use crate::config::Config;
-use crate::result::{Attempt, AttemptError, Completer, ErrorCode};
+use crate::result::{Attempt, AttemptError, ErrorCode};
 
 /// The fixed instant a record's arrival counts from, in nanoseconds (a `u64` of
 /// them spans five centuries): a waiting record keeps 8 bytes of time, not 16.
@@ -55,12 +56,14 @@ impl RequestClock {
 }
 
 /// What the pipeline keeps of a user record once its key and data are in an
-/// encoded aggregate: 48 bytes, no allocation of its own. Everything else (key,
+/// encoded aggregate: 32 bytes, no allocation of its own. Everything else (key,
 /// explicit hash key, data) is read back from the aggregate in the rare case the
 /// record must be aggregated anew (a retry, a reshard); see [`KRec::into_records`].
 pub(crate) struct Member {
-    /// Where its outcome goes; holds the record's id.
-    pub(super) completer: Completer,
+    /// Its id (as the producer numbered it).
+    id: u64,
+    /// Its key in its driver's slab of where outcomes go (see [`Receipt`]).
+    key: u32,
     /// When it was put, from the pipeline's [`Epoch`].
     arrival: u64,
     /// Bytes it counts for the outstanding caps (data and partition key; a record
@@ -179,7 +182,7 @@ pub(super) fn add_capped(now: Instant, d: Duration) -> Instant {
 
 impl Rec {
     /// A record put at `arrival`; the pipeline gives it its deadlines when it takes
-    /// it in. Its id is its completer's.
+    /// it in. Its id is its receipt's.
     pub(crate) fn new(
         partition_key: String,
         explicit_hash_key: Option<HashKey>,
@@ -187,12 +190,13 @@ impl Rec {
         data: Bytes,
         arrival: Instant,
         epoch: Epoch,
-        completer: Completer,
+        receipt: Receipt,
     ) -> Self {
         let size = u32::try_from(data.len() + partition_key.len()).unwrap_or(u32::MAX);
         Self {
             m: Member {
-                completer,
+                id: receipt.id(),
+                key: receipt.key(),
                 arrival: epoch.offset(arrival),
                 size,
                 attempts: History::default(),
@@ -204,6 +208,16 @@ impl Rec {
             deadline: arrival,
             expiration: arrival,
         }
+    }
+
+    /// Its receipt.
+    pub(crate) fn receipt(&self) -> Receipt {
+        self.m.receipt()
+    }
+
+    /// Files it under `key` in its driver's slab.
+    pub(crate) fn file(&mut self, key: u32) {
+        self.m.key = key;
     }
 
     /// Sets its deadlines from its arrival: it expires after `record_ttl`, and its
@@ -229,7 +243,12 @@ impl Rec {
 impl Member {
     /// The record's id.
     pub(super) fn id(&self) -> u64 {
-        self.completer.id()
+        self.id
+    }
+
+    /// Its receipt: its id and its key with its driver.
+    pub(super) fn receipt(&self) -> Receipt {
+        Receipt::filed(self.id, self.key)
     }
 
     /// When it was put.
@@ -551,16 +570,18 @@ mod tests {
     #[test]
     fn a_waiting_record_stays_small() {
         // It is moved from stage to stage and held by the million: keep it at most
-        // 160 bytes (it was 192 with its history and key unboxed; its completer is a
-        // result slot or an outcome queue with the record's id).
-        assert!(size_of::<Rec>() <= 160, "{}", size_of::<Rec>());
+        // 144 bytes (it was 192 with its history and key unboxed, 160 with a
+        // completer of its own: now its driver keeps where its outcome goes).
+        assert!(size_of::<Rec>() <= 144, "{}", size_of::<Rec>());
+        // What stays of it once aggregated: 32 bytes (48 with its completer).
+        assert!(size_of::<Member>() <= 32, "{}", size_of::<Member>());
     }
 
     #[test]
     fn records_read_back_from_an_aggregate_are_those_put() {
         use kpl_codec::{AggregateBuilder, UserRecord};
 
-        use crate::result::pair;
+        use crate::completers::Receipt;
 
         let t0 = Instant::now();
         let epoch = Epoch::new(t0);
@@ -576,9 +597,9 @@ mod tests {
         for (i, (key, ehk, data)) in puts.iter().enumerate() {
             let arrival = t0 + Duration::from_millis(i as u64);
             let hash = ehk.unwrap_or_else(|| HashKey::from_partition_key(key));
-            let (completer, _future) = pair(i as u64 + 7, arrival);
+            let receipt = Receipt::new(i as u64 + 7);
             let data = Bytes::copy_from_slice(data);
-            let rec = Rec::new((*key).into(), *ehk, hash, data, arrival, epoch, completer);
+            let rec = Rec::new((*key).into(), *ehk, hash, data, arrival, epoch, receipt);
             let mut user = UserRecord::new(String::from(&*rec.partition_key), rec.data.clone());
             user.explicit_hash_key = rec.explicit_hash_key();
             builder.add(user);
@@ -615,16 +636,16 @@ mod tests {
 
     #[test]
     fn records_that_cannot_be_read_back_are_handed_back_not_lost() {
-        use crate::result::pair;
+        use crate::completers::Receipt;
 
         let t0 = Instant::now();
         let epoch = Epoch::new(t0);
         let config = Config::builder().build().expect("config");
         let members: Vec<Member> = (0..2)
             .map(|id| {
-                let (completer, _future) = pair(id, t0);
+                let receipt = Receipt::new(id);
                 let key = HashKey::from_partition_key("k");
-                Rec::new("k".into(), None, key, Bytes::new(), t0, epoch, completer).m
+                Rec::new("k".into(), None, key, Bytes::new(), t0, epoch, receipt).m
             })
             .collect();
         let krec = KRec {

@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
+use crate::completers::Receipt;
 use crate::events::{Event, EventSink, Summary};
-use crate::result::{Completer, RecordId, RecordResult};
+use crate::result::{RecordId, RecordResult};
 
 /// The user records settled since the last look, to be handed to whoever awaits
 /// them: their outcomes, and beside them (same order) where each goes.
@@ -17,21 +18,21 @@ use crate::result::{Completer, RecordId, RecordResult};
 pub(crate) struct Settled {
     /// (record id, outcome) of each.
     pub(crate) outcomes: Vec<(RecordId, RecordResult)>,
-    /// (bytes it counted for the outstanding caps, where its outcome goes) of each.
-    pub(crate) completers: Vec<(usize, Completer)>,
+    /// (bytes it counted for the outstanding caps, its receipt) of each.
+    pub(crate) receipts: Vec<(usize, Receipt)>,
 }
 
 impl Settled {
-    fn push(&mut self, size: usize, completer: Completer, result: RecordResult) {
-        self.outcomes.push((RecordId(completer.id()), result));
-        self.completers.push((size, completer));
+    fn push(&mut self, size: usize, receipt: Receipt, result: RecordResult) {
+        self.outcomes.push((RecordId(receipt.id()), result));
+        self.receipts.push((size, receipt));
     }
 
     /// Room for `n` more (a request's records, settled by its answer), so the
     /// outcomes are not moved by growing.
     fn reserve(&mut self, n: usize) {
         self.outcomes.reserve(n);
-        self.completers.reserve(n);
+        self.receipts.reserve(n);
     }
 }
 
@@ -124,10 +125,10 @@ impl Report {
         }
     }
 
-    /// A record has its outcome: `result`, for `completer`; it counted `size` bytes.
+    /// A record has its outcome: `result`, for `receipt`; it counted `size` bytes.
     #[inline]
-    pub(super) fn settle(&mut self, size: usize, completer: Completer, result: RecordResult) {
-        self.settled.push(size, completer, result);
+    pub(super) fn settle(&mut self, size: usize, receipt: Receipt, result: RecordResult) {
+        self.settled.push(size, receipt, result);
     }
 
     /// Room for `n` more outcomes.
@@ -146,10 +147,8 @@ impl Report {
 mod tests {
     use std::sync::Mutex;
 
-    use kpl_runtime::{Timer, VirtualClock};
-
     use super::*;
-    use crate::result::pair;
+    use crate::completers::Receipt;
 
     /// (shard, records, possibly duplicated) of each BufferingTime heard.
     #[derive(Default)]
@@ -181,21 +180,17 @@ mod tests {
 
     #[test]
     fn outcomes_are_taken_once_in_the_order_settled() {
-        let t0 = VirtualClock::new().now();
         let mut r = Report::new(None);
         assert!(!r.listens());
         for id in [3, 1, 2] {
-            let (completer, _) = pair(id, t0);
-            r.settle(10 * id as usize, completer, outcome(id != 1));
+            let receipt = Receipt::new(id);
+            r.settle(10 * id as usize, receipt, outcome(id != 1));
         }
-        let Settled {
-            outcomes,
-            completers,
-        } = r.take("s");
+        let Settled { outcomes, receipts } = r.take("s");
         let ids: Vec<u64> = outcomes.iter().map(|(id, _)| id.0).collect();
         assert_eq!(ids, [3, 1, 2]);
         assert!(!outcomes[1].1.is_success());
-        let sizes: Vec<usize> = completers.iter().map(|(size, _)| *size).collect();
+        let sizes: Vec<usize> = receipts.iter().map(|(size, _)| *size).collect();
         assert_eq!(sizes, [30, 10, 20]);
         assert!(r.take("s").outcomes.is_empty(), "taken once");
     }

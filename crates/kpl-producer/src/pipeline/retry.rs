@@ -156,11 +156,11 @@ mod tests {
     use kpl_runtime::{Timer, VirtualClock};
 
     use super::*;
+    use crate::completers::Receipt;
     use crate::pipeline::Epoch;
-    use crate::result::pair;
 
     fn rec(id: u64, now: Instant) -> Rec {
-        let (completer, _) = pair(id, now);
+        let receipt = Receipt::new(id);
         Rec::new(
             "k".into(),
             None,
@@ -168,7 +168,7 @@ mod tests {
             Bytes::from_static(b"d"),
             now,
             Epoch::new(now),
-            completer,
+            receipt,
         )
     }
 

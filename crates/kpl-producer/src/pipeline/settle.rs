@@ -372,7 +372,7 @@ impl StreamPipeline {
         let size = rec.bytes();
         self.report.settle(
             size,
-            rec.completer,
+            rec.receipt(),
             RecordResult {
                 success: true,
                 shard_id: Some(shard_id.clone()),
@@ -387,7 +387,7 @@ impl StreamPipeline {
         let size = rec.bytes();
         self.report.settle(
             size,
-            rec.completer,
+            rec.receipt(),
             RecordResult {
                 success: false,
                 shard_id: None,

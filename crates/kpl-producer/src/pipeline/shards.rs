@@ -277,9 +277,9 @@ mod tests {
     use kpl_runtime::{Timer, VirtualClock};
 
     use super::*;
+    use crate::completers::Receipt;
     use crate::config::Config;
     use crate::pipeline::Epoch;
-    use crate::result::pair;
 
     fn shards(n: u128) -> Vec<(ShardInfo, bool)> {
         let width = u128::MAX / n;
@@ -309,7 +309,7 @@ mod tests {
     fn landed(now: Instant, shard: &str) -> Landed {
         let config = Config::builder().build().expect("config");
         let epoch = Epoch::new(now);
-        let (completer, _) = pair(1, now);
+        let receipt = Receipt::new(1);
         let mut rec = Rec::new(
             "k".into(),
             None,
@@ -317,7 +317,7 @@ mod tests {
             Bytes::from_static(b"d"),
             now,
             epoch,
-            completer,
+            receipt,
         );
         rec.admit(&config, epoch);
         Landed::new(rec, shard.into(), "1".into())

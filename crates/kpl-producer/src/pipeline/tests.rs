@@ -19,8 +19,9 @@ use kpl_transport::{
 };
 
 use super::{Epoch, Rec, StreamPipeline, Transmit};
+use crate::completers::Receipt;
 use crate::config::{Config, ConfigBuilder};
-use crate::result::{ErrorCode, RecordResult, pair};
+use crate::result::{ErrorCode, RecordResult};
 
 const THROTTLED: &str = "ProvisionedThroughputExceededException";
 
@@ -89,7 +90,7 @@ impl Bench {
             let key = key.as_ref();
             let id = self.next_id;
             self.next_id += 1;
-            let (completer, _future) = pair(id, self.now);
+            let receipt = Receipt::new(id);
             recs.push(Rec::new(
                 key.to_owned(),
                 None,
@@ -97,7 +98,7 @@ impl Bench {
                 Bytes::from_static(data),
                 self.now,
                 self.p.epoch,
-                completer,
+                receipt,
             ));
             ids.push(id);
         }
@@ -167,19 +168,18 @@ impl Bench {
     /// Takes the outcomes settled so far; a record settled twice fails the test.
     fn settle(&mut self) {
         let settled = self.p.take_settled();
-        assert_eq!(settled.outcomes.len(), settled.completers.len());
-        for ((id, result), (_, completer)) in settled.outcomes.into_iter().zip(settled.completers) {
+        assert_eq!(settled.outcomes.len(), settled.receipts.len());
+        for ((id, result), (_, receipt)) in settled.outcomes.into_iter().zip(settled.receipts) {
             assert_eq!(
                 id.0,
-                completer.id(),
-                "outcomes and completers in the same order"
+                receipt.id(),
+                "outcomes and receipts in the same order"
             );
             assert!(
                 self.outcomes.insert(id.0, result).is_none(),
                 "record {} settled twice",
                 id.0
             );
-            completer.delivered();
         }
     }
 }
