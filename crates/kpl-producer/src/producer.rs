@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::driver::{Command, Worker};
 use crate::events::EventSink;
 use crate::metrics::{Metric, MetricName, MetricsLevel, MetricsRecorder, Tee};
-use crate::pipeline::{Epoch, Rec, drain_limit};
+use crate::pipeline::{Epoch, Packer, Rec, drain_limit};
 use crate::result::{Outcomes, RecordFuture, RecordId, slot};
 use crate::upload::{MetricsUploader, UploadHandle, UploadStats};
 
@@ -611,6 +611,7 @@ impl Producer {
         }
         let mut results = Vec::with_capacity(prepared.len());
         let mut recs = Vec::with_capacity(prepared.len());
+        let mut packer = Packer::default();
         let mut rest = Vec::new();
         let mut held_by = None;
         {
@@ -661,7 +662,8 @@ impl Producer {
                 joined = true;
                 m.bytes += size;
                 let handle = issue(id, now);
-                recs.push(Rec::new(
+                recs.push(Rec::packed(
+                    &mut packer,
                     record.partition_key,
                     explicit,
                     hash_key,

@@ -279,7 +279,7 @@ impl Aggregation {
         {
             let explicit_hash_key = r.explicit_hash_key();
             let krec = KRec {
-                partition_key: String::from(r.partition_key),
+                partition_key: String::from(r.key()),
                 explicit_hash_key,
                 data: Payload::Ready(r.data),
                 records: Contents::Sealed(vec![r.m]),
@@ -302,7 +302,8 @@ impl Aggregation {
         for r in batch.drain(..) {
             let explicit = r.explicit_hash_key();
             let hash = r.hash_key.get() as u64;
-            let mut user = UserRecord::new(String::from(r.partition_key), r.data);
+            let key = String::from(r.key());
+            let mut user = UserRecord::new(key, r.data);
             user.explicit_hash_key = explicit;
             if hashed {
                 self.builder.add_with_key_hash(user, hash);

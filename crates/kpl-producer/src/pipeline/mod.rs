@@ -64,7 +64,7 @@ pub(crate) use drain::drain_limit;
 use flights::Flights;
 use lifecycle::{Lifecycle, Stages};
 use record::KRec;
-pub(crate) use record::{Epoch, Rec};
+pub(crate) use record::{Epoch, Packer, Rec};
 use report::Report;
 pub(crate) use report::Settled;
 use retry::RetryQueue;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use kpl_codec::{
     HashKey, UnfinishedAggregate, aggregate_growth_bound, decode_aggregated, finish_aggregates,
 };
@@ -78,8 +78,9 @@ pub(crate) struct Member {
 /// [`Member`] and what routing and aggregating it takes. It derefs to its member.
 pub(crate) struct Rec {
     pub(super) m: Member,
-    /// Boxed: no spare capacity, and a smaller record to move between stages.
-    pub(super) partition_key: Box<str>,
+    /// Its partition key's UTF-8 bytes (see [`Rec::key`]): as admitted, a slice of
+    /// the buffer its put's keys were copied into ([`Packer`]).
+    partition_key: Bytes,
     /// Whether `hash_key` is the user's explicit hash key (else the key's MD5).
     pub(super) explicit: bool,
     pub(super) hash_key: HashKey,
@@ -150,6 +151,34 @@ impl History {
     }
 }
 
+/// Data of at most this many bytes is copied by a [`Packer`]; larger data is kept
+/// as the caller gave it (copying it would cost more than freeing it).
+const PACKED_DATA_MAX: usize = 4 * 1024;
+
+/// Bytes of each buffer a [`Packer`] copies into: a record that stays long in the
+/// pipeline keeps at most this much of its neighbours' memory.
+const PACK_BUFFER: usize = 64 * 1024;
+
+/// Copies the keys and small data of the records of one put into buffers they
+/// share (one allocation per [`PACK_BUFFER`] bytes instead of the caller's one
+/// or two per record, freed by the pipeline's thread when the last of them is
+/// aggregated).
+#[derive(Default)]
+pub(crate) struct Packer {
+    buffer: BytesMut,
+}
+
+impl Packer {
+    /// A shared copy of `bytes`.
+    fn copy(&mut self, bytes: &[u8]) -> Bytes {
+        if self.buffer.capacity() - self.buffer.len() < bytes.len() {
+            self.buffer = BytesMut::with_capacity(PACK_BUFFER.max(bytes.len()));
+        }
+        self.buffer.extend_from_slice(bytes);
+        self.buffer.split().freeze()
+    }
+}
+
 /// The share of a record's buffering time left to the collector: the KPL extends an
 /// aggregate's deadline by min(50 ms, 20 %) before the collector; we take that time
 /// out of the aggregator's share instead, so a record is never held longer than
@@ -181,8 +210,10 @@ pub(super) fn add_capped(now: Instant, d: Duration) -> Instant {
 }
 
 impl Rec {
-    /// A record put at `arrival`; the pipeline gives it its deadlines when it takes
-    /// it in. Its id is its receipt's.
+    /// A record put at `arrival`, its key and data kept as given (the producer's
+    /// puts use [`packed`](Self::packed)); the pipeline gives it its deadlines when
+    /// it takes it in. Its id is its receipt's.
+    #[cfg(test)]
     pub(crate) fn new(
         partition_key: String,
         explicit_hash_key: Option<HashKey>,
@@ -201,7 +232,7 @@ impl Rec {
                 size,
                 attempts: History::default(),
             },
-            partition_key: partition_key.into_boxed_str(),
+            partition_key: Bytes::from(partition_key),
             explicit: explicit_hash_key.is_some(),
             hash_key,
             data,
@@ -218,6 +249,51 @@ impl Rec {
     /// Files it under `key` in its driver's slab.
     pub(crate) fn file(&mut self, key: u32) {
         self.m.key = key;
+    }
+
+    /// A record put at `arrival` whose key, and data if small, `packer` copies into
+    /// the buffers it shares among the records of one put: the caller's own
+    /// allocations are freed here, on the caller's thread, where freeing is cheap,
+    /// not one by one on the pipeline's.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn packed(
+        packer: &mut Packer,
+        partition_key: String,
+        explicit_hash_key: Option<HashKey>,
+        hash_key: HashKey,
+        data: Bytes,
+        arrival: Instant,
+        epoch: Epoch,
+        receipt: Receipt,
+    ) -> Self {
+        let size = u32::try_from(data.len() + partition_key.len()).unwrap_or(u32::MAX);
+        let key = packer.copy(partition_key.as_bytes());
+        let data = if data.len() <= PACKED_DATA_MAX {
+            packer.copy(&data)
+        } else {
+            data
+        };
+        Self {
+            m: Member {
+                id: receipt.id(),
+                key: receipt.key(),
+                arrival: epoch.offset(arrival),
+                size,
+                attempts: History::default(),
+            },
+            partition_key: key,
+            explicit: explicit_hash_key.is_some(),
+            hash_key,
+            data,
+            deadline: arrival,
+            expiration: arrival,
+        }
+    }
+
+    /// Its partition key.
+    pub(super) fn key(&self) -> &str {
+        // Made of a `str` (see `new`, `packed` and `KRec::into_records`): always UTF-8.
+        std::str::from_utf8(&self.partition_key).expect("a partition key is copied from a str")
     }
 
     /// Sets its deadlines from its arrival: it expires after `record_ttl`, and its
@@ -467,7 +543,7 @@ impl KRec {
         let admit = |m: Member, key: &str, explicit: Option<HashKey>, hash_key, data| {
             let mut rec = Rec {
                 m,
-                partition_key: key.into(),
+                partition_key: Bytes::copy_from_slice(key.as_bytes()),
                 explicit: explicit.is_some(),
                 hash_key,
                 data,
@@ -570,11 +646,98 @@ mod tests {
     #[test]
     fn a_waiting_record_stays_small() {
         // It is moved from stage to stage and held by the million: keep it at most
-        // 144 bytes (it was 192 with its history and key unboxed, 160 with a
-        // completer of its own: now its driver keeps where its outcome goes).
-        assert!(size_of::<Rec>() <= 144, "{}", size_of::<Rec>());
+        // 160 bytes (it was 192 with its history and key unboxed; 160 with a
+        // completer of its own and its key boxed, as now with its key a slice of
+        // its put's buffer and its driver keeping where its outcome goes).
+        assert!(size_of::<Rec>() <= 160, "{}", size_of::<Rec>());
         // What stays of it once aggregated: 32 bytes (48 with its completer).
         assert!(size_of::<Member>() <= 32, "{}", size_of::<Member>());
+    }
+
+    /// A record of `key` and `data`, packed by `packer`.
+    fn packed(packer: &mut Packer, key: &str, data: Bytes) -> Rec {
+        let t0 = Instant::now();
+        Rec::packed(
+            packer,
+            key.to_owned(),
+            None,
+            HashKey::from_partition_key(key),
+            data,
+            t0,
+            Epoch::new(t0),
+            Receipt::new(1),
+        )
+    }
+
+    /// Data whose owner says when it is dropped.
+    fn watched(len: usize) -> (Bytes, Arc<std::sync::atomic::AtomicBool>) {
+        struct Owner(Vec<u8>, Arc<std::sync::atomic::AtomicBool>);
+        impl AsRef<[u8]> for Owner {
+            fn as_ref(&self) -> &[u8] {
+                &self.0
+            }
+        }
+        impl Drop for Owner {
+            fn drop(&mut self) {
+                self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        (
+            Bytes::from_owner(Owner(vec![7; len], dropped.clone())),
+            dropped,
+        )
+    }
+
+    #[test]
+    fn packed_records_keep_their_key_and_data_and_let_go_of_the_callers_small_data() {
+        let mut packer = Packer::default();
+        let (small, small_dropped) = watched(100);
+        let rec = packed(&mut packer, "käse-1", small);
+        assert_eq!(rec.key(), "käse-1");
+        assert_eq!(rec.data, vec![7; 100]);
+        assert_eq!(rec.bytes(), 100 + "käse-1".len());
+        assert!(
+            small_dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "small data is copied, and the caller's freed at once, on the caller's thread"
+        );
+        let (large, large_dropped) = watched(PACKED_DATA_MAX + 1);
+        let at = large.as_ptr();
+        let rec = packed(&mut packer, "k", large);
+        assert_eq!(rec.data.as_ptr(), at, "large data is not copied");
+        assert!(!large_dropped.load(std::sync::atomic::Ordering::SeqCst));
+        drop(rec);
+        assert!(large_dropped.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_packed_record_shares_its_buffer_with_at_most_a_buffer_of_others() {
+        // A record that stays long in the pipeline keeps its buffer alive: the
+        // records that share it are those within PACK_BUFFER bytes.
+        let mut packer = Packer::default();
+        let recs: Vec<Rec> = (0..2_000)
+            .map(|i| packed(&mut packer, &format!("key-{i}"), Bytes::from(vec![1; 100])))
+            .collect();
+        // In a buffer, each key and data follows the one before; a new buffer
+        // starts elsewhere (its record's key may still end the buffer before).
+        let after = |a: &Bytes, b: &Bytes| b.as_ptr() as usize == a.as_ptr() as usize + a.len();
+        let follows =
+            |a: &Rec, b: &Rec| after(&a.data, &b.partition_key) && after(&b.partition_key, &b.data);
+        let first_buffer = 1 + recs
+            .windows(2)
+            .take_while(|w| follows(&w[0], &w[1]))
+            .count();
+        let bytes: usize = recs[..first_buffer].iter().map(|r| r.bytes()).sum();
+        assert!(first_buffer > 100, "records share a buffer: {first_buffer}");
+        assert!(
+            bytes <= PACK_BUFFER,
+            "{first_buffer} records share the first buffer"
+        );
+        assert!(first_buffer < recs.len());
+        for (i, r) in recs.iter().enumerate() {
+            assert_eq!(r.key(), format!("key-{i}"));
+            assert_eq!(r.data.len(), 100);
+        }
     }
 
     #[test]
@@ -600,7 +763,7 @@ mod tests {
             let receipt = Receipt::new(i as u64 + 7);
             let data = Bytes::copy_from_slice(data);
             let rec = Rec::new((*key).into(), *ehk, hash, data, arrival, epoch, receipt);
-            let mut user = UserRecord::new(String::from(&*rec.partition_key), rec.data.clone());
+            let mut user = UserRecord::new(rec.key(), rec.data.clone());
             user.explicit_hash_key = rec.explicit_hash_key();
             builder.add(user);
             members.push(rec.m);
@@ -622,7 +785,7 @@ mod tests {
         assert_eq!(recs.len(), 3);
         for (i, (rec, (key, ehk, data))) in recs.iter().zip(puts).enumerate() {
             assert_eq!(rec.id(), i as u64 + 7);
-            assert_eq!(&*rec.partition_key, key);
+            assert_eq!(rec.key(), key);
             assert_eq!(rec.explicit_hash_key(), ehk);
             let hash = ehk.unwrap_or_else(|| HashKey::from_partition_key(key));
             assert_eq!(rec.hash_key, hash);
