@@ -151,8 +151,9 @@ impl History {
     }
 }
 
-/// Data of at most this many bytes is copied by a [`Packer`]; larger data is kept
-/// as the caller gave it (copying it would cost more than freeing it).
+/// Data of at most this many bytes, in an allocation of its own, is copied by a
+/// [`Packer`]; larger data is kept as the caller gave it (copying it would cost
+/// more than freeing it), and so is data that shares its buffer.
 const PACKED_DATA_MAX: usize = 4 * 1024;
 
 /// Bytes of each buffer a [`Packer`] copies into: a record that stays long in the
@@ -268,7 +269,9 @@ impl Rec {
     ) -> Self {
         let size = u32::try_from(data.len() + partition_key.len()).unwrap_or(u32::MAX);
         let key = packer.copy(partition_key.as_bytes());
-        let data = if data.len() <= PACKED_DATA_MAX {
+        // Data that shares its buffer with others (a slice of what the caller read,
+        // as `kpl put` hands lines over) frees nothing when dropped: kept as given.
+        let data = if data.len() <= PACKED_DATA_MAX && data.is_unique() {
             packer.copy(&data)
         } else {
             data
@@ -692,14 +695,24 @@ mod tests {
     #[test]
     fn packed_records_keep_their_key_and_data_and_let_go_of_the_callers_small_data() {
         let mut packer = Packer::default();
-        let (small, small_dropped) = watched(100);
+        let small = Bytes::from(vec![7; 100]);
+        let at = small.as_ptr();
         let rec = packed(&mut packer, "käse-1", small);
         assert_eq!(rec.key(), "käse-1");
         assert_eq!(rec.data, vec![7; 100]);
         assert_eq!(rec.bytes(), 100 + "käse-1".len());
-        assert!(
-            small_dropped.load(std::sync::atomic::Ordering::SeqCst),
-            "small data is copied, and the caller's freed at once, on the caller's thread"
+        assert_ne!(
+            rec.data.as_ptr(),
+            at,
+            "small data in its own allocation is copied (the caller's is freed at once, here)"
+        );
+        let shared = Bytes::from(vec![3; 300]);
+        let slice = shared.slice(100..200);
+        let rec = packed(&mut packer, "k", slice.clone());
+        assert_eq!(
+            rec.data.as_ptr(),
+            slice.as_ptr(),
+            "a slice of a shared buffer is not copied"
         );
         let (large, large_dropped) = watched(PACKED_DATA_MAX + 1);
         let at = large.as_ptr();
