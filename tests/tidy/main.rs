@@ -3,6 +3,7 @@
 mod errors;
 mod graph;
 mod settings;
+mod shape;
 
 use std::fs;
 use std::path::{Path, PathBuf};
