@@ -134,6 +134,12 @@ impl Worker {
                             _ => break,
                         }
                     }
+                    // Let the runtime's other tasks run (the transport's answers,
+                    // a first shard listing on a one-thread runtime): a caller that
+                    // puts as fast as this takes records in would otherwise keep
+                    // this task ready for as long as it puts, its records waiting
+                    // for a map whose answer cannot be read.
+                    yield_now().await;
                 }
                 Next::Command(None) => self.all_handles_gone(),
                 Next::Completion(Completion::Shards(refresh, result)) => {
@@ -211,6 +217,20 @@ impl Worker {
             }
         }
     }
+}
+
+/// Returns `Pending` once (waking itself at once), so that the executor runs its
+/// other ready tasks before this one goes on: a yield that works on any runtime.
+fn yield_now() -> impl Future<Output = ()> {
+    let mut yielded = false;
+    poll_fn(move |cx| {
+        if std::mem::replace(&mut yielded, true) {
+            Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
 }
 
 /// Every page of a stream's shards (open ones only, or its history), each with

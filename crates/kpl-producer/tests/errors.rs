@@ -9,18 +9,7 @@ use kpl_codec::RecordErrorKind;
 use kpl_producer::{Config, Producer, PutErrorKind, PutRecord};
 use kpl_runtime::Simulation;
 use kpl_sim::Simulator;
-
-/// `err` returns a cause from `source()` whose text its Display does not hold.
-fn says_only_its_own_level(err: &(dyn Error + 'static)) {
-    let cause = err.source().unwrap_or_else(|| panic!("{err:?}: no source"));
-    let own = err.to_string();
-    let cause = cause.to_string();
-    assert!(!own.is_empty(), "{err:?}: empty Display");
-    assert!(
-        !own.contains(&cause),
-        "{err:?}: Display {own:?} repeats its cause {cause:?}"
-    );
-}
+use kpl_tests::chain::says_only_its_own_level;
 
 #[test]
 fn a_refused_record_keeps_why_and_says_only_its_level() {
