@@ -266,3 +266,80 @@ pub(crate) async fn list_all(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Wake, Waker};
+
+    use kpl_runtime::Simulation;
+    use kpl_sim::Simulator;
+
+    use super::*;
+    use crate::accounting::Accounting;
+    use crate::config::Config;
+    use crate::pipeline::Epoch;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A caller that keeps the driver's channel full must not keep the driver from
+    /// yielding: the runtime's other tasks (the transport's answers, the first
+    /// shard listing) run between two backlogs of commands. On a runtime with one
+    /// thread, a driver that took every command queued in one poll kept its
+    /// stream's records waiting for a map whose answer could not be read.
+    #[test]
+    fn the_driver_yields_between_backlogs_of_commands() {
+        let sim = Simulation::new();
+        let kinesis = Simulator::new(sim.runtime().timer().clone(), 1);
+        kinesis.create_stream("s", 1).unwrap();
+        let runtime = sim.runtime();
+        let shared = Arc::new(Shared {
+            config: Config::default(),
+            epoch: Epoch::new(runtime.now()),
+            runtime,
+            transport: Arc::new(kinesis),
+            events: None,
+            accounting: Mutex::new(Accounting::default()),
+        });
+        let (tx, rx) = mpsc::unbounded();
+        for _ in 0..200 {
+            tx.unbounded_send(Command::Flush).unwrap();
+        }
+        let (report, mut reported) = mpsc::unbounded();
+        tx.unbounded_send(Command::Shutdown(report)).unwrap();
+        let mut run = Box::pin(Worker::new(StreamId::parse("s"), shared, rx).run());
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(run.as_mut().poll(&mut cx).is_pending());
+        assert!(
+            reported.try_recv().is_err(),
+            "one poll took all 201 commands: the driver did not yield"
+        );
+        assert!(
+            count.0.load(Ordering::SeqCst) > 0,
+            "a yield wakes the task at once"
+        );
+        // It goes on where it stopped, a backlog at a time, and takes them all.
+        for _ in 0..10 {
+            if let Ok(failed) = reported.try_recv() {
+                assert_eq!(failed, 0);
+                return;
+            }
+            let _ = run.as_mut().poll(&mut cx);
+        }
+        panic!("the shutdown command was never taken");
+    }
+}
