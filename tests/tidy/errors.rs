@@ -12,9 +12,9 @@
 //! build its errors with a cause and check `source()` and `to_string()`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use super::{crates, is_library};
+use super::{crates, is_library, rust_files};
 
 /// `String` fields (or variants that are only a `String`) of public error
 /// types that hold text no error value exists for (the service's own words, a
@@ -68,17 +68,6 @@ const NOT_OPAQUE: &[(&str, &str)] = &[
 
 /// Names of the fields and tuple payloads that hold a cause's text.
 const CAUSE_NAMES: &[&str] = &["reason", "message", "cause", "why", "error", "source"];
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// The text between the `{` (or `(`) after `from` and its match.
 fn block(text: &str, from: usize) -> Option<&str> {

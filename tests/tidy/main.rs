@@ -26,6 +26,21 @@ fn crates() -> Vec<PathBuf> {
     dirs
 }
 
+/// Every `.rs` file under `dir` (build output, `target`, aside).
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "target") {
+                continue;
+            }
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
 /// Crates that are libraries (the binaries may use anyhow).
 fn is_library(dir: &Path) -> bool {
     dir.join("src/lib.rs").exists()

@@ -5,9 +5,8 @@
 //! `clippy::type_complexity` allowed anywhere.
 
 use std::fs;
-use std::path::{Path, PathBuf};
 
-use super::{crates, root};
+use super::{crates, root, rust_files};
 
 /// Fields a struct may have at most.
 const MOST_FIELDS: usize = 15;
@@ -31,20 +30,6 @@ const PARTS: &[(&str, &str)] = &[
     ("pipeline/lifecycle.rs", "Lifecycle"),
     ("completers.rs", "Completers"),
 ];
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == "target") {
-                continue;
-            }
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// The body of each `struct Name { ... }` in `text` (named fields only), with the
 /// name.

@@ -225,21 +225,17 @@ impl Rec {
         receipt: Receipt,
     ) -> Self {
         let size = u32::try_from(data.len() + partition_key.len()).unwrap_or(u32::MAX);
-        Self {
-            m: Member {
-                id: receipt.id(),
-                key: receipt.key(),
-                arrival: epoch.offset(arrival),
-                size,
-                attempts: History::default(),
-            },
-            partition_key: Bytes::from(partition_key),
-            explicit: explicit_hash_key.is_some(),
+        let key = Bytes::from(partition_key);
+        Self::of(
+            key,
+            explicit_hash_key,
             hash_key,
             data,
-            deadline: arrival,
-            expiration: arrival,
-        }
+            size,
+            arrival,
+            epoch,
+            receipt,
+        )
     }
 
     /// Its receipt.
@@ -276,6 +272,31 @@ impl Rec {
         } else {
             data
         };
+        Self::of(
+            key,
+            explicit_hash_key,
+            hash_key,
+            data,
+            size,
+            arrival,
+            epoch,
+            receipt,
+        )
+    }
+
+    /// A record of these parts (`size`: the bytes it counts for), its deadlines
+    /// set when the pipeline takes it in.
+    #[allow(clippy::too_many_arguments)]
+    fn of(
+        partition_key: Bytes,
+        explicit_hash_key: Option<HashKey>,
+        hash_key: HashKey,
+        data: Bytes,
+        size: u32,
+        arrival: Instant,
+        epoch: Epoch,
+        receipt: Receipt,
+    ) -> Self {
         Self {
             m: Member {
                 id: receipt.id(),
@@ -284,7 +305,7 @@ impl Rec {
                 size,
                 attempts: History::default(),
             },
-            partition_key: key,
+            partition_key,
             explicit: explicit_hash_key.is_some(),
             hash_key,
             data,
