@@ -9,7 +9,7 @@ use kpl_transport::Transport;
 use crate::config::Config;
 use crate::events::EventSink;
 use crate::metrics::{Metric, MetricName};
-use crate::producer::{Admitted, Producer, PutError, PutRecord};
+use crate::producer::{Admitted, Producer, ProducerBuilder, PutError, PutRecord};
 use crate::result::{Outcomes, RecordFuture, RecordId};
 use crate::upload::{MetricsUploader, UploadStats};
 
@@ -61,34 +61,27 @@ impl std::fmt::Debug for SyncProducer {
 
 /// Builds a [`SyncProducer`], as [`ProducerBuilder`](crate::ProducerBuilder) builds a
 /// [`Producer`].
+#[derive(Debug)]
 pub struct SyncProducerBuilder {
-    config: Config,
-    transport: Arc<dyn Transport>,
-    events: Option<Arc<dyn EventSink>>,
-    uploader: Option<Arc<dyn MetricsUploader>>,
-}
-
-impl std::fmt::Debug for SyncProducerBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SyncProducerBuilder")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
+    /// What it builds inside the background runtime.
+    inner: ProducerBuilder,
 }
 
 impl SyncProducerBuilder {
     /// Receives the pipeline's events, as
     /// [`ProducerBuilder::event_sink`](crate::ProducerBuilder::event_sink).
-    pub fn event_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
-        self.events = Some(sink);
-        self
+    pub fn event_sink(self, sink: Arc<dyn EventSink>) -> Self {
+        Self {
+            inner: self.inner.event_sink(sink),
+        }
     }
 
     /// Uploads the KPL's metrics to `uploader`, as
     /// [`ProducerBuilder::metrics_uploader`](crate::ProducerBuilder::metrics_uploader).
-    pub fn metrics_uploader(mut self, uploader: Arc<dyn MetricsUploader>) -> Self {
-        self.uploader = Some(uploader);
-        self
+    pub fn metrics_uploader(self, uploader: Arc<dyn MetricsUploader>) -> Self {
+        Self {
+            inner: self.inner.metrics_uploader(uploader),
+        }
     }
 
     /// Starts the background runtime and the producer.
@@ -107,10 +100,7 @@ impl SyncProducer {
     /// (with an event sink or a metrics uploader).
     pub fn builder(config: Config, transport: Arc<dyn Transport>) -> SyncProducerBuilder {
         SyncProducerBuilder {
-            config,
-            transport,
-            events: None,
-            uploader: None,
+            inner: Producer::builder(config, transport),
         }
     }
 
@@ -121,14 +111,7 @@ impl SyncProducer {
         );
         let producer = {
             let _guard = runtime.enter();
-            let mut builder = Producer::builder(b.config, b.transport);
-            if let Some(sink) = b.events {
-                builder = builder.event_sink(sink);
-            }
-            if let Some(uploader) = b.uploader {
-                builder = builder.metrics_uploader(uploader);
-            }
-            builder.build(rt)
+            b.inner.build(rt)
         };
         Self {
             producer: Some(producer),
@@ -164,7 +147,9 @@ impl SyncProducer {
             })
             .map_err(SyncBuildError::transport)?;
         let mut builder = Self::builder(config, Arc::new(transport));
-        builder.uploader = uploader;
+        if let Some(uploader) = uploader {
+            builder = builder.metrics_uploader(uploader);
+        }
         Ok(Self::start(runtime, builder))
     }
 

@@ -3,6 +3,8 @@
 // Tests hand record futures out of simulated tasks on purpose.
 #![allow(clippy::async_yields_async)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +16,8 @@ use kpl_producer::{
 use kpl_runtime::{Simulation, Timer};
 use kpl_sim::Simulator;
 
+use common::user_records;
+
 fn setup(config: Config) -> (Simulation, Simulator, Producer) {
     let sim = Simulation::new();
     let kinesis = Simulator::new(sim.runtime().timer().clone(), 5);
@@ -21,20 +25,6 @@ fn setup(config: Config) -> (Simulation, Simulator, Producer) {
     kinesis.create_stream("b", 2).unwrap();
     let producer = Producer::builder(config, Arc::new(kinesis.clone())).build(sim.runtime());
     (sim, kinesis, producer)
-}
-
-/// How many user records `stream` holds (its aggregates taken apart).
-fn user_records(kinesis: &Simulator, stream: &str) -> usize {
-    kinesis
-        .records(stream)
-        .unwrap()
-        .iter()
-        .map(|k| {
-            kpl_codec::deaggregate(&k.partition_key, None, &k.data)
-                .unwrap()
-                .len()
-        })
-        .sum()
 }
 
 /// A producer on one shard that holds records for a minute before sending them.

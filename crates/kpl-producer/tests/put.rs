@@ -6,12 +6,16 @@
 // Tests hand record futures out of simulated tasks on purpose.
 #![allow(clippy::async_yields_async)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use kpl_producer::{Admitted, Config, Hold, Outcomes, Producer, PutErrorKind, PutRecord};
 use kpl_runtime::{Simulation, Timer};
 use kpl_sim::Simulator;
+
+use common::user_records;
 
 /// A producer on one stream of one shard holding at most `cap` records, which
 /// keeps records buffered for a minute (only a flush, or the caps, send them).
@@ -32,20 +36,6 @@ fn records(n: usize) -> Vec<PutRecord> {
     (0..n)
         .map(|i| PutRecord::new(format!("k{i}"), format!("record {i}")))
         .collect()
-}
-
-/// How many user records `stream` holds (its aggregates taken apart).
-fn user_records(kinesis: &Simulator, stream: &str) -> usize {
-    kinesis
-        .records(stream)
-        .unwrap()
-        .iter()
-        .map(|k| {
-            kpl_codec::deaggregate(&k.partition_key, None, &k.data)
-                .unwrap()
-                .len()
-        })
-        .sum()
 }
 
 #[test]

@@ -28,6 +28,15 @@ fn holding() -> Config {
         .unwrap()
 }
 
+/// As [`holding`], with at most `records` outstanding.
+fn holding_at_most(records: usize) -> Config {
+    holding()
+        .to_builder()
+        .max_outstanding_records(records)
+        .build()
+        .unwrap()
+}
+
 fn records(prefix: &str, n: usize) -> Vec<PutRecord> {
     (0..n)
         .map(|i| PutRecord::new(format!("{prefix}{i}"), format!("{prefix}/{i}")))
@@ -87,11 +96,7 @@ fn shutdown_fails_what_it_could_not_store_and_counts_it() {
 #[test]
 fn put_record_blocks_until_there_is_room_and_gives_the_records_future() {
     let kinesis = kinesis();
-    let config = Config::builder()
-        .record_max_buffered_time(Duration::from_secs(60))
-        .max_outstanding_records(1)
-        .build()
-        .unwrap();
+    let config = holding_at_most(1);
     let producer = SyncProducer::new(config, Arc::new(kinesis.clone())).unwrap();
     let first = producer
         .put_record("a", PutRecord::new("k0", "v0"))
@@ -122,11 +127,7 @@ fn put_record_blocks_until_there_is_room_and_gives_the_records_future() {
 #[test]
 fn put_records_blocks_through_the_holds_and_gives_each_record_its_result() {
     let kinesis = kinesis();
-    let config = Config::builder()
-        .record_max_buffered_time(Duration::from_secs(60))
-        .max_outstanding_records(10)
-        .build()
-        .unwrap();
+    let config = holding_at_most(10);
     let producer = SyncProducer::new(config, Arc::new(kinesis.clone())).unwrap();
     let mut batch = records("k", 25);
     batch.insert(5, PutRecord::new("", "invalid"));
@@ -144,11 +145,7 @@ fn put_records_blocks_through_the_holds_and_gives_each_record_its_result() {
 #[test]
 fn try_put_records_admits_what_fits_and_hands_back_the_rest() {
     let kinesis = kinesis();
-    let config = Config::builder()
-        .record_max_buffered_time(Duration::from_secs(60))
-        .max_outstanding_records(10)
-        .build()
-        .unwrap();
+    let config = holding_at_most(10);
     let producer = SyncProducer::new(config, Arc::new(kinesis.clone())).unwrap();
     let Admitted {
         results: admitted,
@@ -186,11 +183,7 @@ fn try_put_records_admits_what_fits_and_hands_back_the_rest() {
 #[test]
 fn try_put_records_to_hands_back_what_the_caps_hold() {
     let kinesis = kinesis();
-    let config = Config::builder()
-        .record_max_buffered_time(Duration::from_secs(60))
-        .max_outstanding_records(10)
-        .build()
-        .unwrap();
+    let config = holding_at_most(10);
     let producer = SyncProducer::new(config, Arc::new(kinesis.clone())).unwrap();
     let outcomes = Outcomes::new();
     let Admitted {

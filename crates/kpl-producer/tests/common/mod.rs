@@ -418,3 +418,13 @@ pub fn check_invariants_against(
         failed_but_stored,
     }
 }
+
+/// How many user records `stream` holds (its aggregates taken apart).
+pub fn user_records(kinesis: &Simulator, stream: &str) -> usize {
+    kinesis
+        .records(stream)
+        .unwrap()
+        .iter()
+        .map(|k| deaggregate(&k.partition_key, None, &k.data).unwrap().len())
+        .sum()
+}
