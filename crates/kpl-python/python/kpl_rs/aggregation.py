@@ -1,0 +1,87 @@
+"""Record-level types shared with aiokpl (:class:`Tag`), and the aggregated-record
+format for consumers: :func:`deaggregate` and :func:`aggregate`, on kpl-rs' codec.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kpl_rs import _native
+
+#: The four bytes every KPL aggregated record starts with.
+MAGIC = b"\xf3\x89\x9a\xc2"
+
+
+@dataclass(slots=True, frozen=True)
+class Tag:
+    """A user-defined ``(key, value?)`` tag (accepted by ``put_record`` as aiokpl's;
+    kpl-rs does not write tags into aggregates)."""
+
+    key: str
+    value: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class DeaggregatedRecord:
+    """One user record read out of a Kinesis record."""
+
+    partition_key: str
+    explicit_hash_key: str | None
+    data: bytes
+    #: Its index in the aggregate; ``None`` for a record that was no aggregate.
+    sub_sequence_number: int | None
+
+
+def is_aggregated(data: bytes) -> bool:
+    """Whether ``data`` starts with the aggregation magic bytes."""
+    return data[:4] == MAGIC
+
+
+def deaggregate(
+    record: bytes | Mapping[str, Any],
+    partition_key: str = "",
+    explicit_hash_key: str | None = None,
+) -> list[DeaggregatedRecord]:
+    """The user records of one Kinesis record.
+
+    ``record`` is the record's data (``bytes``, as GetRecords gives it), or a
+    record of a Lambda Kinesis event (``{"kinesis": {"data": <base64>,
+    "partitionKey": ..., "explicitHashKey": ...}}``, or its ``"kinesis"`` part),
+    whose keys then apply. A record that is no aggregate is one user record with
+    the Kinesis record's keys. A record that starts with the magic bytes but does
+    not decode raises ``ValueError``.
+    """
+    if isinstance(record, Mapping):
+        body = record.get("kinesis", record)
+        data = base64.b64decode(body["data"])
+        partition_key = body.get("partitionKey", partition_key)
+        explicit_hash_key = body.get("explicitHashKey", explicit_hash_key)
+    else:
+        data = bytes(record)
+    return [
+        DeaggregatedRecord(*r) for r in _native.deaggregate(data, partition_key, explicit_hash_key)
+    ]
+
+
+def aggregate(
+    records: Iterable[tuple[str, bytes] | tuple[str, bytes, str | None]],
+) -> tuple[str, str | None, bytes]:
+    """One aggregated record of ``records`` (``(partition_key, data)`` or
+    ``(partition_key, data, explicit_hash_key)``): ``(partition_key,
+    explicit_hash_key, data)`` to put as a Kinesis record. Keep the total within the
+    stream's record size."""
+    items = [(r[0], bytes(r[1]), r[2] if len(r) > 2 else None) for r in records]  # type: ignore[misc]
+    return _native.aggregate(items)
+
+
+__all__ = [
+    "MAGIC",
+    "DeaggregatedRecord",
+    "Tag",
+    "aggregate",
+    "deaggregate",
+    "is_aggregated",
+]

@@ -1,0 +1,64 @@
+"""Terminal outcome types: a record's :class:`RecordResult` with every :class:`Attempt`.
+
+Same names, fields and field order as aiokpl's; times are ``time.monotonic()``
+seconds, as aiokpl's. kpl-rs adds what aiokpl cannot know: whether an attempt
+that got no answer may have stored the record all the same
+(:attr:`Attempt.may_have_been_stored`), and from it
+:attr:`RecordResult.may_be_duplicated` and :attr:`RecordResult.may_have_been_stored`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True, frozen=True)
+class Attempt:
+    """One try at storing a record: success or failure."""
+
+    started_at: float
+    ended_at: float
+    success: bool
+    shard_id: str | None = None
+    sequence_number: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    #: kpl-rs: this failed attempt's request was sent and no answer came (a
+    #: timeout, a broken connection), so it may have stored the record all the same.
+    may_have_been_stored: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class RecordResult:
+    """A record's terminal outcome, with every attempt in order."""
+
+    success: bool
+    shard_id: str | None
+    sequence_number: str | None
+    attempts: tuple[Attempt, ...]
+
+    @property
+    def may_be_duplicated(self) -> bool:
+        """Stored, and an earlier attempt may have stored it too (it may be in the
+        stream twice). Always ``False`` for a failed record."""
+        return self.success and any(a.may_have_been_stored for a in self.attempts)
+
+    @property
+    def may_have_been_stored(self) -> bool:
+        """Failed, but an attempt may have stored it all the same. Always ``False``
+        for a stored record."""
+        return not self.success and any(a.may_have_been_stored for a in self.attempts)
+
+
+def _from_native(item: tuple) -> RecordResult:  # type: ignore[type-arg]
+    """A :class:`RecordResult` of the native side's outcome tuple."""
+    _, success, shard_id, sequence_number, attempts = item
+    return RecordResult(
+        success,
+        shard_id,
+        sequence_number,
+        tuple(Attempt(*a) for a in attempts),
+    )
+
+
+__all__ = ["Attempt", "RecordResult"]

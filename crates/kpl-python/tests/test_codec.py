@@ -1,0 +1,41 @@
+"""deaggregate and aggregate for consumers."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+import kpl_rs
+
+
+def test_round_trip_and_lambda_records():
+    records = [(f"user-{i % 3}", f"event {i}".encode()) for i in range(50)]
+    key, ehk, data = kpl_rs.aggregate(records)
+    assert kpl_rs.is_aggregated(data) and data.startswith(kpl_rs.MAGIC)
+    users = kpl_rs.deaggregate(data, key, ehk)
+    assert [(u.partition_key, u.data) for u in users] == records
+    assert [u.sub_sequence_number for u in users] == list(range(50))
+    event_record = {
+        "kinesis": {"partitionKey": key, "data": base64.b64encode(data).decode()},
+        "eventSource": "aws:kinesis",
+    }
+    assert kpl_rs.deaggregate(event_record) == users
+
+
+def test_explicit_hash_keys_are_kept():
+    key, ehk, data = kpl_rs.aggregate([("a", b"1", "123"), ("b", b"2")])
+    users = kpl_rs.deaggregate(data, key, ehk)
+    assert [(u.partition_key, u.explicit_hash_key) for u in users] == [("a", "123"), ("b", None)]
+
+
+def test_a_plain_record_is_itself():
+    [u] = kpl_rs.deaggregate(b"plain", "pk", "42")
+    assert (u.partition_key, u.explicit_hash_key, u.data, u.sub_sequence_number) == (
+        "pk", "42", b"plain", None,
+    )
+
+
+def test_a_broken_aggregate_is_refused():
+    with pytest.raises(ValueError):
+        kpl_rs.deaggregate(kpl_rs.MAGIC + b"\x01\x02\x03" + bytes(16), "pk")
