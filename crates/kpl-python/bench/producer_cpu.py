@@ -7,6 +7,9 @@ awaits ``put_record`` for every record (distinct partition keys, without waiting
 for each outcome), flushes, then awaits every outcome and checks that each
 succeeded. ``--mode put_records`` (kpl_rs only: aiokpl has no such method) puts
 the same records through ``put_records(stream, records)`` in batches of 500.
+``--impl floor`` runs the same program on a stand-in producer that does nothing
+(every outcome already succeeded): the CPU of Python itself, the interpreter,
+records and awaits, below which no implementation can go.
 
 It prints one JSON line: the process's own CPU (``getrusage(RUSAGE_SELF)``, user
 plus system, covering the whole run from interpreter start, the import included),
@@ -33,7 +36,7 @@ import resource
 import sys
 import time
 
-IMPLEMENTATIONS = ("aiokpl", "kpl_rs")
+IMPLEMENTATIONS = ("aiokpl", "kpl_rs", "floor")
 MODES = ("put_record", "put_records")
 
 
@@ -48,12 +51,46 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--endpoint", default=os.environ.get("KPL_KINESALITE_ENDPOINT"))
     args = p.parse_args()
     if args.impl is None:
-        p.error("--impl (or KPL_BENCH_IMPL) is required: aiokpl or kpl_rs")
-    if args.endpoint is None:
+        p.error("--impl (or KPL_BENCH_IMPL) is required: aiokpl, kpl_rs or floor")
+    if args.endpoint is None and args.impl != "floor":
         p.error("--endpoint (or KPL_KINESALITE_ENDPOINT) is required")
-    if args.mode == "put_records" and args.impl != "kpl_rs":
+    if args.mode == "put_records" and args.impl == "aiokpl":
         p.error("put_records is kpl_rs' only (aiokpl has none)")
     return args
+
+
+class Floor:
+    """The stand-in of ``--impl floor``: aiokpl's names, doing nothing."""
+
+    class Result:
+        success = True
+
+    class Outcome:
+        async def wait(self) -> Floor.Result:
+            return Floor.Result()
+
+    class Config:
+        def __init__(self, **_settings: object) -> None:
+            pass
+
+    class Producer:
+        def __init__(self, _config: object) -> None:
+            pass
+
+        async def __aenter__(self) -> Floor.Producer:
+            return self
+
+        async def __aexit__(self, *_exc: object) -> None:
+            pass
+
+        async def put_record(self, **_record: object) -> Floor.Outcome:
+            return Floor.Outcome()
+
+        async def put_records(self, _stream: str, records: list) -> list[Floor.Outcome]:
+            return [Floor.Outcome() for _ in records]
+
+        async def flush(self) -> None:
+            pass
 
 
 def records(count: int, size: int) -> list[tuple[str, bytes]]:
@@ -63,8 +100,8 @@ def records(count: int, size: int) -> list[tuple[str, bytes]]:
 
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
-    # The only line that differs between the two programs.
-    kpl = importlib.import_module(args.impl)
+    # The only line that differs between the programs.
+    kpl = Floor if args.impl == "floor" else importlib.import_module(args.impl)
 
     config = kpl.Config(
         region=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
