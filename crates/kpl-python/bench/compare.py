@@ -101,6 +101,10 @@ def main() -> int:
         "runs": args.runs,
         "median_cpu_s": {name(v): round(c, 4) for v, c in medians.items()},
         "records_per_cpu_s": {name(v): round(args.records / c) for v, c in medians.items()},
+        "median_main_thread_cpu_s": {
+            name(v): round(statistics.median(float(r["main_thread_cpu_s"]) for r in rs), 4)
+            for v, rs in runs.items()
+        },
         "cpu_s": {name(v): [r["cpu_s"] for r in rs] for v, rs in runs.items()},
     }
     ratios = {v: medians[BASELINE] / medians[v] for v in variants if v in TARGETS}
