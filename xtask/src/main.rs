@@ -4,7 +4,8 @@
 //! - `ci`: the whole gate (format, lints, docs, tests with the suites against
 //!   kinesis-mock, the facade's contract on smol and async-std, its examples, every
 //!   crate with each feature alone, MSRV, licenses and yanked versions, fault
-//!   scenarios (short), the signal matrix, fuzz target build, conformance).
+//!   scenarios (short), the signal matrix, fuzz target build, conformance, the
+//!   Python package).
 //! - `features`: every crate checked with no features and with each feature alone.
 //! - `audit`: declared minimum Rust versions, dependency licenses, no yanked version.
 //! - `conformance [--cases N] [--seed S]`: kpl-codec against aws-kinesis-agg.
@@ -15,6 +16,8 @@
 //!   and output matrix for `kpl put` (the gate runs it once, on the debug build).
 //! - `chaos [--seeds N] [--from S]`: the chaos runner (the gate runs 200 seeds).
 //! - `kinesis-mock -- COMMAND...`: COMMAND with kinesis-mock up on loopback.
+//! - `python`: the Python package kpl_rs installed with pip into a venv under
+//!   `target/python`, its pytest suite against kinesis-mock, stubtest and mypy.
 //! - `kinesalite [--shards K] -- COMMAND...`: COMMAND with kinesalite up on loopback
 //!   and a stream `bench` of K shards.
 
@@ -23,6 +26,7 @@ mod faults;
 mod gate;
 mod matrix;
 mod peer;
+mod python;
 mod util;
 
 use std::ffi::OsString;
@@ -111,6 +115,9 @@ enum Task {
         #[arg(long, default_value_t = 0, value_name = "S")]
         from: u64,
     },
+    /// The Python package kpl_rs: pip install into a venv under target/python, pytest
+    /// against kinesis-mock, mypy's stubtest and mypy --strict
+    Python,
     /// Run COMMAND with kinesis-mock up on loopback, its endpoint in
     /// KPL_KINESIS_MOCK_ENDPOINT and test credentials in the environment
     #[command(name = "kinesis-mock")]
@@ -189,6 +196,7 @@ fn main() -> Result<()> {
                 .env("KPL_CHAOS_SEEDS", seeds.to_string())
                 .env("KPL_CHAOS_FROM", from.to_string()))
         }
+        Task::Python => python::run_all(),
         Task::Kinesalite { shards, command } => {
             let Some((program, args)) = command.split_first() else {
                 bail!("kinesalite needs a command to run after `--`");
@@ -294,15 +302,17 @@ fn ci() -> Result<()> {
     ]))?;
     util::step("conformance against aws-kinesis-agg");
     conformance::verify(conformance::DEFAULT_CASES, conformance::DEFAULT_SEED)?;
+    util::step("the Python package kpl_rs (pip install, pytest against kinesis-mock, stubtest)");
+    python::run_all()?;
     println!(
         "\nxtask ci: every step passed in {:.0} s",
         started.elapsed().as_secs_f64()
     );
     // The closing line CI reads: tests run by cargo test, plus the fault scenarios,
-    // the signal matrix and the conformance run.
+    // the signal matrix, the conformance run and the Python package's step.
     println!(
         "{} passed, {} failed",
-        tests.passed + contract.passed + 3,
+        tests.passed + contract.passed + 4,
         tests.failed + contract.failed
     );
     Ok(())

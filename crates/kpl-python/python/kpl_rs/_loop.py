@@ -52,7 +52,11 @@ class AsyncioLoop(Loop):
 
     def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
         task = self._loop.create_task(fn())
-        return task.cancel
+
+        def cancel() -> None:
+            task.cancel()
+
+        return cancel
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -82,7 +86,11 @@ class TrioLoop(Loop):
                 await fn()
 
         self._trio.lowlevel.spawn_system_task(run)
-        return scope.cancel
+
+        def cancel() -> None:
+            scope.cancel()
+
+        return cancel
 
     async def sleep(self, seconds: float) -> None:
         await self._trio.sleep(seconds)

@@ -73,7 +73,7 @@ def aggregate(
     ``(partition_key, data, explicit_hash_key)``): ``(partition_key,
     explicit_hash_key, data)`` to put as a Kinesis record. Keep the total within the
     stream's record size."""
-    items = [(r[0], bytes(r[1]), r[2] if len(r) > 2 else None) for r in records]  # type: ignore[misc]
+    items = [(r[0], bytes(r[1]), r[2] if len(r) > 2 else None) for r in records]
     return _native.aggregate(items)
 
 

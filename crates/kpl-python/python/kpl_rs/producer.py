@@ -151,7 +151,7 @@ class Producer:
             key, data = r[0], r[1]
             if not key:
                 raise ValueError(f"record {i}: partition_key must be non-empty")
-            items.append((key, data if type(data) is bytes else bytes(data), r[2] if len(r) > 2 else None))  # type: ignore[misc]
+            items.append((key, data if type(data) is bytes else bytes(data), r[2] if len(r) > 2 else None))
         outcomes: list[Outcome[RecordResult]] = []
         pending = self._pending
         while True:
