@@ -1,9 +1,9 @@
 //! `kpl_rs._native`: the native side of the Python package `kpl_rs`.
 //!
 //! The Python modules (`python/kpl_rs/`) give aiokpl's API; this module gives them a
-//! producer ([`producer::NativeProducer`]) holding a [`kpl::Producer`] on its own
+//! producer (`NativeProducer`) holding a [`kpl::Producer`] on its own
 //! tokio runtime, the settings table, the codec, and the bridge from `tracing` to
-//! Python's `logging` ([`logs`]). Everything here is called from Python; the
+//! Python's `logging`. Everything here is called from Python; the
 //! Python modules are the documented interface.
 //!
 //! How outcomes reach Python: records are admitted with
@@ -12,6 +12,21 @@
 //! callable given at construction, which schedules it on the caller's event loop
 //! with the loop's thread-safe call. Waits for room and flushes are tokio tasks that
 //! call a Python callable when they end. Nothing polls.
+//!
+//! What a Python program writes (aiokpl's API; `docs/python.md`):
+//!
+//! ```python
+//! import asyncio
+//! from kpl_rs import Config, Producer
+//!
+//! async def main() -> None:
+//!     async with Producer(Config(region="us-east-1")) as producer:
+//!         outcome = await producer.put_record(stream="s", partition_key="k", data=b"x")
+//!         result = await outcome.wait()
+//!         print(result.success, result.sequence_number, len(result.attempts))
+//!
+//! asyncio.run(main())
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -73,13 +73,17 @@ impl Clock {
 /// A producer for `kpl_rs.Producer` and `kpl_rs.SyncProducer`.
 ///
 /// `NativeProducer(settings, deliver, monotonic, properties=None,
-/// access_key_id=None, secret_access_key=None)`: `settings` maps KPL keys
+/// credentials=None, cloudwatch=None)`: `credentials` is `(access_key_id,
+/// secret_access_key)`, instead of the AWS chain's; `settings` maps KPL keys
 /// (`RecordTtl`) to values as a `.properties` file gives them, applied over
 /// `properties` (the text of one); `deliver(batch)` is called from a thread of the
 /// producer with each batch of outcomes, a list of `(id, success, shard_id,
 /// sequence_number, attempts)`, each attempt `(started_at, ended_at, success,
 /// shard_id, sequence_number, error_code, error_message, may_have_been_stored)`
 /// with times on the clock of `monotonic` (Python's `time.monotonic()` now).
+/// `cloudwatch`, a dict of `region`, `endpoint_url`, `verify_ssl`,
+/// `access_key_id` and `secret_access_key`, makes the producer upload its metrics
+/// there (kpl-rs' CloudWatch upload, every `MetricsUploadDelay` and at close).
 #[pyclass(module = "kpl_rs._native", frozen)]
 pub(crate) struct NativeProducer {
     producer: kpl::Producer,
@@ -206,6 +210,54 @@ fn drain(outcomes: Outcomes, wake: Arc<Wake>, deliver: Py<PyAny>, clock: Clock) 
     }
 }
 
+/// Where metrics are uploaded (Python's `CloudWatchSink`).
+struct CloudWatchSettings {
+    region: String,
+    endpoint_url: Option<String>,
+    verify_ssl: bool,
+    credentials: Option<(String, String)>,
+}
+
+impl CloudWatchSettings {
+    fn of(d: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let get = |key: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
+            d.get_item(key)?
+                .filter(|v| !v.is_none())
+                .map_or(Ok(None), |v| Ok(Some(v)))
+        };
+        let text =
+            |key: &str| -> PyResult<Option<String>> { get(key)?.map(|v| v.extract()).transpose() };
+        let credentials = match (text("access_key_id")?, text("secret_access_key")?) {
+            (Some(id), Some(secret)) => Some((id, secret)),
+            _ => None,
+        };
+        Ok(Self {
+            region: text("region")?
+                .ok_or_else(|| PyValueError::new_err("CloudWatch needs a region"))?,
+            endpoint_url: text("endpoint_url")?,
+            verify_ssl: get("verify_ssl")?
+                .map(|v| v.extract())
+                .transpose()?
+                .unwrap_or(true),
+            credentials,
+        })
+    }
+
+    async fn client(self) -> Result<kpl::CloudWatch, kpl::BuildError> {
+        let transport = kpl::AwsTransport::builder()
+            .region(self.region)
+            .verify_certificate(self.verify_ssl);
+        let mut builder = kpl::CloudWatchBuilder::from_transport_settings(transport);
+        if let Some(url) = self.endpoint_url {
+            builder = builder.endpoint_url(url);
+        }
+        if let Some((id, secret)) = self.credentials {
+            builder = builder.static_credentials(id, secret);
+        }
+        builder.build().await
+    }
+}
+
 /// Calls `callback()` with the GIL, off the runtime's worker threads.
 fn call_back(callback: Py<PyAny>) {
     tokio::task::spawn_blocking(move || {
@@ -229,16 +281,17 @@ fn record_of(item: &Bound<'_, PyAny>) -> PyResult<PutRecord> {
 #[pymethods]
 impl NativeProducer {
     #[new]
-    #[pyo3(signature = (settings, deliver, monotonic, properties=None, access_key_id=None, secret_access_key=None))]
+    #[pyo3(signature = (settings, deliver, monotonic, properties=None, credentials=None, cloudwatch=None))]
     fn new(
         py: Python<'_>,
         settings: &Bound<'_, PyDict>,
         deliver: Py<PyAny>,
         monotonic: f64,
         properties: Option<&str>,
-        access_key_id: Option<String>,
-        secret_access_key: Option<String>,
+        credentials: Option<(String, String)>,
+        cloudwatch: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
+        let cloudwatch = cloudwatch.map(CloudWatchSettings::of).transpose()?;
         let clock = Clock {
             instant: Instant::now(),
             monotonic,
@@ -255,14 +308,17 @@ impl NativeProducer {
         let producer = py.detach(|| {
             runtime.block_on(async {
                 let mut transport = config.aws_transport_builder()?;
-                if let (Some(id), Some(secret)) = (access_key_id, secret_access_key) {
+                if let Some((id, secret)) = credentials {
                     transport = transport.static_credentials(id, secret);
                 }
                 let transport = transport.build().await?;
-                Ok::<_, kpl::BuildError>(
-                    kpl::Producer::builder(config, Arc::new(transport))
-                        .build(kpl::Runtime::tokio()),
-                )
+                let mut builder = kpl::Producer::builder(config, Arc::new(transport));
+                if let Some(cw) = cloudwatch {
+                    let client = cw.client().await?;
+                    builder =
+                        builder.metrics_uploader(Arc::new(kpl::CloudWatchUploader::new(client)));
+                }
+                Ok::<_, kpl::BuildError>(builder.build(kpl::Runtime::tokio()))
             })
         });
         let producer = producer.map_err(|e| PyRuntimeError::new_err(chain(&e)))?;
@@ -539,29 +595,75 @@ pub(crate) fn parse_kpl_properties<'py>(
 ) -> PyResult<(Bound<'py, PyDict>, Vec<Ignored>)> {
     let (c, ignored) =
         Config::from_kpl_properties(text).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    let values = PyDict::new(py);
-    values.set_item("Region", c.region())?;
-    values.set_item("KinesisEndpoint", c.kinesis_endpoint())?;
-    values.set_item("VerifyCertificate", c.verify_certificate())?;
-    values.set_item("AggregationEnabled", c.aggregation_enabled())?;
-    values.set_item("AggregationMaxCount", c.aggregation_max_count())?;
-    values.set_item("AggregationMaxSize", c.aggregation_max_size())?;
-    values.set_item(
-        "RecordMaxBufferedTime",
-        c.record_max_buffered_time().as_millis(),
-    )?;
-    values.set_item("RecordTtl", c.record_ttl().as_millis())?;
-    values.set_item("CollectionMaxCount", c.collection_max_count())?;
-    values.set_item("CollectionMaxSize", c.collection_max_size())?;
-    values.set_item("RateLimit", c.rate_limit())?;
-    values.set_item("FailIfThrottled", c.fail_if_throttled())?;
-    values.set_item("MetricsUploadDelay", c.metrics_upload_delay().as_millis())?;
+    // By field (the getter's name), written under the setting's key as the table
+    // gives it.
     let level = match c.metrics_level() {
         kpl::MetricsLevel::None => "none",
         kpl::MetricsLevel::Summary => "summary",
         _ => "detailed",
     };
-    values.set_item("MetricsLevel", level)?;
+    let ms = |d: Duration| d.as_millis().into_pyobject(py).map(Bound::into_any);
+    let fields = [
+        ("region", c.region().into_pyobject(py)?.into_any()),
+        (
+            "kinesis_endpoint",
+            c.kinesis_endpoint().into_pyobject(py)?.into_any(),
+        ),
+        (
+            "verify_certificate",
+            c.verify_certificate()
+                .into_pyobject(py)?
+                .to_owned()
+                .into_any(),
+        ),
+        (
+            "aggregation_enabled",
+            c.aggregation_enabled()
+                .into_pyobject(py)?
+                .to_owned()
+                .into_any(),
+        ),
+        (
+            "aggregation_max_count",
+            c.aggregation_max_count().into_pyobject(py)?.into_any(),
+        ),
+        (
+            "aggregation_max_size",
+            c.aggregation_max_size().into_pyobject(py)?.into_any(),
+        ),
+        (
+            "record_max_buffered_time",
+            ms(c.record_max_buffered_time())?,
+        ),
+        ("record_ttl", ms(c.record_ttl())?),
+        (
+            "collection_max_count",
+            c.collection_max_count().into_pyobject(py)?.into_any(),
+        ),
+        (
+            "collection_max_size",
+            c.collection_max_size().into_pyobject(py)?.into_any(),
+        ),
+        ("rate_limit", c.rate_limit().into_pyobject(py)?.into_any()),
+        (
+            "fail_if_throttled",
+            c.fail_if_throttled()
+                .into_pyobject(py)?
+                .to_owned()
+                .into_any(),
+        ),
+        ("metrics_upload_delay", ms(c.metrics_upload_delay())?),
+        ("metrics_level", level.into_pyobject(py)?.into_any()),
+    ];
+    let values = PyDict::new(py);
+    for (field, value) in fields {
+        let key = Config::settings()
+            .iter()
+            .find(|s| s.field() == Some(field))
+            .map(|s| s.key())
+            .ok_or_else(|| PyRuntimeError::new_err(format!("no setting of field {field}")))?;
+        values.set_item(key, value)?;
+    }
     Ok((
         values,
         ignored.into_iter().map(|i| (i.key, i.reason)).collect(),

@@ -10,6 +10,8 @@ from typing import Any
 
 from kpl_rs import _native
 from kpl_rs.config import Config, _settings
+from kpl_rs.metrics import MetricsLevel
+from kpl_rs.sinks import CloudWatchSink
 
 
 def native_producer(config: Config, deliver: Callable[[list[Any]], None]) -> Any:
@@ -23,13 +25,27 @@ def native_producer(config: Config, deliver: Callable[[list[Any]], None]) -> Any
     key_id, secret = config.aws_access_key_id, config.aws_secret_access_key
     if (key_id is None) != (secret is None):
         raise ValueError("aws_access_key_id and aws_secret_access_key go together")
+    sink = config.metrics_sink
+    cloudwatch = None
+    if (
+        isinstance(sink, CloudWatchSink)
+        and sink._client_factory is None
+        and config.metrics_level is not MetricsLevel.NONE
+    ):
+        cloudwatch = {
+            "region": sink.region,
+            "endpoint_url": sink.endpoint_url,
+            "verify_ssl": sink.verify_ssl,
+            "access_key_id": sink.aws_access_key_id,
+            "secret_access_key": sink.aws_secret_access_key,
+        }
     return _native.NativeProducer(
         _settings(config),
         deliver,
         time.monotonic(),
         properties=config.kpl_properties,
-        access_key_id=key_id,
-        secret_access_key=secret,
+        credentials=None if key_id is None or secret is None else (key_id, secret),
+        cloudwatch=cloudwatch,
     )
 
 

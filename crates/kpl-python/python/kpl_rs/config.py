@@ -10,11 +10,13 @@ listed in ``NOT_APPLIED`` with the reason. Two fields are kpl-rs' own:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 from kpl_rs import _native
 from kpl_rs.metrics import MetricsLevel
-from kpl_rs.sinks import MetricsSink
+from kpl_rs.sinks import CloudWatchSink, MetricsSink
 
 #: A shard's write limits, which aiokpl's rate fields are given against.
 SHARD_RECORDS_PER_SEC = 1_000.0
@@ -43,7 +45,7 @@ class Config:
     as the limiter then backs off on throttling); ``endpoint_url`` (``http://`` or
     ``https://``) and ``verify_ssl`` (``False`` trusts any certificate) apply to
     Kinesis; the ``aws_*`` credentials, when given, replace the AWS chain's
-    (``aws_session_token`` needs kpl-rs' transport to take one: see NOT_APPLIED);
+    (``aws_session_token`` is not applied yet: a warning says so);
     ``metrics_*`` drive ``producer.metrics``. ``drain_interval_ms`` and
     ``retry_deadline_ms`` change nothing (``NOT_APPLIED`` says why).
     """
@@ -133,7 +135,7 @@ def _rate_limit(config: Config) -> str | None:
 
 
 #: The KPL key each field is applied as, and how its value is written.
-_KPL_KEYS = {
+_KPL_KEYS: dict[str, tuple[str, Callable[[Any], str]]] = {
     "region": ("Region", str),
     "aggregation_enabled": ("AggregationEnabled", _bool),
     "aggregation_max_count": ("AggregationMaxCount", str),
@@ -184,12 +186,8 @@ def _settings(config: Config) -> dict[str, str]:
     out["MetricsLevel"] = config.metrics_level.value
     out["MetricsGranularity"] = _GRANULARITY[config.metrics_level]
     sink = config.metrics_sink
-    namespace = getattr(sink, "namespace", None)
-    if namespace is not None and type(sink).__name__ == "CloudWatchSink":
-        out["MetricsNamespace"] = namespace
-        endpoint = getattr(sink, "endpoint_url", None)
-        if endpoint:
-            out["CloudwatchEndpoint"] = endpoint
+    if isinstance(sink, CloudWatchSink):
+        out["MetricsNamespace"] = sink.namespace
     for key, value in config.kpl_settings:
         out[key] = value
     return out
