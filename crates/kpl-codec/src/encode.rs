@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
-use quick_protobuf::Writer;
 use quick_protobuf::sizeofs::sizeof_varint;
 
 use crate::hash::HashKey;
@@ -47,6 +46,45 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+/// Appends a length-delimited field of a one-byte tag.
+fn put_bytes_field(out: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+    put_varint(out, u64::from(tag));
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// Appends the explicit-hash-key table: each key in decimal.
+fn put_explicit_hash_key_table(out: &mut Vec<u8>, keys: &[HashKey]) {
+    let mut digits = [0u8; 39];
+    for key in keys {
+        put_bytes_field(
+            out,
+            TAG_EXPLICIT_HASH_KEY_TABLE,
+            format_decimal(key.get(), &mut digits),
+        );
+    }
+}
+
+/// Appends a `Record` message's tag and length, its key indexes and its data (its
+/// tags, if any, follow).
+fn put_record_head(
+    out: &mut Vec<u8>,
+    message_len: usize,
+    partition_key_index: usize,
+    explicit_hash_key_index: Option<usize>,
+    data: &[u8],
+) {
+    put_varint(out, u64::from(TAG_RECORDS));
+    put_varint(out, message_len as u64);
+    put_varint(out, u64::from(TAG_RECORD_PARTITION_KEY_INDEX));
+    put_varint(out, partition_key_index as u64);
+    if let Some(index) = explicit_hash_key_index {
+        put_varint(out, u64::from(TAG_RECORD_EXPLICIT_HASH_KEY_INDEX));
+        put_varint(out, index as u64);
+    }
+    put_bytes_field(out, TAG_RECORD_DATA, data);
 }
 
 fn tag_len(tag: &Tag) -> usize {
@@ -379,42 +417,33 @@ impl<D: AsRef<[u8]>> AggregateBuilder<D> {
     fn write_unfinished(&self, out: &mut Vec<u8>) {
         out.reserve(self.size());
         out.extend_from_slice(&MAGIC);
-        // Writing into a Vec cannot fail.
-        self.write_tables(&mut Writer::new(&mut *out))
-            .expect("writing to a Vec never fails");
+        self.write_tables(out);
         self.write_entries(out);
         out.extend_from_slice(&[0; DIGEST_LEN]);
     }
 
-    fn write_tables(&self, w: &mut Writer<&mut Vec<u8>>) -> quick_protobuf::Result<()> {
+    fn write_tables(&self, out: &mut Vec<u8>) {
         for &(entry, _) in &self.partition_key_table {
-            let key = &self.entries[entry].record.partition_key;
-            w.write_with_tag(TAG_PARTITION_KEY_TABLE, |w| w.write_string(key))?;
+            put_bytes_field(
+                out,
+                TAG_PARTITION_KEY_TABLE,
+                self.entries[entry].record.partition_key.as_bytes(),
+            );
         }
-        let mut digits = [0u8; 39];
-        for key in &self.explicit_hash_key_table {
-            let text = format_decimal(key.get(), &mut digits);
-            w.write_with_tag(TAG_EXPLICIT_HASH_KEY_TABLE, |w| w.write_bytes(text))?;
-        }
-        Ok(())
+        put_explicit_hash_key_table(out, &self.explicit_hash_key_table);
     }
 
     /// The records, written straight into `out` (the same bytes a protobuf writer
     /// makes).
     fn write_entries(&self, out: &mut Vec<u8>) {
         for entry in &self.entries {
-            put_varint(out, u64::from(TAG_RECORDS));
-            put_varint(out, entry.message_len as u64);
-            put_varint(out, u64::from(TAG_RECORD_PARTITION_KEY_INDEX));
-            put_varint(out, entry.partition_key_index as u64);
-            if let Some(index) = entry.explicit_hash_key_index {
-                put_varint(out, u64::from(TAG_RECORD_EXPLICIT_HASH_KEY_INDEX));
-                put_varint(out, index as u64);
-            }
-            let data = entry.record.data.as_ref();
-            put_varint(out, u64::from(TAG_RECORD_DATA));
-            put_varint(out, data.len() as u64);
-            out.extend_from_slice(data);
+            put_record_head(
+                out,
+                entry.message_len,
+                entry.partition_key_index,
+                entry.explicit_hash_key_index,
+                entry.record.data.as_ref(),
+            );
             for tag in &entry.record.tags {
                 put_varint(out, u64::from(TAG_RECORD_TAGS));
                 put_varint(out, tag_len(tag) as u64);
@@ -480,6 +509,183 @@ impl<D: AsRef<[u8]>> AggregateBuilder<D> {
             message_len += len_field(tag_len(tag));
         }
         (growth + len_field(message_len), message_len)
+    }
+}
+
+/// One user record as [`AggregateEncoder`] reads it: borrowed parts of a record
+/// its caller keeps in its own shape.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct RecordParts<'a> {
+    /// The partition key's UTF-8 bytes (1 to 256 characters for Kinesis to accept
+    /// the key; the encoder writes the bytes as they are).
+    pub partition_key: &'a [u8],
+    /// A hash of the partition key, equal for equal keys (a producer that routed
+    /// the record by the key's MD5 has one: its low 64 bits); `None` to let the
+    /// encoder hash the key. Within one aggregate give either a hash for every
+    /// record or for none.
+    pub key_hash: Option<u64>,
+    /// The explicit hash key, if the record has one.
+    pub explicit_hash_key: Option<HashKey>,
+    /// The record's payload.
+    pub data: &'a [u8],
+}
+
+impl<'a> RecordParts<'a> {
+    /// The parts of a record with a partition key and data, nothing else.
+    pub fn new(partition_key: &'a [u8], data: &'a [u8]) -> Self {
+        Self {
+            partition_key,
+            key_hash: None,
+            explicit_hash_key: None,
+            data,
+        }
+    }
+
+    /// With a hash of the partition key (see [`key_hash`](Self::key_hash)).
+    pub fn with_key_hash(mut self, hash: u64) -> Self {
+        self.key_hash = Some(hash);
+        self
+    }
+
+    /// With an explicit hash key.
+    pub fn with_explicit_hash_key(mut self, key: Option<HashKey>) -> Self {
+        self.explicit_hash_key = key;
+        self
+    }
+}
+
+/// Encodes aggregates of records its caller keeps, without taking them in: for a
+/// pipeline that already knows which records make an aggregate (and its size) and
+/// holds them in a shape of its own, so no key or data moves into a builder. Its
+/// tables are kept between calls, so encoding allocates only the output.
+///
+/// The bytes are those [`AggregateBuilder`] makes of the same records (without
+/// tags): key tables de-duplicated in first-seen order. As with the builder, every
+/// record of one aggregate must map to the same shard.
+///
+/// ```
+/// use kpl_codec::{AggregateBuilder, AggregateEncoder, RecordParts, UserRecord};
+///
+/// let records = [("pk1", b"hello"), ("pk2", b"world"), ("pk1", b"again")];
+/// let mut encoder = AggregateEncoder::new();
+/// let unfinished = encoder.encode_unfinished(&records, |(key, data)| {
+///     RecordParts::new(key.as_bytes(), &data[..])
+/// }, Vec::new());
+///
+/// let mut builder = AggregateBuilder::new();
+/// for (key, data) in records {
+///     builder.add(UserRecord::new(key, data.to_vec()));
+/// }
+/// let mut expected = Vec::new();
+/// builder.encode_aggregate_into(&mut expected);
+/// assert_eq!(unfinished.finish(), expected);
+/// ```
+#[derive(Default)]
+pub struct AggregateEncoder {
+    hasher: RandomState,
+    /// Hash of a partition key → its newest table index with that hash.
+    key_lookup: HashMap<u64, usize, BuildHasherDefault<PreHashed>>,
+    /// Per key table index: the record that holds the key, and the next older
+    /// table index with the same hash (`NO_NEXT` at the end of the chain).
+    key_table: Vec<(usize, usize)>,
+    explicit_lookup: HashMap<u128, usize>,
+    explicit_table: Vec<HashKey>,
+    /// Per record: its key's table index, its explicit hash key's, and the length
+    /// of its `Record` message.
+    placed: Vec<(usize, Option<usize>, usize)>,
+}
+
+impl std::fmt::Debug for AggregateEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregateEncoder").finish_non_exhaustive()
+    }
+}
+
+impl AggregateEncoder {
+    /// An encoder with empty tables.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The aggregate of `records` (read through `parts`) in `buf` (emptied first,
+    /// its allocation kept), without its MD5 checksum yet: finish it alone or with
+    /// others by [`finish_aggregates`]. Even one record or none is written in the
+    /// aggregated form.
+    pub fn encode_unfinished<T>(
+        &mut self,
+        records: &[T],
+        parts: impl Fn(&T) -> RecordParts<'_>,
+        mut buf: Vec<u8>,
+    ) -> UnfinishedAggregate {
+        self.clear();
+        let mut body_len = 0;
+        for (at, record) in records.iter().enumerate() {
+            let p = parts(record);
+            let hash = p
+                .key_hash
+                .unwrap_or_else(|| self.hasher.hash_one(p.partition_key));
+            let head = self.key_lookup.get(&hash).copied().unwrap_or(NO_NEXT);
+            let mut chain = head;
+            let key_index = loop {
+                if chain == NO_NEXT {
+                    let index = self.key_table.len();
+                    self.key_table.push((at, head));
+                    self.key_lookup.insert(hash, index);
+                    body_len += len_field(p.partition_key.len());
+                    break index;
+                }
+                let (holder, next) = self.key_table[chain];
+                if parts(&records[holder]).partition_key == p.partition_key {
+                    break chain;
+                }
+                chain = next;
+            };
+            let mut message_len = varint_field(key_index) + len_field(p.data.len());
+            let explicit_index = p.explicit_hash_key.map(|key| {
+                let index = *self.explicit_lookup.entry(key.get()).or_insert_with(|| {
+                    body_len += len_field(key.decimal_len());
+                    self.explicit_table.push(key);
+                    self.explicit_table.len() - 1
+                });
+                message_len += varint_field(index);
+                index
+            });
+            body_len += len_field(message_len);
+            self.placed.push((key_index, explicit_index, message_len));
+        }
+        buf.clear();
+        buf.reserve(AGGREGATE_OVERHEAD + body_len);
+        buf.extend_from_slice(&MAGIC);
+        for &(holder, _) in &self.key_table {
+            put_bytes_field(
+                &mut buf,
+                TAG_PARTITION_KEY_TABLE,
+                parts(&records[holder]).partition_key,
+            );
+        }
+        put_explicit_hash_key_table(&mut buf, &self.explicit_table);
+        for (record, &(key_index, explicit_index, message_len)) in records.iter().zip(&self.placed)
+        {
+            put_record_head(
+                &mut buf,
+                message_len,
+                key_index,
+                explicit_index,
+                parts(record).data,
+            );
+        }
+        buf.extend_from_slice(&[0; DIGEST_LEN]);
+        self.clear();
+        UnfinishedAggregate(buf)
+    }
+
+    fn clear(&mut self) {
+        self.key_lookup.clear();
+        self.key_table.clear();
+        self.explicit_lookup.clear();
+        self.explicit_table.clear();
+        self.placed.clear();
     }
 }
 

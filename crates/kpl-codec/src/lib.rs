@@ -72,8 +72,8 @@ pub use decode::{
     DecodeError, DecodeErrorKind, KeyTable, deaggregate, decode_aggregated, is_aggregated,
 };
 pub use encode::{
-    AGGREGATE_OVERHEAD, AggregateBuilder, DIGEST_LEN, KinesisRecord, MAGIC, UnfinishedAggregate,
-    aggregate_growth_bound, finish_aggregates,
+    AGGREGATE_OVERHEAD, AggregateBuilder, AggregateEncoder, DIGEST_LEN, KinesisRecord, MAGIC,
+    RecordParts, UnfinishedAggregate, aggregate_growth_bound, finish_aggregates,
 };
 pub use hash::{HashKey, ParseHashKeyError, ParseHashKeyErrorKind};
 pub use limits::{

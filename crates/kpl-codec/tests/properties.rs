@@ -1,6 +1,9 @@
 //! Property tests: encode → decode is the identity, and the exact size is exact.
 
-use kpl_codec::{AggregateBuilder, HashKey, UserRecord, aggregate_growth_bound, decode_aggregated};
+use kpl_codec::{
+    AggregateBuilder, AggregateEncoder, HashKey, RecordParts, UserRecord, aggregate_growth_bound,
+    decode_aggregated,
+};
 use proptest::prelude::*;
 
 fn key() -> impl Strategy<Value = String> {
@@ -96,6 +99,40 @@ proptest! {
         plain.encode_aggregate_into(&mut a);
         hashed.encode_aggregate_into(&mut b);
         prop_assert_eq!(a, b);
+    }
+
+    /// The encoder of records its caller keeps writes the builder's bytes, with its
+    /// own hashes of the keys or the caller's, one encoder reused for many aggregates.
+    #[test]
+    fn the_encoder_writes_the_builders_bytes(
+        aggregates in prop::collection::vec(prop::collection::vec(record(), 0..40), 1..4),
+        caller_hashes in any::<bool>(),
+    ) {
+        let mut encoder = AggregateEncoder::new();
+        for mut records in aggregates {
+            let mut builder = AggregateBuilder::new();
+            for r in &mut records {
+                r.tags.clear();
+                builder.add(r.clone());
+            }
+            let mut expected = Vec::new();
+            builder.encode_aggregate_into(&mut expected);
+            let unfinished = encoder.encode_unfinished(
+                &records,
+                |r| {
+                    let p = RecordParts::new(r.partition_key.as_bytes(), &r.data)
+                        .with_explicit_hash_key(r.explicit_hash_key);
+                    if caller_hashes {
+                        p.with_key_hash(HashKey::from_partition_key(&r.partition_key).get() as u64)
+                    } else {
+                        p
+                    }
+                },
+                Vec::new(),
+            );
+            let got = unfinished.finish();
+            prop_assert_eq!(got, expected);
+        }
     }
 
     /// The builder-free bound holds for every record without tags, whatever was

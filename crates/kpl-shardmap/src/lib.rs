@@ -90,6 +90,19 @@ impl ShardId {
     pub fn to_arc(&self) -> Arc<str> {
         self.0.clone()
     }
+
+    /// A number of this handle, the same for its clones and kept while any of them
+    /// lives: with [`same_handle`](Self::same_handle), a cache keyed by handle
+    /// finds an id the shard map gave out without hashing its text. Equal ids made
+    /// apart have different handles.
+    pub fn handle(&self) -> usize {
+        Arc::as_ptr(&self.0).cast::<u8>() as usize
+    }
+
+    /// Whether `other` is a clone of this handle (not only an equal id).
+    pub fn same_handle(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl From<&str> for ShardId {

@@ -254,3 +254,15 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn handles_tell_clones_from_equal_ids() {
+    let id = ShardId::from("shardId-000000000001");
+    let clone = id.clone();
+    let equal = ShardId::from("shardId-000000000001");
+    assert!(id.same_handle(&clone));
+    assert_eq!(id.handle(), clone.handle());
+    assert_eq!(id, equal);
+    assert!(!id.same_handle(&equal));
+    assert_ne!(id.handle(), equal.handle());
+}

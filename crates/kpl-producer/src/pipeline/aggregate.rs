@@ -7,9 +7,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use kpl_codec::{
-    AGGREGATE_OVERHEAD, AGGREGATED_PARTITION_KEY, AggregateBuilder, HashKey, UserRecord,
+    AGGREGATE_OVERHEAD, AGGREGATED_PARTITION_KEY, AggregateEncoder, HashKey, RecordParts,
 };
 use kpl_reducer::{Item, Policy, Reducer};
 use kpl_shardmap::ShardId;
@@ -31,6 +30,8 @@ struct Batch {
     scheduled: Option<Instant>,
 }
 
+/// Entries of [`Aggregation`]'s cache of shards looked up lately.
+const RECENT: usize = 16;
 /// The user records waiting to be aggregated, per shard, and the making of
 /// Kinesis records of them.
 ///
@@ -48,6 +49,10 @@ struct Batch {
 pub(super) struct Aggregation {
     /// Each shard's slot in `batches`.
     slots: FastMap<ShardId, usize>,
+    /// Shards looked up lately, by handle (direct-mapped): a record's shard is
+    /// found without hashing its id. An entry holds a clone of its handle, so the
+    /// handle is not reused while it is there.
+    recent: [Option<(ShardId, usize)>; RECENT],
     /// Each shard's batch, by slot.
     batches: Vec<Batch>,
     /// (deadline, slot) of the shards' batches (an entry may be stale: the shard's
@@ -56,7 +61,7 @@ pub(super) struct Aggregation {
     policy: Policy,
     /// Records whose shard is not known (or was found split): each goes alone.
     unknown: Reducer<Rec>,
-    builder: AggregateBuilder<Bytes>,
+    encoder: AggregateEncoder,
     /// What a Kinesis record's deadline gains over its records' (the collector's share).
     extension: Duration,
 }
@@ -77,27 +82,38 @@ impl Aggregation {
         };
         Self {
             slots: FastMap::default(),
+            recent: Default::default(),
             batches: Vec::new(),
             schedule: BinaryHeap::new(),
             policy,
             unknown: Reducer::new(Policy::new(usize::MAX, usize::MAX)),
-            builder: AggregateBuilder::new(),
+            encoder: AggregateEncoder::new(),
             extension: collector_share(config.record_max_buffered_time),
         }
     }
 
     /// The slot of `shard`'s batch (made on its first record).
     pub(super) fn slot(&mut self, shard: &ShardId) -> usize {
-        if let Some(&slot) = self.slots.get(shard) {
-            return slot;
+        let way = (shard.handle() >> 4) % RECENT;
+        if let Some((held, slot)) = &self.recent[way]
+            && held.same_handle(shard)
+        {
+            return *slot;
         }
-        let slot = self.batches.len();
-        self.batches.push(Batch {
-            shard: shard.clone(),
-            reducer: Reducer::new(self.policy),
-            scheduled: None,
-        });
-        self.slots.insert(shard.clone(), slot);
+        let slot = match self.slots.get(shard) {
+            Some(&slot) => slot,
+            None => {
+                let slot = self.batches.len();
+                self.batches.push(Batch {
+                    shard: shard.clone(),
+                    reducer: Reducer::new(self.policy),
+                    scheduled: None,
+                });
+                self.slots.insert(shard.clone(), slot);
+                slot
+            }
+        };
+        self.recent[way] = Some((shard.clone(), slot));
         slot
     }
 
@@ -193,6 +209,7 @@ impl Aggregation {
     pub(super) fn drain(&mut self) -> Vec<Rec> {
         self.schedule.clear();
         self.slots.clear();
+        self.recent = Default::default();
         let mut held: Vec<Rec> = Vec::new();
         for mut b in self.batches.drain(..) {
             held.extend(b.reducer.flush().into_iter().flatten());
@@ -291,32 +308,28 @@ impl Aggregation {
             };
             return (krec, batch);
         }
-        self.builder.clear();
         let first = batch[0].hash_key;
-        // A record routed by its key's MD5 brings the hash the builder's key table
-        // needs; a batch with an explicit hash key in it is hashed by the builder.
+        // A record routed by its key's MD5 brings the hash the encoder's key table
+        // needs; a batch with an explicit hash key in it is hashed by the encoder.
         let hashed = batch.iter().all(|r| !r.explicit);
-        // Keys and data move into the builder; what stays of each record is its
-        // member (the rest is read back from the aggregate if it is ever needed).
-        let mut members = Vec::with_capacity(batch.len());
-        for r in batch.drain(..) {
-            let explicit = r.explicit_hash_key();
-            let hash = r.hash_key.get() as u64;
-            let key = String::from(r.key());
-            let mut user = UserRecord::new(key, r.data);
-            user.explicit_hash_key = explicit;
-            if hashed {
-                self.builder.add_with_key_hash(user, hash);
-            } else {
-                self.builder.add(user);
-            }
-            members.push(r.m);
-        }
         // Its checksum is written with the others of its request (four at a time).
-        let data = self.builder.encode_unfinished_aggregate(Vec::new());
-        // The keys and data of the user records are freed here (or by whoever
-        // holds the last reference to a record's data).
-        self.builder.clear();
+        let data = self.encoder.encode_unfinished(
+            &batch,
+            |r| {
+                let parts = RecordParts::new(r.key_bytes(), &r.data)
+                    .with_explicit_hash_key(r.explicit_hash_key());
+                if hashed {
+                    parts.with_key_hash(r.hash_key.get() as u64)
+                } else {
+                    parts
+                }
+            },
+            Vec::new(),
+        );
+        // What stays of each record is its member (the rest is read back from the
+        // aggregate if it is ever needed); the keys and data of the user records are
+        // freed here (or by whoever holds the last reference to a record's data).
+        let members = batch.drain(..).map(|r| r.m).collect();
         let krec = KRec {
             records: Contents::Sealed(members),
             partition_key: AGGREGATED_PARTITION_KEY.to_owned(),
@@ -570,6 +583,7 @@ impl StreamPipeline {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use kpl_codec::deaggregate;
     use kpl_runtime::{Timer, VirtualClock};
 

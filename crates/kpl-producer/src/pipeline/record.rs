@@ -320,6 +320,11 @@ impl Rec {
         std::str::from_utf8(&self.partition_key).expect("a partition key is copied from a str")
     }
 
+    /// Its partition key's UTF-8 bytes, as [`key`](Self::key) without the check.
+    pub(super) fn key_bytes(&self) -> &[u8] {
+        &self.partition_key
+    }
+
     /// Sets its deadlines from its arrival: it expires after `record_ttl`, and its
     /// aggregator's share of `record_max_buffered_time` runs out before.
     pub(super) fn admit(&mut self, config: &Config, epoch: Epoch) {
