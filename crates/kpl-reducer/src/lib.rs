@@ -128,6 +128,8 @@ impl<T> Predicate<T> for NoPredicate {
 struct Entry<T> {
     deadline: Instant,
     seq: u64,
+    /// The item's size, asked once.
+    size: usize,
     item: T,
 }
 
@@ -206,13 +208,15 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
 
     #[inline]
     fn push(&mut self, item: T) {
-        self.size += item.size();
+        let size = item.size();
+        self.size += size;
         self.predicate.added(&item);
         let seq = self.next_seq;
         self.next_seq += 1;
         let entry = Entry {
             deadline: item.deadline(),
             seq,
+            size,
             item,
         };
         if self
@@ -336,7 +340,7 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
             .chain(heap.into_iter().map(|Reverse(e)| e));
         for entry in all {
             if remove(&entry.item) {
-                self.size -= entry.item.size();
+                self.size -= entry.size;
                 self.predicate.removed(&entry.item);
                 taken.push(entry);
             } else {
@@ -387,7 +391,7 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
         let mut batch = Vec::with_capacity(self.len().min(self.policy.max_count).min(1024));
         let mut size = 0usize;
         while let Some(head) = self.peek() {
-            let item_size = head.item.size();
+            let item_size = head.size;
             let fits = batch.len() < self.policy.max_count
                 && size.saturating_add(item_size) <= self.policy.max_size;
             if !fits && !batch.is_empty() {
@@ -415,7 +419,7 @@ impl<T: Item, P: Predicate<T>> Reducer<T, P> {
     fn take_run_batch(&mut self) -> Vec<T> {
         let (mut count, mut size) = (0usize, 0usize);
         for entry in &self.run {
-            let item_size = entry.item.size();
+            let item_size = entry.size;
             let fits = count < self.policy.max_count
                 && size.saturating_add(item_size) <= self.policy.max_size;
             if !fits && count > 0 {
