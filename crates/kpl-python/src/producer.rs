@@ -1,7 +1,7 @@
 //! The native producer: a [`kpl::Producer`] on a tokio runtime of its own, its
 //! outcomes handed to Python in batches.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,12 +27,21 @@ const OUTCOME_WAIT: Duration = Duration::from_secs(60);
 struct Wake {
     closed: Mutex<bool>,
     cv: Condvar,
+    /// Whether the outcome thread sleeps on `cv` (or is about to): only then does a
+    /// put wake it (a wake is a system call).
+    sleeping: AtomicBool,
 }
 
 impl Wake {
+    /// After records were admitted (their outcomes now pending).
     fn put(&self) {
-        let _guard = self.closed.lock().unwrap_or_else(PoisonError::into_inner);
-        self.cv.notify_one();
+        // Pairs with the fence in `drain`: either this sees the thread sleeping, or
+        // the thread sees the records pending.
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) {
+            let _guard = self.closed.lock().unwrap_or_else(PoisonError::into_inner);
+            self.cv.notify_one();
+        }
     }
 
     fn close(&self) {
@@ -186,12 +195,15 @@ fn drain(outcomes: Outcomes, wake: Arc<Wake>, deliver: Py<PyAny>, clock: Clock) 
     loop {
         {
             let mut closed = wake.closed.lock().unwrap_or_else(PoisonError::into_inner);
+            wake.sleeping.store(true, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
             while outcomes.pending() == 0 {
                 if *closed {
                     return;
                 }
                 closed = wake.cv.wait(closed).unwrap_or_else(PoisonError::into_inner);
             }
+            wake.sleeping.store(false, Ordering::Relaxed);
         }
         let batch = outcomes.wait(OUTCOME_WAIT);
         if batch.is_empty() {
@@ -371,6 +383,21 @@ impl NativeProducer {
             Some(Err(e)) => Err(put_error(&e)),
             None => Ok(None),
         }
+    }
+
+    /// Checks a record as Kinesis would (the size is data plus partition key):
+    /// `ValueError` saying why if it would be refused.
+    #[pyo3(signature = (partition_key, data_len, explicit_hash_key=None))]
+    fn check_record(
+        &self,
+        partition_key: &str,
+        data_len: usize,
+        explicit_hash_key: Option<&str>,
+    ) -> PyResult<()> {
+        self.limits
+            .validate(partition_key, explicit_hash_key, data_len)
+            .map(drop)
+            .map_err(|e| PyValueError::new_err(chain(&e)))
     }
 
     /// Puts records `(partition_key, data, explicit_hash_key)` without waiting:

@@ -17,6 +17,11 @@ class Loop:
         """Runs ``fn(*args)`` on the loop, from any thread."""
         raise NotImplementedError
 
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> None:
+        """Runs ``fn(*args)`` on the loop when the running task yields (called on the
+        loop's thread)."""
+        raise NotImplementedError
+
     def waiter(self) -> tuple[Callable[[], None], Awaitable[None]]:
         """``(wake, awaitable)``: awaiting waits until ``wake()`` (on the loop)."""
         raise NotImplementedError
@@ -40,6 +45,9 @@ class AsyncioLoop(Loop):
 
     def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
         self._loop.call_soon_threadsafe(fn, *args)
+
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> None:
+        self._loop.call_soon(fn, *args)
 
     def waiter(self) -> tuple[Callable[[], None], Awaitable[None]]:
         future: asyncio.Future[None] = self._loop.create_future()
@@ -72,6 +80,9 @@ class TrioLoop(Loop):
         self._token = trio.lowlevel.current_trio_token()
 
     def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
+        self._token.run_sync_soon(fn, *args)
+
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> None:
         self._token.run_sync_soon(fn, *args)
 
     def waiter(self) -> tuple[Callable[[], None], Awaitable[None]]:

@@ -1,11 +1,14 @@
 """The async :class:`Producer` (aiokpl's API) on kpl-rs' Rust pipeline.
 
 One producer is entered on one event loop (asyncio or trio) and used from it.
-Records are admitted by the Rust pipeline at once; their outcomes come back in
-batches from a thread of the pipeline, scheduled on the loop with its thread-safe
-call, and resolve each record's :class:`~kpl_rs.outcome.Outcome`. When
-``max_outstanding_records`` are outstanding, ``put_record`` waits until the
-pipeline has room (it tells the loop; nothing polls).
+``put_record`` checks a record at once (an invalid one raises) and gathers
+records into batches handed to the Rust pipeline in one call each: when
+:data:`BATCH` records are gathered, when the putting task yields to the loop, or
+when ``max_outstanding_records`` is near. Outcomes come back in batches from a
+thread of the pipeline, scheduled on the loop with its thread-safe call, and
+resolve each record's :class:`~kpl_rs.outcome.Outcome`. When the pipeline holds
+records back, ``put_record`` waits until it has room (it tells the loop; nothing
+polls).
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ from kpl_rs.result import RecordResult
 #: the flush itself waits for every record put before it).
 EXIT_TIMEOUT_S = 30.0
 
+#: Most records ``put_record`` gathers before handing them to Rust in one call.
+BATCH = 512
+
+_Record = tuple[str, bytes, "str | None"]
+
 
 class Producer:
     """``async with Producer(config) as producer:`` (aiokpl's API).
@@ -40,6 +48,14 @@ class Producer:
         self._native: Any = None
         self._loop: _loop.Loop | None = None
         self._pending: dict[int, Outcome[RecordResult]] = {}
+        # Records checked and not yet handed to Rust, by stream, with their outcomes.
+        self._buffers: dict[str, tuple[list[_Record], list[Outcome[RecordResult]]]] = {}
+        self._buffered = 0
+        self._batch = max(1, min(BATCH, config.max_outstanding_records))
+        self._max = config.max_outstanding_records
+        self._soon = False
+        self._held = False
+        self._room_asked = False
         self._closed = False
         self._pid = os.getpid()
         self._metrics = MetricsManager(
@@ -88,6 +104,7 @@ class Producer:
             finally:
                 if os.getpid() == self._pid:
                     self._native.close(EXIT_TIMEOUT_S if flushed else 0.0)
+                self._fail_buffered(RuntimeError("the producer closed before the record was sent"))
 
     # The public API.
 
@@ -96,7 +113,7 @@ class Producer:
         """Records put and not yet resolved."""
         if self._native is None or self._native.closed:
             return 0
-        return int(self._native.outstanding_records)
+        return int(self._native.outstanding_records) + self._buffered
 
     @property
     def metrics(self) -> MetricsManager:
@@ -118,21 +135,33 @@ class Producer:
         Waits while ``max_outstanding_records`` are outstanding. An empty
         partition key, or a record Kinesis would refuse (key over 256 characters,
         explicit hash key out of range, over 1 MiB), raises ``ValueError``;
-        after the ``async with`` block, ``RuntimeError``. ``tags`` are accepted
-        and not written (as aiokpl's aggregates, kpl-rs' carry none).
+        before or after the ``async with`` block, ``RuntimeError``. ``tags`` are
+        accepted and not written (kpl-rs' aggregates carry none).
         """
         native = self._live()
         if not partition_key:
             raise ValueError("partition_key must be non-empty")
         if type(data) is not bytes:
             data = bytes(data)
-        rid = native.put(stream, partition_key, data, explicit_hash_key)
-        while rid is None:
-            await self._room(stream, record_size(partition_key, data))
-            native = self._live()
-            rid = native.put(stream, partition_key, data, explicit_hash_key)
+        native.check_record(partition_key, len(data), explicit_hash_key)
         outcome: Outcome[RecordResult] = Outcome()
-        self._pending[rid] = outcome
+        buffer = self._buffers.get(stream)
+        if buffer is None:
+            buffer = self._buffers[stream] = ([], [])
+        buffer[0].append((partition_key, data, explicit_hash_key))
+        buffer[1].append(outcome)
+        self._buffered += 1
+        if (
+            self._held
+            or self._buffered >= self._batch
+            or len(self._pending) + self._buffered >= self._max
+        ):
+            await self._hand_over()
+        elif not self._soon:
+            self._soon = True
+            loop = self._loop
+            assert loop is not None
+            loop.call_soon(self._hand_over_soon)
         return outcome
 
     async def put_records(
@@ -146,12 +175,16 @@ class Producer:
         ``put_record`` does when there is none). Every record is checked first: an
         invalid one raises ``ValueError`` (naming its index) and none is put."""
         native = self._live()
-        items: list[tuple[str, bytes, str | None]] = []
+        items: list[_Record] = []
         for i, r in enumerate(records):
             key, data = r[0], r[1]
             if not key:
                 raise ValueError(f"record {i}: partition_key must be non-empty")
-            items.append((key, data if type(data) is bytes else bytes(data), r[2] if len(r) > 2 else None))
+            if type(data) is not bytes:
+                data = bytes(data)
+            items.append((key, data, r[2] if len(r) > 2 else None))
+        # After what put_record gathered, in order.
+        await self._hand_over()
         outcomes: list[Outcome[RecordResult]] = []
         pending = self._pending
         while True:
@@ -170,6 +203,7 @@ class Producer:
         """Sends everything buffered now, and returns when every record put before
         the call has its outcome (aiokpl's returns without waiting for them)."""
         native = self._live(closing_ok=True)
+        await self._hand_over()
         waiting = list(self._pending.values())
         loop = self._loop
         assert loop is not None
@@ -194,6 +228,73 @@ class Producer:
             if outcome is not None:
                 outcome._set_native(item)
 
+    def _admit(self) -> bool:
+        """Hands the gathered records to Rust while it has room: whether all went."""
+        native = self._native
+        pending = self._pending
+        for stream in list(self._buffers):
+            records, outcomes = self._buffers[stream]
+            try:
+                ids = native.put_many(stream, records)
+            except Exception as e:  # closed, or a forked child
+                del self._buffers[stream]
+                self._buffered -= len(records)
+                for outcome in outcomes:
+                    if not outcome.is_set():
+                        outcome.set_exception(e)
+                continue
+            for rid, outcome in zip(ids, outcomes):
+                pending[rid] = outcome
+            n = len(ids)
+            self._buffered -= n
+            if n == len(records):
+                del self._buffers[stream]
+            else:
+                del records[:n]
+                del outcomes[:n]
+                self._held = True
+                return False
+        self._held = False
+        return True
+
+    def _first_held(self) -> tuple[str, int]:
+        stream, (records, _) = next(iter(self._buffers.items()))
+        return stream, record_size(records[0][0], records[0][1])
+
+    async def _hand_over(self) -> None:
+        while not self._admit():
+            await self._room(*self._first_held())
+
+    def _hand_over_soon(self) -> None:
+        # On the loop, when the putting task yielded.
+        self._soon = False
+        if self._native is None or not self._buffers or self._room_asked:
+            return
+        if not self._admit():
+            # Held back with nobody waiting: go on when there is room.
+            self._room_asked = True
+            loop = self._loop
+            assert loop is not None
+            stream, size = self._first_held()
+
+            def room() -> None:
+                self._room_asked = False
+                self._hand_over_soon()
+
+            try:
+                self._native.wait_for_room(stream, size, lambda: loop.call_soon_threadsafe(room))
+            except RuntimeError as e:
+                self._room_asked = False
+                self._fail_buffered(e)
+
+    def _fail_buffered(self, error: BaseException) -> None:
+        for _, outcomes in self._buffers.values():
+            for outcome in outcomes:
+                if not outcome.is_set():
+                    outcome.set_exception(error)
+        self._buffers.clear()
+        self._buffered = 0
+
     async def _room(self, stream: str, size: int) -> None:
         loop = self._loop
         assert loop is not None
@@ -217,4 +318,4 @@ class Producer:
         return self._native
 
 
-__all__ = ["EXIT_TIMEOUT_S", "Producer"]
+__all__ = ["BATCH", "EXIT_TIMEOUT_S", "Producer"]

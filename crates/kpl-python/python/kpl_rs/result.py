@@ -9,7 +9,9 @@ that got no answer may have stored the record all the same
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
 
 
 @dataclass(slots=True, frozen=True)
@@ -50,15 +52,31 @@ class RecordResult:
         return not self.success and any(a.may_have_been_stored for a in self.attempts)
 
 
-def _from_native(item: tuple) -> RecordResult:  # type: ignore[type-arg]
+def _fast_constructor(cls: type) -> Callable[..., Any]:
+    """A function making a ``cls`` of its fields' values in order, as ``cls(...)``
+    does, without the frozen dataclass's ``__init__`` (which sets each field through
+    ``object.__setattr__``): each slot is set through its descriptor."""
+    names = [f.name for f in fields(cls)]
+    env: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    env.update({f"set_{n}": getattr(cls, n).__set__ for n in names})
+    args = ", ".join(names)
+    body = "".join(f"    set_{n}(o, {n})\n" for n in names)
+    exec(f"def make({args}):\n    o = new(cls)\n{body}    return o\n", env)  # noqa: S102
+    return env["make"]  # type: ignore[no-any-return]
+
+
+_attempt = _fast_constructor(Attempt)
+_record_result = _fast_constructor(RecordResult)
+
+
+def _from_native(item: tuple[Any, ...]) -> RecordResult:
     """A :class:`RecordResult` of the native side's outcome tuple."""
     _, success, shard_id, sequence_number, attempts = item
-    return RecordResult(
-        success,
-        shard_id,
-        sequence_number,
-        tuple(Attempt(*a) for a in attempts),
-    )
+    if len(attempts) == 1:
+        made: tuple[Attempt, ...] = (_attempt(*attempts[0]),)
+    else:
+        made = tuple([_attempt(*a) for a in attempts])
+    return _record_result(success, shard_id, sequence_number, made)  # type: ignore[no-any-return]
 
 
 __all__ = ["Attempt", "RecordResult"]
