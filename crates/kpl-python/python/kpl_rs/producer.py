@@ -51,7 +51,10 @@ class Producer:
         # Records checked and not yet handed to Rust, by stream, with their outcomes.
         self._buffers: dict[str, tuple[list[_Record], list[Outcome[RecordResult]]]] = {}
         self._buffered = 0
-        self._batch = max(1, min(BATCH, config.max_outstanding_records))
+        # At most half the cap, so that a put at the cap waits for half of it to
+        # settle, then goes on in batches.
+        self._batch = max(1, min(BATCH, config.max_outstanding_records // 2))
+        self._low_water: list[tuple[int, Any]] = []
         self._max = config.max_outstanding_records
         self._soon = False
         self._held = False
@@ -110,10 +113,8 @@ class Producer:
 
     @property
     def outstanding_records(self) -> int:
-        """Records put and not yet resolved."""
-        if self._native is None or self._native.closed:
-            return 0
-        return int(self._native.outstanding_records) + self._buffered
+        """Records put whose :class:`Outcome` is not resolved yet."""
+        return len(self._pending) + self._buffered
 
     @property
     def metrics(self) -> MetricsManager:
@@ -151,12 +152,12 @@ class Producer:
         buffer[0].append((partition_key, data, explicit_hash_key))
         buffer[1].append(outcome)
         self._buffered += 1
-        if (
-            self._held
-            or self._buffered >= self._batch
-            or len(self._pending) + self._buffered >= self._max
-        ):
+        if self._held or self._buffered >= self._batch:
             await self._hand_over()
+        elif len(self._pending) + self._buffered >= self._max:
+            # At the cap: hand over, and wait until a batch's worth has settled.
+            await self._hand_over()
+            await self._settled_down_to(self._max - self._batch)
         elif not self._soon:
             self._soon = True
             loop = self._loop
@@ -227,6 +228,25 @@ class Producer:
             outcome = pending.pop(item[0], None)
             if outcome is not None:
                 outcome._set_native(item)
+        if self._low_water:
+            left = len(pending)
+            still = []
+            for mark, wake in self._low_water:
+                if left <= mark:
+                    wake()
+                else:
+                    still.append((mark, wake))
+            self._low_water = still
+
+    async def _settled_down_to(self, mark: int) -> None:
+        """Waits until at most ``mark`` records handed to Rust have no outcome yet."""
+        if len(self._pending) <= mark:
+            return
+        loop = self._loop
+        assert loop is not None
+        wake, settled = loop.waiter()
+        self._low_water.append((mark, wake))
+        await settled
 
     def _admit(self) -> bool:
         """Hands the gathered records to Rust while it has room: whether all went."""

@@ -127,10 +127,9 @@ class SyncProducer:
 
     @property
     def outstanding_records(self) -> int:
-        """Records put and not yet resolved."""
-        if self._state != "entered":
-            return 0
-        return int(self._native.outstanding_records)
+        """Records put whose :class:`SyncOutcome` has no outcome yet."""
+        with self._cond:
+            return len(self._pending)
 
     def put_record(
         self,
