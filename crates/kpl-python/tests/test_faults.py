@@ -1,0 +1,86 @@
+"""Outcomes after faults: a proxy in front of kinesis-mock answers the first
+PutRecords requests with 500 InternalFailure; the records are retried, stored
+once each, and their attempts say what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import kpl_rs
+
+FAILURE = b'{"__type":"InternalFailure","message":"injected by the test proxy"}'
+
+
+def proxy(upstream: str, failures: int) -> ThreadingHTTPServer:
+    left = [failures]
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            target = self.headers.get("X-Amz-Target", "")
+            with lock:
+                fail = target.endswith(".PutRecords") and left[0] > 0
+                if fail:
+                    left[0] -= 1
+            if fail:
+                status, answer, kind = 500, FAILURE, "application/x-amz-json-1.1"
+            else:
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                request = urllib.request.Request(upstream, data=body, headers=headers)
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as r:
+                        status, answer = r.status, r.read()
+                        kind = r.headers.get("Content-Type", "application/x-amz-json-1.1")
+                except urllib.error.HTTPError as e:
+                    status, answer = e.code, e.read()
+                    kind = e.headers.get("Content-Type", "application/x-amz-json-1.1")
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_records_retried_after_500s_are_stored_once(config, kinesis, endpoint):
+    stream = kinesis.create_stream(1)
+    server = proxy(endpoint, failures=3)
+    config = dataclasses.replace(
+        config, endpoint_url=f"http://127.0.0.1:{server.server_address[1]}"
+    )
+    sent = [f"fault {i}".encode() for i in range(300)]
+
+    async def main():
+        async with kpl_rs.Producer(config) as producer:
+            outcomes = [
+                await producer.put_record(stream=stream, partition_key=f"k{i}", data=d)
+                for i, d in enumerate(sent)
+            ]
+            return [await o.wait() for o in outcomes]
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        server.shutdown()
+    assert all(r.success for r in results)
+    retried = [r for r in results if len(r.attempts) > 1]
+    assert retried, "no record met an injected failure"
+    for r in retried:
+        failed = r.attempts[:-1]
+        assert all(not a.success and a.error_code for a in failed)
+        assert all(a.ended_at <= b.started_at for a, b in zip(r.attempts, r.attempts[1:]))
+        # A 500 is an answer: the request was not left without one.
+        assert not r.may_be_duplicated
+    kinesis.assert_exactly_once(stream, sent)
