@@ -11,7 +11,7 @@ use kpl::codec::RecordLimits;
 use kpl::{Config, MetricName, Outcomes, PutError, PutRecord, RecordResult};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 /// Worker threads of each producer's tokio runtime: the pipeline is light, and the
 /// machine belongs to the Python program.
@@ -149,13 +149,39 @@ fn put_error(e: &PutError) -> PyErr {
     }
 }
 
+/// Python strings of the last shard id and sequence number seen: the user records
+/// of one aggregate share them (one `Arc<str>` each), so a batch makes each once.
+#[derive(Default)]
+struct Strings<'py> {
+    shard: Option<(Arc<str>, Bound<'py, PyString>)>,
+    sequence: Option<(Arc<str>, Bound<'py, PyString>)>,
+}
+
+fn cached<'py>(
+    py: Python<'py>,
+    slot: &mut Option<(Arc<str>, Bound<'py, PyString>)>,
+    text: Option<&Arc<str>>,
+) -> Option<Bound<'py, PyString>> {
+    let text = text?;
+    if let Some((kept, string)) = slot
+        && Arc::ptr_eq(kept, text)
+    {
+        return Some(string.clone());
+    }
+    let string = PyString::new(py, text);
+    *slot = Some((text.clone(), string.clone()));
+    Some(string)
+}
+
 fn outcome_tuple<'py>(
     py: Python<'py>,
     clock: &Clock,
+    strings: &mut Strings<'py>,
     id: u64,
     result: &RecordResult,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let last = result.attempts.len().saturating_sub(1);
+    let sequence = cached(py, &mut strings.sequence, result.sequence_number.as_ref());
     let attempts = result
         .attempts
         .iter()
@@ -164,15 +190,15 @@ fn outcome_tuple<'py>(
             let started = clock.seconds(a.started);
             let error = a.error();
             // The sequence number is the stored attempt's (the last, when stored).
-            let sequence = (i == last && result.is_success())
-                .then_some(result.sequence_number.as_deref())
+            let stored = (i == last && result.is_success())
+                .then(|| sequence.clone())
                 .flatten();
             (
                 started,
                 started + a.duration.as_secs_f64(),
                 a.is_success(),
-                a.shard_id.as_deref(),
-                sequence,
+                cached(py, &mut strings.shard, a.shard_id.as_ref()),
+                stored,
                 error.map(|e| e.code.as_str()),
                 error.map(|e| e.message.as_str()),
                 a.may_have_been_stored(),
@@ -183,8 +209,8 @@ fn outcome_tuple<'py>(
     (
         id,
         result.is_success(),
-        result.shard_id.as_deref(),
-        result.sequence_number.as_deref(),
+        cached(py, &mut strings.shard, result.shard_id.as_ref()),
+        sequence,
         PyTuple::new(py, attempts)?,
     )
         .into_pyobject(py)
@@ -210,8 +236,9 @@ fn drain(outcomes: Outcomes, wake: Arc<Wake>, deliver: Py<PyAny>, clock: Clock) 
             continue;
         }
         Python::attach(|py| {
+            let mut strings = Strings::default();
             let delivered = batch
-                .map(|(id, result)| outcome_tuple(py, &clock, id.0, &result))
+                .map(|(id, result)| outcome_tuple(py, &clock, &mut strings, id.0, &result))
                 .collect::<PyResult<Vec<_>>>()
                 .and_then(|items| PyList::new(py, items))
                 .and_then(|list| deliver.call1(py, (list,)));
