@@ -10,7 +10,9 @@ each (5 by default); checks that both give the same user records (partition key,
 data, sub-sequence number) in the same order; and prints the median seconds of each
 and the ratio (target: kpl_rs at least 10 times faster) as one JSON line and one
 line for people. Only the de-aggregation is timed (aws-kinesis-agg's answers keep
-the data in base64, as it gives them; kpl_rs' are bytes).
+the data in base64, as it gives them; kpl_rs' are bytes). For scale it also times
+Python's ``base64.b64decode`` of the same records' data alone: what a
+de-aggregator that decodes the base64 in Python spends before it starts.
 
 When ``kpl_rs`` is not importable it times aws-kinesis-agg alone. It exits 1 if the
 answers differ (or, with ``--require-target``, if the ratio misses its target).
@@ -86,6 +88,10 @@ def with_aws(records):
     return deaggregate_records(records)
 
 
+def with_b64(records):
+    return [base64.b64decode(record["kinesis"]["data"]) for record in records]
+
+
 def with_kpl_rs(records):
     import kpl_rs
 
@@ -126,11 +132,12 @@ def main() -> int:
     records = lambda_records(args.records, args.aggregate_size, args.user_size)
     sizes = [len(base64.b64decode(r["kinesis"]["data"])) for r in records]
 
-    aws_times, kpl_times = [], []
+    aws_times, kpl_times, b64_times = [], [], []
     aws_users = kpl_users = None
     for _ in range(args.repeat):
         seconds, aws_users = timed(with_aws, records)
         aws_times.append(seconds)
+        b64_times.append(timed(with_b64, records)[0])
         if have_kpl_rs:
             seconds, kpl_users = timed(with_kpl_rs, records)
             kpl_times.append(seconds)
@@ -143,6 +150,7 @@ def main() -> int:
         "repeat": args.repeat,
         "aws_kinesis_agg_s": round(statistics.median(aws_times), 4),
         "aws_kinesis_agg_user_records_per_s": round(len(expected) / statistics.median(aws_times)),
+        "python_base64_decode_s": round(statistics.median(b64_times), 4),
     }
     same = True
     if have_kpl_rs:
