@@ -1,14 +1,129 @@
 //! The aggregated-record format for Python consumers and tools (kpl-codec).
 
+use std::sync::OnceLock;
+
+use bytes::Bytes;
 use kpl::codec::{AggregateBuilder, HashKey, UserRecord};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString};
+
+/// One user record read out of a Kinesis record (`kpl_rs.DeaggregatedRecord`):
+/// its partition key, explicit hash key, data, and index in its aggregate (`None`
+/// for a record that was no aggregate).
+///
+/// It shares the decoded Kinesis record's buffer; each field is made a Python
+/// object when it is first read (and kept), so a consumer pays for what it reads.
+#[pyclass(module = "kpl_rs", frozen)]
+pub(crate) struct DeaggregatedRecord {
+    key: Bytes,
+    hash_key: Option<Bytes>,
+    bytes: Bytes,
+    index: Option<u64>,
+    key_made: OnceLock<Py<PyString>>,
+    data_made: OnceLock<Py<PyBytes>>,
+}
+
+/// `part` of `buffer` as a slice sharing it, or a copy when it is not in it (the
+/// keys of a record that was no aggregate).
+fn shared(buffer: &Bytes, part: &[u8]) -> Bytes {
+    let start = buffer.as_ptr() as usize;
+    let at = part.as_ptr() as usize;
+    if at >= start && at + part.len() <= start + buffer.len() {
+        buffer.slice_ref(part)
+    } else {
+        Bytes::copy_from_slice(part)
+    }
+}
+
+fn text(bytes: &Bytes) -> &str {
+    // Checked as UTF-8 by the decoder (or a Python str).
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+#[pymethods]
+impl DeaggregatedRecord {
+    /// The user record's partition key.
+    #[getter]
+    fn partition_key(&self, py: Python<'_>) -> Py<PyString> {
+        self.key_made
+            .get_or_init(|| PyString::new(py, text(&self.key)).unbind())
+            .clone_ref(py)
+    }
+
+    /// Its explicit hash key (decimal), if it has one.
+    #[getter]
+    fn explicit_hash_key(&self) -> Option<&str> {
+        self.hash_key.as_ref().map(text)
+    }
+
+    /// Its data.
+    #[getter]
+    fn data(&self, py: Python<'_>) -> Py<PyBytes> {
+        self.data_made
+            .get_or_init(|| PyBytes::new(py, &self.bytes).unbind())
+            .clone_ref(py)
+    }
+
+    /// Its index in the aggregate (`None` for a record that was no aggregate).
+    #[getter]
+    fn sub_sequence_number(&self) -> Option<u64> {
+        self.index
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other.cast::<Self>().is_ok_and(|o| {
+            let o = o.get();
+            self.key == o.key
+                && self.hash_key == o.hash_key
+                && self.bytes == o.bytes
+                && self.index == o.index
+        })
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "DeaggregatedRecord(partition_key={:?}, explicit_hash_key={:?}, data={}, \
+             sub_sequence_number={:?})",
+            text(&self.key),
+            self.hash_key.as_ref().map(text),
+            self.data(py).bind(py).repr()?,
+            self.index,
+        ))
+    }
+}
+
+fn records<'py>(
+    py: Python<'py>,
+    buffer: Bytes,
+    partition_key: &str,
+    explicit_hash_key: Option<&str>,
+) -> PyResult<Bound<'py, PyList>> {
+    let decoded = kpl::deaggregate(partition_key, explicit_hash_key, &buffer)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let items = decoded
+        .into_iter()
+        .map(|r| {
+            Bound::new(
+                py,
+                DeaggregatedRecord {
+                    key: shared(&buffer, r.partition_key.as_bytes()),
+                    hash_key: r.explicit_hash_key.map(|k| shared(&buffer, k.as_bytes())),
+                    bytes: shared(&buffer, r.data),
+                    index: r.sub_sequence_number,
+                    key_made: OnceLock::new(),
+                    data_made: OnceLock::new(),
+                },
+            )
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, items)
+}
 
 /// The user records of one Kinesis record, as a consumer reads it: a list of
-/// `(partition_key, explicit_hash_key, data, sub_sequence_number)`. A record that is
-/// no aggregate is one user record with the Kinesis record's own keys and no
-/// sub-sequence number; an aggregate that does not decode is a `ValueError`.
+/// [`DeaggregatedRecord`]. A record that is no aggregate is one user record with
+/// the Kinesis record's own keys and no sub-sequence number; an aggregate that does
+/// not decode is a `ValueError`.
 #[pyfunction]
 #[pyo3(signature = (data, partition_key="", explicit_hash_key=None))]
 pub(crate) fn deaggregate<'py>(
@@ -17,24 +132,40 @@ pub(crate) fn deaggregate<'py>(
     partition_key: &str,
     explicit_hash_key: Option<&str>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let bytes = data.as_bytes();
-    let records = kpl::deaggregate(partition_key, explicit_hash_key, bytes)
-        .map_err(|e| PyValueError::new_err(e.to_string()))?;
-    let items = records
-        .into_iter()
-        .map(|r| {
-            PyTuple::new(
-                py,
-                [
-                    r.partition_key.into_pyobject(py)?.into_any(),
-                    r.explicit_hash_key.into_pyobject(py)?.into_any(),
-                    PyBytes::new(py, r.data).into_any(),
-                    r.sub_sequence_number.into_pyobject(py)?.into_any(),
-                ],
-            )
-        })
-        .collect::<PyResult<Vec<_>>>()?;
-    PyList::new(py, items)
+    let buffer = Bytes::copy_from_slice(data.as_bytes());
+    records(py, buffer, partition_key, explicit_hash_key)
+}
+
+/// [`deaggregate`] of a record of a Lambda Kinesis event: the record, or its
+/// `"kinesis"` part (`data` in base64, `partitionKey`, `explicitHashKey`).
+#[pyfunction]
+pub(crate) fn deaggregate_event_record<'py>(
+    py: Python<'py>,
+    record: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    let body = match record.get_item("kinesis") {
+        Ok(body) => body,
+        Err(_) => record.clone(),
+    };
+    let data: String = body.get_item("data")?.extract()?;
+    let partition_key: String = body
+        .get_item("partitionKey")
+        .ok()
+        .map(|k| k.extract())
+        .transpose()?
+        .unwrap_or_default();
+    let explicit_hash_key: Option<String> = match body.get_item("explicitHashKey") {
+        Ok(k) => k.extract()?,
+        Err(_) => None,
+    };
+    let buffer = aws_smithy_types::base64::decode(&data)
+        .map_err(|e| PyValueError::new_err(format!("data is not base64: {e}")))?;
+    records(
+        py,
+        Bytes::from(buffer),
+        &partition_key,
+        explicit_hash_key.as_deref(),
+    )
 }
 
 /// One aggregated Kinesis record of `records` (`(partition_key, data,

@@ -42,11 +42,13 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logs::install();
     m.add_class::<producer::NativeProducer>()?;
+    m.add_class::<codec::DeaggregatedRecord>()?;
     m.add_function(wrap_pyfunction!(producer::settings, m)?)?;
     m.add_function(wrap_pyfunction!(producer::metric_names, m)?)?;
     m.add_function(wrap_pyfunction!(producer::parse_kpl_properties, m)?)?;
     m.add_function(wrap_pyfunction!(logs::set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(codec::deaggregate, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::deaggregate_event_record, m)?)?;
     m.add_function(wrap_pyfunction!(codec::aggregate, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -39,3 +39,15 @@ def test_a_plain_record_is_itself():
 def test_a_broken_aggregate_is_refused():
     with pytest.raises(ValueError):
         kpl_rs.deaggregate(kpl_rs.MAGIC + b"\x01\x02\x03" + bytes(16), "pk")
+
+
+def test_records_read_lazily_are_the_same_objects_and_compare_by_value():
+    key, ehk, data = kpl_rs.aggregate([("a", b"1", "123"), ("b", b"2")])
+    first, second = kpl_rs.deaggregate(data, key, ehk)
+    assert first.data is first.data and first.partition_key is first.partition_key
+    assert first == kpl_rs.deaggregate(data, key, ehk)[0] and first != second
+    assert "partition_key=\"a\"" in repr(first) and "b'1'" in repr(first)
+    body = {"partitionKey": key, "data": base64.b64encode(data).decode()}
+    assert kpl_rs.deaggregate(body) == [first, second]
+    with pytest.raises(ValueError):
+        kpl_rs.deaggregate({"partitionKey": "k", "data": "not base64!"})

@@ -4,7 +4,6 @@ format for consumers: :func:`deaggregate` and :func:`aggregate`, on kpl-rs' code
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,15 +23,10 @@ class Tag:
     value: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
-class DeaggregatedRecord:
-    """One user record read out of a Kinesis record."""
-
-    partition_key: str
-    explicit_hash_key: str | None
-    data: bytes
-    #: Its index in the aggregate; ``None`` for a record that was no aggregate.
-    sub_sequence_number: int | None
+#: One user record read out of a Kinesis record: ``partition_key``,
+#: ``explicit_hash_key``, ``data``, and ``sub_sequence_number`` (its index in the
+#: aggregate; ``None`` for a record that was no aggregate). Made in Rust.
+DeaggregatedRecord = _native.DeaggregatedRecord
 
 
 def is_aggregated(data: bytes) -> bool:
@@ -55,15 +49,9 @@ def deaggregate(
     not decode raises ``ValueError``.
     """
     if isinstance(record, Mapping):
-        body = record.get("kinesis", record)
-        data = base64.b64decode(body["data"])
-        partition_key = body.get("partitionKey", partition_key)
-        explicit_hash_key = body.get("explicitHashKey", explicit_hash_key)
-    else:
-        data = bytes(record)
-    return [
-        DeaggregatedRecord(*r) for r in _native.deaggregate(data, partition_key, explicit_hash_key)
-    ]
+        return _native.deaggregate_event_record(record)
+    data = record if type(record) is bytes else bytes(record)
+    return _native.deaggregate(data, partition_key, explicit_hash_key)
 
 
 def aggregate(
