@@ -51,3 +51,34 @@ def test_records_read_lazily_are_the_same_objects_and_compare_by_value():
     assert kpl_rs.deaggregate(body) == [first, second]
     with pytest.raises(ValueError):
         kpl_rs.deaggregate({"partitionKey": "k", "data": "not base64!"})
+
+
+def test_same_answers_as_aws_kinesis_agg_but_its_explicit_hash_keys():
+    # aws-kinesis-agg reads a user record without an explicit hash key, in an
+    # aggregate that has others with one, as having the table's first (protobuf's
+    # default index 0); kpl_rs gives it none, as the record was written.
+    agg = pytest.importorskip("aws_kinesis_agg.deaggregator")
+    key, ehk, data = kpl_rs.aggregate([("a", b"1", "123"), ("b", b"2"), ("c", b"3", "7")])
+    event = {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": key,
+            "sequenceNumber": "1",
+            "data": base64.b64encode(data).decode(),
+            "approximateArrivalTimestamp": 1_700_000_000.0,
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": "shardId-000000000000:1",
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": "arn:aws:iam::123456789012:role/test",
+        "awsRegion": "us-east-1",
+        "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/test",
+    }
+    theirs = [r["kinesis"] for r in agg.deaggregate_records([event])]
+    ours = kpl_rs.deaggregate(event)
+    assert [(r["partitionKey"], base64.b64decode(r["data"]), r["subSequenceNumber"]) for r in theirs] == [
+        (u.partition_key, u.data, u.sub_sequence_number) for u in ours
+    ]
+    assert [u.explicit_hash_key for u in ours] == ["123", None, "7"]
+    assert [r["explicitHashKey"] for r in theirs] == ["123", "123", "7"]
