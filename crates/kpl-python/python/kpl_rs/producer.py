@@ -76,7 +76,12 @@ class Producer:
         on_batch = self._on_batch
 
         def deliver(batch: list[Any]) -> None:
-            call(on_batch, batch)
+            try:
+                call(on_batch, batch)
+            except RuntimeError:
+                # The loop is closed (the program left it without leaving the
+                # `async with`): nobody is left to hear these outcomes.
+                pass
 
         self._native = native_producer(self._config, deliver)
         try:
