@@ -69,7 +69,8 @@ mod record;
 mod rng;
 
 pub use decode::{
-    DecodeError, DecodeErrorKind, KeyTable, deaggregate, decode_aggregated, is_aggregated,
+    Deaggregated, DecodeError, DecodeErrorKind, KeyTable, deaggregate, deaggregate_all,
+    decode_aggregated, is_aggregated,
 };
 pub use encode::{
     AGGREGATE_OVERHEAD, AggregateBuilder, AggregateEncoder, DIGEST_LEN, KinesisRecord, MAGIC,

@@ -2,7 +2,7 @@
 
 use kpl_codec::{
     AggregateBuilder, AggregateEncoder, HashKey, RecordParts, UserRecord, aggregate_growth_bound,
-    decode_aggregated,
+    deaggregate, deaggregate_all, decode_aggregated,
 };
 use proptest::prelude::*;
 
@@ -132,6 +132,40 @@ proptest! {
             );
             let got = unfinished.finish();
             prop_assert_eq!(got, expected);
+        }
+    }
+
+    /// Many records read at once give each the answer it gets alone: aggregates
+    /// (some with a flipped byte), plain records, in any mix.
+    #[test]
+    fn reading_many_at_once_gives_each_its_own_answer(
+        batches in prop::collection::vec(
+            (prop::collection::vec(record(), 0..6), any::<bool>(), any::<u16>()), 0..9),
+    ) {
+        let mut datas: Vec<Vec<u8>> = Vec::new();
+        for (records, plain, flip) in &batches {
+            if *plain || records.is_empty() {
+                datas.push(records.first().map_or(b"plain".to_vec(), |r| r.data.clone()));
+                continue;
+            }
+            let mut builder = AggregateBuilder::new();
+            for r in records {
+                builder.add(r.clone());
+            }
+            let mut bytes = Vec::new();
+            builder.encode_aggregate_into(&mut bytes);
+            if flip % 3 == 0 {
+                let at = usize::from(*flip) % bytes.len();
+                bytes[at] ^= 0x20;
+            }
+            datas.push(bytes);
+        }
+        let inputs: Vec<(&str, Option<&str>, &[u8])> =
+            datas.iter().map(|d| ("pk", Some("7"), d.as_slice())).collect();
+        let together = deaggregate_all(&inputs);
+        prop_assert_eq!(together.len(), inputs.len());
+        for ((pk, ehk, data), got) in inputs.iter().zip(together) {
+            prop_assert_eq!(got, deaggregate(pk, *ehk, data));
         }
     }
 

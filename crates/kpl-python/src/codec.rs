@@ -101,23 +101,55 @@ fn records<'py>(
 ) -> PyResult<Bound<'py, PyList>> {
     let decoded = kpl::deaggregate(partition_key, explicit_hash_key, &buffer)
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
-    let items = decoded
+    let items = objects(py, &buffer, decoded)?;
+    PyList::new(py, items)
+}
+
+/// The Python objects of the user records `decoded` read out of `buffer`.
+fn objects<'py>(
+    py: Python<'py>,
+    buffer: &Bytes,
+    decoded: Vec<kpl::codec::UserRecordRef<'_>>,
+) -> PyResult<Vec<Bound<'py, DeaggregatedRecord>>> {
+    decoded
         .into_iter()
         .map(|r| {
             Bound::new(
                 py,
                 DeaggregatedRecord {
-                    key: shared(&buffer, r.partition_key.as_bytes()),
-                    hash_key: r.explicit_hash_key.map(|k| shared(&buffer, k.as_bytes())),
-                    bytes: shared(&buffer, r.data),
+                    key: shared(buffer, r.partition_key.as_bytes()),
+                    hash_key: r.explicit_hash_key.map(|k| shared(buffer, k.as_bytes())),
+                    bytes: shared(buffer, r.data),
                     index: r.sub_sequence_number,
                     key_made: OnceLock::new(),
                     data_made: OnceLock::new(),
                 },
             )
         })
-        .collect::<PyResult<Vec<_>>>()?;
-    PyList::new(py, items)
+        .collect()
+}
+
+/// A Lambda Kinesis event's record (or its `"kinesis"` part): its data decoded from
+/// base64, its partition key and explicit hash key.
+fn event_record(record: &Bound<'_, PyAny>) -> PyResult<(Bytes, String, Option<String>)> {
+    let body = match record.get_item("kinesis") {
+        Ok(body) => body,
+        Err(_) => record.clone(),
+    };
+    let data: String = body.get_item("data")?.extract()?;
+    let partition_key: String = body
+        .get_item("partitionKey")
+        .ok()
+        .map(|k| k.extract())
+        .transpose()?
+        .unwrap_or_default();
+    let explicit_hash_key: Option<String> = match body.get_item("explicitHashKey") {
+        Ok(k) => k.extract()?,
+        Err(_) => None,
+    };
+    let buffer = aws_smithy_types::base64::decode(&data)
+        .map_err(|e| PyValueError::new_err(format!("data is not base64: {e}")))?;
+    Ok((Bytes::from(buffer), partition_key, explicit_hash_key))
 }
 
 /// The user records of one Kinesis record, as a consumer reads it: a list of
@@ -143,29 +175,35 @@ pub(crate) fn deaggregate_event_record<'py>(
     py: Python<'py>,
     record: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let body = match record.get_item("kinesis") {
-        Ok(body) => body,
-        Err(_) => record.clone(),
-    };
-    let data: String = body.get_item("data")?.extract()?;
-    let partition_key: String = body
-        .get_item("partitionKey")
-        .ok()
-        .map(|k| k.extract())
-        .transpose()?
-        .unwrap_or_default();
-    let explicit_hash_key: Option<String> = match body.get_item("explicitHashKey") {
-        Ok(k) => k.extract()?,
-        Err(_) => None,
-    };
-    let buffer = aws_smithy_types::base64::decode(&data)
-        .map_err(|e| PyValueError::new_err(format!("data is not base64: {e}")))?;
-    records(
-        py,
-        Bytes::from(buffer),
-        &partition_key,
-        explicit_hash_key.as_deref(),
-    )
+    let (buffer, partition_key, explicit_hash_key) = event_record(record)?;
+    records(py, buffer, &partition_key, explicit_hash_key.as_deref())
+}
+
+/// The user records of many records of a Lambda Kinesis event (its `"Records"`),
+/// in order, in one list: each record's as [`deaggregate_event_record`] gives them,
+/// the aggregates' checksums computed four at a time. A record that does not
+/// decode is a `ValueError` that names its index.
+#[pyfunction]
+pub(crate) fn deaggregate_event_records<'py>(
+    py: Python<'py>,
+    records: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    let read: Vec<(Bytes, String, Option<String>)> = records
+        .try_iter()?
+        .map(|r| event_record(&r?))
+        .collect::<PyResult<_>>()?;
+    let inputs: Vec<(&str, Option<&str>, &[u8])> = read
+        .iter()
+        .map(|(data, key, hash)| (key.as_str(), hash.as_deref(), &data[..]))
+        .collect();
+    let answers = py.detach(|| kpl::codec::deaggregate_all(&inputs));
+    let mut out = Vec::new();
+    for (at, ((buffer, _, _), answer)) in read.iter().zip(answers).enumerate() {
+        let decoded =
+            answer.map_err(|e| PyValueError::new_err(format!("record {at} of the batch: {e}")))?;
+        out.extend(objects(py, buffer, decoded)?);
+    }
+    PyList::new(py, out)
 }
 
 /// One aggregated Kinesis record of `records` (`(partition_key, data,

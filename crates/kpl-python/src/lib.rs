@@ -49,6 +49,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(logs::set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(codec::deaggregate, m)?)?;
     m.add_function(wrap_pyfunction!(codec::deaggregate_event_record, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::deaggregate_event_records, m)?)?;
     m.add_function(wrap_pyfunction!(codec::aggregate, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -82,3 +82,46 @@ def test_same_answers_as_aws_kinesis_agg_but_its_explicit_hash_keys():
     ]
     assert [u.explicit_hash_key for u in ours] == ["123", None, "7"]
     assert [r["explicitHashKey"] for r in theirs] == ["123", "123", "7"]
+
+
+def _event_record(key: str, data: bytes) -> dict:
+    return {"kinesis": {"partitionKey": key, "data": base64.b64encode(data).decode()}}
+
+
+def test_many_event_records_at_once_are_each_read_as_alone():
+    # Aggregates of several sizes (the checksums go four at a time) and a plain one.
+    events = []
+    for n in range(9):
+        key, _, data = kpl_rs.aggregate([(f"k{n}-{i}", bytes([n]) * (i + 1)) for i in range(n + 2)])
+        events.append(_event_record(key, data))
+    events.insert(3, _event_record("plain-key", b"plain"))
+    one_by_one = [u for e in events for u in kpl_rs.deaggregate(e)]
+    assert kpl_rs.deaggregate_records(events) == one_by_one
+    assert kpl_rs.deaggregate(events) == one_by_one
+    assert kpl_rs.deaggregate(tuple(events)) == one_by_one
+    assert len(one_by_one) == sum(n + 2 for n in range(9)) + 1
+    assert kpl_rs.deaggregate_records([]) == []
+
+
+def test_a_broken_aggregate_in_a_batch_is_named():
+    key, _, data = kpl_rs.aggregate([("a", b"1"), ("b", b"2")])
+    broken = data[:-1] + bytes([data[-1] ^ 1])
+    events = [_event_record(key, data), _event_record(key, broken)]
+    with pytest.raises(ValueError, match="record 1 of the batch"):
+        kpl_rs.deaggregate_records(events)
+
+
+def test_the_collector_runs_again_after_a_deaggregation():
+    import gc
+
+    key, _, data = kpl_rs.aggregate([("a", b"1"), ("b", b"2")])
+    assert gc.isenabled()
+    kpl_rs.deaggregate_records([_event_record(key, data)])
+    kpl_rs.deaggregate(data, key)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        kpl_rs.deaggregate(data, key)
+        assert not gc.isenabled(), "a collector the caller paused stays paused"
+    finally:
+        gc.enable()

@@ -19,6 +19,7 @@ from kpl_rs.aggregation import (
     Tag,
     aggregate,
     deaggregate,
+    deaggregate_records,
     is_aggregated,
 )
 from kpl_rs.config import Config
@@ -62,5 +63,6 @@ __all__ = [
     "__version__",
     "aggregate",
     "deaggregate",
+    "deaggregate_records",
     "is_aggregated",
 ]

@@ -1,6 +1,6 @@
 """Type stubs of the native module (kpl-rs' Rust side); see the Rust docs of each."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, final
 
 __version__: str
@@ -11,6 +11,7 @@ __all__ = [
     "aggregate",
     "deaggregate",
     "deaggregate_event_record",
+    "deaggregate_event_records",
     "metric_names",
     "parse_kpl_properties",
     "set_log_level",
@@ -70,4 +71,5 @@ def deaggregate(
     data: bytes, partition_key: str = "", explicit_hash_key: str | None = None
 ) -> list[DeaggregatedRecord]: ...
 def deaggregate_event_record(record: Mapping[str, Any]) -> list[DeaggregatedRecord]: ...
+def deaggregate_event_records(records: Iterable[Mapping[str, Any]]) -> list[DeaggregatedRecord]: ...
 def aggregate(records: list[tuple[str, bytes, str | None]]) -> tuple[str, str | None, bytes]: ...
