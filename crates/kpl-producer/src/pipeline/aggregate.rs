@@ -305,6 +305,7 @@ impl Aggregation {
                 expiration,
                 aggregated: false,
                 released: None,
+                lock: None,
             };
             return (krec, batch);
         }
@@ -340,6 +341,7 @@ impl Aggregation {
             expiration,
             aggregated: true,
             released: None,
+            lock: None,
         };
         (krec, batch)
     }
@@ -350,6 +352,13 @@ impl StreamPipeline {
     pub(super) fn route(&mut self, mut rec: Rec, now: Instant) {
         if rec.expiration <= now {
             self.expire(rec.m, now);
+            return;
+        }
+        if let Some(ordered) = &mut self.ordered {
+            match self.shards.place(rec.hash_key) {
+                Place::Shard(shard) => ordered.push(shard, rec),
+                Place::Unknown { .. } => ordered.push_unknown(rec),
+            }
             return;
         }
         match self.shards.place(rec.hash_key) {
@@ -391,6 +400,10 @@ impl StreamPipeline {
     /// stopping, or when `all`), and lets records whose shard is unknown go alone at
     /// theirs.
     pub(super) fn poll_aggregators(&mut self, now: Instant, all: bool) {
+        if self.ordered.is_some() {
+            self.poll_ordered(now, all || self.lifecycle.sends_at_once());
+            return;
+        }
         if all || self.lifecycle.sends_at_once() {
             for (shard, batches) in self.aggregation.flush() {
                 for batch in batches {
@@ -409,6 +422,38 @@ impl StreamPipeline {
         // their deadlines bound the wait.
         for rec in self.aggregation.poll_unknown(now) {
             self.aggregate(vec![rec], None, now);
+        }
+    }
+
+    /// Ordered mode: the shards whose turn it is each send one Kinesis record of
+    /// their queue's head (see `ordered`); records that waited past their time for
+    /// a map fail.
+    fn poll_ordered(&mut self, now: Instant, all: bool) {
+        let Some(ordered) = &mut self.ordered else {
+            return;
+        };
+        let expired = ordered.take_expired_unknown(now);
+        for rec in expired {
+            self.expire(rec.m, now);
+        }
+        loop {
+            let Some(ordered) = &mut self.ordered else {
+                return;
+            };
+            let shards = &self.shards;
+            let Some(turn) = ordered.poll(now, all, |s| shards.range_of(s, now)) else {
+                return;
+            };
+            let mut batch = turn.batch;
+            for rec in take_out(&mut batch, |r| r.expiration <= now) {
+                self.expire(rec.m, now);
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let (mut krec, _) = self.aggregation.seal(batch, Some(turn.shard.clone()), now);
+            krec.lock = Some(turn.lock);
+            self.limiter.add(turn.shard, krec, now);
         }
     }
 
@@ -493,6 +538,10 @@ impl StreamPipeline {
         if !self.shards.take_new_map() {
             return;
         }
+        if self.ordered.is_some() {
+            self.after_map_update_ordered(now);
+            return;
+        }
         // Records that waited for the map go to their shards now, with the deadline
         // their buffering time gives them (the wait for the map is over; due at once
         // if that passed): later records then keep the aggregators' queues in
@@ -509,6 +558,35 @@ impl StreamPipeline {
         }
     }
 
+    /// Ordered mode's new map: records stored on shards the old map did not know
+    /// are placed first (those stored outside their range go to the heads of their
+    /// shards' queues), then the records that came back while waiting for the map
+    /// (heads too), then the queues of shards that closed (tails), then the records
+    /// that waited for the map (tails): each key's records stay in put order.
+    fn after_map_update_ordered(&mut self, now: Instant) {
+        for landed in self.shards.take_awaiting() {
+            self.settle_landing(landed, now);
+        }
+        let Some(ordered) = &mut self.ordered else {
+            return;
+        };
+        let map = self.shards.map();
+        let moved = ordered.map_changed(|s| map.is_open(s));
+        let (back, waited): (Vec<Rec>, Vec<Rec>) = ordered
+            .take_unknown()
+            .into_iter()
+            .partition(|r| r.lock.is_some());
+        for rec in back.into_iter().chain(moved) {
+            self.route(rec, now);
+        }
+        let budget = self.config.record_max_buffered_time;
+        for mut rec in waited {
+            let natural = aggregator_deadline(rec.arrival(self.epoch), budget);
+            rec.deadline = rec.deadline.min(natural.max(now));
+            self.route(rec, now);
+        }
+    }
+
     /// An aggregate predicted for `shard` landed on another: the shard was split or
     /// merged. Until the map is refreshed, its records are not aggregated (a raw
     /// record lands where its own key says), and the aggregates not yet sent are
@@ -516,7 +594,8 @@ impl StreamPipeline {
     /// range.
     pub(super) fn suspect(&mut self, shard: ShardId, now: Instant) {
         self.reshard_seen(now);
-        if !self.shards.suspect(&shard) {
+        if !self.shards.suspect(&shard) || self.ordered.is_some() {
+            // Ordered mode: the shard's queue waits for the map where it is.
             return;
         }
         debug!(stream = %self.stream, shard = %shard.as_str(), "shard found split or merged: not aggregating for it until the map is refreshed");
@@ -536,7 +615,7 @@ impl StreamPipeline {
     ///
     /// [`RESHARD_MEMORY`]: super::shards::RESHARD_MEMORY
     pub(super) fn reshard_seen(&mut self, now: Instant) {
-        if self.shards.reshard_seen(now) {
+        if self.shards.reshard_seen(now) || self.ordered.is_some() {
             return;
         }
         debug!(stream = %self.stream, "stream resharding: cutting big aggregates at their shards' midpoints");

@@ -217,6 +217,7 @@ mod tests {
             expiration: deadline + Duration::from_secs(30),
             aggregated: true,
             released: None,
+            lock: None,
         }
     }
 

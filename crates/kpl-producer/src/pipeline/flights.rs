@@ -234,6 +234,7 @@ mod tests {
             expiration: now,
             aggregated: true,
             released: None,
+            lock: None,
         }
     }
 

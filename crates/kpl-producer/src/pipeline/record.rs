@@ -12,6 +12,7 @@ use kpl_limiter::LimitItem;
 use kpl_reducer::Item;
 use kpl_shardmap::ShardId;
 
+use super::ordered::Lock;
 use crate::completers::Receipt;
 use crate::config::Config;
 use crate::result::{Attempt, AttemptError, ErrorCode};
@@ -88,6 +89,9 @@ pub(crate) struct Rec {
     /// Set by the pipeline when it admits the record ([`Rec::admit`]).
     pub(super) deadline: Instant,
     pub(super) expiration: Instant,
+    /// In ordered mode, the lock of the range of the Kinesis record it was in, while
+    /// it is on its way back to a queue (see `ordered`); `None` otherwise.
+    pub(super) lock: Option<Lock>,
 }
 
 impl std::ops::Deref for Rec {
@@ -311,6 +315,7 @@ impl Rec {
             data,
             deadline: arrival,
             expiration: arrival,
+            lock: None,
         }
     }
 
@@ -456,6 +461,8 @@ pub(crate) struct KRec {
     /// When the limiter let it out (its room in the shard's window counts from when
     /// it is sent).
     pub(super) released: Option<Instant>,
+    /// In ordered mode, its range's lock (see `ordered`); `None` otherwise.
+    pub(super) lock: Option<Lock>,
 }
 
 /// A Kinesis record's bytes.
@@ -578,6 +585,7 @@ impl KRec {
                 data,
                 deadline: epoch.0,
                 expiration: epoch.0,
+                lock: None,
             };
             rec.admit(config, epoch);
             rec
@@ -817,6 +825,7 @@ mod tests {
             expiration: t0,
             aggregated: true,
             released: None,
+            lock: None,
         };
         let Ok(recs) = krec.into_records(epoch, &config) else {
             panic!("an aggregate it made reads back");
@@ -860,6 +869,7 @@ mod tests {
             expiration: t0,
             aggregated: true,
             released: None,
+            lock: None,
         };
         let Err(Unreadable { members, message }) = krec.into_records(epoch, &config) else {
             panic!("garbage is not read as records");

@@ -181,6 +181,7 @@ impl StreamPipeline {
                 expiration: now,
                 aggregated,
                 released: None,
+                lock: None,
             });
             results.push(result);
         }

@@ -311,9 +311,19 @@ impl StreamPipeline {
     /// Reads a Kinesis record's user records back, to route them again. Those it
     /// cannot read (a bug: it reads only what it encoded) fail, saying they may have
     /// been stored, instead of being lost.
-    pub(super) fn unseal(&mut self, k: KRec, now: Instant) -> Vec<Rec> {
+    /// In ordered mode each record holds its Kinesis record's lock until it is
+    /// back in a queue or settled.
+    pub(super) fn unseal(&mut self, mut k: KRec, now: Instant) -> Vec<Rec> {
+        let lock = k.lock.take();
         match k.into_records(self.epoch, &self.config) {
-            Ok(recs) => recs,
+            Ok(mut recs) => {
+                if let Some(lock) = lock {
+                    for r in &mut recs {
+                        r.lock = Some(lock.clone());
+                    }
+                }
+                recs
+            }
             Err(Unreadable { members, message }) => {
                 warn!(stream = %self.stream, records = members.len(), "{message}; failing its records");
                 for mut m in members {
@@ -401,6 +411,9 @@ impl StreamPipeline {
     pub(super) fn fail_all_held(&mut self, now: Instant) -> usize {
         let mut held: Vec<Member> = Vec::new();
         held.extend(self.aggregation.drain().into_iter().map(|r| r.m));
+        if let Some(ordered) = &mut self.ordered {
+            held.extend(ordered.drain().into_iter().map(|r| r.m));
+        }
         for (_, k) in self.limiter.drain() {
             held.extend(k.into_members());
         }

@@ -132,6 +132,16 @@ impl ShardTracker {
         }
     }
 
+    /// `shard`'s hash range as the map has it (`None` for a shard it does not
+    /// have, or one found split or merged since: a suspect).
+    pub(super) fn range_of(&self, shard: &ShardId, now: Instant) -> Option<(u128, u128)> {
+        if self.suspects.contains(shard) {
+            return None;
+        }
+        let (lo, hi) = self.map.range_of(shard, now)?;
+        Some((lo.get(), hi.get()))
+    }
+
     /// Whether a listing is in flight.
     pub(super) fn is_listing(&self) -> bool {
         self.listing == Listing::Asked
