@@ -183,6 +183,30 @@ fn keys_through_lost_answers_and_reshards_are_read_in_put_order() {
     }
 }
 
+fn held_answers() -> Faults {
+    let mut f = Faults::none();
+    // Every answer comes after the request's timeout (1 s), within the transport's
+    // wait for it (three timeouts).
+    f.answer_delay = Duration::from_millis(1_800);
+    f
+}
+
+/// A request past its timeout holds its range until its answer comes: its records
+/// are settled by the late answer instead of being sent again.
+#[test]
+fn late_answers_settle_records_instead_of_duplicating_them() {
+    let (violations, outcome) = run(true, held_answers(), 40, false, 7);
+    assert_eq!(violations, 0);
+    assert_eq!(outcome.successes(), 2_000);
+    assert_eq!(outcome.duplicated, 0, "stored twice");
+    let (_, unordered) = run(false, held_answers(), 40, false, 7);
+    assert!(
+        unordered.duplicated > 0,
+        "unordered mode resends: {}",
+        unordered.duplicated
+    );
+}
+
 /// Today's unordered mode, for contrast: retried records go behind newer ones.
 #[test]
 fn unordered_mode_reorders_a_key_through_failing_records() {

@@ -10,6 +10,7 @@ use kpl_limiter::{Answer, CongestionWindow, Ticket, WindowConfig};
 use kpl_shardmap::ShardId;
 use kpl_transport::{ErrorKind, TransportError};
 
+use super::ordered::Lock;
 use super::record::{KRec, add_capped};
 use crate::config::Config;
 use crate::fasthash::FastMap;
@@ -50,8 +51,11 @@ pub(super) fn congestion_signal(e: &TransportError) -> Answer {
 }
 
 /// What stays of a Kinesis record of a request past its timeout: its predicted
-/// shard, whether it is an aggregate, and its user records' ids.
-pub(super) type LateRecord = (Option<ShardId>, bool, Vec<u64>);
+/// shard, whether it is an aggregate, its user records' ids, and in ordered mode
+/// its range's lock: the range stays held until the request has its answer or
+/// the transport gives it up, when it can no longer be stored behind newer
+/// records.
+pub(super) type LateRecord = (Option<ShardId>, bool, Vec<u64>, Option<Lock>);
 
 /// A PutRecords request in flight.
 struct InFlight {
@@ -174,7 +178,7 @@ impl Flights {
             let ticket = flight.ticket;
             flight.late = batch
                 .iter()
-                .map(|k| (k.shard.clone(), k.aggregated, k.ids()))
+                .map(|k| (k.shard.clone(), k.aggregated, k.ids(), k.lock.clone()))
                 .collect();
             self.window.on_answer(ticket, now, Answer::Congested);
             return Some(TimedOut { id, batch, ticket });

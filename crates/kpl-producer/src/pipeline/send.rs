@@ -83,16 +83,24 @@ impl StreamPipeline {
     }
 
     /// Requests past their timeout: their records wait half a timeout (or the usual
-    /// backoff, if longer) to be resent, while the answer may still come.
+    /// backoff, if longer) to be resent, while the answer may still come. In ordered
+    /// mode they wait for the answer (or for the transport to give the request up:
+    /// see [`late_given_up`](Self::late_given_up)), as their range does: a request
+    /// still on its way could be stored behind their resent copies' successors.
     pub(super) fn poll_timeouts(&mut self, now: Instant) {
         while let Some(TimedOut { id, batch, ticket }) = self.flights.poll_timeout(now) {
             let timeout = ticket.timeout();
+            let backoff = if self.ordered.is_some() {
+                late_answer_limit(timeout)
+            } else {
+                timeout / 2
+            };
             debug!(stream = %self.stream, request = id, timeout_ms = timeout.as_millis() as u64, window = self.flights.window(), "PutRecords timed out; its answer is still awaited");
             let e = TransportError::timeout(format!(
                 "no answer within {} ms (the request may have been stored)",
                 timeout.as_millis()
             ));
-            self.request_failed(batch, ticket.sent_at(), now, e, timeout / 2);
+            self.request_failed(batch, ticket.sent_at(), now, e, backoff);
         }
     }
 
@@ -110,8 +118,9 @@ impl StreamPipeline {
         let (batch, started, (before, after)) = match self.flights.answered(id, answer, now) {
             Answered::Unknown => return,
             Answered::Late { sent_at, late } => {
-                if let Ok(response) = result {
-                    self.late_answer(sent_at, late, response, now);
+                match result {
+                    Ok(response) => self.late_answer(sent_at, late, response, now),
+                    Err(_) => self.late_given_up(late, now),
                 }
                 return;
             }
@@ -140,6 +149,22 @@ impl StreamPipeline {
         }
     }
 
+    /// A request past its timeout ended without an answer that says what was
+    /// stored: in ordered mode its records still in backoff go now (its range's lock
+    /// is dropped with `late`, after they are back at their queues' heads).
+    fn late_given_up(&mut self, late: Vec<LateRecord>, now: Instant) {
+        if self.ordered.is_none() {
+            return;
+        }
+        for (_, _, ids, _) in &late {
+            for &id in ids {
+                if let Some(rec) = self.retries.take(id) {
+                    self.route(rec, now);
+                }
+            }
+        }
+    }
+
     /// The answer of a request that timed out: records of it that were stored and
     /// are not resent yet are settled by it (their timeout attempt becomes the
     /// success); records already resent keep their flag (they may be stored twice).
@@ -155,9 +180,18 @@ impl StreamPipeline {
         }
         let mut batch = Vec::new();
         let mut results = Vec::new();
-        for ((shard, aggregated, ids), result) in late.into_iter().zip(response.results) {
+        for ((shard, aggregated, ids, _lock), result) in late.into_iter().zip(response.results) {
             if !matches!(result, EntryResult::Ok { .. }) {
-                continue; // still to be resent, as planned
+                // Still to be resent: as planned, or now in ordered mode (whose
+                // records waited for this answer).
+                if self.ordered.is_some() {
+                    for id in ids {
+                        if let Some(rec) = self.retries.take(id) {
+                            self.route(rec, now);
+                        }
+                    }
+                }
+                continue;
             }
             let mut records: Vec<Rec> = Vec::new();
             for id in ids {
