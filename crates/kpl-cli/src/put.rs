@@ -962,6 +962,13 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
         DEFAULT_MAX_OUTSTANDING_RECORDS,
         DEFAULT_MAX_OUTSTANDING_BYTES,
     )?;
+    if config.ordered() && args.partition_key.is_none() && args.pk_field.is_none() {
+        anyhow::bail!(
+            "--ordered keeps the put order of each partition key's records, and a random key \
+             per record (--random-pk, the default without --partition-key or --pk-field) has \
+             none to keep: give --partition-key KEY, or --format json --pk-field NAME"
+        );
+    }
     let stream = args
         .stream
         .clone()

@@ -156,3 +156,36 @@ fn the_failed_file_grows_with_the_input_not_with_error_bodies() {
         );
     }
 }
+
+/// `--ordered` keeps each key's order: a random key per record (`--random-pk`, or no
+/// key named) has none, and is refused before anything is read or sent.
+#[test]
+fn ordered_with_a_random_key_per_record_is_refused_at_start() {
+    for extra in [
+        &["--ordered"][..],
+        &["--ordered", "--random-pk"][..],
+        &["--ordered", "--format", "json"][..],
+    ] {
+        let out = kpl(
+            &kpl_tests::kpl::put_args("http://127.0.0.1:9", extra),
+            "line\n",
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?}: {err}");
+        assert!(
+            err.contains("--ordered") && err.contains("--partition-key"),
+            "{extra:?}: {err}"
+        );
+        assert!(err.lines().count() <= 3, "{extra:?}: one reason: {err}");
+    }
+    // With a key it goes on to the (unreachable) endpoint.
+    let out = kpl(
+        &kpl_tests::kpl::put_args(
+            "http://127.0.0.1:9",
+            &["--ordered", "--partition-key", "k", "--record-ttl", "1000"],
+        ),
+        "line\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("--ordered keeps"), "{err}");
+}
