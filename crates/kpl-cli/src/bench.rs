@@ -41,6 +41,10 @@ pub(crate) struct Args {
     /// alone.
     #[arg(long)]
     no_limits: bool,
+    /// Embedded mode: the simulator waits this long (milliseconds) before it takes
+    /// each request, as a distant or slow service does (`kpl_sim::Faults::latency`).
+    #[arg(long, value_name = "MS", conflicts_with = "endpoint")]
+    sim_latency: Option<u64>,
     /// A real peer's endpoint (kinesalite, kinesis-mock) instead of the embedded
     /// simulator; needs --stream.
     #[arg(long, value_name = "URL", requires = "stream")]
@@ -469,6 +473,11 @@ impl Harness {
                     sim.create_stream("bench", args.shards)?;
                     sim.set_limits(!args.no_limits);
                     sim.set_acknowledge_only(args.acknowledge_only);
+                    if let Some(ms) = args.sim_latency {
+                        let mut faults = kpl::sim::Faults::none();
+                        faults.latency = Duration::from_millis(ms);
+                        sim.set_faults(faults);
+                    }
                     (Arc::new(sim.clone()), Some(sim), "bench".into())
                 }
             };
@@ -876,6 +885,8 @@ impl Report<'_> {
             "shards": args.shards,
             "limits": self.embedded() && !args.no_limits,
             "aggregation": self.config.aggregation_enabled(),
+            "ordered": self.config.ordered(),
+            "sim_latency_ms": args.sim_latency,
             "seconds": secs,
             "records_per_second": user_records / secs,
             "mb_per_second": user_records * args.size as f64 / secs / 1e6,
@@ -920,7 +931,7 @@ impl Report<'_> {
         let secs = self.secs;
         writeln!(
             out,
-            "kpl bench: {} records of {} B, {} shards, {}, aggregation {}",
+            "kpl bench: {} records of {} B, {} shards, {}{}, aggregation {}{}",
             args.records,
             args.size,
             args.shards,
@@ -935,10 +946,19 @@ impl Report<'_> {
             } else {
                 "endpoint"
             },
+            match args.sim_latency {
+                Some(ms) if self.embedded() => format!(", {ms} ms latency"),
+                _ => String::new(),
+            },
             if self.config.aggregation_enabled() {
                 "on"
             } else {
                 "off"
+            },
+            if self.config.ordered() {
+                ", ordered"
+            } else {
+                ""
             }
         )?;
         writeln!(

@@ -265,3 +265,23 @@ fn bench_stops_quietly_with_141_when_standard_output_is_closed() {
     assert_eq!(out.status.code(), Some(141), "{err}");
     assert_eq!(err, "");
 }
+
+/// `--sim-latency` delays the embedded simulator's every answer: no record is
+/// stored sooner; `--ordered` runs the ordered pipeline, exactly once.
+#[test]
+fn bench_sim_latency_delays_every_answer_and_ordered_runs_exactly_once() {
+    let report = bench_json(&[
+        "--records",
+        "3000",
+        "--key-space",
+        "50",
+        "--sim-latency",
+        "300",
+        "--ordered",
+    ]);
+    assert_eq!(report["sim_latency_ms"], 300);
+    assert_eq!(report["ordered"], true);
+    assert_eq!(report["exactly_once"], true);
+    let p50 = report["latency_ms"]["p50"].as_f64().unwrap();
+    assert!(p50 >= 300.0, "p50 {p50} ms under the simulator's latency");
+}
