@@ -95,6 +95,17 @@ fn run_seed(seed: u64) -> String {
     if d.chance(20) {
         config = config.rate_limit(d.range(20, 300));
     }
+    // Ordered mode, over a few keys that repeat: a KCL consumer must read each key's
+    // first copies in put order.
+    let ordered = d.chance(30);
+    // Unordered seeds over repeating keys too, half of them: their summaries count
+    // the reorderings ordered mode exists to prevent.
+    let keys = if ordered || d.chance(50) {
+        d.range(1, 60)
+    } else {
+        0
+    };
+    config = config.ordered(ordered);
     let h = harness(config, shards, seed);
     if d.chance(30) {
         h.kinesis.set_limits(false);
@@ -102,7 +113,7 @@ fn run_seed(seed: u64) -> String {
     // A share of the records (none, some or all) get their outcomes from an outcome
     // queue instead of a future.
     let queued_percent = [0, 0, 50, 100][d.below(4) as usize];
-    let (puts, loaded) = spawn_load_until_shutdown(
+    let (puts, loaded) = spawn_keyed_load_until_shutdown(
         &h.sim.runtime(),
         &h.producer,
         records,
@@ -110,6 +121,7 @@ fn run_seed(seed: u64) -> String {
         rate,
         seed,
         queued_percent,
+        keys,
     );
     // A timeline of events over the load's span and a little after.
     let span = Duration::from_secs_f64(records as f64 / rate as f64) + Duration::from_secs(2);
@@ -203,12 +215,23 @@ fn run_seed(seed: u64) -> String {
     // Held answers of abandoned requests may still store: let them.
     h.sim.run_for(Duration::from_secs(15));
     let n = puts.lock().unwrap().len();
-    let outcome = match snapshot {
-        Some((stored, shards)) => check_invariants_against(&h, &puts, stored, shards),
-        None => check_invariants(&h, &puts),
-    };
+    let (stored, shards) = snapshot.unwrap_or_else(|| {
+        (
+            h.kinesis.records(STREAM).unwrap_or_default(),
+            h.kinesis.shards(STREAM).unwrap_or_default(),
+        )
+    });
+    let violations = order_violations(&stored, &shards);
+    if ordered {
+        assert_eq!(
+            violations, 0,
+            "seed {seed}: ordered mode, {keys} keys: records read after a later record of their key"
+        );
+    }
+    let outcome = check_invariants_against(&h, &puts, stored, shards);
     format!(
-        "{n} records, {} stored, {} stored twice (flagged), {} failed ({} possibly stored)",
+        "{}{n} records, {violations} out of order, {} stored, {} stored twice (flagged), {} failed ({} possibly stored)",
+        if ordered { "ordered: " } else { "" },
         outcome.successes(),
         outcome.duplicated,
         n - outcome.successes(),

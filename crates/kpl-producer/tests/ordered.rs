@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use kpl_codec::{HashKey, deaggregate};
+use kpl_codec::HashKey;
 use kpl_producer::{Config, PutRecord};
 use kpl_sim::Faults;
 
@@ -48,62 +47,6 @@ fn keyed_load(h: &Harness, count: usize, keys: usize, rate: u64) -> Arc<Mutex<Ve
     puts
 }
 
-/// Order as a KCL consumer reads the stream: shards parents first, each in
-/// sequence order, user records outside their shard's range dropped, first copies
-/// only. Returns the records read after a later record of their key.
-fn order_violations(h: &Harness) -> usize {
-    let shards = h.kinesis.shards(STREAM).unwrap();
-    let stored = h.kinesis.records(STREAM).unwrap();
-    // Parents before children.
-    let mut done: HashSet<String> = HashSet::new();
-    let mut order = Vec::new();
-    while order.len() < shards.len() {
-        for s in &shards {
-            let parents_done = [&s.parent_shard_id, &s.adjacent_parent_shard_id]
-                .into_iter()
-                .flatten()
-                .all(|p| done.contains(p) || !shards.iter().any(|x| &x.shard_id == p));
-            if !done.contains(&s.shard_id) && parents_done {
-                done.insert(s.shard_id.clone());
-                order.push(s.clone());
-            }
-        }
-    }
-    let mut seen: HashSet<Vec<u8>> = HashSet::new();
-    let mut last: HashMap<String, u64> = HashMap::new();
-    let mut violations = 0;
-    for shard in order {
-        let mut records: Vec<_> = stored
-            .iter()
-            .filter(|r| r.shard_id == shard.shard_id)
-            .collect();
-        records.sort_by(|a, b| a.sequence_number.cmp(&b.sequence_number));
-        for r in records {
-            let ehk = r.explicit_hash_key.map(|k: HashKey| k.to_string());
-            for u in deaggregate(&r.partition_key, ehk.as_deref(), &r.data).unwrap() {
-                let hk = u.hash_key().unwrap();
-                if hk < shard.starting_hash_key || hk > shard.ending_hash_key {
-                    continue;
-                }
-                if !seen.insert(u.data.to_vec()) {
-                    continue;
-                }
-                let text = std::str::from_utf8(u.data).unwrap();
-                let (key, n) = text.split_once(' ').unwrap();
-                let n: u64 = n.parse().unwrap();
-                match last.get_mut(key) {
-                    Some(prev) if *prev > n => violations += 1,
-                    Some(prev) => *prev = n,
-                    None => {
-                        last.insert(key.to_owned(), n);
-                    }
-                }
-            }
-        }
-    }
-    violations
-}
-
 fn run(ordered: bool, faults: Faults, keys: usize, reshard: bool, seed: u64) -> (usize, Outcome) {
     let config = Config::builder()
         .ordered(ordered)
@@ -138,7 +81,10 @@ fn run(ordered: bool, faults: Faults, keys: usize, reshard: bool, seed: u64) -> 
     run_until_resolved(&h, &puts, 2_000, Duration::from_secs(600));
     h.sim.run_for(Duration::from_secs(10));
     let outcome = check_invariants(&h, &puts);
-    let v = order_violations(&h);
+    let v = order_violations(
+        &h.kinesis.records(STREAM).unwrap(),
+        &h.kinesis.shards(STREAM).unwrap(),
+    );
     (v, outcome)
 }
 

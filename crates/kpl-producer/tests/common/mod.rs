@@ -113,7 +113,7 @@ pub fn spawn_load(
     rate: u64,
     seed: u64,
 ) -> Arc<Mutex<Vec<Put>>> {
-    load(rt, producer, count, size, rate, seed, false, 0).0
+    load(rt, producer, count, size, rate, seed, false, 0, 0).0
 }
 
 /// Like [`spawn_load`], but a put refused because the producer shuts down ends the
@@ -127,7 +127,43 @@ pub fn spawn_load_until_shutdown(
     seed: u64,
     queued_percent: u64,
 ) -> (Arc<Mutex<Vec<Put>>>, Arc<std::sync::atomic::AtomicBool>) {
-    load(rt, producer, count, size, rate, seed, true, queued_percent)
+    load(
+        rt,
+        producer,
+        count,
+        size,
+        rate,
+        seed,
+        true,
+        queued_percent,
+        0,
+    )
+}
+
+/// Like [`spawn_load_until_shutdown`], over `keys` partition keys (random ones when
+/// 0), so that keys repeat and their order can be checked ([`order_violations`]).
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_keyed_load_until_shutdown(
+    rt: &Runtime,
+    producer: &Producer,
+    count: usize,
+    size: usize,
+    rate: u64,
+    seed: u64,
+    queued_percent: u64,
+    keys: u64,
+) -> (Arc<Mutex<Vec<Put>>>, Arc<std::sync::atomic::AtomicBool>) {
+    load(
+        rt,
+        producer,
+        count,
+        size,
+        rate,
+        seed,
+        true,
+        queued_percent,
+        keys,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -140,6 +176,7 @@ fn load(
     seed: u64,
     until_shutdown: bool,
     queued_percent: u64,
+    keys: u64,
 ) -> (Arc<Mutex<Vec<Put>>>, Arc<std::sync::atomic::AtomicBool>) {
     let queued = Queued::new();
     let puts = Arc::new(Mutex::new(Vec::with_capacity(count)));
@@ -155,7 +192,10 @@ fn load(
             if due > rt2.now() {
                 rt2.sleep_until(due).await;
             }
-            let partition_key = format!("pk-{:x}", rng.next_u64());
+            let partition_key = match keys {
+                0 => format!("pk-{:x}", rng.next_u64()),
+                k => format!("pk-{:x}", rng.next_u64() % k),
+            };
             let mut data = format!("record {i:08} ").into_bytes();
             data.resize(size.max(data.len()), b'.');
             let data = Bytes::from(data);
@@ -427,4 +467,72 @@ pub fn user_records(kinesis: &Simulator, stream: &str) -> usize {
         .iter()
         .map(|k| deaggregate(&k.partition_key, None, &k.data).unwrap().len())
         .sum()
+}
+
+/// Order as a KCL consumer reads the stream: shards parents first, each in sequence
+/// order, user records outside their shard's range dropped, first copies only (a
+/// record is its data). A record's place in its key's order is the first number in
+/// its data (`record 00000012 ...`, `key-3 00000005`). Returns how many records are
+/// read after a record of their key put later.
+pub fn order_violations(
+    stored: &[kpl_sim::StoredRecord],
+    shards: &[kpl_transport::ShardDescription],
+) -> usize {
+    use std::collections::HashSet;
+    // Parents before children.
+    let known: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
+    let mut done: HashSet<&str> = HashSet::new();
+    let mut order = Vec::new();
+    while order.len() < shards.len() {
+        let before = order.len();
+        for s in shards {
+            let parents_done = [&s.parent_shard_id, &s.adjacent_parent_shard_id]
+                .into_iter()
+                .flatten()
+                .all(|p| done.contains(p.as_str()) || !known.contains(p.as_str()));
+            if !done.contains(s.shard_id.as_str()) && parents_done {
+                done.insert(&s.shard_id);
+                order.push(s);
+            }
+        }
+        assert!(order.len() > before, "shard lineage has a cycle");
+    }
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut last: HashMap<String, u64> = HashMap::new();
+    let mut violations = 0;
+    for shard in order {
+        let mut records: Vec<_> = stored
+            .iter()
+            .filter(|r| r.shard_id == shard.shard_id)
+            .collect();
+        records.sort_by(|a, b| a.sequence_number.cmp(&b.sequence_number));
+        for r in records {
+            let ehk = r.explicit_hash_key.map(|k| k.to_string());
+            let Ok(users) = deaggregate(&r.partition_key, ehk.as_deref(), &r.data) else {
+                continue;
+            };
+            for u in users {
+                let Ok(hk) = u.hash_key() else { continue };
+                if hk < shard.starting_hash_key || hk > shard.ending_hash_key {
+                    continue;
+                }
+                if !seen.insert(u.data.to_vec()) {
+                    continue;
+                }
+                let Some(n) = std::str::from_utf8(u.data)
+                    .ok()
+                    .and_then(|t| t.split(' ').find_map(|w| w.parse::<u64>().ok()))
+                else {
+                    continue;
+                };
+                let prev = last.entry(u.partition_key.to_owned()).or_insert(n);
+                if *prev > n {
+                    violations += 1;
+                } else {
+                    *prev = n;
+                }
+            }
+        }
+    }
+    violations
 }
