@@ -14,7 +14,8 @@
 //!   scenarios over real HTTP (the gate runs the short set).
 //! - `signals [--seed S] [--runs-per-cell N] [--cell NAME] [--kpl PATH]`: the signal
 //!   and output matrix for `kpl put` (the gate runs it once, on the debug build).
-//! - `chaos [--seeds N] [--from S]`: the chaos runner (the gate runs 200 seeds).
+//! - `chaos [--seeds N] [--from S] [--ordered]`: the chaos runner (the gate runs 200 seeds;
+//!   `--ordered`: every seed in ordered mode).
 //! - `kinesis-mock -- COMMAND...`: COMMAND with kinesis-mock up on loopback.
 //! - `python`: the Python package kpl_rs installed with pip into a venv under
 //!   `target/python`, its pytest suite against kinesis-mock, stubtest and mypy.
@@ -114,6 +115,9 @@ enum Task {
         /// The first seed.
         #[arg(long, default_value_t = 0, value_name = "S")]
         from: u64,
+        /// Every seed in ordered mode (else 30 % of them).
+        #[arg(long)]
+        ordered: bool,
     },
     /// The Python package kpl_rs: pip install into a venv under target/python, pytest
     /// against kinesis-mock, mypy's stubtest and mypy --strict
@@ -188,13 +192,22 @@ fn main() -> Result<()> {
             cell,
             kpl,
         }),
-        Task::Chaos { seeds, from } => {
+        Task::Chaos {
+            seeds,
+            from,
+            ordered,
+        } => {
             util::step(&format!("chaos: seeds {from}..{}", from + seeds));
-            run(cargo()
+            let mut command = cargo();
+            command
                 .args(["test", "--release", "--locked", "-p", "kpl-producer"])
                 .args(["--test", "chaos", "--", "--nocapture"])
                 .env("KPL_CHAOS_SEEDS", seeds.to_string())
-                .env("KPL_CHAOS_FROM", from.to_string()))
+                .env("KPL_CHAOS_FROM", from.to_string());
+            if ordered {
+                command.env("KPL_CHAOS_ORDERED", "1");
+            }
+            run(&mut command)
         }
         Task::Python => python::run_all(),
         Task::Kinesalite { shards, command } => {

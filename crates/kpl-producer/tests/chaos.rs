@@ -97,7 +97,8 @@ fn run_seed(seed: u64) -> String {
     }
     // Ordered mode, over a few keys that repeat: a KCL consumer must read each key's
     // first copies in put order.
-    let ordered = d.chance(30);
+    // (`KPL_CHAOS_ORDERED=1`, `cargo xtask chaos --ordered`: every seed.)
+    let ordered = d.chance(30) || std::env::var_os("KPL_CHAOS_ORDERED").is_some();
     // Unordered seeds over repeating keys too, half of them: their summaries count
     // the reorderings ordered mode exists to prevent.
     let keys = if ordered || d.chance(50) {

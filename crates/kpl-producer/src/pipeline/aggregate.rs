@@ -432,7 +432,8 @@ impl StreamPipeline {
         let Some(ordered) = &mut self.ordered else {
             return;
         };
-        let expired = ordered.take_expired_unknown(now);
+        let mut expired = ordered.take_expired_unknown(now);
+        expired.extend(ordered.take_expired(now));
         for rec in expired {
             self.expire(rec.m, now);
         }

@@ -28,13 +28,16 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kpl_codec::{AGGREGATE_OVERHEAD, AGGREGATED_PARTITION_KEY, DEFAULT_MAX_RECORD_SIZE};
+use bytes::Bytes;
+use kpl_codec::{
+    AGGREGATE_OVERHEAD, AGGREGATED_PARTITION_KEY, DEFAULT_MAX_RECORD_SIZE, aggregate_growth_bound,
+};
 use kpl_reducer::Item;
 use kpl_shardmap::ShardId;
 
 use super::record::Rec;
 use crate::config::Config;
-use crate::fasthash::FastMap;
+use crate::fasthash::{FastMap, FastSet};
 
 /// A hash range's turn: held while a Kinesis record of the range (or one of its
 /// user records) is past the queues. Cloned into each holder; the range is free
@@ -201,6 +204,50 @@ impl Ordered {
         expired
     }
 
+    /// The records past their expiration at `now`, wherever they wait: a queue
+    /// held back for long (its range held, its shard a suspect with no new map
+    /// coming) does not keep them past their time. A queue is in put order after
+    /// its heads, so only the heads and the first record after them are looked at.
+    pub(super) fn take_expired(&mut self, now: Instant) -> Vec<Rec> {
+        let mut expired = Vec::new();
+        for &slot in &self.busy {
+            let q = &mut self.queues[slot];
+            let mut i = 0;
+            while i <= q.returned {
+                match q.recs.get(i) {
+                    Some(r) if r.expiration <= now => {
+                        if let Some(r) = q.recs.remove(i) {
+                            q.bytes -= r.size();
+                            if i < q.returned {
+                                q.returned -= 1;
+                            }
+                            expired.push(r);
+                        }
+                    }
+                    Some(_) => i += 1,
+                    None => break,
+                }
+            }
+        }
+        if !expired.is_empty() {
+            self.busy.retain(|&slot| !self.queues[slot].recs.is_empty());
+        }
+        expired
+    }
+
+    /// The earliest expiration of a record in a queue (see
+    /// [`take_expired`](Self::take_expired)).
+    fn earliest_expiration(&self) -> Option<Instant> {
+        self.busy
+            .iter()
+            .flat_map(|&slot| {
+                let q = &self.queues[slot];
+                q.recs.range(..(q.returned + 1).min(q.recs.len()))
+            })
+            .map(|r| r.expiration)
+            .min()
+    }
+
     /// A new map: the locks taken so far count by their ranges from now on, and
     /// the records of shards it does not have open come out (in put order, to be
     /// queued again by the new map).
@@ -269,16 +316,29 @@ impl Ordered {
             let (max_count, max_size) = (self.max_count, self.max_size);
             let q = &mut self.queues[slot];
             let mut batch = Vec::new();
-            let mut size = 0;
+            // What the records add to the aggregate: their bounds, less the key table
+            // entry of a key already in it (an aggregate of a few keys is then filled
+            // to the limit, not to the bounds' 80 %).
+            let (mut bounds, mut size) = (0, 0);
+            let mut keys: FastSet<Bytes> = FastSet::default();
             while let Some(r) = q.recs.front() {
-                let s = r.size();
+                let bound = r.size();
+                let s = if keys.contains(r.key_bytes()) {
+                    aggregate_growth_bound(0, r.data.len(), r.explicit)
+                } else {
+                    bound
+                };
                 if !batch.is_empty() && (batch.len() >= max_count || size + s > max_size) {
                     break;
                 }
+                if s == bound {
+                    keys.insert(r.key_buffer());
+                }
                 size += s;
+                bounds += bound;
                 batch.extend(q.recs.pop_front());
             }
-            q.bytes -= size;
+            q.bytes -= bounds;
             q.returned = q.returned.saturating_sub(batch.len());
             q.lock = Some(Taken {
                 lock: lock.clone(),
@@ -334,7 +394,10 @@ impl Ordered {
                 }
             });
         let unknown = self.unknown.recs.iter().map(|r| r.expiration).min();
-        queues.chain(unknown).min()
+        queues
+            .chain(unknown)
+            .chain(self.earliest_expiration())
+            .min()
     }
 
     /// Whether no record waits.

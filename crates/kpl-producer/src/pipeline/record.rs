@@ -325,6 +325,11 @@ impl Rec {
         std::str::from_utf8(&self.partition_key).expect("a partition key is copied from a str")
     }
 
+    /// Its partition key's buffer (a reference to it).
+    pub(super) fn key_buffer(&self) -> Bytes {
+        self.partition_key.clone()
+    }
+
     /// Its partition key's UTF-8 bytes, as [`key`](Self::key) without the check.
     pub(super) fn key_bytes(&self) -> &[u8] {
         &self.partition_key
