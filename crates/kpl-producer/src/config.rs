@@ -547,11 +547,6 @@ settings! {
              key) are stored in that order, as a KCL consumer reads them: one Kinesis \
              record in flight per shard's hash range, retries ahead of newer records \
              (docs/delivery.md).";
-        "VerifyBeforeResend" => verify_before_resend: bool = false,
-            Bool, plain, flag Some("verify-before-resend"), kpl false, unit "",
-            "Whether, after a request that may have been stored, the shards are read \
-             before resending, so what was stored is settled instead of stored twice \
-             (needs kinesis:GetShardIterator and kinesis:GetRecords; docs/delivery.md).";
         "max_outstanding_records" => max_outstanding_records: usize = 1_000_000,
             Count (1, usize::MAX), plain, flag Some("max-outstanding-records"), kpl false,
             unit "",
