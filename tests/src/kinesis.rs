@@ -25,8 +25,12 @@ pub struct Kinesis {
 /// Every user record of a stream as a KCL consumer reads it.
 #[derive(Clone, Debug, Default)]
 pub struct ReadBack {
-    /// The data of each user record kept, shard by shard in the order stored.
+    /// The data of each user record kept, shard by shard in the order stored, a
+    /// shard after its parents (shards by id: a child's id is higher than its
+    /// parents'), as a KCL consumer reads them.
     pub records: Vec<Vec<u8>>,
+    /// The partition key of each of `records`.
+    pub partition_keys: Vec<String>,
     /// Copies dropped because their hash key lies outside the range of the shard
     /// they were read from.
     pub outside: u64,
@@ -140,7 +144,9 @@ impl Kinesis {
     /// dropped (and counted).
     pub fn read_back(&self, stream: &str) -> Result<ReadBack, Error> {
         let mut out = ReadBack::default();
-        for shard in self.shards(stream)? {
+        let mut shards = self.shards(stream)?;
+        shards.sort_by(|a, b| a["ShardId"].as_str().cmp(&b["ShardId"].as_str()));
+        for shard in shards {
             let range = &shard["HashKeyRange"];
             let (start, end) = (
                 hash_key(&range["StartingHashKey"])?,
@@ -171,6 +177,7 @@ impl Kinesis {
                             out.outside += 1;
                         } else {
                             out.records.push(u.data.to_vec());
+                            out.partition_keys.push(u.partition_key.to_owned());
                         }
                     }
                 }

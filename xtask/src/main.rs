@@ -10,7 +10,7 @@
 //! - `audit`: declared minimum Rust versions, dependency licenses, no yanked version.
 //! - `conformance [--cases N] [--seed S]`: kpl-codec against aws-kinesis-agg.
 //! - `fuzz [--seconds N]`: runs the decoder's fuzz target (not part of the gate).
-//! - `faults [--short] [--scenario NAME] [--repeat N] [--http-client C]`: fault
+//! - `faults [--short] [--scenario NAME] [--repeat N] [--http-client C] [--ordered]`: fault
 //!   scenarios over real HTTP (the gate runs the short set).
 //! - `signals [--seed S] [--runs-per-cell N] [--cell NAME] [--kpl PATH]`: the signal
 //!   and output matrix for `kpl put` (the gate runs it once, on the debug build).
@@ -88,6 +88,10 @@ enum Task {
         /// The HTTP client kpl put sends with.
         #[arg(long, value_enum, value_name = "CLIENT")]
         http_client: Option<HttpClient>,
+        /// kpl put --ordered over 40 partition keys: every scenario must show no
+        /// line read after a later line of its key.
+        #[arg(long)]
+        ordered: bool,
     },
     /// The signal and output matrix for kpl put: SIGINT, SIGTERM, SIGHUP while
     /// reading and while draining, stderr and stdout closed or full; every line
@@ -175,11 +179,13 @@ fn main() -> Result<()> {
             scenario,
             repeat,
             http_client,
+            ordered,
         } => faults::run_all(
             short,
             scenario.as_deref(),
             repeat,
             http_client.map(HttpClient::as_str),
+            ordered,
         ),
         Task::Signals {
             seed,
@@ -292,9 +298,14 @@ fn ci() -> Result<()> {
     gate::licenses()?;
     gate::yanked()?;
     util::step("fault scenarios over real HTTP (the short set)");
-    faults::run_all(true, None, 1, None)?;
+    faults::run_all(true, None, 1, None, false)?;
     util::step("fault scenario with resets and 500s over the async-io HTTP client");
-    faults::run_all(true, Some("resets-and-500s"), 1, Some("async-io"))?;
+    faults::run_all(true, Some("resets-and-500s"), 1, Some("async-io"), false)?;
+    util::step(
+        "fault scenarios in ordered mode (kpl put --ordered, 40 keys): resets and 500s, held answers",
+    );
+    faults::run_all(true, Some("resets-and-500s"), 1, None, true)?;
+    faults::run_all(true, Some("held-answers-8s"), 1, None, true)?;
     util::step("the signal and output matrix for kpl put (debug build, as above)");
     matrix::run(&matrix::Options {
         seed: None,
@@ -376,6 +387,7 @@ mod tests {
             "baseline",
             "--http-client",
             "async-io",
+            "--ordered",
         ])
         .unwrap();
         let Task::Faults {
@@ -383,6 +395,7 @@ mod tests {
             scenario: Some(name),
             repeat: 1,
             http_client: Some(HttpClient::AsyncIo),
+            ordered: true,
         } = cli.command
         else {
             panic!("{cli:?}");

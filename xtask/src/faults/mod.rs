@@ -31,6 +31,10 @@ pub(crate) struct Report {
     failed_but_stored: u64,
     lost: u64,
     outside: u64,
+    /// Lines read after a later line of their key (as a KCL consumer reads).
+    out_of_order: u64,
+    /// Whether `kpl put` ran with `--ordered`.
+    ordered: bool,
     link_seconds: Option<f64>,
     /// What the proxy did.
     proxy: String,
@@ -58,6 +62,7 @@ pub(crate) fn run_all(
     only: Option<&str>,
     repeat: usize,
     http_client: Option<&str>,
+    ordered: bool,
 ) -> Result<()> {
     let dir = target_dir().join("faults");
     std::fs::create_dir_all(&dir)?;
@@ -87,10 +92,11 @@ pub(crate) fn run_all(
                 "fault scenario {} ({kind:?}, {} lines)",
                 s.name, s.lines
             ));
-            let r = runner::run_scenario(s, &peer.endpoint, &kpl, &dir, http_client)?;
+            let r = runner::run_scenario(s, &peer.endpoint, &kpl, &dir, http_client, ordered)?;
             println!(
-                "{}: {:.1} s, {} acknowledged, {} failed, {} stored, {} stored twice ({} reported), {} lost; proxy: {}",
+                "{}{}: {:.1} s, {} acknowledged, {} failed, {} stored, {} stored twice ({} reported), {} lost, {} out of order; proxy: {}",
                 r.name,
+                if r.ordered { " (ordered)" } else { "" },
                 r.seconds,
                 r.acknowledged,
                 r.failed,
@@ -98,6 +104,7 @@ pub(crate) fn run_all(
                 r.duplicated,
                 r.flagged,
                 r.lost,
+                r.out_of_order,
                 r.proxy
             );
             for p in &r.problems {
@@ -107,13 +114,14 @@ pub(crate) fn run_all(
         }
     }
     println!(
-        "\n| scenario | peer | lines | seconds | acknowledged | failed | stored (consumer view) | stored twice | reported possibly twice | failed but stored | lost | copies outside range | link time |"
+        "\n| scenario | peer | lines | seconds | acknowledged | failed | stored (consumer view) | stored twice | reported possibly twice | failed but stored | lost | copies outside range | out of order | link time |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &reports {
         println!(
-            "| {} | {:?} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {}{} | {:?} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.name,
+            if r.ordered { " (ordered)" } else { "" },
             r.peer,
             r.lines,
             r.seconds,
@@ -125,6 +133,7 @@ pub(crate) fn run_all(
             r.failed_but_stored,
             r.lost,
             r.outside,
+            r.out_of_order,
             r.link_seconds.map_or("-".into(), |l| format!("{l:.1} s"))
         );
     }

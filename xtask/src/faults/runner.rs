@@ -17,6 +17,9 @@ use super::Report;
 use super::reader::{self, Outcome};
 use super::scenarios::{Act, Scenario};
 
+/// The partition keys of an ordered run's lines (as the issue measured: 40).
+const ORDERED_KEYS: usize = 40;
+
 /// The files of one run.
 struct Files {
     input: PathBuf,
@@ -32,13 +35,14 @@ pub(crate) fn run_scenario(
     kpl: &Path,
     dir: &Path,
     http_client: Option<&str>,
+    ordered: bool,
 ) -> Result<Report> {
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, Ordering::Relaxed);
     let stream = format!("faults-{}-{}-{run}", s.name, std::process::id());
     let peer = Kinesis::new(endpoint);
     peer.create_stream(&stream, s.shards)?;
-    let files = prepare(s, dir, run)?;
+    let files = prepare(s, dir, run, ordered)?;
     let proxy = Proxy::start(endpoint, 7)?;
     let mut faults = Faults {
         uplink_bytes_per_second: s.uplink,
@@ -46,18 +50,27 @@ pub(crate) fn run_scenario(
     };
     proxy.set(faults.clone());
     let started = Instant::now();
-    let (child, stderr) = start_kpl(kpl, &stream, &proxy, &files, http_client)?;
+    let (child, stderr) = start_kpl(kpl, &stream, &proxy, &files, http_client, ordered)?;
     play_timeline(s, &peer, &stream, &proxy, &mut faults, started)?;
     let status = wait(child, s.name)?;
     let seconds = started.elapsed().as_secs_f64();
     let stderr = stderr.join().unwrap_or_default();
     std::fs::write(&files.log, &stderr)?;
     let outcome = reader::read(endpoint, &stream, &files.failed, &files.summary)?;
-    Ok(judge(s, &outcome, &proxy.counts, status, seconds, &files))
+    Ok(judge(
+        s,
+        &outcome,
+        &proxy.counts,
+        status,
+        seconds,
+        &files,
+        ordered,
+    ))
 }
 
-/// Writes the input (`NAME-NNNNNNNN ...`, 100 bytes a line) and names the files.
-fn prepare(s: &Scenario, dir: &Path, run: usize) -> Result<Files> {
+/// Writes the input (`NAME-NNNNNNNN ...`, 100 bytes a line; for an ordered run, JSON
+/// lines `{"k": KEY, "d": LINE}` over [`ORDERED_KEYS`] keys) and names the files.
+fn prepare(s: &Scenario, dir: &Path, run: usize, ordered: bool) -> Result<Files> {
     let files = Files {
         input: dir.join(format!("{}.txt", s.name)),
         failed: dir.join(format!("{}-{run}-failed.jsonl", s.name)),
@@ -73,7 +86,12 @@ fn prepare(s: &Scenario, dir: &Path, run: usize) -> Result<Files> {
         while line.len() < 100 {
             line.push('.');
         }
-        writeln!(f, "{line}")?;
+        if ordered {
+            let key = format!("key-{}", i % ORDERED_KEYS);
+            writeln!(f, "{}", json!({"k": key, "d": line}))?;
+        } else {
+            writeln!(f, "{line}")?;
+        }
     }
     f.flush()?;
     Ok(files)
@@ -87,7 +105,21 @@ fn start_kpl(
     proxy: &Proxy,
     files: &Files,
     http_client: Option<&str>,
+    ordered: bool,
 ) -> Result<(Child, JoinHandle<String>)> {
+    let ordered_args: &[&str] = if ordered {
+        &[
+            "--ordered",
+            "--format",
+            "json",
+            "--pk-field",
+            "k",
+            "--data-field",
+            "d",
+        ]
+    } else {
+        &[]
+    };
     let mut child = kpl_tests::kpl::command(kpl)
         .args([
             "put",
@@ -102,6 +134,7 @@ fn start_kpl(
         .arg("--summary-json")
         .arg(&files.summary)
         .args(http_client.map(|c| format!("--http-client={c}")))
+        .args(ordered_args)
         .arg(&files.input)
         .stdout(Stdio::null())
         .spawn()
@@ -199,6 +232,7 @@ fn judge(
     status: ExitStatus,
     seconds: f64,
     files: &Files,
+    ordered: bool,
 ) -> Report {
     let lines = s.lines as u64;
     let stored = o.seen.len() as u64;
@@ -250,6 +284,12 @@ fn judge(
             summary.possibly_stored_twice
         ));
     }
+    if ordered && o.out_of_order > 0 {
+        problems.push(format!(
+            "{} lines read after a later line of their key, in ordered mode",
+            o.out_of_order
+        ));
+    }
     if o.outside as f64 > lines as f64 * s.max_outside_percent / 100.0 {
         problems.push(format!("{} copies outside their shard's range", o.outside));
     }
@@ -272,6 +312,8 @@ fn judge(
         failed_but_stored,
         lost,
         outside: o.outside,
+        out_of_order: o.out_of_order,
+        ordered,
         link_seconds,
         proxy: format!(
             "{} requests, {} held, {} reset, {} answered 500",
