@@ -268,10 +268,16 @@ fn judge(
         problems.push(format!("kpl put's log: {}", files.log.display()));
     }
     // A connection reset after the peer took a request may duplicate that request:
-    // one request's worth of lines (at most 512 KiB) per such reset, on top.
+    // one request's worth of lines per such reset, on top (at most 512 KiB; in
+    // ordered mode one aggregate up to the record limit goes alone in a request).
     let resets_after = Counts::get(&counts.resets_after_forwarding);
+    let request = if ordered {
+        kpl_codec::DEFAULT_MAX_RECORD_SIZE
+    } else {
+        512 * 1024
+    };
     let allowed = lines as f64 * s.max_duplicate_percent / 100.0
-        + resets_after as f64 * (512.0 * 1024.0 / 100.0);
+        + resets_after as f64 * (request as f64 / 100.0);
     if duplicated as f64 > allowed {
         problems.push(format!(
             "{duplicated} lines stored twice (at most {} % allowed, plus one request per reset after forwarding: {resets_after})",
