@@ -706,6 +706,10 @@ pub(crate) fn parse_kpl_properties<'py>(
                 .to_owned()
                 .into_any(),
         ),
+        (
+            "ordered",
+            c.ordered().into_pyobject(py)?.to_owned().into_any(),
+        ),
         ("metrics_upload_delay", ms(c.metrics_upload_delay())?),
         ("metrics_level", level.into_pyobject(py)?.into_any()),
     ];

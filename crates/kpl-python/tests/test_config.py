@@ -81,6 +81,14 @@ def test_from_kpl_properties():
     assert kpl_rs.Config.from_kpl_properties("", region="r").region == "r"
 
 
+def test_ordered_reaches_the_settings_both_ways():
+    assert _settings(kpl_rs.Config(region="r", ordered=True))["Ordered"] == "true"
+    assert _settings(kpl_rs.Config(region="r"))["Ordered"] == "false"
+    c = kpl_rs.Config.from_kpl_properties("Region = r\nOrdered = true\n")
+    assert c.ordered is True
+    assert kpl_rs.Config.from_kpl_properties("Region = r\n").ordered is False
+
+
 def test_a_bad_value_is_refused_when_the_producer_is_made():
     c = kpl_rs.Config(region="r", collection_max_count=501)
 

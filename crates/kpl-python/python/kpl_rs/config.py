@@ -46,7 +46,8 @@ class Config:
     ``https://``) and ``verify_ssl`` (``False`` trusts any certificate) apply to
     Kinesis; the ``aws_*`` credentials, when given, replace the AWS chain's
     (``aws_session_token`` is not applied yet: a warning says so);
-    ``metrics_*`` drive ``producer.metrics``. ``drain_interval_ms`` and
+    ``metrics_*`` drive ``producer.metrics``; ``ordered`` is kpl-rs'
+    ``Ordered``. ``drain_interval_ms`` and
     ``retry_deadline_ms`` change nothing (``NOT_APPLIED`` says why).
     """
 
@@ -82,6 +83,9 @@ class Config:
     metrics_upload_interval_ms: float = 60_000.0
 
     # kpl-rs' own.
+    #: Records put in order with the same partition key are stored (and read by a
+    #: KCL consumer) in that order (kpl-rs' ``Ordered``; docs/delivery.md).
+    ordered: bool = False
     kpl_properties: str | None = None
     kpl_settings: tuple[tuple[str, str], ...] = ()
 
@@ -113,6 +117,7 @@ class Config:
             verify_ssl=values["VerifyCertificate"],
             metrics_level=MetricsLevel(values["MetricsLevel"]),
             metrics_upload_interval_ms=float(values["MetricsUploadDelay"]),
+            ordered=values["Ordered"],
             kpl_properties=text,
         )
 
@@ -149,6 +154,7 @@ _KPL_KEYS: dict[str, tuple[str, Callable[[Any], str]]] = {
     "endpoint_url": ("KinesisEndpoint", str),
     "verify_ssl": ("VerifyCertificate", _bool),
     "metrics_upload_interval_ms": ("MetricsUploadDelay", _ms),
+    "ordered": ("Ordered", _bool),
 }
 
 # Applied otherwise: by _settings (rates, metrics level), by the producer
