@@ -14,6 +14,7 @@ use kpl_reducer::{Item, Policy, Reducer};
 use kpl_shardmap::ShardId;
 use tracing::debug;
 
+use super::ordered::Ordered;
 use super::record::{
     Contents, KRec, Payload, Rec, add_capped, aggregator_deadline, collector_share, take_out,
 };
@@ -64,6 +65,9 @@ pub(super) struct Aggregation {
     encoder: AggregateEncoder,
     /// What a Kinesis record's deadline gains over its records' (the collector's share).
     extension: Duration,
+    /// In ordered mode, the shards' queues and their ranges' locks: the records
+    /// wait there instead of in `batches`, and `encoder` seals them.
+    ordered: Option<Ordered>,
 }
 
 impl Aggregation {
@@ -89,7 +93,19 @@ impl Aggregation {
             unknown: Reducer::new(Policy::new(usize::MAX, usize::MAX)),
             encoder: AggregateEncoder::new(),
             extension: collector_share(config.record_max_buffered_time),
+            ordered: config.ordered.then(|| Ordered::new(config)),
         }
+    }
+
+    /// Whether records keep their put order per shard (ordered mode).
+    #[inline]
+    pub(super) fn is_ordered(&self) -> bool {
+        self.ordered.is_some()
+    }
+
+    /// The ordered mode's queues, in ordered mode.
+    pub(super) fn ordered(&self) -> Option<&Ordered> {
+        self.ordered.as_ref()
     }
 
     /// The slot of `shard`'s batch (made on its first record).
@@ -189,7 +205,7 @@ impl Aggregation {
 
     /// Whether a record of an unknown shard waits.
     pub(super) fn has_unknown(&self) -> bool {
-        !self.unknown.is_empty()
+        !self.unknown.is_empty() || self.ordered.as_ref().is_some_and(Ordered::has_unknown)
     }
 
     /// Takes `shard`'s records out (the shard was found split or merged); its slot
@@ -215,6 +231,9 @@ impl Aggregation {
             held.extend(b.reducer.flush().into_iter().flatten());
         }
         held.extend(self.unknown.flush().into_iter().flatten());
+        if let Some(ordered) = &mut self.ordered {
+            held.extend(ordered.drain());
+        }
         held
     }
 
@@ -226,7 +245,9 @@ impl Aggregation {
 
     /// Whether it holds no record.
     pub(super) fn is_empty(&self) -> bool {
-        self.batches.iter().all(|b| b.reducer.is_empty()) && self.unknown.is_empty()
+        self.batches.iter().all(|b| b.reducer.is_empty())
+            && self.unknown.is_empty()
+            && self.ordered.as_ref().is_none_or(Ordered::is_empty)
     }
 
     /// The largest aggregate's size (of its records' bounds).
@@ -354,7 +375,7 @@ impl StreamPipeline {
             self.expire(rec.m, now);
             return;
         }
-        if let Some(ordered) = &mut self.ordered {
+        if let Some(ordered) = &mut self.aggregation.ordered {
             match self.shards.place(rec.hash_key) {
                 Place::Shard(shard) => ordered.push(shard, rec),
                 Place::Unknown { .. } => ordered.push_unknown(rec),
@@ -400,7 +421,7 @@ impl StreamPipeline {
     /// stopping, or when `all`), and lets records whose shard is unknown go alone at
     /// theirs.
     pub(super) fn poll_aggregators(&mut self, now: Instant, all: bool) {
-        if self.ordered.is_some() {
+        if self.aggregation.is_ordered() {
             self.poll_ordered(now, all || self.lifecycle.sends_at_once());
             return;
         }
@@ -429,7 +450,7 @@ impl StreamPipeline {
     /// their queue's head (see `ordered`); records that waited past their time for
     /// a map fail.
     fn poll_ordered(&mut self, now: Instant, all: bool) {
-        let Some(ordered) = &mut self.ordered else {
+        let Some(ordered) = &mut self.aggregation.ordered else {
             return;
         };
         let mut expired = ordered.take_expired_unknown(now);
@@ -438,7 +459,7 @@ impl StreamPipeline {
             self.expire(rec.m, now);
         }
         loop {
-            let Some(ordered) = &mut self.ordered else {
+            let Some(ordered) = &mut self.aggregation.ordered else {
                 return;
             };
             let shards = &self.shards;
@@ -539,7 +560,7 @@ impl StreamPipeline {
         if !self.shards.take_new_map() {
             return;
         }
-        if self.ordered.is_some() {
+        if self.aggregation.is_ordered() {
             self.after_map_update_ordered(now);
             return;
         }
@@ -568,7 +589,7 @@ impl StreamPipeline {
         for landed in self.shards.take_awaiting() {
             self.settle_landing(landed, now);
         }
-        let Some(ordered) = &mut self.ordered else {
+        let Some(ordered) = &mut self.aggregation.ordered else {
             return;
         };
         let map = self.shards.map();
@@ -595,7 +616,7 @@ impl StreamPipeline {
     /// range.
     pub(super) fn suspect(&mut self, shard: ShardId, now: Instant) {
         self.reshard_seen(now);
-        if !self.shards.suspect(&shard) || self.ordered.is_some() {
+        if !self.shards.suspect(&shard) || self.aggregation.is_ordered() {
             // Ordered mode: the shard's queue waits for the map where it is.
             return;
         }
@@ -616,7 +637,7 @@ impl StreamPipeline {
     ///
     /// [`RESHARD_MEMORY`]: super::shards::RESHARD_MEMORY
     pub(super) fn reshard_seen(&mut self, now: Instant) {
-        if self.shards.reshard_seen(now) || self.ordered.is_some() {
+        if self.shards.reshard_seen(now) || self.aggregation.is_ordered() {
             return;
         }
         debug!(stream = %self.stream, "stream resharding: cutting big aggregates at their shards' midpoints");

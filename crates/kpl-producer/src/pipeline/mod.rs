@@ -13,8 +13,9 @@
 //!
 //! - [`ShardTracker`] (`shards`): the shard map, its listing, where a record goes,
 //!   shards found split, the reshard memory, stored records waiting for a map;
-//! - [`Aggregation`] (`aggregate`): the shards' batches by deadline, and the making
-//!   of Kinesis records of them;
+//! - [`Aggregation`] (`aggregate`): the shards' batches by deadline (in ordered
+//!   mode, the shards' queues in put order and their ranges' locks, `ordered`), and
+//!   the making of Kinesis records of them;
 //! - the per-shard [`Limiter`] (kpl-limiter);
 //! - [`Assembler`] (`assemble`): requests collected and cut to the window's room;
 //! - [`Flights`] (`flights`): requests in flight, the congestion window, timeouts;
@@ -64,7 +65,6 @@ use drain::DrainMeter;
 pub(crate) use drain::drain_limit;
 use flights::Flights;
 use lifecycle::{Lifecycle, Stages};
-use ordered::Ordered;
 use record::KRec;
 pub(crate) use record::{Epoch, Packer, Rec};
 use report::Report;
@@ -109,9 +109,6 @@ pub(crate) struct StreamPipeline {
     shards: ShardTracker,
     /// User records waiting to be aggregated, per shard.
     aggregation: Aggregation,
-    /// In ordered mode, the shards' queues and their ranges' locks (the records
-    /// wait there instead of in `aggregation`, whose encoder seals them).
-    ordered: Option<Ordered>,
     /// The per-shard rate limiter.
     limiter: Limiter<ShardId, KRec>,
     /// Kinesis records on their way into requests.
@@ -151,7 +148,6 @@ impl StreamPipeline {
         Self {
             shards: ShardTracker::new(seed),
             aggregation: Aggregation::new(c),
-            ordered: c.ordered.then(|| Ordered::new(c)),
             limiter: Limiter::new(LimiterConfig::new(
                 c.rate_limit,
                 [SHARD_RECORDS_PER_SECOND, SHARD_BYTES_PER_SECOND],
@@ -271,7 +267,7 @@ impl StreamPipeline {
             self.retries.next_at(),
             self.flights.next_timeout(),
             self.shards.next_due(now),
-            self.ordered.as_ref().and_then(|o| {
+            self.aggregation.ordered().and_then(|o| {
                 let shards = &self.shards;
                 o.next_deadline(now, |s| shards.range_of(s, now))
             }),
@@ -305,7 +301,6 @@ impl StreamPipeline {
     /// flight, not stored and waiting for the map).
     fn holds_buffered(&self) -> bool {
         !self.aggregation.is_empty()
-            || self.ordered.as_ref().is_some_and(|o| !o.is_empty())
             || !self.limiter.is_empty()
             || !self.assembler.is_empty()
             || !self.retries.is_empty()
@@ -339,9 +334,7 @@ impl StreamPipeline {
             && self.limiter.is_empty()
             && !self.assembler.has_ready();
         // Records waiting for the shard map go when it comes.
-        self.room_wanted = room_wanted
-            && (self.aggregation.has_unknown()
-                || self.ordered.as_ref().is_some_and(Ordered::has_unknown));
+        self.room_wanted = room_wanted && self.aggregation.has_unknown();
         // Aggregators whose deadline passed (or all, when flushing).
         self.poll_aggregators(now, room_wanted);
         // The limiter.
@@ -403,7 +396,7 @@ impl StreamPipeline {
                 }
             }
             Listed::Failed { no_map, retry_at } => {
-                if no_map && self.ordered.is_none() {
+                if no_map && !self.aggregation.is_ordered() {
                     // No first map yet: what waited for it goes out raw, as the KPL
                     // sends records while its map is not ready.
                     for rec in self.aggregation.flush_unknown() {

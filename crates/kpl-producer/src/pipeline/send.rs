@@ -90,7 +90,7 @@ impl StreamPipeline {
     pub(super) fn poll_timeouts(&mut self, now: Instant) {
         while let Some(TimedOut { id, batch, ticket }) = self.flights.poll_timeout(now) {
             let timeout = ticket.timeout();
-            let backoff = if self.ordered.is_some() {
+            let backoff = if self.aggregation.is_ordered() {
                 late_answer_limit(timeout)
             } else {
                 timeout / 2
@@ -153,7 +153,7 @@ impl StreamPipeline {
     /// stored: in ordered mode its records still in backoff go now (its range's lock
     /// is dropped with `late`, after they are back at their queues' heads).
     fn late_given_up(&mut self, late: Vec<LateRecord>, now: Instant) {
-        if self.ordered.is_none() {
+        if !self.aggregation.is_ordered() {
             return;
         }
         for (_, _, ids, _) in &late {
@@ -184,7 +184,7 @@ impl StreamPipeline {
             if !matches!(result, EntryResult::Ok { .. }) {
                 // Still to be resent: as planned, or now in ordered mode (whose
                 // records waited for this answer).
-                if self.ordered.is_some() {
+                if self.aggregation.is_ordered() {
                     for id in ids {
                         if let Some(rec) = self.retries.take(id) {
                             self.route(rec, now);

@@ -411,9 +411,6 @@ impl StreamPipeline {
     pub(super) fn fail_all_held(&mut self, now: Instant) -> usize {
         let mut held: Vec<Member> = Vec::new();
         held.extend(self.aggregation.drain().into_iter().map(|r| r.m));
-        if let Some(ordered) = &mut self.ordered {
-            held.extend(ordered.drain().into_iter().map(|r| r.m));
-        }
         for (_, k) in self.limiter.drain() {
             held.extend(k.into_members());
         }
