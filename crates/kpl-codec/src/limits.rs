@@ -18,6 +18,29 @@ pub const DEFAULT_MAX_REQUEST_SIZE: usize = 5 * 1024 * 1024;
 pub const SHARD_RECORDS_PER_SECOND: u64 = 1_000;
 /// Bytes per second one shard accepts.
 pub const SHARD_BYTES_PER_SECOND: u64 = 1024 * 1024;
+/// How long a record of `bytes` counts against its shard's write limits: one
+/// second, or for a record larger than a second of the shard's bytes (a large
+/// record, up to [`MAX_RECORD_SIZE_CEILING`]), as long as the shard takes to write
+/// it at [`SHARD_BYTES_PER_SECOND`], so large records average the shard's rate.
+///
+/// The model kpl-rs keeps of a shard's capacity for large records (AWS documents
+/// no exact one, only that they "average" 1 MiB/s): such a record is taken only
+/// when nothing else counts against the shard, and nothing else is taken while it
+/// counts. The simulator enforces it; the producer's limiter admits by it.
+///
+/// ```
+/// use std::time::Duration;
+/// use kpl_codec::shard_write_hold;
+///
+/// assert_eq!(shard_write_hold(100), Duration::from_secs(1));
+/// assert_eq!(shard_write_hold(10 * 1024 * 1024), Duration::from_secs(10));
+/// ```
+pub fn shard_write_hold(bytes: usize) -> std::time::Duration {
+    let second = 1_000_000_000u128;
+    let nanos = (bytes as u128 * second / u128::from(SHARD_BYTES_PER_SECOND)).max(second);
+    std::time::Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
 /// The partition key every aggregated record is sent with; its explicit hash key
 /// does the routing.
 pub const AGGREGATED_PARTITION_KEY: &str = "a";

@@ -4,6 +4,14 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+/// One amount taken: when, until when it counts, and how much.
+#[derive(Clone, Copy, Debug)]
+struct Entry<const N: usize> {
+    at: Instant,
+    until: Instant,
+    amounts: [u64; N],
+}
+
 /// What a rolling window of `N` amounts (for Kinesis: records and bytes) lets through:
 /// within any span of [`span`](Self::span) (one second for Kinesis), at most `caps`
 /// of each amount, taken all-or-nothing.
@@ -14,7 +22,11 @@ use std::time::{Duration, Instant};
 /// on top of its rate, twice the limit within one second.
 ///
 /// An amount larger than a cap can never fit: it passes when the window is empty,
-/// so such an item is not stuck forever.
+/// so such an item is not stuck forever, and it counts for as many spans as it
+/// holds caps (a 10 MiB record holds a 1 MiB-per-second shard for 10 seconds), so
+/// the long-run rate still holds. Caps raised above the ones the window was made
+/// with (a limiter probing above a shard's limit) do not shorten that. For a Kinesis shard this is the model of large
+/// records that kpl-sim keeps too (`kpl_codec::shard_write_hold`).
 ///
 /// ```
 /// use std::time::{Duration, Instant};
@@ -31,9 +43,13 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 pub struct RollingWindow<const N: usize> {
     caps: [u64; N],
+    /// The caps it was made with: an amount over its cap counts by the lower of
+    /// these and `caps`.
+    base: [u64; N],
     span: Duration,
-    /// What was taken, and when, within the last span (oldest first).
-    log: VecDeque<(Instant, [u64; N])>,
+    /// What was taken, when, and until when it counts (oldest first; an entry that
+    /// counts for more than a span is alone in the log while it counts).
+    log: VecDeque<Entry<N>>,
     sums: [u64; N],
 }
 
@@ -41,8 +57,10 @@ impl<const N: usize> RollingWindow<N> {
     /// An empty window letting `caps` through within any `span` (a cap of 0 is
     /// taken as 1).
     pub fn new(caps: [u64; N], span: Duration) -> Self {
+        let caps = caps.map(|c| c.max(1));
         Self {
-            caps: caps.map(|c| c.max(1)),
+            caps,
+            base: caps,
             span,
             log: VecDeque::new(),
             sums: [0; N],
@@ -80,10 +98,31 @@ impl<const N: usize> RollingWindow<N> {
         for (s, a) in self.sums.iter_mut().zip(amounts) {
             *s += a;
         }
-        // Entries stay in time order even if a caller's clock steps back.
-        let at = self.log.back().map_or(now, |&(last, _)| last.max(now));
-        self.log.push_back((at, amounts));
+        self.push(amounts, now);
         true
+    }
+
+    /// Logs `amounts` taken at `now`; entries stay in time order even if a caller's
+    /// clock steps back.
+    fn push(&mut self, amounts: [u64; N], now: Instant) {
+        let at = self.log.back().map_or(now, |e| e.at.max(now));
+        let until = at + self.hold(amounts);
+        self.log.push_back(Entry { at, until, amounts });
+    }
+
+    /// How long `amounts` count: one span, or for an amount over its cap, as many
+    /// spans as it holds caps (the lower of the current caps and those the window
+    /// was made with).
+    pub fn hold(&self, amounts: [u64; N]) -> Duration {
+        let span = self.span.as_nanos();
+        let mut nanos = span;
+        for ((&a, c), base) in amounts.iter().zip(self.caps).zip(self.base) {
+            let c = c.min(base);
+            if a > c {
+                nanos = nanos.max(span.saturating_mul(u128::from(a)) / u128::from(c));
+            }
+        }
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
     /// The earliest moment [`try_take`](Self::try_take) of `amounts` succeeds if
@@ -92,12 +131,12 @@ impl<const N: usize> RollingWindow<N> {
         let mut sums = self.sums;
         let mut when = now;
         // Oldest first: room comes as entries leave, in this order.
-        for &(at, taken) in &self.log {
+        for e in &self.log {
             if self.fits(sums, amounts) {
                 return when;
             }
-            when = when.max(at + self.span);
-            for (s, t) in sums.iter_mut().zip(taken) {
+            when = when.max(e.until);
+            for (s, t) in sums.iter_mut().zip(e.amounts) {
                 *s -= t;
             }
         }
@@ -115,7 +154,7 @@ impl<const N: usize> RollingWindow<N> {
         let found = self
             .log
             .iter()
-            .rposition(|&(at, a)| at == taken_at && a == amounts);
+            .rposition(|e| e.at == taken_at && e.amounts == amounts);
         match found {
             Some(i) => {
                 self.log.remove(i);
@@ -126,8 +165,7 @@ impl<const N: usize> RollingWindow<N> {
                 }
             }
         }
-        let at = self.log.back().map_or(now, |&(last, _)| last.max(now));
-        self.log.push_back((at, amounts));
+        self.push(amounts, now);
         found.is_some()
     }
 
@@ -139,12 +177,12 @@ impl<const N: usize> RollingWindow<N> {
     }
 
     fn forget(&mut self, now: Instant) {
-        while let Some(&(at, taken)) = self.log.front() {
-            if at + self.span > now {
+        while let Some(&e) = self.log.front() {
+            if e.until > now {
                 break;
             }
             self.log.pop_front();
-            for (s, t) in self.sums.iter_mut().zip(taken) {
+            for (s, t) in self.sums.iter_mut().zip(e.amounts) {
                 *s -= t;
             }
         }

@@ -96,13 +96,42 @@ fn a_rolling_window_counts_what_was_taken_within_its_span() {
     assert_eq!(w.ready_at([1, 500], t0 + ms(1000)), t0 + ms(2000));
     assert!(w.try_take([1, 500], t0 + ms(2000)));
     assert_eq!(w.used(t0 + ms(2000)), [1, 500]);
-    // An entry moved to when it was sent leaves a span after that.
+    // It holds five caps, so it counts for five spans: the long-run rate holds.
+    assert_eq!(w.hold([1, 500]), ms(5000));
+    assert_eq!(w.ready_at([1, 1], t0 + ms(2000)), t0 + ms(7000));
+    // An entry moved to when it was sent leaves its hold after that.
     assert!(w.restamp(t0 + ms(2000), [1, 500], t0 + ms(2400)));
-    assert_eq!(w.used(t0 + ms(3100)), [1, 500]);
-    assert_eq!(w.used(t0 + ms(3400)), [0, 0]);
+    assert_eq!(w.used(t0 + ms(7300)), [1, 500]);
+    assert_eq!(w.used(t0 + ms(7400)), [0, 0]);
     // One that had left already counts again from when it is sent.
-    assert!(!w.restamp(t0, [2, 20], t0 + ms(3400)));
-    assert_eq!(w.used(t0 + ms(3400)), [2, 20]);
+    assert!(!w.restamp(t0, [2, 20], t0 + ms(7400)));
+    assert_eq!(w.used(t0 + ms(7400)), [2, 20]);
+    assert_eq!(w.used(t0 + ms(8400)), [0, 0]);
+}
+
+#[test]
+fn a_shard_window_holds_large_records_as_the_simulator_does() {
+    use kpl_codec::{
+        MAX_RECORD_SIZE_CEILING, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND, shard_write_hold,
+    };
+    let w = RollingWindow::new(
+        [SHARD_RECORDS_PER_SECOND, SHARD_BYTES_PER_SECOND],
+        Duration::from_secs(1),
+    );
+    for bytes in [
+        1,
+        1 << 20,
+        (1 << 20) + 1,
+        2_000_000,
+        9 << 20,
+        MAX_RECORD_SIZE_CEILING,
+    ] {
+        assert_eq!(
+            w.hold([1, bytes as u64]),
+            shard_write_hold(bytes),
+            "{bytes} bytes"
+        );
+    }
 }
 
 #[test]

@@ -50,7 +50,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use kpl_codec::{
     DEFAULT_MAX_RECORD_SIZE, DEFAULT_MAX_REQUEST_SIZE, HashKey, MAX_PARTITION_KEY_CHARS,
-    MAX_RECORDS_PER_REQUEST, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND,
+    MAX_RECORD_SIZE_CEILING, MAX_RECORDS_PER_REQUEST, SHARD_BYTES_PER_SECOND,
+    SHARD_RECORDS_PER_SECOND, shard_write_hold,
 };
 use kpl_runtime::{SplitMix64, Timer};
 use kpl_transport::{
@@ -145,6 +146,8 @@ pub enum SimErrorKind {
     ShardNotFound,
     /// The arguments of a reshard do not make sense (Display says why).
     InvalidReshard,
+    /// A stream's maximum record size out of UpdateMaxRecordSize's range.
+    InvalidMaxRecordSize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,6 +156,7 @@ enum Refusal {
     StreamExists(String),
     ShardNotFound(String),
     InvalidReshard(String),
+    InvalidMaxRecordSize(usize),
 }
 
 impl SimError {
@@ -187,6 +191,7 @@ impl SimError {
             Refusal::StreamExists(_) => SimErrorKind::StreamExists,
             Refusal::ShardNotFound(_) => SimErrorKind::ShardNotFound,
             Refusal::InvalidReshard(_) => SimErrorKind::InvalidReshard,
+            Refusal::InvalidMaxRecordSize(_) => SimErrorKind::InvalidMaxRecordSize,
         }
     }
 
@@ -208,6 +213,11 @@ impl SimError {
     /// The arguments of a reshard do not make sense.
     pub fn is_invalid_reshard(&self) -> bool {
         self.kind() == SimErrorKind::InvalidReshard
+    }
+
+    /// A maximum record size out of UpdateMaxRecordSize's range.
+    pub fn is_invalid_max_record_size(&self) -> bool {
+        self.kind() == SimErrorKind::InvalidMaxRecordSize
     }
 
     /// The stream not found, or that exists already.
@@ -235,6 +245,12 @@ impl fmt::Display for SimError {
             Refusal::ShardNotFound(s) => write!(f, "no open shard {s}"),
             // Our own words about the arguments: no error value is behind them.
             Refusal::InvalidReshard(why) => write!(f, "invalid reshard: {why}"),
+            Refusal::InvalidMaxRecordSize(kib) => write!(
+                f,
+                "maximum record size {kib} KiB is out of range: a stream takes {} to {} KiB",
+                DEFAULT_MAX_RECORD_SIZE / 1024,
+                MAX_RECORD_SIZE_CEILING / 1024
+            ),
         }
     }
 }
@@ -249,7 +265,8 @@ struct Shard {
     adjacent_parent: Option<String>,
     open: bool,
     records: Vec<StoredRecord>,
-    /// Accepted (arrival, bytes) of the last second, for the write limits.
+    /// Accepted (until when it counts, bytes) for the write limits: a second, or for
+    /// a large record its [`shard_write_hold`].
     window: VecDeque<(Instant, usize)>,
     window_bytes: usize,
     next_seq: u64,
@@ -279,22 +296,36 @@ impl Shard {
         d
     }
 
-    /// Whether a record of `bytes` fits under the write limits at `now`.
+    /// Whether a record of `bytes` fits under the write limits at `now`: within any
+    /// second, 1,000 records and 1 MiB; a larger record only when nothing counts
+    /// against the shard (see [`shard_write_hold`]).
     fn admit(&mut self, bytes: usize, now: Instant) -> bool {
-        while let Some(&(at, b)) = self.window.front() {
-            if now.saturating_duration_since(at) < Duration::from_secs(1) {
+        while let Some(&(until, b)) = self.window.front() {
+            if until > now {
                 break;
             }
             self.window.pop_front();
             self.window_bytes -= b;
         }
-        self.window.len() < SHARD_RECORDS_PER_SECOND as usize
-            && self.window_bytes + bytes <= SHARD_BYTES_PER_SECOND as usize
+        let limit = SHARD_BYTES_PER_SECOND as usize;
+        if bytes > limit {
+            return self.window.is_empty();
+        }
+        self.window.len() < SHARD_RECORDS_PER_SECOND as usize && self.window_bytes + bytes <= limit
+    }
+
+    /// Counts a record of `bytes` taken at `now`.
+    fn count(&mut self, bytes: usize, now: Instant) {
+        self.window
+            .push_back((now + shard_write_hold(bytes), bytes));
+        self.window_bytes += bytes;
     }
 }
 
 struct Stream {
     arn: String,
+    /// Its records' size limit (data plus partition key; `UpdateMaxRecordSize`).
+    max_record_size: usize,
     shards: Vec<Shard>,
     /// The open shards by ending hash key, as (end, index in `shards`), for a
     /// look-up in O(log n); made again when `shards` grew (every reshard adds shards).
@@ -306,6 +337,7 @@ impl Stream {
     fn new(arn: String, shards: Vec<Shard>) -> Self {
         Self {
             arn,
+            max_record_size: DEFAULT_MAX_RECORD_SIZE,
             shards,
             by_end: Vec::new(),
             indexed: usize::MAX,
@@ -645,6 +677,36 @@ impl Simulator {
         Ok(s.shards.iter().map(Shard::describe).collect())
     }
 
+    /// Sets a stream's maximum record size (data plus partition key), as
+    /// UpdateMaxRecordSize does: `kib` from 1024 to 10240. Its requests may then be
+    /// as large as that too, when that is over the usual 5 MiB.
+    pub fn update_max_record_size(&self, stream: &str, kib: usize) -> Result<(), SimError> {
+        let bytes = kib.saturating_mul(1024);
+        if !(DEFAULT_MAX_RECORD_SIZE..=MAX_RECORD_SIZE_CEILING).contains(&bytes) {
+            return Err(SimError {
+                repr: Refusal::InvalidMaxRecordSize(kib),
+            });
+        }
+        let mut state = self.lock();
+        let s = state
+            .streams
+            .get_mut(stream)
+            .ok_or_else(|| SimError::stream_not_found(stream))?;
+        s.max_record_size = bytes;
+        Ok(())
+    }
+
+    /// A stream's maximum record size in bytes (DescribeStreamSummary's
+    /// `MaxRecordSizeInKiB`, times 1024).
+    pub fn max_record_size(&self, stream: &str) -> Result<usize, SimError> {
+        let state = self.lock();
+        let s = state
+            .streams
+            .get(stream)
+            .ok_or_else(|| SimError::stream_not_found(stream))?;
+        Ok(s.max_record_size)
+    }
+
     /// PutRecords requests received so far (including failed ones).
     pub fn put_requests(&self) -> u64 {
         self.lock().put_requests
@@ -869,6 +931,12 @@ impl State {
                 "1 validation error detected: Value '{count} records' at 'records' failed to satisfy constraint: Member must have length between 1 and {MAX_RECORDS_PER_REQUEST}"
             )));
         }
+        let max_record = match &request.stream {
+            StreamId::Name(name) => state.streams.get(name.as_str()),
+            StreamId::Arn(arn) => state.streams.values().find(|s| &s.arn == arn),
+        }
+        .map_or(DEFAULT_MAX_RECORD_SIZE, |s| s.max_record_size);
+        let max_request = max_record.max(DEFAULT_MAX_REQUEST_SIZE);
         let mut total = 0usize;
         for (i, entry) in request.entries.iter().enumerate() {
             let chars = entry.partition_key.chars().count();
@@ -878,23 +946,23 @@ impl State {
                     i + 1
                 )));
             }
-            if entry.data.len() > DEFAULT_MAX_RECORD_SIZE {
+            if entry.data.len() > max_record {
                 return Err(validation(format!(
-                    "1 validation error detected: Value at 'records.{}.member.data' failed to satisfy constraint: Member must have length less than or equal to {DEFAULT_MAX_RECORD_SIZE}",
+                    "1 validation error detected: Value at 'records.{}.member.data' failed to satisfy constraint: Member must have length less than or equal to {max_record}",
                     i + 1
                 )));
             }
-            if entry.size() > DEFAULT_MAX_RECORD_SIZE {
+            if entry.size() > max_record {
                 return Err(invalid_argument(format!(
-                    "Record {i} size {} exceeds the {DEFAULT_MAX_RECORD_SIZE}-byte limit (data plus partition key)",
+                    "Record {i} size {} exceeds the {max_record}-byte limit (data plus partition key)",
                     entry.size()
                 )));
             }
             total += entry.size();
         }
-        if total > DEFAULT_MAX_REQUEST_SIZE {
+        if total > max_request {
             return Err(invalid_argument(format!(
-                "Records size {total} exceeds the {DEFAULT_MAX_REQUEST_SIZE}-byte request limit"
+                "Records size {total} exceeds the {max_request}-byte request limit"
             )));
         }
         let faults = state.faults.clone();
@@ -942,8 +1010,7 @@ impl State {
                 });
                 continue;
             }
-            shard.window.push_back((now, entry.size()));
-            shard.window_bytes += entry.size();
+            shard.count(entry.size(), now);
             let index: u64 = shard.id.trim_start_matches("shardId-").parse().unwrap_or(0);
             let sequence_number = format!("49{index:06}{:030}", shard.next_seq);
             shard.next_seq += 1;
@@ -1068,5 +1135,48 @@ mod tests {
             e.to_string(),
             "invalid reshard: target shard count must be at least 1"
         );
+    }
+
+    /// A stream takes records over 1 MiB once its limit is raised; such a record
+    /// is taken only when nothing counts against its shard, and holds the shard
+    /// for its bytes at 1 MiB/s.
+    #[test]
+    fn large_records_need_a_raised_limit_and_hold_their_shard() {
+        let clock = Arc::new(kpl_runtime::VirtualClock::new());
+        let t0 = clock.now();
+        let sim = Simulator::new(clock, 1);
+        sim.create_stream("s", 1).unwrap();
+        let put = |bytes: usize, at: Instant| {
+            let entry =
+                kpl_transport::PutRecordsEntry::new("k", None, Bytes::from(vec![0u8; bytes - 1]));
+            let request = PutRecordsRequest::new(StreamId::parse("s"), vec![entry]);
+            sim.lock().store(request, at).map(|r| r.failed_count() == 0)
+        };
+        let big = 5 * 1024 * 1024;
+        let e = put(big, t0).unwrap_err();
+        assert!(e.to_string().contains("1048576"), "{e}");
+        let e = sim.update_max_record_size("s", 10_241).unwrap_err();
+        assert!(e.is_invalid_max_record_size());
+        assert_eq!(
+            e.to_string(),
+            "maximum record size 10241 KiB is out of range: a stream takes 1024 to 10240 KiB"
+        );
+        sim.update_max_record_size("s", 10_240).unwrap();
+        assert_eq!(sim.max_record_size("s").unwrap(), MAX_RECORD_SIZE_CEILING);
+        let ms = Duration::from_millis;
+        assert!(put(100, t0).unwrap());
+        assert!(
+            !put(big, t0 + ms(999)).unwrap(),
+            "a record within the second"
+        );
+        assert!(put(big, t0 + ms(1000)).unwrap(), "nothing counts any more");
+        assert!(
+            !put(100, t0 + ms(5999)).unwrap(),
+            "5 MiB hold the shard 5 s"
+        );
+        assert!(put(100, t0 + ms(6000)).unwrap());
+        // A request may be as large as the stream's record limit.
+        assert!(put(MAX_RECORD_SIZE_CEILING + 1, t0 + ms(8000)).is_err());
+        assert!(put(MAX_RECORD_SIZE_CEILING, t0 + ms(8000)).unwrap());
     }
 }
