@@ -191,6 +191,70 @@ fn a_split_while_records_flow_on_smol_loses_nothing() {
     run(On::Smol, split_while_flowing);
 }
 
+#[test]
+#[ignore = "needs kinesis-mock: run by `cargo xtask ci`"]
+fn records_up_to_9_mib_arrive_once_on_a_stream_whose_limit_was_raised() {
+    run(On::Tokio, large_records);
+}
+
+/// A 9 MiB record, then 100 B records with 5 MiB ones among them, on a stream whose
+/// maximum record size was raised to 10 MiB (UpdateMaxRecordSize): each read back
+/// exactly once.
+async fn large_records(env: Env) {
+    const MIB: usize = 1024 * 1024;
+    let peer = env.peer.clone();
+    let (stream, arn) = env
+        .admin(async move { peer.create_stream("producer-large", 2).await })
+        .await;
+    let raw = kpl_tests::kinesis::Kinesis::new(env.peer.endpoint());
+    env.admin(async move {
+        tokio::task::spawn_blocking(move || {
+            raw.call(
+                "UpdateMaxRecordSize",
+                &serde_json::json!({"StreamARN": arn, "MaxRecordSizeInKiB": 10_240}),
+            )
+        })
+        .await
+    })
+    .await
+    .expect("a call")
+    .expect("UpdateMaxRecordSize");
+    let config = Config::builder()
+        .request_timeout(Duration::from_secs(60))
+        .record_ttl(Duration::from_secs(300))
+        .max_user_record_size(kpl_codec::MAX_RECORD_SIZE_CEILING)
+        .build()
+        .unwrap();
+    let producer = Producer::builder(config, env.peer.transport()).build(Runtime::tokio());
+    let sizes =
+        std::iter::once(9 * MIB).chain((0..120).map(|i| if i % 40 == 20 { 5 * MIB } else { 100 }));
+    let mut sent = Vec::new();
+    for (i, size) in sizes.enumerate() {
+        let mut data = format!("large {i:04} ").into_bytes();
+        data.resize(size, b'.');
+        let data = Bytes::from(data);
+        let future = producer
+            .put_record(&stream, PutRecord::new(format!("key-{i}"), data.clone()))
+            .await
+            .unwrap();
+        sent.push((data, future));
+    }
+    producer.flush().await;
+    let (peer, name) = (env.peer.clone(), stream.clone());
+    let seen = env.admin(async move { consumed(&peer, &name).await }).await;
+    for (data, future) in &sent {
+        let r = future.wait(Duration::ZERO).expect("resolved by the flush");
+        assert!(r.is_success(), "{} bytes: {:?}", data.len(), r.attempts);
+        assert_eq!(
+            seen.get(data).map(Vec::len),
+            Some(1),
+            "{} bytes",
+            data.len()
+        );
+    }
+    assert_eq!(seen.values().map(Vec::len).sum::<usize>(), sent.len());
+}
+
 async fn ten_thousand(env: Env) {
     let started = Instant::now();
     let peer = env.peer.clone();

@@ -433,6 +433,19 @@ fn settings(args: &Args) -> anyhow::Result<kpl::Config> {
     }
     anyhow::ensure!(args.records > 0, "--records must be at least 1");
     anyhow::ensure!(args.shards > 0, "--shards must be at least 1");
+    let record = args.size.saturating_add(KEY_LEN);
+    if args.endpoint.is_none() && record > config.max_user_record_size() {
+        // Records over the limit: the embedded stream's limit is raised to fit
+        // (see Harness::build), and the producer's with it.
+        anyhow::ensure!(
+            record <= kpl::codec::MAX_RECORD_SIZE_CEILING,
+            "--size {} makes records of {record} bytes with their key, over the {} bytes a Kinesis stream can take: give at most {}",
+            args.size,
+            kpl::codec::MAX_RECORD_SIZE_CEILING,
+            kpl::codec::MAX_RECORD_SIZE_CEILING - KEY_LEN
+        );
+        config = config.to_builder().max_user_record_size(record).build()?;
+    }
     Ok(config)
 }
 
@@ -471,6 +484,10 @@ impl Harness {
                     let timer: Arc<dyn Timer> = Arc::new(TokioTimer);
                     let sim = Simulator::new(timer, 1);
                     sim.create_stream("bench", args.shards)?;
+                    let max_record = config.max_user_record_size();
+                    if max_record > kpl::codec::DEFAULT_MAX_RECORD_SIZE {
+                        sim.update_max_record_size("bench", max_record.div_ceil(1024))?;
+                    }
                     sim.set_limits(!args.no_limits);
                     sim.set_acknowledge_only(args.acknowledge_only);
                     if let Some(ms) = args.sim_latency {
@@ -508,13 +525,16 @@ impl Harness {
     }
 }
 
+/// Bytes of a bench record's partition key.
+const KEY_LEN: usize = 16;
+
 /// `key` as 16 lowercase hex digits (what `format!("{key:016x}")` gives), written
 /// straight into a string of exactly that length: the formatting machinery cost
 /// the generator a second allocation and about 300 instructions per record.
 fn hex_key(key: u64) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(16);
-    for shift in (0..16).rev() {
+    let mut out = String::with_capacity(KEY_LEN);
+    for shift in (0..KEY_LEN).rev() {
         out.push(char::from(DIGITS[((key >> (shift * 4)) & 0xf) as usize]));
     }
     out

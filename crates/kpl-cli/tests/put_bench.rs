@@ -285,3 +285,21 @@ fn bench_sim_latency_delays_every_answer_and_ordered_runs_exactly_once() {
     let p50 = report["latency_ms"]["p50"].as_f64().unwrap();
     assert!(p50 >= 300.0, "p50 {p50} ms under the simulator's latency");
 }
+
+/// `--size` over 1 MiB raises the embedded stream's record limit to fit, with no
+/// other flag: records of 2 MB arrive exactly once, none retried (the limiter
+/// paces them by the shard's bytes); over 10 MiB with the key is refused.
+#[test]
+fn bench_size_over_1_mib_raises_the_simulated_limit() {
+    let report = bench_json(&["--records", "6", "--shards", "3", "--size", "2000000"]);
+    assert_eq!(report["exactly_once"], true);
+    assert_eq!(report["failures"], 0);
+    assert_eq!(report["retries"], 0);
+    let out = kpl(&["bench", "--records", "1", "--size", "10485760"], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--size 10485760") && err.contains("at most 10485744"),
+        "{err}"
+    );
+}
