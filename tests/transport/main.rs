@@ -260,6 +260,24 @@ async fn addressing_by_arn(peer: &dyn Peer) {
     assert_eq!(err.kind(), ErrorKind::NotFound, "{}: {err}", peer.name());
 }
 
+/// The stream's record limit is read, by name and by ARN: the default until it is
+/// raised (kinesis-mock says nothing, kpl-sim says 1 MiB), then the raised one.
+async fn max_record_size_is_read_from_the_stream(peer: &dyn Peer) {
+    let (name, arn) = peer.create_stream("max-record", 1).await;
+    let t = peer.transport();
+    let before = t.max_record_size(&StreamId::parse(&name)).await.unwrap();
+    assert!(
+        before.is_none_or(|b| b == kpl_codec::DEFAULT_MAX_RECORD_SIZE),
+        "{}: {before:?}",
+        peer.name()
+    );
+    peer.update_max_record_size(&name, &arn, 10_240).await;
+    for id in [&name, &arn] {
+        let after = t.max_record_size(&StreamId::parse(id)).await.unwrap();
+        assert_eq!(after, Some(10 * 1024 * 1024), "{}", peer.name());
+    }
+}
+
 /// The shared suite: every case, timed, against one peer.
 async fn suite(peer: &dyn Peer) {
     let started = Instant::now();
@@ -269,8 +287,9 @@ async fn suite(peer: &dyn Peer) {
     unknown_stream_is_not_found(peer).await;
     split_then_relist(peer).await;
     addressing_by_arn(peer).await;
+    max_record_size_is_read_from_the_stream(peer).await;
     println!(
-        "transport suite: 6 cases against {} in {} ms",
+        "transport suite: 7 cases against {} in {} ms",
         peer.name(),
         started.elapsed().as_millis()
     );

@@ -34,6 +34,8 @@ pub(crate) trait Peer: Send + Sync {
     async fn create_stream(&self, prefix: &str, shards: usize) -> (String, String);
     async fn split(&self, stream: &str, shard_id: &str, at: HashKey);
     async fn read_all(&self, stream: &str) -> Vec<ReadRecord>;
+    /// UpdateMaxRecordSize of the stream (name, ARN) to `kib`.
+    async fn update_max_record_size(&self, stream: &str, arn: &str, kib: usize);
 }
 
 /// Runs `f` on a fresh two-thread tokio runtime (the AWS SDK needs tokio).
@@ -84,6 +86,9 @@ impl Peer for SimPeer {
     }
     async fn split(&self, stream: &str, shard_id: &str, at: HashKey) {
         self.sim.split_shard(stream, shard_id, at).unwrap();
+    }
+    async fn update_max_record_size(&self, stream: &str, _arn: &str, kib: usize) {
+        self.sim.update_max_record_size(stream, kib).unwrap();
     }
     async fn read_all(&self, stream: &str) -> Vec<ReadRecord> {
         self.sim
@@ -227,6 +232,16 @@ impl Peer for MockPeer {
             .new_starting_hash_key(at.to_string())
             .send()
             .await
+            .unwrap();
+        self.wait_active(stream).await;
+    }
+    async fn update_max_record_size(&self, stream: &str, arn: &str, kib: usize) {
+        // The SDK this project locks predates UpdateMaxRecordSize: a raw call.
+        let raw = kpl_tests::kinesis::Kinesis::new(&self.endpoint);
+        let body = serde_json::json!({"StreamARN": arn, "MaxRecordSizeInKiB": kib});
+        tokio::task::spawn_blocking(move || raw.call("UpdateMaxRecordSize", &body))
+            .await
+            .unwrap()
             .unwrap();
         self.wait_active(stream).await;
     }

@@ -855,6 +855,17 @@ impl Transport for Simulator {
         Ok(ListShardsPage::new(shards, next_token))
     }
 
+    async fn max_record_size(&self, stream: &StreamId) -> Result<Option<usize>, TransportError> {
+        let state = self.lock();
+        let found = match stream {
+            StreamId::Name(name) => state.streams.get(name.as_str()),
+            StreamId::Arn(arn) => state.streams.values().find(|s| &s.arn == arn),
+        };
+        found
+            .map(|s| Some(s.max_record_size))
+            .ok_or_else(|| not_found(stream))
+    }
+
     async fn put_records(
         &self,
         request: PutRecordsRequest,

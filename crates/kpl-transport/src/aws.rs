@@ -1187,8 +1187,69 @@ fn hash_key(text: Option<&str>, shard: &str, which: &str) -> Result<HashKey, Tra
         })
 }
 
+/// Reads `MaxRecordSizeInKiB` from a DescribeStreamSummary answer's body.
+#[derive(Debug)]
+struct ReadMaxRecordSize(std::sync::Arc<std::sync::Mutex<Option<u64>>>);
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for ReadMaxRecordSize {
+    fn name(&self) -> &'static str {
+        "ReadMaxRecordSize"
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &aws_sdk_kinesis::config::interceptors::AfterDeserializationInterceptorContextRef<
+            '_,
+        >,
+        _: &aws_sdk_kinesis::config::RuntimeComponents,
+        _: &mut aws_sdk_kinesis::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if let Some(body) = context.response().body().bytes() {
+            *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = max_record_size_kib(body);
+        }
+        Ok(())
+    }
+}
+
+/// `MaxRecordSizeInKiB` of a DescribeStreamSummary answer (JSON), when it is a
+/// number.
+fn max_record_size_kib(body: &[u8]) -> Option<u64> {
+    const FIELD: &[u8] = b"\"MaxRecordSizeInKiB\"";
+    let at = body.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
+    let rest = body[at..]
+        .trim_ascii_start()
+        .strip_prefix(b":")?
+        .trim_ascii_start();
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
 #[async_trait]
 impl Transport for AwsTransport {
+    async fn max_record_size(&self, stream: &StreamId) -> Result<Option<usize>, TransportError> {
+        // The SDK this crate is built with predates `MaxRecordSizeInKiB`: the field
+        // is read from the answer's body, which the SDK keeps in memory once it has
+        // deserialized the rest.
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let call = self.client.describe_stream_summary();
+        let call = match stream {
+            StreamId::Name(name) => call.stream_name(name),
+            StreamId::Arn(arn) => call.stream_arn(arn),
+        };
+        call.customize()
+            .interceptor(ReadMaxRecordSize(seen.clone()))
+            .send()
+            .await
+            .map_err(convert)?;
+        let kib = *seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(kib.map(|kib: u64| usize::try_from(kib.saturating_mul(1024)).unwrap_or(usize::MAX)))
+    }
+
     async fn list_shards(
         &self,
         request: ListShardsRequest,
@@ -1332,6 +1393,25 @@ impl Transport for AwsTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_max_record_size_is_read_from_the_summary_when_it_is_a_number() {
+        let summary = |v: &str| {
+            format!(
+                r#"{{"StreamDescriptionSummary":{{"KeyId":null,"MaxRecordSizeInKiB": {v},"OpenShardCount":1}}}}"#
+            )
+        };
+        assert_eq!(
+            max_record_size_kib(summary("10240").as_bytes()),
+            Some(10_240)
+        );
+        assert_eq!(max_record_size_kib(summary("null").as_bytes()), None);
+        assert_eq!(
+            max_record_size_kib(br#"{"StreamDescriptionSummary":{}}"#),
+            None
+        );
+        assert_eq!(max_record_size_kib(br#"{"MaxRecordSizeInKiB":"#), None);
+    }
 
     #[test]
     fn messages_are_cut_at_a_character_boundary() {

@@ -324,6 +324,15 @@ pub trait Transport: Send + Sync + 'static {
         &self,
         request: PutRecordsRequest,
     ) -> Result<PutRecordsResponse, TransportError>;
+    /// The stream's maximum record size in bytes, data plus partition key
+    /// (DescribeStreamSummary's `MaxRecordSizeInKiB`, raised with
+    /// UpdateMaxRecordSize); `None` when the service does not say, where the
+    /// default, [`kpl_codec::DEFAULT_MAX_RECORD_SIZE`], applies. A transport that
+    /// cannot ask answers `None`.
+    async fn max_record_size(&self, stream: &StreamId) -> Result<Option<usize>, TransportError> {
+        let _ = stream;
+        Ok(None)
+    }
 }
 
 #[async_trait]
@@ -339,5 +348,8 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
         request: PutRecordsRequest,
     ) -> Result<PutRecordsResponse, TransportError> {
         (**self).put_records(request).await
+    }
+    async fn max_record_size(&self, stream: &StreamId) -> Result<Option<usize>, TransportError> {
+        (**self).max_record_size(stream).await
     }
 }
