@@ -540,7 +540,10 @@ settings! {
             Count (64, MAX_RECORD_SIZE_CEILING), plain, flag Some("max-user-record-size"),
             kpl false, unit "bytes",
             "Most bytes (data plus partition key) of one user record: raise it for a \
-             stream whose record limit was raised.";
+             stream whose record limit was raised. Above 1 MiB the stream's own limit \
+             is read (DescribeStreamSummary) and a record over it fails as Record Too \
+             Large without being sent; records over 1 MiB go alone, paced by the \
+             shard's bytes.";
         "Ordered" => ordered: bool = false,
             Bool, plain, flag Some("ordered"), kpl false, unit "",
             "Whether records put in order with the same partition key (or explicit hash \

@@ -36,6 +36,8 @@ enum Completion {
     Shards(Refresh, Result<Vec<(ShardInfo, bool)>, TransportError>),
     /// A PutRecords request's answer, by request number.
     Put(u64, Result<PutRecordsResponse, TransportError>),
+    /// The stream's maximum record size.
+    MaxRecordSize(Result<Option<usize>, TransportError>),
 }
 
 /// One stream's task.
@@ -148,6 +150,9 @@ impl Worker {
                 Next::Completion(Completion::Put(id, result)) => {
                     self.pipeline.handle_answer(id, result, now);
                 }
+                Next::Completion(Completion::MaxRecordSize(result)) => {
+                    self.pipeline.handle_max_record_size(result);
+                }
                 Next::Timer => {}
             }
         }
@@ -206,6 +211,13 @@ impl Worker {
                 self.shared.runtime.spawn(Box::pin(async move {
                     let result = transport.put_records(request).await;
                     let _ = tx.unbounded_send(Completion::Put(id, result));
+                }));
+            }
+            Transmit::MaxRecordSize => {
+                let stream = self.stream.clone();
+                self.shared.runtime.spawn(Box::pin(async move {
+                    let result = transport.max_record_size(&stream).await;
+                    let _ = tx.unbounded_send(Completion::MaxRecordSize(result));
                 }));
             }
             Transmit::ListShards { refresh, open_only } => {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 /// The codes of the producer's own failures, as strings (the
 /// [`as_str`](ErrorCode::as_str) of [`ErrorCode::Expired`], [`ErrorCode::WrongShard`],
-/// [`ErrorCode::RecordCountMismatch`], [`ErrorCode::Shutdown`] and [`ErrorCode::Internal`]).
+/// [`ErrorCode::RecordCountMismatch`], [`ErrorCode::Shutdown`], [`ErrorCode::Internal`]
+/// and [`ErrorCode::RecordTooLarge`]).
 pub mod codes {
     /// The record's time to live passed before it was stored.
     pub const EXPIRED: &str = "Expired";
@@ -22,6 +23,9 @@ pub mod codes {
     /// The producer could not read the record back from an aggregate it made, to
     /// send it again (a bug: please report it). The record may have been stored.
     pub const INTERNAL: &str = "Internal Error";
+    /// The record is larger than its stream's maximum record size (read from the
+    /// stream); it was not sent.
+    pub const RECORD_TOO_LARGE: &str = "Record Too Large";
 }
 
 macro_rules! error_codes {
@@ -131,6 +135,9 @@ error_codes! {
     /// The producer could not read the record back from an aggregate it made, to
     /// send it again (a bug: please report it). The record may have been stored.
     Internal => "Internal Error",
+    /// The record is larger than its stream's maximum record size (read from the
+    /// stream); it was not sent.
+    RecordTooLarge => "Record Too Large",
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -741,6 +748,7 @@ mod tests {
             codes::RECORD_COUNT_MISMATCH,
             codes::SHUTDOWN,
             codes::INTERNAL,
+            codes::RECORD_TOO_LARGE,
             "Teapot",
         ] {
             let c = ErrorCode::from(code);

@@ -119,3 +119,37 @@ fn mixed_100_b_and_5_mib_records_are_stored_once_within_the_write_limits() {
         "records throttled"
     );
 }
+
+/// The stream's own limit is read: a record over it fails as "Record Too Large",
+/// naming the limit, without being sent; one under it is stored. (Without the read,
+/// the service refused its request: a ValidationException.)
+#[test]
+fn a_record_over_the_streams_limit_fails_unsent_naming_the_limit() {
+    let config = Config::builder().max_user_record_size(MAX_RECORD_SIZE_CEILING);
+    let h = harness(config, 1, 3);
+    h.kinesis.update_max_record_size(STREAM, 2_048).unwrap();
+    let puts = sized_load(&h, vec![3 * MIB, 3 * MIB / 2], Duration::from_millis(10));
+    run_until_resolved(&h, &puts, 2, Duration::from_secs(60));
+    let puts = puts.lock().unwrap();
+    let over = puts[0].result().unwrap();
+    assert!(!over.is_success());
+    assert_eq!(over.attempts.len(), 1, "{:?}", over.attempts);
+    assert_eq!(
+        over.error_code(),
+        Some(&kpl_producer::ErrorCode::RecordTooLarge),
+        "{:?}",
+        over.error_message()
+    );
+    let message = over.error_message().unwrap();
+    assert!(
+        message.contains("2097152 bytes") && message.contains("UpdateMaxRecordSize"),
+        "{message}"
+    );
+    assert!(!over.may_have_been_stored());
+    assert!(puts[1].result().unwrap().is_success());
+    assert_eq!(
+        h.kinesis.put_requests(),
+        1,
+        "the record over the limit was not sent"
+    );
+}

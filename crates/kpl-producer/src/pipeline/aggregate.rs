@@ -8,7 +8,8 @@ use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use kpl_codec::{
-    AGGREGATE_OVERHEAD, AGGREGATED_PARTITION_KEY, AggregateEncoder, HashKey, RecordParts,
+    AGGREGATE_OVERHEAD, AGGREGATED_PARTITION_KEY, AggregateEncoder, HashKey,
+    MAX_RECORD_SIZE_CEILING, RecordParts,
 };
 use kpl_reducer::{Item, Policy, Reducer};
 use kpl_shardmap::ShardId;
@@ -22,6 +23,7 @@ use super::shards::Place;
 use super::{SUSPECT_WAIT, StreamPipeline};
 use crate::config::Config;
 use crate::fasthash::FastMap;
+use crate::result::codes;
 
 /// One shard's records waiting to be aggregated.
 struct Batch {
@@ -542,13 +544,31 @@ impl StreamPipeline {
         let (krec, emptied) = self.aggregation.seal(batch, shard, now);
         match krec.shard.clone() {
             Some(shard) => self.limiter.add(shard, krec, now),
-            None => self.collect(krec),
+            None => self.collect(krec, now),
         }
         emptied
     }
 
     /// Hands a Kinesis record to the collector.
-    pub(super) fn collect(&mut self, krec: KRec) {
+    pub(super) fn collect(&mut self, krec: KRec, now: Instant) {
+        if let Err(limit) = self.assembler.admits(&krec) {
+            let message = format!(
+                "record of {} bytes (data plus partition key) is over stream {}'s maximum record size of {limit} bytes: raise it with UpdateMaxRecordSize (up to {MAX_RECORD_SIZE_CEILING} bytes) or send smaller records; not sent",
+                krec.size(),
+                self.stream
+            );
+            for mut m in krec.into_members() {
+                m.attempt(
+                    self.epoch,
+                    now,
+                    now,
+                    Some((codes::RECORD_TOO_LARGE, &message)),
+                    None,
+                );
+                self.fail(m);
+            }
+            return;
+        }
         // Deadlines are polled in `drive`, after every release of this round.
         self.assembler.add(krec);
     }

@@ -65,6 +65,9 @@ pub(super) struct Assembler {
     collector: Reducer<KRec, ShardBytes>,
     /// Requests ready to go, oldest first.
     ready: VecDeque<Vec<KRec>>,
+    /// The stream's maximum record size, once read (see
+    /// [`set_record_limit`](Self::set_record_limit)).
+    record_limit: Option<usize>,
 }
 
 impl Assembler {
@@ -76,6 +79,23 @@ impl Assembler {
                 ShardBytes::default(),
             ),
             ready: VecDeque::new(),
+            record_limit: None,
+        }
+    }
+
+    /// The stream's maximum record size was read: a raw Kinesis record larger than
+    /// that is refused by [`admits`](Self::admits) instead of being sent.
+    pub(super) fn set_record_limit(&mut self, limit: usize) {
+        self.record_limit = Some(limit);
+    }
+
+    /// Whether `krec` may be sent: it is within the stream's maximum record size,
+    /// or that is not known (the service judges), or it is an aggregate (made
+    /// within `aggregation_max_size`); `Err` gives the limit.
+    pub(super) fn admits(&self, krec: &KRec) -> Result<(), usize> {
+        match self.record_limit {
+            Some(limit) if !krec.aggregated && krec.size() > limit => Err(limit),
+            _ => Ok(()),
         }
     }
 

@@ -49,11 +49,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kpl_codec::{SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND};
+use kpl_codec::{DEFAULT_MAX_RECORD_SIZE, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND};
 use kpl_limiter::{Limiter, LimiterConfig, Release};
 use kpl_shardmap::{Refresh, ShardId, ShardInfo};
 use kpl_transport::{PutRecordsRequest, PutRecordsResponse, StreamId, TransportError};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::config::Config;
 use crate::events::{Event, EventSink};
@@ -86,6 +86,10 @@ pub(crate) enum Transmit {
         /// Only the open shards (else closed ones too: the stream's history).
         open_only: bool,
     },
+    /// Read the stream's maximum record size (once, when records may be larger
+    /// than the default 1 MiB), answered with
+    /// [`StreamPipeline::handle_max_record_size`].
+    MaxRecordSize,
     /// A PutRecords request, answered with [`StreamPipeline::handle_answer`] under
     /// `id`. The request carries the transport's own (longer) timeout.
     PutRecords {
@@ -155,7 +159,12 @@ impl StreamPipeline {
             assembler: Assembler::new(c),
             flights: Flights::new(c),
             retries: RetryQueue::new(seed),
-            transmits: VecDeque::new(),
+            // Records may be larger than the default limit: the stream's own is read
+            // at once, in parallel with the first listing.
+            transmits: VecDeque::from_iter(
+                (c.max_user_record_size > DEFAULT_MAX_RECORD_SIZE)
+                    .then_some(Transmit::MaxRecordSize),
+            ),
             stages: Stages::Owed,
             lifecycle: Lifecycle::Running,
             room_wanted: false,
@@ -238,6 +247,24 @@ impl StreamPipeline {
     ) {
         self.stages.owe();
         self.put_answered(id, result, now);
+    }
+
+    /// The stream's maximum record size was read: raw records over it are failed
+    /// as [`RECORD_TOO_LARGE`](codes::RECORD_TOO_LARGE) instead of being sent. When
+    /// the service does not say, the default 1 MiB applies; when it cannot be read,
+    /// records are sent and the service judges them.
+    pub(crate) fn handle_max_record_size(&mut self, result: Result<Option<usize>, TransportError>) {
+        self.stages.owe();
+        match result {
+            Ok(limit) => {
+                let limit = limit.unwrap_or(DEFAULT_MAX_RECORD_SIZE);
+                debug!(stream = %self.stream, limit, "the stream's maximum record size");
+                self.assembler.set_record_limit(limit);
+            }
+            Err(e) => {
+                warn!(stream = %self.stream, error = %e, "could not read the stream's maximum record size (DescribeStreamSummary): records over 1 MiB are sent and the service judges them")
+            }
+        }
     }
 
     // ----- what goes out -----
@@ -342,7 +369,7 @@ impl StreamPipeline {
             match release {
                 Release::Ready { mut item, .. } => {
                     item.released = Some(now);
-                    self.collect(item);
+                    self.collect(item, now);
                 }
                 Release::Expired { item, .. } => self.expire_krec(item, now),
             }

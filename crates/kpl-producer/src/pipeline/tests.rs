@@ -121,6 +121,7 @@ impl Bench {
         match self.p.poll_transmit(self.now) {
             Some(Transmit::ListShards { refresh, .. }) => refresh,
             Some(Transmit::PutRecords { .. }) => panic!("PutRecords before a ListShards"),
+            Some(Transmit::MaxRecordSize) => panic!("MaxRecordSize with records up to 1 MiB"),
             None => panic!("no ListShards"),
         }
     }
@@ -190,6 +191,7 @@ fn puts(transmits: Vec<Transmit>) -> Vec<(u64, PutRecordsRequest)> {
         .map(|t| match t {
             Transmit::PutRecords { id, request } => (id, request),
             Transmit::ListShards { .. } => panic!("unexpected ListShards"),
+            Transmit::MaxRecordSize => panic!("unexpected MaxRecordSize"),
         })
         .collect()
 }
@@ -620,6 +622,12 @@ fn stepped_against_kpl_sim_every_record_is_stored_once() {
                 .now_or_never()
                 .expect("kpl-sim answers at once without faults");
             b.p.handle_answer(id, result, b.now);
+        }
+        Transmit::MaxRecordSize => {
+            let result = Transport::max_record_size(&sim, &StreamId::parse("s"))
+                .now_or_never()
+                .expect("kpl-sim answers at once");
+            b.p.handle_max_record_size(result);
         }
     };
     while b.outcomes.len() < keys.len() {
