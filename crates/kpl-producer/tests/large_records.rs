@@ -43,8 +43,10 @@ fn sized_load(h: &Harness, sizes: Vec<usize>, gap: Duration) -> Arc<Mutex<Vec<Pu
     puts
 }
 
-fn large_harness(shards: usize) -> Harness {
-    let config = Config::builder().max_user_record_size(MAX_RECORD_SIZE_CEILING);
+fn large_harness(shards: usize, ordered: bool) -> Harness {
+    let config = Config::builder()
+        .max_user_record_size(MAX_RECORD_SIZE_CEILING)
+        .ordered(ordered);
     let h = harness(config, shards, 11);
     h.kinesis
         .update_max_record_size(STREAM, MAX_RECORD_SIZE_CEILING / 1024)
@@ -87,7 +89,13 @@ fn assert_within_write_limits(h: &Harness) {
 
 #[test]
 fn a_9_mib_record_is_stored_once() {
-    let h = large_harness(1);
+    for ordered in [false, true] {
+        a_9_mib_record(ordered);
+    }
+}
+
+fn a_9_mib_record(ordered: bool) {
+    let h = large_harness(1, ordered);
     let puts = sized_load(&h, vec![9 * MIB], Duration::ZERO);
     run_until_resolved(&h, &puts, 1, Duration::from_secs(60));
     let outcome = check_invariants(&h, &puts);
@@ -100,7 +108,13 @@ fn a_9_mib_record_is_stored_once() {
 
 #[test]
 fn mixed_100_b_and_5_mib_records_are_stored_once_within_the_write_limits() {
-    let h = large_harness(2);
+    for ordered in [false, true] {
+        mixed(ordered);
+    }
+}
+
+fn mixed(ordered: bool) {
+    let h = large_harness(2, ordered);
     // 2,000 records of 100 B and 10 of 5 MiB among them, over 4 s.
     let sizes: Vec<usize> = (0..2_010)
         .map(|i| if i % 201 == 100 { 5 * MIB } else { 100 })
@@ -109,7 +123,7 @@ fn mixed_100_b_and_5_mib_records_are_stored_once_within_the_write_limits() {
     run_until_resolved(&h, &puts, 2_010, Duration::from_secs(600));
     h.sim.run_for(Duration::from_secs(5));
     let outcome = check_invariants(&h, &puts);
-    assert_eq!(outcome.successes(), 2_010);
+    assert_eq!(outcome.successes(), 2_010, "ordered: {ordered}");
     assert_eq!(outcome.duplicated, 0, "stored twice");
     assert_within_write_limits(&h);
     // The limiter admits by the same model: nothing was throttled.
