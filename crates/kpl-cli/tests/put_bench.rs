@@ -291,10 +291,16 @@ fn bench_sim_latency_delays_every_answer_and_ordered_runs_exactly_once() {
 /// paces them by the shard's bytes); over 10 MiB with the key is refused.
 #[test]
 fn bench_size_over_1_mib_raises_the_simulated_limit() {
-    let report = bench_json(&["--records", "6", "--shards", "3", "--size", "2000000"]);
+    let report = bench_json(&["--records", "3", "--shards", "1", "--size", "2000000"]);
     assert_eq!(report["exactly_once"], true);
     assert_eq!(report["failures"], 0);
     assert_eq!(report["retries"], 0);
+    // Counted until the last record is written: never over the limit.
+    let bytes = report["capacity_used"]["bytes"].as_f64().unwrap();
+    assert!(
+        (0.5..=1.0).contains(&bytes),
+        "{bytes} of the shards' byte limit"
+    );
     let out = kpl(&["bench", "--records", "1", "--size", "10485760"], "");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
