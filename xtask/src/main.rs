@@ -10,8 +10,8 @@
 //! - `audit`: declared minimum Rust versions, dependency licenses, no yanked version.
 //! - `conformance [--cases N] [--seed S]`: kpl-codec against aws-kinesis-agg.
 //! - `fuzz [--seconds N]`: runs the decoder's fuzz target (not part of the gate).
-//! - `faults [--short] [--scenario NAME] [--repeat N] [--http-client C] [--ordered]`: fault
-//!   scenarios over real HTTP (the gate runs the short set).
+//! - `faults [--short] [--scenario NAME] [--repeat N] [--http-client C] [--ordered | --keyed]`:
+//!   fault scenarios over real HTTP (the gate runs the short set).
 //! - `signals [--seed S] [--runs-per-cell N] [--cell NAME] [--kpl PATH]`: the signal
 //!   and output matrix for `kpl put` (the gate runs it once, on the debug build).
 //! - `chaos [--seeds N] [--from S] [--ordered]`: the chaos runner (the gate runs 200 seeds;
@@ -92,6 +92,10 @@ enum Task {
         /// line read after a later line of its key.
         #[arg(long)]
         ordered: bool,
+        /// The same 40 partition keys without --ordered: the out-of-order count
+        /// shows what ordered mode prevents.
+        #[arg(long, conflicts_with = "ordered")]
+        keyed: bool,
     },
     /// The signal and output matrix for kpl put: SIGINT, SIGTERM, SIGHUP while
     /// reading and while draining, stderr and stdout closed or full; every line
@@ -180,12 +184,17 @@ fn main() -> Result<()> {
             repeat,
             http_client,
             ordered,
+            keyed,
         } => faults::run_all(
             short,
             scenario.as_deref(),
             repeat,
             http_client.map(HttpClient::as_str),
-            ordered,
+            match (ordered, keyed) {
+                (true, _) => faults::Input::Ordered,
+                (false, true) => faults::Input::Keyed,
+                (false, false) => faults::Input::Lines,
+            },
         ),
         Task::Signals {
             seed,
@@ -298,14 +307,32 @@ fn ci() -> Result<()> {
     gate::licenses()?;
     gate::yanked()?;
     util::step("fault scenarios over real HTTP (the short set)");
-    faults::run_all(true, None, 1, None, false)?;
+    faults::run_all(true, None, 1, None, faults::Input::Lines)?;
     util::step("fault scenario with resets and 500s over the async-io HTTP client");
-    faults::run_all(true, Some("resets-and-500s"), 1, Some("async-io"), false)?;
+    faults::run_all(
+        true,
+        Some("resets-and-500s"),
+        1,
+        Some("async-io"),
+        faults::Input::Lines,
+    )?;
     util::step(
         "fault scenarios in ordered mode (kpl put --ordered, 40 keys): resets and 500s, held answers",
     );
-    faults::run_all(true, Some("resets-and-500s"), 1, None, true)?;
-    faults::run_all(true, Some("held-answers-8s"), 1, None, true)?;
+    faults::run_all(
+        true,
+        Some("resets-and-500s"),
+        1,
+        None,
+        faults::Input::Ordered,
+    )?;
+    faults::run_all(
+        true,
+        Some("held-answers-8s"),
+        1,
+        None,
+        faults::Input::Ordered,
+    )?;
     util::step("the signal and output matrix for kpl put (debug build, as above)");
     matrix::run(&matrix::Options {
         seed: None,
@@ -396,6 +423,7 @@ mod tests {
             repeat: 1,
             http_client: Some(HttpClient::AsyncIo),
             ordered: true,
+            keyed: false,
         } = cli.command
         else {
             panic!("{cli:?}");

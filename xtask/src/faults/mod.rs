@@ -17,6 +17,35 @@ use crate::peer;
 use crate::util::{cargo, run, step, target_dir};
 use scenarios::{Peer, Scenario, scenarios};
 
+/// What `kpl put` is given, and in which mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Input {
+    /// Plain lines under random partition keys.
+    Lines,
+    /// JSON lines over 40 partition keys, unordered: the out-of-order count shows
+    /// what ordered mode prevents.
+    Keyed,
+    /// The same lines with `kpl put --ordered`: no line may be read after a later
+    /// line of its key.
+    Ordered,
+}
+
+impl Input {
+    /// Whether the lines are JSON under a few partition keys.
+    fn keyed(self) -> bool {
+        self != Self::Lines
+    }
+
+    /// How the report names the mode.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Lines => "",
+            Self::Keyed => " (keyed)",
+            Self::Ordered => " (ordered)",
+        }
+    }
+}
+
 /// One scenario's run, as the table shows it.
 pub(crate) struct Report {
     name: &'static str,
@@ -33,8 +62,8 @@ pub(crate) struct Report {
     outside: u64,
     /// Lines read after a later line of their key (as a KCL consumer reads).
     out_of_order: u64,
-    /// Whether `kpl put` ran with `--ordered`.
-    ordered: bool,
+    /// What `kpl put` was given.
+    input: Input,
     link_seconds: Option<f64>,
     /// What the proxy did.
     proxy: String,
@@ -62,7 +91,7 @@ pub(crate) fn run_all(
     only: Option<&str>,
     repeat: usize,
     http_client: Option<&str>,
-    ordered: bool,
+    input: Input,
 ) -> Result<()> {
     let dir = target_dir().join("faults");
     std::fs::create_dir_all(&dir)?;
@@ -92,11 +121,11 @@ pub(crate) fn run_all(
                 "fault scenario {} ({kind:?}, {} lines)",
                 s.name, s.lines
             ));
-            let r = runner::run_scenario(s, &peer.endpoint, &kpl, &dir, http_client, ordered)?;
+            let r = runner::run_scenario(s, &peer.endpoint, &kpl, &dir, http_client, input)?;
             println!(
                 "{}{}: {:.1} s, {} acknowledged, {} failed, {} stored, {} stored twice ({} reported), {} lost, {} out of order; proxy: {}",
                 r.name,
-                if r.ordered { " (ordered)" } else { "" },
+                r.input.label(),
                 r.seconds,
                 r.acknowledged,
                 r.failed,
@@ -121,7 +150,7 @@ pub(crate) fn run_all(
         println!(
             "| {}{} | {:?} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.name,
-            if r.ordered { " (ordered)" } else { "" },
+            r.input.label(),
             r.peer,
             r.lines,
             r.seconds,

@@ -13,9 +13,9 @@ use kpl_tests::kinesis::{Kinesis, hash_key};
 use kpl_tests::proxy::{Counts, Faults, Proxy};
 use serde_json::json;
 
-use super::Report;
 use super::reader::{self, Outcome};
 use super::scenarios::{Act, Scenario};
+use super::{Input, Report};
 
 /// The partition keys of an ordered run's lines (as the issue measured: 40).
 const ORDERED_KEYS: usize = 40;
@@ -35,14 +35,14 @@ pub(crate) fn run_scenario(
     kpl: &Path,
     dir: &Path,
     http_client: Option<&str>,
-    ordered: bool,
+    input: Input,
 ) -> Result<Report> {
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, Ordering::Relaxed);
     let stream = format!("faults-{}-{}-{run}", s.name, std::process::id());
     let peer = Kinesis::new(endpoint);
     peer.create_stream(&stream, s.shards)?;
-    let files = prepare(s, dir, run, ordered)?;
+    let files = prepare(s, dir, run, input)?;
     let proxy = Proxy::start(endpoint, 7)?;
     let mut faults = Faults {
         uplink_bytes_per_second: s.uplink,
@@ -50,7 +50,7 @@ pub(crate) fn run_scenario(
     };
     proxy.set(faults.clone());
     let started = Instant::now();
-    let (child, stderr) = start_kpl(kpl, &stream, &proxy, &files, http_client, ordered)?;
+    let (child, stderr) = start_kpl(kpl, &stream, &proxy, &files, http_client, input)?;
     play_timeline(s, &peer, &stream, &proxy, &mut faults, started)?;
     let status = wait(child, s.name)?;
     let seconds = started.elapsed().as_secs_f64();
@@ -64,13 +64,13 @@ pub(crate) fn run_scenario(
         status,
         seconds,
         &files,
-        ordered,
+        input,
     ))
 }
 
-/// Writes the input (`NAME-NNNNNNNN ...`, 100 bytes a line; for an ordered run, JSON
+/// Writes the input (`NAME-NNNNNNNN ...`, 100 bytes a line; for a keyed run, JSON
 /// lines `{"k": KEY, "d": LINE}` over [`ORDERED_KEYS`] keys) and names the files.
-fn prepare(s: &Scenario, dir: &Path, run: usize, ordered: bool) -> Result<Files> {
+fn prepare(s: &Scenario, dir: &Path, run: usize, input: Input) -> Result<Files> {
     let files = Files {
         input: dir.join(format!("{}.txt", s.name)),
         failed: dir.join(format!("{}-{run}-failed.jsonl", s.name)),
@@ -86,7 +86,7 @@ fn prepare(s: &Scenario, dir: &Path, run: usize, ordered: bool) -> Result<Files>
         while line.len() < 100 {
             line.push('.');
         }
-        if ordered {
+        if input.keyed() {
             let key = format!("key-{}", i % ORDERED_KEYS);
             writeln!(f, "{}", json!({"k": key, "d": line}))?;
         } else {
@@ -105,18 +105,15 @@ fn start_kpl(
     proxy: &Proxy,
     files: &Files,
     http_client: Option<&str>,
-    ordered: bool,
+    input: Input,
 ) -> Result<(Child, JoinHandle<String>)> {
-    let ordered_args: &[&str] = if ordered {
-        &[
-            "--ordered",
-            "--format",
-            "json",
-            "--pk-field",
-            "k",
-            "--data-field",
-            "d",
-        ]
+    let ordered_args: &[&str] = if input == Input::Ordered {
+        &["--ordered"]
+    } else {
+        &[]
+    };
+    let keyed_args: &[&str] = if input.keyed() {
+        &["--format", "json", "--pk-field", "k", "--data-field", "d"]
     } else {
         &[]
     };
@@ -135,6 +132,7 @@ fn start_kpl(
         .arg(&files.summary)
         .args(http_client.map(|c| format!("--http-client={c}")))
         .args(ordered_args)
+        .args(keyed_args)
         .arg(&files.input)
         .stdout(Stdio::null())
         .spawn()
@@ -232,7 +230,7 @@ fn judge(
     status: ExitStatus,
     seconds: f64,
     files: &Files,
-    ordered: bool,
+    input: Input,
 ) -> Report {
     let lines = s.lines as u64;
     let stored = o.seen.len() as u64;
@@ -271,7 +269,7 @@ fn judge(
     // one request's worth of lines per such reset, on top (at most 512 KiB; in
     // ordered mode one aggregate up to the record limit goes alone in a request).
     let resets_after = Counts::get(&counts.resets_after_forwarding);
-    let request = if ordered {
+    let request = if input == Input::Ordered {
         kpl_codec::DEFAULT_MAX_RECORD_SIZE
     } else {
         512 * 1024
@@ -290,7 +288,7 @@ fn judge(
             summary.possibly_stored_twice
         ));
     }
-    if ordered && o.out_of_order > 0 {
+    if input == Input::Ordered && o.out_of_order > 0 {
         problems.push(format!(
             "{} lines read after a later line of their key, in ordered mode",
             o.out_of_order
@@ -319,7 +317,7 @@ fn judge(
         lost,
         outside: o.outside,
         out_of_order: o.out_of_order,
-        ordered,
+        input,
         link_seconds,
         proxy: format!(
             "{} requests, {} held, {} reset, {} answered 500",
