@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use kpl_codec::{DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE_CEILING, shard_write_hold};
-use kpl_producer::{Config, PutRecord};
+use kpl_producer::Config;
 
 const MIB: usize = 1024 * 1024;
 
@@ -28,15 +28,7 @@ fn sized_load(h: &Harness, sizes: Vec<usize>, gap: Duration) -> Arc<Mutex<Vec<Pu
             data.resize(size.max(data.len()), b'x');
             let data = Bytes::from(data);
             let partition_key = format!("key-{}", i % 16);
-            let future = producer
-                .put_record(STREAM, PutRecord::new(partition_key.clone(), data.clone()))
-                .await
-                .expect("accepted");
-            out.lock().unwrap().push(Put {
-                partition_key,
-                data,
-                source: Source::Future(future),
-            });
+            put_and_keep(&producer, partition_key, data, &out).await;
             rt2.sleep(gap).await;
         }
     }));

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use kpl_codec::HashKey;
-use kpl_producer::{Config, PutRecord};
+use kpl_producer::Config;
 use kpl_sim::Faults;
 
 /// Puts `count` records over `keys` keys at `rate` per second (virtual); each
@@ -33,15 +33,7 @@ fn keyed_load(h: &Harness, count: usize, keys: usize, rate: u64) -> Arc<Mutex<Ve
             let partition_key = format!("key-{k}");
             let data = Bytes::from(format!("{partition_key} {:08}", next[k]));
             next[k] += 1;
-            let future = producer
-                .put_record(STREAM, PutRecord::new(partition_key.clone(), data.clone()))
-                .await
-                .expect("accepted");
-            out.lock().unwrap().push(Put {
-                partition_key,
-                data,
-                source: Source::Future(future),
-            });
+            put_and_keep(&producer, partition_key, data, &out).await;
         }
     }));
     puts

@@ -99,6 +99,25 @@ impl Put {
     }
 }
 
+/// Puts one record to [`STREAM`] and keeps it in `out` with its future; a refused
+/// put fails the test.
+pub async fn put_and_keep(
+    producer: &Producer,
+    partition_key: String,
+    data: Bytes,
+    out: &Mutex<Vec<Put>>,
+) {
+    let future = producer
+        .put_record(STREAM, PutRecord::new(partition_key.clone(), data.clone()))
+        .await
+        .expect("accepted");
+    out.lock().unwrap().push(Put {
+        partition_key,
+        data,
+        source: Source::Future(future),
+    });
+}
+
 /// The project's seeded generator, for keys.
 pub use kpl_runtime::SplitMix64 as Rng;
 
