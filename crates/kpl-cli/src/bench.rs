@@ -441,9 +441,13 @@ fn settings(args: &Args) -> anyhow::Result<kpl::Config> {
     anyhow::ensure!(args.records > 0, "--records must be at least 1");
     anyhow::ensure!(args.shards > 0, "--shards must be at least 1");
     let record = args.size.saturating_add(KEY_LEN);
-    if args.endpoint.is_none() && record > config.max_user_record_size() {
-        // Records over the limit: the embedded stream's limit is raised to fit
-        // (see Harness::build), and the producer's with it.
+    if args.endpoint.is_none()
+        && record > config.max_user_record_size()
+        && !args.producer.sets("MaxUserRecordSize")?
+    {
+        // Records over the default limit, which no flag or file set: the embedded
+        // stream's limit is raised to fit (see Harness::build), and the
+        // producer's with it.
         anyhow::ensure!(
             record <= kpl::codec::MAX_RECORD_SIZE_CEILING,
             "--size {} makes records of {record} bytes with their key, over the {} bytes a Kinesis stream can take: give at most {}",

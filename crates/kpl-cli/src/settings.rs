@@ -157,6 +157,27 @@ pub(crate) fn metrics_summary(producer: &kpl::Producer) -> Vec<String> {
 
 impl ProducerArgs {
     /// The `--kpl-properties` file, if one was given.
+    /// Whether `key` (as a `.properties` file spells it) is set, by a flag or in the
+    /// `.properties` file, instead of left at its default.
+    pub(crate) fn sets(&self, key: &str) -> anyhow::Result<bool> {
+        if self.settings.gives(key) {
+            return Ok(true);
+        }
+        let Some(path) = &self.kpl_properties else {
+            return Ok(false);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        // A `.properties` key ends at `=`, `:` or white space; comments start with
+        // `#` or `!`, which no key does.
+        Ok(text.lines().any(|line| {
+            line.trim_start()
+                .split(|c: char| c == '=' || c == ':' || c.is_whitespace())
+                .next()
+                == Some(key)
+        }))
+    }
+
     pub(crate) fn kpl_properties(&self) -> Option<&std::path::Path> {
         self.kpl_properties.as_deref()
     }
