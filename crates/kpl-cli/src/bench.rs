@@ -443,7 +443,7 @@ fn settings(args: &Args) -> anyhow::Result<kpl::Config> {
     let record = args.size.saturating_add(KEY_LEN);
     if args.endpoint.is_none()
         && record > config.max_user_record_size()
-        && !args.producer.sets("MaxUserRecordSize")?
+        && !args.producer.sets(max_user_record_size_key())?
     {
         // Records over the default limit, which no flag or file set: the embedded
         // stream's limit is raised to fit (see Harness::build), and the
@@ -534,6 +534,14 @@ impl Harness {
             producer,
         })
     }
+}
+
+/// The key of the setting `max_user_record_size`, as the settings table spells it.
+fn max_user_record_size_key() -> &'static str {
+    kpl::Config::settings()
+        .iter()
+        .find(|s| s.field() == Some("max_user_record_size"))
+        .map_or("", |s| s.key())
 }
 
 /// Bytes of a bench record's partition key.
