@@ -247,43 +247,24 @@ fn bench_gives_no_per_cpu_figure_for_a_run_too_short_to_measure() {
 
 #[test]
 fn bench_says_why_a_record_is_refused_once() {
-    // A limit given is kept: --size does not raise it.
-    let out = kpl(
-        &[
-            "bench",
-            "--records",
-            "10",
-            "--size",
-            "2000000",
-            "--max-user-record-size",
-            "1048576",
-        ],
-        "",
-    );
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.matches("record refused").count(), 1, "{err}");
-    assert_eq!(err.matches("over the").count(), 1, "{err}");
-    // So is one a .properties file gives.
+    // A limit given is kept, by a flag or by a .properties file: --size does not
+    // raise it.
     let dir = TempDir::new("bench-properties");
     let file = dir.join("kpl.properties");
     std::fs::write(&file, "# records of 1 MiB\nMaxUserRecordSize = 1048576\n").unwrap();
     let file = file.to_str().unwrap();
-    let out = kpl(
-        &[
-            "bench",
-            "--records",
-            "10",
-            "--size",
-            "2000000",
-            "--kpl-properties",
-            file,
-        ],
-        "",
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert_eq!(err.matches("record refused").count(), 1, "{err}");
+    for given in [
+        ["--max-user-record-size", "1048576"],
+        ["--kpl-properties", file],
+    ] {
+        let mut args = vec!["bench", "--records", "10", "--size", "2000000"];
+        args.extend(given);
+        let out = kpl(&args, "");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{given:?}: {err}");
+        assert_eq!(err.matches("record refused").count(), 1, "{err}");
+        assert_eq!(err.matches("over the").count(), 1, "{err}");
+    }
 }
 
 #[test]

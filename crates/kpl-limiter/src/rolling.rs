@@ -25,8 +25,9 @@ struct Entry<const N: usize> {
 /// so such an item is not stuck forever, and it counts for as many spans as it
 /// holds caps (a 10 MiB record holds a 1 MiB-per-second shard for 10 seconds), so
 /// the long-run rate still holds. Caps raised above the ones the window was made
-/// with (a limiter probing above a shard's limit) do not shorten that. For a Kinesis shard this is the model of large
-/// records that kpl-sim keeps too (`kpl_codec::shard_write_hold`).
+/// with (a limiter probing above a shard's limit) do not shorten that. For a
+/// Kinesis shard this is the model of large records that kpl-sim keeps too
+/// (`kpl_codec::shard_write_hold`).
 ///
 /// ```
 /// use std::time::{Duration, Instant};
