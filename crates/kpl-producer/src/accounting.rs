@@ -14,7 +14,7 @@ use kpl_transport::{StreamId, Transport};
 use crate::config::Config;
 use crate::events::EventSink;
 use crate::fasthash::FastMap;
-use crate::pipeline::Epoch;
+use crate::pipeline::{Epoch, VerifyStats};
 
 /// The unresolved records of one stream, in id order (ids grow with every put),
 /// as runs of records admitted together: a put of a thousand records costs one
@@ -160,6 +160,8 @@ pub(crate) struct Shared {
     pub(crate) accounting: Mutex<Accounting>,
     /// What records' arrivals count from in the pipelines (the producer's start).
     pub(crate) epoch: Epoch,
+    /// What verify before resend has cost and found, all streams together.
+    pub(crate) verify: Mutex<VerifyStats>,
 }
 
 impl Shared {
@@ -167,6 +169,14 @@ impl Shared {
         self.accounting
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A stream's verifying cost and found `more`.
+    pub(crate) fn verified(&self, more: VerifyStats) {
+        self.verify
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add(more);
     }
 
     /// A stream's drain limit changed: admission follows it.

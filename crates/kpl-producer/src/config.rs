@@ -550,6 +550,13 @@ settings! {
              key) are stored in that order, as a KCL consumer reads them: one Kinesis \
              record in flight per shard's hash range, retries ahead of newer records \
              (docs/delivery.md).";
+        "VerifyBeforeResend" => verify_before_resend: bool = false,
+            Bool, plain, flag Some("verify-before-resend"), kpl false, unit "",
+            "Whether records of a request that may have been stored (no answer, a \
+             broken connection, a 5xx) are looked for in their shard before they are \
+             sent again: those found are settled as stored, the others resent. Needs \
+             kinesis:GetShardIterator and kinesis:GetRecords; reads at most once per \
+             shard per second (docs/delivery.md).";
         "max_outstanding_records" => max_outstanding_records: usize = 1_000_000,
             Count (1, usize::MAX), plain, flag Some("max-outstanding-records"), kpl false,
             unit "",

@@ -10,13 +10,17 @@ use std::task::Poll;
 
 use futures::StreamExt;
 use futures::channel::mpsc;
+use kpl_shardmap::ShardId;
 use kpl_shardmap::{Refresh, ShardInfo};
-use kpl_transport::{ListShardsRequest, PutRecordsResponse, StreamId, TransportError};
+use kpl_transport::{
+    ListShardsRequest, PutRecordsResponse, RecordsPage, ShardPosition, StreamId, Transport,
+    TransportError,
+};
 use tracing::debug;
 
 use crate::accounting::Shared;
 use crate::completers::{Completers, Put};
-use crate::pipeline::{StreamPipeline, Transmit};
+use crate::pipeline::{READ_LIMIT, ReadFrom, StreamPipeline, Transmit, VerifyStats};
 
 /// Messages from the producer.
 pub(crate) enum Command {
@@ -38,6 +42,8 @@ enum Completion {
     Put(u64, Result<PutRecordsResponse, TransportError>),
     /// The stream's maximum record size.
     MaxRecordSize(Result<Option<usize>, TransportError>),
+    /// A read of a shard.
+    Read(ShardId, Result<RecordsPage, TransportError>),
 }
 
 /// One stream's task.
@@ -50,6 +56,9 @@ pub(crate) struct Worker {
     completions: mpsc::UnboundedReceiver<Completion>,
     /// (id, bytes) of the records settled in this round, released in one go.
     resolved: Vec<(u64, usize)>,
+    /// What verifying had cost and found at the last look (the producer's counts
+    /// grow by what it has more).
+    verified: VerifyStats,
     /// Where the outcomes of the records in the pipeline go (dropped last: what is
     /// still filed then is answered as shut down).
     completers: Completers,
@@ -76,6 +85,7 @@ impl Worker {
             completions_tx,
             completions,
             resolved: Vec::new(),
+            verified: VerifyStats::default(),
             completers: Completers::default(),
         }
     }
@@ -153,6 +163,9 @@ impl Worker {
                 Next::Completion(Completion::MaxRecordSize(result)) => {
                     self.pipeline.handle_max_record_size(result);
                 }
+                Next::Completion(Completion::Read(shard, result)) => {
+                    self.pipeline.handle_read(shard, result, now);
+                }
                 Next::Timer => {}
             }
         }
@@ -201,6 +214,11 @@ impl Worker {
         if let Some(limit) = self.pipeline.poll_admission() {
             self.shared.set_drain_limit(&self.stream, Some(limit));
         }
+        let verified = self.pipeline.verify_stats();
+        if verified != self.verified {
+            self.shared.verified(verified.since(self.verified));
+            self.verified = verified;
+        }
     }
 
     fn spawn(&self, transmit: Transmit) {
@@ -220,6 +238,19 @@ impl Worker {
                     let _ = tx.unbounded_send(Completion::MaxRecordSize(result));
                 }));
             }
+            Transmit::ReadShard { shard, from } => {
+                let stream = self.stream.clone();
+                // A read by time: the service's clock is the wall clock.
+                let from = match from {
+                    ReadFrom::At(at) => Err(std::time::SystemTime::now()
+                        - self.shared.runtime.now().saturating_duration_since(at)),
+                    other => Ok(other),
+                };
+                self.shared.runtime.spawn(Box::pin(async move {
+                    let result = read_shard(&*transport, &stream, &shard, from).await;
+                    let _ = tx.unbounded_send(Completion::Read(shard, result));
+                }));
+            }
             Transmit::ListShards { refresh, open_only } => {
                 let stream = self.stream.clone();
                 self.shared.runtime.spawn(Box::pin(async move {
@@ -229,6 +260,32 @@ impl Worker {
             }
         }
     }
+}
+
+/// One read of `shard` from `from` (a wall-clock time, or a sequence number or an
+/// iterator): a GetShardIterator when it starts anew, then a GetRecords.
+async fn read_shard(
+    transport: &dyn Transport,
+    stream: &StreamId,
+    shard: &ShardId,
+    from: Result<ReadFrom, std::time::SystemTime>,
+) -> Result<RecordsPage, TransportError> {
+    let position = match from {
+        Ok(ReadFrom::Iterator(iterator)) => {
+            return transport
+                .get_records(stream, &iterator, Some(READ_LIMIT))
+                .await;
+        }
+        Ok(ReadFrom::After(seq)) => ShardPosition::AfterSequenceNumber(seq.to_string()),
+        Ok(ReadFrom::At(_)) => ShardPosition::TrimHorizon,
+        Err(at) => ShardPosition::AtTimestamp(at),
+    };
+    let iterator = transport
+        .shard_iterator(stream, shard.as_str(), position)
+        .await?;
+    transport
+        .get_records(stream, &iterator, Some(READ_LIMIT))
+        .await
 }
 
 /// Returns `Pending` once (waking itself at once), so that the executor runs its
@@ -248,7 +305,7 @@ fn yield_now() -> impl Future<Output = ()> {
 /// Every page of a stream's shards (open ones only, or its history), each with
 /// whether it is closed.
 pub(crate) async fn list_all(
-    transport: &dyn kpl_transport::Transport,
+    transport: &dyn Transport,
     stream: StreamId,
     open_only: bool,
 ) -> Result<Vec<(ShardInfo, bool)>, TransportError> {
@@ -324,6 +381,7 @@ mod tests {
             transport: Arc::new(kinesis),
             events: None,
             accounting: Mutex::new(Accounting::default()),
+            verify: Mutex::default(),
         });
         let (tx, rx) = mpsc::unbounded();
         for _ in 0..200 {

@@ -92,6 +92,7 @@ pub use kpl_transport as transport;
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsExporter;
 pub use metrics::{Metric, MetricName, MetricsGranularity, MetricsLevel, MetricsRecorder};
+pub use pipeline::VerifyStats;
 pub use producer::{Admitted, Hold, Producer, ProducerBuilder, PutError, PutErrorKind, PutRecord};
 pub use result::{
     Attempt, AttemptError, Attempts, ErrorCode, OutcomeBatch, Outcomes, RecordFuture, RecordId,

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::driver::{Command, Worker};
 use crate::events::EventSink;
 use crate::metrics::{Metric, MetricName, MetricsLevel, MetricsRecorder, Tee};
-use crate::pipeline::{Epoch, Packer, Rec, drain_limit};
+use crate::pipeline::{Epoch, Packer, Rec, VerifyStats, drain_limit};
 use crate::result::{Outcomes, RecordFuture, RecordId, slot};
 use crate::upload::{MetricsUploader, UploadHandle, UploadStats};
 
@@ -324,6 +324,7 @@ impl ProducerBuilder {
             transport: self.transport,
             events,
             accounting: Mutex::new(Accounting::default()),
+            verify: Mutex::default(),
         });
         let upload = match (&metrics, self.uploader) {
             (Some(recorder), Some(uploader)) => {
@@ -774,6 +775,19 @@ impl Producer {
             .upload
             .as_ref()
             .map_or_else(UploadStats::default, |u| u.counters.stats())
+    }
+
+    /// What verify before resend (`Config::verify_before_resend`) has cost and
+    /// found so far, all streams together: the reads made and their bytes (the read
+    /// budget spent), the Kinesis records found stored, those resent as not stored,
+    /// and those resent unsettled. Zeros when it is off.
+    pub fn verify_stats(&self) -> VerifyStats {
+        *self
+            .inner
+            .shared
+            .verify
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The KPL's metrics (as its `getMetrics()`): `name` only if given, over the

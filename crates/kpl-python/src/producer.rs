@@ -710,6 +710,13 @@ pub(crate) fn parse_kpl_properties<'py>(
             "ordered",
             c.ordered().into_pyobject(py)?.to_owned().into_any(),
         ),
+        (
+            "verify_before_resend",
+            c.verify_before_resend()
+                .into_pyobject(py)?
+                .to_owned()
+                .into_any(),
+        ),
         ("metrics_upload_delay", ms(c.metrics_upload_delay())?),
         ("metrics_level", level.into_pyobject(py)?.into_any()),
     ];

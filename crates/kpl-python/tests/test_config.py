@@ -89,6 +89,15 @@ def test_ordered_reaches_the_settings_both_ways():
     assert kpl_rs.Config.from_kpl_properties("Region = r\n").ordered is False
 
 
+def test_verify_before_resend_reaches_the_settings_both_ways():
+    c = kpl_rs.Config(region="r", verify_before_resend=True)
+    assert _settings(c)["VerifyBeforeResend"] == "true"
+    assert _settings(kpl_rs.Config(region="r"))["VerifyBeforeResend"] == "false"
+    text = "Region = r\nVerifyBeforeResend = true\n"
+    assert kpl_rs.Config.from_kpl_properties(text).verify_before_resend is True
+    assert kpl_rs.Config.from_kpl_properties("Region = r\n").verify_before_resend is False
+
+
 def test_a_bad_value_is_refused_when_the_producer_is_made():
     c = kpl_rs.Config(region="r", collection_max_count=501)
 

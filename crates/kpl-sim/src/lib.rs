@@ -56,7 +56,7 @@ use kpl_codec::{
 use kpl_runtime::{SplitMix64, Timer};
 use kpl_transport::{
     EntryResult, ListShardsPage, ListShardsRequest, PutRecordsRequest, PutRecordsResponse,
-    ShardDescription, StreamId, Transport, TransportError,
+    ReadRecord, RecordsPage, ShardDescription, ShardPosition, StreamId, Transport, TransportError,
 };
 
 /// The account the simulated streams belong to.
@@ -391,6 +391,8 @@ struct State {
     /// When the slow service's bottleneck is free again.
     busy_until: Option<Instant>,
     stored_requests: u64,
+    /// GetRecords calls answered.
+    reads: u64,
 }
 
 impl State {
@@ -480,6 +482,7 @@ impl Simulator {
                 next_request: 0,
                 busy_until: None,
                 stored_requests: 0,
+                reads: 0,
             })),
             timer,
         }
@@ -717,6 +720,11 @@ impl Simulator {
         self.lock().stored_requests
     }
 
+    /// GetRecords calls answered so far.
+    pub fn reads(&self) -> u64 {
+        self.lock().reads
+    }
+
     /// Waits the injected latency, then draws the request-level faults.
     async fn before_request(&self, deadline: Option<Instant>) -> Result<(), TransportError> {
         let (latency, fault) = {
@@ -864,6 +872,106 @@ impl Transport for Simulator {
         found
             .map(|s| Some(s.max_record_size))
             .ok_or_else(|| not_found(stream))
+    }
+
+    /// An iterator is `sim-iterator/<stream>/<shard index>/<record index>`.
+    async fn shard_iterator(
+        &self,
+        stream: &StreamId,
+        shard_id: &str,
+        position: ShardPosition,
+    ) -> Result<String, TransportError> {
+        self.before_request(None).await?;
+        let now = self.timer.now();
+        let mut state = self.lock();
+        let s = stream_of(&mut state, stream)?;
+        let name = s.arn.rsplit('/').next().unwrap_or_default().to_owned();
+        let (index, shard) = s
+            .shards
+            .iter()
+            .enumerate()
+            .find(|(_, sh)| sh.id == shard_id)
+            .ok_or_else(|| {
+                TransportError::from_code(
+                    "ResourceNotFoundException",
+                    format!(
+                        "Shard {shard_id} in stream {name} under account {ACCOUNT} does not exist"
+                    ),
+                    Some(400),
+                )
+            })?;
+        let start = match position {
+            ShardPosition::AfterSequenceNumber(after) => {
+                let key = |seq: &str| (seq.len(), seq.to_owned());
+                let after = key(&after);
+                shard
+                    .records
+                    .partition_point(|r| key(&r.sequence_number) <= after)
+            }
+            ShardPosition::AtTimestamp(at) => {
+                // The stored records' times are the simulator's clock: the wall
+                // clock's distance to `at` counts back from its now.
+                let ago = std::time::SystemTime::now()
+                    .duration_since(at)
+                    .unwrap_or(Duration::ZERO);
+                let from = now.checked_sub(ago);
+                shard
+                    .records
+                    .partition_point(|r| from.is_some_and(|f| r.arrival < f))
+            }
+            // TRIM_HORIZON, and any position this simulator does not know: from the
+            // start, which holds whatever a later start would.
+            _ => 0,
+        };
+        Ok(format!("sim-iterator/{name}/{index}/{start}"))
+    }
+
+    async fn get_records(
+        &self,
+        stream: &StreamId,
+        iterator: &str,
+        limit: Option<u32>,
+    ) -> Result<RecordsPage, TransportError> {
+        let _ = stream;
+        self.before_request(None).await?;
+        let invalid = || invalid_argument(format!("Invalid ShardIterator: {iterator}"));
+        let mut parts = iterator
+            .strip_prefix("sim-iterator/")
+            .ok_or_else(invalid)?
+            .rsplitn(3, '/');
+        let (Some(start), Some(index), Some(name)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid());
+        };
+        let (start, index): (usize, usize) = (
+            start.parse().map_err(|_| invalid())?,
+            index.parse().map_err(|_| invalid())?,
+        );
+        let mut state = self.lock();
+        state.reads += 1;
+        let s = state
+            .streams
+            .get(name)
+            .ok_or_else(|| not_found(&StreamId::Name(name.to_owned())))?;
+        let shard = s.shards.get(index).ok_or_else(invalid)?;
+        let limit = limit.unwrap_or(10_000).clamp(1, 10_000) as usize;
+        let (mut end, mut bytes) = (start.min(shard.records.len()), 0usize);
+        // At most `limit` records and about 10 MB, as GetRecords.
+        while end < shard.records.len() && end - start < limit && bytes < 10 * 1024 * 1024 {
+            bytes += shard.records[end].data.len();
+            end += 1;
+        }
+        let records = shard.records[start.min(end)..end]
+            .iter()
+            .map(|r| ReadRecord::new(&r.sequence_number, &r.partition_key, r.data.clone()))
+            .collect();
+        let at_end = end == shard.records.len();
+        let next = (shard.open || !at_end).then(|| format!("sim-iterator/{name}/{index}/{end}"));
+        Ok(RecordsPage::new(
+            records,
+            next,
+            Some(if at_end { 0 } else { 1000 }),
+        ))
     }
 
     async fn put_records(

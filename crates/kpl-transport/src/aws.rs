@@ -11,19 +11,23 @@ use aws_sdk_kinesis::config::timeout::TimeoutConfig;
 use aws_sdk_kinesis::config::{Credentials, Region};
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardFilter, ShardFilterType};
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::{
+    PutRecordsRequestEntry, ShardFilter, ShardFilterType, ShardIteratorType,
+};
 use aws_smithy_async::rt::sleep::SharedAsyncSleep;
 #[cfg(feature = "tokio")]
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use bytes::Bytes;
 use kpl_codec::HashKey;
 use tracing::{debug, warn};
 
 use crate::proxy::{Proxy, ProxySetting, Trust};
 use crate::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, EntryResult, ErrorKind, ListShardsPage,
-    ListShardsRequest, PutRecordsRequest, PutRecordsResponse, ShardDescription, StreamId,
-    Transport, TransportError,
+    ListShardsRequest, PutRecordsRequest, PutRecordsResponse, ReadRecord, RecordsPage,
+    ShardDescription, ShardPosition, StreamId, Transport, TransportError,
 };
 
 /// The real service, through `aws-sdk-kinesis`.
@@ -1248,6 +1252,72 @@ impl Transport for AwsTransport {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(kib.map(|kib: u64| usize::try_from(kib.saturating_mul(1024)).unwrap_or(usize::MAX)))
+    }
+
+    async fn shard_iterator(
+        &self,
+        stream: &StreamId,
+        shard_id: &str,
+        position: ShardPosition,
+    ) -> Result<String, TransportError> {
+        let call = self.client.get_shard_iterator().shard_id(shard_id);
+        let call = match stream {
+            StreamId::Name(name) => call.stream_name(name),
+            StreamId::Arn(arn) => call.stream_arn(arn),
+        };
+        let call = match position {
+            ShardPosition::AfterSequenceNumber(seq) => call
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(seq),
+            ShardPosition::AtTimestamp(at) => call
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(DateTime::from(at)),
+            ShardPosition::TrimHorizon => call.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        let output = call.send().await.map_err(convert)?;
+        output.shard_iterator().map(str::to_owned).ok_or_else(|| {
+            TransportError::new(
+                ErrorKind::Endpoint,
+                format!("GetShardIterator answered no iterator for {shard_id}"),
+            )
+        })
+    }
+
+    async fn get_records(
+        &self,
+        stream: &StreamId,
+        iterator: &str,
+        limit: Option<u32>,
+    ) -> Result<RecordsPage, TransportError> {
+        let call = self
+            .client
+            .get_records()
+            .shard_iterator(iterator)
+            .set_limit(limit.map(|l| l.min(10_000) as i32));
+        // GetRecords names its stream by ARN only; the iterator names it anyway.
+        let call = match stream {
+            StreamId::Arn(arn) => call.stream_arn(arn),
+            StreamId::Name(_) => call,
+        };
+        let output = call.send().await.map_err(convert)?;
+        let records = output
+            .records()
+            .iter()
+            .map(|r| {
+                ReadRecord::new(
+                    r.sequence_number(),
+                    r.partition_key(),
+                    Bytes::copy_from_slice(r.data().as_ref()),
+                )
+            })
+            .collect();
+        Ok(RecordsPage::new(
+            records,
+            output.next_shard_iterator().map(str::to_owned),
+            output
+                .millis_behind_latest()
+                .map(|ms| u64::try_from(ms).unwrap_or(0)),
+        ))
     }
 
     async fn list_shards(

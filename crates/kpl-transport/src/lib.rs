@@ -308,6 +308,88 @@ impl PutRecordsResponse {
     }
 }
 
+/// Where a read of a shard starts (GetShardIterator's `ShardIteratorType`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShardPosition {
+    /// Just after the record of this sequence number (`AFTER_SEQUENCE_NUMBER`).
+    AfterSequenceNumber(String),
+    /// The first record stored at or after this time (`AT_TIMESTAMP`).
+    AtTimestamp(std::time::SystemTime),
+    /// The oldest record the stream keeps (`TRIM_HORIZON`).
+    TrimHorizon,
+}
+
+/// A record read from a shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReadRecord {
+    /// Its sequence number.
+    pub sequence_number: String,
+    /// Its partition key.
+    pub partition_key: String,
+    /// Its data, as it was put (an aggregate stays one record).
+    pub data: Bytes,
+}
+
+impl ReadRecord {
+    /// A record read.
+    pub fn new(
+        sequence_number: impl Into<String>,
+        partition_key: impl Into<String>,
+        data: Bytes,
+    ) -> Self {
+        Self {
+            sequence_number: sequence_number.into(),
+            partition_key: partition_key.into(),
+            data,
+        }
+    }
+}
+
+/// One GetRecords answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordsPage {
+    /// The records, in sequence order.
+    pub records: Vec<ReadRecord>,
+    /// Where the next read goes on; `None` when the shard is closed and read to its
+    /// end.
+    pub next_iterator: Option<String>,
+    /// How far behind the shard's newest record this read ends, when the service
+    /// says: `Some(0)` is caught up.
+    pub millis_behind_latest: Option<u64>,
+}
+
+impl RecordsPage {
+    /// A page of records.
+    pub fn new(
+        records: Vec<ReadRecord>,
+        next_iterator: Option<String>,
+        millis_behind_latest: Option<u64>,
+    ) -> Self {
+        Self {
+            records,
+            next_iterator,
+            millis_behind_latest,
+        }
+    }
+
+    /// Whether this read reached the shard's newest record (or a closed shard's
+    /// end).
+    pub fn caught_up(&self) -> bool {
+        self.next_iterator.is_none() || self.millis_behind_latest == Some(0)
+    }
+}
+
+/// The error of a read a transport does not implement.
+fn reads_unsupported(call: &str) -> TransportError {
+    TransportError::new(
+        ErrorKind::Other,
+        format!("this transport does not implement {call}: shards cannot be read back"),
+    )
+}
+
 /// The two calls of Kinesis the producer makes.
 ///
 /// Implementations must be cheap to share (`Arc<dyn Transport>`) and may be called
@@ -333,6 +415,32 @@ pub trait Transport: Send + Sync + 'static {
         let _ = stream;
         Ok(None)
     }
+
+    /// Where a read of `shard_id` starting at `position` begins
+    /// (GetShardIterator): an iterator for [`get_records`](Self::get_records).
+    /// Reading back is how the producer finds what a request with no answer stored
+    /// (verify before resend); a transport that cannot read answers an error, and
+    /// the producer resends instead, as it would without the setting.
+    async fn shard_iterator(
+        &self,
+        stream: &StreamId,
+        shard_id: &str,
+        position: ShardPosition,
+    ) -> Result<String, TransportError> {
+        let _ = (stream, shard_id, position);
+        Err(reads_unsupported("GetShardIterator"))
+    }
+
+    /// The records at `iterator`, at most `limit` of them (GetRecords).
+    async fn get_records(
+        &self,
+        stream: &StreamId,
+        iterator: &str,
+        limit: Option<u32>,
+    ) -> Result<RecordsPage, TransportError> {
+        let _ = (stream, iterator, limit);
+        Err(reads_unsupported("GetRecords"))
+    }
 }
 
 #[async_trait]
@@ -351,5 +459,21 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
     }
     async fn max_record_size(&self, stream: &StreamId) -> Result<Option<usize>, TransportError> {
         (**self).max_record_size(stream).await
+    }
+    async fn shard_iterator(
+        &self,
+        stream: &StreamId,
+        shard_id: &str,
+        position: ShardPosition,
+    ) -> Result<String, TransportError> {
+        (**self).shard_iterator(stream, shard_id, position).await
+    }
+    async fn get_records(
+        &self,
+        stream: &StreamId,
+        iterator: &str,
+        limit: Option<u32>,
+    ) -> Result<RecordsPage, TransportError> {
+        (**self).get_records(stream, iterator, limit).await
     }
 }

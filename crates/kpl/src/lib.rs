@@ -91,7 +91,7 @@ pub use kpl_producer::{
     ErrorCode, Event, EventSink, Hold, IgnoredKey, Metric, MetricName, MetricsBatch,
     MetricsGranularity, MetricsLevel, MetricsRecorder, MetricsUploader, OutcomeBatch, Outcomes,
     Producer, ProducerBuilder, ProxySettings, PutError, PutErrorKind, PutRecord, RecordFuture,
-    RecordId, RecordResult, Summary, UploadError, UploadFuture, UploadStats, codes,
+    RecordId, RecordResult, Summary, UploadError, UploadFuture, UploadStats, VerifyStats, codes,
 };
 
 #[cfg(feature = "tokio")]

@@ -44,6 +44,7 @@ mod settle;
 mod shards;
 #[cfg(test)]
 mod tests;
+mod verify;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -71,6 +72,8 @@ use report::Report;
 pub(crate) use report::Settled;
 use retry::RetryQueue;
 use shards::{Listed, ShardTracker};
+pub use verify::VerifyStats;
+pub(crate) use verify::{READ_LIMIT, ReadFrom};
 
 /// How long, at most, records wait for the stream's first map, or for a new map
 /// after their shard was found split (they go out raw, unaggregated, after that).
@@ -90,6 +93,15 @@ pub(crate) enum Transmit {
     /// than the default 1 MiB), answered with
     /// [`StreamPipeline::handle_max_record_size`].
     MaxRecordSize,
+    /// Read a shard (verify before resend), answered with
+    /// [`StreamPipeline::handle_read`]: from a sequence number or a time, a
+    /// GetShardIterator then a GetRecords; from an iterator, a GetRecords.
+    ReadShard {
+        /// The shard.
+        shard: ShardId,
+        /// Where the read starts.
+        from: ReadFrom,
+    },
     /// A PutRecords request, answered with [`StreamPipeline::handle_answer`] under
     /// `id`. The request carries the transport's own (longer) timeout.
     PutRecords {
@@ -249,6 +261,17 @@ impl StreamPipeline {
         self.put_answered(id, result, now);
     }
 
+    /// The answer to a [`Transmit::ReadShard`] of `shard`.
+    pub(crate) fn handle_read(
+        &mut self,
+        shard: ShardId,
+        result: Result<kpl_transport::RecordsPage, TransportError>,
+        now: Instant,
+    ) {
+        self.stages.owe();
+        self.shard_read(shard, result, now);
+    }
+
     /// The stream's maximum record size was read: raw records over it are failed
     /// as [`RECORD_TOO_LARGE`](codes::RECORD_TOO_LARGE) instead of being sent. When
     /// the service does not say, the default 1 MiB applies; when it cannot be read,
@@ -294,6 +317,7 @@ impl StreamPipeline {
             self.retries.next_at(),
             self.flights.next_timeout(),
             self.shards.next_due(now),
+            self.retries.verifier.next_due(),
             self.aggregation.ordered().and_then(|o| {
                 let shards = &self.shards;
                 o.next_deadline(now, |s| shards.range_of(s, now))
@@ -331,6 +355,7 @@ impl StreamPipeline {
             || !self.limiter.is_empty()
             || !self.assembler.is_empty()
             || !self.retries.is_empty()
+            || !self.retries.verifier.is_empty()
     }
 
     /// Moves everything that is due at `now` one stage on, and queues what can be
@@ -343,6 +368,8 @@ impl StreamPipeline {
         }
         // Requests past their timeout.
         self.poll_timeouts(now);
+        // Records of requests that may have stored them: reads due.
+        self.poll_verify(now);
         // Retries whose backoff has passed.
         while let Some(rec) = self.retries.pop_due(now) {
             self.route(rec, now);

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use kpl_runtime::SplitMix64;
 
 use super::record::Rec;
+use super::verify::Verifier;
 use crate::fasthash::FastMap;
 
 /// First backoff after a request-level failure; doubles per consecutive failure.
@@ -62,6 +63,9 @@ pub(super) struct RetryQueue {
     persisting: Warned,
     /// Records of requests that failed for good.
     fatal: Warned,
+    /// In verify-before-resend mode, the records of requests that may have stored
+    /// them, waiting to be looked for instead of resent.
+    pub(super) verifier: Verifier,
 }
 
 impl RetryQueue {
@@ -74,6 +78,7 @@ impl RetryQueue {
             rng: SplitMix64::new(seed),
             persisting: Warned::default(),
             fatal: Warned::default(),
+            verifier: Verifier::default(),
         }
     }
 

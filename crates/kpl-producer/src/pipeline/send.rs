@@ -13,6 +13,7 @@ use tracing::debug;
 
 use super::flights::{Answered, LateRecord, TimedOut, congestion_signal, late_answer_limit};
 use super::record::{Contents, KRec, Payload, Rec, finish_payloads, take_out};
+use super::verify::{SETTLE, each_member};
 use super::{StreamPipeline, Transmit};
 use crate::events::Event;
 
@@ -88,8 +89,32 @@ impl StreamPipeline {
     /// see [`late_given_up`](Self::late_given_up)), as their range does: a request
     /// still on its way could be stored behind their resent copies' successors.
     pub(super) fn poll_timeouts(&mut self, now: Instant) {
-        while let Some(TimedOut { id, batch, ticket }) = self.flights.poll_timeout(now) {
+        while let Some(TimedOut {
+            id,
+            mut batch,
+            ticket,
+        }) = self.flights.poll_timeout(now)
+        {
             let timeout = ticket.timeout();
+            if self.verifies() {
+                // Its records wait for its answer, then are looked for.
+                debug!(stream = %self.stream, request = id, timeout_ms = timeout.as_millis() as u64, "PutRecords timed out; its answer is still awaited, its records wait for it");
+                let e = TransportError::timeout(format!(
+                    "no answer within {} ms (the request may have been stored)",
+                    timeout.as_millis()
+                ));
+                let error = (e.code_or_kind(), e.message());
+                let (epoch, started) = (self.epoch, ticket.sent_at());
+                for k in &mut batch {
+                    let shard = k.shard.as_ref().map(kpl_shardmap::ShardId::to_arc);
+                    each_member(k, |m| {
+                        m.attempt_sent(epoch, started, now, Some(error), shard.as_ref(), true);
+                    });
+                }
+                let give_up = started + late_answer_limit(timeout) + SETTLE;
+                self.await_late_answer(id, batch, started, give_up);
+                continue;
+            }
             let backoff = if self.aggregation.is_ordered() {
                 late_answer_limit(timeout)
             } else {
@@ -118,6 +143,10 @@ impl StreamPipeline {
         let (batch, started, (before, after)) = match self.flights.answered(id, answer, now) {
             Answered::Unknown => return,
             Answered::Late { sent_at, late } => {
+                if self.retries.verifier.awaits(id) {
+                    self.verify_late(id, result, now);
+                    return;
+                }
                 match result {
                     Ok(response) => self.late_answer(sent_at, late, response, now),
                     Err(_) => self.late_given_up(late, now),

@@ -13,6 +13,7 @@ use super::StreamPipeline;
 use super::record::{Contents, KRec, Member, Rec, RequestClock, Unreadable, aggregator_deadline};
 use super::retry::WARN_AFTER_ATTEMPTS;
 use super::shards::Landed;
+use super::verify::{SETTLE, each_member};
 use crate::events::Event;
 use crate::result::{Attempt, AttemptError, ErrorCode, RecordResult, codes};
 
@@ -99,6 +100,21 @@ impl StreamPipeline {
         }
         let stored = e.may_have_been_stored();
         let error = (code.as_str(), message.as_str());
+        // A 5xx may have stored the request too (the service's own failure after
+        // taking it): in verify mode it is looked for like a request with no answer.
+        let server_error = e.status().is_some_and(|s| s >= 500);
+        if (stored || server_error) && !fail_now && self.verifies() {
+            // Looked for before being resent.
+            let epoch = self.epoch;
+            for mut k in batch {
+                let shard = k.shard.as_ref().map(ShardId::to_arc);
+                each_member(&mut k, |m| {
+                    m.attempt_sent(epoch, started, now, Some(error), shard.as_ref(), true);
+                });
+                self.suspect_krec(k, started, now + SETTLE, now);
+            }
+            return;
+        }
         for k in batch {
             let shard = k.shard.as_ref().map(ShardId::to_arc);
             let attempt = Failed {
@@ -155,6 +171,12 @@ impl StreamPipeline {
                     let shard_arc = actual.to_arc();
                     let sequence_number: Arc<str> = sequence_number.into();
                     self.limiter.on_success(&actual, now);
+                    if self.config.verify_before_resend {
+                        let keep = self.config.record_ttl;
+                        self.retries
+                            .verifier
+                            .stored(&actual, &sequence_number, now, keep);
+                    }
                     let n = k.len();
                     let bytes = k.size();
                     self.emit(|stream| Event::Put {
@@ -416,6 +438,13 @@ impl StreamPipeline {
         }
         held.extend(self.assembler.drain().flat_map(KRec::into_members));
         held.extend(self.retries.drain().map(|r| r.m));
+        held.extend(
+            self.retries
+                .verifier
+                .drain()
+                .into_iter()
+                .flat_map(|s| s.k.into_members()),
+        );
         // Stored, on a shard whose range is not verified yet: not "before it was
         // stored".
         let landed: Vec<Landed> = self.shards.take_awaiting();

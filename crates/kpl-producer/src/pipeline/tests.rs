@@ -122,6 +122,7 @@ impl Bench {
             Some(Transmit::ListShards { refresh, .. }) => refresh,
             Some(Transmit::PutRecords { .. }) => panic!("PutRecords before a ListShards"),
             Some(Transmit::MaxRecordSize) => panic!("MaxRecordSize with records up to 1 MiB"),
+            Some(Transmit::ReadShard { .. }) => panic!("ReadShard before a ListShards"),
             None => panic!("no ListShards"),
         }
     }
@@ -192,6 +193,7 @@ fn puts(transmits: Vec<Transmit>) -> Vec<(u64, PutRecordsRequest)> {
             Transmit::PutRecords { id, request } => (id, request),
             Transmit::ListShards { .. } => panic!("unexpected ListShards"),
             Transmit::MaxRecordSize => panic!("unexpected MaxRecordSize"),
+            Transmit::ReadShard { .. } => panic!("unexpected ReadShard"),
         })
         .collect()
 }
@@ -629,6 +631,7 @@ fn stepped_against_kpl_sim_every_record_is_stored_once() {
                 .expect("kpl-sim answers at once");
             b.p.handle_max_record_size(result);
         }
+        Transmit::ReadShard { .. } => panic!("a read without verify before resend"),
     };
     while b.outcomes.len() < keys.len() {
         // 500 records every 10 ms.

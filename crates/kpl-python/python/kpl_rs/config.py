@@ -46,8 +46,9 @@ class Config:
     ``https://``) and ``verify_ssl`` (``False`` trusts any certificate) apply to
     Kinesis; the ``aws_*`` credentials, when given, replace the AWS chain's
     (``aws_session_token`` is not applied yet: a warning says so);
-    ``metrics_*`` drive ``producer.metrics``; ``ordered`` is kpl-rs'
-    ``Ordered``. ``drain_interval_ms`` and
+    ``metrics_*`` drive ``producer.metrics``; ``ordered`` and
+    ``verify_before_resend`` are kpl-rs' ``Ordered`` and ``VerifyBeforeResend``.
+    ``drain_interval_ms`` and
     ``retry_deadline_ms`` change nothing (``NOT_APPLIED`` says why).
     """
 
@@ -86,6 +87,9 @@ class Config:
     #: Records put in order with the same partition key are stored (and read by a
     #: KCL consumer) in that order (kpl-rs' ``Ordered``; docs/delivery.md).
     ordered: bool = False
+    #: Records of a request that may have been stored are looked for in their shard
+    #: before they are sent again (kpl-rs' ``VerifyBeforeResend``; docs/delivery.md).
+    verify_before_resend: bool = False
     kpl_properties: str | None = None
     kpl_settings: tuple[tuple[str, str], ...] = ()
 
@@ -118,6 +122,7 @@ class Config:
             metrics_level=MetricsLevel(values["MetricsLevel"]),
             metrics_upload_interval_ms=float(values["MetricsUploadDelay"]),
             ordered=values["Ordered"],
+            verify_before_resend=values["VerifyBeforeResend"],
             kpl_properties=text,
         )
 
@@ -155,6 +160,7 @@ _KPL_KEYS: dict[str, tuple[str, Callable[[Any], str]]] = {
     "verify_ssl": ("VerifyCertificate", _bool),
     "metrics_upload_interval_ms": ("MetricsUploadDelay", _ms),
     "ordered": ("Ordered", _bool),
+    "verify_before_resend": ("VerifyBeforeResend", _bool),
 }
 
 # Applied otherwise: by _settings (rates, metrics level), by the producer
