@@ -170,6 +170,14 @@ pub struct Summary {
     pub exit_code: i64,
     /// Peak resident memory, where the platform tells it.
     pub peak_resident_bytes: Option<u64>,
+    /// Verify before resend: the reads made (GetRecords), the Kinesis records found
+    /// stored, and those resent unverified (zeros when it was off, or the summary
+    /// predates it).
+    pub verify_reads: u64,
+    /// See [`verify_reads`](Self::verify_reads).
+    pub verify_found: u64,
+    /// See [`verify_reads`](Self::verify_reads).
+    pub verify_unsettled: u64,
 }
 
 impl Summary {
@@ -212,6 +220,9 @@ impl Summary {
                 .as_i64()
                 .ok_or_else(|| missing("exit_code"))?,
             peak_resident_bytes: v["peak_resident_bytes"].as_u64(),
+            verify_reads: v["verify"]["reads"].as_u64().unwrap_or(0),
+            verify_found: v["verify"]["found"].as_u64().unwrap_or(0),
+            verify_unsettled: v["verify"]["unsettled"].as_u64().unwrap_or(0),
         })
     }
 

@@ -10,7 +10,8 @@
 //! - `audit`: declared minimum Rust versions, dependency licenses, no yanked version.
 //! - `conformance [--cases N] [--seed S]`: kpl-codec against aws-kinesis-agg.
 //! - `fuzz [--seconds N]`: runs the decoder's fuzz target (not part of the gate).
-//! - `faults [--short] [--scenario NAME] [--repeat N] [--http-client C] [--ordered | --keyed]`:
+//! - `faults [--short] [--scenario NAME] [--repeat N] [--http-client C] [--ordered | --keyed]
+//!   [--verify-before-resend]`:
 //!   fault scenarios over real HTTP (the gate runs the short set).
 //! - `signals [--seed S] [--runs-per-cell N] [--cell NAME] [--kpl PATH]`: the signal
 //!   and output matrix for `kpl put` (the gate runs it once, on the debug build).
@@ -96,6 +97,10 @@ enum Task {
         /// shows what ordered mode prevents.
         #[arg(long, conflicts_with = "ordered")]
         keyed: bool,
+        /// kpl put --verify-before-resend: resets and 500s and held answers must
+        /// store no line twice.
+        #[arg(long)]
+        verify_before_resend: bool,
     },
     /// The signal and output matrix for kpl put: SIGINT, SIGTERM, SIGHUP while
     /// reading and while draining, stderr and stdout closed or full; every line
@@ -185,15 +190,19 @@ fn main() -> Result<()> {
             http_client,
             ordered,
             keyed,
+            verify_before_resend,
         } => faults::run_all(
             short,
             scenario.as_deref(),
             repeat,
             http_client.map(HttpClient::as_str),
-            match (ordered, keyed) {
-                (true, _) => faults::Input::Ordered,
-                (false, true) => faults::Input::Keyed,
-                (false, false) => faults::Input::Lines,
+            faults::Mode {
+                input: match (ordered, keyed) {
+                    (true, _) => faults::Input::Ordered,
+                    (false, true) => faults::Input::Keyed,
+                    (false, false) => faults::Input::Lines,
+                },
+                verify: verify_before_resend,
             },
         ),
         Task::Signals {
@@ -307,14 +316,14 @@ fn ci() -> Result<()> {
     gate::licenses()?;
     gate::yanked()?;
     util::step("fault scenarios over real HTTP (the short set)");
-    faults::run_all(true, None, 1, None, faults::Input::Lines)?;
+    faults::run_all(true, None, 1, None, faults::Mode::of(faults::Input::Lines))?;
     util::step("fault scenario with resets and 500s over the async-io HTTP client");
     faults::run_all(
         true,
         Some("resets-and-500s"),
         1,
         Some("async-io"),
-        faults::Input::Lines,
+        faults::Mode::of(faults::Input::Lines),
     )?;
     util::step(
         "fault scenarios in ordered mode (kpl put --ordered, 40 keys): resets and 500s, held answers",
@@ -324,14 +333,27 @@ fn ci() -> Result<()> {
         Some("resets-and-500s"),
         1,
         None,
-        faults::Input::Ordered,
+        faults::Mode::of(faults::Input::Ordered),
     )?;
     faults::run_all(
         true,
         Some("held-answers-8s"),
         1,
         None,
-        faults::Input::Ordered,
+        faults::Mode::of(faults::Input::Ordered),
+    )?;
+    util::step(
+        "fault scenario with resets and 500s, verifying before resending: no line stored twice",
+    );
+    faults::run_all(
+        true,
+        Some("resets-and-500s"),
+        1,
+        None,
+        faults::Mode {
+            input: faults::Input::Lines,
+            verify: true,
+        },
     )?;
     util::step("the signal and output matrix for kpl put (debug build, as above)");
     matrix::run(&matrix::Options {
@@ -424,6 +446,7 @@ mod tests {
             http_client: Some(HttpClient::AsyncIo),
             ordered: true,
             keyed: false,
+            verify_before_resend: false,
         } = cli.command
         else {
             panic!("{cli:?}");

@@ -1130,6 +1130,17 @@ fn report(
             crate::say!("kpl put: last {code} error before records expired: {message}");
         }
     }
+    let verified = producer.verify_stats();
+    if producer.config().verify_before_resend() {
+        crate::say!(
+            "kpl put: verify before resend: {} reads ({} bytes read), {} Kinesis records found stored, {} not found and resent, {} resent unverified",
+            verified.reads,
+            verified.bytes_read,
+            verified.found,
+            verified.not_found,
+            verified.unsettled
+        );
+    }
     match ending {
         Ending::Settled => {}
         Ending::TimedOut if args.shutdown_timeout == 0 && first_signal.is_none() => crate::say!(
@@ -1200,6 +1211,13 @@ fn report(
             "signal": first_signal,
             "exit_code": code,
             "peak_resident_bytes": crate::settings::cpu_and_peak_memory().1,
+            "verify": {
+                "reads": verified.reads,
+                "bytes_read": verified.bytes_read,
+                "found": verified.found,
+                "not_found": verified.not_found,
+                "unsettled": verified.unsettled,
+            },
         });
         if let Err(e) = std::fs::write(path, format!("{summary}\n")) {
             crate::say!("kpl put: cannot write {}: {e}", path.display());

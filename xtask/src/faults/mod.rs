@@ -30,6 +30,31 @@ pub(crate) enum Input {
     Ordered,
 }
 
+/// How `kpl put` runs: its input, and whether it verifies before resending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Mode {
+    pub(crate) input: Input,
+    /// `kpl put --verify-before-resend`: no line may be stored twice where the
+    /// scenario allows none with it.
+    pub(crate) verify: bool,
+}
+
+impl Mode {
+    /// `input`, without verifying.
+    pub(crate) fn of(input: Input) -> Self {
+        Self {
+            input,
+            verify: false,
+        }
+    }
+
+    /// How the report names the mode.
+    fn label(self) -> String {
+        let verify = if self.verify { " (verify)" } else { "" };
+        format!("{}{verify}", self.input.label())
+    }
+}
+
 impl Input {
     /// Whether the lines are JSON under a few partition keys.
     fn keyed(self) -> bool {
@@ -62,8 +87,10 @@ pub(crate) struct Report {
     outside: u64,
     /// Lines read after a later line of their key (as a KCL consumer reads).
     out_of_order: u64,
-    /// What `kpl put` was given.
-    input: Input,
+    /// What `kpl put` was given, and how it ran.
+    mode: Mode,
+    /// Verify before resend's reads (GetRecords).
+    reads: u64,
     link_seconds: Option<f64>,
     /// What the proxy did.
     proxy: String,
@@ -91,7 +118,7 @@ pub(crate) fn run_all(
     only: Option<&str>,
     repeat: usize,
     http_client: Option<&str>,
-    input: Input,
+    mode: Mode,
 ) -> Result<()> {
     let dir = target_dir().join("faults");
     std::fs::create_dir_all(&dir)?;
@@ -121,11 +148,11 @@ pub(crate) fn run_all(
                 "fault scenario {} ({kind:?}, {} lines)",
                 s.name, s.lines
             ));
-            let r = runner::run_scenario(s, &peer.endpoint, &kpl, &dir, http_client, input)?;
+            let r = runner::run_scenario(s, &peer.endpoint, &kpl, &dir, http_client, mode)?;
             println!(
-                "{}{}: {:.1} s, {} acknowledged, {} failed, {} stored, {} stored twice ({} reported), {} lost, {} out of order; proxy: {}",
+                "{}{}: {:.1} s, {} acknowledged, {} failed, {} stored, {} stored twice ({} reported), {} lost, {} out of order, {} reads; proxy: {}",
                 r.name,
-                r.input.label(),
+                r.mode.label(),
                 r.seconds,
                 r.acknowledged,
                 r.failed,
@@ -134,6 +161,7 @@ pub(crate) fn run_all(
                 r.flagged,
                 r.lost,
                 r.out_of_order,
+                r.reads,
                 r.proxy
             );
             for p in &r.problems {
@@ -143,14 +171,14 @@ pub(crate) fn run_all(
         }
     }
     println!(
-        "\n| scenario | peer | lines | seconds | acknowledged | failed | stored (consumer view) | stored twice | reported possibly twice | failed but stored | lost | copies outside range | out of order | link time |"
+        "\n| scenario | peer | lines | seconds | acknowledged | failed | stored (consumer view) | stored twice | reported possibly twice | failed but stored | lost | copies outside range | out of order | reads | link time |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &reports {
         println!(
-            "| {}{} | {:?} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {}{} | {:?} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.name,
-            r.input.label(),
+            r.mode.label(),
             r.peer,
             r.lines,
             r.seconds,
@@ -163,6 +191,7 @@ pub(crate) fn run_all(
             r.lost,
             r.outside,
             r.out_of_order,
+            r.reads,
             r.link_seconds.map_or("-".into(), |l| format!("{l:.1} s"))
         );
     }

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::reader::{self, Outcome};
 use super::scenarios::{Act, Scenario};
-use super::{Input, Report};
+use super::{Input, Mode, Report};
 
 /// The partition keys of an ordered run's lines (as the issue measured: 40).
 const ORDERED_KEYS: usize = 40;
@@ -35,8 +35,9 @@ pub(crate) fn run_scenario(
     kpl: &Path,
     dir: &Path,
     http_client: Option<&str>,
-    input: Input,
+    mode: Mode,
 ) -> Result<Report> {
+    let input = mode.input;
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, Ordering::Relaxed);
     let stream = format!("faults-{}-{}-{run}", s.name, std::process::id());
@@ -50,7 +51,7 @@ pub(crate) fn run_scenario(
     };
     proxy.set(faults.clone());
     let started = Instant::now();
-    let (child, stderr) = start_kpl(kpl, &stream, &proxy, &files, http_client, input)?;
+    let (child, stderr) = start_kpl(kpl, &stream, &proxy, &files, http_client, mode)?;
     play_timeline(s, &peer, &stream, &proxy, &mut faults, started)?;
     let status = wait(child, s.name)?;
     let seconds = started.elapsed().as_secs_f64();
@@ -64,7 +65,7 @@ pub(crate) fn run_scenario(
         status,
         seconds,
         &files,
-        input,
+        mode,
     ))
 }
 
@@ -105,8 +106,14 @@ fn start_kpl(
     proxy: &Proxy,
     files: &Files,
     http_client: Option<&str>,
-    input: Input,
+    mode: Mode,
 ) -> Result<(Child, JoinHandle<String>)> {
+    let input = mode.input;
+    let verify_args: &[&str] = if mode.verify {
+        &["--verify-before-resend"]
+    } else {
+        &[]
+    };
     let ordered_args: &[&str] = if input == Input::Ordered {
         &["--ordered"]
     } else {
@@ -132,6 +139,7 @@ fn start_kpl(
         .arg(&files.summary)
         .args(http_client.map(|c| format!("--http-client={c}")))
         .args(ordered_args)
+        .args(verify_args)
         .args(keyed_args)
         .arg(&files.input)
         .stdout(Stdio::null())
@@ -230,8 +238,9 @@ fn judge(
     status: ExitStatus,
     seconds: f64,
     files: &Files,
-    input: Input,
+    mode: Mode,
 ) -> Report {
+    let input = mode.input;
     let lines = s.lines as u64;
     let stored = o.seen.len() as u64;
     let duplicated = o.seen.values().filter(|&&n| n > 1).count() as u64;
@@ -274,8 +283,14 @@ fn judge(
     } else {
         512 * 1024
     };
-    let allowed = lines as f64 * s.max_duplicate_percent / 100.0
-        + resets_after as f64 * (request as f64 / 100.0);
+    let allowed = match s.verified_duplicates {
+        // Verifying: what the scenario allows with it, whatever the resets.
+        Some(percent) if mode.verify => lines as f64 * percent / 100.0,
+        _ => {
+            lines as f64 * s.max_duplicate_percent / 100.0
+                + resets_after as f64 * (request as f64 / 100.0)
+        }
+    };
     if duplicated as f64 > allowed {
         problems.push(format!(
             "{duplicated} lines stored twice (at most {} % allowed, plus one request per reset after forwarding: {resets_after})",
@@ -317,7 +332,8 @@ fn judge(
         lost,
         outside: o.outside,
         out_of_order: o.out_of_order,
-        input,
+        mode,
+        reads: summary.verify_reads,
         link_seconds,
         proxy: format!(
             "{} requests, {} held, {} reset, {} answered 500",

@@ -37,6 +37,9 @@ pub(crate) struct Scenario {
     pub(crate) timeline: Vec<(f64, Act)>,
     /// Most records allowed stored twice, in percent.
     pub(crate) max_duplicate_percent: f64,
+    /// With `kpl put --verify-before-resend`, the most allowed stored twice in
+    /// percent, resets after forwarding included (`None`: as without it).
+    pub(crate) verified_duplicates: Option<f64>,
     /// Most copies outside their shard's range, in percent.
     pub(crate) max_outside_percent: f64,
 }
@@ -52,6 +55,7 @@ pub(crate) fn scenarios(short: bool) -> Vec<Scenario> {
             uplink: None,
             timeline: vec![],
             max_duplicate_percent: 0.0,
+            verified_duplicates: None,
             max_outside_percent: 10.0,
         },
         Scenario {
@@ -62,6 +66,7 @@ pub(crate) fn scenarios(short: bool) -> Vec<Scenario> {
             uplink: None,
             timeline: vec![(0.3, Act::Hold(Duration::from_secs(8)))],
             max_duplicate_percent: 10.0,
+            verified_duplicates: Some(0.0),
             max_outside_percent: 10.0,
         },
         Scenario {
@@ -75,8 +80,9 @@ pub(crate) fn scenarios(short: bool) -> Vec<Scenario> {
                 (0.4, Act::Errors(Duration::from_secs(2))),
             ],
             // Beyond what a reset after forwarding may duplicate (one request each,
-            // reported; reading the shard before resending is the planned remedy).
+            // reported); none when reading the shard before resending.
             max_duplicate_percent: 1.0,
+            verified_duplicates: Some(0.0),
             max_outside_percent: 10.0,
         },
         Scenario {
@@ -87,6 +93,7 @@ pub(crate) fn scenarios(short: bool) -> Vec<Scenario> {
             uplink: Some(300_000),
             timeline: vec![],
             max_duplicate_percent: 0.0,
+            verified_duplicates: None,
             max_outside_percent: 10.0,
         },
     ];
@@ -101,6 +108,7 @@ pub(crate) fn scenarios(short: bool) -> Vec<Scenario> {
             uplink: Some(1_500_000),
             timeline: vec![(1.5, Act::Split(2)), (3.5, Act::Merge)],
             max_duplicate_percent: 0.0,
+            verified_duplicates: None,
             max_outside_percent: 10.0,
         });
         // The storm: 8 splits and merges spread over a run of about 14 s
@@ -144,6 +152,7 @@ fn storm(
             })
             .collect(),
         max_duplicate_percent: 0.0,
+        verified_duplicates: None,
         max_outside_percent: max_outside,
     }
 }

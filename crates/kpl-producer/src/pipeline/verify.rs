@@ -797,9 +797,18 @@ mod tests {
         let t0 = VirtualClock::new().now();
         let mut v = Verifier::default();
         let ready = t0 + SETTLE;
-        assert!(v.wait(suspect("a", b"aaaa", Some("10"), t0), ready).is_none());
-        assert!(v.wait(suspect("b", b"bbbb", Some("7"), t0), ready).is_none());
-        assert!(v.wait(suspect("c", b"cccc", Some("9"), t0), ready).is_none());
+        assert!(
+            v.wait(suspect("a", b"aaaa", Some("10"), t0), ready)
+                .is_none()
+        );
+        assert!(
+            v.wait(suspect("b", b"bbbb", Some("7"), t0), ready)
+                .is_none()
+        );
+        assert!(
+            v.wait(suspect("c", b"cccc", Some("9"), t0), ready)
+                .is_none()
+        );
         assert_eq!(v.next_due(), Some(ready));
         assert!(v.poll(t0).1.is_empty(), "not before the request settles");
         let (_, reads) = v.poll(ready);
