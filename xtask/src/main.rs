@@ -15,8 +15,8 @@
 //!   fault scenarios over real HTTP (the gate runs the short set).
 //! - `signals [--seed S] [--runs-per-cell N] [--cell NAME] [--kpl PATH]`: the signal
 //!   and output matrix for `kpl put` (the gate runs it once, on the debug build).
-//! - `chaos [--seeds N] [--from S] [--ordered]`: the chaos runner (the gate runs 200 seeds;
-//!   `--ordered`: every seed in ordered mode).
+//! - `chaos [--seeds N] [--from S] [--ordered] [--verify-before-resend]`: the chaos runner
+//!   (the gate runs 200 seeds; `--ordered`, `--verify-before-resend`: every seed so).
 //! - `kinesis-mock -- COMMAND...`: COMMAND with kinesis-mock up on loopback.
 //! - `python`: the Python package kpl_rs installed with pip into a venv under
 //!   `target/python`, its pytest suite against kinesis-mock, stubtest and mypy.
@@ -131,6 +131,9 @@ enum Task {
         /// Every seed in ordered mode (else 30 % of them).
         #[arg(long)]
         ordered: bool,
+        /// Every seed verifying before resending (else 30 % of them).
+        #[arg(long)]
+        verify_before_resend: bool,
     },
     /// The Python package kpl_rs: pip install into a venv under target/python, pytest
     /// against kinesis-mock, mypy's stubtest and mypy --strict
@@ -220,6 +223,7 @@ fn main() -> Result<()> {
             seeds,
             from,
             ordered,
+            verify_before_resend,
         } => {
             util::step(&format!("chaos: seeds {from}..{}", from + seeds));
             let mut command = cargo();
@@ -230,6 +234,9 @@ fn main() -> Result<()> {
                 .env("KPL_CHAOS_FROM", from.to_string());
             if ordered {
                 command.env("KPL_CHAOS_ORDERED", "1");
+            }
+            if verify_before_resend {
+                command.env("KPL_CHAOS_VERIFY", "1");
             }
             run(&mut command)
         }

@@ -107,6 +107,12 @@ fn run_seed(seed: u64) -> String {
         0
     };
     config = config.ordered(ordered);
+    // Verify before resend in 3 seeds of 10, drawn apart so the other draws stay
+    // as they were (`KPL_CHAOS_VERIFY=1`, `cargo xtask chaos --verify-before-resend`:
+    // every seed).
+    let verify = Draw(Rng::new(seed ^ 0x7665_7269_6679)).chance(30)
+        || std::env::var_os("KPL_CHAOS_VERIFY").is_some();
+    config = config.verify_before_resend(verify);
     let h = harness(config, shards, seed);
     if d.chance(30) {
         h.kinesis.set_limits(false);
@@ -231,8 +237,9 @@ fn run_seed(seed: u64) -> String {
     }
     let outcome = check_invariants_against(&h, &puts, stored, shards);
     format!(
-        "{}{n} records, {violations} out of order, {} stored, {} stored twice (flagged), {} failed ({} possibly stored)",
+        "{}{}{n} records, {violations} out of order, {} stored, {} stored twice (flagged), {} failed ({} possibly stored)",
         if ordered { "ordered: " } else { "" },
+        if verify { "verify: " } else { "" },
         outcome.successes(),
         outcome.duplicated,
         n - outcome.successes(),

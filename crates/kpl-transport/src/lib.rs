@@ -1,7 +1,8 @@
 //! How kpl-rs talks to Kinesis: the [`Transport`] trait and its implementations.
 //!
-//! The producer needs two calls of the service, ListShards and PutRecords, and
-//! nothing else; [`Transport`] is exactly those, in types of our own, so the pipeline
+//! The producer needs ListShards and PutRecords, and optionally DescribeStreamSummary
+//! (the stream's record limit) and GetShardIterator with GetRecords (verify before
+//! resend); [`Transport`] is exactly those, in types of our own, so the pipeline
 //! never sees an SDK type and can run against the in-process simulator (`kpl-sim`)
 //! as well as the real service ([`AwsTransport`], feature `aws`, on by default).
 //!

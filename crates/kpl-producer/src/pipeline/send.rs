@@ -64,6 +64,9 @@ impl StreamPipeline {
             })
             .collect();
         let records = batch.len();
+        if self.config.verify_before_resend {
+            self.retries.verifier.sending(&batch, true);
+        }
         let (id, ticket) = self.flights.send(batch, bytes, now);
         debug!(
             stream = %self.stream,
@@ -96,6 +99,9 @@ impl StreamPipeline {
         }) = self.flights.poll_timeout(now)
         {
             let timeout = ticket.timeout();
+            if self.config.verify_before_resend {
+                self.retries.verifier.sending(&batch, false);
+            }
             if self.verifies() {
                 // Its records wait for its answer, then are looked for.
                 debug!(stream = %self.stream, request = id, timeout_ms = timeout.as_millis() as u64, "PutRecords timed out; its answer is still awaited, its records wait for it");
@@ -159,6 +165,9 @@ impl StreamPipeline {
                 window,
             } => (batch, sent_at, window),
         };
+        if self.config.verify_before_resend {
+            self.retries.verifier.sending(&batch, false);
+        }
         if after != before {
             debug!(stream = %self.stream, from = before, to = after, rtt_ms = now.saturating_duration_since(started).as_millis() as u64, "congestion window changed");
         }

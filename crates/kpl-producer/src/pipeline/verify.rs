@@ -13,9 +13,11 @@
 //! stored" flag rather than guessed; a shard is read at most once per
 //! [`READ_INTERVAL`], at most [`ROUND_READS`] times per round; a round that cannot
 //! finish (reads failing, the budget spent, the shard unknown) resends its records
-//! with the flag. A record not found after a read that reached the shard's newest
-//! record is resent without it: the request could no longer be stored when the read
-//! began, which leaves only a request stored after [`SETTLE`] (docs/delivery.md).
+//! with the flag. A record not found after a read that reached the newest record
+//! of a shard still open is resent without it: the request could no longer be
+//! stored when the read began, and the shard was open since it was sent, which
+//! leaves only a request stored after [`SETTLE`] (docs/delivery.md). Not found on a
+//! shard closed since, it may be on a child: it is resent with the flag.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -106,9 +108,12 @@ fn seq_key(seq: &str) -> (usize, &str) {
     (seq.len(), seq)
 }
 
+/// A Kinesis record's length and last 16 bytes.
+type ContentKey = (usize, [u8; 16]);
+
 /// What a stored copy is matched by: its length and last 16 bytes (an aggregate's
 /// MD5 checksum), then all of it.
-fn content_key(data: &[u8]) -> (usize, [u8; 16]) {
+fn content_key(data: &[u8]) -> ContentKey {
     let mut tail = [0u8; 16];
     let n = data.len().min(16);
     tail[..n].copy_from_slice(&data[data.len() - n..]);
@@ -139,7 +144,7 @@ pub(super) enum Verdict {
 struct Round {
     suspects: Vec<Suspect>,
     /// Suspects by content key.
-    index: FastMap<(usize, [u8; 16]), Vec<usize>>,
+    index: FastMap<ContentKey, Vec<usize>>,
     /// Per suspect: where it was found first, and how many times.
     found: Vec<(Option<Arc<str>>, u32)>,
     /// Suspects two of which could match one copy: left unknown.
@@ -170,12 +175,14 @@ impl Round {
         }
     }
 
-    /// Matches the records of a page.
+    /// Matches the records of a page; a copy whose bytes a request in flight also
+    /// carries (`sending`) could be that one's: its candidates are left unknown.
     fn read(
         &mut self,
         shard: &ShardId,
         page: &RecordsPage,
         attributed: &FastSet<(ShardId, Arc<str>)>,
+        sending: &FastMap<ContentKey, u32>,
     ) {
         for stored in &page.records {
             let Some(candidates) = self.index.get(&content_key(&stored.data)) else {
@@ -197,7 +204,7 @@ impl Round {
             if attributed.contains(&(shard.clone(), seq.clone())) {
                 continue;
             }
-            if same.len() > 1 {
+            if same.len() > 1 || sending.contains_key(&content_key(&stored.data)) {
                 for i in same {
                     self.unsure[i] = true;
                 }
@@ -256,6 +263,9 @@ pub(super) struct Verifier {
     /// Sequence numbers answers gave, with when (oldest first).
     attributed: FastSet<(ShardId, Arc<str>)>,
     attributed_order: VecDeque<(Instant, ShardId, Arc<str>)>,
+    /// The Kinesis records in requests in flight, by content: a stored copy of the
+    /// same bytes could be theirs.
+    sending: FastMap<ContentKey, u32>,
     /// Reads cannot be made (denied, or not implemented): said once.
     disabled: bool,
     stats: VerifyStats,
@@ -285,6 +295,25 @@ impl Verifier {
             }
             if let Some((_, s, q)) = self.attributed_order.pop_front() {
                 self.attributed.remove(&(s, q));
+            }
+        }
+    }
+
+    /// The Kinesis records of `batch` are sent (`true`) or back from their request
+    /// (answered, or past its timeout).
+    pub(super) fn sending(&mut self, batch: &[KRec], sent: bool) {
+        for k in batch {
+            let super::record::Payload::Ready(data) = &k.data else {
+                continue;
+            };
+            let key = content_key(data);
+            if sent {
+                *self.sending.entry(key).or_default() += 1;
+            } else if let Some(n) = self.sending.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.sending.remove(&key);
+                }
             }
         }
     }
@@ -430,10 +459,15 @@ impl Verifier {
                     .map(|r| r.data.len() as u64)
                     .sum::<u64>();
                 round.reads += 1;
-                round.read(shard, &page, &self.attributed);
-                let caught_up = page.caught_up();
+                round.read(shard, &page, &self.attributed, &self.sending);
                 match page.next_iterator {
-                    _ if caught_up => round.finish(true),
+                    // Read to the newest record of a shard still open: it was open
+                    // since the request was sent, so the request's records are on it
+                    // if they were stored.
+                    Some(_) if page.millis_behind_latest == Some(0) => round.finish(true),
+                    // A closed shard read to its end: the request may have been
+                    // stored on a child after the shard closed.
+                    None => round.finish(false),
                     Some(next) if round.reads < ROUND_READS => {
                         round.next = Some(ReadFrom::Iterator(next));
                         v.round = Some(round);
@@ -870,6 +904,51 @@ mod tests {
             t0,
         );
         assert_eq!(verdicts(&out), ["a: unknown", "a: unknown", "b: stored 2"]);
+    }
+
+    #[test]
+    fn a_record_not_found_on_a_closed_shard_keeps_its_flag() {
+        let t0 = VirtualClock::new().now();
+        let shard = ShardId::from("s0");
+        let mut v = Verifier::default();
+        assert!(v.wait(suspect("a", b"aaaa", Some("1"), t0), t0).is_none());
+        assert!(v.wait(suspect("b", b"bbbb", Some("1"), t0), t0).is_none());
+        assert_eq!(v.poll(t0).1.len(), 1);
+        let closed = RecordsPage::new(
+            vec![ReadRecord::new("2", "a", Bytes::from_static(b"aaaa"))],
+            None,
+            Some(0),
+        );
+        assert_eq!(
+            verdicts(&v.read(&shard, Ok(closed), t0)),
+            ["a: stored 2", "b: unknown"],
+            "b may be on a child"
+        );
+    }
+
+    #[test]
+    fn a_copy_a_request_in_flight_also_carries_is_not_taken() {
+        let t0 = VirtualClock::new().now();
+        let shard = ShardId::from("s0");
+        let mut v = Verifier::default();
+        let twin = [krec("c", b"cccc", "s0", t0)];
+        v.sending(&twin, true);
+        assert!(v.wait(suspect("c", b"cccc", Some("1"), t0), t0).is_none());
+        assert_eq!(v.poll(t0).1.len(), 1);
+        let copy = [("3", "c", &b"cccc"[..])];
+        assert_eq!(
+            verdicts(&v.read(&shard, Ok(page(&copy, true)), t0)),
+            ["c: unknown"]
+        );
+        // Its twin answered: the copy can be taken.
+        v.sending(&twin, false);
+        assert!(v.wait(suspect("c", b"cccc", Some("1"), t0), t0).is_none());
+        let later = t0 + READ_INTERVAL;
+        assert_eq!(v.poll(later).1.len(), 1);
+        assert_eq!(
+            verdicts(&v.read(&shard, Ok(page(&copy, true)), later)),
+            ["c: stored 3"]
+        );
     }
 
     #[test]
