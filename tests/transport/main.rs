@@ -18,7 +18,7 @@ use bytes::Bytes;
 use kpl_codec::HashKey;
 use kpl_transport::{
     EntryResult, ErrorKind, ListShardsRequest, PutRecordsEntry, PutRecordsRequest,
-    ShardDescription, StreamId, Transport,
+    ShardDescription, ShardPosition, StreamId, Transport,
 };
 
 use crate::peers::{MockPeer, Peer, SimPeer, block_on};
@@ -278,6 +278,75 @@ async fn max_record_size_is_read_from_the_stream(peer: &dyn Peer) {
     }
 }
 
+/// A shard is read back from after a sequence number, from a time and from its
+/// start, page by page: what verify before resend reads.
+async fn shards_are_read_back(peer: &dyn Peer) {
+    let (name, arn) = peer.create_stream("read-back", 1).await;
+    let t = peer.transport();
+    let shard = list_all(&*t, &StreamId::parse(&name), 1000).await.0[0]
+        .shard_id
+        .clone();
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(5);
+    let entries: Vec<PutRecordsEntry> = (0..5)
+        .map(|i| PutRecordsEntry::new(format!("k{i}"), None, Bytes::from(format!("data {i}"))))
+        .collect();
+    let response = t
+        .put_records(PutRecordsRequest::new(StreamId::parse(&name), entries))
+        .await
+        .unwrap();
+    let seqs: Vec<String> = response
+        .results
+        .iter()
+        .map(|r| match r {
+            EntryResult::Ok {
+                sequence_number, ..
+            } => sequence_number.clone(),
+            EntryResult::Failed { code, .. } => panic!("{}: {code}", peer.name()),
+        })
+        .collect();
+    for id in [&name, &arn] {
+        let stream = StreamId::parse(id);
+        let read = |position| {
+            let (t, stream, shard) = (t.clone(), stream.clone(), shard.clone());
+            async move {
+                let mut iterator = t.shard_iterator(&stream, &shard, position).await.unwrap();
+                let mut records = Vec::new();
+                for _ in 0..10 {
+                    let page = t.get_records(&stream, &iterator, Some(2)).await.unwrap();
+                    assert!(page.records.len() <= 2);
+                    records.extend(
+                        page.records
+                            .into_iter()
+                            .map(|r| (r.sequence_number, r.partition_key, r.data)),
+                    );
+                    match page.next_iterator {
+                        Some(next) if records.len() < 5 => iterator = next,
+                        _ => break,
+                    }
+                }
+                records
+            }
+        };
+        let after = read(ShardPosition::AfterSequenceNumber(seqs[1].clone())).await;
+        let keys: Vec<&str> = after.iter().map(|(_, k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["k2", "k3", "k4"], "{}", peer.name());
+        assert_eq!(after[0].0, seqs[2]);
+        assert_eq!(&after[2].2[..], b"data 4");
+        assert_eq!(
+            read(ShardPosition::AtTimestamp(before)).await.len(),
+            5,
+            "{}",
+            peer.name()
+        );
+        assert_eq!(
+            read(ShardPosition::TrimHorizon).await.len(),
+            5,
+            "{}",
+            peer.name()
+        );
+    }
+}
+
 /// The shared suite: every case, timed, against one peer.
 async fn suite(peer: &dyn Peer) {
     let started = Instant::now();
@@ -288,8 +357,9 @@ async fn suite(peer: &dyn Peer) {
     split_then_relist(peer).await;
     addressing_by_arn(peer).await;
     max_record_size_is_read_from_the_stream(peer).await;
+    shards_are_read_back(peer).await;
     println!(
-        "transport suite: 7 cases against {} in {} ms",
+        "transport suite: 8 cases against {} in {} ms",
         peer.name(),
         started.elapsed().as_millis()
     );
