@@ -79,9 +79,10 @@ pub use encode::{
 pub use hash::{HashKey, ParseHashKeyError, ParseHashKeyErrorKind};
 pub use limits::{
     AGGREGATED_PARTITION_KEY, DEFAULT_MAX_RECORD_SIZE, DEFAULT_MAX_REQUEST_SIZE,
-    MAX_PARTITION_KEY_CHARS, MAX_RECORD_SIZE_CEILING, MAX_RECORDS_PER_REQUEST, PartitionKeyError,
-    PartitionKeyErrorKind, RecordError, RecordErrorKind, RecordLimitError, RecordLimits,
-    SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND, shard_write_hold, validate_partition_key,
+    GET_RECORDS_MAX_BYTES, GET_RECORDS_MAX_RECORDS, MAX_PARTITION_KEY_CHARS,
+    MAX_RECORD_SIZE_CEILING, MAX_RECORDS_PER_REQUEST, PartitionKeyError, PartitionKeyErrorKind,
+    RecordError, RecordErrorKind, RecordLimitError, RecordLimits, SHARD_BYTES_PER_SECOND,
+    SHARD_RECORDS_PER_SECOND, shard_write_hold, validate_partition_key,
 };
 pub use record::{Tag, TagRef, UserRecord, UserRecordRef};
 pub use rng::SplitMix64;

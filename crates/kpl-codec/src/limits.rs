@@ -18,6 +18,10 @@ pub const DEFAULT_MAX_REQUEST_SIZE: usize = 5 * 1024 * 1024;
 pub const SHARD_RECORDS_PER_SECOND: u64 = 1_000;
 /// Bytes per second one shard accepts.
 pub const SHARD_BYTES_PER_SECOND: u64 = 1024 * 1024;
+/// Most records one `GetRecords` call returns (and the most its `Limit` may ask).
+pub const GET_RECORDS_MAX_RECORDS: u32 = 10_000;
+/// Most bytes of data one `GetRecords` call returns.
+pub const GET_RECORDS_MAX_BYTES: usize = 10 * 1024 * 1024;
 /// How long a record of `bytes` counts against its shard's write limits: one
 /// second, or for a record larger than a second of the shard's bytes (a large
 /// record, up to [`MAX_RECORD_SIZE_CEILING`]), as long as the shard takes to write

@@ -161,7 +161,7 @@ impl Worker {
                     self.pipeline.handle_answer(id, result, now);
                 }
                 Next::Completion(Completion::MaxRecordSize(result)) => {
-                    self.pipeline.handle_max_record_size(result);
+                    self.pipeline.handle_max_record_size(result, now);
                 }
                 Next::Completion(Completion::Read(shard, result)) => {
                     self.pipeline.handle_read(shard, result, now);

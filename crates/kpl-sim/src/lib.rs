@@ -49,9 +49,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use kpl_codec::{
-    DEFAULT_MAX_RECORD_SIZE, DEFAULT_MAX_REQUEST_SIZE, HashKey, MAX_PARTITION_KEY_CHARS,
-    MAX_RECORD_SIZE_CEILING, MAX_RECORDS_PER_REQUEST, SHARD_BYTES_PER_SECOND,
-    SHARD_RECORDS_PER_SECOND, shard_write_hold,
+    DEFAULT_MAX_RECORD_SIZE, DEFAULT_MAX_REQUEST_SIZE, GET_RECORDS_MAX_BYTES,
+    GET_RECORDS_MAX_RECORDS, HashKey, MAX_PARTITION_KEY_CHARS, MAX_RECORD_SIZE_CEILING,
+    MAX_RECORDS_PER_REQUEST, SHARD_BYTES_PER_SECOND, SHARD_RECORDS_PER_SECOND, shard_write_hold,
 };
 use kpl_runtime::{SplitMix64, Timer};
 use kpl_transport::{
@@ -954,10 +954,12 @@ impl Transport for Simulator {
             .get(name)
             .ok_or_else(|| not_found(&StreamId::Name(name.to_owned())))?;
         let shard = s.shards.get(index).ok_or_else(invalid)?;
-        let limit = limit.unwrap_or(10_000).clamp(1, 10_000) as usize;
+        let limit = limit
+            .unwrap_or(GET_RECORDS_MAX_RECORDS)
+            .clamp(1, GET_RECORDS_MAX_RECORDS) as usize;
         let (mut end, mut bytes) = (start.min(shard.records.len()), 0usize);
-        // At most `limit` records and about 10 MB, as GetRecords.
-        while end < shard.records.len() && end - start < limit && bytes < 10 * 1024 * 1024 {
+        // At most `limit` records and about 10 MiB, as GetRecords.
+        while end < shard.records.len() && end - start < limit && bytes < GET_RECORDS_MAX_BYTES {
             bytes += shard.records[end].data.len();
             end += 1;
         }

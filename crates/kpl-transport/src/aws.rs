@@ -1293,7 +1293,7 @@ impl Transport for AwsTransport {
             .client
             .get_records()
             .shard_iterator(iterator)
-            .set_limit(limit.map(|l| l.min(10_000) as i32));
+            .set_limit(limit.map(|l| l.min(kpl_codec::GET_RECORDS_MAX_RECORDS) as i32));
         // GetRecords names its stream by ARN only; the iterator names it anyway.
         let call = match stream {
             StreamId::Arn(arn) => call.stream_arn(arn),

@@ -15,6 +15,7 @@ use kpl_reducer::{Item, Policy, Reducer};
 use kpl_shardmap::ShardId;
 use tracing::debug;
 
+use super::assemble::Admission;
 use super::ordered::Ordered;
 use super::record::{
     Contents, KRec, Payload, Rec, add_capped, aggregator_deadline, collector_share, take_out,
@@ -551,7 +552,15 @@ impl StreamPipeline {
 
     /// Hands a Kinesis record to the collector.
     pub(super) fn collect(&mut self, krec: KRec, now: Instant) {
-        if let Err(limit) = self.assembler.admits(&krec) {
+        let limit = match self.assembler.admits(&krec) {
+            Admission::Sent => None,
+            Admission::TooLarge(limit) => Some(limit),
+            Admission::Wait => {
+                self.assembler.wait_for_limit(krec);
+                return;
+            }
+        };
+        if let Some(limit) = limit {
             let message = format!(
                 "record of {} bytes (data plus partition key) is over stream {}'s maximum record size of {limit} bytes: raise it with UpdateMaxRecordSize (up to {MAX_RECORD_SIZE_CEILING} bytes) or send smaller records; not sent",
                 krec.size(),

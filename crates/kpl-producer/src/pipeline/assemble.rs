@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use kpl_codec::DEFAULT_MAX_RECORD_SIZE;
 use kpl_reducer::{Policy, Predicate, Reducer};
 use kpl_shardmap::ShardId;
 
@@ -65,9 +66,34 @@ pub(super) struct Assembler {
     collector: Reducer<KRec, ShardBytes>,
     /// Requests ready to go, oldest first.
     ready: VecDeque<Vec<KRec>>,
-    /// The stream's maximum record size, once read (see
+    /// The stream's maximum record size (see
     /// [`set_record_limit`](Self::set_record_limit)).
-    record_limit: Option<usize>,
+    record_limit: RecordLimit,
+    /// Raw Kinesis records over the default 1 MiB, waiting for the stream's limit
+    /// to be read.
+    waiting: Vec<KRec>,
+}
+
+/// What the assembler knows of the stream's maximum record size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RecordLimit {
+    /// Being read: until it is known, 1 MiB (a larger raw record waits).
+    Pending,
+    /// Read.
+    Known(usize),
+    /// Not read (records are up to 1 MiB), or it could not be: the service judges.
+    Unread,
+}
+
+/// Whether a Kinesis record may be sent.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Admission {
+    /// Yes.
+    Sent,
+    /// No: it is over the stream's maximum record size, this one.
+    TooLarge(usize),
+    /// Not yet: it is over 1 MiB and the stream's limit is still being read.
+    Wait,
 }
 
 impl Assembler {
@@ -79,24 +105,43 @@ impl Assembler {
                 ShardBytes::default(),
             ),
             ready: VecDeque::new(),
-            record_limit: None,
+            // Records may be larger than the default: the stream's limit is read.
+            record_limit: if config.max_user_record_size > DEFAULT_MAX_RECORD_SIZE {
+                RecordLimit::Pending
+            } else {
+                RecordLimit::Unread
+            },
+            waiting: Vec::new(),
         }
     }
 
-    /// The stream's maximum record size was read: a raw Kinesis record larger than
-    /// that is refused by [`admits`](Self::admits) instead of being sent.
-    pub(super) fn set_record_limit(&mut self, limit: usize) {
-        self.record_limit = Some(limit);
+    /// The stream's maximum record size was read (`Some`), or could not be
+    /// (`None`: the service judges): a raw Kinesis record larger than that is
+    /// refused by [`admits`](Self::admits) instead of being sent. Returns the
+    /// records that waited for it, to be collected again.
+    pub(super) fn set_record_limit(&mut self, limit: Option<usize>) -> Vec<KRec> {
+        self.record_limit = limit.map_or(RecordLimit::Unread, RecordLimit::Known);
+        std::mem::take(&mut self.waiting)
     }
 
-    /// Whether `krec` may be sent: it is within the stream's maximum record size,
-    /// or that is not known (the service judges), or it is an aggregate (made
-    /// within `aggregation_max_size`); `Err` gives the limit.
-    pub(super) fn admits(&self, krec: &KRec) -> Result<(), usize> {
+    /// Whether `krec` may be sent: it is an aggregate (made within
+    /// `aggregation_max_size`), or it is within the stream's maximum record size,
+    /// 1 MiB while that is being read, or the limit could not be read (the service
+    /// judges).
+    pub(super) fn admits(&self, krec: &KRec) -> Admission {
+        if krec.aggregated {
+            return Admission::Sent;
+        }
         match self.record_limit {
-            Some(limit) if !krec.aggregated && krec.size() > limit => Err(limit),
-            _ => Ok(()),
+            RecordLimit::Known(limit) if krec.size() > limit => Admission::TooLarge(limit),
+            RecordLimit::Pending if krec.size() > DEFAULT_MAX_RECORD_SIZE => Admission::Wait,
+            _ => Admission::Sent,
         }
+    }
+
+    /// Holds `krec` until the stream's limit is read.
+    pub(super) fn wait_for_limit(&mut self, krec: KRec) {
+        self.waiting.push(krec);
     }
 
     /// Collects a Kinesis record (deadlines are polled with [`poll`](Self::poll)).
@@ -183,7 +228,7 @@ impl Assembler {
 
     /// Whether it holds no record.
     pub(super) fn is_empty(&self) -> bool {
-        self.collector.is_empty() && self.ready.is_empty()
+        self.collector.is_empty() && self.ready.is_empty() && self.waiting.is_empty()
     }
 
     /// Takes the records `pick` chooses out (collected ones first, then ready
@@ -213,6 +258,7 @@ impl Assembler {
             .into_iter()
             .chain(self.ready.drain(..))
             .flatten()
+            .chain(self.waiting.drain(..))
     }
 }
 

@@ -275,18 +275,28 @@ impl StreamPipeline {
     /// The stream's maximum record size was read: raw records over it are failed
     /// as [`RECORD_TOO_LARGE`](codes::RECORD_TOO_LARGE) instead of being sent. When
     /// the service does not say, the default 1 MiB applies; when it cannot be read,
-    /// records are sent and the service judges them.
-    pub(crate) fn handle_max_record_size(&mut self, result: Result<Option<usize>, TransportError>) {
+    /// records are sent and the service judges them. Until the answer, 1 MiB
+    /// applies: raw records over it wait for it.
+    pub(crate) fn handle_max_record_size(
+        &mut self,
+        result: Result<Option<usize>, TransportError>,
+        now: Instant,
+    ) {
         self.stages.owe();
-        match result {
+        let waited = match result {
             Ok(limit) => {
                 let limit = limit.unwrap_or(DEFAULT_MAX_RECORD_SIZE);
                 debug!(stream = %self.stream, limit, "the stream's maximum record size");
-                self.assembler.set_record_limit(limit);
+                self.assembler.set_record_limit(Some(limit))
             }
             Err(e) => {
-                warn!(stream = %self.stream, error = %e, "could not read the stream's maximum record size (DescribeStreamSummary): records over 1 MiB are sent and the service judges them")
+                warn!(stream = %self.stream, error = %e, "could not read the stream's maximum record size (DescribeStreamSummary): records over 1 MiB are sent and the service judges them");
+                self.assembler.set_record_limit(None)
             }
+        };
+        // Records over 1 MiB that came before the answer.
+        for krec in waited {
+            self.collect(krec, now);
         }
     }
 

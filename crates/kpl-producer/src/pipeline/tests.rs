@@ -629,7 +629,7 @@ fn stepped_against_kpl_sim_every_record_is_stored_once() {
             let result = Transport::max_record_size(&sim, &StreamId::parse("s"))
                 .now_or_never()
                 .expect("kpl-sim answers at once");
-            b.p.handle_max_record_size(result);
+            b.p.handle_max_record_size(result, b.now);
         }
         Transmit::ReadShard { .. } => panic!("a read without verify before resend"),
     };
@@ -679,4 +679,53 @@ fn stepped_against_kpl_sim_every_record_is_stored_once() {
         "aggregated: {}",
         stored.len()
     );
+}
+
+/// Until the stream's record limit is read, 1 MiB applies: a larger raw record waits
+/// for the answer, then goes (the stream's limit is 10 MiB) or fails as too large
+/// (the service says nothing: 1 MiB), unsent.
+#[test]
+fn a_record_over_1_mib_waits_for_the_streams_limit() {
+    let big: &'static [u8] = Box::leak(vec![b'x'; 2 << 20].into_boxed_slice());
+    for (limit, sent) in [(Some(10 << 20), true), (None, false)] {
+        let mut b = Bench::new(
+            Config::builder()
+                .max_user_record_size(10 << 20)
+                .record_max_buffered_time(Duration::from_millis(10)),
+        );
+        let id = b.put("k", big);
+        let mut asked = false;
+        let mut refresh = None;
+        for t in b.transmits() {
+            match t {
+                Transmit::MaxRecordSize => asked = true,
+                Transmit::ListShards { refresh: r, .. } => refresh = Some(r),
+                _ => panic!("only the limit and the listing are asked for first"),
+            }
+        }
+        assert!(asked, "the limit is asked for");
+        b.p.handle_shards(refresh.expect("a listing"), Ok(even_shards(1)), b.now);
+        for _ in 0..20 {
+            assert!(
+                puts(b.transmits()).is_empty(),
+                "sent before the limit is known"
+            );
+            if b.p.poll_timeout(b.now).is_none() {
+                break;
+            }
+            b.advance();
+        }
+        b.p.handle_max_record_size(Ok(limit), b.now);
+        if sent {
+            let out = b.next_puts();
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].1.entries[0].data.len(), 2 << 20);
+        } else {
+            assert!(puts(b.transmits()).is_empty());
+            b.settle();
+            let r = &b.outcomes[&id];
+            assert!(!r.is_success());
+            assert_eq!(r.error_code(), Some(&ErrorCode::RecordTooLarge));
+        }
+    }
 }

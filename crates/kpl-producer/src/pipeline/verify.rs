@@ -47,7 +47,7 @@ const ROUND_FAILURES: u32 = 3;
 /// is known on the shard): the producer's clock may be behind the service's.
 pub(super) const CLOCK_SKEW: Duration = Duration::from_secs(5);
 /// Records asked for per read.
-pub(crate) const READ_LIMIT: u32 = 10_000;
+pub(crate) const READ_LIMIT: u32 = kpl_codec::GET_RECORDS_MAX_RECORDS;
 /// How long the sequence numbers answers gave are remembered, at least (a record
 /// lives at most its time to live, a request at most three timeouts).
 const REMEMBER: Duration = Duration::from_secs(120);
