@@ -123,3 +123,68 @@ fn late_answers_settle_records_waiting_to_be_looked_for() {
         "the late answer's attempt is the success"
     );
 }
+
+/// kpl-sim with reads refused, as a producer without kinesis:GetRecords sees it.
+struct NoReads(kpl_sim::Simulator);
+
+#[async_trait::async_trait]
+impl kpl_transport::Transport for NoReads {
+    async fn list_shards(
+        &self,
+        request: kpl_transport::ListShardsRequest,
+    ) -> Result<kpl_transport::ListShardsPage, kpl_transport::TransportError> {
+        self.0.list_shards(request).await
+    }
+    async fn put_records(
+        &self,
+        request: kpl_transport::PutRecordsRequest,
+    ) -> Result<kpl_transport::PutRecordsResponse, kpl_transport::TransportError> {
+        self.0.put_records(request).await
+    }
+    async fn shard_iterator(
+        &self,
+        _: &kpl_transport::StreamId,
+        _: &str,
+        _: kpl_transport::ShardPosition,
+    ) -> Result<String, kpl_transport::TransportError> {
+        Err(kpl_transport::TransportError::from_code(
+            "AccessDeniedException",
+            "not authorized to perform: kinesis:GetShardIterator",
+            Some(400),
+        ))
+    }
+}
+
+/// Reads refused: the records are resent as without the setting, flagged, and
+/// nothing is lost or hangs.
+#[test]
+fn when_reads_are_refused_records_are_resent_with_their_flag() {
+    let sim = kpl_runtime::Simulation::new();
+    let kinesis = kpl_sim::Simulator::new(sim.runtime().timer().clone(), 4);
+    kinesis.create_stream(STREAM, 2).unwrap();
+    kinesis.set_faults(lost_answers());
+    let config = Config::builder()
+        .verify_before_resend(true)
+        .record_max_buffered_time(Duration::from_millis(50))
+        .request_timeout(Duration::from_millis(1_000))
+        .seed(4)
+        .build()
+        .unwrap();
+    let producer =
+        kpl_producer::Producer::builder(config, std::sync::Arc::new(NoReads(kinesis.clone())))
+            .build(sim.runtime());
+    let h = Harness {
+        sim,
+        kinesis,
+        producer,
+    };
+    let puts = spawn_load(&h.sim.runtime(), &h.producer, 2_000, 100, 1_000, 4);
+    run_until_resolved(&h, &puts, 2_000, Duration::from_secs(600));
+    h.sim.run_for(Duration::from_secs(10));
+    let outcome = check_invariants(&h, &puts);
+    assert_eq!(outcome.successes(), 2_000);
+    assert!(outcome.duplicated > 0, "resent as without verifying");
+    let stats = h.producer.verify_stats();
+    assert_eq!(stats.reads, 0);
+    assert!(stats.unsettled > 0, "{stats:?}");
+}
