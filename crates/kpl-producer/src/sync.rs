@@ -9,6 +9,7 @@ use kpl_transport::Transport;
 use crate::config::Config;
 use crate::events::EventSink;
 use crate::metrics::{Metric, MetricName};
+use crate::pipeline::VerifyStats;
 use crate::producer::{Admitted, Producer, ProducerBuilder, PutError, PutRecord};
 use crate::result::{Outcomes, RecordFuture, RecordId};
 use crate::upload::{MetricsUploader, UploadStats};
@@ -270,6 +271,12 @@ impl SyncProducer {
     /// What the metrics upload task did, as [`Producer::metrics_upload_stats`] says.
     pub fn metrics_upload_stats(&self) -> UploadStats {
         self.producer().metrics_upload_stats()
+    }
+
+    /// What verify before resend has cost and found, as [`Producer::verify_stats`]
+    /// says.
+    pub fn verify_stats(&self) -> VerifyStats {
+        self.producer().verify_stats()
     }
 
     /// Shuts down as [`Producer::shutdown`] does, then stops the background runtime;
