@@ -12,33 +12,72 @@ use pyo3::types::{PyBytes, PyList, PyString};
 /// its partition key, explicit hash key, data, and index in its aggregate (`None`
 /// for a record that was no aggregate).
 ///
-/// It shares the decoded Kinesis record's buffer; each field is made a Python
-/// object when it is first read (and kept), so a consumer pays for what it reads.
+/// It shares the decoded Kinesis record's buffer (one reference per user record,
+/// its fields as places in it); each field is made a Python object when it is
+/// first read (and kept), so a consumer pays for what it reads.
 #[pyclass(module = "kpl_rs", frozen)]
 pub(crate) struct DeaggregatedRecord {
-    key: Bytes,
-    hash_key: Option<Bytes>,
-    bytes: Bytes,
+    /// The decoded Kinesis record (or, for a record that was no aggregate, its
+    /// data followed by its keys).
+    buffer: Bytes,
+    key: Span,
+    hash_key: Option<Span>,
+    data: Span,
     index: Option<u64>,
     key_made: OnceLock<Py<PyString>>,
     data_made: OnceLock<Py<PyBytes>>,
 }
 
-/// `part` of `buffer` as a slice sharing it, or a copy when it is not in it (the
-/// keys of a record that was no aggregate).
-fn shared(buffer: &Bytes, part: &[u8]) -> Bytes {
-    let start = buffer.as_ptr() as usize;
-    let at = part.as_ptr() as usize;
-    if at >= start && at + part.len() <= start + buffer.len() {
-        buffer.slice_ref(part)
-    } else {
-        Bytes::copy_from_slice(part)
+/// Where a field is in its record's buffer (a Kinesis record is at most 10 MiB).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Span {
+    at: u32,
+    len: u32,
+}
+
+impl Span {
+    /// Where `part` is in `buffer`, if it is in it.
+    fn of(buffer: &[u8], part: &[u8]) -> Option<Self> {
+        let start = buffer.as_ptr() as usize;
+        let at = (part.as_ptr() as usize).checked_sub(start)?;
+        (at + part.len() <= buffer.len()).then_some(())?;
+        Some(Self {
+            at: u32::try_from(at).ok()?,
+            len: u32::try_from(part.len()).ok()?,
+        })
+    }
+
+    fn of_parts(buffer: &[u8], key: &[u8], hash_key: Option<&[u8]>, data: &[u8]) -> Option<(Self, Option<Self>, Self)> {
+        let hash_key = match hash_key {
+            Some(h) => Some(Self::of(buffer, h)?),
+            None => None,
+        };
+        Some((Self::of(buffer, key)?, hash_key, Self::of(buffer, data)?))
+    }
+
+    fn get(self, buffer: &[u8]) -> &[u8] {
+        let at = self.at as usize;
+        &buffer[at..at + self.len as usize]
     }
 }
 
-fn text(bytes: &Bytes) -> &str {
+fn text(bytes: &[u8]) -> &str {
     // Checked as UTF-8 by the decoder (or a Python str).
     std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+impl DeaggregatedRecord {
+    fn key(&self) -> &str {
+        text(self.key.get(&self.buffer))
+    }
+
+    fn hash_key(&self) -> Option<&str> {
+        self.hash_key.map(|h| text(h.get(&self.buffer)))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.data.get(&self.buffer)
+    }
 }
 
 #[pymethods]
@@ -47,21 +86,21 @@ impl DeaggregatedRecord {
     #[getter]
     fn partition_key(&self, py: Python<'_>) -> Py<PyString> {
         self.key_made
-            .get_or_init(|| PyString::new(py, text(&self.key)).unbind())
+            .get_or_init(|| PyString::new(py, self.key()).unbind())
             .clone_ref(py)
     }
 
     /// Its explicit hash key (decimal), if it has one.
     #[getter]
     fn explicit_hash_key(&self) -> Option<&str> {
-        self.hash_key.as_ref().map(text)
+        self.hash_key()
     }
 
     /// Its data.
     #[getter]
     fn data(&self, py: Python<'_>) -> Py<PyBytes> {
         self.data_made
-            .get_or_init(|| PyBytes::new(py, &self.bytes).unbind())
+            .get_or_init(|| PyBytes::new(py, self.bytes()).unbind())
             .clone_ref(py)
     }
 
@@ -74,9 +113,9 @@ impl DeaggregatedRecord {
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
         other.cast::<Self>().is_ok_and(|o| {
             let o = o.get();
-            self.key == o.key
-                && self.hash_key == o.hash_key
-                && self.bytes == o.bytes
+            self.key() == o.key()
+                && self.hash_key() == o.hash_key()
+                && self.bytes() == o.bytes()
                 && self.index == o.index
         })
     }
@@ -85,8 +124,8 @@ impl DeaggregatedRecord {
         Ok(format!(
             "DeaggregatedRecord(partition_key={:?}, explicit_hash_key={:?}, data={}, \
              sub_sequence_number={:?})",
-            text(&self.key),
-            self.hash_key.as_ref().map(text),
+            self.key(),
+            self.hash_key(),
             self.data(py).bind(py).repr()?,
             self.index,
         ))
@@ -114,12 +153,34 @@ fn objects<'py>(
     decoded
         .into_iter()
         .map(|r| {
+            let (key, hash_key, data) = (
+                r.partition_key.as_bytes(),
+                r.explicit_hash_key.map(str::as_bytes),
+                r.data,
+            );
+            let (buffer, (key, hash_key, data)) =
+                match Span::of_parts(buffer, key, hash_key, data) {
+                    Some(spans) => (buffer.clone(), spans),
+                    None => {
+                        // A record that was no aggregate: its keys are not in it.
+                        let own = [data, key, hash_key.unwrap_or_default()].concat();
+                        let spans = Span::of_parts(
+                            &own,
+                            &own[data.len()..data.len() + key.len()],
+                            hash_key.map(|h| &own[own.len() - h.len()..]),
+                            &own[..data.len()],
+                        )
+                        .ok_or_else(|| PyValueError::new_err("a record over 4 GiB"))?;
+                        (Bytes::from(own), spans)
+                    }
+                };
             Bound::new(
                 py,
                 DeaggregatedRecord {
-                    key: shared(buffer, r.partition_key.as_bytes()),
-                    hash_key: r.explicit_hash_key.map(|k| shared(buffer, k.as_bytes())),
-                    bytes: shared(buffer, r.data),
+                    buffer,
+                    key,
+                    hash_key,
+                    data,
                     index: r.sub_sequence_number,
                     key_made: OnceLock::new(),
                     data_made: OnceLock::new(),
@@ -136,7 +197,9 @@ fn event_record(record: &Bound<'_, PyAny>) -> PyResult<(Bytes, String, Option<St
         Ok(body) => body,
         Err(_) => record.clone(),
     };
-    let data: String = body.get_item("data")?.extract()?;
+    // The base64 text is read where Python keeps it, not copied.
+    let data = body.get_item("data")?;
+    let data = data.cast::<PyString>()?.to_str()?;
     let partition_key: String = body
         .get_item("partitionKey")
         .ok()
@@ -147,7 +210,7 @@ fn event_record(record: &Bound<'_, PyAny>) -> PyResult<(Bytes, String, Option<St
         Ok(k) => k.extract()?,
         Err(_) => None,
     };
-    let buffer = aws_smithy_types::base64::decode(&data)
+    let buffer = aws_smithy_types::base64::decode(data)
         .map_err(|e| PyValueError::new_err(format!("data is not base64: {e}")))?;
     Ok((Bytes::from(buffer), partition_key, explicit_hash_key))
 }

@@ -34,6 +34,8 @@ def test_a_plain_record_is_itself():
     assert (u.partition_key, u.explicit_hash_key, u.data, u.sub_sequence_number) == (
         "pk", "42", b"plain", None,
     )
+    [empty] = kpl_rs.deaggregate(b"", "k")
+    assert (empty.partition_key, empty.explicit_hash_key, empty.data) == ("k", None, b"")
 
 
 def test_a_broken_aggregate_is_refused():
