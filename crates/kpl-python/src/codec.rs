@@ -47,7 +47,12 @@ impl Span {
         })
     }
 
-    fn of_parts(buffer: &[u8], key: &[u8], hash_key: Option<&[u8]>, data: &[u8]) -> Option<(Self, Option<Self>, Self)> {
+    fn of_parts(
+        buffer: &[u8],
+        key: &[u8],
+        hash_key: Option<&[u8]>,
+        data: &[u8],
+    ) -> Option<(Self, Option<Self>, Self)> {
         let hash_key = match hash_key {
             Some(h) => Some(Self::of(buffer, h)?),
             None => None,
@@ -158,22 +163,22 @@ fn objects<'py>(
                 r.explicit_hash_key.map(str::as_bytes),
                 r.data,
             );
-            let (buffer, (key, hash_key, data)) =
-                match Span::of_parts(buffer, key, hash_key, data) {
-                    Some(spans) => (buffer.clone(), spans),
-                    None => {
-                        // A record that was no aggregate: its keys are not in it.
-                        let own = [data, key, hash_key.unwrap_or_default()].concat();
-                        let spans = Span::of_parts(
-                            &own,
-                            &own[data.len()..data.len() + key.len()],
-                            hash_key.map(|h| &own[own.len() - h.len()..]),
-                            &own[..data.len()],
-                        )
-                        .ok_or_else(|| PyValueError::new_err("a record over 4 GiB"))?;
-                        (Bytes::from(own), spans)
-                    }
-                };
+            let (buffer, (key, hash_key, data)) = match Span::of_parts(buffer, key, hash_key, data)
+            {
+                Some(spans) => (buffer.clone(), spans),
+                None => {
+                    // A record that was no aggregate: its keys are not in it.
+                    let own = [data, key, hash_key.unwrap_or_default()].concat();
+                    let spans = Span::of_parts(
+                        &own,
+                        &own[data.len()..data.len() + key.len()],
+                        hash_key.map(|h| &own[own.len() - h.len()..]),
+                        &own[..data.len()],
+                    )
+                    .ok_or_else(|| PyValueError::new_err("a record over 4 GiB"))?;
+                    (Bytes::from(own), spans)
+                }
+            };
             Bound::new(
                 py,
                 DeaggregatedRecord {
