@@ -375,12 +375,6 @@ impl RecordsPage {
             millis_behind_latest,
         }
     }
-
-    /// Whether this read reached the shard's newest record (or a closed shard's
-    /// end).
-    pub fn caught_up(&self) -> bool {
-        self.next_iterator.is_none() || self.millis_behind_latest == Some(0)
-    }
 }
 
 /// The error of a read a transport does not implement.

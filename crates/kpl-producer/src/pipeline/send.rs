@@ -13,7 +13,7 @@ use tracing::debug;
 
 use super::flights::{Answered, LateRecord, TimedOut, congestion_signal, late_answer_limit};
 use super::record::{Contents, KRec, Payload, Rec, finish_payloads, take_out};
-use super::verify::{SETTLE, each_member};
+use super::verify::{SETTLE, ambiguous_attempt};
 use super::{StreamPipeline, Transmit};
 use crate::events::Event;
 
@@ -112,10 +112,7 @@ impl StreamPipeline {
                 let error = (e.code_or_kind(), e.message());
                 let (epoch, started) = (self.epoch, ticket.sent_at());
                 for k in &mut batch {
-                    let shard = k.shard.as_ref().map(kpl_shardmap::ShardId::to_arc);
-                    each_member(k, |m| {
-                        m.attempt_sent(epoch, started, now, Some(error), shard.as_ref(), true);
-                    });
+                    ambiguous_attempt(k, epoch, (started, now), error);
                 }
                 let give_up = started + late_answer_limit(timeout) + SETTLE;
                 self.await_late_answer(id, batch, started, give_up);

@@ -13,7 +13,7 @@ use super::StreamPipeline;
 use super::record::{Contents, KRec, Member, Rec, RequestClock, Unreadable, aggregator_deadline};
 use super::retry::WARN_AFTER_ATTEMPTS;
 use super::shards::Landed;
-use super::verify::{SETTLE, each_member};
+use super::verify::{SETTLE, ambiguous_attempt};
 use crate::events::Event;
 use crate::result::{Attempt, AttemptError, ErrorCode, RecordResult, codes};
 
@@ -107,10 +107,7 @@ impl StreamPipeline {
             // Looked for before being resent.
             let epoch = self.epoch;
             for mut k in batch {
-                let shard = k.shard.as_ref().map(ShardId::to_arc);
-                each_member(&mut k, |m| {
-                    m.attempt_sent(epoch, started, now, Some(error), shard.as_ref(), true);
-                });
+                ambiguous_attempt(&mut k, epoch, (started, now), error);
                 self.suspect_krec(k, started, now + SETTLE, now);
             }
             return;

@@ -27,7 +27,7 @@ use kpl_shardmap::ShardId;
 use kpl_transport::{EntryResult, ErrorKind, PutRecordsResponse, RecordsPage, TransportError};
 use tracing::{debug, warn};
 
-use super::record::{Contents, KRec, Member};
+use super::record::{Contents, Epoch, KRec, Member};
 use super::{StreamPipeline, Transmit};
 use crate::fasthash::{FastMap, FastSet};
 
@@ -149,8 +149,11 @@ struct Round {
     found: Vec<(Option<Arc<str>>, u32)>,
     /// Suspects two of which could match one copy: left unknown.
     unsure: Vec<bool>,
-    /// The next read's start; `None` while a read is out.
-    next: Option<ReadFrom>,
+    /// Where the next read starts (or the one out started: a failed read is made
+    /// again from there).
+    position: ReadFrom,
+    /// Whether a read is out.
+    out: bool,
     reads: u32,
     failures: u32,
 }
@@ -169,7 +172,8 @@ impl Round {
             index,
             found: vec![(None, 0); n],
             unsure: vec![false; n],
-            next: Some(from),
+            position: from,
+            out: false,
             reads: 0,
             failures: 0,
         }
@@ -393,26 +397,26 @@ impl Verifier {
                     continue;
                 }
                 // From the earliest mark; by time when one of them knows none.
-                let from = if ready.iter().all(|s| s.mark.is_some()) {
-                    let earliest = ready
-                        .iter()
-                        .filter_map(|s| s.mark.clone())
-                        .min_by(|a, b| seq_key(a).cmp(&seq_key(b)));
-                    earliest.map(ReadFrom::After)
-                } else {
-                    None
-                };
-                let from = from.unwrap_or_else(|| {
-                    let earliest = ready.iter().map(|s| s.started).min().unwrap_or(now);
-                    ReadFrom::At(earliest.checked_sub(CLOCK_SKEW).unwrap_or(earliest))
-                });
+                let earliest_mark = ready
+                    .iter()
+                    .map(|s| s.mark.clone())
+                    .collect::<Option<Vec<_>>>()
+                    .and_then(|marks| marks.into_iter().min_by(|a, b| seq_key(a).cmp(&seq_key(b))));
+                let from = earliest_mark.map_or_else(
+                    || {
+                        let earliest = ready.iter().map(|s| s.started).min().unwrap_or(now);
+                        ReadFrom::At(earliest.checked_sub(CLOCK_SKEW).unwrap_or(earliest))
+                    },
+                    ReadFrom::After,
+                );
                 v.round = Some(Round::new(ready, from));
             }
             if let Some(round) = &mut v.round
-                && let Some(from) = round.next.take()
+                && !round.out
             {
+                round.out = true;
                 v.next_read = Some(now + READ_INTERVAL);
-                reads.push((shard.clone(), from));
+                reads.push((shard.clone(), round.position.clone()));
             }
         }
         (given_up, reads)
@@ -423,7 +427,7 @@ impl Verifier {
         let awaiting = self.awaiting.values().map(|(_, at)| *at).min();
         let shards = self.shards.values().filter_map(|v| {
             let due = match &v.round {
-                Some(r) if r.next.is_some() => Some(v.next_read),
+                Some(r) if !r.out => Some(v.next_read),
                 Some(_) => None,
                 None => v.waiting.iter().map(|(at, _)| *at).min().map(Some),
             }?;
@@ -450,6 +454,7 @@ impl Verifier {
             return Vec::new();
         };
         v.next_read = Some(now + READ_INTERVAL);
+        round.out = false;
         let verdicts = match result {
             Ok(page) => {
                 self.stats.reads += 1;
@@ -469,7 +474,7 @@ impl Verifier {
                     // stored on a child after the shard closed.
                     None => round.finish(false),
                     Some(next) if round.reads < ROUND_READS => {
-                        round.next = Some(ReadFrom::Iterator(next));
+                        round.position = ReadFrom::Iterator(next);
                         v.round = Some(round);
                         return Vec::new();
                     }
@@ -490,25 +495,7 @@ impl Verifier {
                 round.failures += 1;
                 if round.failures < ROUND_FAILURES {
                     debug!(shard = %shard, error = %e, "verify before resend: a read failed; trying again");
-                    // Start over where it was (a failed read leaves no iterator).
-                    round.next = Some(round.next.take().unwrap_or_else(|| {
-                        let started = round
-                            .suspects
-                            .iter()
-                            .map(|s| s.started)
-                            .min()
-                            .unwrap_or(now);
-                        round
-                            .suspects
-                            .iter()
-                            .filter_map(|s| s.mark.clone())
-                            .min_by(|a, b| seq_key(a).cmp(&seq_key(b)))
-                            .filter(|_| round.suspects.iter().all(|s| s.mark.is_some()))
-                            .map_or(
-                                ReadFrom::At(started.checked_sub(CLOCK_SKEW).unwrap_or(started)),
-                                ReadFrom::After,
-                            )
-                    }));
+                    // Made again from where it started.
                     v.round = Some(round);
                     return Vec::new();
                 }
@@ -568,11 +555,25 @@ impl Verifier {
 }
 
 /// Applies `f` to each user record of `k`.
-pub(super) fn each_member(k: &mut KRec, mut f: impl FnMut(&mut Member)) {
+fn each_member(k: &mut KRec, mut f: impl FnMut(&mut Member)) {
     match &mut k.records {
         Contents::Sealed(members) => members.iter_mut().for_each(f),
         Contents::Loose(recs) => recs.iter_mut().for_each(|r| f(&mut r.m)),
     }
+}
+
+/// Records on each user record of `k` a failed attempt, started at `started` and
+/// ended `now`, that may have stored it.
+pub(super) fn ambiguous_attempt(
+    k: &mut KRec,
+    epoch: Epoch,
+    (started, now): (Instant, Instant),
+    error: (&str, &str),
+) {
+    let shard = k.shard.as_ref().map(ShardId::to_arc);
+    each_member(k, |m| {
+        m.attempt_sent(epoch, started, now, Some(error), shard.as_ref(), true);
+    });
 }
 
 /// Takes the attempt started at `started` off `m` (it becomes the success).
