@@ -70,6 +70,10 @@ def test_a_forked_child_of_an_async_producer_gets_a_clear_error(config):
     assert asyncio.run(main()) == 0
 
 
+def _sigint_as_a_terminal_gives_it() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_interrupts_a_blocking_wait_and_leaves_no_thread():
     script = textwrap.dedent(
         """
@@ -87,8 +91,13 @@ def test_ctrl_c_interrupts_a_blocking_wait_and_leaves_no_thread():
             sys.exit(7)
         """
     )
+    # Ctrl-C as a terminal gives it: a gate started in the background (`cmd &` in a
+    # script, nohup) hands its children SIGINT ignored, and Python keeps it ignored.
     child = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=_sigint_as_a_terminal_gives_it,
     )
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "waiting"
