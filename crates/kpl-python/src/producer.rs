@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kpl::codec::RecordLimits;
-use kpl::{Config, MetricName, Outcomes, PutError, PutRecord, RecordResult};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use kpl::{Config, MetricName, OutcomeBatch, Outcomes, PutError, PutRecord, RecordResult};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
@@ -81,15 +81,17 @@ impl Clock {
 
 /// A producer for `kpl_rs.Producer` and `kpl_rs.SyncProducer`.
 ///
-/// `NativeProducer(settings, deliver, monotonic, properties=None,
+/// `NativeProducer(settings, deliver, make_result, properties=None,
 /// credentials=None, cloudwatch=None)`: `credentials` is `(access_key_id,
 /// secret_access_key)`, instead of the AWS chain's; `settings` maps KPL keys
 /// (`RecordTtl`) to values as a `.properties` file gives them, applied over
 /// `properties` (the text of one); `deliver(batch)` is called from a thread of the
-/// producer with each batch of outcomes, a list of `(id, success, shard_id,
-/// sequence_number, attempts)`, each attempt `(started_at, ended_at, success,
-/// shard_id, sequence_number, error_code, error_message, may_have_been_stored)`
-/// with times on the clock of `monotonic` (Python's `time.monotonic()` now).
+/// producer with each batch of outcomes, a list of `(id, result)`, each result
+/// made by `make_result(success, shard_id, sequence_number, attempts)` (once for
+/// the records whose outcomes are the same, as those of one aggregate), each
+/// attempt `(started_at, ended_at, success, shard_id, sequence_number, error_code,
+/// error_message, may_have_been_stored)` with times as Python's `time.monotonic()`
+/// gives them.
 /// `cloudwatch`, a dict of `region`, `endpoint_url`, `verify_ssl`,
 /// `access_key_id` and `secret_access_key`, makes the producer upload its metrics
 /// there (kpl-rs' CloudWatch upload, every `MetricsUploadDelay` and at close).
@@ -173,13 +175,15 @@ fn cached<'py>(
     Some(string)
 }
 
-fn outcome_tuple<'py>(
+/// The native side's outcome as `make_result(success, shard_id, sequence_number,
+/// attempts)` takes it (Python's `RecordResult` of it).
+fn python_result<'py>(
     py: Python<'py>,
     clock: &Clock,
     strings: &mut Strings<'py>,
-    id: u64,
     result: &RecordResult,
-) -> PyResult<Bound<'py, PyTuple>> {
+    make_result: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     let last = result.attempts.len().saturating_sub(1);
     let sequence = cached(py, &mut strings.sequence, result.sequence_number.as_ref());
     let attempts = result
@@ -206,18 +210,65 @@ fn outcome_tuple<'py>(
                 .into_pyobject(py)
         })
         .collect::<PyResult<Vec<_>>>()?;
-    (
-        id,
+    make_result.call1((
         result.is_success(),
         cached(py, &mut strings.shard, result.shard_id.as_ref()),
         sequence,
         PyTuple::new(py, attempts)?,
-    )
-        .into_pyobject(py)
+    ))
+}
+
+/// Whether two outcomes are one and the same to Python: everything Python's
+/// `RecordResult` holds is equal. The user records of one aggregate have such
+/// outcomes (one request, one shard, one sequence number); only the time each
+/// waited before its first attempt, which Python does not see, differs.
+fn same_to_python(a: &RecordResult, b: &RecordResult) -> bool {
+    a.is_success() == b.is_success()
+        && a.shard_id == b.shard_id
+        && a.sequence_number == b.sequence_number
+        && a.attempts.len() == b.attempts.len()
+        && a.attempts.iter().zip(b.attempts.iter()).all(|(x, y)| {
+            x.started == y.started
+                && x.duration == y.duration
+                && x.shard_id == y.shard_id
+                && x.outcome == y.outcome
+        })
+}
+
+/// One batch of outcomes as `deliver` takes it: `(id, RecordResult)` for each
+/// record. A `RecordResult` is frozen, so the records whose outcomes are the same
+/// to Python (those of one aggregate, delivered together) share one, made once.
+fn python_batch<'py>(
+    py: Python<'py>,
+    clock: &Clock,
+    batch: OutcomeBatch,
+    make_result: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    let mut strings = Strings::default();
+    let mut last: Option<(RecordResult, Bound<'py, PyAny>)> = None;
+    let mut items = Vec::with_capacity(batch.len());
+    for (id, result) in batch {
+        let object = match &last {
+            Some((kept, object)) if same_to_python(kept, &result) => object.clone(),
+            _ => {
+                let object = python_result(py, clock, &mut strings, &result, make_result)?;
+                last = Some((result, object.clone()));
+                object
+            }
+        };
+        items.push((id.0, object).into_pyobject(py)?);
+    }
+    PyList::new(py, items)
 }
 
 /// The outcome thread: waits for outcomes and hands each batch to `deliver`.
-fn drain(outcomes: Outcomes, wake: Arc<Wake>, deliver: Py<PyAny>, clock: Clock) {
+fn drain(
+    outcomes: Outcomes,
+    wake: Arc<Wake>,
+    deliver: Py<PyAny>,
+    make_result: Py<PyAny>,
+    clock: Clock,
+) {
     loop {
         {
             let mut closed = wake.closed.lock().unwrap_or_else(PoisonError::into_inner);
@@ -236,11 +287,7 @@ fn drain(outcomes: Outcomes, wake: Arc<Wake>, deliver: Py<PyAny>, clock: Clock) 
             continue;
         }
         Python::attach(|py| {
-            let mut strings = Strings::default();
-            let delivered = batch
-                .map(|(id, result)| outcome_tuple(py, &clock, &mut strings, id.0, &result))
-                .collect::<PyResult<Vec<_>>>()
-                .and_then(|items| PyList::new(py, items))
+            let delivered = python_batch(py, &clock, batch, make_result.bind(py))
                 .and_then(|list| deliver.call1(py, (list,)));
             if let Err(e) = delivered {
                 e.print(py);
@@ -308,11 +355,32 @@ fn call_back(callback: Py<PyAny>) {
     });
 }
 
-/// A record of Python's `(partition_key, data, explicit_hash_key)`, its data copied
-/// once.
+/// A record of Python's `(partition_key, data)` or `(partition_key, data,
+/// explicit_hash_key)`, data `bytes` or anything `bytes()` takes, copied once.
 fn record_of(item: &Bound<'_, PyAny>) -> PyResult<PutRecord> {
-    let (key, data, explicit): (String, Bound<'_, PyBytes>, Option<String>) = item.extract()?;
-    let mut record = PutRecord::new(key, Bytes::copy_from_slice(data.as_bytes()));
+    let py = item.py();
+    let fields = item.cast::<PyTuple>().map_err(|_| {
+        PyTypeError::new_err("a record is a tuple (partition_key, data[, explicit_hash_key])")
+    })?;
+    let explicit = match fields.len() {
+        2 => None,
+        3 => fields.get_item(2)?.extract()?,
+        n => {
+            return Err(PyTypeError::new_err(format!(
+                "a record is (partition_key, data[, explicit_hash_key]), not {n} values"
+            )));
+        }
+    };
+    let key: String = fields.get_item(0)?.extract()?;
+    let data = fields.get_item(1)?;
+    let data = match data.cast::<PyBytes>() {
+        Ok(bytes) => Bytes::copy_from_slice(bytes.as_bytes()),
+        Err(_) => {
+            let bytes = py.get_type::<PyBytes>().call1((data,))?;
+            Bytes::copy_from_slice(bytes.cast::<PyBytes>()?.as_bytes())
+        }
+    };
+    let mut record = PutRecord::new(key, data);
     record.explicit_hash_key = explicit;
     Ok(record)
 }
@@ -320,12 +388,12 @@ fn record_of(item: &Bound<'_, PyAny>) -> PyResult<PutRecord> {
 #[pymethods]
 impl NativeProducer {
     #[new]
-    #[pyo3(signature = (settings, deliver, monotonic, properties=None, credentials=None, cloudwatch=None))]
+    #[pyo3(signature = (settings, deliver, make_result, properties=None, credentials=None, cloudwatch=None))]
     fn new(
         py: Python<'_>,
         settings: &Bound<'_, PyDict>,
         deliver: Py<PyAny>,
-        monotonic: f64,
+        make_result: Py<PyAny>,
         properties: Option<&str>,
         credentials: Option<(String, String)>,
         cloudwatch: Option<&Bound<'_, PyDict>>,
@@ -333,7 +401,7 @@ impl NativeProducer {
         let cloudwatch = cloudwatch.map(CloudWatchSettings::of).transpose()?;
         let clock = Clock {
             instant: Instant::now(),
-            monotonic,
+            monotonic: py.import("time")?.call_method0("monotonic")?.extract()?,
         };
         let config = build_config(settings, properties)?;
         let limits = RecordLimits::new(config.max_user_record_size())
@@ -367,7 +435,7 @@ impl NativeProducer {
             let (outcomes, wake) = (outcomes.clone(), wake.clone());
             std::thread::Builder::new()
                 .name("kpl_rs-outcomes".into())
-                .spawn(move || drain(outcomes, wake, deliver, clock))
+                .spawn(move || drain(outcomes, wake, deliver, make_result, clock))
                 .map_err(|e| PyRuntimeError::new_err(format!("cannot start a thread: {e}")))?
         };
         Ok(Self {
@@ -427,7 +495,7 @@ impl NativeProducer {
             .map_err(|e| PyValueError::new_err(chain(&e)))
     }
 
-    /// Puts records `(partition_key, data, explicit_hash_key)` without waiting:
+    /// Puts records `(partition_key, data[, explicit_hash_key])` without waiting:
     /// checks them all first (the first invalid one is a `ValueError` and nothing is
     /// put), then admits them in order while there is room. Returns the ids of those
     /// admitted (the first ones); the others are to be put again after
@@ -441,7 +509,11 @@ impl NativeProducer {
         self.check()?;
         let records = records
             .iter()
-            .map(|item| record_of(&item))
+            .enumerate()
+            .map(|(i, item)| {
+                record_of(&item)
+                    .map_err(|e| PyTypeError::new_err(format!("record {i}: {}", e.value(py))))
+            })
             .collect::<PyResult<Vec<_>>>()?;
         for (i, r) in records.iter().enumerate() {
             self.limits

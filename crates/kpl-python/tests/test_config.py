@@ -116,12 +116,12 @@ def test_results_made_of_the_native_tuples_equal_the_dataclasses():
 
     first = (1.0, 2.0, False, "shardId-0", None, "ProvisionedThroughputExceededException", "slow down", False)
     second = (3.0, 4.5, True, "shardId-0", "49", None, None, False)
-    made = _from_native((7, True, "shardId-0", "49", (first, second)))
+    made = _from_native(True, "shardId-0", "49", (first, second))
     assert made == RecordResult(True, "shardId-0", "49", (Attempt(*first), Attempt(*second)))
     assert hash(made.attempts[0]) == hash(Attempt(*first))
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.success = False  # type: ignore[misc]
     assert not made.may_be_duplicated
     timed_out = (1.0, 7.0, False, None, None, "Timeout", "no answer", True)
-    assert _from_native((8, True, "s", "1", (timed_out, second))).may_be_duplicated
-    assert _from_native((9, False, None, None, (timed_out,))).may_have_been_stored
+    assert _from_native(True, "s", "1", (timed_out, second)).may_be_duplicated
+    assert _from_native(False, None, None, (timed_out,)).may_have_been_stored

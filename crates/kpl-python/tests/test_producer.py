@@ -60,6 +60,27 @@ def test_put_records_in_batches(config, kinesis):
     kinesis.assert_exactly_once(stream, sent)
 
 
+def test_the_records_of_one_aggregate_share_one_frozen_result(config, kinesis):
+    stream = kinesis.create_stream(2)
+    sent = [f"shared {i}".encode() for i in range(1000)]
+
+    async def main():
+        async with kpl_rs.Producer(config) as producer:
+            outcomes = await producer.put_records(stream, [(f"k{i}", d) for i, d in enumerate(sent)])
+            return [await o.wait() for o in outcomes]
+
+    results = asyncio.run(main())
+    assert all(r.success for r in results)
+    objects = {id(r): r for r in results}
+    aggregates = {(r.shard_id, r.sequence_number) for r in results}
+    # Made once per aggregate (or per part of one delivered apart), not per record;
+    # and never one for records stored apart.
+    assert len(aggregates) >= 2
+    assert len(aggregates) <= len(objects) < len(results) / 10
+    assert all(r == objects[id(r)] for r in results)
+    kinesis.assert_exactly_once(stream, sent)
+
+
 def test_waits_at_max_outstanding_records(config, kinesis):
     stream = kinesis.create_stream(1)
     sent = [f"held {i}".encode() for i in range(300)]

@@ -4,18 +4,40 @@
 from __future__ import annotations
 
 import logging
-import time
+import os
 from collections.abc import Callable
 from typing import Any
 
 from kpl_rs import _native
 from kpl_rs.config import Config, _settings
 from kpl_rs.metrics import MetricsLevel
+from kpl_rs.result import RecordResult, _from_native
 from kpl_rs.sinks import CloudWatchSink
 
 
-def native_producer(config: Config, deliver: Callable[[list[Any]], None]) -> Any:
-    """A started native producer; ``deliver(batch)`` gets outcomes from its thread."""
+class Forks:
+    """How many forks this process is from the one that imported ``kpl_rs``
+    (counted by ``os.register_at_fork``). A producer keeps the count it was made
+    with and compares it on each put: no system call, as ``os.getpid()`` would be.
+    A fork Python does not see (a C library's) is caught by the native side, which
+    compares process ids on each call into it."""
+
+    count = 0
+
+
+def _forked() -> None:
+    Forks.count += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
+def native_producer(
+    config: Config, deliver: Callable[[list[tuple[int, RecordResult]]], None]
+) -> Any:
+    """A started native producer; ``deliver(batch)`` gets outcomes from its thread,
+    each ``(id, RecordResult)``."""
     _native.set_log_level(logging.getLogger("kpl_rs").getEffectiveLevel())
     if config.aws_session_token is not None:
         logging.getLogger("kpl_rs").warning(
@@ -42,7 +64,7 @@ def native_producer(config: Config, deliver: Callable[[list[Any]], None]) -> Any
     return _native.NativeProducer(
         _settings(config),
         deliver,
-        time.monotonic(),
+        _from_native,
         properties=config.kpl_properties,
         credentials=None if key_id is None or secret is None else (key_id, secret),
         cloudwatch=cloudwatch,

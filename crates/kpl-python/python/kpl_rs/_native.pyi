@@ -23,8 +23,8 @@ class NativeProducer:
     def __new__(
         cls,
         settings: dict[str, str],
-        deliver: Callable[[list[tuple[int, bool, str | None, str | None, tuple[Any, ...]]]], object],
-        monotonic: float,
+        deliver: Callable[[list[tuple[int, Any]]], object],
+        make_result: Callable[[bool, str | None, str | None, tuple[tuple[Any, ...], ...]], Any],
         properties: str | None = None,
         credentials: tuple[str, str] | None = None,
         cloudwatch: dict[str, Any] | None = None,
@@ -39,7 +39,11 @@ class NativeProducer:
     def check_record(
         self, partition_key: str, data_len: int, explicit_hash_key: str | None = None
     ) -> None: ...
-    def put_many(self, stream: str, records: list[tuple[str, bytes, str | None]]) -> list[int]: ...
+    def put_many(
+        self,
+        stream: str,
+        records: list[tuple[str, bytes]] | list[tuple[str, bytes, str | None]] | list[Any],
+    ) -> list[int]: ...
     def wait_for_room(self, stream: str, size: int, callback: Callable[[], object]) -> None: ...
     def flush(self, callback: Callable[[], object]) -> None: ...
     def close(self, timeout: float) -> int: ...

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar, cast
 
 from kpl_rs import _loop
-from kpl_rs.result import _from_native
 
 T = TypeVar("T")
 
@@ -20,11 +19,10 @@ class Outcome(Generic[T]):
     Set on the event loop of the producer that made it; awaited on that loop.
     """
 
-    __slots__ = ("_exc", "_native", "_value", "_waiters")
+    __slots__ = ("_exc", "_value", "_waiters")
 
     def __init__(self) -> None:
         self._value: Any = _UNSET
-        self._native: Any = None
         self._exc: BaseException | None = None
         self._waiters: list[Callable[[], None]] | None = None
 
@@ -42,12 +40,12 @@ class Outcome(Generic[T]):
         self._exc = exc
         self._wake()
 
-    def _set_native(self, item: Any) -> None:
-        # The native side's outcome tuple: made a RecordResult when first read.
-        if self.is_set():
-            return
-        self._native = item
-        self._wake()
+    def _resolve(self, value: T) -> None:
+        # The producer's outcome: ignored if the outcome was set already.
+        if self._value is _UNSET and self._exc is None:
+            self._value = value
+            if self._waiters:
+                self._wake()
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, None
@@ -57,25 +55,20 @@ class Outcome(Generic[T]):
 
     def is_set(self) -> bool:
         """``True`` once the outcome has its value or exception."""
-        return self._value is not _UNSET or self._native is not None or self._exc is not None
-
-    def _result(self) -> T:
-        if self._exc is not None:
-            raise self._exc
-        if self._value is _UNSET:
-            self._value = _from_native(self._native)
-            self._native = None
-        return cast("T", self._value)
+        return self._value is not _UNSET or self._exc is not None
 
     async def wait(self) -> T:
         """Waits until the outcome is set; returns the value or raises the exception."""
-        if not self.is_set():
-            wake, waiting = _loop.current().waiter()
-            if self._waiters is None:
-                self._waiters = []
-            self._waiters.append(wake)
-            await waiting
-        return self._result()
+        if self._value is _UNSET:
+            if self._exc is None:
+                wake, waiting = _loop.current().waiter()
+                if self._waiters is None:
+                    self._waiters = []
+                self._waiters.append(wake)
+                await waiting
+            if self._exc is not None:
+                raise self._exc
+        return cast("T", self._value)
 
 
 __all__ = ["Outcome"]

@@ -13,13 +13,12 @@ polls).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
 from kpl_rs import _loop
-from kpl_rs._build import native_producer, record_size
+from kpl_rs._build import Forks, native_producer, record_size
 from kpl_rs.aggregation import Tag
 from kpl_rs.config import Config
 from kpl_rs.metrics import MetricsManager
@@ -60,7 +59,7 @@ class Producer:
         self._held = False
         self._room_asked = False
         self._closed = False
-        self._pid = os.getpid()
+        self._forks = Forks.count
         self._metrics = MetricsManager(
             level=config.metrics_level,
             sink=config.metrics_sink,
@@ -75,7 +74,7 @@ class Producer:
         call = loop.call_soon_threadsafe
         on_batch = self._on_batch
 
-        def deliver(batch: list[Any]) -> None:
+        def deliver(batch: list[tuple[int, RecordResult]]) -> None:
             try:
                 call(on_batch, batch)
             except RuntimeError:
@@ -110,7 +109,7 @@ class Producer:
             try:
                 await self._metrics._stop(exc_type, exc, tb)
             finally:
-                if os.getpid() == self._pid:
+                if Forks.count == self._forks:
                     self._native.close(EXIT_TIMEOUT_S if flushed else 0.0)
                 self._fail_buffered(RuntimeError("the producer closed before the record was sent"))
 
@@ -144,7 +143,9 @@ class Producer:
         before or after the ``async with`` block, ``RuntimeError``. ``tags`` are
         accepted and not written (kpl-rs' aggregates carry none).
         """
-        native = self._live()
+        native = self._native
+        if native is None or self._closed or Forks.count != self._forks:
+            native = self._live()  # raises, saying which
         if not partition_key:
             raise ValueError("partition_key must be non-empty")
         if type(data) is not bytes:
@@ -181,24 +182,17 @@ class Producer:
         ``put_record`` does when there is none). Every record is checked first: an
         invalid one raises ``ValueError`` (naming its index) and none is put."""
         native = self._live()
-        items: list[_Record] = []
-        for i, r in enumerate(records):
-            key, data = r[0], r[1]
-            if not key:
-                raise ValueError(f"record {i}: partition_key must be non-empty")
-            if type(data) is not bytes:
-                data = bytes(data)
-            items.append((key, data, r[2] if len(r) > 2 else None))
+        items: list[Any] = records if type(records) is list else list(records)
         # After what put_record gathered, in order.
         await self._hand_over()
         outcomes: list[Outcome[RecordResult]] = []
-        pending = self._pending
         while True:
+            # Checks every record first (one invalid: ValueError naming its index,
+            # nothing put), then admits them while there is room.
             ids = native.put_many(stream, items)
-            for rid in ids:
-                outcome: Outcome[RecordResult] = Outcome()
-                pending[rid] = outcome
-                outcomes.append(outcome)
+            made: list[Outcome[RecordResult]] = [Outcome() for _ in ids]
+            self._pending.update(zip(ids, made))
+            outcomes += made
             if len(ids) == len(items):
                 return outcomes
             items = items[len(ids) :]
@@ -227,12 +221,12 @@ class Producer:
 
     # Internals.
 
-    def _on_batch(self, batch: Sequence[Any]) -> None:
+    def _on_batch(self, batch: Sequence[tuple[int, RecordResult]]) -> None:
         pending = self._pending
-        for item in batch:
-            outcome = pending.pop(item[0], None)
+        for rid, result in batch:
+            outcome = pending.pop(rid, None)
             if outcome is not None:
-                outcome._set_native(item)
+                outcome._resolve(result)
         if self._low_water:
             left = len(pending)
             still = []
@@ -268,8 +262,7 @@ class Producer:
                     if not outcome.is_set():
                         outcome.set_exception(e)
                 continue
-            for rid, outcome in zip(ids, outcomes):
-                pending[rid] = outcome
+            pending.update(zip(ids, outcomes))
             n = len(ids)
             self._buffered -= n
             if n == len(records):
@@ -328,7 +321,7 @@ class Producer:
         await room
 
     def _check_process(self) -> None:
-        if os.getpid() != self._pid:
+        if Forks.count != self._forks:
             raise RuntimeError(
                 "this kpl_rs Producer was made in another process (the parent of a fork); "
                 "make a producer in each process"

@@ -69,9 +69,15 @@ _attempt = _fast_constructor(Attempt)
 _record_result = _fast_constructor(RecordResult)
 
 
-def _from_native(item: tuple[Any, ...]) -> RecordResult:
-    """A :class:`RecordResult` of the native side's outcome tuple."""
-    _, success, shard_id, sequence_number, attempts = item
+def _from_native(
+    success: bool,
+    shard_id: str | None,
+    sequence_number: str | None,
+    attempts: tuple[tuple[Any, ...], ...],
+) -> RecordResult:
+    """A :class:`RecordResult` of the native side's outcome (called by its outcome
+    thread, once for the records whose outcomes are the same, as those of one
+    aggregate: they share it, as a frozen value can be shared)."""
     if len(attempts) == 1:
         made: tuple[Attempt, ...] = (_attempt(*attempts[0]),)
     else:

@@ -6,16 +6,15 @@ own threads, and outcomes are handed to waiting threads directly).
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
-from kpl_rs._build import native_producer, record_size
+from kpl_rs._build import Forks, native_producer, record_size
 from kpl_rs.aggregation import Tag
 from kpl_rs.config import Config
-from kpl_rs.result import RecordResult, _from_native
+from kpl_rs.result import RecordResult
 
 T = TypeVar("T")
 
@@ -37,16 +36,15 @@ class SyncOutcome(Generic[T]):
     """A record's outcome, waited for by a thread. Made by
     :meth:`SyncProducer.put_record`."""
 
-    __slots__ = ("_cond", "_exc", "_native", "_value")
+    __slots__ = ("_cond", "_exc", "_value")
 
     def __init__(self, cond: threading.Condition) -> None:
         self._cond = cond
         self._value: Any = _UNSET
-        self._native: Any = None
         self._exc: BaseException | None = None
 
     def _is_set(self) -> bool:
-        return self._value is not _UNSET or self._native is not None or self._exc is not None
+        return self._value is not _UNSET or self._exc is not None
 
     def wait(self, timeout: float | None = None) -> T:
         """Blocks until the outcome comes, or raises ``TimeoutError`` after ``timeout``
@@ -61,8 +59,6 @@ class SyncOutcome(Generic[T]):
                     self._cond.wait(left)
         if self._exc is not None:
             raise self._exc
-        if self._value is _UNSET:
-            self._value = _from_native(self._native)
         return self._value  # type: ignore[no-any-return]
 
     def done(self) -> bool:
@@ -89,7 +85,7 @@ class SyncProducer:
     no event loop for it.
     """
 
-    __slots__ = ("_backend", "_config", "_cond", "_early", "_native", "_pending", "_pid", "_state")
+    __slots__ = ("_backend", "_config", "_cond", "_early", "_forks", "_native", "_pending", "_state")
 
     def __init__(self, config: Config, *, backend: str = "asyncio") -> None:
         if backend not in BACKENDS:
@@ -101,7 +97,7 @@ class SyncProducer:
         self._pending: dict[int, SyncOutcome[RecordResult]] = {}
         # Outcomes that came before their put registered them.
         self._early: dict[int, Any] = {}
-        self._pid = os.getpid()
+        self._forks = Forks.count
         self._state = "new"
 
     def __enter__(self) -> SyncProducer:
@@ -122,7 +118,7 @@ class SyncProducer:
                 flushed = True
         finally:
             self._state = "closed"
-            if os.getpid() == self._pid:
+            if Forks.count == self._forks:
                 self._native.close(EXIT_FLUSH_TIMEOUT_S if flushed else 0.0)
 
     @property
@@ -163,7 +159,7 @@ class SyncProducer:
             if item is None:
                 self._pending[rid] = outcome
             else:
-                outcome._native = item
+                outcome._value = item
         return outcome
 
     def flush(self, *, timeout: float | None = None) -> None:
@@ -189,20 +185,20 @@ class SyncProducer:
 
     # Internals.
 
-    def _deliver(self, batch: Sequence[Any]) -> None:
+    def _deliver(self, batch: Sequence[tuple[int, RecordResult]]) -> None:
         # On the pipeline's outcome thread.
         with self._cond:
             pending, early = self._pending, self._early
-            for item in batch:
-                outcome = pending.pop(item[0], None)
+            for rid, result in batch:
+                outcome = pending.pop(rid, None)
                 if outcome is None:
-                    early[item[0]] = item
+                    early[rid] = result
                 elif not outcome._is_set():
-                    outcome._native = item
+                    outcome._value = result
             self._cond.notify_all()
 
     def _check_process(self) -> None:
-        if os.getpid() != self._pid:
+        if Forks.count != self._forks:
             raise RuntimeError(
                 "this kpl_rs SyncProducer was made in another process (the parent of a "
                 "fork); make a producer in each process"
