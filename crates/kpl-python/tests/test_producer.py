@@ -50,8 +50,13 @@ def test_put_records_in_batches(config, kinesis):
         async with kpl_rs.Producer(config) as producer:
             outcomes = []
             for start in range(0, len(sent), 500):
+                # Any iterable of tuples; data bytes or anything bytes() takes.
                 outcomes += await producer.put_records(
-                    stream, [(f"k{start + i}", d) for i, d in enumerate(sent[start : start + 500])]
+                    stream,
+                    (
+                        (f"k{start + i}", d if i % 2 else bytearray(d))
+                        for i, d in enumerate(sent[start : start + 500])
+                    ),
                 )
             return [await o.wait() for o in outcomes]
 
@@ -137,6 +142,12 @@ def test_misuse_raises():
                 await producer.put_record(stream="s", partition_key="k", data=bytes(1024 * 1024 + 1))
             with pytest.raises(ValueError, match="record 1"):
                 await producer.put_records("s", [("a", b"x"), ("b", b"y", "2" * 50)])
+            with pytest.raises(ValueError, match="record 2: .*partition key is empty"):
+                await producer.put_records("s", [("a", b"x"), ("b", b"y"), ("", b"z")])
+            with pytest.raises(TypeError, match="record 1: a record is"):
+                await producer.put_records("s", [("a", b"x"), "b"])
+            with pytest.raises(TypeError, match="record 0:"):
+                await producer.put_records("s", [("a", 7)])
             assert producer.outstanding_records == 0
         with pytest.raises(RuntimeError):
             await producer.put_record(stream="s", partition_key="k", data=b"x")

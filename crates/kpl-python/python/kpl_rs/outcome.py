@@ -40,13 +40,6 @@ class Outcome(Generic[T]):
         self._exc = exc
         self._wake()
 
-    def _resolve(self, value: T) -> None:
-        # The producer's outcome: ignored if the outcome was set already.
-        if self._value is _UNSET and self._exc is None:
-            self._value = value
-            if self._waiters:
-                self._wake()
-
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, None
         if waiters:

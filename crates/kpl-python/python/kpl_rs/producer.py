@@ -22,7 +22,7 @@ from kpl_rs._build import Forks, native_producer, record_size
 from kpl_rs.aggregation import Tag
 from kpl_rs.config import Config
 from kpl_rs.metrics import MetricsManager
-from kpl_rs.outcome import Outcome
+from kpl_rs.outcome import _UNSET, Outcome
 from kpl_rs.result import RecordResult
 
 #: How long leaving the block waits for the last outcomes after its flush (seconds;
@@ -204,15 +204,18 @@ class Producer:
         the call has its outcome (aiokpl's returns without waiting for them)."""
         native = self._live(closing_ok=True)
         await self._hand_over()
-        waiting = list(self._pending.values())
+        before = list(self._pending)
         loop = self._loop
         assert loop is not None
         wake, flushed = loop.waiter()
         native.flush(lambda: loop.call_soon_threadsafe(wake))
         await flushed
-        # The outcomes settled by then are on their way to the loop.
-        for outcome in waiting:
-            if not outcome.is_set():
+        # The outcomes settled by then are on their way to the loop: wait for those
+        # not delivered yet (a set operation, not a look at each record put).
+        pending = self._pending
+        for rid in pending.keys() & before:
+            outcome = pending.get(rid)
+            if outcome is not None and not outcome.is_set():
                 wake, delivered = loop.waiter()
                 if outcome._waiters is None:
                     outcome._waiters = []
@@ -225,8 +228,11 @@ class Producer:
         pending = self._pending
         for rid, result in batch:
             outcome = pending.pop(rid, None)
-            if outcome is not None:
-                outcome._resolve(result)
+            # As Outcome.set_value, inline (once per record), leaving one set already.
+            if outcome is not None and outcome._value is _UNSET and outcome._exc is None:
+                outcome._value = result
+                if outcome._waiters:
+                    outcome._wake()
         if self._low_water:
             left = len(pending)
             still = []
