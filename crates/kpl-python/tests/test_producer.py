@@ -147,7 +147,7 @@ def test_misuse_raises():
             with pytest.raises(TypeError, match="record 1: a record is"):
                 await producer.put_records("s", [("a", b"x"), "b"])
             with pytest.raises(TypeError, match="record 0:"):
-                await producer.put_records("s", [("a", 7)])
+                await producer.put_records("s", [("a", 7.5)])
             assert producer.outstanding_records == 0
         with pytest.raises(RuntimeError):
             await producer.put_record(stream="s", partition_key="k", data=b"x")
