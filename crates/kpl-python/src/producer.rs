@@ -14,8 +14,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 /// Worker threads of each producer's tokio runtime: the pipeline is light, and the
-/// machine belongs to the Python program.
-const RUNTIME_THREADS: usize = 2;
+/// machine belongs to the Python program. One: a second worker on a 2-core machine
+/// cost 6 % more process CPU per `put_record` and 15 % more per `put_records`
+/// (docs/python.md), in wakeups and in tasks handed between the two.
+const RUNTIME_THREADS: usize = 1;
 
 /// The longest one wait of the outcome thread on the queue (it is woken at once when
 /// an outcome comes; this only bounds how long a wait may outlive a record).
@@ -103,6 +105,8 @@ pub(crate) struct NativeProducer {
     wake: Arc<Wake>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     drain: Mutex<Option<JoinHandle<()>>>,
+    /// Until `close`: where callbacks go, and the thread that calls them.
+    callbacks: Mutex<Option<(Callbacks, JoinHandle<()>)>>,
     closed: AtomicBool,
     pid: u32,
 }
@@ -261,14 +265,53 @@ fn python_batch<'py>(
     PyList::new(py, items)
 }
 
+/// Starts a thread named `name` that runs `body` attached to the interpreter for
+/// its whole life (detaching only while it waits): one Python thread state, made
+/// once. Attaching anew for each piece of work makes and deletes a thread state
+/// each time, and the deletion unmaps its frame stack, a system call that waits on
+/// the main thread's page faults. Returns once the thread is attached, so that it
+/// never attaches late, when the interpreter may be gone.
+fn start_attached(
+    py: Python<'_>,
+    name: &str,
+    body: impl FnOnce(Python<'_>) + Send + 'static,
+) -> PyResult<JoinHandle<()>> {
+    let (attached, started) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            Python::attach(|py| {
+                let _ = attached.send(());
+                body(py);
+            });
+        })
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot start a thread: {e}")))?;
+    py.detach(move || started.recv())
+        .map_err(|_| PyRuntimeError::new_err(format!("the thread {name} ended at its start")))?;
+    Ok(thread)
+}
+
 /// The outcome thread: waits for outcomes and hands each batch to `deliver`.
 fn drain(
+    py: Python<'_>,
     outcomes: Outcomes,
     wake: Arc<Wake>,
     deliver: Py<PyAny>,
     make_result: Py<PyAny>,
     clock: Clock,
 ) {
+    while let Some(batch) = py.detach(|| next_batch(&outcomes, &wake)) {
+        let delivered = python_batch(py, &clock, batch, make_result.bind(py))
+            .and_then(|list| deliver.call1(py, (list,)));
+        if let Err(e) = delivered {
+            e.print(py);
+        }
+    }
+}
+
+/// The next batch of outcomes, waiting for it; `None` once the producer is closed
+/// and none is pending.
+fn next_batch(outcomes: &Outcomes, wake: &Wake) -> Option<OutcomeBatch> {
     loop {
         {
             let mut closed = wake.closed.lock().unwrap_or_else(PoisonError::into_inner);
@@ -276,23 +319,16 @@ fn drain(
             fence(Ordering::SeqCst);
             while outcomes.pending() == 0 {
                 if *closed {
-                    return;
+                    return None;
                 }
                 closed = wake.cv.wait(closed).unwrap_or_else(PoisonError::into_inner);
             }
             wake.sleeping.store(false, Ordering::Relaxed);
         }
         let batch = outcomes.wait(OUTCOME_WAIT);
-        if batch.is_empty() {
-            continue;
+        if !batch.is_empty() {
+            return Some(batch);
         }
-        Python::attach(|py| {
-            let delivered = python_batch(py, &clock, batch, make_result.bind(py))
-                .and_then(|list| deliver.call1(py, (list,)));
-            if let Err(e) = delivered {
-                e.print(py);
-            }
-        });
     }
 }
 
@@ -344,15 +380,32 @@ impl CloudWatchSettings {
     }
 }
 
-/// Calls `callback()` with the GIL, off the runtime's worker threads.
-fn call_back(callback: Py<PyAny>) {
-    tokio::task::spawn_blocking(move || {
-        Python::attach(|py| {
-            if let Err(e) = callback.call0(py) {
-                e.print(py);
+/// Where the producer's threads send the callbacks Python asked for (room, flush):
+/// a thread of their own calls them, attached to the interpreter for its whole
+/// life as the outcome thread is (see [`start_attached`]), off the runtime's worker
+/// threads.
+#[derive(Clone)]
+struct Callbacks(tokio::sync::mpsc::UnboundedSender<Py<PyAny>>);
+
+impl Callbacks {
+    /// The sender, and the thread that calls what it sends until every sender is
+    /// dropped.
+    fn start(py: Python<'_>) -> PyResult<(Self, JoinHandle<()>)> {
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Py<PyAny>>();
+        let thread = start_attached(py, "kpl_rs-callbacks", move |py| {
+            while let Some(callback) = py.detach(|| receiver.blocking_recv()) {
+                if let Err(e) = callback.call0(py) {
+                    e.print(py);
+                }
             }
-        });
-    });
+        })?;
+        Ok((Self(sender), thread))
+    }
+
+    /// Has `callback()` called (nothing once the producer is closed).
+    fn call(&self, callback: Py<PyAny>) {
+        let _ = self.0.send(callback);
+    }
 }
 
 /// A record of Python's `(partition_key, data)` or `(partition_key, data,
@@ -433,11 +486,11 @@ impl NativeProducer {
         let wake = Arc::new(Wake::default());
         let thread = {
             let (outcomes, wake) = (outcomes.clone(), wake.clone());
-            std::thread::Builder::new()
-                .name("kpl_rs-outcomes".into())
-                .spawn(move || drain(outcomes, wake, deliver, make_result, clock))
-                .map_err(|e| PyRuntimeError::new_err(format!("cannot start a thread: {e}")))?
+            start_attached(py, "kpl_rs-outcomes", move |py| {
+                drain(py, outcomes, wake, deliver, make_result, clock)
+            })?
         };
+        let callbacks = Callbacks::start(py)?;
         Ok(Self {
             producer,
             outcomes,
@@ -445,6 +498,7 @@ impl NativeProducer {
             wake,
             runtime: Mutex::new(Some(runtime)),
             drain: Mutex::new(Some(thread)),
+            callbacks: Mutex::new(Some(callbacks)),
             closed: AtomicBool::new(false),
             pid: std::process::id(),
         })
@@ -545,10 +599,10 @@ impl NativeProducer {
     /// bytes would be let into `stream`, or the producer shuts down.
     fn wait_for_room(&self, stream: String, size: usize, callback: Py<PyAny>) -> PyResult<()> {
         self.check()?;
-        let producer = self.producer.clone();
+        let (producer, callbacks) = (self.producer.clone(), self.callbacks()?);
         self.spawn(async move {
             producer.wait_for_room(&stream, size).await;
-            call_back(callback);
+            callbacks.call(callback);
         })
     }
 
@@ -556,10 +610,10 @@ impl NativeProducer {
     /// producer) when every record put before has its outcome.
     fn flush(&self, callback: Py<PyAny>) -> PyResult<()> {
         self.check()?;
-        let producer = self.producer.clone();
+        let (producer, callbacks) = (self.producer.clone(), self.callbacks()?);
         self.spawn(async move {
             producer.flush().await;
-            call_back(callback);
+            callbacks.call(callback);
         })
     }
 
@@ -581,6 +635,11 @@ impl NativeProducer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        let callbacks = self
+            .callbacks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::MAX);
         Ok(py.detach(|| {
             let failed = runtime
@@ -592,6 +651,12 @@ impl NativeProducer {
             }
             if let Some(rt) = runtime {
                 rt.shutdown_timeout(Duration::from_secs(1));
+            }
+            // The tasks that held a sender are gone with the runtime: the thread
+            // ends once it has called what they sent.
+            if let Some((sender, thread)) = callbacks {
+                drop(sender);
+                let _ = thread.join();
             }
             failed
         }))
@@ -651,6 +716,16 @@ impl NativeProducer {
             ));
         }
         Ok(())
+    }
+
+    /// Where callbacks go, while the producer is open.
+    fn callbacks(&self) -> PyResult<Callbacks> {
+        self.callbacks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(sender, _)| sender.clone())
+            .ok_or_else(|| PyRuntimeError::new_err("the producer is closed"))
     }
 
     fn check(&self) -> PyResult<()> {

@@ -109,3 +109,31 @@ def test_ctrl_c_interrupts_a_blocking_wait_and_leaves_no_thread():
     assert code == 7
     # The process ended although its producer was never closed.
     assert time.monotonic() - started < 10
+
+
+def test_a_program_that_ends_just_after_opening_a_producer_ends_cleanly():
+    # The producer's threads attach to the interpreter before the producer is
+    # returned: a thread that first attached later could find the interpreter gone
+    # as the program ended, and panic on its way out (3 runs of 30 did, before).
+    script = textwrap.dedent(
+        """
+        import kpl_rs, sys
+        config = kpl_rs.Config(region="us-east-1", endpoint_url="http://127.0.0.1:9",
+                               aws_access_key_id="a", aws_secret_access_key="b")
+        producer = kpl_rs.SyncProducer(config).__enter__()
+        sys.exit(3)
+        """
+    )
+    for _ in range(6):
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", script],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(5)
+        ]
+        for child in children:
+            out, err = child.communicate(timeout=30)
+            assert (child.returncode, out, err) == (3, "", "")
