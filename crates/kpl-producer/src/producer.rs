@@ -872,8 +872,10 @@ impl Producer {
     /// Stops accepting records, flushes, and waits up to `timeout` for every record's
     /// outcome; then resolves whatever is still buffered or waiting as failed with a
     /// `Shutdown` attempt. Records in requests already sent keep their true outcome
-    /// (their requests end within the request timeout). Returns the number of records
-    /// failed as shut down.
+    /// (their requests end within the request timeout): stored, or, when the request
+    /// hands them back to be retried, failed as shut down after that attempt (never
+    /// retried until their time to live). Returns the number of records failed as
+    /// shut down when the timeout passed.
     pub async fn shutdown(&self, timeout: Duration) -> usize {
         self.inner.closed.store(true, Ordering::Release);
         let runtime = self.inner.shared.runtime.clone();

@@ -14,7 +14,7 @@ use kpl_producer::{
     SyncProducer,
 };
 use kpl_runtime::{Simulation, Timer};
-use kpl_sim::Simulator;
+use kpl_sim::{Faults, Simulator};
 
 use common::user_records;
 
@@ -368,6 +368,51 @@ fn outcomes_of_records_held_at_shutdown_or_drop_still_come() {
     assert_eq!(results[0].1.error_code(), Some(&ErrorCode::Shutdown));
 }
 
+/// A shutdown while every request fails (a 503, retryable) ends when the request
+/// in flight does: the records it hands back fail as shut down, with its attempt,
+/// instead of going round again until their time to live while the caller waits.
+#[test]
+fn a_shutdown_does_not_wait_for_records_a_failing_service_hands_back() {
+    let sim = Simulation::new();
+    let kinesis = Simulator::new(sim.runtime().timer().clone(), 5);
+    kinesis.create_stream("a", 1).unwrap();
+    let mut faults = Faults::none();
+    faults.request_503_rate = 1.0;
+    faults.latency = Duration::from_secs(2);
+    kinesis.set_faults(faults);
+    let config = Config::builder()
+        .record_max_buffered_time(Duration::from_millis(10))
+        .record_ttl(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let p = Producer::builder(config, Arc::new(kinesis)).build(sim.runtime());
+    let outcomes = Outcomes::new();
+    let (o2, runtime) = (outcomes.clone(), sim.runtime().clone());
+    let waited = sim
+        .block_on(async move {
+            let records = (0..10)
+                .map(|i| PutRecord::new(format!("k{i}"), vec![1u8]))
+                .collect();
+            let Admitted { results, .. } = p.try_put_records_to("a", records, &o2).unwrap();
+            assert_eq!(results.len(), 10);
+            // The listing answers at 2 s; the request then goes, and is in flight
+            // until its 503 at 4 s.
+            runtime.sleep(Duration::from_secs(3)).await;
+            let t0 = runtime.now();
+            assert_eq!(p.shutdown(Duration::ZERO).await, 0, "all in flight");
+            runtime.now() - t0
+        })
+        .unwrap();
+    assert!(waited < Duration::from_secs(2), "shutdown took {waited:?}");
+    let results: Vec<_> = outcomes.wait(Duration::from_secs(1)).collect();
+    assert_eq!(results.len(), 10);
+    for (_, r) in &results {
+        assert_eq!(r.error_code(), Some(&ErrorCode::Shutdown));
+        let first = r.attempts.first().and_then(|a| a.error_code());
+        assert_eq!(first.map(ErrorCode::as_str), Some("ServiceUnavailable"));
+    }
+}
+
 #[test]
 fn a_caller_that_can_wait_waits_while_the_pipeline_takes_records_in() {
     // The simulated runtime runs the pipeline only inside `block_on`: records put
@@ -433,7 +478,7 @@ fn metrics_agree_with_what_the_service_stored() {
         .build()
         .unwrap();
     let (sim, kinesis, producer) = setup(config);
-    let mut faults = kpl_sim::Faults::none();
+    let mut faults = Faults::none();
     faults.record_internal_failure_rate = 0.2;
     kinesis.set_faults(faults);
     let p = producer.clone();
@@ -574,7 +619,7 @@ fn possibly_duplicated_records_and_the_window_are_metrics_too() {
         .build()
         .unwrap();
     let (sim, kinesis, producer) = setup(config);
-    let mut faults = kpl_sim::Faults::none();
+    let mut faults = Faults::none();
     faults.stored_answer_lost_rate = 0.3;
     kinesis.set_faults(faults);
     let p = producer.clone();

@@ -1,12 +1,14 @@
 """Outcomes after faults: a proxy in front of kinesis-mock answers the first
-PutRecords requests with 500 InternalFailure; the records are retried, stored
-once each, and their attempts say what happened."""
+PutRecords requests with 500 InternalFailure (the records are retried, stored
+once each, and their attempts say what happened), or never answers them (a close
+then fails the records at once, saying they may have been stored)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +18,12 @@ import kpl_rs
 FAILURE = b'{"__type":"InternalFailure","message":"injected by the test proxy"}'
 
 
-def proxy(upstream: str, failures: int) -> ThreadingHTTPServer:
+def proxy(
+    upstream: str, failures: int, silence: threading.Event | None = None
+) -> ThreadingHTTPServer:
+    """A proxy to ``upstream`` that answers the first ``failures`` PutRecords with
+    a 500; with ``silence``, one that answers no PutRecords at all (each waits for
+    the event, then the connection closes unanswered)."""
     left = [failures]
     lock = threading.Lock()
 
@@ -24,6 +31,10 @@ def proxy(upstream: str, failures: int) -> ThreadingHTTPServer:
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             body = self.rfile.read(int(self.headers["Content-Length"]))
             target = self.headers.get("X-Amz-Target", "")
+            if silence is not None and target.endswith(".PutRecords"):
+                silence.wait(30)
+                self.close_connection = True
+                return
             with lock:
                 fail = target.endswith(".PutRecords") and left[0] > 0
                 if fail:
@@ -84,3 +95,58 @@ def test_records_retried_after_500s_are_stored_once(config, kinesis, endpoint):
         # A 500 is an answer: the request was not left without one.
         assert not r.may_be_duplicated
     kinesis.assert_exactly_once(stream, sent)
+
+
+def test_a_cancelled_exit_fails_unanswered_records_at_once(config, kinesis, endpoint):
+    # Every PutRecords goes unanswered (RequestTimeout 500 ms) and records may live
+    # 20 s. The task is cancelled while it flushes, then again while leaving the
+    # block flushes: the producer closes, waits for the request in flight to time
+    # out, then fails its records as shut down, saying they may have been stored.
+    # (They were once retried until their time to live, the event loop blocked in
+    # the close all along.)
+    stream = kinesis.create_stream(1)
+    silence = threading.Event()
+    server = proxy(endpoint, failures=0, silence=silence)
+    config = dataclasses.replace(
+        config,
+        endpoint_url=f"http://127.0.0.1:{server.server_address[1]}",
+        record_ttl_ms=20_000.0,
+        kpl_properties="RequestTimeout = 500",
+    )
+    outcomes = []
+
+    async def main():
+        async with kpl_rs.Producer(config) as producer:
+            for i in range(20):
+                outcomes.append(
+                    await producer.put_record(stream=stream, partition_key=f"k{i}", data=b"x")
+                )
+            # The map is known and the records are sent.
+            await producer.flush()
+
+    async def cancelled_twice():
+        task = asyncio.ensure_future(main())
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        task.cancel()
+        await asyncio.sleep(0.05)
+        assert not task.done(), "leaving the block waits for the flush"
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        elapsed = time.monotonic() - started
+        return elapsed, [await asyncio.wait_for(o.wait(), 5) for o in outcomes]
+
+    try:
+        elapsed, got = asyncio.run(cancelled_twice())
+    finally:
+        silence.set()
+        server.shutdown()
+    assert elapsed < 10, f"the close took {elapsed:.1f} s"
+    assert len(got) == 20
+    for r in got:
+        assert not r.success
+        assert r.attempts[-1].error_code == "Shutdown"
+        assert r.may_have_been_stored

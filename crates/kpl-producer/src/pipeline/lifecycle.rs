@@ -6,9 +6,10 @@ use std::time::Instant;
 /// Where the pipeline is in its life.
 ///
 /// Rules: a flush lasts until nothing is buffered, then the pipeline runs as
-/// before; a stop lasts for good (a flush asked for while stopping changes
-/// nothing); while flushing or stopping, what is buffered goes without waiting for
-/// its deadline.
+/// before; a stop or a shutdown lasts for good (a flush asked for then changes
+/// nothing; a stop does not undo a shutdown); while flushing or stopping, what is
+/// buffered goes without waiting for its deadline; once shut down, nothing is
+/// held at all.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) enum Lifecycle {
     /// Records wait for their deadlines (or for enough company).
@@ -21,6 +22,9 @@ pub(super) enum Lifecycle {
     /// Nothing more comes in: everything held goes at once, and the driver ends
     /// once the pipeline is idle.
     Stopping,
+    /// Shut down: whatever is held, or comes back from a request still in flight
+    /// (to be retried, verified or placed on a shard), fails as shut down at once.
+    ShutDown,
 }
 
 impl Lifecycle {
@@ -33,7 +37,20 @@ impl Lifecycle {
 
     /// Nothing more comes in.
     pub(super) fn stop(&mut self) {
-        *self = Self::Stopping;
+        if *self != Self::ShutDown {
+            *self = Self::Stopping;
+        }
+    }
+
+    /// Shut down: nothing is held any more.
+    pub(super) fn shut_down(&mut self) {
+        *self = Self::ShutDown;
+    }
+
+    /// Whether the pipeline is shut down (nothing may wait in it).
+    #[inline]
+    pub(super) fn is_shut_down(self) -> bool {
+        self == Self::ShutDown
     }
 
     /// Nothing is buffered any more: a flush is over.
@@ -111,6 +128,13 @@ mod tests {
         l.flush();
         l.flushed();
         assert_eq!(l, Lifecycle::Stopping, "a stop lasts");
+        assert!(l.sends_at_once());
+        assert!(!l.is_shut_down());
+        l.shut_down();
+        l.stop();
+        l.flush();
+        l.flushed();
+        assert!(l.is_shut_down(), "a shutdown lasts");
         assert!(l.sends_at_once());
     }
 

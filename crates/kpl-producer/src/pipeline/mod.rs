@@ -234,7 +234,7 @@ impl StreamPipeline {
     /// [`take_settled`](Self::take_settled)); returns how many.
     pub(crate) fn handle_shutdown(&mut self, now: Instant) -> usize {
         self.stages.owe();
-        self.lifecycle.stop();
+        self.lifecycle.shut_down();
         self.fail_all_held(now)
     }
 
@@ -372,6 +372,11 @@ impl StreamPipeline {
     /// sent.
     fn drive(&mut self, now: Instant) {
         self.stages.moved(now);
+        // Shut down: what a request in flight handed back (to be retried, verified
+        // or placed) fails now, not after its time to live.
+        if self.lifecycle.is_shut_down() {
+            self.fail_all_held(now);
+        }
         // The shard map.
         if let Some(listing) = self.shards.poll_listing(now) {
             self.transmits.push_back(listing);

@@ -574,6 +574,60 @@ fn shutdown_fails_what_is_held_and_leaves_what_is_in_flight_to_its_answer() {
     assert!(b.p.is_idle());
 }
 
+/// After a shutdown, what a request in flight hands back (a connection that broke,
+/// an entry throttled) fails as shut down with that attempt kept: nothing goes
+/// round again until its time to live while the caller waits for the shutdown.
+#[test]
+fn after_a_shutdown_records_a_failed_request_hands_back_fail_at_once() {
+    for broken in [true, false] {
+        let (code, answer) = if broken {
+            let e = TransportError::new(ErrorKind::Transient, "refused");
+            ("ConnectionError", Err(e.with_code("ConnectionError")))
+        } else {
+            (
+                THROTTLED,
+                Ok(PutRecordsResponse::new(vec![failed(THROTTLED)])),
+            )
+        };
+        let mut b = Bench::new(Config::builder().record_ttl(Duration::from_secs(120)));
+        b.answer_listing(even_shards(1));
+        let id = b.put("k", b"x");
+        b.p.handle_flush();
+        let (req, _) = puts(b.transmits()).remove(0);
+        assert_eq!(b.p.handle_shutdown(b.now), 0, "{code}: in flight");
+        b.now += Duration::from_millis(3);
+        b.p.handle_answer(req, answer, b.now);
+        assert!(
+            b.transmits().is_empty(),
+            "{code}: nothing is sent after a shutdown"
+        );
+        b.settle();
+        let r = &b.outcomes[&id];
+        assert_eq!(r.error_code(), Some(&ErrorCode::Shutdown), "{code}");
+        assert_eq!(
+            r.attempts.len(),
+            2,
+            "{code}: its failed attempt, then the shutdown"
+        );
+        assert_eq!(
+            r.attempts[0].error_code().map(ErrorCode::as_str),
+            Some(code)
+        );
+        assert!(b.p.is_idle(), "{code}");
+        // Whatever is due later (the map's refresh) sends no record.
+        if let Some(at) = b.p.poll_timeout(b.now) {
+            b.now = at;
+        }
+        let later = b.transmits();
+        assert!(
+            !later
+                .iter()
+                .any(|t| matches!(t, Transmit::PutRecords { .. })),
+            "{code}: nothing is resent"
+        );
+    }
+}
+
 #[test]
 fn the_admission_limit_follows_the_shard_count() {
     let config = Config::builder().record_ttl(Duration::from_secs(60));
