@@ -617,6 +617,11 @@ impl Producer {
         let mut held_by = None;
         {
             let mut guard = shared.lock();
+            // Again under the lock `shutdown` sets it under: a put either comes
+            // before the shutdown, which then waits for its records, or is refused.
+            if self.inner.closed.load(Ordering::Acquire) {
+                return Err(PutError::shutting_down());
+            }
             let Accounting {
                 outstanding,
                 records: total_records,
@@ -874,10 +879,16 @@ impl Producer {
     /// `Shutdown` attempt. Records in requests already sent keep their true outcome
     /// (their requests end within the request timeout): stored, or, when the request
     /// hands them back to be retried, failed as shut down after that attempt (never
-    /// retried until their time to live). Returns the number of records failed as
+    /// retried until their time to live). A put on another thread meanwhile is
+    /// either refused ([`PutError::is_shutting_down`]) or admitted before the
+    /// shutdown began, and then waited for. Returns the number of records failed as
     /// shut down when the timeout passed.
     pub async fn shutdown(&self, timeout: Duration) -> usize {
-        self.inner.closed.store(true, Ordering::Release);
+        {
+            // Under the lock puts admit records under (see `admit`).
+            let _acc = self.inner.shared.lock();
+            self.inner.closed.store(true, Ordering::Release);
+        }
         let runtime = self.inner.shared.runtime.clone();
         let deadline = runtime.now() + timeout;
         let flush = Box::pin(self.flush());

@@ -413,6 +413,55 @@ fn a_shutdown_does_not_wait_for_records_a_failing_service_hands_back() {
     }
 }
 
+/// A put racing a shutdown from another thread is either refused or admitted
+/// before the shutdown began, and then settled by it: once `shutdown` returned and
+/// the putting thread stopped, nothing is outstanding. (A put that had passed the
+/// closed check before the lock once admitted its records after the shutdown had
+/// returned: records nobody waited for, dropped without an outcome delivered when
+/// the runtime went next, as kpl_rs' close does.)
+#[test]
+fn a_put_racing_a_shutdown_is_refused_or_settled_by_it() {
+    for round in 0..10 {
+        let (sim, _kinesis, p) = setup(Config::default());
+        let outcomes = Outcomes::new();
+        let started = Arc::new(std::sync::Barrier::new(2));
+        let putter = {
+            let (p, outcomes, started) = (p.clone(), outcomes.clone(), started.clone());
+            std::thread::spawn(move || {
+                let batch = || -> Vec<PutRecord> {
+                    (0..20_000)
+                        .map(|i| PutRecord::new(format!("key-{i}"), vec![7u8; 8]))
+                        .collect()
+                };
+                let mut admitted = p.try_put_records_to("a", batch(), &outcomes).unwrap();
+                started.wait();
+                let mut puts = 1;
+                while admitted.results.iter().all(Result::is_ok) {
+                    match p.try_put_records_to("a", batch(), &outcomes) {
+                        Ok(a) => admitted = a,
+                        Err(e) => {
+                            assert!(e.is_shutting_down(), "{e}");
+                            break;
+                        }
+                    }
+                    puts += 1;
+                }
+                puts
+            })
+        };
+        started.wait();
+        let closing = p.clone();
+        sim.block_on(async move { closing.shutdown(Duration::ZERO).await })
+            .unwrap();
+        let puts = putter.join().unwrap();
+        assert_eq!(
+            p.outstanding_records(),
+            0,
+            "round {round}: records admitted after the shutdown returned ({puts} puts)"
+        );
+    }
+}
+
 #[test]
 fn a_caller_that_can_wait_waits_while_the_pipeline_takes_records_in() {
     // The simulated runtime runs the pipeline only inside `block_on`: records put

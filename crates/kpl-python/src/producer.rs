@@ -90,14 +90,15 @@ impl Clock {
 /// `properties` (the text of one); `deliver(batch)` is called from a thread of the
 /// producer with each batch of outcomes, a list of `(id, result)`, each result
 /// made by `make_result(success, shard_id, sequence_number, attempts)` (once for
-/// the records whose outcomes are the same, as those of one aggregate), each
+/// the records whose outcomes are the same, as those of one aggregate; when it
+/// raises, `deliver(failed, True)` gets `(id, exception)` for those records), each
 /// attempt `(started_at, ended_at, success, shard_id, sequence_number, error_code,
 /// error_message, may_have_been_stored)` with times as Python's `time.monotonic()`
 /// gives them.
 /// `cloudwatch`, a dict of `region`, `endpoint_url`, `verify_ssl`,
 /// `access_key_id` and `secret_access_key`, makes the producer upload its metrics
 /// there (kpl-rs' CloudWatch upload, every `MetricsUploadDelay` and at close).
-#[pyclass(module = "kpl_rs._native", frozen)]
+#[pyclass(module = "kpl_rs._native", frozen, weakref)]
 pub(crate) struct NativeProducer {
     producer: kpl::Producer,
     outcomes: Outcomes,
@@ -242,27 +243,31 @@ fn same_to_python(a: &RecordResult, b: &RecordResult) -> bool {
 /// One batch of outcomes as `deliver` takes it: `(id, RecordResult)` for each
 /// record. A `RecordResult` is frozen, so the records whose outcomes are the same
 /// to Python (those of one aggregate, delivered together) share one, made once.
+/// A record whose result could not be made (`make_result` raised) is in the second
+/// list, with the exception: the others are delivered all the same.
 fn python_batch<'py>(
     py: Python<'py>,
     clock: &Clock,
     batch: OutcomeBatch,
     make_result: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyList>> {
+) -> (Vec<Bound<'py, PyTuple>>, Vec<(u64, PyErr)>) {
     let mut strings = Strings::default();
     let mut last: Option<(RecordResult, Bound<'py, PyAny>)> = None;
     let mut items = Vec::with_capacity(batch.len());
+    let mut failed = Vec::new();
     for (id, result) in batch {
         let object = match &last {
-            Some((kept, object)) if same_to_python(kept, &result) => object.clone(),
-            _ => {
-                let object = python_result(py, clock, &mut strings, &result, make_result)?;
+            Some((kept, object)) if same_to_python(kept, &result) => Ok(object.clone()),
+            _ => python_result(py, clock, &mut strings, &result, make_result).inspect(|object| {
                 last = Some((result, object.clone()));
-                object
-            }
+            }),
         };
-        items.push((id.0, object).into_pyobject(py)?);
+        match object.and_then(|object| (id.0, object).into_pyobject(py)) {
+            Ok(item) => items.push(item),
+            Err(e) => failed.push((id.0, e)),
+        }
     }
-    PyList::new(py, items)
+    (items, failed)
 }
 
 /// Starts a thread named `name` that runs `body` attached to the interpreter for
@@ -270,7 +275,11 @@ fn python_batch<'py>(
 /// once. Attaching anew for each piece of work makes and deletes a thread state
 /// each time, and the deletion unmaps its frame stack, a system call that waits on
 /// the main thread's page faults. Returns once the thread is attached, so that it
-/// never attaches late, when the interpreter may be gone.
+/// never first attaches late, when the interpreter may be finalizing. It comes
+/// back after each wait: were that during finalization, PyO3 would park it for
+/// good (harmless, the process is ending, but an outcome would be lost), so
+/// `kpl_rs` closes at exit, before finalization, every producer left open, and
+/// their threads end first.
 fn start_attached(
     py: Python<'_>,
     name: &str,
@@ -301,10 +310,18 @@ fn drain(
     clock: Clock,
 ) {
     while let Some(batch) = py.detach(|| next_batch(&outcomes, &wake)) {
-        let delivered = python_batch(py, &clock, batch, make_result.bind(py))
-            .and_then(|list| deliver.call1(py, (list,)));
+        let (items, failed) = python_batch(py, &clock, batch, make_result.bind(py));
+        let delivered = PyList::new(py, items).and_then(|list| deliver.call1(py, (list,)));
         if let Err(e) = delivered {
             e.print(py);
+        }
+        if !failed.is_empty() {
+            let failed = failed.into_iter().map(|(id, e)| (id, e.into_value(py)));
+            let delivered =
+                PyList::new(py, failed).and_then(|list| deliver.call1(py, (list, true)));
+            if let Err(e) = delivered {
+                e.print(py);
+            }
         }
     }
 }
@@ -402,9 +419,31 @@ impl Callbacks {
         Ok((Self(sender), thread))
     }
 
-    /// Has `callback()` called (nothing once the producer is closed).
-    fn call(&self, callback: Py<PyAny>) {
-        let _ = self.0.send(callback);
+    /// `callback` as a [`Callback`]: called once, when dropped.
+    fn callback(&self, callback: Py<PyAny>) -> Callback {
+        Callback {
+            to: self.clone(),
+            callback: Some(callback),
+        }
+    }
+}
+
+/// A callback Python waits for, called (by the callbacks thread) when this is
+/// dropped: when its task is done, or when the task is dropped unfinished, as the
+/// runtime drops the tasks it has not finished when the producer closes (one woken
+/// and not polled yet among them). So no caller waits for a callback that never
+/// comes.
+struct Callback {
+    to: Callbacks,
+    callback: Option<Py<PyAny>>,
+}
+
+impl Drop for Callback {
+    fn drop(&mut self) {
+        if let Some(callback) = self.callback.take() {
+            // Sent before this sender goes: the thread calls it before it ends.
+            let _ = self.to.0.send(callback);
+        }
     }
 }
 
@@ -481,16 +520,30 @@ impl NativeProducer {
                 Ok::<_, kpl::BuildError>(builder.build(kpl::Runtime::tokio()))
             })
         });
-        let producer = producer.map_err(|e| PyRuntimeError::new_err(chain(&e)))?;
-        let outcomes = Outcomes::new();
-        let wake = Arc::new(Wake::default());
-        let thread = {
-            let (outcomes, wake) = (outcomes.clone(), wake.clone());
-            start_attached(py, "kpl_rs-outcomes", move |py| {
-                drain(py, outcomes, wake, deliver, make_result, clock)
-            })?
+        // The callbacks' thread first: it ends by itself when its sender goes, as
+        // it does if the outcome thread cannot start.
+        let started = producer
+            .map_err(|e| PyRuntimeError::new_err(chain(&e)))
+            .and_then(|producer| {
+                let callbacks = Callbacks::start(py)?;
+                let outcomes = Outcomes::new();
+                let wake = Arc::new(Wake::default());
+                let thread = {
+                    let (outcomes, wake) = (outcomes.clone(), wake.clone());
+                    start_attached(py, "kpl_rs-outcomes", move |py| {
+                        drain(py, outcomes, wake, deliver, make_result, clock)
+                    })?
+                };
+                Ok((producer, callbacks, outcomes, wake, thread))
+            });
+        let (producer, callbacks, outcomes, wake, thread) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                // Its worker threads are joined: not while holding the interpreter.
+                py.detach(|| drop(runtime));
+                return Err(e);
+            }
         };
-        let callbacks = Callbacks::start(py)?;
         Ok(Self {
             producer,
             outcomes,
@@ -596,24 +649,24 @@ impl NativeProducer {
     }
 
     /// Calls `callback()` (from a thread of the producer) when a record of `size`
-    /// bytes would be let into `stream`, or the producer shuts down.
+    /// bytes would be let into `stream`, or the producer closes: once, unless this
+    /// raises.
     fn wait_for_room(&self, stream: String, size: usize, callback: Py<PyAny>) -> PyResult<()> {
         self.check()?;
-        let (producer, callbacks) = (self.producer.clone(), self.callbacks()?);
-        self.spawn(async move {
+        let producer = self.producer.clone();
+        self.spawn_calling(callback, async move {
             producer.wait_for_room(&stream, size).await;
-            callbacks.call(callback);
         })
     }
 
     /// Sends everything buffered now; calls `callback()` (from a thread of the
-    /// producer) when every record put before has its outcome.
+    /// producer) when every record put before has its outcome, or the producer
+    /// closes: once, unless this raises.
     fn flush(&self, callback: Py<PyAny>) -> PyResult<()> {
         self.check()?;
-        let (producer, callbacks) = (self.producer.clone(), self.callbacks()?);
-        self.spawn(async move {
+        let producer = self.producer.clone();
+        self.spawn_calling(callback, async move {
             producer.flush().await;
-            callbacks.call(callback);
         })
     }
 
@@ -645,12 +698,15 @@ impl NativeProducer {
             let failed = runtime
                 .as_ref()
                 .map_or(0, |rt| rt.block_on(self.producer.shutdown(timeout)));
+            // The runtime first: a task it drops unfinished answers its records as
+            // shut down (onto the queue the outcome thread empties before it ends)
+            // and has its callback called.
+            if let Some(rt) = runtime {
+                rt.shutdown_timeout(Duration::from_secs(1));
+            }
             self.wake.close();
             if let Some(thread) = drain {
                 let _ = thread.join();
-            }
-            if let Some(rt) = runtime {
-                rt.shutdown_timeout(Duration::from_secs(1));
             }
             // The tasks that held a sender are gone with the runtime: the thread
             // ends once it has called what they sent.
@@ -662,10 +718,11 @@ impl NativeProducer {
         }))
     }
 
-    /// Records accepted and not yet resolved.
+    /// Records accepted and not yet resolved. `RuntimeError` in a forked child.
     #[getter]
-    fn outstanding_records(&self) -> usize {
-        self.producer.outstanding_records()
+    fn outstanding_records(&self) -> PyResult<usize> {
+        self.check_process()?;
+        Ok(self.producer.outstanding_records())
     }
 
     /// Whether `close` was called.
@@ -718,16 +775,6 @@ impl NativeProducer {
         Ok(())
     }
 
-    /// Where callbacks go, while the producer is open.
-    fn callbacks(&self) -> PyResult<Callbacks> {
-        self.callbacks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|(sender, _)| sender.clone())
-            .ok_or_else(|| PyRuntimeError::new_err("the producer is closed"))
-    }
-
     fn check(&self) -> PyResult<()> {
         self.check_process()?;
         if self.closed.load(Ordering::Acquire) {
@@ -736,12 +783,30 @@ impl NativeProducer {
         Ok(())
     }
 
-    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> PyResult<()> {
+    /// Runs `work` on the runtime, then has `callback()` called; called once in
+    /// any case unless this raises (see [`Callback`]).
+    fn spawn_calling(
+        &self,
+        callback: Py<PyAny>,
+        work: impl Future<Output = ()> + Send + 'static,
+    ) -> PyResult<()> {
+        let closed = || PyRuntimeError::new_err("the producer is closed");
+        // `close` takes the runtime, then the callbacks: while the runtime is here,
+        // so are they.
         let runtime = self.runtime.lock().unwrap_or_else(PoisonError::into_inner);
-        let runtime = runtime
+        let runtime = runtime.as_ref().ok_or_else(closed)?;
+        let callback = self
+            .callbacks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .ok_or_else(|| PyRuntimeError::new_err("the producer is closed"))?;
-        runtime.spawn(task);
+            .ok_or_else(closed)?
+            .0
+            .callback(callback);
+        runtime.spawn(async move {
+            work.await;
+            drop(callback);
+        });
         Ok(())
     }
 }

@@ -1,7 +1,8 @@
 """Outcomes after faults: a proxy in front of kinesis-mock answers the first
 PutRecords requests with 500 InternalFailure (the records are retried, stored
 once each, and their attempts say what happened), or never answers them (a close
-then fails the records at once, saying they may have been stored)."""
+then fails the records at once, saying they may have been stored); and a result
+the producer cannot make fails its record only."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
 import kpl_rs
+import kpl_rs._build
 
 FAILURE = b'{"__type":"InternalFailure","message":"injected by the test proxy"}'
 
@@ -150,3 +154,76 @@ def test_a_cancelled_exit_fails_unanswered_records_at_once(config, kinesis, endp
         assert not r.success
         assert r.attempts[-1].error_code == "Shutdown"
         assert r.may_have_been_stored
+
+
+def _failing_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Makes the first result the producer makes raise (as a MemoryError would)."""
+    made = kpl_rs._build._from_native
+    calls = [0]
+
+    def make_result(*args: object) -> kpl_rs.RecordResult:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise MemoryError("made up by the test")
+        return made(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kpl_rs._build, "_from_native", make_result)
+
+
+def _expiring_config() -> kpl_rs.Config:
+    # Nothing answers (a closed port): every record expires after 300 ms.
+    return kpl_rs.Config(
+        region="us-east-1",
+        endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+        record_ttl_ms=300.0,
+    )
+
+
+def _one_raised_the_rest_expired(results: list[object]) -> None:
+    raised = [r for r in results if isinstance(r, MemoryError)]
+    assert len(raised) == 1, results
+    rest = [r for r in results if not isinstance(r, MemoryError)]
+    assert len(rest) == len(results) - 1
+    assert all(
+        isinstance(r, kpl_rs.RecordResult) and r.attempts[-1].error_code == "Expired" for r in rest
+    ), rest
+
+
+def test_a_result_that_cannot_be_made_fails_its_record_only_sync(monkeypatch):
+    # The result of one record cannot be made: that record's outcome raises why,
+    # and the others of its batch have theirs. (Before, the whole batch was lost:
+    # no record of it ever had an outcome.)
+    _failing_once(monkeypatch)
+    with kpl_rs.SyncProducer(_expiring_config()) as producer:
+        outcomes = [
+            producer.put_record(stream="s", partition_key=f"k{i}", data=b"x") for i in range(5)
+        ]
+        results: list[object] = []
+        for o in outcomes:
+            try:
+                results.append(o.wait(timeout=10))
+            except MemoryError as e:
+                results.append(e)
+    _one_raised_the_rest_expired(results)
+
+
+def test_a_result_that_cannot_be_made_fails_its_record_only_async(monkeypatch):
+    _failing_once(monkeypatch)
+
+    async def main() -> list[object]:
+        async with kpl_rs.Producer(_expiring_config()) as producer:
+            outcomes = [
+                await producer.put_record(stream="s", partition_key=f"k{i}", data=b"x")
+                for i in range(5)
+            ]
+            results: list[object] = []
+            for o in outcomes:
+                try:
+                    results.append(await asyncio.wait_for(o.wait(), 10))
+                except MemoryError as e:
+                    results.append(e)
+            return results
+
+    _one_raised_the_rest_expired(asyncio.run(main()))

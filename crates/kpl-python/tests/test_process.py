@@ -137,3 +137,36 @@ def test_a_program_that_ends_just_after_opening_a_producer_ends_cleanly():
         for child in children:
             out, err = child.communicate(timeout=30)
             assert (child.returncode, out, err) == (3, "", "")
+
+
+def test_a_producer_left_open_is_closed_when_the_program_ends():
+    # A program that leaves a producer open: at exit, before the interpreter
+    # finalizes, kpl_rs closes it (its threads would otherwise come back into a
+    # finalizing interpreter and be parked there for good); the record not sent
+    # fails as shut down, and a warning says so. (Before, the record had no outcome
+    # and nothing was said.) The exit hook registered before kpl_rs' runs after it.
+    script = textwrap.dedent(
+        """
+        import atexit
+
+        def after():
+            result = outcome.wait(5)
+            print("outcome", result.success, result.attempts[-1].error_code, flush=True)
+
+        atexit.register(after)
+        import kpl_rs
+        config = kpl_rs.Config(region="us-east-1", endpoint_url="http://127.0.0.1:9",
+                               aws_access_key_id="a", aws_secret_access_key="b",
+                               record_max_buffered_time_ms=60_000.0)
+        producer = kpl_rs.SyncProducer(config).__enter__()
+        outcome = producer.put_record(stream="s", partition_key="k", data=b"x")
+        """
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "outcome False Shutdown", done.stderr
+    assert "left open with 1 record without an outcome" in done.stderr
+    assert time.monotonic() - started < 20

@@ -77,3 +77,46 @@ def test_misuse_raises(config):
         producer.put_record(stream="s", partition_key="k", data=b"x")
     with pytest.raises(ValueError):
         kpl_rs.SyncProducer(config, backend="curio")
+
+
+def test_threads_held_back_when_the_producer_closes_go_on(monkeypatch):
+    # Nothing answers (a closed port): the records wait for the shard map, and the
+    # puts of 8 threads are held back at max_outstanding_records. Leaving the block
+    # (its flush timing out) closes the producer: every held thread is told (the
+    # callback its wait_for_room asked for comes even when the runtime drops the
+    # task at the close) and gets "closed"; every record put has its outcome.
+    monkeypatch.setattr(kpl_rs.sync, "EXIT_FLUSH_TIMEOUT_S", 0.2)
+    config = kpl_rs.Config(
+        region="us-east-1",
+        endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+        max_outstanding_records=4,
+        record_ttl_ms=600_000.0,
+    )
+    for _ in range(10):
+        outcomes: list[kpl_rs.SyncOutcome[kpl_rs.RecordResult]] = []
+        ended: list[BaseException] = []
+        producer = kpl_rs.SyncProducer(config).__enter__()
+
+        def work() -> None:
+            try:
+                while True:
+                    outcomes.append(producer.put_record(stream="s", partition_key="k", data=b"x"))
+            except BaseException as e:
+                ended.append(e)
+
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(8)]
+        for th in threads:
+            th.start()
+        while producer.outstanding_records < 4:
+            threading.Event().wait(0.01)
+        producer.__exit__(None, None, None)
+        for th in threads:
+            th.join(timeout=10)
+        assert not any(th.is_alive() for th in threads), "a put held back never went on"
+        assert len(ended) == 8
+        assert all(isinstance(e, RuntimeError) and "closed" in str(e) for e in ended), ended
+        assert len(outcomes) == 4
+        for o in outcomes:
+            assert o.wait(timeout=5).attempts[-1].error_code == "Shutdown"

@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from kpl_rs import _native
 from kpl_rs.config import Config, _settings
 from kpl_rs.metrics import MetricsLevel
-from kpl_rs.result import RecordResult, _from_native
+from kpl_rs.result import _from_native
 from kpl_rs.sinks import CloudWatchSink
 
 
@@ -32,12 +34,41 @@ def _forked() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forked)
 
+#: The native producers of this process, while they live.
+_natives: weakref.WeakSet[Any] = weakref.WeakSet()
 
-def native_producer(
-    config: Config, deliver: Callable[[list[tuple[int, RecordResult]]], None]
-) -> Any:
-    """A started native producer; ``deliver(batch)`` gets outcomes from its thread,
-    each ``(id, RecordResult)``."""
+
+@atexit.register
+def _close_left_open() -> None:
+    """Closes, when the program ends, every producer it left open, before the
+    interpreter finalizes: a producer's threads call into Python, and one that came
+    back into a finalizing interpreter would be parked there for good, the outcomes
+    it carried lost. The records not sent yet fail as shut down, those in a request
+    keep their true outcome, and a warning says how many had none."""
+    for native in list(_natives):
+        if native.closed:
+            continue
+        try:
+            # Both raise in a forked child (where a lock of the parent's may be held
+            # for good): its threads are not in this process.
+            left = native.outstanding_records
+            native.close(0.0)
+        except RuntimeError:
+            continue
+        if left:
+            logging.getLogger("kpl_rs").warning(
+                "a kpl_rs producer was left open with %d record%s without an outcome "
+                "when the program ended: closed, those not sent yet failed as shut "
+                "down (leave the producer's `with` block to flush it)",
+                left,
+                "" if left == 1 else "s",
+            )
+
+
+def native_producer(config: Config, deliver: Callable[[list[tuple[int, Any]], bool], None]) -> Any:
+    """A started native producer; ``deliver(batch, failed=False)`` gets outcomes from
+    its thread, each ``(id, RecordResult)``, or, with ``failed``, ``(id, exception)``
+    for records whose result could not be made."""
     _native.set_log_level(logging.getLogger("kpl_rs").getEffectiveLevel())
     if config.aws_session_token is not None:
         logging.getLogger("kpl_rs").warning(
@@ -61,7 +92,7 @@ def native_producer(
             "access_key_id": sink.aws_access_key_id,
             "secret_access_key": sink.aws_secret_access_key,
         }
-    return _native.NativeProducer(
+    native = _native.NativeProducer(
         _settings(config),
         deliver,
         _from_native,
@@ -69,6 +100,8 @@ def native_producer(
         credentials=None if key_id is None or secret is None else (key_id, secret),
         cloudwatch=cloudwatch,
     )
+    _natives.add(native)
+    return native
 
 
 def record_size(partition_key: str, data: bytes) -> int:

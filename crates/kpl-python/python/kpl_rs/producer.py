@@ -72,11 +72,11 @@ class Producer:
         loop = _loop.current()
         self._loop = loop
         call = loop.call_soon_threadsafe
-        on_batch = self._on_batch
+        on_batch, on_failed = self._on_batch, self._on_failed
 
-        def deliver(batch: list[tuple[int, RecordResult]]) -> None:
+        def deliver(batch: list[tuple[int, Any]], failed: bool = False) -> None:
             try:
-                call(on_batch, batch)
+                call(on_failed if failed else on_batch, batch)
             except RuntimeError:
                 # The loop is closed (the program left it without leaving the
                 # `async with`): nobody is left to hear these outcomes.
@@ -242,6 +242,16 @@ class Producer:
                 else:
                     still.append((mark, wake))
             self._low_water = still
+
+    def _on_failed(self, batch: Sequence[tuple[int, BaseException]]) -> None:
+        # Records whose result could not be made (the exception says why): their
+        # outcome raises it, and they leave the pending ones all the same.
+        pending = self._pending
+        for rid, error in batch:
+            outcome = pending.pop(rid, None)
+            if outcome is not None and not outcome.is_set():
+                outcome.set_exception(error)
+        self._on_batch(())
 
     async def _settled_down_to(self, mark: int) -> None:
         """Waits until at most ``mark`` records handed to Rust have no outcome yet."""

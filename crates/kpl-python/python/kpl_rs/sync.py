@@ -28,6 +28,16 @@ BACKENDS = ("asyncio", "trio")
 _UNSET: Any = object()
 
 
+class _Failed:
+    """An outcome that came before its put registered it, and whose result could
+    not be made: the exception its :class:`SyncOutcome` raises."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 class SyncOutcomeCancelled(Exception):
     """Raised by :meth:`SyncOutcome.wait` after :meth:`SyncOutcome.cancel`."""
 
@@ -158,6 +168,8 @@ class SyncProducer:
             item = self._early.pop(rid, None)
             if item is None:
                 self._pending[rid] = outcome
+            elif type(item) is _Failed:
+                outcome._exc = item.error
             else:
                 outcome._value = item
         return outcome
@@ -185,16 +197,20 @@ class SyncProducer:
 
     # Internals.
 
-    def _deliver(self, batch: Sequence[tuple[int, RecordResult]]) -> None:
-        # On the pipeline's outcome thread.
+    def _deliver(self, batch: Sequence[tuple[int, Any]], failed: bool = False) -> None:
+        # On the pipeline's outcome thread. `failed`: records whose result could not
+        # be made, each with the exception saying why (their outcome raises it).
         with self._cond:
             pending, early = self._pending, self._early
             for rid, result in batch:
                 outcome = pending.pop(rid, None)
                 if outcome is None:
-                    early[rid] = result
+                    early[rid] = _Failed(result) if failed else result
                 elif not outcome._is_set():
-                    outcome._value = result
+                    if failed:
+                        outcome._exc = result
+                    else:
+                        outcome._value = result
             self._cond.notify_all()
 
     def _check_process(self) -> None:
