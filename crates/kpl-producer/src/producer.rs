@@ -162,6 +162,10 @@ struct Inner {
     workers: Mutex<HashMap<StreamId, mpsc::UnboundedSender<Command>>>,
     next_id: AtomicU64,
     closed: AtomicBool,
+    /// Set (under `workers`) when `shutdown` tells the workers its timeout passed:
+    /// a worker made after it, for a put admitted just before the close, is told
+    /// too.
+    shut_down: AtomicBool,
 }
 
 /// What a put that does not wait let in ([`Producer::try_put_records`],
@@ -349,6 +353,7 @@ impl ProducerBuilder {
                 workers: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
+                shut_down: AtomicBool::new(false),
             }),
         }
     }
@@ -704,6 +709,13 @@ impl Producer {
             let (tx, rx) = mpsc::unbounded();
             let worker = Worker::new(stream.clone(), self.inner.shared.clone(), rx);
             self.inner.shared.runtime.spawn(Box::pin(worker.run()));
+            if self.inner.shut_down.load(Ordering::Acquire) {
+                // Its records were admitted before the close, and the shutdown's
+                // timeout has passed: they fail as shut down, as the others did
+                // (not counted in what `shutdown` returns).
+                let (report, _) = mpsc::unbounded();
+                let _ = tx.unbounded_send(Command::Shutdown(report));
+            }
             tx
         });
         if let Err(e) = sender.unbounded_send(command) {
@@ -901,7 +913,17 @@ impl Producer {
             return 0;
         }
         let (tx, rx) = mpsc::unbounded();
-        self.send_all(|| Command::Shutdown(tx.clone()));
+        {
+            let workers = self
+                .inner
+                .workers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.inner.shut_down.store(true, Ordering::Release);
+            for sender in workers.values() {
+                let _ = sender.unbounded_send(Command::Shutdown(tx.clone()));
+            }
+        }
         drop(tx);
         let failed: Vec<usize> = futures::StreamExt::collect(rx).await;
         // Whatever was in flight resolves when its request ends.

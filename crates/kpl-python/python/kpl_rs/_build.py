@@ -65,7 +65,7 @@ def _close_left_open() -> None:
             )
 
 
-def native_producer(config: Config, deliver: Callable[[list[tuple[int, Any]], bool], None]) -> Any:
+def native_producer(config: Config, deliver: Callable[..., None]) -> Any:
     """A started native producer; ``deliver(batch, failed=False)`` gets outcomes from
     its thread, each ``(id, RecordResult)``, or, with ``failed``, ``(id, exception)``
     for records whose result could not be made."""

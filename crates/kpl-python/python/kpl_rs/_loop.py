@@ -22,6 +22,20 @@ class Loop:
         loop's thread)."""
         raise NotImplementedError
 
+    def from_thread(self, fn: Callable[[], object]) -> Callable[[], None]:
+        """What another thread calls to run ``fn()`` on the loop: nothing once the
+        loop has ended (nobody is left to hear it; a producer left open is closed
+        at exit, after its loop)."""
+        call = self.call_soon_threadsafe
+
+        def run() -> None:
+            try:
+                call(fn)
+            except RuntimeError:  # asyncio's closed loop; trio's RunFinishedError
+                pass
+
+        return run
+
     def waiter(self) -> tuple[Callable[[], None], Awaitable[None]]:
         """``(wake, awaitable)``: awaiting waits until ``wake()`` (on the loop)."""
         raise NotImplementedError

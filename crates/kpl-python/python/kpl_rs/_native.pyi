@@ -23,7 +23,7 @@ class NativeProducer:
     def __new__(
         cls,
         settings: dict[str, str],
-        deliver: Callable[[list[tuple[int, Any]], bool], object],
+        deliver: Callable[..., object],
         make_result: Callable[[bool, str | None, str | None, tuple[tuple[Any, ...], ...]], Any],
         properties: str | None = None,
         credentials: tuple[str, str] | None = None,

@@ -102,8 +102,11 @@ class Producer:
         flushed = False
         try:
             self._check_process()
-            await self.flush()
-            flushed = True
+            # Unless kpl_rs closed it at the program's exit (an exit hook leaving
+            # the block after it).
+            if not self._native.closed:
+                await self.flush()
+                flushed = True
         finally:
             self._closed = True
             try:
@@ -208,7 +211,7 @@ class Producer:
         loop = self._loop
         assert loop is not None
         wake, flushed = loop.waiter()
-        native.flush(lambda: loop.call_soon_threadsafe(wake))
+        native.flush(loop.from_thread(wake))
         await flushed
         # The outcomes settled by then are on their way to the loop: wait for those
         # not delivered yet (a set operation, not a look at each record put).
@@ -316,7 +319,7 @@ class Producer:
                 self._hand_over_soon()
 
             try:
-                self._native.wait_for_room(stream, size, lambda: loop.call_soon_threadsafe(room))
+                self._native.wait_for_room(stream, size, loop.from_thread(room))
             except RuntimeError as e:
                 self._room_asked = False
                 self._fail_buffered(e)
@@ -333,7 +336,7 @@ class Producer:
         loop = self._loop
         assert loop is not None
         wake, room = loop.waiter()
-        self._native.wait_for_room(stream, size, lambda: loop.call_soon_threadsafe(wake))
+        self._native.wait_for_room(stream, size, loop.from_thread(wake))
         await room
 
     def _check_process(self) -> None:

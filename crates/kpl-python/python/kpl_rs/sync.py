@@ -123,6 +123,10 @@ class SyncProducer:
         flushed = False
         try:
             self._check_process()
+            if self._native.closed:
+                # Closed by kpl_rs at the program's exit (an exit hook leaving the
+                # block after it): its records have their outcomes.
+                return
             with contextlib.suppress(TimeoutError):
                 self.flush(timeout=EXIT_FLUSH_TIMEOUT_S)
                 flushed = True
