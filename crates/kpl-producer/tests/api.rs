@@ -450,9 +450,24 @@ fn a_put_racing_a_shutdown_is_refused_or_settled_by_it() {
             })
         };
         started.wait();
-        let closing = p.clone();
-        sim.block_on(async move { closing.shutdown(Duration::ZERO).await })
-            .unwrap();
+        // The putting thread may hand its admitted records over a moment after the
+        // shutdown waits for them: virtual time goes on meanwhile (a simulation with
+        // nothing to do would end, as it could never go on by itself).
+        let (closing, runtime) = (p.clone(), sim.runtime().clone());
+        sim.block_on(async move {
+            let shutdown = std::pin::pin!(closing.shutdown(Duration::ZERO));
+            let ticking = std::pin::pin!(async {
+                for _ in 0..100_000 {
+                    runtime.sleep(Duration::from_millis(1)).await;
+                    std::thread::yield_now();
+                }
+            });
+            match futures::future::select(shutdown, ticking).await {
+                futures::future::Either::Left(_) => {}
+                futures::future::Either::Right(_) => panic!("round {round}: no end"),
+            }
+        })
+        .unwrap();
         let puts = putter.join().unwrap();
         assert_eq!(
             p.outstanding_records(),
