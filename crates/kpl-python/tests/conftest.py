@@ -127,3 +127,21 @@ def config(endpoint: str) -> kpl_rs.Config:
         aws_secret_access_key="test",
         record_max_buffered_time_ms=20.0,
     )
+
+
+@pytest.fixture()
+def unreachable() -> Any:
+    """Makes a config for an endpoint nothing listens on (port 9: every request
+    fails to connect, so records fail as their time to live runs out), with test
+    credentials and the given fields: ``unreachable(record_ttl_ms=300.0)``."""
+
+    def make(**fields: Any) -> kpl_rs.Config:
+        return kpl_rs.Config(
+            region="us-east-1",
+            endpoint_url="http://127.0.0.1:9",
+            aws_access_key_id="a",
+            aws_secret_access_key="b",
+            **fields,
+        )
+
+    return make

@@ -170,17 +170,6 @@ def _failing_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kpl_rs._build, "_from_native", make_result)
 
 
-def _expiring_config() -> kpl_rs.Config:
-    # Nothing answers (a closed port): every record expires after 300 ms.
-    return kpl_rs.Config(
-        region="us-east-1",
-        endpoint_url="http://127.0.0.1:9",
-        aws_access_key_id="a",
-        aws_secret_access_key="b",
-        record_ttl_ms=300.0,
-    )
-
-
 def _one_raised_the_rest_expired(results: list[object]) -> None:
     raised = [r for r in results if isinstance(r, MemoryError)]
     assert len(raised) == 1, results
@@ -191,12 +180,12 @@ def _one_raised_the_rest_expired(results: list[object]) -> None:
     ), rest
 
 
-def test_a_result_that_cannot_be_made_fails_its_record_only_sync(monkeypatch):
+def test_a_result_that_cannot_be_made_fails_its_record_only_sync(monkeypatch, unreachable):
     # The result of one record cannot be made: that record's outcome raises why,
     # and the others of its batch have theirs. (Before, the whole batch was lost:
     # no record of it ever had an outcome.)
     _failing_once(monkeypatch)
-    with kpl_rs.SyncProducer(_expiring_config()) as producer:
+    with kpl_rs.SyncProducer(unreachable(record_ttl_ms=300.0)) as producer:
         outcomes = [
             producer.put_record(stream="s", partition_key=f"k{i}", data=b"x") for i in range(5)
         ]
@@ -209,11 +198,11 @@ def test_a_result_that_cannot_be_made_fails_its_record_only_sync(monkeypatch):
     _one_raised_the_rest_expired(results)
 
 
-def test_a_result_that_cannot_be_made_fails_its_record_only_async(monkeypatch):
+def test_a_result_that_cannot_be_made_fails_its_record_only_async(monkeypatch, unreachable):
     _failing_once(monkeypatch)
 
     async def main() -> list[object]:
-        async with kpl_rs.Producer(_expiring_config()) as producer:
+        async with kpl_rs.Producer(unreachable(record_ttl_ms=300.0)) as producer:
             outcomes = [
                 await producer.put_record(stream="s", partition_key=f"k{i}", data=b"x")
                 for i in range(5)

@@ -121,9 +121,8 @@ def test_leaving_the_block_flushes(config, kinesis):
     kinesis.assert_exactly_once(stream, [b"x"])
 
 
-def test_misuse_raises():
-    config = kpl_rs.Config(region="us-east-1", endpoint_url="http://127.0.0.1:9",
-                           aws_access_key_id="a", aws_secret_access_key="b")
+def test_misuse_raises(unreachable):
+    config = unreachable()
 
     async def main():
         producer = kpl_rs.Producer(config)
@@ -155,17 +154,10 @@ def test_misuse_raises():
     asyncio.run(main())
 
 
-def test_failures_are_outcomes_with_their_attempts():
+def test_failures_are_outcomes_with_their_attempts(unreachable):
     # Nothing listens on port 9: every attempt fails; the record fails when its time
     # to live runs out, as data.
-    config = kpl_rs.Config(
-        region="us-east-1",
-        endpoint_url="http://127.0.0.1:9",
-        aws_access_key_id="a",
-        aws_secret_access_key="b",
-        record_ttl_ms=500.0,
-        record_max_buffered_time_ms=10.0,
-    )
+    config = unreachable(record_ttl_ms=500.0, record_max_buffered_time_ms=10.0)
 
     async def main():
         async with kpl_rs.Producer(config) as producer:
@@ -180,14 +172,8 @@ def test_failures_are_outcomes_with_their_attempts():
     assert result.attempts[-1].error_code == "Expired"
 
 
-def test_logs_reach_python_logging(caplog):
-    config = kpl_rs.Config(
-        region="us-east-1",
-        endpoint_url="http://127.0.0.1:9",
-        aws_access_key_id="a",
-        aws_secret_access_key="b",
-        record_ttl_ms=300.0,
-    )
+def test_logs_reach_python_logging(caplog, unreachable):
+    config = unreachable(record_ttl_ms=300.0)
     caplog.set_level("DEBUG", logger="kpl_rs")
 
     async def main():

@@ -37,14 +37,8 @@ def test_eight_threads_every_record_stored_exactly_once(config, kinesis):
     kinesis.assert_exactly_once(stream, sent)
 
 
-def test_wait_times_out_and_cancel_resolves_the_handle():
-    config = kpl_rs.Config(
-        region="us-east-1",
-        endpoint_url="http://127.0.0.1:9",
-        aws_access_key_id="a",
-        aws_secret_access_key="b",
-        record_ttl_ms=2_000.0,
-    )
+def test_wait_times_out_and_cancel_resolves_the_handle(unreachable):
+    config = unreachable(record_ttl_ms=2_000.0)
     with kpl_rs.SyncProducer(config) as producer:
         outcome = producer.put_record(stream="s", partition_key="k", data=b"x")
         with pytest.raises(TimeoutError):
@@ -79,7 +73,7 @@ def test_misuse_raises(config):
         kpl_rs.SyncProducer(config, backend="curio")
 
 
-def test_threads_held_back_when_the_producer_closes_go_on(monkeypatch):
+def test_threads_held_back_when_the_producer_closes_go_on(monkeypatch, unreachable):
     # Nothing answers (a closed port): the records wait for the shard map, and the
     # puts of 8 threads are held back at max_outstanding_records. Leaving the block
     # (its flush timing out) closes the producer: every held thread is told (the
@@ -87,14 +81,7 @@ def test_threads_held_back_when_the_producer_closes_go_on(monkeypatch):
     # task at the close: a race this test does not force) and gets "closed"; every
     # record put has its outcome.
     monkeypatch.setattr(kpl_rs.sync, "EXIT_FLUSH_TIMEOUT_S", 0.2)
-    config = kpl_rs.Config(
-        region="us-east-1",
-        endpoint_url="http://127.0.0.1:9",
-        aws_access_key_id="a",
-        aws_secret_access_key="b",
-        max_outstanding_records=4,
-        record_ttl_ms=600_000.0,
-    )
+    config = unreachable(max_outstanding_records=4, record_ttl_ms=600_000.0)
     for _ in range(10):
         outcomes: list[kpl_rs.SyncOutcome[kpl_rs.RecordResult]] = []
         ended: list[BaseException] = []
