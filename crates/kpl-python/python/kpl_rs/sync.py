@@ -206,14 +206,19 @@ class SyncProducer:
         # be made, each with the exception saying why (their outcome raises it).
         with self._cond:
             pending, early = self._pending, self._early
-            for rid, result in batch:
-                outcome = pending.pop(rid, None)
-                if outcome is None:
-                    early[rid] = _Failed(result) if failed else result
-                elif not outcome._is_set():
-                    if failed:
-                        outcome._exc = result
-                    else:
+            if failed:
+                for rid, error in batch:
+                    outcome = pending.pop(rid, None)
+                    if outcome is None:
+                        early[rid] = _Failed(error)
+                    elif not outcome._is_set():
+                        outcome._exc = error
+            else:
+                for rid, result in batch:
+                    outcome = pending.pop(rid, None)
+                    if outcome is None:
+                        early[rid] = result
+                    elif not outcome._is_set():
                         outcome._value = result
             self._cond.notify_all()
 
