@@ -322,7 +322,7 @@ impl Aggregation {
             let krec = KRec {
                 partition_key: String::from(r.key()),
                 explicit_hash_key,
-                data: Payload::Ready(r.data),
+                data: Payload::Ready(r.data_buffer()),
                 records: Contents::Sealed(vec![r.m]),
                 shard,
                 deadline,
@@ -341,7 +341,7 @@ impl Aggregation {
         let data = self.encoder.encode_unfinished(
             &batch,
             |r| {
-                let parts = RecordParts::new(r.key_bytes(), &r.data)
+                let parts = RecordParts::new(r.key_bytes(), r.data())
                     .with_explicit_hash_key(r.explicit_hash_key());
                 if hashed {
                     parts.with_key_hash(r.hash_key.get() as u64)

@@ -324,7 +324,7 @@ impl Ordered {
             while let Some(r) = q.recs.front() {
                 let bound = r.size();
                 let s = if keys.contains(r.key_bytes()) {
-                    aggregate_growth_bound(0, r.data.len(), r.explicit)
+                    aggregate_growth_bound(0, r.data().len(), r.explicit)
                 } else {
                     bound
                 };

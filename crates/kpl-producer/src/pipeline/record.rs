@@ -79,13 +79,11 @@ pub(crate) struct Member {
 /// [`Member`] and what routing and aggregating it takes. It derefs to its member.
 pub(crate) struct Rec {
     pub(super) m: Member,
-    /// Its partition key's UTF-8 bytes (see [`Rec::key`]): as admitted, a slice of
-    /// the buffer its put's keys were copied into ([`Packer`]).
-    partition_key: Bytes,
+    /// Its partition key and data.
+    body: Body,
     /// Whether `hash_key` is the user's explicit hash key (else the key's MD5).
     pub(super) explicit: bool,
     pub(super) hash_key: HashKey,
-    pub(super) data: Bytes,
     /// Set by the pipeline when it admits the record ([`Rec::admit`]).
     pub(super) deadline: Instant,
     pub(super) expiration: Instant,
@@ -155,32 +153,79 @@ impl History {
     }
 }
 
-/// Data of at most this many bytes, in an allocation of its own, is copied by a
-/// [`Packer`]; larger data is kept as the caller gave it (copying it would cost
-/// more than freeing it), and so is data that shares its buffer.
+/// Data of at most this many bytes is copied by a [`Packer`]; larger data is kept
+/// as the caller gave it (copying it would cost more than freeing it).
 const PACKED_DATA_MAX: usize = 4 * 1024;
 
 /// Bytes of each buffer a [`Packer`] copies into: a record that stays long in the
-/// pipeline keeps at most this much of its neighbours' memory.
-const PACK_BUFFER: usize = 64 * 1024;
+/// pipeline keeps at most this much of its neighbours' memory. Just under 64 KiB:
+/// glibc's `free` of a chunk of 64 KiB or more first consolidates the arena's
+/// fast bins (a sweep of every small free chunk), once per buffer the pipeline's
+/// thread frees.
+const PACK_BUFFER: usize = 64 * 1024 - 512;
+// With malloc's header and `Bytes`' shared one, a buffer stays under 64 KiB.
+const _: () = assert!(PACK_BUFFER + 256 < 64 * 1024);
 
 /// Copies the keys and small data of the records of one put into buffers they
-/// share (one allocation per [`PACK_BUFFER`] bytes instead of the caller's one
-/// or two per record, freed by the pipeline's thread when the last of them is
-/// aggregated).
+/// share: one allocation per [`PACK_BUFFER`] bytes instead of the caller's one or
+/// two per record, freed by the pipeline's thread when the last of them is
+/// aggregated, and one reference per record for its key and data together.
 #[derive(Default)]
 pub(crate) struct Packer {
     buffer: BytesMut,
 }
 
 impl Packer {
-    /// A shared copy of `bytes`.
-    fn copy(&mut self, bytes: &[u8]) -> Bytes {
-        if self.buffer.capacity() - self.buffer.len() < bytes.len() {
-            self.buffer = BytesMut::with_capacity(PACK_BUFFER.max(bytes.len()));
+    /// A record's key, and its data if small, copied together.
+    fn pack(&mut self, key: &[u8], data: Bytes) -> Body {
+        let (copied, large) = if data.len() <= PACKED_DATA_MAX {
+            (&data[..], None)
+        } else {
+            (&[][..], Some(Box::new(data.clone())))
+        };
+        let len = key.len() + copied.len();
+        if self.buffer.capacity() - self.buffer.len() < len {
+            self.buffer = BytesMut::with_capacity(PACK_BUFFER.max(len));
         }
-        self.buffer.extend_from_slice(bytes);
-        self.buffer.split().freeze()
+        self.buffer.extend_from_slice(key);
+        self.buffer.extend_from_slice(copied);
+        Body {
+            bytes: self.buffer.split().freeze(),
+            key_len: u32::try_from(key.len()).expect("a partition key is short"),
+            large,
+        }
+    }
+}
+
+/// A user record's partition key and data: as packed ([`Packer`]), one slice of a
+/// shared buffer holding the key's UTF-8 bytes and then the data, unless the data
+/// is large and kept as given (boxed: 8 bytes in every record for the few that
+/// have it).
+struct Body {
+    /// The key, then the data unless `large` holds it.
+    bytes: Bytes,
+    key_len: u32,
+    large: Option<Box<Bytes>>,
+}
+
+impl Body {
+    fn key(&self) -> &[u8] {
+        &self.bytes[..self.key_len as usize]
+    }
+
+    fn data(&self) -> &[u8] {
+        match &self.large {
+            Some(large) => large,
+            None => &self.bytes[self.key_len as usize..],
+        }
+    }
+
+    /// The data as a buffer of its own (a reference to it).
+    fn data_buffer(&self) -> Bytes {
+        match &self.large {
+            Some(large) => Bytes::clone(large),
+            None => self.bytes.slice(self.key_len as usize..),
+        }
     }
 }
 
@@ -228,14 +273,12 @@ impl Rec {
         epoch: Epoch,
         receipt: Receipt,
     ) -> Self {
-        let size = u32::try_from(data.len() + partition_key.len()).unwrap_or(u32::MAX);
-        let key = Bytes::from(partition_key);
-        Self::of(
-            key,
+        Self::packed(
+            &mut Packer::default(),
+            partition_key,
             explicit_hash_key,
             hash_key,
             data,
-            size,
             arrival,
             epoch,
             receipt,
@@ -255,7 +298,8 @@ impl Rec {
     /// A record put at `arrival` whose key, and data if small, `packer` copies into
     /// the buffers it shares among the records of one put: the caller's own
     /// allocations are freed here, on the caller's thread, where freeing is cheap,
-    /// not one by one on the pipeline's.
+    /// not one by one on the pipeline's (and a slice of a buffer the caller shares
+    /// among records, as `kpl put` hands lines over, lets go of it here).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn packed(
         packer: &mut Packer,
@@ -268,19 +312,11 @@ impl Rec {
         receipt: Receipt,
     ) -> Self {
         let size = u32::try_from(data.len() + partition_key.len()).unwrap_or(u32::MAX);
-        let key = packer.copy(partition_key.as_bytes());
-        // Data that shares its buffer with others (a slice of what the caller read,
-        // as `kpl put` hands lines over) frees nothing when dropped: kept as given.
-        let data = if data.len() <= PACKED_DATA_MAX && data.is_unique() {
-            packer.copy(&data)
-        } else {
-            data
-        };
+        let body = packer.pack(partition_key.as_bytes(), data);
         Self::of(
-            key,
+            body,
             explicit_hash_key,
             hash_key,
-            data,
             size,
             arrival,
             epoch,
@@ -290,12 +326,10 @@ impl Rec {
 
     /// A record of these parts (`size`: the bytes it counts for), its deadlines
     /// set when the pipeline takes it in.
-    #[allow(clippy::too_many_arguments)]
     fn of(
-        partition_key: Bytes,
+        body: Body,
         explicit_hash_key: Option<HashKey>,
         hash_key: HashKey,
-        data: Bytes,
         size: u32,
         arrival: Instant,
         epoch: Epoch,
@@ -309,10 +343,9 @@ impl Rec {
                 size,
                 attempts: History::default(),
             },
-            partition_key,
+            body,
             explicit: explicit_hash_key.is_some(),
             hash_key,
-            data,
             deadline: arrival,
             expiration: arrival,
             lock: None,
@@ -322,17 +355,27 @@ impl Rec {
     /// Its partition key.
     pub(super) fn key(&self) -> &str {
         // Made of a `str` (see `new`, `packed` and `KRec::into_records`): always UTF-8.
-        std::str::from_utf8(&self.partition_key).expect("a partition key is copied from a str")
+        std::str::from_utf8(self.body.key()).expect("a partition key is copied from a str")
     }
 
     /// Its partition key's buffer (a reference to it).
     pub(super) fn key_buffer(&self) -> Bytes {
-        self.partition_key.clone()
+        self.body.bytes.slice(..self.body.key_len as usize)
     }
 
     /// Its partition key's UTF-8 bytes, as [`key`](Self::key) without the check.
     pub(super) fn key_bytes(&self) -> &[u8] {
-        &self.partition_key
+        self.body.key()
+    }
+
+    /// Its data.
+    pub(super) fn data(&self) -> &[u8] {
+        self.body.data()
+    }
+
+    /// Its data as a buffer of its own (a reference to it).
+    pub(super) fn data_buffer(&self) -> Bytes {
+        self.body.data_buffer()
     }
 
     /// Sets its deadlines from its arrival: it expires after `record_ttl`, and its
@@ -351,7 +394,7 @@ impl Rec {
 
     /// An upper bound of what it adds to an aggregate's protobuf body.
     fn aggregate_bound(&self) -> usize {
-        aggregate_growth_bound(self.partition_key.len(), self.data.len(), self.explicit)
+        aggregate_growth_bound(self.body.key_len as usize, self.data().len(), self.explicit)
     }
 }
 
@@ -568,7 +611,7 @@ impl KRec {
     }
 
     /// Its user records with their keys and data, read back from the encoded record
-    /// (their data stays a slice of it), admitted anew: to be routed and aggregated
+    /// (copied out of it as a put's are, large data left a slice of it), admitted anew: to be routed and aggregated
     /// again.
     pub(super) fn into_records(
         self,
@@ -581,13 +624,13 @@ impl KRec {
         };
         let mut payload = self.data;
         let data = payload.ready();
-        let admit = |m: Member, key: &str, explicit: Option<HashKey>, hash_key, data| {
+        let mut packer = Packer::default();
+        let mut admit = |m: Member, key: &str, explicit: Option<HashKey>, hash_key, data| {
             let mut rec = Rec {
                 m,
-                partition_key: Bytes::copy_from_slice(key.as_bytes()),
+                body: packer.pack(key.as_bytes(), data),
                 explicit: explicit.is_some(),
                 hash_key,
-                data,
                 deadline: epoch.0,
                 expiration: epoch.0,
                 lock: None,
@@ -688,10 +731,11 @@ mod tests {
     #[test]
     fn a_waiting_record_stays_small() {
         // It is moved from stage to stage and held by the million: keep it at most
-        // 160 bytes (it was 192 with its history and key unboxed; 160 with a
-        // completer of its own and its key boxed, as now with its key a slice of
-        // its put's buffer and its driver keeping where its outcome goes).
-        assert!(size_of::<Rec>() <= 160, "{}", size_of::<Rec>());
+        // 144 bytes (it was 192 with its history and key unboxed; 160 with a
+        // completer of its own and its key boxed, then with its key a slice of its
+        // put's buffer and its driver keeping where its outcome goes; 144 with its
+        // key and data one slice of that buffer).
+        assert!(size_of::<Rec>() <= 144, "{}", size_of::<Rec>());
         // What stays of it once aggregated: 32 bytes (48 with its completer).
         assert!(size_of::<Member>() <= 32, "{}", size_of::<Member>());
     }
@@ -734,29 +778,32 @@ mod tests {
     #[test]
     fn packed_records_keep_their_key_and_data_and_let_go_of_the_callers_small_data() {
         let mut packer = Packer::default();
-        let small = Bytes::from(vec![7; 100]);
+        let (small, small_dropped) = watched(100);
         let at = small.as_ptr();
         let rec = packed(&mut packer, "käse-1", small);
         assert_eq!(rec.key(), "käse-1");
-        assert_eq!(rec.data, vec![7; 100]);
+        assert_eq!(rec.data(), vec![7; 100]);
+        assert_eq!(rec.data_buffer(), vec![7; 100]);
         assert_eq!(rec.bytes(), 100 + "käse-1".len());
-        assert_ne!(
-            rec.data.as_ptr(),
-            at,
-            "small data in its own allocation is copied (the caller's is freed at once, here)"
+        assert_ne!(rec.data().as_ptr(), at, "small data is copied");
+        assert!(
+            small_dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "the caller's small data is let go of at once, on its thread"
         );
-        let shared = Bytes::from(vec![3; 300]);
-        let slice = shared.slice(100..200);
-        let rec = packed(&mut packer, "k", slice.clone());
-        assert_eq!(
-            rec.data.as_ptr(),
-            slice.as_ptr(),
-            "a slice of a shared buffer is not copied"
-        );
+        // A slice of a buffer the caller shares (as `kpl put` hands lines over) is
+        // copied too: the record does not keep the caller's buffer alive.
+        let (shared, shared_dropped) = watched(300);
+        let rec = packed(&mut packer, "k", shared.slice(100..200));
+        drop(shared);
+        assert!(shared_dropped.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(rec.data(), vec![7; 100]);
         let (large, large_dropped) = watched(PACKED_DATA_MAX + 1);
         let at = large.as_ptr();
         let rec = packed(&mut packer, "k", large);
-        assert_eq!(rec.data.as_ptr(), at, "large data is not copied");
+        assert_eq!(rec.data().as_ptr(), at, "large data is not copied");
+        assert_eq!(rec.data_buffer().as_ptr(), at);
+        assert_eq!(rec.key(), "k");
+        assert_eq!(rec.bytes(), PACKED_DATA_MAX + 2);
         assert!(!large_dropped.load(std::sync::atomic::Ordering::SeqCst));
         drop(rec);
         assert!(large_dropped.load(std::sync::atomic::Ordering::SeqCst));
@@ -770,11 +817,18 @@ mod tests {
         let recs: Vec<Rec> = (0..2_000)
             .map(|i| packed(&mut packer, &format!("key-{i}"), Bytes::from(vec![1; 100])))
             .collect();
-        // In a buffer, each key and data follows the one before; a new buffer
-        // starts elsewhere (its record's key may still end the buffer before).
-        let after = |a: &Bytes, b: &Bytes| b.as_ptr() as usize == a.as_ptr() as usize + a.len();
-        let follows =
-            |a: &Rec, b: &Rec| after(&a.data, &b.partition_key) && after(&b.partition_key, &b.data);
+        // Each record's key is followed by its data, and in a buffer by the next
+        // record's key; a new buffer starts elsewhere.
+        for r in &recs {
+            let key = r.key_bytes();
+            assert_eq!(
+                r.data().as_ptr() as usize,
+                key.as_ptr() as usize + key.len()
+            );
+        }
+        let follows = |a: &Rec, b: &Rec| {
+            b.key_bytes().as_ptr() as usize == a.data().as_ptr() as usize + a.data().len()
+        };
         let first_buffer = 1 + recs
             .windows(2)
             .take_while(|w| follows(&w[0], &w[1]))
@@ -788,7 +842,8 @@ mod tests {
         assert!(first_buffer < recs.len());
         for (i, r) in recs.iter().enumerate() {
             assert_eq!(r.key(), format!("key-{i}"));
-            assert_eq!(r.data.len(), 100);
+            assert_eq!(r.key_buffer(), format!("key-{i}").as_bytes());
+            assert_eq!(r.data().len(), 100);
         }
     }
 
@@ -815,7 +870,7 @@ mod tests {
             let receipt = Receipt::new(i as u64 + 7);
             let data = Bytes::copy_from_slice(data);
             let rec = Rec::new((*key).into(), *ehk, hash, data, arrival, epoch, receipt);
-            let mut user = UserRecord::new(rec.key(), rec.data.clone());
+            let mut user = UserRecord::new(rec.key(), rec.data_buffer());
             user.explicit_hash_key = rec.explicit_hash_key();
             builder.add(user);
             members.push(rec.m);
@@ -842,7 +897,7 @@ mod tests {
             assert_eq!(rec.explicit_hash_key(), ehk);
             let hash = ehk.unwrap_or_else(|| HashKey::from_partition_key(key));
             assert_eq!(rec.hash_key, hash);
-            assert_eq!(&rec.data[..], data);
+            assert_eq!(rec.data(), data);
             assert_eq!(rec.bytes(), key.len() + data.len());
             let arrival = t0 + Duration::from_millis(i as u64);
             assert_eq!(rec.arrival(epoch), arrival);
