@@ -178,11 +178,8 @@ pub(crate) struct Packer {
 impl Packer {
     /// A record's key, and its data if small, copied together.
     fn pack(&mut self, key: &[u8], data: Bytes) -> Body {
-        let (copied, large) = if data.len() <= PACKED_DATA_MAX {
-            (&data[..], None)
-        } else {
-            (&[][..], Some(Box::new(data.clone())))
-        };
+        let large = data.len() > PACKED_DATA_MAX;
+        let copied: &[u8] = if large { &[] } else { &data };
         let len = key.len() + copied.len();
         if self.buffer.capacity() - self.buffer.len() < len {
             self.buffer = BytesMut::with_capacity(PACK_BUFFER.max(len));
@@ -192,7 +189,7 @@ impl Packer {
         Body {
             bytes: self.buffer.split().freeze(),
             key_len: u32::try_from(key.len()).expect("a partition key is short"),
-            large,
+            large: large.then(|| Box::new(data)),
         }
     }
 }
