@@ -144,7 +144,8 @@ pub(crate) struct Args {
 }
 
 /// A line read, not yet settled: a slice of the buffer its chunk was read into
-/// (a line costs no allocation of its own, and becomes a record's data as it is).
+/// (a line costs no allocation of its own; the producer copies it into the buffer
+/// its put's records share, or keeps it as it is if over 4 KiB).
 struct Line {
     source: u32,
     number: u64,

@@ -617,7 +617,12 @@ impl Producer {
         }
         let mut results = Vec::with_capacity(prepared.len());
         let mut recs = Vec::with_capacity(prepared.len());
-        let mut packer = Packer::default();
+        // Buffers no larger than the put's keys and small data need.
+        let mut packer = Packer::for_records(
+            prepared
+                .iter()
+                .map(|(record, _)| (record.partition_key.len(), record.data.len())),
+        );
         let mut rest = Vec::new();
         let mut held_by = None;
         {

@@ -158,32 +158,53 @@ impl History {
 const PACKED_DATA_MAX: usize = 4 * 1024;
 
 /// Bytes of each buffer a [`Packer`] copies into: a record that stays long in the
-/// pipeline keeps at most this much of its neighbours' memory. Just under 64 KiB:
-/// glibc's `free` of a chunk of 64 KiB or more first consolidates the arena's
-/// fast bins (a sweep of every small free chunk), once per buffer the pipeline's
-/// thread frees.
-const PACK_BUFFER: usize = 64 * 1024 - 512;
-// With malloc's header and `Bytes`' shared one, a buffer stays under 64 KiB.
-const _: () = assert!(PACK_BUFFER + 256 < 64 * 1024);
+/// pipeline keeps at most this much of its neighbours' memory.
+const PACK_BUFFER: usize = 64 * 1024;
 
 /// Copies the keys and small data of the records of one put into buffers they
 /// share: one allocation per [`PACK_BUFFER`] bytes instead of the caller's one or
 /// two per record, freed by the pipeline's thread when the last of them is
 /// aggregated, and one reference per record for its key and data together.
-#[derive(Default)]
 pub(crate) struct Packer {
     buffer: BytesMut,
+    /// Bytes still to come ([`for_records`](Self::for_records)): a buffer is made
+    /// no larger than they need (a put of one record gets a buffer of its size).
+    left: usize,
+}
+
+impl Default for Packer {
+    /// A packer for records to come in any number: buffers of [`PACK_BUFFER`].
+    fn default() -> Self {
+        Self {
+            buffer: BytesMut::new(),
+            left: usize::MAX,
+        }
+    }
 }
 
 impl Packer {
+    /// A packer for records of these partition key and data lengths, in bytes (an
+    /// estimate: records left out just leave their room unused).
+    pub(crate) fn for_records(lengths: impl IntoIterator<Item = (usize, usize)>) -> Self {
+        let left = lengths
+            .into_iter()
+            .map(|(key, data)| key + if data <= PACKED_DATA_MAX { data } else { 0 })
+            .sum();
+        Self {
+            buffer: BytesMut::new(),
+            left,
+        }
+    }
+
     /// A record's key, and its data if small, copied together.
     fn pack(&mut self, key: &[u8], data: Bytes) -> Body {
         let large = data.len() > PACKED_DATA_MAX;
         let copied: &[u8] = if large { &[] } else { &data };
         let len = key.len() + copied.len();
         if self.buffer.capacity() - self.buffer.len() < len {
-            self.buffer = BytesMut::with_capacity(PACK_BUFFER.max(len));
+            self.buffer = BytesMut::with_capacity(self.left.min(PACK_BUFFER).max(len));
         }
+        self.left = self.left.saturating_sub(len);
         self.buffer.extend_from_slice(key);
         self.buffer.extend_from_slice(copied);
         Body {
@@ -257,9 +278,9 @@ pub(super) fn add_capped(now: Instant, d: Duration) -> Instant {
 }
 
 impl Rec {
-    /// A record put at `arrival`, its key and data kept as given (the producer's
-    /// puts use [`packed`](Self::packed)); the pipeline gives it its deadlines when
-    /// it takes it in. Its id is its receipt's.
+    /// A record put at `arrival`, packed alone (the producer's puts pack the
+    /// records of a put together, [`packed`](Self::packed)); the pipeline gives it
+    /// its deadlines when it takes it in. Its id is its receipt's.
     #[cfg(test)]
     pub(crate) fn new(
         partition_key: String,
@@ -271,7 +292,7 @@ impl Rec {
         receipt: Receipt,
     ) -> Self {
         Self::packed(
-            &mut Packer::default(),
+            &mut Packer::for_records([(partition_key.len(), data.len())]),
             partition_key,
             explicit_hash_key,
             hash_key,
@@ -621,8 +642,12 @@ impl KRec {
         };
         let mut payload = self.data;
         let data = payload.ready();
-        let mut packer = Packer::default();
-        let mut admit = |m: Member, key: &str, explicit: Option<HashKey>, hash_key, data| {
+        let admit = |packer: &mut Packer,
+                     m: Member,
+                     key: &str,
+                     explicit: Option<HashKey>,
+                     hash_key,
+                     data| {
             let mut rec = Rec {
                 m,
                 body: packer.pack(key.as_bytes(), data),
@@ -646,7 +671,9 @@ impl KRec {
             let hash_key = self
                 .explicit_hash_key
                 .unwrap_or_else(|| HashKey::from_partition_key(&self.partition_key));
+            let mut packer = Packer::for_records([(self.partition_key.len(), data.len())]);
             let rec = admit(
+                &mut packer,
                 m,
                 &self.partition_key,
                 self.explicit_hash_key,
@@ -676,6 +703,11 @@ impl KRec {
         };
         let mut recs = Vec::with_capacity(members.len());
         let mut bad = None;
+        let mut packer = Packer::for_records(
+            decoded
+                .iter()
+                .map(|u| (u.partition_key.len(), u.data.len())),
+        );
         for (m, user) in members.into_iter().zip(decoded) {
             let explicit = match user.explicit_hash_key.map(HashKey::from_decimal) {
                 None => None,
@@ -688,7 +720,14 @@ impl KRec {
             let hash_key =
                 explicit.unwrap_or_else(|| HashKey::from_partition_key(user.partition_key));
             let user_data = data.slice_ref(user.data);
-            recs.push(admit(m, user.partition_key, explicit, hash_key, user_data));
+            recs.push(admit(
+                &mut packer,
+                m,
+                user.partition_key,
+                explicit,
+                hash_key,
+                user_data,
+            ));
         }
         match bad {
             None => Ok(recs),
@@ -854,10 +893,13 @@ mod tests {
         let epoch = Epoch::new(t0);
         let config = Config::builder().build().expect("config");
         let explicit = HashKey::from_decimal("42").expect("a hash key");
+        let large: Vec<u8> = (0..PACKED_DATA_MAX + 1).map(|i| i as u8).collect();
         let puts = [
             ("a", None, &b"one"[..]),
             ("b", Some(explicit), &b"two"[..]),
             ("a", None, &b""[..]),
+            ("c", None, &large[..]),
+            ("d", None, &large[..PACKED_DATA_MAX]),
         ];
         let mut builder = AggregateBuilder::new();
         let mut members = Vec::new();
@@ -872,11 +914,13 @@ mod tests {
             builder.add(user);
             members.push(rec.m);
         }
+        let mut payload = Payload::Unfinished(builder.encode_unfinished_aggregate(Vec::new()));
+        let aggregate = payload.ready();
         let krec = KRec {
             records: Contents::Sealed(members),
             partition_key: "a".into(),
             explicit_hash_key: None,
-            data: Payload::Unfinished(builder.encode_unfinished_aggregate(Vec::new())),
+            data: payload,
             shard: None,
             deadline: t0,
             expiration: t0,
@@ -887,8 +931,16 @@ mod tests {
         let Ok(recs) = krec.into_records(epoch, &config) else {
             panic!("an aggregate it made reads back");
         };
-        assert_eq!(recs.len(), 3);
+        assert_eq!(recs.len(), puts.len());
+        let within = |d: &[u8]| aggregate.as_ptr_range().contains(&d.as_ptr());
         for (i, (rec, (key, ehk, data))) in recs.iter().zip(puts).enumerate() {
+            // Large data stays a slice of the aggregate; small data is copied out
+            // of it (a retried record does not keep the whole aggregate alive).
+            assert_eq!(
+                within(rec.data()),
+                data.len() > PACKED_DATA_MAX,
+                "record {i}"
+            );
             assert_eq!(rec.id(), i as u64 + 7);
             assert_eq!(rec.key(), key);
             assert_eq!(rec.explicit_hash_key(), ehk);
@@ -900,6 +952,80 @@ mod tests {
             assert_eq!(rec.arrival(epoch), arrival);
             assert_eq!(rec.expiration, arrival + config.record_ttl);
         }
+    }
+
+    #[test]
+    fn a_raw_record_reads_back_as_the_record_put() {
+        use crate::completers::Receipt;
+
+        let t0 = Instant::now();
+        let epoch = Epoch::new(t0);
+        let config = Config::builder().build().expect("config");
+        let key = HashKey::from_partition_key("solo");
+        let rec = Rec::new(
+            "solo".into(),
+            None,
+            key,
+            Bytes::from_static(b"raw data"),
+            t0,
+            epoch,
+            Receipt::new(3),
+        );
+        let krec = KRec {
+            records: Contents::Sealed(vec![rec.m]),
+            partition_key: "solo".into(),
+            explicit_hash_key: None,
+            data: Payload::Ready(Bytes::from_static(b"raw data")),
+            shard: None,
+            deadline: t0,
+            expiration: t0,
+            aggregated: false,
+            released: None,
+            lock: None,
+        };
+        let Ok(recs) = krec.into_records(epoch, &config) else {
+            panic!("a raw record reads back");
+        };
+        let [rec] = &recs[..] else {
+            panic!("one record, not {}", recs.len());
+        };
+        assert_eq!(
+            (rec.id(), rec.key(), rec.data()),
+            (3, "solo", &b"raw data"[..])
+        );
+        assert_eq!(rec.hash_key, key);
+        assert_eq!(rec.bytes(), "solo".len() + "raw data".len());
+    }
+
+    #[test]
+    fn a_packer_for_some_records_makes_buffers_no_larger_than_they_need() {
+        // One record (a `put_record`, or a raw record read back for a retry): a
+        // buffer of its size, not PACK_BUFFER for a hundred bytes.
+        let mut packer = Packer::for_records([(5, 100)]);
+        let rec = packed(&mut packer, "key-1", Bytes::from(vec![1; 100]));
+        assert_eq!(rec.data(), vec![1; 100]);
+        assert_eq!(packer.buffer.capacity(), 0, "no spare room");
+        // Many: full buffers, then the last one of what is left; large data takes
+        // no room.
+        let lengths: Vec<(usize, usize)> = (0..2_000)
+            .map(|i| {
+                (
+                    format!("key-{i}").len(),
+                    if i == 7 { PACKED_DATA_MAX + 1 } else { 100 },
+                )
+            })
+            .collect();
+        let mut packer = Packer::for_records(lengths.iter().copied());
+        for (i, &(_, len)) in lengths.iter().enumerate() {
+            let rec = packed(&mut packer, &format!("key-{i}"), Bytes::from(vec![2; len]));
+            assert_eq!(rec.data().len(), len);
+            assert!(packer.buffer.capacity() <= PACK_BUFFER);
+        }
+        assert_eq!(packer.buffer.capacity(), 0, "no spare room at the end");
+        // Records left out leave their room unused, no more.
+        let mut packer = Packer::for_records([(1, 10), (1, 10)]);
+        packed(&mut packer, "k", Bytes::from(vec![3; 10]));
+        assert_eq!(packer.buffer.capacity(), 11);
     }
 
     #[test]
