@@ -172,8 +172,10 @@ pub(crate) struct Packer {
     left: usize,
 }
 
+#[cfg(test)]
 impl Default for Packer {
-    /// A packer for records to come in any number: buffers of [`PACK_BUFFER`].
+    /// A packer for records to come in any number: buffers of [`PACK_BUFFER`]
+    /// (the pipeline sizes its packers, [`Packer::for_records`]).
     fn default() -> Self {
         Self {
             buffer: BytesMut::new(),
