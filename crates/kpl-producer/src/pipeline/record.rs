@@ -190,7 +190,7 @@ impl Packer {
     pub(crate) fn for_records(lengths: impl IntoIterator<Item = (usize, usize)>) -> Self {
         let left = lengths
             .into_iter()
-            .map(|(key, data)| key + if data <= PACKED_DATA_MAX { data } else { 0 })
+            .map(|(key, data)| key + copied_len(data))
             .sum();
         Self {
             buffer: BytesMut::new(),
@@ -200,8 +200,8 @@ impl Packer {
 
     /// A record's key, and its data if small, copied together.
     fn pack(&mut self, key: &[u8], data: Bytes) -> Body {
-        let large = data.len() > PACKED_DATA_MAX;
-        let copied: &[u8] = if large { &[] } else { &data };
+        let copied = &data[..copied_len(data.len())];
+        let large = copied.len() < data.len();
         let len = key.len() + copied.len();
         if self.buffer.capacity() - self.buffer.len() < len {
             self.buffer = BytesMut::with_capacity(self.left.min(PACK_BUFFER).max(len));
@@ -215,6 +215,12 @@ impl Packer {
             large: large.then(|| Box::new(data)),
         }
     }
+}
+
+/// The bytes of data of this length a [`Packer`] copies: all of it if small,
+/// none if large.
+fn copied_len(data: usize) -> usize {
+    if data <= PACKED_DATA_MAX { data } else { 0 }
 }
 
 /// A user record's partition key and data: as packed ([`Packer`]), one slice of a
@@ -231,6 +237,10 @@ struct Body {
 impl Body {
     fn key(&self) -> &[u8] {
         &self.bytes[..self.key_len as usize]
+    }
+
+    fn key_buffer(&self) -> Bytes {
+        self.bytes.slice(..self.key_len as usize)
     }
 
     fn data(&self) -> &[u8] {
@@ -380,7 +390,7 @@ impl Rec {
 
     /// Its partition key's buffer (a reference to it).
     pub(super) fn key_buffer(&self) -> Bytes {
-        self.body.bytes.slice(..self.body.key_len as usize)
+        self.body.key_buffer()
     }
 
     /// Its partition key's UTF-8 bytes, as [`key`](Self::key) without the check.
@@ -414,7 +424,7 @@ impl Rec {
 
     /// An upper bound of what it adds to an aggregate's protobuf body.
     fn aggregate_bound(&self) -> usize {
-        aggregate_growth_bound(self.body.key_len as usize, self.data().len(), self.explicit)
+        aggregate_growth_bound(self.key_bytes().len(), self.data().len(), self.explicit)
     }
 }
 
@@ -631,8 +641,8 @@ impl KRec {
     }
 
     /// Its user records with their keys and data, read back from the encoded record
-    /// (copied out of it as a put's are, large data left a slice of it), admitted anew: to be routed and aggregated
-    /// again.
+    /// (copied out of it as a put's are, large data left a slice of it), admitted
+    /// anew: to be routed and aggregated again.
     pub(super) fn into_records(
         self,
         epoch: Epoch,
