@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use kpl::codec::{
     AGGREGATE_OVERHEAD, AggregateBuilder, HashKey, UnfinishedAggregate, UserRecord, deaggregate,
 };
@@ -562,6 +562,10 @@ fn hex_key(key: u64) -> String {
 /// Records made in chunks of this many, and put a chunk at a time.
 const CHUNK: usize = 1_000;
 
+/// Bytes of the blocks a chunk's record data is cut from (a record larger than
+/// this has a block of its own).
+const DATA_BLOCK: usize = 64 << 10;
+
 /// The bench's synthetic records: record `j` is its number (8 bytes, little
 /// endian) then dots up to `--size`, under a partition key drawn from
 /// `j % --key-space`.
@@ -575,27 +579,46 @@ struct Records {
 impl Records {
     /// The records `args` asks for.
     fn new(args: &Args) -> Self {
+        Self::of(args.records, args.size, args.key_space)
+    }
+
+    /// `records` records of `size` bytes, keys drawn from `key_space` (one per
+    /// record when `None`).
+    fn of(records: usize, size: usize, key_space: Option<u64>) -> Self {
         Self {
-            records: args.records,
-            size: args.size,
-            key_space: args.key_space.unwrap_or(args.records as u64).max(1),
-            filler: vec![b'.'; args.size.saturating_sub(8)],
+            records,
+            size,
+            key_space: key_space.unwrap_or(records as u64).max(1),
+            filler: vec![b'.'; size.saturating_sub(8)],
         }
     }
 
     /// Record number `j`.
     fn record(&self, j: usize) -> PutRecord {
-        let mut data = Vec::with_capacity(self.size.max(8));
-        data.extend_from_slice(&(j as u64).to_le_bytes());
-        data.extend_from_slice(&self.filler);
-        let key = SplitMix64::new(j as u64 % self.key_space).next_u64();
-        PutRecord::new(hex_key(key), Bytes::from(data))
+        self.record_in(j, &mut BytesMut::new())
     }
 
-    /// The chunk of records from number `from`.
+    /// Record number `j`, its data written at the end of `block` (a new block
+    /// when it has no room left for it) and split off it.
+    fn record_in(&self, j: usize, block: &mut BytesMut) -> PutRecord {
+        let len = self.size.max(8);
+        if block.capacity() - block.len() < len {
+            *block = BytesMut::with_capacity(len.max(DATA_BLOCK));
+        }
+        block.extend_from_slice(&(j as u64).to_le_bytes());
+        block.extend_from_slice(&self.filler);
+        let key = SplitMix64::new(j as u64 % self.key_space).next_u64();
+        PutRecord::new(hex_key(key), block.split().freeze())
+    }
+
+    /// The chunk of records from number `from`, their data slices of blocks of
+    /// [`DATA_BLOCK`] bytes (as lines read into a buffer are): one allocation per
+    /// block, not one per record to be made by the caller's thread and freed once
+    /// the producer has copied the data.
     fn chunk(&self, from: usize) -> Vec<PutRecord> {
+        let mut block = BytesMut::new();
         (from..(from + CHUNK).min(self.records))
-            .map(|j| self.record(j))
+            .map(|j| self.record_in(j, &mut block))
             .collect()
     }
 
@@ -1146,6 +1169,38 @@ mod tests {
     use kpl::runtime::SplitMix64;
 
     use super::*;
+
+    #[test]
+    fn a_chunk_holds_the_records_record_makes_cut_from_shared_blocks() {
+        // Sizes under 8 bytes (the record's number), in a block, and over one.
+        for size in [3, 100, 4097, DATA_BLOCK + 1] {
+            let records = Records::of(CHUNK + 10, size, Some(50));
+            let mut blocks = 0;
+            let mut last: Option<PutRecord> = None;
+            for from in [0, CHUNK] {
+                for (j, r) in (from..).zip(records.chunk(from)) {
+                    let alone = records.record(j);
+                    assert_eq!(
+                        r.partition_key, alone.partition_key,
+                        "size {size}, record {j}"
+                    );
+                    assert_eq!(r.data, alone.data, "size {size}, record {j}");
+                    assert_eq!(r.data.len(), size.max(8));
+                    // A record's data directly follows the one before it unless a
+                    // new block began.
+                    let follows = last.as_ref().is_some_and(|l| {
+                        l.data.as_ptr().wrapping_add(l.data.len()) == r.data.as_ptr()
+                    });
+                    blocks += usize::from(!follows);
+                    last = Some(r);
+                }
+                last = None;
+            }
+            let per_block = (DATA_BLOCK / size.max(8)).max(1);
+            let expected = CHUNK.div_ceil(per_block) + 10usize.div_ceil(per_block);
+            assert_eq!(blocks, expected, "size {size}: blocks");
+        }
+    }
 
     #[test]
     fn hex_keys_are_what_format_gives() {
