@@ -17,6 +17,7 @@ use crate::pipeline::{Rec, Settled};
 use crate::result::{
     Attempt, AttemptError, Attempts, ErrorCode, Queue, RecordId, RecordResult, Slot, fill,
 };
+use crate::written::Written;
 
 /// A record's place with its driver: its id (as the producer numbered it) and its
 /// key in the driver's [`Completers`] (given when the driver files it).
@@ -148,7 +149,7 @@ pub(crate) struct Completers {
     /// (dropped, as `None`, when none is; few at a time: usually one).
     queues: Vec<Option<(Arc<Queue>, usize)>>,
     /// Outcomes for queues of a round that goes to several: one batch per run.
-    batches: Vec<(u32, Vec<(RecordId, RecordResult)>)>,
+    batches: Vec<(u32, Written)>,
 }
 
 impl Completers {
@@ -248,7 +249,8 @@ impl Completers {
 
     /// Hands settled records their outcomes, noting each one's (id, bytes) in
     /// `resolved`. When every outcome goes to one queue (the usual case), the
-    /// pipeline's vector is handed over whole, without moving an outcome.
+    /// pipeline's outcomes are handed over whole, as written: each is made when
+    /// the queue's owner takes it.
     pub(crate) fn deliver(&mut self, settled: Settled, resolved: &mut Vec<(u64, usize)>) {
         let Settled { outcomes, receipts } = settled;
         if receipts.is_empty() {
@@ -292,12 +294,13 @@ impl Completers {
 
     /// Adds an outcome of queue `q` to this round's batches (a new batch when the
     /// last one is another queue's).
-    fn answered_later(&mut self, q: u32, outcome: (RecordId, RecordResult), room: usize) {
+    fn answered_later(&mut self, q: u32, (id, result): (RecordId, RecordResult), room: usize) {
         match self.batches.last_mut() {
-            Some((last, batch)) if *last == q => batch.push(outcome),
+            Some((last, batch)) if *last == q => batch.push(id, result),
             _ => {
-                let mut batch = Vec::with_capacity(room);
-                batch.push(outcome);
+                let mut batch = Written::default();
+                batch.reserve(room);
+                batch.push(id, result);
                 self.batches.push((q, batch));
             }
         }
@@ -379,7 +382,7 @@ mod tests {
     fn settled(recs: &[Rec]) -> Settled {
         let mut s = Settled::default();
         for r in recs {
-            s.outcomes.push((RecordId(r.receipt().id()), ok()));
+            s.outcomes.push(RecordId(r.receipt().id()), ok());
             s.receipts.push((10, r.receipt()));
         }
         s

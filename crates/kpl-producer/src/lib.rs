@@ -83,6 +83,7 @@ mod result;
 #[cfg(feature = "tokio")]
 mod sync;
 mod upload;
+mod written;
 
 pub use config::{Config, ConfigBuilder, ConfigError, ConfigErrorKind, IgnoredKey, ProxySettings};
 pub use events::{Event, EventSink, Summary};

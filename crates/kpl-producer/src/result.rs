@@ -6,6 +6,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::written::{Written, WrittenIter};
+
 /// The codes of the producer's own failures, as strings (the
 /// [`as_str`](ErrorCode::as_str) of [`ErrorCode::Expired`], [`ErrorCode::WrongShard`],
 /// [`ErrorCode::RecordCountMismatch`], [`ErrorCode::Shutdown`], [`ErrorCode::Internal`]
@@ -397,12 +399,12 @@ pub(crate) struct Slot {
 }
 
 /// Outcomes taken from an [`Outcomes`] queue, in the order they settled: an
-/// iterator of (id, outcome) that moves them out as it goes (the driver's batches
-/// are never copied into one).
+/// iterator of (id, outcome) that makes each as it goes, from the driver's batches
+/// as written (never copied into one; see `written.rs`).
 #[derive(Debug)]
 pub struct OutcomeBatch {
-    batches: std::vec::IntoIter<Vec<(RecordId, RecordResult)>>,
-    current: std::vec::IntoIter<(RecordId, RecordResult)>,
+    batches: std::vec::IntoIter<Written>,
+    current: WrittenIter,
     left: usize,
 }
 
@@ -412,7 +414,7 @@ impl OutcomeBatch {
         state.pending -= left;
         Self {
             batches: std::mem::take(&mut state.outcomes).into_iter(),
-            current: Vec::new().into_iter(),
+            current: WrittenIter::default(),
             left,
         }
     }
@@ -496,7 +498,7 @@ pub(crate) struct Queue {
 
 struct QueueState {
     /// Batches as the driver delivered them (not copied into one).
-    outcomes: Vec<Vec<(RecordId, RecordResult)>>,
+    outcomes: Vec<Written>,
     /// Outcomes in `outcomes`.
     count: usize,
     /// Records admitted whose outcome was not taken yet.
@@ -505,7 +507,7 @@ struct QueueState {
 }
 
 impl Queue {
-    pub(crate) fn push(&self, batch: Vec<(RecordId, RecordResult)>) {
+    pub(crate) fn push(&self, batch: Written) {
         let waker = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             state.count += batch.len();
@@ -845,8 +847,12 @@ mod tests {
         let outcomes = Outcomes::new();
         outcomes.admitted(5);
         let queue = outcomes.queue();
-        queue.push(vec![(RecordId(0), ok()), (RecordId(4), ok())]);
-        queue.push(vec![(RecordId(1), ok())]);
+        queue.push(
+            vec![(RecordId(0), ok()), (RecordId(4), ok())]
+                .into_iter()
+                .collect(),
+        );
+        queue.push(vec![(RecordId(1), ok())].into_iter().collect());
         assert_eq!(outcomes.pending(), 5);
         let batch = outcomes.take();
         assert_eq!(batch.len(), 3);
@@ -854,7 +860,7 @@ mod tests {
         assert_eq!(ids, vec![0, 4, 1]);
         assert_eq!(outcomes.pending(), 2);
         assert!(outcomes.take().is_empty());
-        queue.push(vec![(RecordId(3), ok())]);
+        queue.push(vec![(RecordId(3), ok())].into_iter().collect());
         let rest: Vec<_> = outcomes.wait(Duration::from_secs(1)).collect();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].0, RecordId(3));

@@ -336,7 +336,7 @@ impl Aggregation {
         let first = batch[0].hash_key;
         // A record routed by its key's MD5 brings the hash the encoder's key table
         // needs; a batch with an explicit hash key in it is hashed by the encoder.
-        let hashed = batch.iter().all(|r| !r.explicit);
+        let hashed = batch.iter().all(|r| !r.explicit());
         // Its checksum is written with the others of its request (four at a time).
         let data = self.encoder.encode_unfinished(
             &batch,
@@ -626,7 +626,7 @@ impl StreamPipeline {
         let (back, waited): (Vec<Rec>, Vec<Rec>) = ordered
             .take_unknown()
             .into_iter()
-            .partition(|r| r.lock.is_some());
+            .partition(|r| r.lock().is_some());
         for rec in back.into_iter().chain(moved) {
             self.route(rec, now);
         }

@@ -164,7 +164,7 @@ impl Ordered {
                 slot
             }
         };
-        let returned = rec.lock.take().is_some();
+        let returned = rec.take_lock().is_some();
         let queue = &mut self.queues[slot];
         if queue.recs.is_empty() {
             self.busy.push(slot);
@@ -175,7 +175,7 @@ impl Ordered {
     /// Queues `rec`, whose shard is not known, until the map comes; a record that
     /// came back keeps its lock meanwhile (its range stays held).
     pub(super) fn push_unknown(&mut self, rec: Rec) {
-        let returned = rec.lock.is_some();
+        let returned = rec.lock().is_some();
         self.unknown.push(rec, returned);
     }
 
@@ -197,7 +197,7 @@ impl Ordered {
             .recs
             .drain(..)
             .partition(|r| r.expiration <= now);
-        let returned = kept.iter().filter(|r| r.lock.is_some()).count();
+        let returned = kept.iter().filter(|r| r.lock().is_some()).count();
         self.unknown.bytes = kept.iter().map(Item::size).sum();
         self.unknown.recs = kept.into();
         self.unknown.returned = returned;
@@ -324,7 +324,7 @@ impl Ordered {
             while let Some(r) = q.recs.front() {
                 let bound = r.size();
                 let s = if keys.contains(r.key_bytes()) {
-                    aggregate_growth_bound(0, r.data().len(), r.explicit)
+                    aggregate_growth_bound(0, r.data().len(), r.explicit())
                 } else {
                     bound
                 };

@@ -16,6 +16,7 @@ use super::ordered::Lock;
 use crate::completers::Receipt;
 use crate::config::Config;
 use crate::result::{Attempt, AttemptError, ErrorCode};
+use crate::written::FirstTry;
 
 /// The fixed instant a record's arrival counts from, in nanoseconds (a `u64` of
 /// them spans five centuries): a waiting record keeps 8 bytes of time, not 16.
@@ -46,6 +47,24 @@ pub(super) struct RequestClock {
 }
 
 impl RequestClock {
+    /// What the user records of a Kinesis record stored by this request share
+    /// (its shard and sequence number there), for those stored by their first
+    /// attempt.
+    pub(super) fn first_try(&self, shard_id: &Arc<str>, sequence_number: &Arc<str>) -> FirstTry {
+        FirstTry {
+            shard_id: shard_id.clone(),
+            sequence_number: sequence_number.clone(),
+            started: self.started,
+            started_at: self.started_at,
+            duration: self.duration,
+        }
+    }
+
+    /// When the request was sent.
+    pub(super) fn started(&self) -> Instant {
+        self.started
+    }
+
     /// A request sent at `started` and answered at `end`.
     pub(super) fn new(epoch: Epoch, started: Instant, end: Instant) -> Self {
         Self {
@@ -79,17 +98,12 @@ pub(crate) struct Member {
 /// [`Member`] and what routing and aggregating it takes. It derefs to its member.
 pub(crate) struct Rec {
     pub(super) m: Member,
-    /// Its partition key and data.
+    /// Its partition key and data, and what few records have.
     body: Body,
-    /// Whether `hash_key` is the user's explicit hash key (else the key's MD5).
-    pub(super) explicit: bool,
     pub(super) hash_key: HashKey,
     /// Set by the pipeline when it admits the record ([`Rec::admit`]).
     pub(super) deadline: Instant,
     pub(super) expiration: Instant,
-    /// In ordered mode, the lock of the range of the Kinesis record it was in, while
-    /// it is on its way back to a queue (see `ordered`); `None` otherwise.
-    pub(super) lock: Option<Lock>,
 }
 
 impl std::ops::Deref for Rec {
@@ -212,7 +226,13 @@ impl Packer {
         Body {
             bytes: self.buffer.split().freeze(),
             key_len: u32::try_from(key.len()).expect("a partition key is short"),
-            large: large.then(|| Box::new(data)),
+            explicit: false,
+            rare: large.then(|| {
+                Box::new(Rare {
+                    large: Some(data),
+                    lock: None,
+                })
+            }),
         }
     }
 }
@@ -225,16 +245,36 @@ fn copied_len(data: usize) -> usize {
 
 /// A user record's partition key and data: as packed ([`Packer`]), one slice of a
 /// shared buffer holding the key's UTF-8 bytes and then the data, unless the data
-/// is large and kept as given (boxed: 8 bytes in every record for the few that
-/// have it).
+/// is large and kept as given (in [`Rare`]).
 struct Body {
-    /// The key, then the data unless `large` holds it.
+    /// The key, then the data unless `rare` holds it.
     bytes: Bytes,
     key_len: u32,
-    large: Option<Box<Bytes>>,
+    /// Whether the record's hash key is the user's explicit hash key (else its
+    /// key's MD5): here, where it takes no room of its own.
+    explicit: bool,
+    /// What few records have, boxed: 8 bytes in every record.
+    rare: Option<Box<Rare>>,
+}
+
+/// What few records have: large data (kept as given), and in ordered mode the lock
+/// of the range of the Kinesis record it was in, while it is on its way back to a
+/// queue (see `ordered`).
+///
+/// Kept out of the record so that a [`Rec`] stays within 128 bytes: a record is
+/// moved from stage to stage, and a move of up to 128 bytes is a few register
+/// moves where a larger one is a call to `memcpy`.
+#[derive(Default)]
+struct Rare {
+    large: Option<Bytes>,
+    lock: Option<Lock>,
 }
 
 impl Body {
+    fn large(&self) -> Option<&Bytes> {
+        self.rare.as_ref().and_then(|r| r.large.as_ref())
+    }
+
     fn key(&self) -> &[u8] {
         &self.bytes[..self.key_len as usize]
     }
@@ -244,7 +284,7 @@ impl Body {
     }
 
     fn data(&self) -> &[u8] {
-        match &self.large {
+        match self.large() {
             Some(large) => large,
             None => &self.bytes[self.key_len as usize..],
         }
@@ -252,7 +292,7 @@ impl Body {
 
     /// The data as a buffer of its own (a reference to it).
     fn data_buffer(&self) -> Bytes {
-        match &self.large {
+        match self.large() {
             Some(large) => Bytes::clone(large),
             None => self.bytes.slice(self.key_len as usize..),
         }
@@ -373,13 +413,35 @@ impl Rec {
                 size,
                 attempts: History::default(),
             },
-            body,
-            explicit: explicit_hash_key.is_some(),
+            body: Body {
+                explicit: explicit_hash_key.is_some(),
+                ..body
+            },
             hash_key,
             deadline: arrival,
             expiration: arrival,
-            lock: None,
         }
+    }
+
+    /// Whether its hash key is the user's explicit hash key (else its key's MD5).
+    pub(super) fn explicit(&self) -> bool {
+        self.body.explicit
+    }
+
+    /// In ordered mode, the lock of the range of the Kinesis record it was in,
+    /// while it is on its way back to a queue (see `ordered`); `None` otherwise.
+    pub(super) fn lock(&self) -> Option<&Lock> {
+        self.body.rare.as_ref().and_then(|r| r.lock.as_ref())
+    }
+
+    /// Sets its [`lock`](Self::lock).
+    pub(super) fn set_lock(&mut self, lock: Lock) {
+        self.body.rare.get_or_insert_with(Box::default).lock = Some(lock);
+    }
+
+    /// Takes its [`lock`](Self::lock) out.
+    pub(super) fn take_lock(&mut self) -> Option<Lock> {
+        self.body.rare.as_mut().and_then(|r| r.lock.take())
     }
 
     /// Its partition key.
@@ -419,12 +481,12 @@ impl Rec {
 
     /// The user's explicit hash key, if any.
     pub(super) fn explicit_hash_key(&self) -> Option<HashKey> {
-        self.explicit.then_some(self.hash_key)
+        self.explicit().then_some(self.hash_key)
     }
 
     /// An upper bound of what it adds to an aggregate's protobuf body.
     fn aggregate_bound(&self) -> usize {
-        aggregate_growth_bound(self.key_bytes().len(), self.data().len(), self.explicit)
+        aggregate_growth_bound(self.key_bytes().len(), self.data().len(), self.explicit())
     }
 }
 
@@ -442,6 +504,12 @@ impl Member {
     /// When it was put.
     pub(super) fn arrival(&self, epoch: Epoch) -> Instant {
         epoch.at(self.arrival)
+    }
+
+    /// When it was put, from the pipeline's epoch: if no attempt was made before
+    /// (an attempt now is its first).
+    pub(super) fn first_arrival(&self) -> Option<u64> {
+        (self.attempts.len() == 0).then_some(self.arrival)
     }
 
     /// When it expires: `record_ttl` after it was put.
@@ -662,12 +730,13 @@ impl KRec {
                      data| {
             let mut rec = Rec {
                 m,
-                body: packer.pack(key.as_bytes(), data),
-                explicit: explicit.is_some(),
+                body: Body {
+                    explicit: explicit.is_some(),
+                    ..packer.pack(key.as_bytes(), data)
+                },
                 hash_key,
                 deadline: epoch.0,
                 expiration: epoch.0,
-                lock: None,
             };
             rec.admit(config, epoch);
             rec
@@ -779,11 +848,13 @@ mod tests {
     #[test]
     fn a_waiting_record_stays_small() {
         // It is moved from stage to stage and held by the million: keep it at most
-        // 144 bytes (it was 192 with its history and key unboxed; 160 with a
+        // 128 bytes, which a move copies in registers (larger, a move is a call to
+        // `memcpy`). It was 192 with its history and key unboxed; 160 with a
         // completer of its own and its key boxed, then with its key a slice of its
         // put's buffer and its driver keeping where its outcome goes; 144 with its
-        // key and data one slice of that buffer).
-        assert!(size_of::<Rec>() <= 144, "{}", size_of::<Rec>());
+        // key and data one slice of that buffer; 128 with its ordered-mode lock
+        // boxed with its large data, and its explicit flag beside its key's length.
+        assert!(size_of::<Rec>() <= 128, "{}", size_of::<Rec>());
         // What stays of it once aggregated: 32 bytes (48 with its completer).
         assert!(size_of::<Member>() <= 32, "{}", size_of::<Member>());
     }

@@ -7,24 +7,25 @@ use std::sync::Arc;
 use crate::completers::Receipt;
 use crate::events::{Event, EventSink, Summary};
 use crate::result::{RecordId, RecordResult};
+use crate::written::{FirstTry, FirstTryIndex, Written};
 
 /// The user records settled since the last look, to be handed to whoever awaits
 /// them: their outcomes, and beside them (same order) where each goes.
 ///
 /// The outcomes are in the layout an [`Outcomes`](crate::Outcomes) queue takes: when
-/// they all go to one queue (the usual case), the vector is handed over whole,
-/// without moving an outcome.
+/// they all go to one queue (the usual case), they are handed over whole, without
+/// moving an outcome.
 #[derive(Default)]
 pub(crate) struct Settled {
-    /// (record id, outcome) of each.
-    pub(crate) outcomes: Vec<(RecordId, RecordResult)>,
+    /// (record id, outcome) of each, as written.
+    pub(crate) outcomes: Written,
     /// (bytes it counted for the outstanding caps, its receipt) of each.
     pub(crate) receipts: Vec<(usize, Receipt)>,
 }
 
 impl Settled {
     fn push(&mut self, size: usize, receipt: Receipt, result: RecordResult) {
-        self.outcomes.push((RecordId(receipt.id()), result));
+        self.outcomes.push(RecordId(receipt.id()), result);
         self.receipts.push((size, receipt));
     }
 
@@ -131,6 +132,30 @@ impl Report {
         self.settled.push(size, receipt, result);
     }
 
+    /// Keeps what the records stored by `first` share, for
+    /// [`settle_first_try`](Self::settle_first_try).
+    pub(super) fn first_try(&mut self, first: FirstTry) -> FirstTryIndex {
+        self.settled.outcomes.first_try(first)
+    }
+
+    /// A record put `arrival` after the epoch was stored by the first try `by` (an
+    /// index [`first_try`](Self::first_try) gave since the last
+    /// [`take`](Self::take)), for `receipt`; it counted `size` bytes.
+    #[inline]
+    pub(super) fn settle_first_try(
+        &mut self,
+        size: usize,
+        receipt: Receipt,
+        by: FirstTryIndex,
+        arrival: u64,
+    ) {
+        let settled = &mut self.settled;
+        settled
+            .outcomes
+            .push_first_try(RecordId(receipt.id()), by, arrival);
+        settled.receipts.push((size, receipt));
+    }
+
     /// Room for `n` more outcomes.
     pub(super) fn reserve(&mut self, n: usize) {
         self.settled.reserve(n);
@@ -182,17 +207,32 @@ mod tests {
     fn outcomes_are_taken_once_in_the_order_settled() {
         let mut r = Report::new(None);
         assert!(!r.listens());
+        let t0 = std::time::Instant::now();
         for id in [3, 1, 2] {
             let receipt = Receipt::new(id);
             r.settle(10 * id as usize, receipt, outcome(id != 1));
+            if id == 1 {
+                // A record stored by its first attempt, written by its parts.
+                let by = r.first_try(FirstTry {
+                    shard_id: "shard-a".into(),
+                    sequence_number: "7".into(),
+                    started: t0,
+                    started_at: 0,
+                    duration: std::time::Duration::ZERO,
+                });
+                r.settle_first_try(50, Receipt::new(5), by, 0);
+            }
         }
         let Settled { outcomes, receipts } = r.take("s");
+        let outcomes: Vec<(RecordId, RecordResult)> = outcomes.into_iter().collect();
         let ids: Vec<u64> = outcomes.iter().map(|(id, _)| id.0).collect();
-        assert_eq!(ids, [3, 1, 2]);
+        assert_eq!(ids, [3, 1, 5, 2]);
         assert!(!outcomes[1].1.is_success());
+        assert!(outcomes[2].1.is_success());
+        assert_eq!(outcomes[2].1.sequence_number.as_deref(), Some("7"));
         let sizes: Vec<usize> = receipts.iter().map(|(size, _)| *size).collect();
-        assert_eq!(sizes, [30, 10, 20]);
-        assert!(r.take("s").outcomes.is_empty(), "taken once");
+        assert_eq!(sizes, [30, 10, 50, 20]);
+        assert_eq!(r.take("s").outcomes.len(), 0, "taken once");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use super::shards::Landed;
 use super::verify::{SETTLE, ambiguous_attempt};
 use crate::events::Event;
 use crate::result::{Attempt, AttemptError, ErrorCode, RecordResult, codes};
+use crate::written::FirstTryIndex;
 
 /// A failed attempt shared by the user records of one Kinesis record.
 struct Failed<'a> {
@@ -202,8 +203,17 @@ impl StreamPipeline {
                     }
                     let clock = RequestClock::new(self.epoch, started, now);
                     if predicted_right || !k.aggregated {
-                        // A raw record is delivered wherever it lands.
+                        // A raw record is delivered wherever it lands. Those stored
+                        // by their first attempt (most) share its part of their
+                        // outcome, written once.
+                        let first = self
+                            .report
+                            .first_try(clock.first_try(&shard_arc, &sequence_number));
                         for m in k.into_members() {
+                            if let Some(arrival) = m.first_arrival() {
+                                self.succeed_first_try(m, &clock, &shard_arc, first, arrival);
+                                continue;
+                            }
                             let attempt = m.new_attempt(&clock, None, Some(&shard_arc), false);
                             self.succeed(m, Some(attempt), &shard_arc, &sequence_number);
                         }
@@ -338,7 +348,7 @@ impl StreamPipeline {
             Ok(mut recs) => {
                 if let Some(lock) = lock {
                     for r in &mut recs {
-                        r.lock = Some(lock.clone());
+                        r.set_lock(lock.clone());
                     }
                 }
                 recs
@@ -410,6 +420,36 @@ impl StreamPipeline {
                 attempts: rec.attempts.settle(last),
             },
         );
+    }
+
+    /// Settles a record stored by its first attempt, in a request timed by `clock`,
+    /// on `shard_id`; `first` holds what it shares with the other user records of
+    /// its Kinesis record, and it was put `arrival` after the epoch. Its outcome is
+    /// the one [`succeed`](Self::succeed) gives it with that attempt as `last`.
+    fn succeed_first_try(
+        &mut self,
+        rec: Member,
+        clock: &RequestClock,
+        shard_id: &Arc<str>,
+        first: FirstTryIndex,
+        arrival: u64,
+    ) {
+        if self.report.listens() {
+            let buffering = clock
+                .started()
+                .saturating_duration_since(rec.arrival(self.epoch));
+            self.report.stored(
+                self.stream.name(),
+                shard_id,
+                buffering.as_secs_f64() * 1e3,
+                0,
+                false,
+            );
+        }
+        let size = rec.bytes();
+        self.drain.stored(size);
+        self.report
+            .settle_first_try(size, rec.receipt(), first, arrival);
     }
 
     pub(super) fn fail(&mut self, rec: Member) {

@@ -167,6 +167,21 @@ impl Bench {
         }
     }
 
+    /// Puts one record under `key` now and sends it at once; the service throttles
+    /// it. Returns its id.
+    fn put_throttled_once(&mut self, key: &str) -> u64 {
+        let id = self.put(key, b"x");
+        self.p.handle_flush();
+        let (req, _) = puts(self.transmits()).remove(0);
+        self.p.handle_answer(
+            req,
+            Ok(PutRecordsResponse::new(vec![failed(THROTTLED)])),
+            self.now,
+        );
+        self.settle();
+        id
+    }
+
     /// Takes the outcomes settled so far; a record settled twice fails the test.
     fn settle(&mut self) {
         let settled = self.p.take_settled();
@@ -286,15 +301,7 @@ fn records_wait_for_the_first_map_and_leave_aggregated_per_shard_by_their_deadli
 fn a_throttled_record_is_retried_and_keeps_both_attempts() {
     let mut b = Bench::new(Config::builder());
     b.answer_listing(even_shards(1));
-    let id = b.put("k", b"x");
-    b.p.handle_flush();
-    let (req, _) = puts(b.transmits()).remove(0);
-    b.p.handle_answer(
-        req,
-        Ok(PutRecordsResponse::new(vec![failed(THROTTLED)])),
-        b.now,
-    );
-    b.settle();
+    let id = b.put_throttled_once("k");
     assert!(b.outcomes.is_empty(), "a throttled record is not settled");
     // It goes again later (after the limiter has slowed the shard).
     let mut resent = Vec::new();
@@ -782,4 +789,59 @@ fn a_record_over_1_mib_waits_for_the_streams_limit() {
             assert_eq!(r.error_code(), Some(&ErrorCode::RecordTooLarge));
         }
     }
+}
+
+#[test]
+fn records_stored_by_their_first_attempt_get_the_outcome_that_attempt_makes() {
+    let mut b = Bench::new(Config::builder());
+    b.answer_listing(even_shards(1));
+    // A record throttled once: its outcome keeps its history.
+    let retried = b.put_throttled_once("retried");
+    let early = b.put("early", b"x");
+    let put_early = b.now;
+    b.now += Duration::from_millis(30);
+    let late = b.put("late", b"x");
+    let put_late = b.now;
+    b.p.handle_flush();
+    let sent = b.next_puts();
+    let sent_at = b.now;
+    b.now += Duration::from_millis(7);
+    for (req, request) in sent {
+        b.p.handle_answer(req, Ok(all_ok(&request, 1)), b.now);
+    }
+    b.settle();
+    b.answer_until_settled(Vec::new(), &[retried], |r| all_ok(r, 1));
+    let shard: Arc<str> = "shardId-000000000000".into();
+    for (id, put_at) in [(early, put_early), (late, put_late)] {
+        let r = &b.outcomes[&id];
+        let expected = RecordResult {
+            success: true,
+            shard_id: Some(shard.clone()),
+            sequence_number: r.sequence_number.clone(),
+            attempts: crate::result::Attempts::one(crate::result::Attempt {
+                started: sent_at,
+                delay: sent_at - put_at,
+                duration: Duration::from_millis(7),
+                shard_id: Some(shard.clone()),
+                outcome: Ok(()),
+            }),
+        };
+        assert_eq!(*r, expected, "record {id}");
+    }
+    // One aggregate: one sequence number, shared.
+    let (e, l) = (&b.outcomes[&early], &b.outcomes[&late]);
+    assert!(e.sequence_number.is_some());
+    assert!(Arc::ptr_eq(
+        e.sequence_number.as_ref().expect("stored"),
+        l.sequence_number.as_ref().expect("stored")
+    ));
+    let r = &b.outcomes[&retried];
+    assert!(r.is_success());
+    assert_eq!(r.attempts.len(), 2);
+    assert_eq!(
+        r.attempts[0].error_code(),
+        Some(&ErrorCode::from(THROTTLED))
+    );
+    assert_eq!(r.attempts[1].shard_id, Some(shard));
+    assert!(b.p.is_idle());
 }
