@@ -6,14 +6,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kpl::codec::{
     AGGREGATE_OVERHEAD, AggregateBuilder, HashKey, UnfinishedAggregate, UserRecord, deaggregate,
 };
 use kpl::runtime::{Runtime, SplitMix64, Timer, TokioTimer};
 use kpl::sim::Simulator;
 use kpl::transport::{AwsTransport, Transport};
-use kpl::{Outcomes, Producer, PutRecord, RecordFuture, RecordId};
+use kpl::{Outcomes, Producer, PutRecord, PutRecordRef, RecordFuture, RecordId};
 use serde_json::json;
 
 use crate::settings::{ProducerArgs, cpu_and_peak_memory, resident_memory};
@@ -547,24 +547,54 @@ fn max_user_record_size_key() -> &'static str {
 /// Bytes of a bench record's partition key.
 const KEY_LEN: usize = 16;
 
-/// `key` as 16 lowercase hex digits (what `format!("{key:016x}")` gives), written
-/// straight into a string of exactly that length: the formatting machinery cost
-/// the generator a second allocation and about 300 instructions per record.
+/// `key` as 16 lowercase hex digits (what `format!("{key:016x}")` gives).
 fn hex_key(key: u64) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(KEY_LEN);
+    push_hex_key(&mut out, key);
+    out
+}
+
+/// Appends `key` as [`hex_key`] writes it, without the formatting machinery (it
+/// cost the generator an allocation and about 300 instructions per record).
+fn push_hex_key(out: &mut String, key: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for shift in (0..KEY_LEN).rev() {
         out.push(char::from(DIGITS[((key >> (shift * 4)) & 0xf) as usize]));
     }
-    out
 }
 
 /// Records made in chunks of this many, and put a chunk at a time.
 const CHUNK: usize = 1_000;
 
-/// Bytes of the blocks a chunk's record data is cut from (a record larger than
-/// this has a block of its own).
-const DATA_BLOCK: usize = 64 << 10;
+/// A chunk of the bench's records as a caller holding records in buffers of its
+/// own has them: every key in one string, every record's data in one buffer. Put
+/// as [`PutRecordRef`]s, copied once when admitted, with no allocation per record.
+struct Chunk {
+    /// [`KEY_LEN`] bytes per record.
+    keys: String,
+    /// `len` bytes per record.
+    data: Vec<u8>,
+    len: usize,
+}
+
+impl Chunk {
+    /// How many records it holds.
+    fn records(&self) -> usize {
+        self.keys.len() / KEY_LEN
+    }
+
+    /// Its records, borrowed.
+    fn refs(&self) -> Vec<PutRecordRef<'_>> {
+        (0..self.records())
+            .map(|k| {
+                PutRecordRef::new(
+                    &self.keys[k * KEY_LEN..(k + 1) * KEY_LEN],
+                    &self.data[k * self.len..(k + 1) * self.len],
+                )
+            })
+            .collect()
+    }
+}
 
 /// The bench's synthetic records: record `j` is its number (8 bytes, little
 /// endian) then dots up to `--size`, under a partition key drawn from
@@ -593,39 +623,44 @@ impl Records {
         }
     }
 
+    /// Record number `j`'s partition key.
+    fn key(&self, j: usize) -> u64 {
+        SplitMix64::new(j as u64 % self.key_space).next_u64()
+    }
+
+    /// Record number `j`'s data: appended to `out`.
+    fn data_into(&self, j: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(j as u64).to_le_bytes());
+        out.extend_from_slice(&self.filler);
+    }
+
     /// Record number `j`.
     fn record(&self, j: usize) -> PutRecord {
-        self.record_in(j, &mut BytesMut::new())
+        let mut data = Vec::with_capacity(self.size.max(8));
+        self.data_into(j, &mut data);
+        PutRecord::new(hex_key(self.key(j)), data)
     }
 
-    /// Record number `j`, its data written at the end of `block` (a new block
-    /// when it has no room left for it) and split off it.
-    fn record_in(&self, j: usize, block: &mut BytesMut) -> PutRecord {
+    /// The chunk of records from number `from`.
+    fn chunk(&self, from: usize) -> Chunk {
+        let to = (from + CHUNK).min(self.records);
         let len = self.size.max(8);
-        if block.capacity() - block.len() < len {
-            *block = BytesMut::with_capacity(len.max(DATA_BLOCK));
+        let mut chunk = Chunk {
+            keys: String::with_capacity((to - from) * KEY_LEN),
+            data: Vec::with_capacity((to - from) * len),
+            len,
+        };
+        for j in from..to {
+            push_hex_key(&mut chunk.keys, self.key(j));
+            self.data_into(j, &mut chunk.data);
         }
-        block.extend_from_slice(&(j as u64).to_le_bytes());
-        block.extend_from_slice(&self.filler);
-        let key = SplitMix64::new(j as u64 % self.key_space).next_u64();
-        PutRecord::new(hex_key(key), block.split().freeze())
-    }
-
-    /// The chunk of records from number `from`, their data slices of blocks of
-    /// [`DATA_BLOCK`] bytes (as lines read into a buffer are): one allocation per
-    /// block, not one per record to be made by the caller's thread and freed once
-    /// the producer has copied the data.
-    fn chunk(&self, from: usize) -> Vec<PutRecord> {
-        let mut block = BytesMut::new();
-        (from..(from + CHUNK).min(self.records))
-            .map(|j| self.record_in(j, &mut block))
-            .collect()
+        chunk
     }
 
     /// Every chunk, made before the clock starts so the figures are the
     /// producer's (and the embedded simulator's), not the generator's; none when
     /// they are made while putting.
-    fn made_before_the_clock(&self, while_putting: bool) -> VecDeque<Vec<PutRecord>> {
+    fn made_before_the_clock(&self, while_putting: bool) -> VecDeque<Chunk> {
         if while_putting {
             Default::default()
         } else {
@@ -710,12 +745,18 @@ impl Tally {
             *o = this;
         }
         if let (Some(first), Some(last)) = (r.attempts.first(), r.attempts.last()) {
-            let arrival = first
-                .started
-                .checked_sub(first.delay)
-                .unwrap_or(first.started);
-            self.latencies
-                .record((last.started + last.duration).saturating_duration_since(arrival));
+            // From the put (the first attempt's delay counts from it) to the end of
+            // the last attempt; durations only, for a record with one attempt.
+            let between = match r.attempts.len() {
+                1 => Duration::ZERO,
+                _ => last.started.saturating_duration_since(first.started),
+            };
+            self.latencies.record(
+                first
+                    .delay
+                    .saturating_add(between)
+                    .saturating_add(last.duration),
+            );
         }
     }
 }
@@ -728,7 +769,7 @@ async fn put_all(
     args: &Args,
     bench: &Harness,
     records: &Records,
-    mut made: VecDeque<Vec<PutRecord>>,
+    mut made: VecDeque<Chunk>,
     started: Instant,
     tally: &mut Tally,
 ) -> anyhow::Result<(usize, Option<u64>)> {
@@ -743,22 +784,27 @@ async fn put_all(
     // Records put so far (record i is the next).
     let mut i = 0;
     for from in (0..args.records).step_by(CHUNK) {
-        let mut chunk = made.pop_front().unwrap_or_else(|| records.chunk(from));
-        while !chunk.is_empty() {
+        let chunk = made.pop_front().unwrap_or_else(|| records.chunk(from));
+        let refs = chunk.refs();
+        let mut left = &refs[..];
+        while !left.is_empty() {
             // At a rate: the records due by now, at least the next one (waited
             // for), so the offered load follows the rate however low it is.
             let mut batch = match rate {
                 Some(rate) => {
                     tokio::time::sleep_until(due(started, i, rate).into()).await;
                     let due_now = (started.elapsed().as_secs_f64() * rate) as usize + 1;
-                    let rest = chunk.split_off(due_now.saturating_sub(i).clamp(1, chunk.len()));
-                    std::mem::replace(&mut chunk, rest)
+                    let (batch, rest) =
+                        left.split_at(due_now.saturating_sub(i).clamp(1, left.len()));
+                    left = rest;
+                    batch
                 }
-                None => std::mem::take(&mut chunk),
+                None => std::mem::take(&mut left),
             };
             if args.futures {
+                let owned = batch.iter().map(PutRecordRef::to_owned).collect();
                 for r in producer
-                    .put_records(stream, batch)
+                    .put_records(stream, owned)
                     .await
                     .map_err(one_line)?
                 {
@@ -775,8 +821,9 @@ async fn put_all(
                 let kpl::Admitted {
                     results: ids, rest, ..
                 } = producer
-                    .try_put_records_to(stream, batch, &outcomes)
+                    .try_put_record_refs_to(stream, batch, &outcomes)
                     .map_err(one_line)?;
+                let taken = ids.len();
                 for id in ids {
                     let id = id.map_err(one_line)?;
                     let first = *first_id.get_or_insert(id.0);
@@ -789,7 +836,7 @@ async fn put_all(
                 if let Some(first) = rest.first() {
                     producer.wait_for_room(stream, first.size()).await;
                 }
-                batch = rest;
+                batch = &batch[taken..];
             }
         }
     }
@@ -1171,34 +1218,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_chunk_holds_the_records_record_makes_cut_from_shared_blocks() {
-        // Sizes under 8 bytes (the record's number), in a block, and over one.
-        for size in [3, 100, 4097, DATA_BLOCK + 1] {
+    fn a_chunk_holds_the_records_record_makes_in_one_buffer_of_keys_and_one_of_data() {
+        // Sizes under 8 bytes (the record's number), small, and large.
+        for size in [3, 100, 70_000] {
             let records = Records::of(CHUNK + 10, size, Some(50));
-            let mut blocks = 0;
-            let mut last: Option<PutRecord> = None;
             for from in [0, CHUNK] {
-                for (j, r) in (from..).zip(records.chunk(from)) {
+                let chunk = records.chunk(from);
+                let refs = chunk.refs();
+                assert_eq!(refs.len(), (CHUNK + 10 - from).min(CHUNK));
+                for (k, (j, r)) in (from..).zip(&refs).enumerate() {
                     let alone = records.record(j);
-                    assert_eq!(
-                        r.partition_key, alone.partition_key,
-                        "size {size}, record {j}"
-                    );
-                    assert_eq!(r.data, alone.data, "size {size}, record {j}");
+                    assert_eq!(r.to_owned(), alone, "size {size}, record {j}");
                     assert_eq!(r.data.len(), size.max(8));
-                    // A record's data directly follows the one before it unless a
-                    // new block began.
-                    let follows = last.as_ref().is_some_and(|l| {
-                        l.data.as_ptr().wrapping_add(l.data.len()) == r.data.as_ptr()
-                    });
-                    blocks += usize::from(!follows);
-                    last = Some(r);
+                    // Each record's key and data directly follow the one's before.
+                    if let Some(before) = k.checked_sub(1).map(|b| &refs[b]) {
+                        let after = |s: &[u8]| s.as_ptr().wrapping_add(s.len());
+                        assert_eq!(
+                            after(before.partition_key.as_bytes()),
+                            r.partition_key.as_ptr()
+                        );
+                        assert_eq!(after(before.data), r.data.as_ptr());
+                    }
                 }
-                last = None;
             }
-            let per_block = (DATA_BLOCK / size.max(8)).max(1);
-            let expected = CHUNK.div_ceil(per_block) + 10usize.div_ceil(per_block);
-            assert_eq!(blocks, expected, "size {size}: blocks");
         }
     }
 

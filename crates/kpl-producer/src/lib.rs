@@ -94,7 +94,9 @@ pub use kpl_transport as transport;
 pub use metrics::MetricsExporter;
 pub use metrics::{Metric, MetricName, MetricsGranularity, MetricsLevel, MetricsRecorder};
 pub use pipeline::VerifyStats;
-pub use producer::{Admitted, Hold, Producer, ProducerBuilder, PutError, PutErrorKind, PutRecord};
+pub use producer::{
+    Admitted, Hold, Producer, ProducerBuilder, PutError, PutErrorKind, PutRecord, PutRecordRef,
+};
 pub use result::{
     Attempt, AttemptError, Attempts, ErrorCode, OutcomeBatch, Outcomes, RecordFuture, RecordId,
     RecordResult, codes,

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::driver::{Command, Worker};
 use crate::events::EventSink;
 use crate::metrics::{Metric, MetricName, MetricsLevel, MetricsRecorder, Tee};
-use crate::pipeline::{Epoch, Packer, Rec, VerifyStats, drain_limit};
+use crate::pipeline::{Body, Epoch, Packer, Rec, VerifyStats, drain_limit};
 use crate::result::{Outcomes, RecordFuture, RecordId, slot};
 use crate::upload::{MetricsUploader, UploadHandle, UploadStats};
 
@@ -154,12 +154,110 @@ impl PutRecord {
     }
 }
 
+/// One record for [`Producer::try_put_record_refs_to`]: borrowed from the caller,
+/// whose key and data are copied once, when the record is admitted (a
+/// [`PutRecord`]'s large data is kept as given instead). For callers whose records
+/// already sit in buffers of their own (lines read, a batch from another
+/// language): no allocation per record on the way in.
+///
+/// ```
+/// use kpl_producer::PutRecordRef;
+///
+/// let line = "user-1\thello";
+/// let (key, data) = line.split_once('\t').unwrap();
+/// let record = PutRecordRef::new(key, data.as_bytes());
+/// assert_eq!(record.size(), 11);
+/// assert_eq!(record.explicit_hash_key("42").explicit_hash_key, Some("42"));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PutRecordRef<'a> {
+    /// The partition key.
+    pub partition_key: &'a str,
+    /// The data.
+    pub data: &'a [u8],
+    /// The explicit hash key (decimal), if any.
+    pub explicit_hash_key: Option<&'a str>,
+}
+
+impl<'a> PutRecordRef<'a> {
+    /// A record without an explicit hash key.
+    pub fn new(partition_key: &'a str, data: &'a [u8]) -> Self {
+        Self {
+            partition_key,
+            data,
+            explicit_hash_key: None,
+        }
+    }
+
+    /// Routes the record by this explicit hash key, as
+    /// [`PutRecord::explicit_hash_key`] does.
+    pub fn explicit_hash_key(mut self, key: &'a str) -> Self {
+        self.explicit_hash_key = Some(key);
+        self
+    }
+
+    /// What it counts against the outstanding caps: data and partition key bytes.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+
+    /// The record as an owned [`PutRecord`] (its key and data copied).
+    pub fn to_owned(&self) -> PutRecord {
+        PutRecord {
+            partition_key: self.partition_key.to_owned(),
+            data: Bytes::copy_from_slice(self.data),
+            explicit_hash_key: self.explicit_hash_key.map(str::to_owned),
+        }
+    }
+}
+
+/// A record a put takes: owned ([`PutRecord`]) or borrowed ([`PutRecordRef`]).
+trait Admissible {
+    fn partition_key(&self) -> &str;
+    fn explicit_hash_key(&self) -> Option<&str>;
+    fn data_len(&self) -> usize;
+    /// Its key and data as the pipeline holds them.
+    fn pack(self, packer: &mut Packer) -> Body;
+}
+
+impl Admissible for PutRecord {
+    fn partition_key(&self) -> &str {
+        &self.partition_key
+    }
+    fn explicit_hash_key(&self) -> Option<&str> {
+        self.explicit_hash_key.as_deref()
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+    fn pack(self, packer: &mut Packer) -> Body {
+        packer.pack(self.partition_key.as_bytes(), self.data)
+    }
+}
+
+impl Admissible for PutRecordRef<'_> {
+    fn partition_key(&self) -> &str {
+        self.partition_key
+    }
+    fn explicit_hash_key(&self) -> Option<&str> {
+        self.explicit_hash_key
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+    fn pack(self, packer: &mut Packer) -> Body {
+        packer.pack_slice(self.partition_key.as_bytes(), self.data)
+    }
+}
+
 struct Inner {
     shared: Arc<Shared>,
     metrics: Option<Arc<MetricsRecorder>>,
     upload: Option<UploadHandle>,
     limits: RecordLimits,
     workers: Mutex<HashMap<StreamId, mpsc::UnboundedSender<Command>>>,
+    /// The id of the next record admitted: written under the shared lock only (read
+    /// without it by a flush, for the records put before it).
     next_id: AtomicU64,
     closed: AtomicBool,
     /// Set (under `workers`) when `shutdown` tells the workers its timeout passed:
@@ -171,8 +269,11 @@ struct Inner {
 /// What a put that does not wait let in ([`Producer::try_put_records`],
 /// [`Producer::try_put_records_to`], and the same on
 /// [`SyncProducer`](crate::SyncProducer)).
+///
+/// `R` is the kind of record put: [`PutRecord`], or [`PutRecordRef`] for
+/// [`Producer::try_put_record_refs_to`].
 #[derive(Debug)]
-pub struct Admitted<T> {
+pub struct Admitted<T, R = PutRecord> {
     /// One per record taken, in order: its handle (a [`RecordFuture`] or a
     /// [`RecordId`]), or why that record was refused (an invalid record: the
     /// others still go in).
@@ -180,7 +281,7 @@ pub struct Admitted<T> {
     /// The records from the first that did not fit on, untouched (empty when every
     /// record was taken): put them again once there is room
     /// ([`Producer::wait_for_room`]).
-    pub rest: Vec<PutRecord>,
+    pub rest: Vec<R>,
     /// What held [`rest`](Self::rest) back: `Some` exactly when it is not empty.
     pub held_by: Option<Hold>,
 }
@@ -219,9 +320,9 @@ impl fmt::Display for Hold {
 /// What [`Producer::admit`] took in: the stream, what was let in (each record's
 /// result, the rest and what held it), and the records admitted (not handed to the
 /// pipeline yet).
-struct Admission<T> {
+struct Admission<T, R> {
     stream_id: StreamId,
-    admitted: Admitted<T>,
+    admitted: Admitted<T, R>,
     recs: Vec<Rec>,
 }
 
@@ -506,6 +607,45 @@ impl Producer {
         records: Vec<PutRecord>,
         outcomes: &Outcomes,
     ) -> Result<Admitted<RecordId>, PutError> {
+        self.put_to(stream, records, outcomes)
+    }
+
+    /// Like [`try_put_records_to`](Self::try_put_records_to), for records the caller
+    /// keeps ([`PutRecordRef`]): each admitted record's key and data are copied
+    /// once, here; none is allocated on the way in. The records held back come back
+    /// in [`Admitted::rest`] as they were given.
+    ///
+    /// ```
+    /// # async fn example(producer: kpl_producer::Producer) -> Result<(), kpl_producer::PutError> {
+    /// use kpl_producer::{Outcomes, PutRecordRef};
+    ///
+    /// let lines = "user-1 hello\nuser-2 world\n";
+    /// let records: Vec<PutRecordRef<'_>> = lines
+    ///     .lines()
+    ///     .filter_map(|l| l.split_once(' '))
+    ///     .map(|(key, data)| PutRecordRef::new(key, data.as_bytes()))
+    ///     .collect();
+    /// let outcomes = Outcomes::new();
+    /// let admitted = producer.try_put_record_refs_to("my-stream", &records, &outcomes)?;
+    /// assert_eq!(admitted.results.len() + admitted.rest.len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_put_record_refs_to<'a>(
+        &self,
+        stream: &str,
+        records: &[PutRecordRef<'a>],
+        outcomes: &Outcomes,
+    ) -> Result<Admitted<RecordId, PutRecordRef<'a>>, PutError> {
+        self.put_to(stream, records.iter().copied(), outcomes)
+    }
+
+    fn put_to<R: Admissible>(
+        &self,
+        stream: &str,
+        records: impl IntoIterator<Item = R>,
+        outcomes: &Outcomes,
+    ) -> Result<Admitted<RecordId, R>, PutError> {
         let admission = self.admit(stream, records, |id, _| RecordId(id))?;
         if !admission.recs.is_empty() {
             // Counted before any of them can settle.
@@ -567,12 +707,12 @@ impl Producer {
     /// handle `issue` makes of its id; returns their results, the rest
     /// from the first that did not fit and what held it, and the admitted records,
     /// not sent yet.
-    fn admit<T>(
+    fn admit<T, R: Admissible>(
         &self,
         stream: &str,
-        records: Vec<PutRecord>,
+        records: impl IntoIterator<Item = R>,
         mut issue: impl FnMut(u64, Instant) -> T,
-    ) -> Result<Admission<T>, PutError> {
+    ) -> Result<Admission<T, R>, PutError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(PutError::shutting_down());
         }
@@ -588,9 +728,9 @@ impl Producer {
             .map(|record| {
                 let keys = limits
                     .validate(
-                        &record.partition_key,
-                        record.explicit_hash_key.as_deref(),
-                        record.data.len(),
+                        record.partition_key(),
+                        record.explicit_hash_key(),
+                        record.data_len(),
                     )
                     // The hash key of a key without one comes below.
                     .map(|explicit| (explicit, explicit.unwrap_or(HashKey::new(0))));
@@ -604,7 +744,7 @@ impl Producer {
             prepared
                 .iter()
                 .filter(|(_, keys)| needs_hash(keys))
-                .map(|(record, _)| record.partition_key.as_str()),
+                .map(|(record, _)| record.partition_key()),
         );
         for ((_, keys), hash) in prepared
             .iter_mut()
@@ -621,7 +761,7 @@ impl Producer {
         let mut packer = Packer::for_records(
             prepared
                 .iter()
-                .map(|(record, _)| (record.partition_key.len(), record.data.len())),
+                .map(|(record, _)| (record.partition_key().len(), record.data_len())),
         );
         let mut rest = Vec::new();
         let mut held_by = None;
@@ -645,6 +785,9 @@ impl Producer {
                 .or_insert_with(|| StreamOutstanding::with_limit(drain_limit(config, 1, None)));
             let mut iter = prepared.into_iter();
             let mut joined = false;
+            // Ids are given under the lock, so a plain read here and one write after
+            // the loop (not an atomic add per record) keep them unique and in order.
+            let mut next_id = self.inner.next_id.load(Ordering::Relaxed);
             while let Some((record, keys)) = iter.next() {
                 let (explicit, hash_key) = match keys {
                     Ok(keys) => keys,
@@ -653,7 +796,7 @@ impl Producer {
                         continue;
                     }
                 };
-                let size = record.data.len() + record.partition_key.len();
+                let size = record.data_len() + record.partition_key().len();
                 // The caller waits while the pipeline catches up, too.
                 let hold = if over_caps(config, *total_records, *total_bytes, 1, size) {
                     Some(Hold::Caps)
@@ -671,25 +814,25 @@ impl Producer {
                     held_by = hold;
                     break;
                 }
-                let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+                let id = next_id;
+                next_id += 1;
                 *total_records += 1;
                 *total_bytes += size;
                 m.admit(id, now, joined);
                 joined = true;
                 m.bytes += size;
                 let handle = issue(id, now);
-                recs.push(Rec::packed(
-                    &mut packer,
-                    record.partition_key,
+                recs.push(Rec::of_body(
+                    record.pack(&mut packer),
                     explicit,
                     hash_key,
-                    record.data,
                     now,
                     self.inner.shared.epoch,
                     Receipt::new(id),
                 ));
                 results.push(Ok(handle));
             }
+            self.inner.next_id.store(next_id, Ordering::Relaxed);
             // Handed to the pipeline by the caller right after this.
             m.ingesting += recs.len();
         }

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::events::EventSink;
 use crate::metrics::{Metric, MetricName};
 use crate::pipeline::VerifyStats;
-use crate::producer::{Admitted, Producer, ProducerBuilder, PutError, PutRecord};
+use crate::producer::{Admitted, Producer, ProducerBuilder, PutError, PutRecord, PutRecordRef};
 use crate::result::{Outcomes, RecordFuture, RecordId};
 use crate::upload::{MetricsUploader, UploadStats};
 
@@ -209,6 +209,19 @@ impl SyncProducer {
     ) -> Result<Admitted<RecordId>, PutError> {
         self.producer()
             .try_put_records_to(stream, records, outcomes)
+    }
+
+    /// Like [`try_put_records_to`](Self::try_put_records_to), for records the caller
+    /// keeps, copied once when admitted, as [`Producer::try_put_record_refs_to`]
+    /// does.
+    pub fn try_put_record_refs_to<'a>(
+        &self,
+        stream: &str,
+        records: &[PutRecordRef<'a>],
+        outcomes: &Outcomes,
+    ) -> Result<Admitted<RecordId, PutRecordRef<'a>>, PutError> {
+        self.producer()
+            .try_put_record_refs_to(stream, records, outcomes)
     }
 
     /// Blocks until a record of `bytes` (data and partition key) would be let into

@@ -1,7 +1,8 @@
 //! The put API, one method per need, each with its contract (kpl-sim on virtual
 //! time): `put_record` waits for room and gives a future, `put_records` does the
 //! same for a batch, `try_put_records` never waits and says what held the rest
-//! back, `try_put_records_to` puts the outcomes on a queue.
+//! back, `try_put_records_to` puts the outcomes on a queue, and
+//! `try_put_record_refs_to` does so for borrowed records.
 
 // Tests hand record futures out of simulated tasks on purpose.
 #![allow(clippy::async_yields_async)]
@@ -11,7 +12,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kpl_producer::{Admitted, Config, Hold, Outcomes, Producer, PutErrorKind, PutRecord};
+use kpl_codec::deaggregate;
+use kpl_producer::{
+    Admitted, Config, Hold, Outcomes, Producer, PutErrorKind, PutRecord, PutRecordRef,
+};
 use kpl_runtime::{Simulation, Timer};
 use kpl_sim::Simulator;
 
@@ -218,4 +222,82 @@ fn try_put_records_to_puts_each_outcome_on_the_queue_once() {
     settled.sort();
     assert_eq!(settled, ids, "each admitted record once");
     assert_eq!(user_records(&kinesis, "a"), 25);
+}
+
+#[test]
+fn try_put_record_refs_to_copies_each_record_it_takes_and_hands_back_the_rest() {
+    let (sim, kinesis, producer) = capped(10);
+    let outcomes = Outcomes::new();
+    // Small data, data over the packer's 4 KiB, an explicit hash key, an invalid
+    // record (no key): one buffer of keys and one of data, as a caller holds them.
+    let keys: String = (0..12).map(|i| format!("key-{i:02}")).collect();
+    let mut data = Vec::new();
+    let sizes: Vec<usize> = (0..12)
+        .map(|i| if i == 5 { 5_000 } else { 10 + i })
+        .collect();
+    for (i, size) in sizes.iter().enumerate() {
+        data.extend((0..*size).map(|j| (i * 31 + j) as u8));
+    }
+    let expected: Vec<(String, Vec<u8>)>;
+    let (results, held_by) = {
+        let mut at = 0;
+        let refs: Vec<PutRecordRef<'_>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, size)| {
+                let key = if i == 3 { "" } else { &keys[i * 6..i * 6 + 6] };
+                let r = PutRecordRef::new(key, &data[at..at + size]);
+                at += size;
+                if i == 7 { r.explicit_hash_key("42") } else { r }
+            })
+            .collect();
+        expected = refs
+            .iter()
+            .take(11)
+            .filter(|r| !r.partition_key.is_empty())
+            .map(|r| (r.partition_key.to_owned(), r.data.to_vec()))
+            .collect();
+        let admitted = producer
+            .try_put_record_refs_to("a", &refs, &outcomes)
+            .unwrap();
+        // Held back: the last, as it was given.
+        assert_eq!(admitted.rest, vec![refs[11]]);
+        (admitted.results, admitted.held_by)
+    };
+    // The caller's buffers are its own again: the producer copied what it took.
+    drop(keys);
+    drop(data);
+    assert_eq!(held_by, Some(Hold::Caps));
+    assert_eq!(results.len(), 11);
+    assert!(results[3].as_ref().is_err_and(|e| e.is_invalid()));
+    assert_eq!(outcomes.pending(), 10);
+    let o = outcomes.clone();
+    let settled = sim
+        .block_on(async move {
+            producer.flush().await;
+            let mut settled = Vec::new();
+            while o.pending() > 0 {
+                settled.extend(o.next().await);
+            }
+            settled
+        })
+        .unwrap();
+    assert_eq!(settled.len(), 10);
+    assert!(settled.iter().all(|(_, r)| r.is_success()));
+    let mut stored: Vec<(String, Vec<u8>)> = kinesis
+        .records("a")
+        .unwrap()
+        .iter()
+        .flat_map(|k| {
+            deaggregate(&k.partition_key, None, &k.data)
+                .unwrap()
+                .into_iter()
+                .map(|u| (u.partition_key.to_owned(), u.data.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    stored.sort();
+    let mut expected = expected;
+    expected.sort();
+    assert_eq!(stored, expected, "each record taken stored once, as put");
 }

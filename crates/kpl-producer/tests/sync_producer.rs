@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use kpl_producer::{
     Admitted, Config, ErrorCode, Hold, MetricName, MetricsBatch, MetricsLevel, MetricsUploader,
-    Outcomes, PutRecord, SyncProducer, UploadFuture, UploadStats,
+    Outcomes, PutRecord, PutRecordRef, SyncProducer, UploadFuture, UploadStats,
 };
 use kpl_runtime::{Timer, TokioTimer};
 use kpl_sim::{Faults, Simulator};
@@ -196,6 +196,32 @@ fn try_put_records_to_hands_back_what_the_caps_hold() {
     assert_eq!((ids.len(), rest.len()), (10, 15));
     assert_eq!(held_by, Some(Hold::Caps));
     assert_eq!(rest[0].partition_key, "k10", "the rest untouched, in order");
+    producer.flush();
+    let settled: Vec<_> = outcomes.wait(Duration::from_secs(1)).collect();
+    assert_eq!(settled.len(), 10);
+    assert!(settled.iter().all(|(_, r)| r.is_success()));
+}
+
+#[test]
+fn try_put_record_refs_to_hands_back_what_the_caps_hold() {
+    let kinesis = kinesis();
+    let producer = SyncProducer::new(holding_at_most(10), Arc::new(kinesis.clone())).unwrap();
+    let outcomes = Outcomes::new();
+    let owned = records("k", 25);
+    let refs: Vec<PutRecordRef<'_>> = owned
+        .iter()
+        .map(|r| PutRecordRef::new(&r.partition_key, &r.data))
+        .collect();
+    let Admitted {
+        results: ids,
+        rest,
+        held_by,
+    } = producer
+        .try_put_record_refs_to("a", &refs, &outcomes)
+        .unwrap();
+    assert_eq!((ids.len(), rest.len()), (10, 15));
+    assert_eq!(held_by, Some(Hold::Caps));
+    assert_eq!(rest, refs[10..], "the rest untouched, in order");
     producer.flush();
     let settled: Vec<_> = outcomes.wait(Duration::from_secs(1)).collect();
     assert_eq!(settled.len(), 10);

@@ -49,6 +49,7 @@
 //! | many records, waiting for room | [`Producer::put_records`] | a [`RecordFuture`] (or the record's [`PutError`]) each, in order |
 //! | never wait | [`Producer::try_put_records`] | [`Admitted`]: a [`RecordFuture`] per record let in, the rest untouched, and the [`Hold`] that kept it back |
 //! | outcomes in bulk | [`Producer::try_put_records_to`] | [`Admitted`] with a [`RecordId`] per record; the outcomes in batches on an [`Outcomes`] queue |
+//! | outcomes in bulk, records the caller keeps | [`Producer::try_put_record_refs_to`] | the same, for [`PutRecordRef`]s: keys and data copied once, when admitted, with no allocation per record on the way in |
 //!
 //! [`Producer::wait_for_room`] waits for what held records back; with it, the `try_`
 //! calls are the waiting ones in steps.
@@ -90,8 +91,9 @@ pub use kpl_producer::{
     Admitted, Attempt, AttemptError, Attempts, Config, ConfigBuilder, ConfigError, ConfigErrorKind,
     ErrorCode, Event, EventSink, Hold, IgnoredKey, Metric, MetricName, MetricsBatch,
     MetricsGranularity, MetricsLevel, MetricsRecorder, MetricsUploader, OutcomeBatch, Outcomes,
-    Producer, ProducerBuilder, ProxySettings, PutError, PutErrorKind, PutRecord, RecordFuture,
-    RecordId, RecordResult, Summary, UploadError, UploadFuture, UploadStats, VerifyStats, codes,
+    Producer, ProducerBuilder, ProxySettings, PutError, PutErrorKind, PutRecord, PutRecordRef,
+    RecordFuture, RecordId, RecordResult, Summary, UploadError, UploadFuture, UploadStats,
+    VerifyStats, codes,
 };
 
 #[cfg(feature = "tokio")]

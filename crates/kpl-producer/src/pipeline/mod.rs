@@ -67,7 +67,7 @@ pub(crate) use drain::drain_limit;
 use flights::Flights;
 use lifecycle::{Lifecycle, Stages};
 use record::KRec;
-pub(crate) use record::{Epoch, Packer, Rec};
+pub(crate) use record::{Body, Epoch, Packer, Rec};
 use report::Report;
 pub(crate) use report::Settled;
 use retry::RetryQueue;

@@ -212,10 +212,28 @@ impl Packer {
         }
     }
 
-    /// A record's key, and its data if small, copied together.
-    fn pack(&mut self, key: &[u8], data: Bytes) -> Body {
-        let copied = &data[..copied_len(data.len())];
-        let large = copied.len() < data.len();
+    /// A record's key, and its data if small, copied together (large data is kept
+    /// as given).
+    pub(crate) fn pack(&mut self, key: &[u8], data: Bytes) -> Body {
+        if copied_len(data.len()) < data.len() {
+            self.put(key, &[], Some(data))
+        } else {
+            self.put(key, &data, None)
+        }
+    }
+
+    /// A record's key and data, borrowed: copied, as [`pack`](Self::pack) copies
+    /// them (and large data into a buffer of its own).
+    pub(crate) fn pack_slice(&mut self, key: &[u8], data: &[u8]) -> Body {
+        if copied_len(data.len()) < data.len() {
+            self.put(key, &[], Some(Bytes::copy_from_slice(data)))
+        } else {
+            self.put(key, data, None)
+        }
+    }
+
+    /// `key` and `copied` copied together, `large` (the data, if large) kept.
+    fn put(&mut self, key: &[u8], copied: &[u8], large: Option<Bytes>) -> Body {
         let len = key.len() + copied.len();
         if self.buffer.capacity() - self.buffer.len() < len {
             self.buffer = BytesMut::with_capacity(self.left.min(PACK_BUFFER).max(len));
@@ -227,7 +245,7 @@ impl Packer {
             bytes: self.buffer.split().freeze(),
             key_len: u32::try_from(key.len()).expect("a partition key is short"),
             explicit: false,
-            rare: large.then(|| {
+            rare: large.map(|data| {
                 Box::new(Rare {
                     large: Some(data),
                     lock: None,
@@ -246,7 +264,7 @@ fn copied_len(data: usize) -> usize {
 /// A user record's partition key and data: as packed ([`Packer`]), one slice of a
 /// shared buffer holding the key's UTF-8 bytes and then the data, unless the data
 /// is large and kept as given (in [`Rare`]).
-struct Body {
+pub(crate) struct Body {
     /// The key, then the data unless `rare` holds it.
     bytes: Bytes,
     key_len: u32,
@@ -331,7 +349,7 @@ pub(super) fn add_capped(now: Instant, d: Duration) -> Instant {
 
 impl Rec {
     /// A record put at `arrival`, packed alone (the producer's puts pack the
-    /// records of a put together, [`packed`](Self::packed)); the pipeline gives it
+    /// records of a put together, [`of_body`](Self::of_body)); the pipeline gives it
     /// its deadlines when it takes it in. Its id is its receipt's.
     #[cfg(test)]
     pub(crate) fn new(
@@ -343,12 +361,11 @@ impl Rec {
         epoch: Epoch,
         receipt: Receipt,
     ) -> Self {
-        Self::packed(
-            &mut Packer::for_records([(partition_key.len(), data.len())]),
-            partition_key,
+        let mut packer = Packer::for_records([(partition_key.len(), data.len())]);
+        Self::of_body(
+            packer.pack(partition_key.as_bytes(), data),
             explicit_hash_key,
             hash_key,
-            data,
             arrival,
             epoch,
             receipt,
@@ -365,24 +382,21 @@ impl Rec {
         self.m.key = key;
     }
 
-    /// A record put at `arrival` whose key, and data if small, `packer` copies into
-    /// the buffers it shares among the records of one put: the caller's own
-    /// allocations are freed here, on the caller's thread, where freeing is cheap,
-    /// not one by one on the pipeline's (and a slice of a buffer the caller shares
-    /// among records, as `kpl put` hands lines over, lets go of it here).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn packed(
-        packer: &mut Packer,
-        partition_key: String,
+    /// A record put at `arrival` whose key, and data if small, a [`Packer`] copied
+    /// into the buffers it shares among the records of one put (`body`): the
+    /// caller's own allocations are freed then, on the caller's thread, where
+    /// freeing is cheap, not one by one on the pipeline's (and a slice of a buffer
+    /// the caller shares among records, as `kpl put` hands lines over, lets go of
+    /// it then).
+    pub(crate) fn of_body(
+        body: Body,
         explicit_hash_key: Option<HashKey>,
         hash_key: HashKey,
-        data: Bytes,
         arrival: Instant,
         epoch: Epoch,
         receipt: Receipt,
     ) -> Self {
-        let size = u32::try_from(data.len() + partition_key.len()).unwrap_or(u32::MAX);
-        let body = packer.pack(partition_key.as_bytes(), data);
+        let size = u32::try_from(body.key().len() + body.data().len()).unwrap_or(u32::MAX);
         Self::of(
             body,
             explicit_hash_key,
@@ -446,7 +460,7 @@ impl Rec {
 
     /// Its partition key.
     pub(super) fn key(&self) -> &str {
-        // Made of a `str` (see `new`, `packed` and `KRec::into_records`): always UTF-8.
+        // Made of a `str` (see `new`, `of_body` and `KRec::into_records`): always UTF-8.
         std::str::from_utf8(self.body.key()).expect("a partition key is copied from a str")
     }
 
@@ -862,12 +876,10 @@ mod tests {
     /// A record of `key` and `data`, packed by `packer`.
     fn packed(packer: &mut Packer, key: &str, data: Bytes) -> Rec {
         let t0 = Instant::now();
-        Rec::packed(
-            packer,
-            key.to_owned(),
+        Rec::of_body(
+            packer.pack(key.as_bytes(), data),
             None,
             HashKey::from_partition_key(key),
-            data,
             t0,
             Epoch::new(t0),
             Receipt::new(1),
