@@ -6,9 +6,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use kpl::codec::RecordLimits;
-use kpl::{Config, MetricName, OutcomeBatch, Outcomes, PutError, PutRecord, RecordResult};
+use kpl::{Config, MetricName, OutcomeBatch, Outcomes, PutError, PutRecordRef, RecordResult};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -448,33 +447,63 @@ impl Drop for Callback {
 }
 
 /// A record of Python's `(partition_key, data)` or `(partition_key, data,
-/// explicit_hash_key)`, data `bytes` or anything `bytes()` takes, copied once.
-fn record_of(item: &Bound<'_, PyAny>) -> PyResult<PutRecord> {
+/// explicit_hash_key)`, data `bytes` or anything `bytes()` takes: its Python
+/// objects, which the record borrows from ([`PyRecord::borrowed`]) while they are
+/// held here.
+struct PyRecord<'py> {
+    key: Bound<'py, PyString>,
+    data: Bound<'py, PyBytes>,
+    explicit: Option<Bound<'py, PyString>>,
+}
+
+impl PyRecord<'_> {
+    /// The record, borrowed from its Python objects (immutable: read without the
+    /// interpreter while they are held) and copied once, when the producer admits
+    /// it.
+    fn borrowed(&self) -> PyResult<PutRecordRef<'_>> {
+        let mut record = PutRecordRef::new(self.key.to_str()?, self.data.as_bytes());
+        if let Some(explicit) = &self.explicit {
+            record = record.explicit_hash_key(explicit.to_str()?);
+        }
+        Ok(record)
+    }
+}
+
+/// The Python objects of a record ([`PyRecord`]).
+fn py_record_of<'py>(item: &Bound<'py, PyAny>) -> PyResult<PyRecord<'py>> {
     let py = item.py();
     let fields = item.cast::<PyTuple>().map_err(|_| {
         PyTypeError::new_err("a record is a tuple (partition_key, data[, explicit_hash_key])")
     })?;
     let explicit = match fields.len() {
         2 => None,
-        3 => fields.get_item(2)?.extract()?,
+        3 => {
+            let explicit = fields.get_item(2)?;
+            match explicit.is_none() {
+                true => None,
+                false => Some(explicit.cast_into::<PyString>()?),
+            }
+        }
         n => {
             return Err(PyTypeError::new_err(format!(
                 "a record is (partition_key, data[, explicit_hash_key]), not {n} values"
             )));
         }
     };
-    let key: String = fields.get_item(0)?.extract()?;
+    let key = fields.get_item(0)?.cast_into::<PyString>()?;
     let data = fields.get_item(1)?;
-    let data = match data.cast::<PyBytes>() {
-        Ok(bytes) => Bytes::copy_from_slice(bytes.as_bytes()),
-        Err(_) => {
-            let bytes = py.get_type::<PyBytes>().call1((data,))?;
-            Bytes::copy_from_slice(bytes.cast::<PyBytes>()?.as_bytes())
-        }
+    let data = match data.cast_into::<PyBytes>() {
+        Ok(bytes) => bytes,
+        Err(e) => py
+            .get_type::<PyBytes>()
+            .call1((e.into_inner(),))?
+            .cast_into::<PyBytes>()?,
     };
-    let mut record = PutRecord::new(key, data);
-    record.explicit_hash_key = explicit;
-    Ok(record)
+    Ok(PyRecord {
+        key,
+        data,
+        explicit,
+    })
 }
 
 #[pymethods]
@@ -563,18 +592,23 @@ impl NativeProducer {
     fn put(
         &self,
         py: Python<'_>,
-        stream: String,
-        partition_key: String,
+        stream: &str,
+        partition_key: &Bound<'_, PyString>,
         data: &Bound<'_, PyBytes>,
-        explicit_hash_key: Option<String>,
+        explicit_hash_key: Option<&Bound<'_, PyString>>,
     ) -> PyResult<Option<u64>> {
         self.check()?;
-        let mut record = PutRecord::new(partition_key, Bytes::copy_from_slice(data.as_bytes()));
-        record.explicit_hash_key = explicit_hash_key;
+        let held = PyRecord {
+            key: partition_key.clone(),
+            data: data.clone(),
+            explicit: explicit_hash_key.cloned(),
+        };
+        let record = held.borrowed()?;
+        // Its data is copied once, in Rust, without the interpreter.
         let admitted = py
             .detach(|| {
                 self.producer
-                    .try_put_records_to(&stream, vec![record], &self.outcomes)
+                    .try_put_record_refs_to(stream, &[record], &self.outcomes)
             })
             .map_err(|e| put_error(&e))?;
         match admitted.results.into_iter().next() {
@@ -614,27 +648,33 @@ impl NativeProducer {
         records: &Bound<'_, PyList>,
     ) -> PyResult<Vec<u64>> {
         self.check()?;
-        let records = records
+        // The records' Python objects, held while Rust reads them, then each record
+        // borrowed from them: copied once, when admitted.
+        let held = records
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                record_of(&item)
+                py_record_of(&item)
+                    .map_err(|e| PyTypeError::new_err(format!("record {i}: {}", e.value(py))))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let records = held
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.borrowed()
                     .map_err(|e| PyTypeError::new_err(format!("record {i}: {}", e.value(py))))
             })
             .collect::<PyResult<Vec<_>>>()?;
         for (i, r) in records.iter().enumerate() {
             self.limits
-                .validate(
-                    &r.partition_key,
-                    r.explicit_hash_key.as_deref(),
-                    r.data.len(),
-                )
+                .validate(r.partition_key, r.explicit_hash_key, r.data.len())
                 .map_err(|e| PyValueError::new_err(format!("record {i}: {}", chain(&e))))?;
         }
         let admitted = py
             .detach(|| {
                 self.producer
-                    .try_put_records_to(&stream, records, &self.outcomes)
+                    .try_put_record_refs_to(&stream, &records, &self.outcomes)
             })
             .map_err(|e| put_error(&e))?;
         let ids = admitted
