@@ -377,7 +377,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let bench = Harness::build(args, &config)?;
     let records = Records::new(args);
     let per_record = records.encoded_bytes_per_record(bench.sim.as_ref(), &config)?;
-    let made = records.made_before_the_clock(args.generate_while_putting);
+    let made = records.made_before_the_clock(args.generate_while_putting, args.futures);
     let checking = bench.sim.is_some() && !args.no_check && !args.acknowledge_only;
     let (cpu0, _) = cpu_and_peak_memory();
     let started = Instant::now();
@@ -568,19 +568,22 @@ const CHUNK: usize = 1_000;
 
 /// A chunk of the bench's records as a caller holding records in buffers of its
 /// own has them: every key in one string, every record's data in one buffer. Put
-/// as [`PutRecordRef`]s, copied once when admitted, with no allocation per record.
+/// as [`PutRecordRef`]s, copied once when admitted, with no allocation per record;
+/// or, for `--futures` (whose puts take owned records), as [`PutRecord`]s.
 struct Chunk {
     /// [`KEY_LEN`] bytes per record.
     keys: String,
     /// `len` bytes per record.
     data: Vec<u8>,
     len: usize,
+    /// The records owned instead (then `keys` and `data` are empty).
+    owned: Vec<PutRecord>,
 }
 
 impl Chunk {
     /// How many records it holds.
     fn records(&self) -> usize {
-        self.keys.len() / KEY_LEN
+        self.keys.len() / KEY_LEN + self.owned.len()
     }
 
     /// Its records, borrowed.
@@ -641,14 +644,23 @@ impl Records {
         PutRecord::new(hex_key(self.key(j)), data)
     }
 
-    /// The chunk of records from number `from`.
-    fn chunk(&self, from: usize) -> Chunk {
+    /// The chunk of records from number `from`, `owned` or in buffers.
+    fn chunk(&self, from: usize, owned: bool) -> Chunk {
         let to = (from + CHUNK).min(self.records);
         let len = self.size.max(8);
+        if owned {
+            return Chunk {
+                keys: String::new(),
+                data: Vec::new(),
+                len,
+                owned: (from..to).map(|j| self.record(j)).collect(),
+            };
+        }
         let mut chunk = Chunk {
             keys: String::with_capacity((to - from) * KEY_LEN),
             data: Vec::with_capacity((to - from) * len),
             len,
+            owned: Vec::new(),
         };
         for j in from..to {
             push_hex_key(&mut chunk.keys, self.key(j));
@@ -660,13 +672,13 @@ impl Records {
     /// Every chunk, made before the clock starts so the figures are the
     /// producer's (and the embedded simulator's), not the generator's; none when
     /// they are made while putting.
-    fn made_before_the_clock(&self, while_putting: bool) -> VecDeque<Chunk> {
+    fn made_before_the_clock(&self, while_putting: bool, owned: bool) -> VecDeque<Chunk> {
         if while_putting {
             Default::default()
         } else {
             (0..self.records)
                 .step_by(CHUNK)
-                .map(|from| self.chunk(from))
+                .map(|from| self.chunk(from, owned))
                 .collect()
         }
     }
@@ -784,27 +796,28 @@ async fn put_all(
     // Records put so far (record i is the next).
     let mut i = 0;
     for from in (0..args.records).step_by(CHUNK) {
-        let chunk = made.pop_front().unwrap_or_else(|| records.chunk(from));
+        let mut chunk = made
+            .pop_front()
+            .unwrap_or_else(|| records.chunk(from, args.futures));
+        let mut owned = std::mem::take(&mut chunk.owned);
         let refs = chunk.refs();
         let mut left = &refs[..];
-        while !left.is_empty() {
+        while !left.is_empty() || !owned.is_empty() {
             // At a rate: the records due by now, at least the next one (waited
             // for), so the offered load follows the rate however low it is.
-            let mut batch = match rate {
+            let n = left.len() + owned.len();
+            let k = match rate {
                 Some(rate) => {
                     tokio::time::sleep_until(due(started, i, rate).into()).await;
                     let due_now = (started.elapsed().as_secs_f64() * rate) as usize + 1;
-                    let (batch, rest) =
-                        left.split_at(due_now.saturating_sub(i).clamp(1, left.len()));
-                    left = rest;
-                    batch
+                    due_now.saturating_sub(i).clamp(1, n)
                 }
-                None => std::mem::take(&mut left),
+                None => n,
             };
             if args.futures {
-                let owned = batch.iter().map(PutRecordRef::to_owned).collect();
+                let batch: Vec<PutRecord> = owned.drain(..k).collect();
                 for r in producer
-                    .put_records(stream, owned)
+                    .put_records(stream, batch)
                     .await
                     .map_err(one_line)?
                 {
@@ -817,6 +830,8 @@ async fn put_all(
                 }
                 continue;
             }
+            let (mut batch, rest) = left.split_at(k);
+            left = rest;
             while !batch.is_empty() {
                 let kpl::Admitted {
                     results: ids, rest, ..
@@ -1223,12 +1238,17 @@ mod tests {
         for size in [3, 100, 70_000] {
             let records = Records::of(CHUNK + 10, size, Some(50));
             for from in [0, CHUNK] {
-                let chunk = records.chunk(from);
+                let chunk = records.chunk(from, false);
                 let refs = chunk.refs();
+                // The same records owned, for `--futures`.
+                let owned = records.chunk(from, true);
+                assert_eq!(owned.records(), refs.len());
+                let made: Vec<PutRecord> = refs.iter().map(PutRecordRef::to_record).collect();
+                assert_eq!(owned.owned, made, "size {size}");
                 assert_eq!(refs.len(), (CHUNK + 10 - from).min(CHUNK));
                 for (k, (j, r)) in (from..).zip(&refs).enumerate() {
                     let alone = records.record(j);
-                    assert_eq!(r.to_owned(), alone, "size {size}, record {j}");
+                    assert_eq!(r.to_record(), alone, "size {size}, record {j}");
                     assert_eq!(r.data.len(), size.max(8));
                     // Each record's key and data directly follow the one's before.
                     if let Some(before) = k.checked_sub(1).map(|b| &refs[b]) {

@@ -202,7 +202,7 @@ impl<'a> PutRecordRef<'a> {
     }
 
     /// The record as an owned [`PutRecord`] (its key and data copied).
-    pub fn to_owned(&self) -> PutRecord {
+    pub fn to_record(&self) -> PutRecord {
         PutRecord {
             partition_key: self.partition_key.to_owned(),
             data: Bytes::copy_from_slice(self.data),
@@ -785,8 +785,8 @@ impl Producer {
                 .or_insert_with(|| StreamOutstanding::with_limit(drain_limit(config, 1, None)));
             let mut iter = prepared.into_iter();
             let mut joined = false;
-            // Ids are given under the lock, so a plain read here and one write after
-            // the loop (not an atomic add per record) keep them unique and in order.
+            // Ids are given under the lock, so a plain read and write (not an atomic
+            // add per record) keep them unique and in order.
             let mut next_id = self.inner.next_id.load(Ordering::Relaxed);
             while let Some((record, keys)) = iter.next() {
                 let (explicit, hash_key) = match keys {
@@ -816,6 +816,7 @@ impl Producer {
                 }
                 let id = next_id;
                 next_id += 1;
+                self.inner.next_id.store(next_id, Ordering::Relaxed);
                 *total_records += 1;
                 *total_bytes += size;
                 m.admit(id, now, joined);
@@ -832,7 +833,6 @@ impl Producer {
                 ));
                 results.push(Ok(handle));
             }
-            self.inner.next_id.store(next_id, Ordering::Relaxed);
             // Handed to the pipeline by the caller right after this.
             m.ingesting += recs.len();
         }

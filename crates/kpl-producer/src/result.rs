@@ -274,10 +274,19 @@ pub struct RecordResult {
 /// assert!(attempts.is_empty());
 /// assert_eq!(attempts.iter().count(), 0);
 /// ```
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, Default)]
 pub struct Attempts(AttemptsRepr);
 
-#[derive(Clone, PartialEq, Eq)]
+/// Equal when they hold equal attempts, however each holds them.
+impl PartialEq for Attempts {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Attempts {}
+
+#[derive(Clone)]
 enum AttemptsRepr {
     One(Attempt),
     Many(Vec<Attempt>),
@@ -401,11 +410,18 @@ pub(crate) struct Slot {
 /// Outcomes taken from an [`Outcomes`] queue, in the order they settled: an
 /// iterator of (id, outcome) that makes each as it goes, from the driver's batches
 /// as written (never copied into one; see `written.rs`).
-#[derive(Debug)]
 pub struct OutcomeBatch {
     batches: std::vec::IntoIter<Written>,
     current: WrittenIter,
     left: usize,
+}
+
+impl std::fmt::Debug for OutcomeBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutcomeBatch")
+            .field("left", &self.left)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OutcomeBatch {

@@ -5,8 +5,10 @@
 //! shard, the sequence number, the request's start and length. [`Written`] keeps
 //! that shared part once per Kinesis record ([`FirstTry`]) and, per user record,
 //! its id and when it was put; a [`RecordResult`] is made only when the outcome is
-//! taken, on the taker's thread. Any other outcome (a retried record, a failure) is
-//! written whole.
+//! taken: by the owner of an [`Outcomes`](crate::Outcomes) queue, on its thread, or
+//! by the driver for a record's own future (and for a round whose records go to
+//! several queues, which it splits). Any other outcome (a retried record, a
+//! failure) is written whole, boxed.
 //!
 //! Rules: the outcomes come out in the order written, each once, and an outcome
 //! written by its parts equals the one a first attempt of the record makes

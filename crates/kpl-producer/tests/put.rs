@@ -238,7 +238,8 @@ fn try_put_record_refs_to_copies_each_record_it_takes_and_hands_back_the_rest() 
     for (i, size) in sizes.iter().enumerate() {
         data.extend((0..*size).map(|j| (i * 31 + j) as u8));
     }
-    let expected: Vec<(String, Vec<u8>)>;
+    type Stored = (String, Option<String>, Vec<u8>);
+    let expected: Vec<Stored>;
     let (results, held_by) = {
         let mut at = 0;
         let refs: Vec<PutRecordRef<'_>> = sizes
@@ -255,7 +256,10 @@ fn try_put_record_refs_to_copies_each_record_it_takes_and_hands_back_the_rest() 
             .iter()
             .take(11)
             .filter(|r| !r.partition_key.is_empty())
-            .map(|r| (r.partition_key.to_owned(), r.data.to_vec()))
+            .map(|r| {
+                let ehk = r.explicit_hash_key.map(str::to_owned);
+                (r.partition_key.to_owned(), ehk, r.data.to_vec())
+            })
             .collect();
         let admitted = producer
             .try_put_record_refs_to("a", &refs, &outcomes)
@@ -284,15 +288,19 @@ fn try_put_record_refs_to_copies_each_record_it_takes_and_hands_back_the_rest() 
         .unwrap();
     assert_eq!(settled.len(), 10);
     assert!(settled.iter().all(|(_, r)| r.is_success()));
-    let mut stored: Vec<(String, Vec<u8>)> = kinesis
+    let mut stored: Vec<Stored> = kinesis
         .records("a")
         .unwrap()
         .iter()
         .flat_map(|k| {
-            deaggregate(&k.partition_key, None, &k.data)
+            let ehk = k.explicit_hash_key.map(|h| h.to_string());
+            deaggregate(&k.partition_key, ehk.as_deref(), &k.data)
                 .unwrap()
                 .into_iter()
-                .map(|u| (u.partition_key.to_owned(), u.data.to_vec()))
+                .map(|u| {
+                    let ehk = u.explicit_hash_key.map(str::to_owned);
+                    (u.partition_key.to_owned(), ehk, u.data.to_vec())
+                })
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -300,4 +308,9 @@ fn try_put_record_refs_to_copies_each_record_it_takes_and_hands_back_the_rest() 
     let mut expected = expected;
     expected.sort();
     assert_eq!(stored, expected, "each record taken stored once, as put");
+    assert!(
+        stored
+            .iter()
+            .any(|(_, ehk, _)| ehk.as_deref() == Some("42"))
+    );
 }

@@ -479,9 +479,10 @@ fn py_record_of<'py>(item: &Bound<'py, PyAny>) -> PyResult<PyRecord<'py>> {
         2 => None,
         3 => {
             let explicit = fields.get_item(2)?;
-            match explicit.is_none() {
-                true => None,
-                false => Some(explicit.cast_into::<PyString>()?),
+            if explicit.is_none() {
+                None
+            } else {
+                Some(explicit.cast_into::<PyString>()?)
             }
         }
         n => {

@@ -453,9 +453,15 @@ impl Rec {
         self.body.rare.get_or_insert_with(Box::default).lock = Some(lock);
     }
 
-    /// Takes its [`lock`](Self::lock) out.
+    /// Takes its [`lock`](Self::lock) out (and the box that held it, unless it
+    /// holds large data too).
     pub(super) fn take_lock(&mut self) -> Option<Lock> {
-        self.body.rare.as_mut().and_then(|r| r.lock.take())
+        let rare = self.body.rare.as_mut()?;
+        let lock = rare.lock.take();
+        if rare.large.is_none() {
+            self.body.rare = None;
+        }
+        lock
     }
 
     /// Its partition key.
@@ -520,9 +526,9 @@ impl Member {
         epoch.at(self.arrival)
     }
 
-    /// When it was put, from the pipeline's epoch: if no attempt was made before
-    /// (an attempt now is its first).
-    pub(super) fn first_arrival(&self) -> Option<u64> {
+    /// When it was put, from the pipeline's epoch, if it has no attempt on record
+    /// (an attempt now is its first, or the only one that counts).
+    pub(super) fn arrival_if_no_attempt(&self) -> Option<u64> {
         (self.attempts.len() == 0).then_some(self.arrival)
     }
 
@@ -938,6 +944,44 @@ mod tests {
         assert!(!large_dropped.load(std::sync::atomic::Ordering::SeqCst));
         drop(rec);
         assert!(large_dropped.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[test]
+    fn borrowed_records_are_copied_whole_large_data_into_a_buffer_of_its_own() {
+        let mut packer = Packer::default();
+        let small = vec![5; 100];
+        let body = packer.pack_slice("k1".as_bytes(), &small);
+        assert_eq!((body.key(), body.data()), (&b"k1"[..], &small[..]));
+        assert!(body.rare.is_none(), "small data beside its key");
+        let large = vec![6; PACKED_DATA_MAX + 1];
+        let body = packer.pack_slice("k2".as_bytes(), &large);
+        assert_eq!((body.key(), body.data()), (&b"k2"[..], &large[..]));
+        assert_ne!(body.data().as_ptr(), large.as_ptr(), "copied");
+        assert!(body.large().is_some(), "large data in a buffer of its own");
+    }
+
+    #[test]
+    fn a_records_lock_and_large_data_share_one_box_and_each_stays_its_own() {
+        let mut packer = Packer::default();
+        let (large, _) = watched(PACKED_DATA_MAX + 1);
+        let mut big = packed(&mut packer, "k", large);
+        let mut small = packed(&mut packer, "k", Bytes::from_static(b"x"));
+        for rec in [&mut big, &mut small] {
+            assert!(rec.lock().is_none());
+            rec.set_lock(Lock::default());
+            assert!(rec.lock().is_some());
+        }
+        assert_eq!(
+            big.data(),
+            vec![7; PACKED_DATA_MAX + 1],
+            "the lock beside the data"
+        );
+        assert!(big.take_lock().is_some());
+        assert!(big.take_lock().is_none(), "taken once");
+        assert_eq!(big.data(), vec![7; PACKED_DATA_MAX + 1], "the data stays");
+        assert!(small.take_lock().is_some());
+        assert!(small.body.rare.is_none(), "an empty box is let go of");
+        assert_eq!(small.data(), b"x");
     }
 
     #[test]

@@ -210,7 +210,7 @@ impl StreamPipeline {
                             .report
                             .first_try(clock.first_try(&shard_arc, &sequence_number));
                         for m in k.into_members() {
-                            if let Some(arrival) = m.first_arrival() {
+                            if let Some(arrival) = m.arrival_if_no_attempt() {
                                 self.succeed_first_try(m, &clock, &shard_arc, first, arrival);
                                 continue;
                             }
