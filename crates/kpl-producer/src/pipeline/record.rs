@@ -60,9 +60,10 @@ impl RequestClock {
         }
     }
 
-    /// When the request was sent.
-    pub(super) fn started(&self) -> Instant {
-        self.started
+    /// From a record's arrival (from the pipeline's epoch) to the request's start:
+    /// the delay of the record's first attempt.
+    pub(super) fn since_arrival(&self, arrival: u64) -> Duration {
+        Duration::from_nanos(self.started_at.saturating_sub(arrival))
     }
 
     /// A request sent at `started` and answered at `end`.
@@ -578,7 +579,7 @@ impl Member {
         may_have_been_stored: bool,
     ) -> Attempt {
         let delay = match self.attempts.last() {
-            None => Duration::from_nanos(clock.started_at.saturating_sub(self.arrival)),
+            None => clock.since_arrival(self.arrival),
             Some(a) => clock
                 .started
                 .saturating_duration_since(a.started + a.duration),

@@ -205,13 +205,15 @@ impl StreamPipeline {
                     if predicted_right || !k.aggregated {
                         // A raw record is delivered wherever it lands. Those stored
                         // by their first attempt (most) share its part of their
-                        // outcome, written once.
-                        let first = self
-                            .report
-                            .first_try(clock.first_try(&shard_arc, &sequence_number));
+                        // outcome, written once (when the first of them settles).
+                        let mut first = None;
                         for m in k.into_members() {
                             if let Some(arrival) = m.arrival_if_no_attempt() {
-                                self.succeed_first_try(m, &clock, &shard_arc, first, arrival);
+                                let by = *first.get_or_insert_with(|| {
+                                    self.report
+                                        .first_try(clock.first_try(&shard_arc, &sequence_number))
+                                });
+                                self.succeed_first_try(m, &clock, &shard_arc, by, arrival);
                                 continue;
                             }
                             let attempt = m.new_attempt(&clock, None, Some(&shard_arc), false);
@@ -435,9 +437,7 @@ impl StreamPipeline {
         arrival: u64,
     ) {
         if self.report.listens() {
-            let buffering = clock
-                .started()
-                .saturating_duration_since(rec.arrival(self.epoch));
+            let buffering = clock.since_arrival(arrival);
             self.report.stored(
                 self.stream.name(),
                 shard_id,
