@@ -1,7 +1,8 @@
 //! MD5 as the format needs it, in two shapes the general-purpose `md-5` digest does
 //! not offer: one padded block compressed directly (a partition key), and four
-//! messages at once, lane by lane (four keys, or the aggregates of one request), so
-//! the CPU runs four independent chains of dependent additions instead of one.
+//! messages at once, lane by lane (four keys, or the aggregates of one request),
+//! written so that the compiler runs each operation on the four lanes as one SIMD
+//! instruction (this crate forbids `unsafe`, so no intrinsics): see [`compress4`].
 
 /// MD5's per-step constants (RFC 1321): `floor(|sin(i + 1)| * 2^32)`.
 const MD5_K: [u32; 64] = [
@@ -113,6 +114,21 @@ fn padding(tail: &[u8], len: usize) -> ([u8; 128], usize) {
     (buf, blocks)
 }
 
+/// The words of the one padded block of a message of at most 55 bytes (the
+/// message, the 0x80 marker, zeros and the length in bits), or `None` if it is
+/// longer.
+#[inline(always)]
+fn one_block_words(input: &[u8]) -> Option<[u32; 16]> {
+    if input.len() > 55 {
+        return None;
+    }
+    let mut block = [0u8; 64];
+    block[..input.len()].copy_from_slice(input);
+    block[input.len()] = 0x80;
+    block[56..].copy_from_slice(&((input.len() as u64) * 8).to_le_bytes());
+    Some(words(&block))
+}
+
 /// The digest of a final state.
 fn digest_of(state: [u32; 4]) -> [u8; 16] {
     let mut out = [0u8; 16];
@@ -122,10 +138,11 @@ fn digest_of(state: [u32; 4]) -> [u8; 16] {
     out
 }
 
-/// One block into the state.
+/// MD5's 64 steps over one block from `state`, reading the block's words through
+/// `word` (one message's block, or one lane of four): the new state.
 #[inline(always)]
-fn compress(state: &mut [u32; 4], m: &[u32; 16]) {
-    let [mut a, mut b, mut c, mut d] = *state;
+fn rounds(state: [u32; 4], word: impl Fn(usize) -> u32) -> [u32; 4] {
+    let [mut a, mut b, mut c, mut d] = state;
     // One step: the round's function `f` of b, c, d, then the rotation.
     macro_rules! step {
         (F, $i:expr, $g:expr, $s:expr) => { step!(@ d ^ (b & (c ^ d)), $i, $g, $s) };
@@ -137,7 +154,7 @@ fn compress(state: &mut [u32; 4], m: &[u32; 16]) {
             let sum = a
                 .wrapping_add(f)
                 .wrapping_add(MD5_K[$i])
-                .wrapping_add(m[$g]);
+                .wrapping_add(word($g));
             a = d;
             d = c;
             c = b;
@@ -145,9 +162,17 @@ fn compress(state: &mut [u32; 4], m: &[u32; 16]) {
         }};
     }
     md5_steps!(step);
-    for (s, v) in state.iter_mut().zip([a, b, c, d]) {
+    let mut out = state;
+    for (s, v) in out.iter_mut().zip([a, b, c, d]) {
         *s = s.wrapping_add(v);
     }
+    out
+}
+
+/// One block into the state.
+#[inline(always)]
+fn compress(state: &mut [u32; 4], m: &[u32; 16]) {
+    *state = rounds(*state, |g| m[g]);
 }
 
 /// MD5 of any input alone (`md-5`'s, a little faster than [`compress`] block by
@@ -162,111 +187,57 @@ pub(crate) fn digest(input: &[u8]) -> [u8; 16] {
 /// the time of hashing a short key on buffering and padding. `None` for longer
 /// input.
 pub(crate) fn one_block(input: &[u8]) -> Option<[u8; 16]> {
-    if input.len() > 55 {
-        return None;
-    }
-    let (block, _) = padding(input, input.len());
+    let m = one_block_words(input)?;
     let mut state = MD5_INIT;
-    compress(&mut state, &words(&block));
+    compress(&mut state, &m);
     Some(digest_of(state))
 }
 
-/// Four lanes of 32-bit words, one per message: written lane by lane, so that
-/// the compiler turns each operation into one SIMD instruction (SSE2 on x86-64).
-#[derive(Clone, Copy)]
-struct Lanes([u32; 4]);
+/// Four messages' states, word by word: `state[word][lane]`, lane `i` being
+/// message `i`.
+type States4 = [[u32; 4]; 4];
 
-impl Lanes {
-    #[inline(always)]
-    fn splat(v: u32) -> Self {
-        Self([v; 4])
-    }
-    #[inline(always)]
-    fn map2(self, o: Self, f: impl Fn(u32, u32) -> u32) -> Self {
-        let (a, b) = (self.0, o.0);
-        Self([f(a[0], b[0]), f(a[1], b[1]), f(a[2], b[2]), f(a[3], b[3])])
-    }
-    #[inline(always)]
-    fn add(self, o: Self) -> Self {
-        self.map2(o, u32::wrapping_add)
-    }
-    #[inline(always)]
-    fn and(self, o: Self) -> Self {
-        self.map2(o, |a, b| a & b)
-    }
-    #[inline(always)]
-    fn or(self, o: Self) -> Self {
-        self.map2(o, |a, b| a | b)
-    }
-    #[inline(always)]
-    fn xor(self, o: Self) -> Self {
-        self.map2(o, |a, b| a ^ b)
-    }
-    #[inline(always)]
-    fn not(self) -> Self {
-        let a = self.0;
-        Self([!a[0], !a[1], !a[2], !a[3]])
-    }
-    #[inline(always)]
-    fn rotl<const S: u32>(self) -> Self {
-        let a = self.0;
-        Self([
-            a[0].rotate_left(S),
-            a[1].rotate_left(S),
-            a[2].rotate_left(S),
-            a[3].rotate_left(S),
-        ])
-    }
-}
+/// One block of each of four messages, word by word: `m[word][lane]`.
+type Blocks4 = [[u32; 4]; 16];
 
-/// One block of each of four messages into their states (lane `i` is message `i`).
-#[inline(always)]
-fn compress4(state: &mut [Lanes; 4], m: &[Lanes; 16]) {
-    let [mut a, mut b, mut c, mut d] = *state;
-    macro_rules! step4 {
-        (F, $i:expr, $g:expr, $s:expr) => { step4!(@ d.xor(b.and(c.xor(d))), $i, $g, $s) };
-        (G, $i:expr, $g:expr, $s:expr) => { step4!(@ c.xor(d.and(b.xor(c))), $i, $g, $s) };
-        (H, $i:expr, $g:expr, $s:expr) => { step4!(@ b.xor(c).xor(d), $i, $g, $s) };
-        (I, $i:expr, $g:expr, $s:expr) => { step4!(@ c.xor(b.or(d.not())), $i, $g, $s) };
-        (@ $f:expr, $i:expr, $g:expr, $s:expr) => {{
-            let f: Lanes = $f;
-            let sum = a.add(f).add(Lanes::splat(MD5_K[$i])).add(m[$g]);
-            a = d;
-            d = c;
-            c = b;
-            b = b.add(sum.rotl::<$s>());
-        }};
-    }
-    md5_steps!(step4);
-    for (s, v) in state.iter_mut().zip([a, b, c, d]) {
-        *s = s.add(v);
+/// One block of each of four messages into their states. Written as a loop over
+/// the lanes, each lane the scalar [`rounds`], with every word of the four lanes
+/// side by side in memory: the compiler's loop vectorizer then runs the four
+/// lanes as one SIMD instruction per operation (SSE2 on x86-64, about three
+/// times the speed of one message at a time; the same steps written on a lane
+/// type of four words were left scalar).
+#[inline(never)]
+fn compress4(state: &mut States4, m: &Blocks4) {
+    for lane in 0..4 {
+        let old = [
+            state[0][lane],
+            state[1][lane],
+            state[2][lane],
+            state[3][lane],
+        ];
+        let new = rounds(old, |g| m[g][lane]);
+        for (word, value) in state.iter_mut().zip(new) {
+            word[lane] = value;
+        }
     }
 }
 
 /// The four lanes' states, split back into one state per message.
-fn unlanes(state: [Lanes; 4]) -> [[u32; 4]; 4] {
-    let mut out = [[0u32; 4]; 4];
-    for (lane, s) in out.iter_mut().enumerate() {
-        *s = state.map(|w| w.0[lane]);
-    }
-    out
+fn unlanes(state: States4) -> [[u32; 4]; 4] {
+    std::array::from_fn(|lane| state.map(|w| w[lane]))
 }
 
 /// MD5 of four messages of at most 55 bytes each at once (four lanes of the same
 /// one-block computation as [`one_block`]). `None` if one is longer.
 pub(crate) fn one_block_x4(inputs: [&[u8]; 4]) -> Option<[[u8; 16]; 4]> {
-    if inputs.iter().any(|i| i.len() > 55) {
-        return None;
-    }
     // The padded blocks' words, lane by lane.
-    let mut m = [Lanes::splat(0); 16];
+    let mut m: Blocks4 = [[0; 4]; 16];
     for (lane, input) in inputs.iter().enumerate() {
-        let (block, _) = padding(input, input.len());
-        for (word, value) in m.iter_mut().zip(words(&block)) {
-            word.0[lane] = value;
+        for (word, value) in m.iter_mut().zip(one_block_words(input)?) {
+            word[lane] = value;
         }
     }
-    let mut state = MD5_INIT.map(Lanes::splat);
+    let mut state: States4 = MD5_INIT.map(|w| [w; 4]);
     compress4(&mut state, &m);
     Some(unlanes(state).map(digest_of))
 }
@@ -298,12 +269,12 @@ fn digest_group(inputs: &[&[u8]], out: &mut [[u8; 16]]) {
     let mut sorted = total;
     sorted.sort_unstable();
     let (all, shared) = (sorted[0], sorted[2]);
-    let mut state = MD5_INIT.map(Lanes::splat);
-    let mut m = [Lanes::splat(0); 16];
+    let mut state: States4 = MD5_INIT.map(|w| [w; 4]);
+    let mut m: Blocks4 = [[0; 4]; 16];
     for b in 0..all {
         for lane in 0..4 {
             for (word, value) in m.iter_mut().zip(words(block(lane, b))) {
-                word.0[lane] = value;
+                word[lane] = value;
             }
         }
         compress4(&mut state, &m);
@@ -317,7 +288,7 @@ fn digest_group(inputs: &[&[u8]], out: &mut [[u8; 16]]) {
                 [0; 16]
             };
             for (word, value) in m.iter_mut().zip(w) {
-                word.0[lane] = value;
+                word[lane] = value;
             }
         }
         compress4(&mut state, &m);
