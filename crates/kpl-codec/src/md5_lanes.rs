@@ -101,21 +101,29 @@ fn words(block: &[u8]) -> [u32; 16] {
     m
 }
 
+/// Pads into `blocks` (one or two 64-byte blocks, zeroed) the end of a message of
+/// `len` bytes whose last `tail.len()` bytes are `tail`: those bytes, the 0x80
+/// marker, zeros and the length in bits in the last 8 bytes.
+#[inline(always)]
+fn pad_into(blocks: &mut [u8], tail: &[u8], len: usize) {
+    blocks[..tail.len()].copy_from_slice(tail);
+    blocks[tail.len()] = 0x80;
+    let end = blocks.len();
+    blocks[end - 8..].copy_from_slice(&((len as u64).wrapping_mul(8)).to_le_bytes());
+}
+
 /// The last one or two blocks of a message of `len` bytes whose last `tail.len()`
-/// (< 64) bytes are `tail`: those bytes, the 0x80 marker, zeros and the length in
-/// bits. Returns the buffer and how many blocks of it are used.
+/// (< 64) bytes are `tail` ([`pad_into`]). Returns the buffer and how many blocks
+/// of it are used.
 fn padding(tail: &[u8], len: usize) -> ([u8; 128], usize) {
     let mut buf = [0u8; 128];
-    buf[..tail.len()].copy_from_slice(tail);
-    buf[tail.len()] = 0x80;
     let blocks = if tail.len() < 56 { 1 } else { 2 };
-    buf[blocks * 64 - 8..blocks * 64]
-        .copy_from_slice(&((len as u64).wrapping_mul(8)).to_le_bytes());
+    pad_into(&mut buf[..blocks * 64], tail, len);
     (buf, blocks)
 }
 
-/// The words of the one padded block of a message of at most 55 bytes (the
-/// message, the 0x80 marker, zeros and the length in bits), or `None` if it is
+/// The words of the one padded block of a message of at most 55 bytes
+/// ([`pad_into`]; 64 bytes where [`padding`] makes 128), or `None` if it is
 /// longer.
 #[inline(always)]
 fn one_block_words(input: &[u8]) -> Option<[u32; 16]> {
@@ -123,9 +131,7 @@ fn one_block_words(input: &[u8]) -> Option<[u32; 16]> {
         return None;
     }
     let mut block = [0u8; 64];
-    block[..input.len()].copy_from_slice(input);
-    block[input.len()] = 0x80;
-    block[56..].copy_from_slice(&((input.len() as u64) * 8).to_le_bytes());
+    pad_into(&mut block, input, input.len());
     Some(words(&block))
 }
 
@@ -212,6 +218,7 @@ type Blocks4 = [[u32; 4]; 16];
 #[inline(never)]
 fn compress4(state: &mut States4, m: &Blocks4) {
     for lane in 0..4 {
+        // Written out: `state.map(|w| w[lane])` here left the loop scalar.
         let old = [
             state[0][lane],
             state[1][lane],

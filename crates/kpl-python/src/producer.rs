@@ -651,21 +651,16 @@ impl NativeProducer {
         self.check()?;
         // The records' Python objects, held while Rust reads them, then each record
         // borrowed from them: copied once, when admitted.
+        let at = |i: usize, e: PyErr| PyTypeError::new_err(format!("record {i}: {}", e.value(py)));
         let held = records
             .iter()
             .enumerate()
-            .map(|(i, item)| {
-                py_record_of(&item)
-                    .map_err(|e| PyTypeError::new_err(format!("record {i}: {}", e.value(py))))
-            })
+            .map(|(i, item)| py_record_of(&item).map_err(|e| at(i, e)))
             .collect::<PyResult<Vec<_>>>()?;
         let records = held
             .iter()
             .enumerate()
-            .map(|(i, r)| {
-                r.borrowed()
-                    .map_err(|e| PyTypeError::new_err(format!("record {i}: {}", e.value(py))))
-            })
+            .map(|(i, r)| r.borrowed().map_err(|e| at(i, e)))
             .collect::<PyResult<Vec<_>>>()?;
         for (i, r) in records.iter().enumerate() {
             self.limits
