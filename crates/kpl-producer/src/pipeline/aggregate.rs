@@ -34,8 +34,8 @@ struct Batch {
     scheduled: Option<Instant>,
 }
 
-/// Entries of [`Aggregation`]'s cache of shards looked up lately.
-const RECENT: usize = 16;
+/// Sets of [`Aggregation`]'s cache of shards looked up lately (two entries each).
+const RECENT_SETS: usize = 32;
 /// The user records waiting to be aggregated, per shard, and the making of
 /// Kinesis records of them.
 ///
@@ -53,10 +53,13 @@ const RECENT: usize = 16;
 pub(super) struct Aggregation {
     /// Each shard's slot in `batches`.
     slots: FastMap<ShardId, usize>,
-    /// Shards looked up lately, by handle (direct-mapped): a record's shard is
-    /// found without hashing its id. An entry holds a clone of its handle, so the
-    /// handle is not reused while it is there.
-    recent: [Option<(ShardId, usize)>; RECENT],
+    /// Shards looked up lately, by handle (two ways per set, the newer first): a
+    /// record's shard is found without hashing its id. The set is a hash of the
+    /// handle, so where the allocator put the ids does not matter, and two ways
+    /// keep a few shards whose handles meet in one set from taking turns. An
+    /// entry holds a clone of its handle, so the handle is not reused while it is
+    /// there.
+    recent: [[Option<(ShardId, usize)>; 2]; RECENT_SETS],
     /// Each shard's batch, by slot.
     batches: Vec<Batch>,
     /// (deadline, slot) of the shards' batches (an entry may be stale: the shard's
@@ -113,11 +116,13 @@ impl Aggregation {
 
     /// The slot of `shard`'s batch (made on its first record).
     pub(super) fn slot(&mut self, shard: &ShardId) -> usize {
-        let way = (shard.handle() >> 4) % RECENT;
-        if let Some((held, slot)) = &self.recent[way]
-            && held.same_handle(shard)
-        {
-            return *slot;
+        // Fibonacci hashing: the top bits of the handle times 2^64 / φ.
+        let set = ((shard.handle() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            >> (u64::BITS - RECENT_SETS.trailing_zeros())) as usize;
+        for (held, slot) in self.recent[set].iter().flatten() {
+            if held.same_handle(shard) {
+                return *slot;
+            }
         }
         let slot = match self.slots.get(shard) {
             Some(&slot) => slot,
@@ -132,7 +137,9 @@ impl Aggregation {
                 slot
             }
         };
-        self.recent[way] = Some((shard.clone(), slot));
+        let ways = &mut self.recent[set];
+        ways[1] = ways[0].take();
+        ways[0] = Some((shard.clone(), slot));
         slot
     }
 
