@@ -850,6 +850,28 @@ mod tests {
     }
 
     #[test]
+    fn many_shards_each_keep_their_slot_through_the_cache_of_recent_ones() {
+        let c = config(100);
+        let mut a = Aggregation::new(&c);
+        // More shards than the cache holds: sets meet, and entries are evicted.
+        let shards: Vec<ShardId> = (0..200)
+            .map(|i| ShardId::from(format!("shardId-{i:012}")))
+            .collect();
+        let slots: Vec<usize> = shards.iter().map(|s| a.slot(s)).collect();
+        let mut distinct = slots.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), shards.len(), "a slot per shard");
+        for round in 0..3 {
+            for (i, s) in shards.iter().enumerate().rev() {
+                assert_eq!(a.slot(s), slots[i], "round {round}, shard {i}");
+                // An equal id made apart finds the same slot (by the map).
+                assert_eq!(a.slot(&ShardId::from(s.as_str())), slots[i]);
+            }
+        }
+    }
+
+    #[test]
     fn records_of_unknown_shards_wait_alone_for_their_deadline() {
         let c = config(100);
         let t0 = VirtualClock::new().now();
