@@ -34,8 +34,10 @@ struct Batch {
     scheduled: Option<Instant>,
 }
 
-/// Sets of [`Aggregation`]'s cache of shards looked up lately (two entries each).
+/// Sets of [`Aggregation`]'s cache of shards looked up lately (two entries each):
+/// a power of two, as the set is the top bits of a hash.
 const RECENT_SETS: usize = 32;
+const _: () = assert!(RECENT_SETS.is_power_of_two() && RECENT_SETS > 1);
 /// The user records waiting to be aggregated, per shard, and the making of
 /// Kinesis records of them.
 ///
@@ -53,12 +55,12 @@ const RECENT_SETS: usize = 32;
 pub(super) struct Aggregation {
     /// Each shard's slot in `batches`.
     slots: FastMap<ShardId, usize>,
-    /// Shards looked up lately, by handle (two ways per set, the newer first): a
-    /// record's shard is found without hashing its id. The set is a hash of the
-    /// handle, so where the allocator put the ids does not matter, and two ways
-    /// keep a few shards whose handles meet in one set from taking turns. An
-    /// entry holds a clone of its handle, so the handle is not reused while it is
-    /// there.
+    /// Shards looked up lately, by handle (two ways per set, the later inserted
+    /// first): a record's shard is found without hashing its id. The set is a hash
+    /// of the handle, so where the allocator put the ids rarely matters (only when
+    /// three meet in one set), and two ways keep two shards whose handles meet in
+    /// one set from taking turns. An entry holds a clone of its handle, so the
+    /// handle is not reused while it is there.
     recent: [[Option<(ShardId, usize)>; 2]; RECENT_SETS],
     /// Each shard's batch, by slot.
     batches: Vec<Batch>,
@@ -869,6 +871,11 @@ mod tests {
                 assert_eq!(a.slot(&ShardId::from(s.as_str())), slots[i]);
             }
         }
+        // Drained, the aggregation forgets its slots and the cache with them.
+        assert!(a.drain().is_empty());
+        assert_eq!(a.slot(&shards[199]), 0, "the first slot again");
+        assert_eq!(a.slot(&shards[0]), 1);
+        assert_eq!(a.slot(&shards[199]), 0);
     }
 
     #[test]
