@@ -611,11 +611,12 @@ impl AggregateEncoder {
     /// The aggregate of `records` (read through `parts`) in `buf` (emptied first,
     /// its allocation kept), without its MD5 checksum yet: finish it alone or with
     /// others by [`finish_aggregates`]. Even one record or none is written in the
-    /// aggregated form.
-    pub fn encode_unfinished<T>(
+    /// aggregated form. The parts may borrow from the records or from anything
+    /// that outlives them (a slab the records are keys of).
+    pub fn encode_unfinished<'r, T>(
         &mut self,
-        records: &[T],
-        parts: impl Fn(&T) -> RecordParts<'_>,
+        records: &'r [T],
+        parts: impl Fn(&'r T) -> RecordParts<'r>,
         mut buf: Vec<u8>,
     ) -> UnfinishedAggregate {
         self.clear();

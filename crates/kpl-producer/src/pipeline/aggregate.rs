@@ -1,7 +1,8 @@
 //! Per-shard aggregation: records of one shard are batched by deadline and packed
 //! into one Kinesis record ([`Aggregation`]); the pipeline routes each record by the
 //! map, and while the stream reshards, big aggregates are cut at their shard's
-//! midpoint.
+//! midpoint. The records wait in one slab ([`Slab`]); the queues and batches hold
+//! their keys.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -18,9 +19,11 @@ use tracing::debug;
 use super::assemble::Admission;
 use super::ordered::Ordered;
 use super::record::{
-    Contents, KRec, Payload, Rec, add_capped, aggregator_deadline, collector_share, take_out,
+    Contents, KRec, Member, Payload, Rec, add_capped, aggregator_deadline, collector_share,
+    take_out,
 };
 use super::shards::Place;
+use super::slab::{Held, Key, Slab};
 use super::{SUSPECT_WAIT, StreamPipeline};
 use crate::config::Config;
 use crate::fasthash::FastMap;
@@ -29,7 +32,7 @@ use crate::result::codes;
 /// One shard's records waiting to be aggregated.
 struct Batch {
     shard: ShardId,
-    reducer: Reducer<Rec>,
+    reducer: Reducer<Held>,
     /// The deadline it is scheduled at (its reducer's next deadline).
     scheduled: Option<Instant>,
 }
@@ -41,11 +44,16 @@ const _: () = assert!(RECENT_SETS.is_power_of_two() && RECENT_SETS > 1);
 /// The user records waiting to be aggregated, per shard, and the making of
 /// Kinesis records of them.
 ///
-/// Rules: a shard keeps its slot while the aggregation lives; a record is added
-/// straight into its slot's queue ([`queue`](Self::queue): it moves once, the hot
-/// path), then the slot is rescheduled ([`reschedule`](Self::reschedule)), so each
-/// batch is scheduled at its next deadline and polling costs what is due, not what
-/// is held; a shard's batch closes at `aggregation_max_count` records, at
+/// Rules: a shard keeps its slot while the aggregation lives; the records of a put
+/// stay in the put's own vector, adopted whole by the slab
+/// ([`adopt`](Self::adopt)): a record is not moved when it is taken in, and only
+/// its handle is added to its slot's queue ([`queue`](Self::queue), the hot path),
+/// then the slot is rescheduled, so each batch is scheduled at its next deadline
+/// and polling costs what is due, not what is held; a closed batch is a vector of
+/// handles, and the record leaves the slab when its batch is sealed
+/// ([`seal`](Self::seal): its member is moved out, the rest left for its chunk), or
+/// whole when it leaves the stage another way (expired, taken out for a reshard,
+/// drained); a shard's batch closes at `aggregation_max_count` records, at
 /// `aggregation_max_size` bytes of aggregate, or at its first record's deadline;
 /// records whose shard is unknown are never aggregated with others; a batch of one
 /// record goes raw, under its own key; an aggregate goes under
@@ -69,7 +77,10 @@ pub(super) struct Aggregation {
     schedule: BinaryHeap<Reverse<(Instant, usize)>>,
     policy: Policy,
     /// Records whose shard is not known (or was found split): each goes alone.
-    unknown: Reducer<Rec>,
+    unknown: Reducer<Held>,
+    /// The records the queues and batches hold the keys of: each put's vector,
+    /// adopted whole.
+    records: Slab<Rec>,
     encoder: AggregateEncoder,
     /// What a Kinesis record's deadline gains over its records' (the collector's share).
     extension: Duration,
@@ -99,6 +110,7 @@ impl Aggregation {
             schedule: BinaryHeap::new(),
             policy,
             unknown: Reducer::new(Policy::new(usize::MAX, usize::MAX)),
+            records: Slab::default(),
             encoder: AggregateEncoder::new(),
             extension: collector_share(config.record_max_buffered_time),
             ordered: config.ordered.then(|| Ordered::new(config)),
@@ -145,19 +157,67 @@ impl Aggregation {
         slot
     }
 
-    /// The queue of the batch in `slot`, to add a record to with
-    /// `Reducer::add_deferred` (the record moves once, straight into it); then
-    /// [`reschedule`](Self::reschedule) the slot. Deadlines are left to
+    /// Holds `recs` in the slab where they are (their vector becomes one chunk of
+    /// it); returns their keys, in order.
+    pub(super) fn adopt(&mut self, recs: Vec<Rec>) -> impl Iterator<Item = Key> + use<> {
+        self.records.adopt(recs)
+    }
+
+    /// The record under `key`, to change in place.
+    #[inline]
+    pub(super) fn get_mut(&mut self, key: Key) -> &mut Rec {
+        self.records
+            .get_mut(key)
+            .unwrap_or_else(|| panic!("no record under {key:?} in the slab"))
+    }
+
+    /// Adds `held` to the queue of the batch in `slot`; returns the batches that
+    /// close because of it (full ones: usually none). Deadlines are left to
     /// [`pop_due`](Self::pop_due): a backlog of late records then closes full
     /// aggregates instead of one per record.
     #[inline]
-    pub(super) fn queue(&mut self, slot: usize) -> &mut Reducer<Rec> {
-        &mut self.batches[slot].reducer
+    pub(super) fn queue(&mut self, slot: usize, held: Held) -> Vec<Vec<Held>> {
+        let batches = self.batches[slot].reducer.add_deferred(held);
+        self.reschedule(slot);
+        batches
+    }
+
+    /// Holds `recs` in the slab, in no queue; returns their handles.
+    pub(super) fn hold_all(&mut self, recs: Vec<Rec>) -> Vec<Held> {
+        let keys = self.records.adopt(recs);
+        keys.map(|key| held(key, &self.records[key])).collect()
+    }
+
+    /// Takes the record of `held` out of the slab.
+    #[inline]
+    pub(super) fn take(&mut self, held: Held) -> Rec {
+        self.records
+            .take(held.key)
+            .unwrap_or_else(|| panic!("no record under {:?} in the slab", held.key))
+    }
+
+    /// Takes the record of `held` out of the slab, keeping only its member (see
+    /// [`Rec::take_member`]: the rest stays where it is).
+    #[inline]
+    fn take_member(&mut self, held: Held) -> Member {
+        self.records
+            .take_with(held.key, Rec::take_member)
+            .unwrap_or_else(|| panic!("no record under {:?} in the slab", held.key))
+    }
+
+    /// Takes the records of `batch` out of the slab, in order.
+    fn take_all(&mut self, batch: impl IntoIterator<Item = Held>) -> Vec<Rec> {
+        batch.into_iter().map(|h| self.take(h)).collect()
+    }
+
+    /// The record of `held`.
+    pub(super) fn get(&self, held: &Held) -> &Rec {
+        &self.records[held.key]
     }
 
     /// Schedules the batch in `slot` at its next deadline, if that moved.
     #[inline]
-    pub(super) fn reschedule(&mut self, slot: usize) {
+    fn reschedule(&mut self, slot: usize) {
         let batch = &mut self.batches[slot];
         let next = batch.reducer.next_deadline();
         if next != batch.scheduled {
@@ -169,12 +229,12 @@ impl Aggregation {
     }
 
     /// Adds a record whose shard is unknown: those due go alone (usually none).
-    pub(super) fn add_unknown(&mut self, rec: Rec) -> Vec<Vec<Rec>> {
-        self.unknown.add_deferred(rec)
+    pub(super) fn add_unknown(&mut self, held: Held) -> Vec<Vec<Held>> {
+        self.unknown.add_deferred(held)
     }
 
     /// The next shard whose batch is due at `now`, with its batches.
-    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(ShardId, Vec<Vec<Rec>>)> {
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(ShardId, Vec<Vec<Held>>)> {
         while let Some(&Reverse((at, slot))) = self.schedule.peek() {
             if at > now {
                 return None;
@@ -194,7 +254,7 @@ impl Aggregation {
     }
 
     /// Closes every shard's batch, deadline or not.
-    pub(super) fn flush(&mut self) -> Vec<(ShardId, Vec<Vec<Rec>>)> {
+    pub(super) fn flush(&mut self) -> Vec<(ShardId, Vec<Vec<Held>>)> {
         self.schedule.clear();
         self.batches
             .iter_mut()
@@ -206,12 +266,12 @@ impl Aggregation {
     }
 
     /// The records of unknown shards due at `now`, each alone.
-    pub(super) fn poll_unknown(&mut self, now: Instant) -> impl Iterator<Item = Rec> + use<> {
+    pub(super) fn poll_unknown(&mut self, now: Instant) -> impl Iterator<Item = Held> + use<> {
         self.unknown.poll_expired(now).into_iter().flatten()
     }
 
     /// Every record of an unknown shard, deadline or not.
-    pub(super) fn flush_unknown(&mut self) -> impl Iterator<Item = Rec> + use<> {
+    pub(super) fn flush_unknown(&mut self) -> impl Iterator<Item = Held> + use<> {
         self.unknown.flush().into_iter().flatten()
     }
 
@@ -227,7 +287,8 @@ impl Aggregation {
             Some(&slot) => {
                 let batch = &mut self.batches[slot];
                 batch.scheduled = None;
-                batch.reducer.flush().into_iter().flatten().collect()
+                let held = batch.reducer.flush();
+                self.take_all(held.into_iter().flatten())
             }
             None => Vec::new(),
         }
@@ -238,11 +299,12 @@ impl Aggregation {
         self.schedule.clear();
         self.slots.clear();
         self.recent = Default::default();
-        let mut held: Vec<Rec> = Vec::new();
+        let mut keys: Vec<Held> = Vec::new();
         for mut b in self.batches.drain(..) {
-            held.extend(b.reducer.flush().into_iter().flatten());
+            keys.extend(b.reducer.flush().into_iter().flatten());
         }
-        held.extend(self.unknown.flush().into_iter().flatten());
+        keys.extend(self.unknown.flush().into_iter().flatten());
+        let mut held = self.take_all(keys);
         if let Some(ordered) = &mut self.ordered {
             held.extend(ordered.drain());
         }
@@ -257,9 +319,7 @@ impl Aggregation {
 
     /// Whether it holds no record.
     pub(super) fn is_empty(&self) -> bool {
-        self.batches.iter().all(|b| b.reducer.is_empty())
-            && self.unknown.is_empty()
-            && self.ordered.as_ref().is_none_or(Ordered::is_empty)
+        self.records.len() == 0 && self.ordered.as_ref().is_none_or(Ordered::is_empty)
     }
 
     /// The largest aggregate's size (of its records' bounds).
@@ -268,7 +328,7 @@ impl Aggregation {
     }
 
     /// Gives `shard`'s aggregator an emptied batch to make its next one in.
-    pub(super) fn recycle(&mut self, shard: &ShardId, emptied: Vec<Rec>) {
+    pub(super) fn recycle(&mut self, shard: &ShardId, emptied: Vec<Held>) {
         if let Some(&slot) = self.slots.get(shard) {
             self.batches[slot].reducer.recycle(emptied);
         }
@@ -278,9 +338,9 @@ impl Aggregation {
     /// shard's range `lo..=hi`; returns the upper half, if both halves have records.
     pub(super) fn cut_at_midpoint(
         &self,
-        batch: &mut Vec<Rec>,
+        batch: &mut Vec<Held>,
         (lo, hi): (HashKey, HashKey),
-    ) -> Option<Vec<Rec>> {
+    ) -> Option<Vec<Held>> {
         if batch.len() < 2 {
             return None;
         }
@@ -291,7 +351,7 @@ impl Aggregation {
         let (lo, hi) = (lo.get(), hi.get());
         // The upper half starts where a split at the midpoint starts its second child.
         let mid = lo + (hi - lo) / 2;
-        let is_upper = |r: &Rec| r.hash_key.get() > mid;
+        let is_upper = |h: &Held| self.get(h).hash_key.get() > mid;
         let uppers = batch.iter().filter(|r| is_upper(r)).count();
         if uppers == 0 || uppers == batch.len() {
             return None;
@@ -310,23 +370,31 @@ impl Aggregation {
         Some(upper)
     }
 
+    /// Takes the records of `batch` past their time to live at `now` out of it and
+    /// out of the slab.
+    pub(super) fn take_expired(&mut self, batch: &mut Vec<Held>, now: Instant) -> Vec<Rec> {
+        let expired = take_out(batch, |h| h.expiration <= now);
+        self.take_all(expired)
+    }
+
     /// Makes one Kinesis record of a batch of live records (not empty) predicted
-    /// for `shard`; returns it with the batch, emptied.
+    /// for `shard`, taking them out of the slab; returns it with the batch, emptied.
     pub(super) fn seal(
         &mut self,
-        mut batch: Vec<Rec>,
+        mut batch: Vec<Held>,
         shard: Option<ShardId>,
         now: Instant,
-    ) -> (KRec, Vec<Rec>) {
+    ) -> (KRec, Vec<Held>) {
         // The batch is taken apart here: what waits is the members' vector, of its
         // exact size, and the encoded aggregate.
-        let deadline = batch.iter().map(|r| r.deadline).min().unwrap_or(now);
-        let expiration = batch.iter().map(|r| r.expiration).min().unwrap_or(now);
+        let deadline = batch.iter().map(|h| h.deadline).min().unwrap_or(now);
+        let expiration = batch.iter().map(|h| h.expiration).min().unwrap_or(now);
         // The KPL gives aggregates a little more time before the collector.
         let deadline = add_capped(deadline, self.extension).min(expiration);
         if batch.len() == 1
-            && let Some(r) = batch.pop()
+            && let Some(h) = batch.pop()
         {
+            let r = self.take(h);
             let explicit_hash_key = r.explicit_hash_key();
             let krec = KRec {
                 partition_key: String::from(r.key()),
@@ -342,14 +410,16 @@ impl Aggregation {
             };
             return (krec, batch);
         }
-        let first = batch[0].hash_key;
+        let records = &self.records;
+        let first = records[batch[0].key].hash_key;
         // A record routed by its key's MD5 brings the hash the encoder's key table
         // needs; a batch with an explicit hash key in it is hashed by the encoder.
-        let hashed = batch.iter().all(|r| !r.explicit());
+        let hashed = batch.iter().all(|h| !records[h.key].explicit());
         // Its checksum is written with the others of its request (four at a time).
         let data = self.encoder.encode_unfinished(
             &batch,
-            |r| {
+            |h| {
+                let r = &records[h.key];
                 let parts = RecordParts::new(r.key_bytes(), r.data())
                     .with_explicit_hash_key(r.explicit_hash_key());
                 if hashed {
@@ -362,8 +432,9 @@ impl Aggregation {
         );
         // What stays of each record is its member (the rest is read back from the
         // aggregate if it is ever needed); the keys and data of the user records are
-        // freed here (or by whoever holds the last reference to a record's data).
-        let members = batch.drain(..).map(|r| r.m).collect();
+        // freed with their put's vector in the slab, once all its records have left
+        // (a large record's data here).
+        let members = batch.drain(..).map(|h| self.take_member(h)).collect();
         let krec = KRec {
             records: Contents::Sealed(members),
             partition_key: AGGREGATED_PARTITION_KEY.to_owned(),
@@ -380,9 +451,38 @@ impl Aggregation {
     }
 }
 
+/// The handle of `rec`, held under `key`.
+#[inline]
+fn held(key: Key, rec: &Rec) -> Held {
+    Held::new(key, rec.size(), rec.deadline, rec.expiration)
+}
+
 impl StreamPipeline {
     /// Predicts a record's shard and buffers it there (or with the unknowns).
-    pub(super) fn route(&mut self, mut rec: Rec, now: Instant) {
+    pub(super) fn route(&mut self, rec: Rec, now: Instant) {
+        self.route_all(vec![rec], false, now);
+    }
+
+    /// Predicts each record's shard and buffers it there (or with the unknowns),
+    /// in order; `admit`: they are new, and get their deadlines here. The vector is
+    /// the chunk the records wait in: they are not moved until sealed.
+    pub(super) fn route_all(&mut self, recs: Vec<Rec>, admit: bool, now: Instant) {
+        if self.aggregation.is_ordered() {
+            for mut rec in recs {
+                if admit {
+                    rec.admit(&self.config, self.epoch);
+                }
+                self.route_ordered(rec, now);
+            }
+            return;
+        }
+        for key in self.aggregation.adopt(recs) {
+            self.route_held(key, admit, now);
+        }
+    }
+
+    /// Ordered mode's [`route`](Self::route): into the shard's ordered queue.
+    fn route_ordered(&mut self, rec: Rec, now: Instant) {
         if rec.expiration <= now {
             self.expire(rec.m, now);
             return;
@@ -392,13 +492,28 @@ impl StreamPipeline {
                 Place::Shard(shard) => ordered.push(shard, rec),
                 Place::Unknown { .. } => ordered.push_unknown(rec),
             }
+        }
+    }
+
+    /// [`route`](Self::route) of the record under `key` in the slab (`admit`: it
+    /// is new, and gets its deadlines here).
+    #[inline]
+    fn route_held(&mut self, key: Key, admit: bool, now: Instant) {
+        let rec = self.aggregation.get_mut(key);
+        if admit {
+            rec.admit(&self.config, self.epoch);
+        }
+        if rec.expiration <= now {
+            let h = held(key, rec);
+            let rec = self.aggregation.take(h);
+            self.expire(rec.m, now);
             return;
         }
         match self.shards.place(rec.hash_key) {
             Place::Shard(shard) => {
+                let held = held(key, rec);
                 let slot = self.aggregation.slot(shard);
-                let batches = self.aggregation.queue(slot).add_deferred(rec);
-                self.aggregation.reschedule(slot);
+                let batches = self.aggregation.queue(slot, held);
                 if batches.is_empty() {
                     return; // the usual case: nothing else to do
                 }
@@ -418,11 +533,12 @@ impl StreamPipeline {
                         .max(add_capped(now, SUSPECT_WAIT))
                         .min(rec.expiration);
                 }
+                let held = held(key, rec);
                 // Unknown shard (or one found split): never aggregated with others;
                 // waits for the map until its deadline, then goes alone.
-                for batch in self.aggregation.add_unknown(rec) {
-                    for rec in batch {
-                        self.aggregate(vec![rec], None, now);
+                for batch in self.aggregation.add_unknown(held) {
+                    for held in batch {
+                        self.aggregate(vec![held], None, now);
                     }
                 }
             }
@@ -453,8 +569,8 @@ impl StreamPipeline {
         // Records whose shard is unknown (the first map loading, a shard found
         // split) wait for the map rather than go out unaggregated, even in a flush;
         // their deadlines bound the wait.
-        for rec in self.aggregation.poll_unknown(now) {
-            self.aggregate(vec![rec], None, now);
+        for held in self.aggregation.poll_unknown(now) {
+            self.aggregate(vec![held], None, now);
         }
     }
 
@@ -485,6 +601,8 @@ impl StreamPipeline {
             if batch.is_empty() {
                 continue;
             }
+            // Ordered queues keep their records; they are sealed through the slab.
+            let batch = self.aggregation.hold_all(batch);
             let (mut krec, _) = self.aggregation.seal(batch, Some(turn.shard.clone()), now);
             krec.lock = Some(turn.lock);
             self.limiter.add(turn.shard, krec, now);
@@ -492,9 +610,8 @@ impl StreamPipeline {
     }
 
     /// Makes a Kinesis record of a batch of one shard's user records.
-    pub(super) fn aggregate(&mut self, mut batch: Vec<Rec>, shard: Option<ShardId>, now: Instant) {
-        let expired: Vec<Rec> = take_out(&mut batch, |r| r.expiration <= now);
-        for rec in expired {
+    pub(super) fn aggregate(&mut self, mut batch: Vec<Held>, shard: Option<ShardId>, now: Instant) {
+        for rec in self.aggregation.take_expired(&mut batch, now) {
             self.expire(rec.m, now);
         }
         if batch.is_empty() {
@@ -535,10 +652,10 @@ impl StreamPipeline {
     /// [`RESHARD_MEMORY`]: super::shards::RESHARD_MEMORY
     fn cut_at_midpoint(
         &self,
-        batch: &mut Vec<Rec>,
+        batch: &mut Vec<Held>,
         shard: Option<&ShardId>,
         now: Instant,
-    ) -> Option<Vec<Rec>> {
+    ) -> Option<Vec<Held>> {
         let shard = shard?;
         if batch.len() < 2 || !self.shards.resharding(now) {
             return None;
@@ -550,7 +667,7 @@ impl StreamPipeline {
     /// Makes one Kinesis record of a batch of live records and hands it on (to the
     /// limiter, or to the assembler when its shard is unknown). Returns the batch,
     /// emptied.
-    fn build(&mut self, batch: Vec<Rec>, shard: Option<ShardId>, now: Instant) -> Vec<Rec> {
+    fn build(&mut self, batch: Vec<Held>, shard: Option<ShardId>, now: Instant) -> Vec<Held> {
         let (krec, emptied) = self.aggregation.seal(batch, shard, now);
         match krec.shard.clone() {
             Some(shard) => self.limiter.add(shard, krec, now),
@@ -607,10 +724,13 @@ impl StreamPipeline {
         // if that passed): later records then keep the aggregators' queues in
         // deadline order.
         let budget = self.config.record_max_buffered_time;
-        for mut rec in self.aggregation.flush_unknown() {
+        let waited: Vec<Held> = self.aggregation.flush_unknown().collect();
+        for held in waited {
+            // Routed again where it waits in the slab.
+            let rec = self.aggregation.get_mut(held.key);
             let natural = aggregator_deadline(rec.arrival(self.epoch), budget);
             rec.deadline = rec.deadline.min(natural.max(now));
-            self.route(rec, now);
+            self.route_held(held.key, false, now);
         }
         // Landings the old map could not place.
         for landed in self.shards.take_awaiting() {
@@ -662,9 +782,7 @@ impl StreamPipeline {
         let mut loose: Vec<Rec> = self.aggregation.remove(&shard);
         let of_shard = |k: &KRec| k.aggregated && k.shard.as_ref() == Some(&shard);
         loose.extend(self.take_apart_queued(Some(&shard), &of_shard, now));
-        for rec in loose {
-            self.route(rec, now);
-        }
+        self.route_all(loose, false, now);
     }
 
     /// The stream was seen resharding (a shard found split or merged, a refresh that
@@ -681,9 +799,8 @@ impl StreamPipeline {
         debug!(stream = %self.stream, "stream resharding: cutting big aggregates at their shards' midpoints");
         let half = self.aggregation.max_size() / 2;
         let big = |k: &KRec| k.aggregated && k.size() >= half;
-        for rec in self.take_apart_queued(None, &big, now) {
-            self.route(rec, now);
-        }
+        let loose = self.take_apart_queued(None, &big, now);
+        self.route_all(loose, false, now);
     }
 
     /// Takes the aggregates not sent yet that `pick` chooses (of one shard, or of all)
@@ -757,15 +874,41 @@ mod tests {
         r
     }
 
-    fn add(a: &mut Aggregation, shard: &ShardId, rec: Rec) -> Vec<Vec<Rec>> {
+    fn add(a: &mut Aggregation, shard: &ShardId, rec: Rec) -> Vec<Vec<Held>> {
         let slot = a.slot(shard);
-        let batches = a.queue(slot).add_deferred(rec);
-        a.reschedule(slot);
-        batches
+        let held = a.hold_all(vec![rec]);
+        a.queue(slot, held[0])
     }
 
-    fn ids(batch: &[Rec]) -> Vec<u64> {
-        batch.iter().map(|r| r.id()).collect()
+    fn ids(a: &Aggregation, batch: &[Held]) -> Vec<u64> {
+        batch.iter().map(|h| a.get(h).id()).collect()
+    }
+
+    impl Aggregation {
+        /// The slab holds exactly the records whose keys its queues hold, and
+        /// batches taken out of the queues (`out`).
+        fn check_with(&self, out: &[&[Held]]) {
+            let queued = self.batches.iter().map(|b| b.reducer.len()).sum::<usize>()
+                + self.unknown.len()
+                + out.iter().map(|b| b.len()).sum::<usize>();
+            assert_eq!(self.records.len(), queued, "the slab holds what is queued");
+            let keys = self
+                .batches
+                .iter()
+                .flat_map(|b| b.reducer.iter())
+                .chain(self.unknown.iter())
+                .chain(out.iter().flat_map(|b| b.iter()));
+            for h in keys {
+                assert!(
+                    self.records.get(h.key).is_some(),
+                    "a queued key names a record"
+                );
+            }
+        }
+
+        fn check(&self) {
+            self.check_with(&[]);
+        }
     }
 
     #[test]
@@ -785,12 +928,18 @@ mod tests {
         let (shard, batches) = a.pop_due(first).expect("s1 is due");
         assert_eq!(shard, s1);
         assert_eq!(
-            batches.iter().map(|b| ids(b)).collect::<Vec<_>>(),
+            batches.iter().map(|b| ids(&a, b)).collect::<Vec<_>>(),
             [vec![0, 2]]
         );
+        a.check_with(&[&batches[0]]);
         assert!(a.pop_due(first).is_none(), "s2 is not due yet");
-        let (shard, _) = a.pop_due(a.next_deadline().expect("s2")).expect("s2");
+        let (shard, more) = a.pop_due(a.next_deadline().expect("s2")).expect("s2");
         assert_eq!(shard, s2);
+        // Sealed, the records leave the slab.
+        for batch in batches.into_iter().chain(more) {
+            a.seal(batch, Some(shard.clone()), first);
+        }
+        a.check();
         assert!(a.is_empty());
     }
 
@@ -802,19 +951,23 @@ mod tests {
         let s = ShardId::from("s");
         assert!(add(&mut a, &s, rec(0, "a", None, t0, &c)).is_empty());
         let closed = add(&mut a, &s, rec(1, "b", None, t0, &c));
+        a.check_with(&[&closed[0]]);
         assert_eq!(
-            closed.iter().map(|b| ids(b)).collect::<Vec<_>>(),
+            closed.iter().map(|b| ids(&a, b)).collect::<Vec<_>>(),
             [vec![0, 1]]
         );
         add(&mut a, &s, rec(2, "c", None, t0, &c));
         add(&mut a, &ShardId::from("t"), rec(3, "d", None, t0, &c));
-        let mut flushed: Vec<u64> = a
+        let flushed: Vec<Held> = a
             .flush()
             .into_iter()
-            .flat_map(|(_, b)| b.into_iter().flatten().map(|r| r.id()))
+            .flat_map(|(_, b)| b.into_iter().flatten())
+            .chain(closed.into_iter().flatten())
             .collect();
+        let mut flushed: Vec<u64> = a.take_all(flushed).iter().map(|r| r.id()).collect();
         flushed.sort_unstable();
-        assert_eq!(flushed, [2, 3]);
+        assert_eq!(flushed, [0, 1, 2, 3]);
+        a.check();
         assert!(a.is_empty());
         assert_eq!(a.next_deadline(), None);
     }
@@ -831,22 +984,30 @@ mod tests {
         add(&mut a, &s1, rec(0, "a", None, t0, &c));
         add(&mut a, &s2, rec(1, "b", None, t0, &c));
         assert_eq!(
-            ids(&a.remove(&s1)),
+            a.remove(&s1).iter().map(|r| r.id()).collect::<Vec<_>>(),
             [0],
             "found split: its records come out"
         );
         assert_eq!(a.remove(&ShardId::from("s9")).len(), 0);
         let due = a.next_deadline().expect("a deadline");
-        let mut polled: Vec<(ShardId, usize)> = std::iter::from_fn(|| a.pop_due(due))
-            .map(|(shard, batches)| (shard, batches.len()))
-            .collect();
-        polled.sort_unstable();
+        let polled: Vec<(ShardId, Vec<Vec<Held>>)> =
+            std::iter::from_fn(|| a.pop_due(due)).collect();
+        let mut counts: Vec<(ShardId, usize)> =
+            polled.iter().map(|(s, b)| (s.clone(), b.len())).collect();
+        counts.sort_unstable();
         // s1's entry is stale: no batch comes of it.
-        assert_eq!(polled, [(s1.clone(), 0), (s2, 1)]);
+        assert_eq!(counts, [(s1.clone(), 0), (s2, 1)]);
+        for (_, batches) in polled {
+            a.take_all(batches.into_iter().flatten());
+        }
         // The slot takes records again, and its batch is scheduled anew.
         add(&mut a, &s1, rec(2, "c", None, due, &c));
-        let (shard, _) = a.pop_due(a.next_deadline().expect("s1")).expect("s1");
+        let (shard, batches) = a.pop_due(a.next_deadline().expect("s1")).expect("s1");
         assert_eq!(shard, s1);
+        assert!(!a.is_empty(), "a closed batch's records are still held");
+        a.check_with(&[&batches[0]]);
+        assert_eq!(ids(&a, &batches[0]), [2]);
+        a.take_all(batches.into_iter().flatten());
         assert!(a.is_empty());
         assert_eq!(a.drain().len(), 0);
     }
@@ -883,14 +1044,18 @@ mod tests {
         let c = config(100);
         let t0 = VirtualClock::new().now();
         let mut a = Aggregation::new(&c);
-        assert!(a.add_unknown(rec(0, "a", None, t0, &c)).is_empty());
-        assert!(a.add_unknown(rec(1, "b", None, t0, &c)).is_empty());
+        for h in a.hold_all(vec![rec(0, "a", None, t0, &c), rec(1, "b", None, t0, &c)]) {
+            assert!(a.add_unknown(h).is_empty());
+        }
         assert!(a.has_unknown());
+        a.check();
         let due = a.next_deadline().expect("a deadline");
         assert_eq!(a.poll_unknown(due - Duration::from_millis(1)).count(), 0);
-        let alone: Vec<u64> = a.poll_unknown(due).map(|r| r.id()).collect();
-        assert_eq!(alone, [0, 1]);
+        let alone: Vec<Held> = a.poll_unknown(due).collect();
+        assert_eq!(ids(&a, &alone), [0, 1]);
         assert!(!a.has_unknown());
+        a.take_all(alone);
+        assert!(a.is_empty());
     }
 
     #[test]
@@ -900,7 +1065,9 @@ mod tests {
         let mut a = Aggregation::new(&c);
         let one = rec(0, "solo", None, t0, &c);
         let deadline = one.deadline;
-        let (k, emptied) = a.seal(vec![one], None, t0);
+        let one = a.hold_all(vec![one]);
+        let (k, emptied) = a.seal(one, None, t0);
+        assert!(a.is_empty(), "sealed, it left the slab");
         assert!(emptied.is_empty());
         assert!(!k.aggregated);
         assert_eq!(k.partition_key, "solo");
@@ -915,7 +1082,9 @@ mod tests {
             rec(3, "c", None, t0, &c),
         ];
         let first = batch[0].hash_key;
+        let batch = a.hold_all(batch);
         let (k, emptied) = a.seal(batch, Some(shard.clone()), t0);
+        assert!(a.is_empty(), "sealed, they left the slab");
         assert!(
             emptied.is_empty() && emptied.capacity() > 0,
             "the allocation comes back"
@@ -939,33 +1108,84 @@ mod tests {
     }
 
     #[test]
+    fn a_puts_records_wait_where_they_were_put_until_the_last_of_them_is_sealed() {
+        let c = config(100);
+        let t0 = VirtualClock::new().now();
+        let mut a = Aggregation::new(&c);
+        let (s1, s2) = (ShardId::from("s1"), ShardId::from("s2"));
+        let put: Vec<Rec> = (0..4)
+            .map(|i| rec(i, &format!("k{i}"), None, t0, &c))
+            .collect();
+        let at = put.as_ptr();
+        for (i, h) in a.hold_all(put).into_iter().enumerate() {
+            assert!(
+                std::ptr::eq(a.get(&h), at.wrapping_add(i)),
+                "held where it was put"
+            );
+            let slot = a.slot(if i % 2 == 0 { &s1 } else { &s2 });
+            assert!(a.queue(slot, h).is_empty());
+        }
+        a.check();
+        let mut closed: Vec<(ShardId, Vec<Held>)> = a
+            .flush()
+            .into_iter()
+            .map(|(s, b)| (s, b.into_iter().flatten().collect()))
+            .collect();
+        closed.sort_by(|x, y| x.0.cmp(&y.0));
+        let [(_, first), (_, second)] = <[_; 2]>::try_from(closed).expect("two shards");
+        assert_eq!(
+            (ids(&a, &first), ids(&a, &second)),
+            (vec![0, 2], vec![1, 3])
+        );
+        let (k, _) = a.seal(first, Some(s1), t0);
+        assert_eq!(k.ids(), [0, 2]);
+        // Two of the put's records left; its vector stays for the two others.
+        assert_eq!((a.records.len(), a.records.chunks()), (2, 1));
+        assert!(std::ptr::eq(a.get(&second[0]), at.wrapping_add(1)));
+        a.check_with(&[&second]);
+        let (k, _) = a.seal(second, Some(s2), t0);
+        assert_eq!(k.ids(), [1, 3]);
+        assert_eq!(
+            (a.records.len(), a.records.chunks()),
+            (0, 0),
+            "the vector is freed"
+        );
+        assert!(a.is_empty());
+    }
+
+    #[test]
     fn only_a_big_batch_is_cut_at_its_shards_midpoint() {
         let c = config(10_000);
         let t0 = VirtualClock::new().now();
-        let a = Aggregation::new(&c);
+        let mut a = Aggregation::new(&c);
         let range = (HashKey::new(0), HashKey::new(1000));
-        let small = |a: &Aggregation| {
-            let mut b = vec![
-                rec(0, "a", Some(10), t0, &c),
-                rec(1, "b", Some(900), t0, &c),
-            ];
-            a.cut_at_midpoint(&mut b, range)
-        };
-        assert!(small(&a).is_none(), "under half the size limit");
+        let mut small = a.hold_all(vec![
+            rec(0, "a", Some(10), t0, &c),
+            rec(1, "b", Some(900), t0, &c),
+        ]);
+        assert!(
+            a.cut_at_midpoint(&mut small, range).is_none(),
+            "under half the size limit"
+        );
         // Enough records to pass half the size limit, on both sides of 500.
         let per = rec(0, "k", Some(1), t0, &c).size();
         let n = a.max_size() / 2 / per + 2;
-        let mut batch: Vec<Rec> = (0..n as u64)
-            .map(|i| rec(i, "k", Some(if i % 2 == 0 { 100 } else { 700 }), t0, &c))
-            .collect();
+        let mut batch: Vec<Held> = a.hold_all(
+            (0..n as u64)
+                .map(|i| rec(i, "k", Some(if i % 2 == 0 { 100 } else { 700 }), t0, &c))
+                .collect(),
+        );
         let upper = a.cut_at_midpoint(&mut batch, range).expect("cut");
-        assert!(upper.iter().all(|r| r.hash_key.get() > 500));
-        assert!(batch.iter().all(|r| r.hash_key.get() <= 500));
+        assert!(upper.iter().all(|h| a.get(h).hash_key.get() > 500));
+        assert!(batch.iter().all(|h| a.get(h).hash_key.get() <= 500));
         assert_eq!(upper.len() + batch.len(), n);
         // All on one side: nothing to cut.
-        let mut one_side: Vec<Rec> = (0..n as u64)
-            .map(|i| rec(i, "k", Some(100), t0, &c))
-            .collect();
+        let mut one_side: Vec<Held> = a.hold_all(
+            (0..n as u64)
+                .map(|i| rec(i, "k", Some(100), t0, &c))
+                .collect(),
+        );
         assert!(a.cut_at_midpoint(&mut one_side, range).is_none());
+        a.check_with(&[&small, &batch, &upper, &one_side]);
     }
 }

@@ -42,6 +42,7 @@ mod retry;
 mod send;
 mod settle;
 mod shards;
+mod slab;
 #[cfg(test)]
 mod tests;
 mod verify;
@@ -201,10 +202,7 @@ impl StreamPipeline {
         self.stages.owe();
         let n = recs.len();
         self.emit(|stream| Event::Received { stream, records: n });
-        for mut rec in recs {
-            rec.admit(&self.config, self.epoch);
-            self.route(rec, now);
-        }
+        self.route_all(recs, true, now);
     }
 
     /// Sends everything buffered without waiting for deadlines (records whose
@@ -386,8 +384,9 @@ impl StreamPipeline {
         // Records of requests that may have stored them: reads due.
         self.poll_verify(now);
         // Retries whose backoff has passed.
-        while let Some(rec) = self.retries.pop_due(now) {
-            self.route(rec, now);
+        let due: Vec<Rec> = std::iter::from_fn(|| self.retries.pop_due(now)).collect();
+        if !due.is_empty() {
+            self.route_all(due, false, now);
         }
         // Records stored on shards the map could not place, past their time.
         let late = self.shards.take_late(now);
@@ -468,8 +467,8 @@ impl StreamPipeline {
                 if no_map && !self.aggregation.is_ordered() {
                     // No first map yet: what waited for it goes out raw, as the KPL
                     // sends records while its map is not ready.
-                    for rec in self.aggregation.flush_unknown() {
-                        self.aggregate(vec![rec], None, now);
+                    for held in self.aggregation.flush_unknown() {
+                        self.aggregate(vec![held], None, now);
                     }
                 }
                 let error = error.map(|e| e.to_string()).unwrap_or_default();

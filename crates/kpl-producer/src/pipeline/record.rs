@@ -13,6 +13,7 @@ use kpl_reducer::Item;
 use kpl_shardmap::ShardId;
 
 use super::ordered::Lock;
+use super::slab::Vacate;
 use crate::completers::Receipt;
 use crate::config::Config;
 use crate::result::{Attempt, AttemptError, ErrorCode};
@@ -606,6 +607,53 @@ impl Member {
     }
 }
 
+impl Member {
+    /// The member of a vacant record (see [`Vacate`]): of size 0, which no record
+    /// has (its partition key alone is at least one byte).
+    fn vacant() -> Self {
+        Member {
+            id: 0,
+            key: 0,
+            arrival: 0,
+            size: 0,
+            attempts: History::default(),
+        }
+    }
+}
+
+impl Rec {
+    /// Moves its member out, leaving it vacant. Large data (and an ordered
+    /// record's lock) is let go of now; its key and small data are dropped with it
+    /// where it is (their buffer is shared with the other records of its put).
+    pub(super) fn take_member(&mut self) -> Member {
+        self.body.rare = None;
+        std::mem::replace(&mut self.m, Member::vacant())
+    }
+}
+
+impl Vacate for Rec {
+    fn vacate(&mut self) -> Self {
+        let vacant = Rec {
+            m: Member::vacant(),
+            body: Body {
+                bytes: Bytes::new(),
+                key_len: 0,
+                explicit: false,
+                rare: None,
+            },
+            hash_key: self.hash_key,
+            deadline: self.deadline,
+            expiration: self.expiration,
+        };
+        std::mem::replace(self, vacant)
+    }
+
+    #[inline]
+    fn is_vacant(&self) -> bool {
+        self.m.size == 0
+    }
+}
+
 impl Item for Rec {
     fn size(&self) -> usize {
         self.aggregate_bound()
@@ -911,6 +959,26 @@ mod tests {
             Bytes::from_owner(Owner(vec![7; len], dropped.clone())),
             dropped,
         )
+    }
+
+    #[test]
+    fn a_sealed_records_large_data_goes_at_once_and_a_taken_record_leaves_a_vacant_one() {
+        let mut packer = Packer::default();
+        let (data, dropped) = watched(PACKED_DATA_MAX + 1);
+        let mut r = packed(&mut packer, "k", data);
+        assert!(!r.is_vacant());
+        let m = r.take_member();
+        assert_eq!((m.id(), m.bytes()), (1, PACKED_DATA_MAX + 2));
+        assert!(r.is_vacant(), "a record whose member left is vacant");
+        assert!(
+            dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "large data let go of at once"
+        );
+        // Taken whole, a record leaves a vacant one and keeps its key and data.
+        let mut r = packed(&mut packer, "key", Bytes::from_static(b"small"));
+        let taken = r.vacate();
+        assert!(r.is_vacant() && !taken.is_vacant());
+        assert_eq!((taken.key(), taken.data()), ("key", &b"small"[..]));
     }
 
     #[test]

@@ -330,13 +330,9 @@ impl StreamPipeline {
             }
             return;
         }
-        for rec in self.unseal(k, now) {
-            if rec.expiration <= now {
-                self.expire(rec.m, now);
-            } else {
-                self.route(rec, now);
-            }
-        }
+        // Those past their time to live fail as they are routed.
+        let recs = self.unseal(k, now);
+        self.route_all(recs, false, now);
     }
 
     /// Reads a Kinesis record's user records back, to route them again. Those it
