@@ -626,7 +626,9 @@ impl Rec {
     /// record's lock) is let go of now; its key and small data are dropped with it
     /// where it is (their buffer is shared with the other records of its put).
     pub(super) fn take_member(&mut self) -> Member {
-        self.body.rare = None;
+        if self.body.rare.is_some() {
+            self.body.rare = None;
+        }
         std::mem::replace(&mut self.m, Member::vacant())
     }
 }
