@@ -23,7 +23,7 @@ use super::record::{
     take_out,
 };
 use super::shards::Place;
-use super::slab::{Held, Key, Slab};
+use super::slab::{Held, Key, Slab, missing};
 use super::{SUSPECT_WAIT, StreamPipeline};
 use crate::config::Config;
 use crate::fasthash::FastMap;
@@ -166,9 +166,7 @@ impl Aggregation {
     /// The record under `key`, to change in place.
     #[inline]
     pub(super) fn get_mut(&mut self, key: Key) -> &mut Rec {
-        self.records
-            .get_mut(key)
-            .unwrap_or_else(|| panic!("no record under {key:?} in the slab"))
+        self.records.get_mut(key).unwrap_or_else(|| missing(key))
     }
 
     /// Adds `held` to the queue of the batch in `slot`; returns the batches that
@@ -193,7 +191,7 @@ impl Aggregation {
     pub(super) fn take(&mut self, held: Held) -> Rec {
         self.records
             .take(held.key)
-            .unwrap_or_else(|| panic!("no record under {:?} in the slab", held.key))
+            .unwrap_or_else(|| missing(held.key))
     }
 
     /// Takes the record of `held` out of the slab, keeping only its member (see
@@ -202,7 +200,7 @@ impl Aggregation {
     fn take_member(&mut self, held: Held) -> Member {
         self.records
             .take_with(held.key, Rec::take_member)
-            .unwrap_or_else(|| panic!("no record under {:?} in the slab", held.key))
+            .unwrap_or_else(|| missing(held.key))
     }
 
     /// Takes the records of `batch` out of the slab, in order.
@@ -305,6 +303,11 @@ impl Aggregation {
         }
         keys.extend(self.unknown.flush().into_iter().flatten());
         let mut held = self.take_all(keys);
+        debug_assert_eq!(
+            self.records.len(),
+            0,
+            "every record held is named by a queue"
+        );
         if let Some(ordered) = &mut self.ordered {
             held.extend(ordered.drain());
         }
@@ -315,6 +318,12 @@ impl Aggregation {
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let shard = self.schedule.peek().map(|Reverse((t, _))| *t);
         shard.into_iter().chain(self.unknown.next_deadline()).min()
+    }
+
+    /// The slab of records.
+    #[cfg(test)]
+    pub(super) fn slab(&self) -> &Slab<Rec> {
+        &self.records
     }
 
     /// Whether it holds no record.
@@ -876,8 +885,8 @@ mod tests {
 
     fn add(a: &mut Aggregation, shard: &ShardId, rec: Rec) -> Vec<Vec<Held>> {
         let slot = a.slot(shard);
-        let held = a.hold_all(vec![rec]);
-        a.queue(slot, held[0])
+        let held = a.hold_all(vec![rec]).pop().expect("one handle");
+        a.queue(slot, held)
     }
 
     fn ids(a: &Aggregation, batch: &[Held]) -> Vec<u64> {

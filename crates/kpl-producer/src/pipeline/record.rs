@@ -622,10 +622,11 @@ impl Member {
 }
 
 impl Rec {
-    /// Moves its member out, leaving it vacant. Large data (and an ordered
-    /// record's lock) is let go of now; its key and small data are dropped with it
-    /// where it is (their buffer is shared with the other records of its put).
+    /// Moves its member out, leaving it vacant: its key and data (and an ordered
+    /// record's lock) are let go of now, so a vacant record left in its put's
+    /// vector keeps no buffer alive.
     pub(super) fn take_member(&mut self) -> Member {
+        self.body.bytes = Bytes::new();
         if self.body.rare.is_some() {
             self.body.rare = None;
         }
@@ -964,11 +965,13 @@ mod tests {
     }
 
     #[test]
-    fn a_sealed_records_large_data_goes_at_once_and_a_taken_record_leaves_a_vacant_one() {
+    fn a_record_whose_member_is_taken_lets_go_of_its_key_and_data_at_once() {
         let mut packer = Packer::default();
         let (data, dropped) = watched(PACKED_DATA_MAX + 1);
         let mut r = packed(&mut packer, "k", data);
-        assert!(!r.is_vacant());
+        drop(packer);
+        let key = r.key_buffer();
+        assert!(!r.is_vacant() && !key.is_unique());
         let m = r.take_member();
         assert_eq!((m.id(), m.bytes()), (1, PACKED_DATA_MAX + 2));
         assert!(r.is_vacant(), "a record whose member left is vacant");
@@ -976,8 +979,9 @@ mod tests {
             dropped.load(std::sync::atomic::Ordering::SeqCst),
             "large data let go of at once"
         );
+        assert!(key.is_unique(), "its key's buffer let go of at once");
         // Taken whole, a record leaves a vacant one and keeps its key and data.
-        let mut r = packed(&mut packer, "key", Bytes::from_static(b"small"));
+        let mut r = packed(&mut Packer::default(), "key", Bytes::from_static(b"small"));
         let taken = r.vacate();
         assert!(r.is_vacant() && !taken.is_vacant());
         assert_eq!((taken.key(), taken.data()), ("key", &b"small"[..]));

@@ -5,13 +5,15 @@
 //!
 //! Rules: a put's vector of records is adopted whole as one chunk of the slab
 //! ([`Slab::adopt`]), so a record is not moved when it is taken in: it stays where
-//! the caller wrote it until its batch is sealed, when its member is moved out and
-//! the rest is left in place ([`Slab::take_with`]); a record leaving the stage
-//! another way (expired, taken apart, drained, ordered) is taken out whole
-//! ([`Slab::take`]). A key names one record until it is taken. A chunk is freed
-//! (its vector dropped, with what is left of its records) when its last record is
-//! taken, so a backlog's memory is given back as it goes without moving a record
-//! that still waits.
+//! the caller wrote it until its batch is sealed, when its member is moved out, its
+//! key and data let go of, and a vacant record left in place
+//! ([`Slab::take_with`]); a record leaving the stage
+//! another way (expired, taken apart, drained, sent alone) is taken out whole
+//! ([`Slab::take`]). A key names one record until it is taken, and nothing after,
+//! even once its chunk's number is given to another vector (keys carry the chunk's
+//! generation). A chunk is freed (its vector dropped, with the vacant records left
+//! in it) when its last record is taken, so a backlog's memory is given back as it
+//! goes without moving a record that still waits.
 
 use std::time::Instant;
 
@@ -25,10 +27,12 @@ pub(super) trait Vacate {
     fn is_vacant(&self) -> bool;
 }
 
-/// A value's key in its [`Slab`]: its chunk, and its place there.
+/// A value's key in its [`Slab`]: its chunk (the number, and which vector under
+/// that number), and its place there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Key {
     chunk: u32,
+    generation: u32,
     index: u32,
 }
 
@@ -47,6 +51,8 @@ struct Chunk<T> {
     entries: Vec<T>,
     /// Values not taken yet.
     live: u32,
+    /// How many vectors its number was given before this one (wrapping).
+    generation: u32,
 }
 
 impl<T> Default for Slab<T> {
@@ -61,38 +67,57 @@ impl<T> Default for Slab<T> {
 
 impl<T: Vacate> Slab<T> {
     /// Holds `values` (none vacant) where they are, as one chunk; returns their
-    /// keys, in order.
-    pub(super) fn adopt(&mut self, values: Vec<T>) -> impl Iterator<Item = Key> + use<T> {
+    /// keys, in order. A vector with more than twice the room its values take
+    /// (a put partly held back) is shrunk first, so a waiting value keeps no more
+    /// than its vector's values alive.
+    pub(super) fn adopt(&mut self, mut values: Vec<T>) -> impl Iterator<Item = Key> + use<T> {
         debug_assert!(!values.iter().any(T::is_vacant), "a vacant value adopted");
         let n = u32::try_from(values.len()).expect("fewer than 2^32 values in one chunk");
-        let chunk = if n == 0 {
-            0
+        let (chunk, generation) = if n == 0 {
+            (0, 0)
         } else {
-            let adopted = Chunk {
-                entries: values,
-                live: n,
-            };
+            if values.capacity() / 2 > values.len() {
+                values.shrink_to_fit();
+            }
             self.len += n as usize;
             match self.vacant.pop() {
                 Some(c) => {
-                    self.chunks[c as usize] = adopted;
-                    c
+                    let reused = &mut self.chunks[c as usize];
+                    reused.entries = values;
+                    reused.live = n;
+                    reused.generation = reused.generation.wrapping_add(1);
+                    (c, reused.generation)
                 }
                 None => {
                     let c = u32::try_from(self.chunks.len()).expect("fewer than 2^32 chunks");
-                    self.chunks.push(adopted);
-                    c
+                    self.chunks.push(Chunk {
+                        entries: values,
+                        live: n,
+                        generation: 0,
+                    });
+                    (c, 0)
                 }
             }
         };
-        (0..n).map(move |index| Key { chunk, index })
+        (0..n).map(move |index| Key {
+            chunk,
+            generation,
+            index,
+        })
+    }
+
+    /// The chunk `key` names, if it is still the vector the key was given in.
+    #[inline]
+    fn chunk(&self, key: Key) -> Option<&Chunk<T>> {
+        self.chunks
+            .get(key.chunk as usize)
+            .filter(|c| c.generation == key.generation)
     }
 
     /// The value under `key`, if it holds one.
     #[inline]
     pub(super) fn get(&self, key: Key) -> Option<&T> {
-        let chunk = self.chunks.get(key.chunk as usize)?;
-        chunk
+        self.chunk(key)?
             .entries
             .get(key.index as usize)
             .filter(|v| !v.is_vacant())
@@ -102,6 +127,9 @@ impl<T: Vacate> Slab<T> {
     #[inline]
     pub(super) fn get_mut(&mut self, key: Key) -> Option<&mut T> {
         let chunk = self.chunks.get_mut(key.chunk as usize)?;
+        if chunk.generation != key.generation {
+            return None;
+        }
         chunk
             .entries
             .get_mut(key.index as usize)
@@ -121,6 +149,9 @@ impl<T: Vacate> Slab<T> {
     #[inline]
     pub(super) fn take_with<R>(&mut self, key: Key, part: impl FnOnce(&mut T) -> R) -> Option<R> {
         let chunk = self.chunks.get_mut(key.chunk as usize)?;
+        if chunk.generation != key.generation {
+            return None;
+        }
         let place = chunk.entries.get_mut(key.index as usize)?;
         if place.is_vacant() {
             return None;
@@ -136,7 +167,6 @@ impl<T: Vacate> Slab<T> {
     }
 
     /// Frees the emptied chunk `number` (drops what is left of its values).
-    #[cold]
     fn free(&mut self, number: u32) {
         self.chunks[number as usize].entries = Vec::new();
         self.vacant.push(number);
@@ -155,6 +185,15 @@ impl<T: Vacate> Slab<T> {
             .filter(|c| c.entries.capacity() > 0)
             .count()
     }
+
+    /// The values it holds, in no particular order.
+    #[cfg(test)]
+    pub(super) fn values(&self) -> impl Iterator<Item = &T> {
+        self.chunks
+            .iter()
+            .flat_map(|c| &c.entries)
+            .filter(|v| !v.is_vacant())
+    }
 }
 
 impl<T: Vacate> std::ops::Index<Key> for Slab<T> {
@@ -163,16 +202,23 @@ impl<T: Vacate> std::ops::Index<Key> for Slab<T> {
     /// The value under `key`; a key that names nothing is a bug of the caller's.
     #[inline]
     fn index(&self, key: Key) -> &T {
-        self.get(key)
-            .unwrap_or_else(|| panic!("no value under key {key:?} in the slab"))
+        self.get(key).unwrap_or_else(|| missing(key))
     }
+}
+
+/// A key that names nothing, used as if it named a value: a bug of the caller's.
+#[cold]
+#[track_caller]
+pub(super) fn missing(key: Key) -> ! {
+    panic!("no value under {key:?} in the slab")
 }
 
 /// A record held in the slab, as a queue of the aggregation stage holds it: its key,
 /// and what the stage asks of it before its batch is sealed (its size toward an
 /// aggregate, its deadline, its expiration), so a batch is cut and checked without
 /// reading the records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Not `Clone`: a handle is used once, to take its record out.
+#[derive(Debug, PartialEq, Eq)]
 pub(super) struct Held {
     pub(super) key: Key,
     pub(super) deadline: Instant,
@@ -239,11 +285,39 @@ mod tests {
         *s.get_mut(b).expect("held") = 3;
         assert_eq!(s.take_with(b, |v| std::mem::take(v) * 10), Some(30));
         assert_eq!((s.len(), s.chunks()), (0, 0), "emptied, the chunk is freed");
-        assert_eq!(s.get(Key { chunk: 7, index: 0 }), None);
+        assert_eq!(
+            s.get(Key {
+                chunk: 7,
+                generation: 0,
+                index: 0
+            }),
+            None
+        );
         assert_eq!(s.adopt(Vec::new()).count(), 0);
-        // A freed chunk's number is given again.
-        let c: Vec<Key> = s.adopt(vec![5]).collect();
+        // A freed chunk's number is given again, and the old keys name nothing in it.
+        let c: Vec<Key> = s.adopt(vec![5, 6]).collect();
         assert_eq!(c[0].chunk, a.chunk);
+        assert_eq!((s.get(a), s.get(b)), (None, None));
+        assert_eq!(s.take(a), None);
+        assert!(s.get_mut(b).is_none());
+        assert_eq!(s.take_with(b, std::mem::take), None);
+        assert_eq!((s[c[0]], s[c[1]], s.len()), (5, 6, 2));
+    }
+
+    #[test]
+    fn a_vector_with_room_to_spare_is_shrunk_when_adopted() {
+        let mut s = Slab::default();
+        let mut held_back = Vec::with_capacity(1000);
+        held_back.extend([1, 2, 3]);
+        let mut full = Vec::with_capacity(4);
+        full.extend([4, 5, 6]);
+        let at = full.as_ptr();
+        let keys: Vec<Key> = s.adopt(held_back).chain(s.adopt(full)).collect();
+        assert!(s.chunks[0].entries.capacity() < 1000);
+        assert!(
+            std::ptr::eq(&s[keys[3]], at),
+            "a vector nearly full is not moved"
+        );
     }
 
     #[test]
@@ -273,12 +347,14 @@ mod tests {
     }
 
     proptest! {
-        /// Any sequence of adoptions and takes holds exactly what a map would, and
-        /// keeps chunks only for what it holds.
+        /// Any sequence of adoptions and takes (whole or in part) holds exactly
+        /// what a map would, keeps chunks only for what it holds, and a key taken
+        /// names nothing after, whatever its chunk's number was given to since.
         #[test]
-        fn it_holds_what_a_map_holds(ops in proptest::collection::vec((0u8..3, 1u32..1000), 0..2000)) {
+        fn it_holds_what_a_map_holds(ops in proptest::collection::vec((0u8..4, 1u32..1000), 0..2000)) {
             let mut s = Slab::default();
             let mut model: BTreeMap<Key, u32> = BTreeMap::new();
+            let mut taken: Vec<Key> = Vec::new();
             for (op, v) in ops {
                 if op == 0 || model.is_empty() {
                     let values: Vec<u32> = (0..v % 7).map(|i| v + i).collect();
@@ -286,14 +362,21 @@ mod tests {
                         prop_assert!(model.insert(k, value).is_none(), "a key given twice");
                     }
                 } else {
-                    // Take one of the held keys, picked by `v`.
+                    // Take one of the held keys, picked by `v`: whole, or its
+                    // value moved out in place.
                     let k = *model.keys().nth(v as usize % model.len()).expect("held");
-                    prop_assert_eq!(s.take(k), model.remove(&k));
+                    let got = if op == 1 { s.take(k) } else { s.take_with(k, std::mem::take) };
+                    prop_assert_eq!(got, model.remove(&k));
+                    taken.push(k);
                 }
                 prop_assert_eq!(s.len(), model.len());
             }
             for (k, v) in &model {
                 prop_assert_eq!(s.get(*k), Some(v));
+            }
+            for k in taken {
+                prop_assert_eq!(s.get(k), None);
+                prop_assert_eq!(s.take(k), None);
             }
             let holding: std::collections::BTreeSet<u32> = model.keys().map(|k| k.chunk).collect();
             prop_assert_eq!(s.chunks(), holding.len());

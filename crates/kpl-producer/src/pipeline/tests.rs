@@ -84,6 +84,13 @@ impl Bench {
     }
 
     fn put_many(&mut self, keys: &[impl AsRef<str>], data: &'static [u8]) -> Vec<u64> {
+        let (recs, ids) = self.records(keys, data);
+        self.p.handle_put(recs, self.now);
+        ids
+    }
+
+    /// Records under `keys` with `data`, put now, for one put; with their ids.
+    fn records(&mut self, keys: &[impl AsRef<str>], data: &'static [u8]) -> (Vec<Rec>, Vec<u64>) {
         let mut recs = Vec::new();
         let mut ids = Vec::new();
         for key in keys {
@@ -102,8 +109,7 @@ impl Bench {
             ));
             ids.push(id);
         }
-        self.p.handle_put(recs, self.now);
-        ids
+        (recs, ids)
     }
 
     /// Every request due now.
@@ -844,4 +850,32 @@ fn records_stored_by_their_first_attempt_get_the_outcome_that_attempt_makes() {
     );
     assert_eq!(r.attempts[1].shard_id, Some(shard));
     assert!(b.p.is_idle());
+}
+
+/// A put's records wait in the put's own vector (the aggregation's slab adopts
+/// it): not moved from where the put wrote them until sealed, and the vector freed
+/// once the last of them is.
+#[test]
+fn a_puts_records_wait_in_its_own_vector_until_the_last_of_them_is_sealed() {
+    let mut b = Bench::new(Config::builder());
+    b.answer_listing(even_shards(2));
+    let (recs, ids) = b.records(&keys(8), b"d");
+    let (from, to) = (recs.as_ptr(), recs.as_ptr().wrapping_add(recs.len()));
+    b.p.handle_put(recs, b.now);
+    let slab = b.p.aggregation.slab();
+    assert_eq!((slab.len(), slab.chunks()), (8, 1));
+    assert!(
+        slab.values()
+            .all(|r| (from..to).contains(&std::ptr::from_ref(r))),
+        "held where the put wrote them"
+    );
+    let sent = b.next_puts();
+    let slab = b.p.aggregation.slab();
+    assert_eq!(
+        (slab.len(), slab.chunks()),
+        (0, 0),
+        "sealed, the vector is freed"
+    );
+    b.answer_until_settled(sent, &ids, |r| all_ok(r, 2));
+    assert!(ids.iter().all(|id| b.outcomes[id].is_success()));
 }
