@@ -51,7 +51,7 @@ const _: () = assert!(RECENT_SETS.is_power_of_two() && RECENT_SETS > 1);
 /// then the slot is rescheduled, so each batch is scheduled at its next deadline
 /// and polling costs what is due, not what is held; a closed batch is a vector of
 /// handles, and the record leaves the slab when its batch is sealed
-/// ([`seal`](Self::seal): its member is moved out, the rest left for its chunk), or
+/// ([`seal`](Self::seal): its member is moved out, its key and data let go of), or
 /// whole when it leaves the stage another way (expired, taken out for a reshard,
 /// drained); a shard's batch closes at `aggregation_max_count` records, at
 /// `aggregation_max_size` bytes of aggregate, or at its first record's deadline;
@@ -195,7 +195,7 @@ impl Aggregation {
     }
 
     /// Takes the record of `held` out of the slab, keeping only its member (see
-    /// [`Rec::take_member`]: the rest stays where it is).
+    /// [`Rec::take_member`]: a vacant record stays where it was).
     #[inline]
     fn take_member(&mut self, held: Held) -> Member {
         self.records
@@ -441,8 +441,8 @@ impl Aggregation {
         );
         // What stays of each record is its member (the rest is read back from the
         // aggregate if it is ever needed); the keys and data of the user records are
-        // freed with their put's vector in the slab, once all its records have left
-        // (a large record's data here).
+        // let go of here (freed by whoever holds the last reference to a buffer),
+        // their put's vector once all its records have left.
         let members = batch.drain(..).map(|h| self.take_member(h)).collect();
         let krec = KRec {
             records: Contents::Sealed(members),

@@ -385,9 +385,7 @@ impl StreamPipeline {
         self.poll_verify(now);
         // Retries whose backoff has passed.
         let due: Vec<Rec> = std::iter::from_fn(|| self.retries.pop_due(now)).collect();
-        if !due.is_empty() {
-            self.route_all(due, false, now);
-        }
+        self.route_all(due, false, now);
         // Records stored on shards the map could not place, past their time.
         let late = self.shards.take_late(now);
         for landed in late {

@@ -143,7 +143,7 @@ impl<T: Vacate> Slab<T> {
     }
 
     /// Hands the value under `key` to `part`, which moves out what it needs and
-    /// leaves it vacant (the rest is dropped with its chunk): the value itself is
+    /// leaves it vacant (dropped with its chunk): the value itself is
     /// not moved. The key names nothing after. `None` if it holds no value under
     /// `key`.
     #[inline]
